@@ -1,0 +1,117 @@
+"""The interface every resource type implements, and the registry that finds them by name.
+
+An adapter turns a live resource into named byte streams of a recovery point (``backup``) and
+turns those streams back into a *new* resource (``restore``). It never sees keys, stores or the
+catalog: it writes through :class:`BackupContext` and reads through :class:`RestoreContext`.
+
+Rules for adapters:
+
+- stream, never stage a full copy: feed pipes and files straight into ``ctx.writer``;
+- never put a password in a process argument; pass secrets through the environment;
+- restore only into something new; refuse a non-empty target unless ``allow_non_empty``;
+- raise :mod:`strongroom.errors` classes with one clear line and a hint.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from strongroom.errors import ConfigError
+from strongroom.vault.reader import RecoveryPointReader
+from strongroom.vault.writer import RecoveryPointWriter
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """A registered resource: what to back up and how to reach it (never a password)."""
+
+    id: str
+    type: str
+    settings: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BackupContext:
+    writer: RecoveryPointWriter
+    temp_dir: Path  # scratch space on the account's disk, removed after the job
+    previous: RecoveryPointReader | None = None  # last COMPLETED recovery point of this resource
+    environment: dict[str, str] = field(default_factory=dict)  # extra env for tools (e.g. PGPASSWORD)
+
+
+@dataclass
+class RestoreContext:
+    reader: RecoveryPointReader
+    temp_dir: Path
+    home: Path  # the account home; adapters keep restored clusters etc. under it by default
+    progress: Callable[[int], None] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    target: str | None = None  # a URI or a path, by resource type
+    target_identifier: str | None = None  # a new name (postgres-cluster: the new cluster)
+    port: int | None = None
+    allow_non_empty: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    target: str  # what was created, for people: a URI, a path, an identifier
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ResourceAdapter(ABC):
+    type_name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Check and normalise settings given to ``resources add``; raise ConfigError."""
+
+    @abstractmethod
+    def backup(self, resource: ResourceSpec, ctx: BackupContext) -> dict[str, Any]:
+        """Write the resource's streams into ``ctx.writer``; return metadata for the manifest."""
+
+    @abstractmethod
+    def restore(self, metadata: dict[str, Any], ctx: RestoreContext, request: RestoreRequest) -> RestoreResult:
+        """Recreate the resource from ``ctx.reader`` as something new described by ``request``."""
+
+
+_registry: dict[str, type[ResourceAdapter]] = {}
+
+
+def register_adapter(cls: type[ResourceAdapter]) -> type[ResourceAdapter]:
+    _registry[cls.type_name] = cls
+    return cls
+
+
+def _load_builtin_adapters() -> None:
+    import importlib
+
+    for module in ("postgres", "postgres_cluster", "directory", "sqlite"):
+        try:
+            importlib.import_module(f"strongroom.adapters.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"strongroom.adapters.{module}":
+                raise
+
+
+def get_adapter(type_name: str) -> ResourceAdapter:
+    _load_builtin_adapters()
+    cls = _registry.get(type_name)
+    if cls is None:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise ConfigError(f"unknown resource type '{type_name}'", hint=f"Known types: {known}")
+    return cls()
+
+
+def adapter_types() -> list[str]:
+    _load_builtin_adapters()
+    return sorted(_registry)

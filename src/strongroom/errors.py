@@ -1,0 +1,108 @@
+"""The one error tree of Strongroom.
+
+Every failure a user can meet is a :class:`StrongroomError` subclass with a stable
+``code``, a process ``exit_code`` and a ``hint`` that says what to do. Front ends turn
+them into one line (CLI) or one JSON shape (API); nothing else should reach a user::
+
+    StrongroomError
+    ├── UsageError                 bad input from the user (exit 2)
+    │   ├── ConfigError
+    │   ├── NotFoundError          unknown resource, recovery point, job, vault
+    │   └── AlreadyExistsError
+    ├── AccountError               home missing / not initialised / locked (exit 3)
+    │   └── WrongPassphraseError
+    ├── SourceError                the resource cannot be read (exit 4)
+    │   └── ToolMissingError       pg_dump, pg_basebackup ... not installed
+    ├── TargetError                restore target refused or failed (exit 5)
+    │   └── TargetNotEmptyError
+    ├── StorageError               the object store failed (exit 6)
+    │   └── StorageFullError
+    ├── IntegrityError             stored data is damaged or forged (exit 7)
+    └── FormatError                a vault object of an unknown format version (exit 7)
+"""
+
+from __future__ import annotations
+
+
+class StrongroomError(Exception):
+    """Base of every error Strongroom reports to a user."""
+
+    code = "STRONGROOM_ERROR"
+    exit_code = 1
+    hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message.rstrip(".")
+        return f"{text}. {self.hint}" if self.hint else text
+
+
+class UsageError(StrongroomError):
+    code = "USAGE"
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    code = "CONFIG"
+
+
+class NotFoundError(UsageError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExistsError(UsageError):
+    code = "ALREADY_EXISTS"
+
+
+class AccountError(StrongroomError):
+    code = "ACCOUNT"
+    exit_code = 3
+
+
+class WrongPassphraseError(AccountError):
+    code = "WRONG_PASSPHRASE"
+    hint = "Check STRONGROOM_PASSPHRASE (or the passphrase you typed) and try again"
+
+
+class SourceError(StrongroomError):
+    code = "SOURCE"
+    exit_code = 4
+
+
+class ToolMissingError(SourceError):
+    code = "TOOL_MISSING"
+
+
+class TargetError(StrongroomError):
+    code = "TARGET"
+    exit_code = 5
+
+
+class TargetNotEmptyError(TargetError):
+    code = "TARGET_NOT_EMPTY"
+
+
+class StorageError(StrongroomError):
+    code = "STORAGE"
+    exit_code = 6
+
+
+class StorageFullError(StorageError):
+    code = "STORAGE_FULL"
+    hint = "Free space on the vault's disk, then run the command again; nothing was committed"
+
+
+class IntegrityError(StrongroomError):
+    code = "INTEGRITY"
+    exit_code = 7
+    hint = "Run 'strongroom verify --read-data' to list every damaged object and recovery point"
+
+
+class FormatError(StrongroomError):
+    code = "FORMAT"
+    exit_code = 7

@@ -1,0 +1,78 @@
+"""The object-store interface every vault backend implements.
+
+Guarantees every implementation gives (checked by ``tests/contract/test_store_contract.py``):
+
+- ``put`` is atomic: a reader sees the whole object or none of it, also after a crash.
+- ``put(..., if_absent=True)`` never replaces an existing object and reports whether it wrote.
+- ``get`` returns exactly the bytes put, or raises :class:`~strongroom.errors.NotFoundError`.
+- ``list(prefix)`` yields every key under the prefix, in no particular order.
+- Keys are ``/``-separated ASCII paths without ``..``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from strongroom.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    conditional_write: bool = True
+    atomic_replace: bool = True
+    object_lock: bool = False
+
+
+class ObjectStore(ABC):
+    capabilities = StoreCapabilities()
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """Store ``data`` under ``key``; with ``if_absent`` keep an existing object. True if written."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def head(self, key: str) -> int | None:
+        """Size of the object, or None when it does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    @property
+    @abstractmethod
+    def url(self) -> str: ...
+
+
+StoreFactory = Callable[[str], ObjectStore]
+_factories: dict[str, StoreFactory] = {}
+
+
+def register_store(scheme: str, factory: StoreFactory) -> None:
+    _factories[scheme] = factory
+
+
+def open_store(url: str) -> ObjectStore:
+    """Open a store from its URL: ``file:///path`` (or a plain path), ``memory://name``."""
+    scheme = urlparse(url).scheme or "file"
+    _load_builtin_stores()
+    factory = _factories.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(_factories))
+        raise ConfigError(f"unknown object store scheme '{scheme}' in {url}", hint=f"Use one of: {known}")
+    return factory(url)
+
+
+def _load_builtin_stores() -> None:
+    from strongroom.store import local, memory  # noqa: F401  (they register themselves)
