@@ -1,0 +1,55 @@
+"""Versioned schema of the catalog. Append new migrations; never edit an applied one."""
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE vaults (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL UNIQUE,
+        store_url TEXT NOT NULL,
+        vault_id TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE resources (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        job_type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        resource_id TEXT,
+        vault_name TEXT,
+        recovery_point_arn TEXT,
+        creation_date TEXT NOT NULL,
+        start_date TEXT,
+        completion_date TEXT,
+        bytes_processed INTEGER NOT NULL DEFAULT 0,
+        status_message TEXT,
+        pid INTEGER,
+        parameters TEXT NOT NULL DEFAULT '{}',
+        result TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE TABLE recovery_points (
+        id TEXT PRIMARY KEY,
+        arn TEXT NOT NULL UNIQUE,
+        vault_name TEXT NOT NULL REFERENCES vaults(name),
+        resource_id TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_message TEXT,
+        creation_date TEXT NOT NULL,
+        completion_date TEXT,
+        source_bytes INTEGER NOT NULL DEFAULT 0,
+        stored_bytes INTEGER NOT NULL DEFAULT 0,
+        new_bytes INTEGER NOT NULL DEFAULT 0,
+        backup_job_id TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX recovery_points_resource ON recovery_points(resource_id, creation_date);
+    """,
+]

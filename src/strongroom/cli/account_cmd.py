@@ -1,0 +1,76 @@
+"""``strongroom init`` and ``strongroom vaults``."""
+
+from __future__ import annotations
+
+import typer
+
+from strongroom.cli import context, output
+from strongroom.model import RecoveryPointStatus
+from strongroom.services.account import DEFAULT_REGION, init_account
+
+vaults_app = typer.Typer(help="Backup vaults of this account.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.add_typer(vaults_app, name="vaults")
+
+
+def init(
+    ctx: typer.Context,
+    region: str = typer.Option(DEFAULT_REGION, help="Region name used in ARNs."),
+    chunk_size: int | None = typer.Option(
+        None, help="Average chunk size in bytes of the default vault (default 1.25 MiB; 64 KiB to 4 MiB)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create an account home: catalog, account id, keys and the Default vault."""
+    cli = context.state(ctx)
+    passphrase = context.read_passphrase(confirm=True)
+    account = init_account(cli.home, passphrase, region=region, average_chunk_size=_checked_chunk(chunk_size))
+    vault = account.catalog.get_vault("Default")
+    result = {"home": str(account.home), "account_id": account.account_id, "region": account.region,
+              "backup_vault_arn": vault.arn}
+    account.close()
+    if json_output:
+        output.emit_json(result)
+    else:
+        output.console.print(f"Created account {result['account_id']} in {result['home']}")
+        output.console.print(f"Default vault: {vault.arn}")
+
+
+def _checked_chunk(size: int | None) -> int | None:
+    from strongroom.errors import ConfigError
+
+    if size is not None and not 64 * 1024 <= size <= 4 * 1024 * 1024:
+        raise ConfigError(f"chunk size {size} is out of range", hint="Use 65536 to 4194304 bytes")
+    return size
+
+
+@vaults_app.command("list")
+def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
+    """List the account's backup vaults."""
+    with context.account(ctx) as account:
+        records = [v.as_dict() for v in account.catalog.list_vaults()]
+    if json_output:
+        output.emit_json({"backup_vaults": records})
+        return
+    output.table("Backup vaults", ["Name", "ARN", "Store"], [
+        (v["backup_vault_name"], v["backup_vault_arn"], v["store_url"]) for v in records
+    ])
+
+
+@vaults_app.command("describe")
+def vaults_describe(
+    ctx: typer.Context, name: str = typer.Argument("Default"), json_output: bool = typer.Option(False, "--json")
+) -> None:
+    """Show one vault and how many recovery points it holds."""
+    with context.account(ctx) as account:
+        record = account.catalog.get_vault(name).as_dict()
+        points = account.catalog.list_recovery_points(vault_name=record["backup_vault_name"])
+        record["number_of_recovery_points"] = sum(p.status == RecoveryPointStatus.COMPLETED for p in points)
+        record["stored_bytes_added"] = sum(p.new_bytes for p in points)
+    if json_output:
+        output.emit_json(record)
+    else:
+        output.details(record)

@@ -1,0 +1,131 @@
+"""``strongroom backup start``, ``strongroom restore start`` and the hidden job runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import typer
+
+from strongroom.adapters.base import RestoreRequest
+from strongroom.cli import context, output
+from strongroom.cli.context import ENV_PASSPHRASE
+from strongroom.model import Job, JobType
+from strongroom.services.account import DEFAULT_VAULT, Account
+from strongroom.services.backup import create_backup_job, run_backup_job
+from strongroom.services.joblock import ENV_LOCK_FD, JobLock
+from strongroom.services.jobs import job_temp_dir
+from strongroom.services.restore import create_restore_job, run_restore_job
+
+backup_app = typer.Typer(help="Backup jobs.", no_args_is_help=True)
+restore_app = typer.Typer(help="Restore jobs.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(backup_app, name="backup")
+    app.add_typer(restore_app, name="restore")
+    app.command("run-job", hidden=True)(run_job)
+
+
+@backup_app.command("start")
+def backup_start(
+    ctx: typer.Context,
+    resource: str = typer.Option(..., "--resource", help="Id of a registered resource."),
+    vault: str = typer.Option(DEFAULT_VAULT, "--vault", help="Backup vault name or ARN."),
+    wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Start a backup job of a resource into a vault."""
+    with context.account(ctx) as account:
+        job, lock = create_backup_job(account, resource, vault)
+        finished = _run_or_spawn(ctx, account, job, lock, wait, json_output, "Backing up")
+    _report(finished, json_output)
+
+
+@restore_app.command("start")
+def restore_start(
+    ctx: typer.Context,
+    recovery_point: str = typer.Option(..., "--recovery-point", help="ARN of a COMPLETED recovery point."),
+    target: str | None = typer.Option(None, "--target", help="New database URI or new path."),
+    target_identifier: str | None = typer.Option(None, "--target-identifier", help="New cluster identifier."),
+    port: int | None = typer.Option(None, "--port", help="Port of a restored cluster."),
+    allow_non_empty: bool = typer.Option(False, "--allow-non-empty", help="Restore into a non-empty target."),
+    jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
+    wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Restore a recovery point into a NEW database, cluster or path."""
+    options = {"jobs": jobs} if jobs else {}
+    request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
+    with context.account(ctx) as account:
+        job, lock = create_restore_job(account, recovery_point, request)
+        finished = _run_or_spawn(ctx, account, job, lock, wait, json_output, "Restoring")
+    _report(finished, json_output)
+
+
+def run_job(ctx: typer.Context, job_id: str) -> None:
+    """Run a CREATED job in this process (used by commands started without --wait)."""
+    lock = JobLock.inherited()
+    with context.account(ctx) as account:
+        _execute(account, account.catalog.get_job(job_id), lock, None)
+
+
+def _run_or_spawn(
+    ctx: typer.Context, account: Account, job: Job, lock: JobLock, wait: bool, json_output: bool, verb: str
+) -> Job:
+    if not wait:
+        _spawn(ctx, account, job, lock)
+        return account.catalog.get_job(job.id)
+    total = None
+    if job.job_type == JobType.RESTORE and job.recovery_point_arn:
+        total = account.catalog.get_recovery_point(job.recovery_point_arn).source_bytes
+    with output.progress_bar(verb, total, enabled=not json_output) as progress:
+        return _execute(account, job, lock, progress)
+
+
+def _execute(account: Account, job: Job, lock: JobLock | None, progress) -> Job:  # type: ignore[no-untyped-def]
+    if job.job_type == JobType.BACKUP:
+        return run_backup_job(account, job.id, lock, progress)
+    return run_restore_job(account, job.id, lock, progress)
+
+
+def _spawn(ctx: typer.Context, account: Account, job: Job, lock: JobLock) -> None:
+    """Hand the job and its lock to a detached process; the lock keeps it alive in the catalog's eyes."""
+    environment = dict(os.environ)
+    environment[ENV_LOCK_FD] = str(lock.fd)
+    environment[ENV_PASSPHRASE] = context.state(ctx).passphrase()
+    log_dir = job_temp_dir(account, job.id).parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"job-{job.id}.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "strongroom.cli.main", "--home", str(account.home), "run-job", job.id],
+            env=environment,
+            pass_fds=[lock.fd],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    lock.release()
+
+
+def _report(job: Job, json_output: bool) -> None:
+    data = job.as_dict()
+    if json_output:
+        output.emit_json(data)
+        return
+    if job.job_type == JobType.BACKUP:
+        if job.state.finished:
+            result = job.result
+            output.console.print(
+                f"Backup job {job.id} {job.state.value}: {output.human_bytes(result.get('source_bytes'))} read, "
+                f"{output.human_bytes(result.get('new_bytes'))} added to the vault"
+            )
+            output.console.print(f"Recovery point: {job.recovery_point_arn}")
+        else:
+            output.console.print(f"Backup job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
+    elif job.state.finished:
+        output.console.print(f"Restore job {job.id} {job.state.value}: restored to {job.result.get('target')}")
+    else:
+        output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")

@@ -1,0 +1,61 @@
+"""What every command needs: the account home, the passphrase, and how to render output."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from strongroom.errors import AccountError
+from strongroom.services.account import Account, open_account
+from strongroom.services.jobs import recover_dead_jobs
+
+ENV_HOME = "STRONGROOM_HOME"
+ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"
+DEFAULT_HOME = Path("~/.strongroom")
+
+
+@dataclass
+class CliState:
+    home: Path = field(default_factory=lambda: DEFAULT_HOME.expanduser())
+    _passphrase: str | None = None
+
+    def passphrase(self) -> str:
+        if self._passphrase is None:
+            self._passphrase = read_passphrase(confirm=False)
+        return self._passphrase
+
+
+def read_passphrase(*, confirm: bool) -> str:
+    value = os.environ.get(ENV_PASSPHRASE)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise AccountError(
+            "no passphrase given", hint=f"Set {ENV_PASSPHRASE}, or run the command in a terminal to be asked"
+        )
+    value = getpass.getpass("Strongroom passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != value:
+        raise AccountError("the two passphrases differ")
+    return value
+
+
+def state(ctx: typer.Context) -> CliState:
+    return ctx.ensure_object(CliState)
+
+
+@contextmanager
+def account(ctx: typer.Context) -> Iterator[Account]:
+    cli = state(ctx)
+    opened = open_account(cli.home, cli.passphrase)
+    try:
+        recover_dead_jobs(opened)
+        yield opened
+    finally:
+        opened.close()

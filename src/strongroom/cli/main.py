@@ -1,0 +1,66 @@
+"""The ``strongroom`` command: global options, command groups, and error → exit code mapping."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from strongroom.cli import account_cmd, backup_cmd, jobs_cmd, recovery_points_cmd, resources_cmd, verify_cmd
+from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
+from strongroom.cli.output import error_console
+from strongroom.errors import StrongroomError
+
+app = typer.Typer(
+    name="strongroom",
+    help="Encrypted, deduplicated, immutable backups and one-command disaster recovery.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Path = typer.Option(
+        DEFAULT_HOME, "--home", envvar=ENV_HOME, help="The account's home directory.", show_default=True
+    ),
+) -> None:
+    ctx.obj = CliState(home=home.expanduser())
+
+
+account_cmd.register(app)
+resources_cmd.register(app)
+backup_cmd.register(app)
+recovery_points_cmd.register(app)
+jobs_cmd.register(app)
+verify_cmd.register(app)
+
+
+def run() -> None:
+    try:
+        app(standalone_mode=False)
+    except StrongroomError as exc:
+        error_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error_console.print("[bold red]error:[/] interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error_console.print("[bold red]error:[/] aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,48 @@
+"""``strongroom recovery-points list|describe``."""
+
+from __future__ import annotations
+
+import typer
+
+from strongroom.cli import context, output
+from strongroom.model import RecoveryPointStatus
+
+rp_app = typer.Typer(help="Recovery points in the account's vaults.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rp_app, name="recovery-points")
+
+
+@rp_app.command("list")
+def list_(
+    ctx: typer.Context,
+    resource: str | None = typer.Option(None, "--resource"),
+    vault: str | None = typer.Option(None, "--vault"),
+    status: RecoveryPointStatus | None = typer.Option(None, "--status", case_sensitive=False),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """List recovery points, oldest first."""
+    with context.account(ctx) as account:
+        vault_name = account.catalog.get_vault(vault).name if vault else None
+        points = [p.as_dict() for p in account.catalog.list_recovery_points(
+            resource_id=resource, vault_name=vault_name, status=status)]
+    if json_output:
+        output.emit_json({"recovery_points": points})
+        return
+    output.table("Recovery points", ["ARN", "Resource", "Status", "Created", "Size", "Added"], [
+        (p["recovery_point_arn"], p["resource_id"], p["status"], p["creation_date"][:19],
+         output.human_bytes(p["source_bytes"]), output.human_bytes(p["new_bytes"])) for p in points
+    ])
+
+
+@rp_app.command("describe")
+def describe(
+    ctx: typer.Context,
+    recovery_point: str = typer.Option(..., "--recovery-point", help="ARN (or id)."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show one recovery point."""
+    with context.account(ctx) as account:
+        point = account.catalog.get_recovery_point(recovery_point).as_dict()
+    output.emit_json(point) if json_output else output.details(point)

@@ -1,0 +1,42 @@
+"""``strongroom verify``."""
+
+from __future__ import annotations
+
+import typer
+
+from strongroom.cli import context, output
+from strongroom.errors import IntegrityError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)
+
+
+def verify(
+    ctx: typer.Context,
+    recovery_point: str | None = typer.Option(None, "--recovery-point", help="ARN; default: every one."),
+    read_data: bool = typer.Option(False, "--read-data", help="Decrypt and re-hash every chunk."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check that recovery points are whole; with --read-data, that every byte is intact."""
+    from strongroom.services.verify import verify as run_verify
+
+    with context.account(ctx) as account, output.progress_bar("Verifying", None, not json_output) as progress:
+        report = run_verify(account, recovery_point, read_data=read_data, progress=progress)
+    if json_output:
+        output.emit_json(report.as_dict())
+    else:
+        for key, problem in sorted(report.damaged_objects.items()):
+            output.console.print(f"[red]damaged[/] {key}: {problem}", highlight=False)
+        for arn, keys in sorted(report.damaged_recovery_points.items()):
+            output.console.print(f"[red]affected[/] {arn} ({len(keys)} damaged objects)", highlight=False)
+        mode = "read and re-hashed" if read_data else "checked present"
+        output.console.print(
+            f"{report.recovery_points_checked} recovery points, {report.objects_checked} objects {mode}, "
+            f"{len(report.damaged_objects)} damaged"
+        )
+    if not report.ok:
+        raise IntegrityError(
+            f"{len(report.damaged_objects)} damaged objects affect {len(report.damaged_recovery_points)} "
+            "recovery points", hint="Restore from another recovery point or from the destination vault's copy"
+        )

@@ -1,0 +1,182 @@
+"""Records the services and front ends share: ARNs, states, jobs and recovery points."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from strongroom.errors import UsageError
+
+
+class JobState(StrEnum):
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.ABORTED)
+
+
+class RecoveryPointStatus(StrEnum):
+    CREATING = "CREATING"
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+    EXPIRED = "EXPIRED"
+    DELETED = "DELETED"
+
+
+class JobType(StrEnum):
+    BACKUP = "BACKUP"
+    RESTORE = "RESTORE"
+    COPY = "COPY"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def new_id() -> str:
+    """A random id in AWS's UUID shape, for jobs and recovery points."""
+    raw = secrets.token_hex(16)
+    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+
+
+ARN_PATTERN = re.compile(
+    r"^arn:strongroom:backup:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<kind>[a-z-]+):(?P<name>.+)$"
+)
+
+
+@dataclass(frozen=True)
+class Arn:
+    region: str
+    account_id: str
+    kind: str  # backup-vault, recovery-point
+    name: str
+
+    def __str__(self) -> str:
+        return f"arn:strongroom:backup:{self.region}:{self.account_id}:{self.kind}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> Arn:
+        match = ARN_PATTERN.match(text)
+        if not match:
+            raise UsageError(
+                f"'{text}' is not a Strongroom ARN",
+                hint="ARNs look like arn:strongroom:backup:<region>:<account-id>:recovery-point:<id>",
+            )
+        return cls(match["region"], match["account"], match["kind"], match["name"])
+
+
+@dataclass
+class Job:
+    id: str
+    job_type: JobType
+    state: JobState
+    resource_id: str | None
+    vault_name: str | None
+    recovery_point_arn: str | None
+    creation_date: str
+    start_date: str | None = None
+    completion_date: str | None = None
+    bytes_processed: int = 0
+    status_message: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id,
+            "job_type": self.job_type.value,
+            "state": self.state.value,
+            "resource_id": self.resource_id,
+            "backup_vault_name": self.vault_name,
+            "recovery_point_arn": self.recovery_point_arn,
+            "creation_date": self.creation_date,
+            "start_date": self.start_date,
+            "completion_date": self.completion_date,
+            "duration_seconds": _duration(self.start_date, self.completion_date),
+            "bytes_processed": self.bytes_processed,
+            "status_message": self.status_message,
+            "parameters": self.parameters,
+            "result": self.result,
+        }
+
+
+@dataclass
+class RecoveryPoint:
+    id: str
+    arn: str
+    vault_name: str
+    resource_id: str
+    resource_type: str
+    status: RecoveryPointStatus
+    creation_date: str
+    completion_date: str | None = None
+    source_bytes: int = 0
+    stored_bytes: int = 0
+    new_bytes: int = 0
+    backup_job_id: str | None = None
+    status_message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recovery_point_arn": self.arn,
+            "recovery_point_id": self.id,
+            "backup_vault_name": self.vault_name,
+            "resource_id": self.resource_id,
+            "resource_type": self.resource_type,
+            "status": self.status.value,
+            "status_message": self.status_message,
+            "creation_date": self.creation_date,
+            "completion_date": self.completion_date,
+            "duration_seconds": _duration(self.creation_date, self.completion_date),
+            "source_bytes": self.source_bytes,
+            "stored_bytes": self.stored_bytes,
+            "new_bytes": self.new_bytes,
+            "backup_job_id": self.backup_job_id,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass
+class Resource:
+    id: str
+    type: str
+    settings: dict[str, Any]
+    tags: dict[str, str]
+    created_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"resource_id": self.id, "resource_type": self.type, "settings": self.settings,
+                "tags": self.tags, "creation_date": self.created_at}
+
+
+@dataclass
+class VaultRecord:
+    name: str
+    arn: str
+    store_url: str
+    vault_id: str
+    created_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backup_vault_name": self.name, "backup_vault_arn": self.arn, "store_url": self.store_url,
+                "vault_id": self.vault_id, "creation_date": self.created_at}
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)

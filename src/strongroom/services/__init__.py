@@ -1,0 +1,1 @@
+"""The domain operations that every front end calls."""

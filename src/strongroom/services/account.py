@@ -1,0 +1,137 @@
+"""An account: its home directory, catalog, identity and vaults.
+
+Home layout (docs/operations.md)::
+
+    HOME/account.json     account id, region, format
+    HOME/catalog.db       the catalog (SQLite, WAL)
+    HOME/vaults/NAME/     a vault on local disk (default vault: Default)
+    HOME/locks/           one lock file per running job
+    HOME/tmp/             scratch space of running jobs
+    HOME/clusters/        PostgreSQL clusters restored under a new identifier
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from strongroom.catalog import Catalog
+from strongroom.errors import AccountError, AlreadyExistsError
+from strongroom.model import Arn, VaultRecord, iso, now
+from strongroom.store.base import open_store
+from strongroom.store.local import LocalStore
+from strongroom.vault import Vault
+from strongroom.vault.vault import ChunkerSettings
+
+ACCOUNT_FORMAT = 1
+DEFAULT_VAULT = "Default"
+DEFAULT_REGION = "local"
+
+PassphraseSource = Callable[[], str]
+
+
+@dataclass
+class Account:
+    home: Path
+    account_id: str
+    region: str
+    catalog: Catalog
+    passphrase: PassphraseSource
+    _open_vaults: dict[str, Vault] = field(default_factory=dict)
+
+    def vault(self, name: str = DEFAULT_VAULT) -> Vault:
+        record = self.catalog.get_vault(name)
+        if record.name not in self._open_vaults:
+            self._open_vaults[record.name] = Vault.open(open_store(record.store_url), self.passphrase())
+        return self._open_vaults[record.name]
+
+    def vault_arn(self, name: str) -> str:
+        return str(Arn(self.region, self.account_id, "backup-vault", name))
+
+    def recovery_point_arn(self, recovery_point_id: str) -> str:
+        return str(Arn(self.region, self.account_id, "recovery-point", recovery_point_id))
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def init_account(
+    home: Path,
+    passphrase: str,
+    *,
+    region: str = DEFAULT_REGION,
+    average_chunk_size: int | None = None,
+    scrypt_params: dict[str, int] | None = None,
+) -> Account:
+    """Create the account's state store: catalog, identity, keys and the default vault."""
+    home = home.expanduser().absolute()
+    if (home / "account.json").exists():
+        raise AlreadyExistsError(f"{home} already holds a Strongroom account", hint="Use another --home")
+    if not passphrase:
+        raise AccountError("the passphrase is empty", hint="Set STRONGROOM_PASSPHRASE or type a passphrase")
+    for sub in ("vaults", "locks", "tmp"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    account_id = f"{secrets.randbelow(10**12):012d}"
+    catalog = Catalog(home / "catalog.db")
+    account = Account(home, account_id, region, catalog, lambda: passphrase)
+    chunker = ChunkerSettings.for_average(average_chunk_size) if average_chunk_size else None
+    create_vault(account, DEFAULT_VAULT, chunker=chunker, scrypt_params=scrypt_params)
+    identity = {"format": ACCOUNT_FORMAT, "account_id": account_id, "region": region, "created_at": iso(now())}
+    # account.json is written last: a home without it is an unfinished init and may be removed.
+    _write_atomically(home / "account.json", json.dumps(identity, indent=2).encode())
+    return account
+
+
+def create_vault(
+    account: Account,
+    name: str,
+    *,
+    chunker: ChunkerSettings | None = None,
+    scrypt_params: dict[str, int] | None = None,
+) -> VaultRecord:
+    root = account.home / "vaults" / name
+    if root.exists() and any(root.iterdir()):
+        shutil.rmtree(root)  # left by an unfinished init or create; never holds a catalogued vault
+    vault = Vault.create(LocalStore(root), account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
+    record = VaultRecord(name, account.vault_arn(name), LocalStore(root).url, vault.config.vault_id, iso(now()) or "")
+    account.catalog.add_vault(record)
+    account._open_vaults[name] = vault
+    return record
+
+
+def open_account(home: Path, passphrase: PassphraseSource) -> Account:
+    home = home.expanduser().absolute()
+    identity_path = home / "account.json"
+    if not identity_path.exists():
+        raise AccountError(
+            f"no Strongroom account at {home}",
+            hint=f"Create one with 'strongroom --home {home} init' or point --home / STRONGROOM_HOME at it",
+        )
+    identity = json.loads(identity_path.read_text())
+    if identity.get("format") != ACCOUNT_FORMAT:
+        raise AccountError(f"{identity_path} has an unknown format", hint="Upgrade Strongroom")
+    catalog = Catalog(home / "catalog.db")
+    return Account(home, identity["account_id"], identity["region"], catalog, passphrase)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,92 @@
+"""Backup jobs: a resource's streams into a new recovery point of a vault."""
+
+from __future__ import annotations
+
+from strongroom.adapters.base import BackupContext, ResourceSpec, get_adapter
+from strongroom.errors import StrongroomError
+from strongroom.model import Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.services.account import DEFAULT_VAULT, Account
+from strongroom.services.joblock import JobLock
+from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.vault.manifest import load_manifest
+from strongroom.vault.reader import RecoveryPointReader
+from strongroom.vault.writer import RecoveryPointWriter
+
+
+def create_backup_job(account: Account, resource_id: str, vault_name: str = DEFAULT_VAULT) -> tuple[Job, JobLock]:
+    """Record a CREATED backup job and hold its lock (hand the lock to whoever runs the job)."""
+    account.catalog.get_resource(resource_id)
+    vault = account.catalog.get_vault(vault_name)
+    job = Job(new_id(), JobType.BACKUP, JobState.CREATED, resource_id, vault.name, None, iso(now()) or "")
+    lock = JobLock.acquire(lock_path(account, job.id))
+    account.catalog.add_job(job)
+    return job, lock
+
+
+def run_backup_job(
+    account: Account, job_id: str, lock: JobLock | None = None, progress: ProgressCallback | None = None
+) -> Job:
+    job = account.catalog.get_job(job_id)
+    resource = account.catalog.get_resource(job.resource_id or "")
+    with running(account, job, lock) as temp_dir:
+        vault = account.vault(job.vault_name or DEFAULT_VAULT)
+        rp = _new_recovery_point(account, job, resource.type)
+        spec = ResourceSpec(resource.id, resource.type, resource.settings, resource.tags)
+        previous = _previous_reader(account, resource.id, job.vault_name or DEFAULT_VAULT)
+        try:
+            with RecoveryPointWriter(vault, rp.id, progress) as writer:
+                context = BackupContext(writer=writer, temp_dir=temp_dir, previous=previous)
+                metadata = get_adapter(resource.type).backup(spec, context)
+                manifest = writer.commit(resource.id, resource.type, metadata)
+        finally:
+            if previous:
+                previous.close()
+        stats = writer.stats
+        account.catalog.update_recovery_point(
+            rp.id,
+            status=RecoveryPointStatus.COMPLETED,
+            completion_date=manifest.completed_at,
+            source_bytes=stats.source_bytes,
+            stored_bytes=stats.stored_bytes,
+            new_bytes=stats.new_bytes,
+            metadata=metadata,
+        )
+        account.catalog.update_job(
+            job.id,
+            state=JobState.COMPLETED,
+            completion_date=iso(now()),
+            bytes_processed=stats.source_bytes,
+            result={"recovery_point_arn": rp.arn, **stats.as_dict()},
+        )
+    return account.catalog.get_job(job.id)
+
+
+def _new_recovery_point(account: Account, job: Job, resource_type: str) -> RecoveryPoint:
+    rp_id = new_id()
+    rp = RecoveryPoint(
+        id=rp_id,
+        arn=account.recovery_point_arn(rp_id),
+        vault_name=job.vault_name or DEFAULT_VAULT,
+        resource_id=job.resource_id or "",
+        resource_type=resource_type,
+        status=RecoveryPointStatus.CREATING,
+        creation_date=iso(now()) or "",
+        backup_job_id=job.id,
+    )
+    account.catalog.add_recovery_point(rp)
+    account.catalog.update_job(job.id, recovery_point_arn=rp.arn)
+    return rp
+
+
+def _previous_reader(account: Account, resource_id: str, vault_name: str) -> RecoveryPointReader | None:
+    """The newest intact COMPLETED recovery point of the resource, for incremental reuse."""
+    completed = account.catalog.list_recovery_points(
+        resource_id=resource_id, vault_name=vault_name, status=RecoveryPointStatus.COMPLETED
+    )
+    vault = account.vault(vault_name)
+    for rp in reversed(completed):
+        try:
+            return RecoveryPointReader(vault, load_manifest(vault, rp.id))
+        except StrongroomError:
+            continue
+    return None

@@ -1,0 +1,79 @@
+"""Job bookkeeping shared by backup and restore: states, locks, and recovery after a crash."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from strongroom.errors import StrongroomError
+from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, now
+from strongroom.services.account import Account
+from strongroom.services.joblock import JobLock, is_held
+from strongroom.vault.vault import manifest_key
+
+DEAD_JOB_MESSAGE = "the process running this job stopped before it finished (killed or crashed)"
+
+
+def lock_path(account: Account, job_id: str) -> Path:
+    return account.locks_dir / f"job-{job_id}.lock"
+
+
+def recover_dead_jobs(account: Account) -> list[str]:
+    """Mark every CREATED/RUNNING job whose process is gone as FAILED; returns their ids."""
+    recovered = []
+    for job in account.catalog.list_jobs(states=[JobState.CREATED, JobState.RUNNING]):
+        path = lock_path(account, job.id)
+        if is_held(path):
+            continue
+        fail_job(account, job, DEAD_JOB_MESSAGE)
+        path.unlink(missing_ok=True)
+        shutil.rmtree(job_temp_dir(account, job.id), ignore_errors=True)
+        recovered.append(job.id)
+    return recovered
+
+
+def fail_job(account: Account, job: Job, message: str, state: JobState = JobState.FAILED) -> None:
+    """Finish a job unsuccessfully; its recovery point, if any, can never be COMPLETED."""
+    if job.job_type == JobType.BACKUP and job.recovery_point_arn:
+        rp = account.catalog.get_recovery_point(job.recovery_point_arn)
+        if rp.status == RecoveryPointStatus.CREATING:
+            # The catalog never said COMPLETED, so a manifest (written just before a crash) is withdrawn.
+            with suppress(StrongroomError):
+                account.vault(rp.vault_name).store.delete(manifest_key(rp.id))
+            account.catalog.update_recovery_point(
+                rp.id, status=RecoveryPointStatus.PARTIAL, status_message=f"backup job {job.id} failed: {message}"
+            )
+    account.catalog.update_job(job.id, state=state, status_message=message, completion_date=iso(now()))
+
+
+def job_temp_dir(account: Account, job_id: str) -> Path:
+    return account.tmp_dir / f"job-{job_id}"
+
+
+@contextmanager
+def running(account: Account, job: Job, lock: JobLock | None) -> Iterator[Path]:
+    """Hold the job's lock, mark it RUNNING, give it a scratch dir, and fail it on any error."""
+    own_lock = lock or JobLock.acquire(lock_path(account, job.id))
+    temp_dir = job_temp_dir(account, job.id)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    account.catalog.update_job(job.id, state=JobState.RUNNING, start_date=iso(now()))
+    try:
+        yield temp_dir
+    except StrongroomError as exc:
+        fail_job(account, account.catalog.get_job(job.id), exc.one_line())
+        raise
+    except KeyboardInterrupt:
+        fail_job(account, account.catalog.get_job(job.id), "interrupted by the user", JobState.ABORTED)
+        raise
+    except Exception as exc:
+        fail_job(account, account.catalog.get_job(job.id), f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        lock_path(account, job.id).unlink(missing_ok=True)
+        own_lock.release()
+
+
+ProgressCallback = Callable[[int], None]

@@ -1,0 +1,71 @@
+"""Restore jobs: a recovery point into something new (a database, a cluster, a path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strongroom.adapters.base import RestoreContext, RestoreRequest, get_adapter
+from strongroom.errors import UsageError
+from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, new_id, now
+from strongroom.services.account import Account
+from strongroom.services.joblock import JobLock
+from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.vault.manifest import load_manifest
+from strongroom.vault.reader import RecoveryPointReader
+
+
+def create_restore_job(account: Account, recovery_point: str, request: RestoreRequest) -> tuple[Job, JobLock]:
+    rp = account.catalog.get_recovery_point(recovery_point)
+    if rp.status != RecoveryPointStatus.COMPLETED:
+        raise UsageError(
+            f"recovery point {rp.arn} is {rp.status.value}, not COMPLETED, and cannot be restored",
+            hint="Pick a COMPLETED one from 'strongroom recovery-points list'",
+        )
+    if not request.target and not request.target_identifier:
+        raise UsageError("a restore needs --target or --target-identifier")
+    parameters: dict[str, Any] = {
+        "target": request.target,
+        "target_identifier": request.target_identifier,
+        "port": request.port,
+        "allow_non_empty": request.allow_non_empty,
+        "options": request.options,
+    }
+    job = Job(new_id(), JobType.RESTORE, JobState.CREATED, rp.resource_id, rp.vault_name, rp.arn,
+              iso(now()) or "", parameters=parameters)
+    lock = JobLock.acquire(lock_path(account, job.id))
+    account.catalog.add_job(job)
+    return job, lock
+
+
+def run_restore_job(
+    account: Account, job_id: str, lock: JobLock | None = None, progress: ProgressCallback | None = None
+) -> Job:
+    job = account.catalog.get_job(job_id)
+    rp = account.catalog.get_recovery_point(job.recovery_point_arn or "")
+    params = job.parameters
+    request = RestoreRequest(
+        target=params.get("target"),
+        target_identifier=params.get("target_identifier"),
+        port=params.get("port"),
+        allow_non_empty=bool(params.get("allow_non_empty")),
+        options=params.get("options") or {},
+    )
+    with running(account, job, lock) as temp_dir:
+        vault = account.vault(rp.vault_name)
+        manifest = load_manifest(vault, rp.id)
+        with RecoveryPointReader(vault, manifest) as reader:
+            context = RestoreContext(reader=reader, temp_dir=temp_dir, home=account.home, progress=progress)
+            result = get_adapter(manifest.resource_type).restore(manifest.metadata, context, request)
+        account.catalog.update_job(
+            job.id,
+            state=JobState.COMPLETED,
+            completion_date=iso(now()),
+            bytes_processed=sum(stream.size for stream in manifest.streams.values()),
+            result={"target": result.target, **result.details},
+        )
+    return account.catalog.get_job(job.id)
+
+
+def stream_size(account: Account, recovery_point: str) -> int:
+    rp = account.catalog.get_recovery_point(recovery_point)
+    return rp.source_bytes
