@@ -1,0 +1,150 @@
+"""The vault engine on its own: streams in, streams out, dedup, and damage always named."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from strongroom.errors import IntegrityError
+from strongroom.vault import Vault
+from strongroom.vault.manifest import load_manifest
+from strongroom.vault.reader import RecoveryPointReader
+from strongroom.vault.vault import CHUNKS_PREFIX, MANIFESTS_PREFIX
+from strongroom.vault.verify import verify_recovery_points
+from strongroom.vault.writer import RecoveryPointWriter
+from tests.support.vaults import make_vault
+
+
+def write(vault: Vault, rp_id: str, streams: dict[str, bytes]) -> dict[str, int]:
+    with RecoveryPointWriter(vault, rp_id) as writer:
+        for name, data in streams.items():
+            writer.store_stream(name, io.BytesIO(data))
+        writer.commit("res", "test", {"note": "x"})
+    return writer.stats.as_dict()
+
+
+def read(vault: Vault, rp_id: str, name: str) -> bytes:
+    with RecoveryPointReader(vault, load_manifest(vault, rp_id)) as reader:
+        return reader.open_stream(name).read()
+
+
+def mixed_data(size: int, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    words = [bytes(rng.choice(b"abcdefghij") for _ in range(8)) for _ in range(500)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words) + b" " + rng.randbytes(4)
+    return bytes(out[:size])
+
+
+@pytest.fixture
+def small_vault(tmp_path: Path) -> Vault:
+    return make_vault(tmp_path / "vault", average_chunk=64 * 1024)
+
+
+def test_round_trip_of_several_streams(small_vault: Vault) -> None:
+    data = {"a": mixed_data(3_000_000), "b": b"", "c": os.urandom(100_000)}
+    write(small_vault, "rp1", data)
+    for name, content in data.items():
+        assert read(small_vault, "rp1", name) == content
+
+
+def test_identical_second_backup_adds_only_its_manifest(small_vault: Vault) -> None:
+    data = mixed_data(2_000_000)
+    first = write(small_vault, "rp1", {"s": data})
+    second = write(small_vault, "rp2", {"s": data})
+    assert first["new_chunks"] > 10
+    assert second["new_chunks"] == 0
+    assert second["new_bytes"] < 2_000  # the manifest alone
+    assert second["stored_bytes"] == first["stored_bytes"]
+
+
+def test_insertion_in_the_middle_stores_a_few_chunks(small_vault: Vault) -> None:
+    data = mixed_data(4_000_000)
+    first = write(small_vault, "rp1", {"s": data})
+    changed = data[:2_000_000] + b"inserted!" + data[2_000_000:]
+    second = write(small_vault, "rp2", {"s": changed})
+    assert second["new_bytes"] < first["stored_bytes"] * 0.1
+    assert read(small_vault, "rp2", "s") == changed
+
+
+def test_reopened_vault_with_passphrase_reads_back(tmp_path: Path) -> None:
+    vault = make_vault(tmp_path / "v")
+    write(vault, "rp1", {"s": b"hello" * 1000})
+    reopened = Vault.open(vault.store, "test-passphrase")
+    assert read(reopened, "rp1", "s") == b"hello" * 1000
+
+
+def _objects(vault: Vault) -> list[str]:
+    return sorted(k for k in vault.store.list() if k.startswith((CHUNKS_PREFIX, MANIFESTS_PREFIX)))
+
+
+def test_a_flipped_byte_in_any_object_is_caught_by_verify_and_restore(small_vault: Vault) -> None:
+    data = mixed_data(600_000)
+    write(small_vault, "rp1", {"s": data})
+    root = Path(small_vault.store.root)  # type: ignore[attr-defined]
+    for key in _objects(small_vault):
+        path = root / key
+        original = path.read_bytes()
+        damaged = bytearray(original)
+        damaged[random.Random(key).randrange(len(damaged))] ^= 0x40
+        path.write_bytes(bytes(damaged))
+        try:
+            report = verify_recovery_points(small_vault, ["rp1"], read_data=True)
+            assert not report.ok, key
+            assert any(key in k for k in report.damaged_objects), (key, report.damaged_objects)
+            assert report.damaged_recovery_points == {"rp1": list(report.damaged_objects)}
+            with pytest.raises(IntegrityError):
+                read(small_vault, "rp1", "s")
+        finally:
+            path.write_bytes(original)
+    assert verify_recovery_points(small_vault, ["rp1"], read_data=True).ok
+
+
+def test_a_chunk_swapped_for_another_is_caught(small_vault: Vault) -> None:
+    write(small_vault, "rp1", {"s": mixed_data(600_000)})
+    root = Path(small_vault.store.root)  # type: ignore[attr-defined]
+    chunks = [k for k in _objects(small_vault) if k.startswith(CHUNKS_PREFIX)]
+    (root / chunks[0]).write_bytes((root / chunks[1]).read_bytes())
+    with pytest.raises(IntegrityError):
+        read(small_vault, "rp1", "s")
+
+
+def test_missing_chunk_is_named_without_read_data(small_vault: Vault) -> None:
+    write(small_vault, "rp1", {"s": mixed_data(600_000)})
+    write(small_vault, "rp2", {"s": mixed_data(600_000)})
+    victim = [k for k in _objects(small_vault) if k.startswith(CHUNKS_PREFIX)][0]
+    small_vault.store.delete(victim)
+    report = verify_recovery_points(small_vault, ["rp1", "rp2"], read_data=False)
+    assert victim in report.damaged_objects
+    assert set(report.damaged_recovery_points) == {"rp1", "rp2"}
+
+
+def test_memory_stays_bounded_for_a_large_stream(small_vault: Vault) -> None:
+    """A 200 MB generated stream passes through with peak RSS growth far below its size."""
+    import resource
+
+    class Generated(io.RawIOBase):
+        def __init__(self, total: int) -> None:
+            self.left = total
+            self.block = mixed_data(1 << 20, seed=7)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, target) -> int:  # type: ignore[no-untyped-def]
+            n = min(len(target), self.left, len(self.block))
+            target[:n] = self.block[:n]
+            self.left -= n
+            return n
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with RecoveryPointWriter(small_vault, "big") as writer:
+        writer.store_stream("s", io.BufferedReader(Generated(200 << 20)))
+        writer.commit("res", "test", {})
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100
