@@ -17,6 +17,7 @@ def create_backup_job(account: Account, resource_id: str, vault_name: str = DEFA
     """Record a CREATED backup job and hold its lock (hand the lock to whoever runs the job)."""
     account.catalog.get_resource(resource_id)
     vault = account.catalog.get_vault(vault_name)
+    account.vault(vault.name)  # unlock now: a wrong passphrase fails before any job exists
     job = Job(new_id(), JobType.BACKUP, JobState.CREATED, resource_id, vault.name, None, iso(now()) or "")
     lock = JobLock.acquire(lock_path(account, job.id))
     account.catalog.add_job(job)

@@ -23,6 +23,7 @@ def create_restore_job(account: Account, recovery_point: str, request: RestoreRe
         )
     if not request.target and not request.target_identifier:
         raise UsageError("a restore needs --target or --target-identifier")
+    account.vault(rp.vault_name)  # unlock now: a wrong passphrase fails before any job exists
     parameters: dict[str, Any] = {
         "target": request.target,
         "target_identifier": request.target_identifier,
