@@ -119,7 +119,7 @@ def snapshot_tree(root: Path) -> dict[str, Entry]:
     """
     snapshot: dict[str, Entry] = {}
     first_path: dict[tuple[int, int], str] = {}
-    for rel in ["."] + sorted(_walk(root), key=os.fsencode):
+    for rel in [".", *sorted(_walk(root), key=os.fsencode)]:
         path = root if rel == "." else root / rel
         info = os.lstat(path)
         group = None
@@ -175,8 +175,9 @@ def diff_snapshots(expected: dict[str, Entry], actual: dict[str, Entry]) -> list
     for rel in expected.keys() & actual.keys():
         want, got = expected[rel], actual[rel]
         for name in Entry.__dataclass_fields__:
-            if getattr(want, name) != getattr(got, name):
-                problems.append(f"{rel!r}: {name} {_show(name, getattr(want, name))} != {_show(name, getattr(got, name))}")
+            before, after = getattr(want, name), getattr(got, name)
+            if before != after:
+                problems.append(f"{rel!r}: {name} {_show(name, before)} != {_show(name, after)}")
     return sorted(problems)
 
 

@@ -37,7 +37,8 @@ def backup(
     rp_id = secrets.token_hex(8)
     temp_dir.mkdir(parents=True, exist_ok=True)
     previous_reader = RecoveryPointReader(vault, load_manifest(vault, previous)) if previous else None
-    with RecoveryPointWriter(vault, rp_id) as writer:
+    base = previous_reader.manifest if previous_reader else None
+    with RecoveryPointWriter(vault, rp_id, previous=base) as writer:
         metadata = adapter.backup(spec, BackupContext(writer=writer, temp_dir=temp_dir, previous=previous_reader))
         manifest = writer.commit(spec.id, spec.type, metadata)
     if previous_reader:

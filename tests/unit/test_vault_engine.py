@@ -117,7 +117,7 @@ def test_a_chunk_swapped_for_another_is_caught(small_vault: Vault) -> None:
 def test_missing_chunk_is_named_without_read_data(small_vault: Vault) -> None:
     write(small_vault, "rp1", {"s": mixed_data(600_000)})
     write(small_vault, "rp2", {"s": mixed_data(600_000)})
-    victim = [k for k in _objects(small_vault) if k.startswith(CHUNKS_PREFIX)][0]
+    victim = next(k for k in _objects(small_vault) if k.startswith(CHUNKS_PREFIX))
     small_vault.store.delete(victim)
     report = verify_recovery_points(small_vault, ["rp1", "rp2"], read_data=False)
     assert victim in report.damaged_objects

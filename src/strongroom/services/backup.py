@@ -35,7 +35,8 @@ def run_backup_job(
         spec = ResourceSpec(resource.id, resource.type, resource.settings, resource.tags)
         previous = _previous_reader(account, resource.id, job.vault_name or DEFAULT_VAULT)
         try:
-            with RecoveryPointWriter(vault, rp.id, progress) as writer:
+            base = previous.manifest if previous else None
+            with RecoveryPointWriter(vault, rp.id, progress, previous=base) as writer:
                 context = BackupContext(writer=writer, temp_dir=temp_dir, previous=previous)
                 metadata = get_adapter(resource.type).backup(spec, context)
                 manifest = writer.commit(resource.id, resource.type, metadata)

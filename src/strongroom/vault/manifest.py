@@ -14,14 +14,24 @@ from strongroom.vault.envelope import Kind
 from strongroom.vault.vault import Vault, manifest_key
 
 MANIFEST_FORMAT = 1
-INDEX_RECORD = struct.Struct(">32sI")  # chunk id, plaintext length
-INDEX_RECORDS_PER_OBJECT = 32768  # 1.1 MiB of records per index object
+# chunk id, plaintext length, base chunk id (zeros: none), head and tail anchors (zeros: unknown)
+INDEX_RECORD = struct.Struct(">32sI32s8s8s")
+INDEX_RECORDS_PER_OBJECT = 16384  # 1.3 MiB of records per index object
+NO_BASE = bytes(32)
+NO_ANCHOR = bytes(8)
 
 
 @dataclass(frozen=True)
 class ChunkRef:
+    """A chunk of a stream. ``base`` names the chunk it was delta-compressed against (it needs it);
+    ``head`` and ``tail`` are keyed fingerprints of its first and last 64 bytes, used to find a
+    similar chunk of the previous recovery point to delta-compress against."""
+
     id: bytes
     size: int
+    base: bytes | None = None
+    head: bytes = NO_ANCHOR
+    tail: bytes = NO_ANCHOR
 
 
 @dataclass(frozen=True)
@@ -111,11 +121,13 @@ def load_manifest(vault: Vault, recovery_point_id: str) -> Manifest:
 
 
 def encode_index(records: list[ChunkRef]) -> bytes:
-    return b"".join(INDEX_RECORD.pack(ref.id, ref.size) for ref in records)
+    return b"".join(
+        INDEX_RECORD.pack(ref.id, ref.size, ref.base or NO_BASE, ref.head, ref.tail) for ref in records
+    )
 
 
 def decode_index(data: bytes, what: str) -> Iterator[ChunkRef]:
     if len(data) % INDEX_RECORD.size:
         raise IntegrityError(f"{what} has a length that is not a whole number of records")
-    for chunk_id, size in INDEX_RECORD.iter_unpack(data):
-        yield ChunkRef(chunk_id, size)
+    for chunk_id, size, base, head, tail in INDEX_RECORD.iter_unpack(data):
+        yield ChunkRef(chunk_id, size, None if base == NO_BASE else base, head, tail)

@@ -64,6 +64,21 @@ class RecoveryPointReader:
         return io.BufferedReader(_ChunkStream(self.iter_chunk_data(self.iter_refs(stream)), stream.size), 1 << 20)
 
 
+def _fetch(vault: Vault, key: str, what: str) -> bytes:
+    try:
+        return vault.store.get(key)
+    except NotFoundError:
+        raise IntegrityError(f"{what} is missing from the vault") from None
+
+
+def object_base(vault: Vault, object_id: bytes) -> bytes | None:
+    """The base a stored chunk was delta-compressed against (authenticated, not decompressed)."""
+    key = chunk_key(object_id)
+    what = f"object {key}"
+    opened = envelope.open_sealed(vault.keys.encryption_key, object_id, _fetch(vault, key, what), what=what)
+    return opened.base_id
+
+
 def _checked(ref: ChunkRef, future: Future[bytes]) -> bytes:
     data = future.result()
     if len(data) != ref.size:
@@ -71,15 +86,22 @@ def _checked(ref: ChunkRef, future: Future[bytes]) -> bytes:
     return data
 
 
-def read_object(vault: Vault, object_id: bytes, kind: Kind) -> bytes:
-    """Fetch, authenticate, decompress and re-hash one content-addressed object."""
+def read_object(vault: Vault, object_id: bytes, kind: Kind, *, as_base: bool = False) -> bytes:
+    """Fetch, authenticate, decompress and re-hash one content-addressed object.
+
+    A delta-compressed chunk is rebuilt from its base chunk, which must itself be a whole chunk.
+    """
     key = chunk_key(object_id)
     what = f"object {key}"
-    try:
-        sealed = vault.store.get(key)
-    except NotFoundError:
-        raise IntegrityError(f"{what} is missing from the vault") from None
-    opened = envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what)
+
+    def load_base(base_id: bytes) -> bytes:
+        if as_base:
+            raise IntegrityError(f"{what} is a delta used as a base (chains are not allowed)")
+        return read_object(vault, base_id, Kind.CHUNK, as_base=True)
+
+    opened = envelope.open_sealed(
+        vault.keys.encryption_key, object_id, _fetch(vault, key, what), what=what, base_loader=load_base
+    )
     if opened.kind != kind:
         raise IntegrityError(f"{what} is a {opened.kind.name.lower()}, expected a {kind.name.lower()}")
     if vault.chunk_id(opened.plaintext) != object_id:

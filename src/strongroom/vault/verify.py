@@ -84,6 +84,8 @@ def verify_recovery_points(
                     continue
                 for ref in decode_index(data, f"index object {index_id.hex()}"):
                     check(rp_id, ref.id, Kind.CHUNK)
+                    if ref.base is not None:  # a delta chunk needs its base chunk too
+                        check(rp_id, ref.base, Kind.CHUNK)
 
     for key, verdict in verdicts.items():
         if verdict is not None:

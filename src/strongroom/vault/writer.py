@@ -8,6 +8,11 @@ Ordering rules (docs/vault-format.md §7), enforced here and nowhere else:
 
 A crash at any instant therefore leaves, at worst, chunks no manifest references (harmless,
 collected later) and never a manifest that points at missing data.
+
+Delta compression: a new chunk whose first or last 64 bytes match a chunk of the previous recovery
+point (``previous``) is compressed with that chunk as a zstd dictionary. A table whose rows moved
+around (an UPDATE of scattered rows) changes every chunk a little; stored as deltas, the second
+backup costs kilobytes per chunk instead of the whole chunk.
 """
 
 from __future__ import annotations
@@ -16,25 +21,33 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
+import blake3
 from pyfastcdc import FastCDC
 
+from strongroom.errors import IntegrityError
 from strongroom.vault import envelope
-from strongroom.vault.envelope import Kind
+from strongroom.vault.envelope import Compression, Kind
 from strongroom.vault.manifest import (
     INDEX_RECORDS_PER_OBJECT,
+    NO_ANCHOR,
     ChunkRef,
     Manifest,
     StreamRef,
+    decode_index,
     encode_index,
     seal_manifest,
 )
+from strongroom.vault.reader import object_base, read_object
 from strongroom.vault.vault import Vault, chunk_key, manifest_key
 
 MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size
+ANCHOR_BYTES = 64
+ANCHOR_CONTEXT = "strongroom 2026-11 chunk anchor v1"
+AMBIGUOUS = -1
 
 ProgressCallback = Callable[[int], None]
 
@@ -46,6 +59,7 @@ class WriteStats:
     new_bytes: int = 0  # sealed size of the objects this backup added to the vault
     chunks: int = 0
     new_chunks: int = 0
+    delta_chunks: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -63,9 +77,7 @@ class StreamBuilder:
 
     def write_from(self, reader: BinaryIO) -> list[ChunkRef]:
         """Chunk everything ``reader`` yields into this stream; returns the new references."""
-        refs = []
-        for piece in self.writer.chunker.cut_stream(reader):
-            refs.append(self.writer.store_chunk(bytes(piece.data)))
+        refs = [self.writer.store_chunk(bytes(piece.data)) for piece in self.writer.chunker.cut_stream(reader)]
         self.append_refs(refs)
         return refs
 
@@ -84,7 +96,8 @@ class StreamBuilder:
 
     def _flush_index(self) -> None:
         if self.pending:
-            self.index.append(self.writer.store_object(encode_index(self.pending), Kind.INDEX))
+            final = [self.writer.final_ref(ref) for ref in self.pending]
+            self.index.append(self.writer.store_object(encode_index(final), Kind.INDEX))
             self.pending = []
 
     def finish(self) -> StreamRef:
@@ -95,24 +108,35 @@ class StreamBuilder:
 class RecoveryPointWriter:
     """Stores the streams of one recovery point and finally its manifest."""
 
-    def __init__(self, vault: Vault, recovery_point_id: str, progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        recovery_point_id: str,
+        progress: ProgressCallback | None = None,
+        previous: Manifest | None = None,
+    ) -> None:
         self.vault = vault
         self.recovery_point_id = recovery_point_id
         self.created_at = datetime.now(UTC).isoformat()
         settings = vault.config.chunker
         self.chunker = FastCDC(
-            settings.avg_size,
-            min_size=settings.min_size,
-            max_size=settings.max_size,
-            seed=vault.keys.chunker_seed,
+            settings.avg_size, min_size=settings.min_size, max_size=settings.max_size, seed=vault.keys.chunker_seed
         )
         self.stats = WriteStats()
         self.streams: dict[str, StreamRef] = {}
         self._progress = progress
-        self._referenced: set[bytes] = set()
+        self._anchor_key = blake3.blake3(vault.keys.id_key, derive_key_context=ANCHOR_CONTEXT).digest()
+        self._previous = previous
+        self._previous_refs: dict[bytes, ChunkRef] | None = None
+        self._previous_order: list[ChunkRef] = []
+        self._position: dict[bytes, int] = {}  # chunk id -> position in the previous recovery point
+        self._by_anchor: dict[bytes, int] = {}  # anchor -> position; AMBIGUOUS when it names several
+        self._last_position = -1
+        self._final: dict[bytes, ChunkRef] = {}  # every chunk this recovery point references
+        self._futures: dict[bytes, Future[ChunkRef]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strongroom-seal")
-        self._in_flight: deque[Future[None]] = deque()
+        self._in_flight: deque[Future[ChunkRef]] = deque()
 
     # Streams ---------------------------------------------------------------------------------
     def stream(self) -> StreamBuilder:
@@ -130,15 +154,17 @@ class RecoveryPointWriter:
 
     # Chunks ----------------------------------------------------------------------------------
     def store_chunk(self, data: bytes) -> ChunkRef:
-        chunk_id = self.vault.chunk_id(data)
+        """Store one chunk (unless the vault has it); returns its reference at once."""
+        ref = ChunkRef(self.vault.chunk_id(data), len(data), None, self._anchor(data[:ANCHOR_BYTES]),
+                       self._anchor(data[-ANCHOR_BYTES:]))
         self.stats.source_bytes += len(data)
         self.stats.chunks += 1
         if self._progress:
             self._progress(len(data))
-        if chunk_id not in self._referenced:
-            self._referenced.add(chunk_id)
-            self._submit(self._store_if_absent, chunk_id, data, Kind.CHUNK)
-        return ChunkRef(chunk_id, len(data))
+        candidate = self._similar_previous_chunk(ref)
+        if ref.id not in self._final and ref.id not in self._futures:
+            self._futures[ref.id] = self._submit(self._store_chunk, ref, data, candidate)
+        return ref
 
     def reference_existing(self, refs: Iterable[ChunkRef]) -> bool:
         """Count already stored chunks (an unchanged file) into this recovery point.
@@ -146,54 +172,147 @@ class RecoveryPointWriter:
         Returns False when one of them is missing from the vault, so the caller re-reads the data.
         """
         refs = list(refs)
-        sizes = []
+        sizes = {}
         for ref in refs:
-            if ref.id in self._referenced:
-                sizes.append(0)
-                continue
-            size = self.vault.store.head(chunk_key(ref.id))
-            if size is None:
-                return False
-            sizes.append(size)
-        for ref, size in zip(refs, sizes, strict=True):
-            if ref.id not in self._referenced:
-                self._referenced.add(ref.id)
+            if ref.id not in self._final and ref.id not in self._futures:
+                size = self.vault.store.head(chunk_key(ref.id))
+                if size is None:
+                    return False
+                sizes[ref.id] = size
+        for ref in refs:
+            if ref.id in sizes and ref.id not in self._final:
+                self._final[ref.id] = self._resolve_existing(ref)
                 with self._lock:
-                    self.stats.stored_bytes += size
+                    self.stats.stored_bytes += sizes[ref.id]
             self.stats.source_bytes += ref.size
             self.stats.chunks += 1
             if self._progress:
                 self._progress(ref.size)
         return True
 
+    def final_ref(self, ref: ChunkRef) -> ChunkRef:
+        """The reference as the index records it: with the base the stored object really uses."""
+        future = self._futures.pop(ref.id, None)
+        if future is not None:
+            self._final[ref.id] = future.result()
+        elif ref.id not in self._final:
+            self._final[ref.id] = self._resolve_existing(ref)
+        return self._final[ref.id]
+
     def store_object(self, plaintext: bytes, kind: Kind) -> bytes:
+        """Store an index object (never delta-compressed); returns its id."""
         object_id = self.vault.chunk_id(plaintext)
-        if object_id not in self._referenced:
-            self._referenced.add(object_id)
-            self._submit(self._store_if_absent, object_id, plaintext, kind)
+        if object_id not in self._final and object_id not in self._futures:
+            ref = ChunkRef(object_id, len(plaintext))
+            self._futures[object_id] = self._submit(self._store_plain, ref, plaintext, kind)
         return object_id
 
-    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+    def _anchor(self, data: bytes) -> bytes:
+        return blake3.blake3(data, key=self._anchor_key).digest(8)
+
+    def _submit(self, fn: Callable[..., ChunkRef], *args: Any) -> Future[ChunkRef]:
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             self._in_flight.popleft().result()
-        self._in_flight.append(self._pool.submit(fn, *args))
+        future = self._pool.submit(fn, *args)
+        self._in_flight.append(future)
+        return future
 
-    def _store_if_absent(self, object_id: bytes, plaintext: bytes, kind: Kind) -> None:
-        key = chunk_key(object_id)
-        store = self.vault.store
-        existing = store.head(key)
+    def _store_chunk(self, ref: ChunkRef, data: bytes, candidate: ChunkRef | None) -> ChunkRef:
+        key = chunk_key(ref.id)
+        existing = self.vault.store.head(key)
+        if existing is not None:
+            self._count(existing, written=False)
+            return self._resolve_existing(ref)
+        base = self._delta_base(ref, candidate)
+        compression, body = envelope.compress_body(data, base)
+        sealed = envelope.seal_body(self.vault.keys.encryption_key, Kind.CHUNK, ref.id, compression, body)
+        if not self.vault.store.put(key, sealed, if_absent=True):  # a concurrent backup stored it first
+            self._count(self.vault.store.head(key) or 0, written=False)
+            return self._resolve_existing(ref)
+        self._count(len(sealed), written=True, delta=compression == Compression.ZSTD_DELTA)
+        return replace(ref, base=base[0] if base and compression == Compression.ZSTD_DELTA else None)
+
+    def _store_plain(self, ref: ChunkRef, plaintext: bytes, kind: Kind) -> ChunkRef:
+        key = chunk_key(ref.id)
+        existing = self.vault.store.head(key)
         if existing is None:
-            sealed = envelope.seal(self.vault.keys.encryption_key, kind, object_id, plaintext)
-            written = store.put(key, sealed, if_absent=True)
-            size = len(sealed) if written else (store.head(key) or 0)
-            with self._lock:
-                self.stats.stored_bytes += size
-                if written:
-                    self.stats.new_bytes += len(sealed)
-                    self.stats.new_chunks += 1
+            sealed = envelope.seal(self.vault.keys.encryption_key, kind, ref.id, plaintext)
+            written = self.vault.store.put(key, sealed, if_absent=True)
+            self._count(len(sealed) if written else (self.vault.store.head(key) or 0), written=written)
         else:
-            with self._lock:
-                self.stats.stored_bytes += existing
+            self._count(existing, written=False)
+        return ref
+
+    def _count(self, size: int, *, written: bool, delta: bool = False) -> None:
+        with self._lock:
+            self.stats.stored_bytes += size
+            if written:
+                self.stats.new_bytes += size
+                self.stats.new_chunks += 1
+                self.stats.delta_chunks += int(delta)
+
+    # Delta bases -----------------------------------------------------------------------------
+    def _similar_previous_chunk(self, ref: ChunkRef) -> ChunkRef | None:
+        """The chunk of the previous recovery point this one most likely evolved from.
+
+        A unique head or tail anchor names it; otherwise the successor of the last chunk matched,
+        since streams change in place and keep their order (a table dump, a tar of files).
+        """
+        self._previous_chunks()
+        position = self._position.get(ref.id)
+        if position is None:
+            for anchor in (ref.head, ref.tail):
+                found = self._by_anchor.get(anchor, AMBIGUOUS) if anchor != NO_ANCHOR else AMBIGUOUS
+                if found != AMBIGUOUS:
+                    position = found
+                    break
+        if position is None and 0 <= self._last_position + 1 < len(self._previous_order):
+            position = self._last_position + 1
+        if position is None:
+            return None
+        self._last_position = position
+        return self._previous_order[position]
+
+    def _delta_base(self, ref: ChunkRef, candidate: ChunkRef | None) -> tuple[bytes, bytes] | None:
+        """The whole chunk to delta-compress against: (id, verified plaintext), or None."""
+        if candidate is None:
+            return None
+        base_id = candidate.base or candidate.id
+        if base_id == ref.id:
+            return None
+        try:
+            return base_id, read_object(self.vault, base_id, Kind.CHUNK, as_base=True)
+        except IntegrityError:
+            return None  # a damaged or missing base, or a delta: store the chunk whole
+
+    def _resolve_existing(self, ref: ChunkRef) -> ChunkRef:
+        """The full reference of a chunk already in the vault (which base it needs, if any)."""
+        known = self._previous_chunks().get(ref.id)
+        if known is not None:
+            return known
+        return replace(ref, base=object_base(self.vault, ref.id))
+
+    def _previous_chunks(self) -> dict[bytes, ChunkRef]:
+        with self._lock:
+            if self._previous_refs is None:
+                self._previous_refs = self._load_previous()
+            return self._previous_refs
+
+    def _load_previous(self) -> dict[bytes, ChunkRef]:
+        refs: dict[bytes, ChunkRef] = {}
+        if self._previous is None:
+            return refs
+        for stream in self._previous.streams.values():
+            for index_id in stream.index:
+                data = read_object(self.vault, index_id, Kind.INDEX)
+                for ref in decode_index(data, f"index object {index_id.hex()}"):
+                    refs[ref.id] = ref
+                    position = len(self._previous_order)
+                    self._previous_order.append(ref)
+                    self._position.setdefault(ref.id, position)
+                    for anchor in {ref.head, ref.tail} - {NO_ANCHOR}:
+                        self._by_anchor[anchor] = AMBIGUOUS if anchor in self._by_anchor else position
+        return refs
 
     def drain(self) -> None:
         while self._in_flight:

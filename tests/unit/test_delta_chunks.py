@@ -1,0 +1,117 @@
+"""Delta compression against the previous recovery point: small, exact, and its base always guarded."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+
+from strongroom.errors import IntegrityError
+from strongroom.vault import Vault
+from strongroom.vault.envelope import Kind
+from strongroom.vault.manifest import Manifest, decode_index, load_manifest
+from strongroom.vault.reader import RecoveryPointReader, read_object
+from strongroom.vault.verify import verify_recovery_points
+from strongroom.vault.vault import chunk_key
+from strongroom.vault.writer import RecoveryPointWriter
+from tests.support.vaults import make_vault
+
+
+def table_dump(rows: int, moved_every: int | None, seed: int = 5) -> bytes:
+    """Rows like pgbench_accounts; with ``moved_every``, every n-th row is updated and moved to
+    the end of its 60-row page, as PostgreSQL does with a HOT update."""
+    rng = random.Random(seed)
+    page: list[bytes] = []
+    moved: list[bytes] = []
+    out = bytearray()
+    for aid in range(1, rows + 1):
+        balance = rng.randint(-5000, 5000)
+        if moved_every and aid % moved_every == 0:
+            moved.append(f"{aid}\t{aid % 7}\t{balance + 1}\t{' ' * 84}\n".encode())
+        else:
+            page.append(f"{aid}\t{aid % 7}\t{balance}\t{' ' * 84}\n".encode())
+        if aid % 60 == 0:
+            out += b"".join(page) + b"".join(moved)
+            page, moved = [], []
+    return bytes(out + b"".join(page) + b"".join(moved))
+
+
+def backup(vault: Vault, rp_id: str, data: bytes, previous: Manifest | None = None) -> tuple[Manifest, dict]:
+    with RecoveryPointWriter(vault, rp_id, previous=previous) as writer:
+        writer.store_stream("dump", io.BytesIO(data))
+        manifest = writer.commit("db", "postgres", {})
+    return manifest, writer.stats.as_dict()
+
+
+def read(vault: Vault, rp_id: str) -> bytes:
+    with RecoveryPointReader(vault, load_manifest(vault, rp_id)) as reader:
+        return reader.open_stream("dump").read()
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    return make_vault(tmp_path / "v", average_chunk=256 * 1024)
+
+
+def test_scattered_updates_are_stored_as_small_deltas(vault: Vault) -> None:
+    first_data = table_dump(60_000, None)
+    second_data = table_dump(60_000, 100)
+    first, first_stats = backup(vault, "rp1", first_data)
+    _, second_stats = backup(vault, "rp2", second_data, previous=first)
+    assert second_stats["delta_chunks"] > 0.8 * second_stats["new_chunks"]
+    assert second_stats["new_bytes"] < 0.15 * first_stats["stored_bytes"]
+    assert read(vault, "rp2") == second_data
+    assert read(vault, "rp1") == first_data
+    assert verify_recovery_points(vault, ["rp1", "rp2"], read_data=True).ok
+
+
+def test_without_previous_nothing_is_a_delta(vault: Vault) -> None:
+    backup(vault, "rp1", table_dump(30_000, None))
+    _, stats = backup(vault, "rp2", table_dump(30_000, 100))
+    assert stats["delta_chunks"] == 0
+
+
+def _delta_refs(vault: Vault, manifest: Manifest) -> list:
+    refs = []
+    for index_id in manifest.streams["dump"].index:
+        refs += [r for r in decode_index(read_object(vault, index_id, Kind.INDEX), "index") if r.base]
+    return refs
+
+
+def test_a_damaged_base_is_blamed_on_every_recovery_point_that_needs_it(vault: Vault) -> None:
+    first, _ = backup(vault, "rp1", table_dump(30_000, None))
+    second, _ = backup(vault, "rp2", table_dump(30_000, 100), previous=first)
+    base = _delta_refs(vault, second)[0].base
+    path = Path(vault.store.root) / chunk_key(base)  # type: ignore[attr-defined]
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    report = verify_recovery_points(vault, ["rp1", "rp2"], read_data=True)
+    assert chunk_key(base) in report.damaged_objects
+    assert set(report.damaged_recovery_points) == {"rp1", "rp2"}
+    with pytest.raises(IntegrityError, match=base.hex()):
+        read(vault, "rp2")
+
+
+def test_a_missing_base_is_found_without_reading_data(vault: Vault) -> None:
+    first, _ = backup(vault, "rp1", table_dump(30_000, None))
+    second, _ = backup(vault, "rp2", table_dump(30_000, 100), previous=first)
+    base = _delta_refs(vault, second)[0].base
+    vault.store.delete(chunk_key(base))
+    report = verify_recovery_points(vault, ["rp2"], read_data=False)
+    assert report.damaged_recovery_points == {"rp2": [chunk_key(base)]}
+
+
+def test_third_backup_deltas_against_whole_chunks_only(vault: Vault) -> None:
+    first, _ = backup(vault, "rp1", table_dump(30_000, None))
+    second, _ = backup(vault, "rp2", table_dump(30_000, 100), previous=first)
+    third_data = table_dump(30_000, 50)
+    third, stats = backup(vault, "rp3", third_data, previous=second)
+    assert stats["delta_chunks"] > 0
+    bases = {ref.base for ref in _delta_refs(vault, third)}
+    second_deltas = {ref.id for ref in _delta_refs(vault, second)}
+    assert not bases & second_deltas  # never a delta of a delta
+    assert read(vault, "rp3") == third_data
+    assert verify_recovery_points(vault, ["rp1", "rp2", "rp3"], read_data=True).ok
