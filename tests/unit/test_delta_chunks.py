@@ -13,8 +13,8 @@ from strongroom.vault import Vault
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, decode_index, load_manifest
 from strongroom.vault.reader import RecoveryPointReader, read_object
-from strongroom.vault.verify import verify_recovery_points
 from strongroom.vault.vault import chunk_key
+from strongroom.vault.verify import verify_recovery_points
 from strongroom.vault.writer import RecoveryPointWriter
 from tests.support.vaults import make_vault
 
