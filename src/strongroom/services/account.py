@@ -8,6 +8,8 @@ Home layout (docs/operations.md)::
     HOME/locks/           one lock file per running job
     HOME/tmp/             scratch space of running jobs
     HOME/clusters/        PostgreSQL clusters restored under a new identifier
+
+The home is 0711 (others may pass through to clusters/, never list it); vaults/, locks/ and tmp/ are 0700.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def init_account(
         raise AccountError("the passphrase is empty", hint="Set STRONGROOM_PASSPHRASE or type a passphrase")
     for sub in ("vaults", "locks", "tmp"):
         (home / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
+        os.chmod(home / sub, 0o700)
+    # Traversable but not listable: restored clusters under clusters/ run as the postgres OS user.
+    os.chmod(home, 0o711)
     account_id = f"{secrets.randbelow(10**12):012d}"
     catalog = Catalog(home / "catalog.db")
     account = Account(home, account_id, region, catalog, lambda: passphrase)
