@@ -11,7 +11,7 @@ import typer
 from strongroom.adapters.base import RestoreRequest
 from strongroom.cli import context, output
 from strongroom.cli.context import ENV_PASSPHRASE
-from strongroom.model import Job, JobType
+from strongroom.model import Job, JobType, RecoveryPointStatus
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.backup import create_backup_job, run_backup_job
 from strongroom.services.joblock import ENV_LOCK_FD, JobLock
@@ -77,11 +77,19 @@ def _run_or_spawn(
     if not wait:
         _spawn(ctx, account, job, lock)
         return account.catalog.get_job(job.id)
-    total = None
-    if job.job_type == JobType.RESTORE and job.recovery_point_arn:
-        total = account.catalog.get_recovery_point(job.recovery_point_arn).source_bytes
+    total = _expected_bytes(account, job)
     with output.progress_bar(verb, total, enabled=not json_output) as progress:
         return _execute(account, job, lock, progress)
+
+
+def _expected_bytes(account: Account, job: Job) -> int | None:
+    """The bar's total: a restore's size, or the last backup's size as the estimate for this one."""
+    if job.job_type == JobType.RESTORE and job.recovery_point_arn:
+        return account.catalog.get_recovery_point(job.recovery_point_arn).source_bytes
+    completed = account.catalog.list_recovery_points(
+        resource_id=job.resource_id, vault_name=job.vault_name, status=RecoveryPointStatus.COMPLETED
+    )
+    return completed[-1].source_bytes if completed else None
 
 
 def _execute(account: Account, job: Job, lock: JobLock | None, progress) -> Job:  # type: ignore[no-untyped-def]

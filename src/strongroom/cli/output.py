@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
+console = Console(soft_wrap=True)
 error_console = Console(stderr=True)
 
 
