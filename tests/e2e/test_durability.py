@@ -140,7 +140,7 @@ def test_flipped_byte_is_named_by_verify_and_refused_by_restore(account: tuple[C
     target = tree.parent / "restored"
     failed = cli.run("restore", "start", "--recovery-point", arn, "--target", str(target), "--wait", ok=False)
     assert_one_line_error(failed, 7, victim.name)
-    restore_job = [j for j in cli.json("jobs", "list")["jobs"] if j["job_type"] == "RESTORE"][0]
+    restore_job = next(j for j in cli.json("jobs", "list")["jobs"] if j["job_type"] == "RESTORE")
     assert restore_job["state"] == "FAILED"
 
 
