@@ -1,0 +1,284 @@
+"""``postgres``: one PostgreSQL database, backed up logically with ``pg_dump`` and restored with ``pg_restore``.
+
+Backup streams ``pg_dump --format=custom --compress=0`` straight into the recovery point's ``dump``
+stream (no temporary file; uncompressed so that unchanged rows deduplicate between backups).
+
+Restore goes into a *new* database given by ``request.target`` (``postgresql://user@host:port/newdb``):
+it is created (``TEMPLATE template0`` with the source's encoding and, when the server has it, its
+locale) when absent; an existing database must hold no user objects unless ``allow_non_empty``.
+Existence is checked, and the database created, through the target server's ``postgres`` maintenance database.
+With ``jobs`` > 1 (option ``jobs``, default ``min(4, cpus)``) the dump is first written to a file in
+the job's temporary directory, because parallel ``pg_restore`` needs a seekable file; with
+``jobs=1`` it is piped into ``pg_restore``. A failed restore drops the database it created.
+
+Owners and privileges: a restore targets a new database, often on another server where the
+source's roles do not exist, so by default it runs with ``--no-owner --no-privileges``: every object
+belongs to the restoring user and no GRANT is replayed (one missing role would otherwise fail the
+whole restore). Options ``keep_owners=True`` / ``keep_privileges=True`` replay them when the
+roles exist on the target.
+
+Passwords never appear in a DSN or in argv: they come from ``ctx.environment`` (``PGPASSWORD``,
+``PGPASSFILE``) or the process environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+
+from strongroom.adapters.base import (
+    BackupContext,
+    ResourceAdapter,
+    ResourceSpec,
+    RestoreContext,
+    RestoreRequest,
+    RestoreResult,
+    register_adapter,
+)
+from strongroom.adapters.pgtools import (
+    PgDsn,
+    ToolProcess,
+    connect,
+    describe_failure,
+    find_tool,
+    parse_dsn,
+    tool_environment,
+    tool_version,
+)
+from strongroom.errors import ConfigError, SourceError, TargetError, TargetNotEmptyError
+
+COPY_BUFFER = 1 << 20
+RESTORE_HINT = "fix the cause above, then restore again into a new database"
+SERVER_INFO = """
+SELECT current_setting('server_version'), current_setting('server_version_num')::int, current_database(),
+       current_user, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
+FROM pg_database d WHERE d.datname = current_database()
+"""
+SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'"
+USER_OBJECTS = f"""
+SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM_SCHEMAS})
+     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {SYSTEM_SCHEMAS})
+     + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {SYSTEM_SCHEMAS})
+     + (SELECT count(*) FROM pg_namespace n WHERE n.nspname <> 'public' AND {SYSTEM_SCHEMAS})
+     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
+"""
+
+
+@register_adapter
+class PostgresAdapter(ResourceAdapter):
+    type_name = "postgres"
+    description = "One PostgreSQL database, logical (pg_dump / pg_restore into a new database)"
+
+    def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(settings) - {"dsn"})
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) for postgres: {', '.join(unknown)}", hint="postgres takes only 'dsn'"
+            )
+        return {"dsn": parse_dsn(settings.get("dsn")).text}
+
+    # Backup -------------------------------------------------------------------------------------
+    def backup(self, resource: ResourceSpec, ctx: BackupContext) -> dict[str, Any]:
+        dsn = parse_dsn(self.validate_settings(resource.settings)["dsn"])
+        env = tool_environment(ctx.environment)
+        pg_dump = find_tool("pg_dump", env)
+        info = server_info(dsn, ctx.environment)
+        argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", f"--dbname={dsn.text}"]
+        with ToolProcess(argv, env=env, stdout=subprocess.PIPE) as tool:
+            ctx.writer.store_stream("dump", tool.stdout)
+            code = tool.wait()
+        if code != 0:
+            raise describe_failure(
+                tool.stderr, dsn.where(ctx.environment), SourceError, action=f"pg_dump of {info['database']}"
+            )
+        return {**info, "pg_dump_version": tool_version(pg_dump), "format": "custom", "compression": "none"}
+
+    # Restore ------------------------------------------------------------------------------------
+    def restore(self, metadata: dict[str, Any], ctx: RestoreContext, request: RestoreRequest) -> RestoreResult:
+        target = restore_target(request.target)
+        jobs = restore_jobs(request.options)
+        env = tool_environment(ctx.environment)
+        pg_restore = find_tool("pg_restore", env)
+        created = prepare_database(target, metadata, ctx.environment, request.allow_non_empty)
+        try:
+            run_restore(pg_restore, target, ctx, env, jobs, request.options)
+        except BaseException as exc:
+            if created:
+                drop_created_database(target, ctx.environment, exc)
+            raise
+        details = {
+            "database": target.dbname,
+            "server": target.where(ctx.environment),
+            "created": created,
+            "jobs": jobs,
+            "source_database": metadata.get("database"),
+            "pg_restore_version": tool_version(pg_restore),
+            "owners": "kept" if request.options.get("keep_owners") else "restoring user",
+            "privileges": "kept" if request.options.get("keep_privileges") else "not restored",
+        }
+        return RestoreResult(target=target.text, details=details)
+
+
+def server_info(dsn: PgDsn, environment: Mapping[str, str]) -> dict[str, Any]:
+    """What the manifest records about the source (and what a restore needs to create the database)."""
+    with connect(dsn, environment, SourceError) as conn:
+        row = conn.execute(SERVER_INFO).fetchone()
+    assert row is not None
+    version, version_num, database, user, encoding, collate, ctype = row
+    return {
+        "server_version": version,
+        "server_version_num": version_num,
+        "database": database,
+        "user": user,
+        "server": dsn.where(environment),
+        "encoding": encoding,
+        "lc_collate": collate,
+        "lc_ctype": ctype,
+    }
+
+
+def restore_target(target: str | None) -> PgDsn:
+    if not target:
+        raise ConfigError(
+            "restoring a postgres recovery point needs a target DSN of a new database",
+            hint="e.g. --target postgresql://user@host:5432/newdb",
+        )
+    dsn = parse_dsn(target, field="target")
+    if not dsn.dbname:
+        raise ConfigError("the target DSN names no database", hint="e.g. postgresql://user@host:5432/newdb")
+    return dsn
+
+
+def restore_jobs(options: Mapping[str, Any]) -> int:
+    jobs = options.get("jobs", min(4, os.cpu_count() or 1))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"option 'jobs' must be a whole number of at least 1, not {jobs!r}", hint="e.g. jobs=4")
+    return jobs
+
+
+def prepare_database(
+    target: PgDsn, metadata: Mapping[str, Any], environment: Mapping[str, str], allow_non_empty: bool
+) -> bool:
+    """Create the target database, or check that the existing one may be restored into. True if created."""
+    name = target.dbname
+    assert name is not None
+    with connect(target, environment, TargetError, dbname="postgres") as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+        if not exists:
+            create_database(conn, name, metadata, target.where(environment))
+            return True
+    with connect(target, environment, TargetError) as conn:
+        row = conn.execute(USER_OBJECTS).fetchone()
+    objects = int(row[0]) if row else 0
+    if objects and not allow_non_empty:
+        plural = "" if objects == 1 else "s"
+        raise TargetNotEmptyError(
+            f"database {name} on {target.where(environment)} is not empty ({objects} user object{plural})",
+            hint="restore into a new database name, or pass --allow-non-empty",
+        )
+    return False
+
+
+def create_database(conn: psycopg.Connection[Any], name: str, metadata: Mapping[str, Any], where: str) -> None:
+    """CREATE DATABASE from template0 with the source's encoding and locale, dropping what the server lacks."""
+    encoding, collate, ctype = metadata.get("encoding"), metadata.get("lc_collate"), metadata.get("lc_ctype")
+    attempts = [("ENCODING", encoding), ("LC_COLLATE", collate), ("LC_CTYPE", ctype)]
+    variants = [attempts, attempts[:1], []]
+    last: psycopg.Error | None = None
+    for variant in variants:
+        options = [sql.SQL(f"{key} {{}}").format(sql.Literal(value)) for key, value in variant if value]
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0 {}").format(
+            sql.Identifier(name), sql.SQL(" ").join(options)
+        )
+        try:
+            conn.execute(statement)
+            return
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported) as exc:
+            last = exc  # locale or encoding unknown here: try with fewer of the source's settings
+        except psycopg.Error as exc:
+            raise describe_failure(
+                str(exc), where, TargetError, action=f"creating database {name}", statement=True
+            ) from None
+    raise describe_failure(str(last), where, TargetError, action=f"creating database {name}", statement=True)
+
+
+def drop_created_database(target: PgDsn, environment: Mapping[str, str], cause: BaseException) -> None:
+    """Remove the half-restored database this restore created; say so on the error if that fails."""
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname or ""))
+    try:
+        with connect(target, environment, TargetError, dbname="postgres") as conn:
+            conn.execute(statement)
+    except (psycopg.Error, TargetError):
+        if isinstance(cause, TargetError):
+            cause.hint = f"{cause.hint}; the partly restored database {target.dbname} was left in place".lstrip("; ")
+
+
+def restore_arguments(pg_restore: Path, target: PgDsn, jobs: int, options: Mapping[str, Any]) -> list[str | Path]:
+    argv: list[str | Path] = [pg_restore, "--exit-on-error", "--no-password", f"--dbname={target.text}"]
+    if not options.get("keep_owners"):
+        argv.append("--no-owner")
+    if not options.get("keep_privileges"):
+        argv.append("--no-privileges")
+    if jobs > 1:
+        argv.append(f"--jobs={jobs}")
+    return argv
+
+
+def run_restore(
+    pg_restore: Path, target: PgDsn, ctx: RestoreContext, env: dict[str, str], jobs: int, options: Mapping[str, Any]
+) -> None:
+    argv = restore_arguments(pg_restore, target, jobs, options)
+    with ctx.reader.open_stream("dump") as stream:
+        if jobs > 1:
+            code, stderr = restore_from_file(argv, stream, ctx, env)
+        else:
+            code, stderr = restore_from_pipe(argv, stream, ctx, env)
+    if code != 0:
+        where = target.where(ctx.environment)
+        action = f"pg_restore into database {target.dbname} on {where}"
+        raise describe_failure(stderr, where, TargetError, action=action, hint=RESTORE_HINT)
+
+
+def restore_from_file(
+    argv: list[str | Path], stream: IO[bytes], ctx: RestoreContext, env: dict[str, str]
+) -> tuple[int, str]:
+    """Parallel pg_restore needs a seekable file: write the dump into the job's temporary directory first."""
+    handle, name = tempfile.mkstemp(prefix="pg_restore-", suffix=".dump", dir=ctx.temp_dir)
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            copy_stream(stream, file, ctx)
+        with ToolProcess([*argv, path], env=env) as tool:
+            code = tool.wait()
+        return code, tool.stderr
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def restore_from_pipe(
+    argv: list[str | Path], stream: IO[bytes], ctx: RestoreContext, env: dict[str, str]
+) -> tuple[int, str]:
+    with ToolProcess(argv, env=env, stdin=subprocess.PIPE) as tool:
+        with contextlib.suppress(BrokenPipeError):  # pg_restore stopped reading: its exit status says why
+            copy_stream(stream, tool.stdin, ctx)
+        code = tool.wait()
+    return code, tool.stderr
+
+
+def copy_stream(source: IO[bytes], destination: IO[bytes], ctx: RestoreContext) -> None:
+    if ctx.progress is None:
+        shutil.copyfileobj(source, destination, COPY_BUFFER)
+        return
+    while piece := source.read(COPY_BUFFER):
+        destination.write(piece)
+        ctx.progress(len(piece))

@@ -1,0 +1,485 @@
+"""``postgres-cluster``: a whole PostgreSQL cluster (the "DB cluster"), physical, with ``pg_basebackup``.
+
+Backup streams ``pg_basebackup --pgdata=- --format=tar --wal-method=fetch --checkpoint=fast`` into the
+``base.tar`` stream. Writing to stdout, PostgreSQL 15 puts the WAL needed for consistency (fetch
+mode; streaming WAL is not possible to stdout) and the ``backup_manifest`` inside that one tar; the
+adapter watches the tar go by and refuses a backup without ``backup_label``, ``backup_manifest``
+or WAL. A cluster with extra tablespaces cannot be written to stdout and is refused by pg_basebackup.
+
+Restore creates a *new* cluster named ``request.target_identifier`` (``[a-z0-9_-]``) in
+``request.target`` or ``<home>/clusters/<NAME>``, which must not exist or be empty (unless
+``allow_non_empty``). The tar is extracted as it streams (no member may leave the directory, no
+links or devices), owned by the ``postgres`` OS user when running as root (option ``os_user``), and
+configured in ``postgresql.auto.conf``: ``port`` (``request.port`` or a free one),
+``listen_addresses = '127.0.0.1'``, a private ``unix_socket_directories`` and ``archive_mode = off``
+(a copy must never archive into its source's WAL archive). The cluster keeps the source's
+``pg_hba.conf`` and roles (like an Aurora restore keeps its master user); when the source kept its
+configuration outside the data directory (Debian), minimal files are written (``pg_hba.conf``:
+local ``peer``, 127.0.0.1 ``scram-sha-256``). It is then started with
+``pg_ctl -D DIR -l DIR/../NAME.log -w start`` (crash recovery replays the fetched WAL) and checked
+with ``SELECT 1`` as the source's backup user. A failed restore stops what it started and removes
+the directory it created; the log stays.
+
+The restored cluster keeps running. Stop it with ``pg_ctl -D DIR stop`` run as the ``postgres`` OS
+user (as root: ``runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D DIR stop``); the
+result's ``details["stop_command"]`` is that command.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from strongroom.adapters.base import (
+    BackupContext,
+    ResourceAdapter,
+    ResourceSpec,
+    RestoreContext,
+    RestoreRequest,
+    RestoreResult,
+    register_adapter,
+)
+from strongroom.adapters.pgtools import (
+    OsUser,
+    PgDsn,
+    ToolProcess,
+    chown_tree,
+    connect,
+    describe_failure,
+    find_tool,
+    free_port,
+    parse_dsn,
+    port_is_free,
+    run_tool,
+    server_user,
+    tool_environment,
+    tool_version,
+)
+from strongroom.errors import ConfigError, IntegrityError, SourceError, TargetError, TargetNotEmptyError
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+STREAM = "base.tar"
+BLOCK = 512
+CAPTURED_FILES = {"backup_label": 4096, "PG_VERSION": 64}
+START_TIMEOUT = "300"  # seconds pg_ctl waits for crash recovery to finish
+START_ATTEMPTS = 3
+FATAL = re.compile(r"\b(?:FATAL|PANIC):\s*(.*)")
+LOG_TAIL_LIMIT = 1 << 20  # bytes of server log read to explain a failed start
+SOCKET_PATH_LIMIT = 90  # unix socket paths are limited to ~107 bytes including ".s.PGSQL.NNNNN"
+MINIMAL_HBA = """\
+# Written by Strongroom: the source cluster kept its pg_hba.conf outside its data directory.
+local   all          all                     peer
+local   replication  all                     peer
+host    all          all   127.0.0.1/32      scram-sha-256
+host    replication  all   127.0.0.1/32      scram-sha-256
+"""
+SERVER_INFO = """
+SELECT current_setting('server_version'), current_setting('server_version_num')::int, current_user,
+       (SELECT system_identifier FROM pg_control_system())::text,
+       (SELECT count(*) FROM pg_database WHERE datallowconn)
+"""
+
+
+@register_adapter
+class PostgresClusterAdapter(ResourceAdapter):
+    type_name = "postgres-cluster"
+    description = "A whole PostgreSQL cluster, physical (pg_basebackup; restore = a new cluster, new identifier)"
+
+    def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(settings) - {"dsn"})
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) for postgres-cluster: {', '.join(unknown)}",
+                hint="postgres-cluster takes only 'dsn'",
+            )
+        return {"dsn": parse_dsn(settings.get("dsn")).text}
+
+    # Backup -------------------------------------------------------------------------------------
+    def backup(self, resource: ResourceSpec, ctx: BackupContext) -> dict[str, Any]:
+        dsn = parse_dsn(self.validate_settings(resource.settings)["dsn"])
+        env = tool_environment(ctx.environment)
+        pg_basebackup = find_tool("pg_basebackup", env)
+        info = cluster_info(dsn, ctx.environment)
+        argv = [
+            pg_basebackup, "--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast",
+            "--no-password", f"--label=strongroom {resource.id}", f"--dbname={dsn.text}",
+        ]  # fmt: skip
+        with ToolProcess(argv, env=env, stdout=subprocess.PIPE) as tool:
+            watcher = TarWatcher(tool.stdout)
+            ctx.writer.store_stream(STREAM, watcher)
+            code = tool.wait()
+        if code != 0:
+            raise describe_failure(tool.stderr, info["server"], SourceError, action="pg_basebackup")
+        return {**info, **watcher.summary(), "pg_basebackup_version": tool_version(pg_basebackup), "format": "tar"}
+
+    # Restore ------------------------------------------------------------------------------------
+    def restore(self, metadata: dict[str, Any], ctx: RestoreContext, request: RestoreRequest) -> RestoreResult:
+        plan = plan_restore(metadata, ctx, request)
+        plan.check_free()
+        created = not plan.data_dir.exists()
+        try:
+            plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            extract_base_tar(ctx, plan.data_dir)
+            configure(plan)
+            start(plan)
+            check_answers(plan, ctx)
+        except BaseException:
+            abandon(plan, remove=created or plan.was_empty)
+            raise
+        return RestoreResult(target=plan.name, details=plan.details())
+
+
+# Backup helpers ---------------------------------------------------------------------------------
+
+
+def cluster_info(dsn: PgDsn, environment: Any) -> dict[str, Any]:
+    with connect(dsn, environment, SourceError) as conn:
+        row = conn.execute(SERVER_INFO).fetchone()
+    assert row is not None
+    version, version_num, user, system_identifier, databases = row
+    return {
+        "server_version": version,
+        "server_version_num": version_num,
+        "server_major": version_num // 10000,
+        "system_identifier": system_identifier,
+        "user": user,
+        "databases": databases,
+        "server": dsn.where(environment),
+    }
+
+
+class TarWatcher(io.RawIOBase):
+    """Passes a tar stream through unchanged while noting its member names and a few small files."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self._header = bytearray()
+        self._remaining = 0  # bytes of member data (with padding) still to pass
+        self._capture: tuple[str, int] | None = None
+        self.members: list[str] = []
+        self.files: dict[str, bytearray] = {}
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._source.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self._feed(memoryview(buffer)[:count])
+            self.total += count
+        return count or 0
+
+    def _feed(self, data: memoryview) -> None:
+        while data:
+            if self._remaining:
+                step = min(self._remaining, len(data))
+                self._keep(data[:step])
+                self._remaining -= step
+                data = data[step:]
+                continue
+            step = min(BLOCK - len(self._header), len(data))
+            self._header += data[:step]
+            data = data[step:]
+            if len(self._header) == BLOCK:
+                self._parse_header(bytes(self._header))
+                self._header.clear()
+
+    def _keep(self, piece: memoryview) -> None:
+        if self._capture is None:
+            return
+        name, size = self._capture
+        held = self.files[name]
+        held += piece[: max(0, size - len(held))]
+
+    def _parse_header(self, header: bytes) -> None:
+        self._capture = None
+        if not header.strip(b"\0"):
+            return  # end-of-archive blocks
+        name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") if header[257:262] == b"ustar" else ""
+        name = normalise_member(f"{prefix}/{name}" if prefix else name)
+        size = tar_number(header[124:136])
+        self._remaining = -(-size // BLOCK) * BLOCK
+        self.members.append(name)
+        if name in CAPTURED_FILES and size <= CAPTURED_FILES[name]:
+            self.files[name] = bytearray()
+            self._capture = (name, size)
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records; raises SourceError when the tar is not a complete base backup."""
+        wal = [name for name in self.members if re.fullmatch(r"pg_wal/[0-9A-F]{24}", name)]
+        for needed in ("backup_label", "backup_manifest", "PG_VERSION", "global/pg_control"):
+            if needed not in self.members:
+                raise SourceError(
+                    f"pg_basebackup's tar has no {needed}", hint="use pg_basebackup of PostgreSQL 13 or newer"
+                )
+        if not wal:
+            raise SourceError("pg_basebackup's tar holds no WAL", hint="the backup needs --wal-method=fetch")
+        label = parse_backup_label(self.files.get("backup_label", b"").decode("utf-8", "replace"))
+        return {
+            "pg_version": self.files.get("PG_VERSION", b"").decode().strip(),
+            "wal_segments": len(wal),
+            "files": len(self.members),
+            "tar_bytes": self.total,
+            "backup_label": label,
+        }
+
+
+def tar_number(field_bytes: bytes) -> int:
+    if field_bytes[0] & 0x80:  # GNU base-256 for big sizes
+        return int.from_bytes(field_bytes[1:], "big")
+    digits = field_bytes.split(b"\0", 1)[0].strip()
+    return int(digits, 8) if digits else 0
+
+
+def normalise_member(name: str) -> str:
+    parts = [part for part in PurePosixPath(name).parts if part not in (".", "")]
+    return "/".join(parts)
+
+
+def parse_backup_label(text: str) -> dict[str, str]:
+    keys = {"START WAL LOCATION": "start_wal_location", "CHECKPOINT LOCATION": "checkpoint_location",
+            "START TIME": "start_time", "LABEL": "label", "START TIMELINE": "start_timeline"}  # fmt: skip
+    label = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        if key in keys:
+            label[keys[key]] = value.strip()
+    return label
+
+
+# Restore helpers --------------------------------------------------------------------------------
+
+
+@dataclass
+class RestorePlan:
+    name: str
+    data_dir: Path
+    port: int
+    socket_dir: Path
+    log_file: Path
+    user: OsUser | None
+    pg_ctl: Path
+    env: dict[str, str]
+    login: str
+    was_empty: bool = False
+    port_picked: bool = False  # chosen here (not requested): may be re-picked if taken before the start
+    started: bool = False
+    made_socket_dir: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.login}@127.0.0.1:{self.port}/postgres"
+
+    def check_free(self) -> None:
+        """Refuse a requested port in use (a port picked here is re-picked if taken before the start)."""
+        if not self.port_picked and not port_is_free(self.port):
+            raise TargetError(
+                f"port {self.port} on 127.0.0.1 is already in use", hint="pass another port, or none to pick a free one"
+            )
+
+    def stop_command(self) -> str:
+        command = [str(self.pg_ctl), "-D", str(self.data_dir), "stop"]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user.name, "--", *command]
+        return shlex.join(command)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "data_directory": str(self.data_dir),
+            "port": self.port,
+            "dsn": self.dsn,
+            "log": str(self.log_file),
+            "socket_directory": str(self.socket_dir),
+            "os_user": self.user.name if self.user else None,
+            "stop_command": self.stop_command(),
+            "notes": self.notes,
+        }
+
+
+def plan_restore(metadata: dict[str, Any], ctx: RestoreContext, request: RestoreRequest) -> RestorePlan:
+    name = request.target_identifier
+    if not name or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"a new cluster identifier is required (got {name!r})" if name else "a new cluster identifier is required",
+            hint="give a name of lowercase letters, digits, '-' and '_', e.g. --target-identifier mavis-restored",
+        )
+    data_dir = Path(request.target).expanduser().absolute() if request.target else ctx.home / "clusters" / name
+    was_empty = check_directory(name, data_dir, request.allow_non_empty)
+    user = server_user(request.options.get("os_user"))
+    if user is not None and not user.can_traverse(data_dir.parent):
+        raise TargetError(
+            f"the {user.name} OS user cannot reach {data_dir} (a directory above it is not searchable)",
+            hint="choose a data directory the postgres user can reach, e.g. under /var/lib/strongroom",
+        )
+    env = tool_environment(ctx.environment)
+    major = metadata.get("server_major")
+    pg_ctl = find_tool("pg_ctl", env, major=int(major) if major else None)
+    port = request.port or free_port()
+    return RestorePlan(
+        name, data_dir, port, socket_directory(data_dir, name), data_dir.parent / f"{name}.log",
+        user, pg_ctl, env, str(metadata.get("user") or "postgres"), was_empty, port_picked=not request.port,
+    )  # fmt: skip
+
+
+def check_directory(name: str, data_dir: Path, allow_non_empty: bool) -> bool:
+    """Refuse a used data directory; True when it exists and is empty."""
+    if not data_dir.exists():
+        return False
+    if not data_dir.is_dir():
+        raise TargetError(f"{data_dir} exists and is not a directory", hint="choose another target directory")
+    empty = not any(data_dir.iterdir())
+    if not empty and not allow_non_empty:
+        raise TargetNotEmptyError(
+            f"cluster identifier {name} is already in use at {data_dir}",
+            hint="choose a new identifier (or target directory), or pass --allow-non-empty",
+        )
+    if (data_dir / "postmaster.pid").exists():
+        raise TargetError(f"a PostgreSQL server is using {data_dir}", hint="stop it, or choose a new identifier")
+    return empty
+
+
+def socket_directory(data_dir: Path, name: str) -> Path:
+    near = data_dir.parent / f"{name}.sockets"
+    return near if len(str(near)) <= SOCKET_PATH_LIMIT else Path("/tmp")
+
+
+def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
+    """Unpack the base tar as it streams, refusing anything that would land outside ``data_dir``."""
+    seen: set[str] = set()
+    with ctx.reader.open_stream(STREAM) as raw:
+        stream = ProgressReader(raw, ctx.progress)
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
+                check_member(member)
+                seen.add(normalise_member(member.name))
+                archive.extract(member, data_dir, set_attrs=True, filter="data")
+        while stream.read(1 << 20):  # read to the end so the stream's length and chunks are verified
+            pass
+    missing = [name for name in ("PG_VERSION", "global/pg_control", "backup_label") if name not in seen]
+    if missing:
+        raise IntegrityError(f"the recovery point's {STREAM} has no {', '.join(missing)}", hint="")
+
+
+def check_member(member: tarfile.TarInfo) -> None:
+    path = PurePosixPath(member.name)
+    unsafe = path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir())
+    if unsafe:
+        raise IntegrityError(
+            f"the recovery point's {STREAM} holds an unsafe entry '{member.name}'",
+            hint="it was not written by pg_basebackup; nothing was started",
+        )
+
+
+class ProgressReader(io.RawIOBase):
+    def __init__(self, source: IO[bytes], progress: Any) -> None:
+        self._source = source
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._source.readinto(buffer) or 0  # type: ignore[attr-defined]
+        if count and self._progress:
+            self._progress(count)
+        return count
+
+
+def configure(plan: RestorePlan) -> None:
+    data_dir = plan.data_dir
+    for stale in ("postmaster.pid", "postmaster.opts", "standby.signal", "recovery.signal"):
+        (data_dir / stale).unlink(missing_ok=True)
+    for name, content in (
+        ("postgresql.conf", "# Written by Strongroom\n"),
+        ("pg_hba.conf", MINIMAL_HBA),
+        ("pg_ident.conf", ""),
+    ):
+        if not (data_dir / name).exists():
+            (data_dir / name).write_text(content)
+            plan.notes.append(f"{name} was not in the backup; a minimal one was written")
+    settings = {
+        "port": str(plan.port),
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": str(plan.socket_dir),
+        "archive_mode": "off",
+    }
+    append_settings(data_dir, settings)
+    data_dir.chmod(0o700)
+    if not plan.socket_dir.exists():
+        plan.socket_dir.mkdir(mode=0o700)
+        plan.made_socket_dir = True
+    plan.log_file.touch()
+    chown_tree(data_dir, plan.user)
+    for path in (plan.socket_dir, plan.log_file):
+        if plan.user is not None and path != Path("/tmp"):
+            os.chown(path, plan.user.uid, plan.user.gid)
+
+
+def append_settings(data_dir: Path, settings: dict[str, str]) -> None:
+    """Add settings to ``postgresql.auto.conf``; later lines win over earlier ones and ``postgresql.conf``."""
+    with (data_dir / "postgresql.auto.conf").open("a") as conf:
+        conf.write("# Strongroom restore\n")
+        conf.writelines(f"{key} = '{value}'\n" for key, value in settings.items())
+
+
+def start(plan: RestorePlan) -> None:
+    """``pg_ctl start``; if a port picked here was taken meanwhile (another server started), pick another."""
+    for attempt in range(START_ATTEMPTS):
+        argv = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT, "start"]
+        log_start = plan.log_file.stat().st_size
+        code, stderr = run_tool(argv, env=plan.env, user=plan.user, cwd=plan.data_dir)
+        plan.started = (plan.data_dir / "postmaster.pid").exists()
+        if code == 0:
+            return
+        logged = read_log(plan.log_file, log_start)
+        if plan.port_picked and attempt + 1 < START_ATTEMPTS and "Address already in use" in logged:
+            plan.port = free_port()
+            append_settings(plan.data_dir, {"port": str(plan.port)})
+            continue
+        reasons = [found.group(1) for line in logged.splitlines() if (found := FATAL.search(line))]
+        action, hint = f"starting cluster {plan.name}", f"see {plan.log_file}"
+        raise describe_failure(
+            "\n".join(reasons) or stderr, f"127.0.0.1:{plan.port}", TargetError, action=action, hint=hint
+        )
+
+
+def read_log(log_file: Path, offset: int) -> str:
+    """What the server logged after ``offset`` (at most :data:`LOG_TAIL_LIMIT` bytes)."""
+    try:
+        with log_file.open("rb") as log:
+            log.seek(offset)
+            return log.read(LOG_TAIL_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def check_answers(plan: RestorePlan, ctx: RestoreContext) -> None:
+    dsn = parse_dsn(plan.dsn)
+    with connect(dsn, ctx.environment, TargetError) as conn:
+        row = conn.execute("SELECT 1").fetchone()
+    if not row or row[0] != 1:
+        raise TargetError(f"cluster {plan.name} started but does not answer queries", hint=f"see {plan.log_file}")
+
+
+def abandon(plan: RestorePlan, *, remove: bool) -> None:
+    """Undo a failed restore: stop the server if it runs, remove the directory if this restore made it."""
+    if plan.started or (plan.data_dir / "postmaster.pid").exists():
+        argv = [plan.pg_ctl, "-D", plan.data_dir, "-m", "immediate", "-w", "stop"]
+        run_tool(argv, env=plan.env, user=plan.user, cwd=Path("/"))
+    if plan.made_socket_dir:
+        shutil.rmtree(plan.socket_dir, ignore_errors=True)
+    if remove:
+        shutil.rmtree(plan.data_dir, ignore_errors=True)
+        if plan.was_empty:
+            plan.data_dir.mkdir(mode=0o700, exist_ok=True)  # it was there, empty, before this restore
