@@ -62,6 +62,8 @@ def test_scattered_updates_are_stored_as_small_deltas(vault: Vault) -> None:
     _, second_stats = backup(vault, "rp2", second_data, previous=first)
     assert second_stats["delta_chunks"] > 0.8 * second_stats["new_chunks"]
     assert second_stats["new_bytes"] < 0.15 * first_stats["stored_bytes"]
+    # what the second recovery point needs includes the bases its deltas were made against
+    assert second_stats["stored_bytes"] > first_stats["stored_bytes"]
     assert read(vault, "rp2") == second_data
     assert read(vault, "rp1") == first_data
     assert verify_recovery_points(vault, ["rp1", "rp2"], read_data=True).ok

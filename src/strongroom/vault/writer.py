@@ -55,7 +55,7 @@ ProgressCallback = Callable[[int], None]
 @dataclass
 class WriteStats:
     source_bytes: int = 0
-    stored_bytes: int = 0  # sealed size of every distinct chunk this recovery point references
+    stored_bytes: int = 0  # sealed size of every distinct object this recovery point needs (bases included)
     new_bytes: int = 0  # sealed size of the objects this backup added to the vault
     chunks: int = 0
     new_chunks: int = 0
@@ -134,6 +134,7 @@ class RecoveryPointWriter:
         self._last_position = -1
         self._final: dict[bytes, ChunkRef] = {}  # every chunk this recovery point references
         self._futures: dict[bytes, Future[ChunkRef]] = {}
+        self._bases_counted: set[bytes] = set()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strongroom-seal")
         self._in_flight: deque[Future[ChunkRef]] = deque()
@@ -181,7 +182,7 @@ class RecoveryPointWriter:
                 sizes[ref.id] = size
         for ref in refs:
             if ref.id in sizes and ref.id not in self._final:
-                self._final[ref.id] = self._resolve_existing(ref)
+                self._final[ref.id] = self._count_base(self._resolve_existing(ref))
                 with self._lock:
                     self.stats.stored_bytes += sizes[ref.id]
             self.stats.source_bytes += ref.size
@@ -196,7 +197,7 @@ class RecoveryPointWriter:
         if future is not None:
             self._final[ref.id] = future.result()
         elif ref.id not in self._final:
-            self._final[ref.id] = self._resolve_existing(ref)
+            self._final[ref.id] = self._count_base(self._resolve_existing(ref))
         return self._final[ref.id]
 
     def store_object(self, plaintext: bytes, kind: Kind) -> bytes:
@@ -222,15 +223,18 @@ class RecoveryPointWriter:
         existing = self.vault.store.head(key)
         if existing is not None:
             self._count(existing, written=False)
-            return self._resolve_existing(ref)
+            return self._count_base(self._resolve_existing(ref))
         base = self._delta_base(ref, candidate)
         compression, body = envelope.compress_body(data, base)
         sealed = envelope.seal_body(self.vault.keys.encryption_key, Kind.CHUNK, ref.id, compression, body)
         if not self.vault.store.put(key, sealed, if_absent=True):  # a concurrent backup stored it first
             self._count(self.vault.store.head(key) or 0, written=False)
-            return self._resolve_existing(ref)
-        self._count(len(sealed), written=True, delta=compression == Compression.ZSTD_DELTA)
-        return replace(ref, base=base[0] if base and compression == Compression.ZSTD_DELTA else None)
+            return self._count_base(self._resolve_existing(ref))
+        delta = compression == Compression.ZSTD_DELTA
+        self._count(len(sealed), written=True, delta=delta)
+        final = replace(ref, base=base[0] if base and delta else None)
+        self._count_base(final)
+        return final
 
     def _store_plain(self, ref: ChunkRef, plaintext: bytes, kind: Kind) -> ChunkRef:
         key = chunk_key(ref.id)
@@ -241,6 +245,16 @@ class RecoveryPointWriter:
             self._count(len(sealed) if written else (self.vault.store.head(key) or 0), written=written)
         else:
             self._count(existing, written=False)
+        return ref
+
+    def _count_base(self, ref: ChunkRef) -> ChunkRef:
+        """A delta chunk's base is part of what the recovery point needs: count it once in stored_bytes."""
+        if ref.base is not None:
+            with self._lock:
+                if ref.base in self._bases_counted or ref.base in self._final:
+                    return ref
+                self._bases_counted.add(ref.base)
+            self._count(self.vault.store.head(chunk_key(ref.base)) or 0, written=False)
         return ref
 
     def _count(self, size: int, *, written: bool, delta: bool = False) -> None:
