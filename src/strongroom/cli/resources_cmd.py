@@ -64,11 +64,18 @@ def describe(
 
 
 @resources_app.command("remove")
-def remove(ctx: typer.Context, resource_id: str = typer.Argument(..., metavar="ID")) -> None:
+def remove(
+    ctx: typer.Context, resource_id: str = typer.Argument(..., metavar="ID"),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
     """Stop protecting a resource. Its recovery points stay in their vaults."""
     with context.account(ctx) as account:
+        removed = account.catalog.get_resource(resource_id).as_dict()
         account.catalog.remove_resource(resource_id)
-    output.console.print(f"Removed resource '{resource_id}'")
+    if json_output:
+        output.emit_json(removed)
+    else:
+        output.console.print(f"Removed resource '{resource_id}'")
 
 
 def _brief(mapping: dict) -> str:
