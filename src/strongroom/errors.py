@@ -39,7 +39,9 @@ class StrongroomError(Exception):
 
     def one_line(self) -> str:
         text = self.message.rstrip(".")
-        return f"{text}. {self.hint}" if self.hint else text
+        if not self.hint:
+            return text
+        return f"{text}. {self.hint[0].upper()}{self.hint[1:]}"
 
 
 class UsageError(StrongroomError):

@@ -490,3 +490,13 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def dsn_settings(type_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of the postgres resource types: exactly one ``dsn``, without a password."""
+    unknown = sorted(set(settings) - {"dsn"})
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) for {type_name}: {', '.join(unknown)}", hint=f"{type_name} takes only 'dsn'"
+        )
+    return {"dsn": parse_dsn(settings.get("dsn")).text}

@@ -50,6 +50,7 @@ from strongroom.adapters.pgtools import (
     ToolProcess,
     connect,
     describe_failure,
+    dsn_settings,
     find_tool,
     parse_dsn,
     tool_environment,
@@ -90,12 +91,7 @@ class PostgresAdapter(ResourceAdapter):
     description = "One PostgreSQL database, logical (pg_dump / pg_restore into a new database)"
 
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(settings) - {"dsn"})
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) for postgres: {', '.join(unknown)}", hint="postgres takes only 'dsn'"
-            )
-        return {"dsn": parse_dsn(settings.get("dsn")).text}
+        return dsn_settings(self.type_name, settings)
 
     # Backup -------------------------------------------------------------------------------------
     def backup(self, resource: ResourceSpec, ctx: BackupContext) -> dict[str, Any]:

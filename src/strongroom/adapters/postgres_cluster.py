@@ -54,6 +54,7 @@ from strongroom.adapters.pgtools import (
     chown_tree,
     connect,
     describe_failure,
+    dsn_settings,
     find_tool,
     free_port,
     parse_dsn,
@@ -94,13 +95,7 @@ class PostgresClusterAdapter(ResourceAdapter):
     description = "A whole PostgreSQL cluster, physical (pg_basebackup; restore = a new cluster, new identifier)"
 
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(settings) - {"dsn"})
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) for postgres-cluster: {', '.join(unknown)}",
-                hint="postgres-cluster takes only 'dsn'",
-            )
-        return {"dsn": parse_dsn(settings.get("dsn")).text}
+        return dsn_settings(self.type_name, settings)
 
     # Backup -------------------------------------------------------------------------------------
     def backup(self, resource: ResourceSpec, ctx: BackupContext) -> dict[str, Any]:
