@@ -92,21 +92,29 @@ def register_adapter(cls: type[ResourceAdapter]) -> type[ResourceAdapter]:
     return cls
 
 
-def _load_builtin_adapters() -> None:
+BUILTIN_MODULES = {
+    "postgres": "postgres",
+    "postgres-cluster": "postgres_cluster",
+    "directory": "directory",
+    "sqlite": "sqlite",
+}
+
+
+def _load_builtin_adapters(*type_names: str) -> None:
+    """Import the modules of the named built-in types (all when none is named); each registers itself."""
     import importlib
 
-    for module in ("postgres", "postgres_cluster", "directory", "sqlite"):
-        try:
+    for type_name in type_names or tuple(BUILTIN_MODULES):
+        module = BUILTIN_MODULES.get(type_name)
+        if module is not None and type_name not in _registry:
             importlib.import_module(f"strongroom.adapters.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"strongroom.adapters.{module}":
-                raise
 
 
 def get_adapter(type_name: str) -> ResourceAdapter:
-    _load_builtin_adapters()
+    _load_builtin_adapters(type_name)
     cls = _registry.get(type_name)
     if cls is None:
+        _load_builtin_adapters()
         known = ", ".join(sorted(_registry)) or "none"
         raise ConfigError(f"unknown resource type '{type_name}'", hint=f"Known types: {known}")
     return cls()
