@@ -26,6 +26,13 @@ def test_put_then_get_returns_the_same_bytes(store: ObjectStore) -> None:
     assert store.head("a/b/c") == 9
 
 
+def test_unsynced_put_is_visible_and_flush_succeeds(store: ObjectStore) -> None:
+    assert store.put("chunks/aa/x", b"data", if_absent=True, sync=False)
+    assert store.get("chunks/aa/x") == b"data"
+    store.flush()
+    assert store.head("chunks/aa/x") == 4
+
+
 def test_missing_object_is_not_found(store: ObjectStore) -> None:
     assert store.head("nope") is None
     assert not store.exists("nope")

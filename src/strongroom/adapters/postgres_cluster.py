@@ -354,7 +354,8 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
     seen: set[str] = set()
     with ctx.reader.open_stream(STREAM) as raw:
         stream = ProgressReader(raw, ctx.progress)
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
+        # 1 MiB buffers: with the default 10 KiB records, tarfile extracts ~5x slower than GNU tar.
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20, copybufsize=1 << 20) as archive:
             for member in archive:
                 check_member(member)
                 seen.add(normalise_member(member.name))

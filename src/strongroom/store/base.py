@@ -3,6 +3,7 @@
 Guarantees every implementation gives (checked by ``tests/contract/test_store_contract.py``):
 
 - ``put`` is atomic: a reader sees the whole object or none of it, also after a crash.
+- after ``put(..., sync=True)`` or ``flush()`` returns, the object survives a power failure.
 - ``put(..., if_absent=True)`` never replaces an existing object and reports whether it wrote.
 - ``get`` returns exactly the bytes put, or raises :class:`~strongroom.errors.NotFoundError`.
 - ``list(prefix)`` yields every key under the prefix, in no particular order.
@@ -30,8 +31,16 @@ class ObjectStore(ABC):
     capabilities = StoreCapabilities()
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
-        """Store ``data`` under ``key``; with ``if_absent`` keep an existing object. True if written."""
+    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> bool:
+        """Store ``data`` under ``key``; with ``if_absent`` keep an existing object. True if written.
+
+        With ``sync=False`` the object is visible at once but may be lost in a power failure until
+        :meth:`flush` returns; writers use it for chunks and flush once before the manifest.
+        """
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make every object put so far durable."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...

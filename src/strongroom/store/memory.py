@@ -21,12 +21,15 @@ class MemoryStore(ObjectStore):
     def url(self) -> str:
         return f"memory://{self.name}"
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> bool:
         with self._lock:
             if if_absent and key in self.objects:
                 return False
             self.objects[key] = bytes(data)
             return True
+
+    def flush(self) -> None:
+        """Memory has nothing to make durable."""
 
     def get(self, key: str) -> bytes:
         try:

@@ -227,7 +227,7 @@ class RecoveryPointWriter:
         base = self._delta_base(ref, candidate)
         compression, body = envelope.compress_body(data, base)
         sealed = envelope.seal_body(self.vault.keys.encryption_key, Kind.CHUNK, ref.id, compression, body)
-        if not self.vault.store.put(key, sealed, if_absent=True):  # a concurrent backup stored it first
+        if not self.vault.store.put(key, sealed, if_absent=True, sync=False):  # a concurrent backup was first
             self._count(self.vault.store.head(key) or 0, written=False)
             return self._count_base(self._resolve_existing(ref))
         delta = compression == Compression.ZSTD_DELTA
@@ -241,7 +241,7 @@ class RecoveryPointWriter:
         existing = self.vault.store.head(key)
         if existing is None:
             sealed = envelope.seal(self.vault.keys.encryption_key, kind, ref.id, plaintext)
-            written = self.vault.store.put(key, sealed, if_absent=True)
+            written = self.vault.store.put(key, sealed, if_absent=True, sync=False)
             self._count(len(sealed) if written else (self.vault.store.head(key) or 0), written=written)
         else:
             self._count(existing, written=False)
@@ -348,6 +348,7 @@ class RecoveryPointWriter:
             stats=self.stats.as_dict(),
         )
         sealed = seal_manifest(self.vault, manifest)
+        self.vault.store.flush()  # rule 2: every chunk and index object is durable before the manifest
         self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True)
         self.stats.new_bytes += len(sealed)
         return manifest
