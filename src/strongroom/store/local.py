@@ -79,10 +79,16 @@ class LocalStore(ObjectStore):
 
     def flush(self) -> None:
         """One syncfs(2) of the vault's filesystem instead of two fsyncs per object."""
+        if _libc_syncfs is None:
+            os.sync()
+            return
         fd = os.open(self.root, os.O_RDONLY)
         try:
-            if _libc_syncfs is None or _libc_syncfs(fd) != 0:
-                os.sync()
+            if _libc_syncfs(fd) != 0:  # a failed writeback: the chunks may not be on disk
+                import ctypes
+
+                code = ctypes.get_errno()
+                raise StorageError(f"cannot make the vault at {self.root} durable: {os.strerror(code)}")
         finally:
             os.close(fd)
 
