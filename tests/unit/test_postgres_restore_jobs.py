@@ -1,15 +1,24 @@
+import os
+
 import pytest
 
-from strongroom.adapters.postgres import DEFAULT_JOBS, restore_jobs
+from strongroom.adapters.postgres import default_jobs, restore_jobs
 from strongroom.errors import ConfigError
 
 
-def test_default_is_one_pg_restore_fed_by_the_stream() -> None:
-    assert DEFAULT_JOBS == 1
-    assert restore_jobs({}) == 1
+def test_one_dominant_table_streams_into_a_single_pg_restore() -> None:
+    assert default_jobs({"largest_table_bytes": 90, "table_bytes": 100}) == 1
+
+
+def test_spread_data_restores_in_parallel() -> None:
+    assert default_jobs({"largest_table_bytes": 30, "table_bytes": 100}) == min(4, os.cpu_count() or 1)
+
+
+def test_recovery_points_without_sizes_stream() -> None:
+    assert default_jobs({}) == 1
 
 
 def test_explicit_jobs_win_and_are_checked() -> None:
-    assert restore_jobs({"jobs": 3}) == 3
+    assert restore_jobs({"jobs": 3}, {"largest_table_bytes": 90, "table_bytes": 100}) == 3
     with pytest.raises(ConfigError):
-        restore_jobs({"jobs": -1})
+        restore_jobs({"jobs": -1}, {})

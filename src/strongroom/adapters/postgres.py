@@ -7,7 +7,8 @@ Restore goes into a *new* database given by ``request.target`` (``postgresql://u
 it is created (``TEMPLATE template0`` with the source's encoding and, when the server has it, its
 locale) when absent; an existing database must hold no user objects unless ``allow_non_empty``.
 Existence is checked, and the database created, through the target server's ``postgres`` maintenance database.
-With ``jobs`` > 1 (option ``jobs``; default 1, see ``DEFAULT_JOBS``) the dump is first written to a file in
+With ``jobs`` > 1 (option ``jobs``; by default ``min(4, cpus)`` when no table holds half the data, else 1)
+the dump is first written to a file in
 the job's temporary directory, because parallel ``pg_restore`` needs a seekable file; with
 ``jobs=1`` it is piped into ``pg_restore``. A failed restore drops the database it created.
 
@@ -44,6 +45,7 @@ from strongroom.adapters.base import (
     RestoreResult,
     register_adapter,
 )
+from strongroom.adapters.pgdump_format import add_data_offsets
 from strongroom.adapters.pgtools import (
     PgDsn,
     ToolProcess,
@@ -69,11 +71,10 @@ SELECT coalesce(max(size), 0), coalesce(sum(size), 0), count(*)
 FROM (SELECT pg_table_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')) s
 """
-# The dump is written through a pipe, so its table of contents has no data offsets: parallel
-# pg_restore workers must scan the copy to find each table's data, on top of the time to write the
-# copy. Measured (docs/performance.md), one pg_restore fed by the stream is faster on pgbench and on
-# a many-table database alike; --jobs N stays available.
-DEFAULT_JOBS = 1
+# Parallel pg_restore needs a seekable copy of the dump (written to scratch space first, its data
+# offsets then filled in by pgdump_format) and gains nothing when one table holds most of the data:
+# its COPY and index builds run one after the other either way. Measured in docs/performance.md.
+PARALLEL_WHEN_LARGEST_TABLE_BELOW = 0.5
 SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'"
 USER_OBJECTS = f"""
 SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM_SCHEMAS})
@@ -112,7 +113,7 @@ class PostgresAdapter(ResourceAdapter):
     # Restore ------------------------------------------------------------------------------------
     def restore(self, metadata: dict[str, Any], ctx: RestoreContext, request: RestoreRequest) -> RestoreResult:
         target = restore_target(request.target)
-        jobs = restore_jobs(request.options)
+        jobs = restore_jobs(request.options, metadata)
         env = tool_environment(ctx.environment)
         pg_restore = find_tool("pg_restore", env)
         created = prepare_database(target, metadata, ctx.environment, request.allow_non_empty)
@@ -169,12 +170,20 @@ def restore_target(target: str | None) -> PgDsn:
     return dsn
 
 
-def restore_jobs(options: Mapping[str, Any]) -> int:
-    """``jobs`` as asked; by default one pg_restore fed by the stream (see DEFAULT_JOBS)."""
-    jobs = options.get("jobs") or DEFAULT_JOBS
+def restore_jobs(options: Mapping[str, Any], metadata: Mapping[str, Any]) -> int:
+    """``jobs`` as asked; by default parallel only where it helps: when no single table dominates."""
+    jobs = options.get("jobs") or default_jobs(metadata)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"option 'jobs' must be a whole number of at least 1, not {jobs!r}", hint="e.g. jobs=4")
     return jobs
+
+
+def default_jobs(metadata: Mapping[str, Any]) -> int:
+    largest, total = metadata.get("largest_table_bytes"), metadata.get("table_bytes")
+    known = isinstance(largest, int) and isinstance(total, int) and total > 0
+    if not known or largest >= PARALLEL_WHEN_LARGEST_TABLE_BELOW * total:  # type: ignore[operator]
+        return 1
+    return min(4, os.cpu_count() or 1)
 
 
 def prepare_database(
@@ -267,8 +276,9 @@ def restore_from_file(
     handle, name = tempfile.mkstemp(prefix="pg_restore-", suffix=".dump", dir=ctx.temp_dir)
     path = Path(name)
     try:
-        with os.fdopen(handle, "wb") as file:
+        with os.fdopen(handle, "w+b") as file:
             copy_stream(stream, file, ctx)
+            add_data_offsets(file)  # else every parallel worker scans the copy for its table's data
         with ToolProcess([*argv, path], env=env) as tool:
             code = tool.wait()
         return code, tool.stderr
