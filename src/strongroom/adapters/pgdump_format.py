@@ -25,7 +25,6 @@ restore still works, only without offsets.
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import BinaryIO
 
@@ -33,6 +32,7 @@ MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1
 BLOCK_DATA = 1
 BLOCK_BLOBS = 3
+SCAN_BLOCK = 8 << 20
 LARGE_OBJECT_ENTRIES = {b"BLOBS", b"BLOB", b"LARGE OBJECTS", b"BLOB DATA"}
 OFFSET_NOT_SET = 1
 OFFSET_SET = 2
@@ -153,19 +153,26 @@ def _scan_blocks(reader: _Reader, data_start: int) -> dict[int, int]:
     """
     size = reader.int_size
     handle = reader.handle
-    handle.seek(0)
-    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        blocks: dict[int, int] = {}
-        first = view[data_start : data_start + 2 + size]
-        if len(first) == 2 + size and first[0] == BLOCK_DATA and first[1] == 0:
-            blocks[int.from_bytes(first[2:], "little")] = data_start
-        boundary = bytes(size + 1) + bytes([BLOCK_DATA, 0])
-        found = view.find(boundary, data_start)
-        while found >= 0:
-            position = found + size + 1
-            dump_id = int.from_bytes(view[position + 2 : position + 2 + size], "little")
+    blocks: dict[int, int] = {}
+    handle.seek(data_start)
+    first = handle.read(2 + size)
+    if len(first) == 2 + size and first[0] == BLOCK_DATA and first[1] == 0:
+        blocks[int.from_bytes(first[2:], "little")] = data_start
+    boundary = bytes(size + 1) + bytes([BLOCK_DATA, 0])
+    record = len(boundary) + size  # the boundary and the dumpId after it
+    window_start, window = data_start, b""
+    handle.seek(data_start)
+    while piece := handle.read(SCAN_BLOCK):  # bounded memory: one block plus a record of overlap
+        window += piece
+        found = window.find(boundary)
+        while 0 <= found <= len(window) - record:
+            position = window_start + found + size + 1
+            dump_id = int.from_bytes(window[found + len(boundary) : found + record], "little")
             blocks.setdefault(dump_id, position)
-            found = view.find(boundary, position + 2)
+            found = window.find(boundary, found + 1)
+        keep = min(len(window), record - 1)
+        window_start += len(window) - keep
+        window = window[len(window) - keep :]
     return blocks
 
 
