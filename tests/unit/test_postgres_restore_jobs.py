@@ -11,7 +11,7 @@ def test_one_dominant_table_streams_into_a_single_pg_restore() -> None:
 
 
 def test_spread_data_restores_in_parallel() -> None:
-    assert default_jobs({"largest_table_bytes": 30, "table_bytes": 100}) == min(4, os.cpu_count() or 1)
+    assert default_jobs({"largest_table_bytes": 60, "table_bytes": 100}) == min(4, os.cpu_count() or 1)
 
 
 def test_recovery_points_without_sizes_stream() -> None:

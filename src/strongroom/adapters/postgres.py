@@ -7,7 +7,7 @@ Restore goes into a *new* database given by ``request.target`` (``postgresql://u
 it is created (``TEMPLATE template0`` with the source's encoding and, when the server has it, its
 locale) when absent; an existing database must hold no user objects unless ``allow_non_empty``.
 Existence is checked, and the database created, through the target server's ``postgres`` maintenance database.
-With ``jobs`` > 1 (option ``jobs``; by default ``min(4, cpus)`` when no table holds half the data, else 1)
+With ``jobs`` > 1 (option ``jobs``; by default ``min(4, cpus)`` unless one table holds 80% of the data)
 the dump is first written to a file in
 the job's temporary directory, because parallel ``pg_restore`` needs a seekable file; with
 ``jobs=1`` it is piped into ``pg_restore``. A failed restore drops the database it created.
@@ -72,9 +72,10 @@ FROM (SELECT pg_table_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON
       WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')) s
 """
 # Parallel pg_restore needs a seekable copy of the dump (written to scratch space first, its data
-# offsets then filled in by pgdump_format) and gains nothing when one table holds most of the data:
-# its COPY and index builds run one after the other either way. Measured in docs/performance.md.
-PARALLEL_WHEN_LARGEST_TABLE_BELOW = 0.5
+# offsets then filled in by pgdump_format), which costs about a tenth of the restore; it pays off when
+# the work outside the largest table is larger than that: restore time with N jobs is at least the
+# largest table's COPY and index builds. Measured in docs/performance.md.
+PARALLEL_WHEN_LARGEST_TABLE_BELOW = 0.8
 SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'"
 USER_OBJECTS = f"""
 SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM_SCHEMAS})
