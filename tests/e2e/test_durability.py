@@ -18,8 +18,8 @@ import pytest
 from tests.support.cli import Cli, assert_one_line_error
 from tests.support.trees import snapshot_tree
 
-KILLS_DEFAULT = 6
-KILLS_FULL = 24
+KILLS_DEFAULT = 20
+KILLS_FULL = 60
 
 
 def make_tree(root: Path, files: int, size: int, seed: int = 3) -> None:
