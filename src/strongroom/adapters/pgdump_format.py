@@ -133,8 +133,8 @@ def _read_toc_all(reader: _Reader, version: tuple[int, int], *, only_unset: bool
             reader.string()
         reader.string()  # owner
         reader.string()  # withOids
-        while reader.string() is not None:  # dependencies
-            pass
+        while reader.string() is not None:  # dependency ids, ended by a NULL string
+            continue
         position = reader.tell()
         flag = reader.byte()
         reader.skip(reader.offset_size)

@@ -361,7 +361,7 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
                 seen.add(normalise_member(member.name))
                 archive.extract(member, data_dir, set_attrs=True, filter="data")
         while stream.read(1 << 20):  # read to the end so the stream's length and chunks are verified
-            pass
+            continue
     missing = [name for name in ("PG_VERSION", "global/pg_control", "backup_label") if name not in seen]
     if missing:
         raise IntegrityError(f"the recovery point's {STREAM} has no {', '.join(missing)}", hint="")

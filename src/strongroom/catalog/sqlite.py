@@ -129,10 +129,7 @@ class Catalog:
             )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        encoded = {k: (json.dumps(v) if k in ("parameters", "result") else _plain(v)) for k, v in fields.items()}
-        assignments = ", ".join(f"{name} = ?" for name in encoded)
-        with self.transaction() as db:
-            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*encoded.values(), job_id))
+        self._update("jobs", job_id, fields, json_columns=("parameters", "result"))
 
     def get_job(self, job_id: str) -> Job:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -161,10 +158,14 @@ class Catalog:
             )
 
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
-        encoded = {k: (json.dumps(v) if k == "metadata" else _plain(v)) for k, v in fields.items()}
+        self._update("recovery_points", rp_id, fields, json_columns=("metadata",))
+
+    def _update(self, table: str, row_id: str, fields: dict[str, Any], json_columns: tuple[str, ...]) -> None:
+        """Set ``fields`` (column names from this module's callers, never from users) on one row."""
+        encoded = {k: (json.dumps(v) if k in json_columns else _plain(v)) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in encoded)
         with self.transaction() as db:
-            db.execute(f"UPDATE recovery_points SET {assignments} WHERE id = ?", (*encoded.values(), rp_id))
+            db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*encoded.values(), row_id))
 
     def get_recovery_point(self, arn_or_id: str) -> RecoveryPoint:
         row = self._db.execute(
