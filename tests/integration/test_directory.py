@@ -167,6 +167,19 @@ def test_restore_refuses_a_non_empty_target_unless_allowed(tmp_path: Path, vault
     assert diff_snapshots(expected, actual) == []
 
 
+def test_damaged_data_index_fails_the_restore_even_though_the_tree_names_every_chunk(
+    tmp_path: Path, vault: Vault, source: Path
+) -> None:
+    manifest, _ = backup(vault, spec_for(source), tmp_path / "tmp")
+    victim = chunk_key(manifest.streams["data"].index[0])
+    sealed = bytearray(vault.store.get(victim))
+    sealed[len(sealed) // 2] ^= 0x01
+    vault.store.delete(victim)
+    vault.store.put(victim, bytes(sealed))
+    with pytest.raises(IntegrityError, match=victim.rsplit("/", 1)[1]):
+        restore_to(vault, manifest.recovery_point_id, tmp_path / "restored", tmp_path)
+
+
 def test_restore_refuses_a_target_that_is_a_file(tmp_path: Path, vault: Vault, source: Path) -> None:
     manifest, _ = backup(vault, spec_for(source), tmp_path / "tmp")
     target = tmp_path / "a-file"

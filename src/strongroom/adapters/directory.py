@@ -440,6 +440,13 @@ class _Entry:
     link: str | None = None
 
 
+def _data_refs(reader: RecoveryPointReader) -> Iterator[ChunkRef]:
+    """The data stream's chunk list, read alongside the tree so a damaged index fails the restore too."""
+    if "data" not in reader.manifest.streams:
+        return iter(())
+    return reader.iter_refs(reader.stream_ref("data"))
+
+
 def _safe_path(value: Any, *, root_allowed: bool = False) -> str:
     """A record path that stays inside the target (``"."``, the target itself, only if allowed), or IntegrityError."""
     if not isinstance(value, str) or not value or "\0" in value:
@@ -505,6 +512,7 @@ class _Restorer:
         self.target = target
         self.reader = ctx.reader
         self.progress = ctx.progress
+        self.data_refs = _data_refs(ctx.reader)
         self.fsync = fsync
         self.as_root = os.geteuid() == 0
         self.dirs: set[str] = {"."}  # real directories created or checked by this restore
@@ -534,6 +542,8 @@ class _Restorer:
             ) from exc
 
     def finish(self) -> None:
+        if next(self.data_refs, None) is not None:
+            raise IntegrityError("the data stream holds chunks that no tree record names", hint=_FORGED_HINT)
         for entry in reversed(self.dir_entries):
             try:
                 self._settle_dir(entry)
@@ -606,12 +616,21 @@ class _Restorer:
     def _file(self, entry: _Entry) -> None:
         if sum(ref.size for ref in entry.chunks) != entry.size:
             raise IntegrityError(f"tree record for {entry.path!r} lists chunks that do not add up to its size")
+        self._check_against_data_stream(entry)
         temp = self._temp_beside(entry.path)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as out:
             self._place(temp, entry.path, lambda: self._write_content(out, entry))
         self.counts["files"] += 1
         self.counts["bytes"] += entry.size
+
+    def _check_against_data_stream(self, entry: _Entry) -> None:
+        """The tree names each file's chunks; the data stream's index must name the same ones, in order."""
+        for ref in entry.chunks:
+            indexed = next(self.data_refs, None)
+            if indexed is None or indexed.id != ref.id:
+                what = f"tree record for {entry.path!r} disagrees with the recovery point's data index"
+                raise IntegrityError(what, hint=_FORGED_HINT)
 
     def _write_content(self, out: BinaryIO, entry: _Entry) -> None:
         for data in self.reader.iter_chunk_data(entry.chunks):
