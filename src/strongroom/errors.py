@@ -18,7 +18,14 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     ├── StorageError               the object store failed (exit 6)
     │   └── StorageFullError
     ├── IntegrityError             stored data is damaged or forged (exit 7)
-    └── FormatError                a vault object of an unknown format version (exit 7)
+    ├── FormatError                a vault object of an unknown format version (exit 7)
+    ├── AccessError                who may do what (exit 8)
+    │   ├── AuthenticationError    missing, unknown, expired, revoked or wrongly signed credentials
+    │   ├── AccessDeniedError      the vault access policy refuses the action
+    │   └── VaultLockedError       the vault lock forbids it (retention, lock removal, early deletion)
+    ├── RetentionError             a job's retention falls outside the vault lock's range (exit 2)
+    ├── BusyError                  another process holds the apply lock (exit 3)
+    └── RemoteError                another account's endpoint is unreachable or answered nonsense (exit 9)
 """
 
 from __future__ import annotations
@@ -108,3 +115,45 @@ class IntegrityError(StrongroomError):
 class FormatError(StrongroomError):
     code = "FORMAT"
     exit_code = 7
+
+
+class AccessError(StrongroomError):
+    code = "ACCESS"
+    exit_code = 8
+
+
+class AuthenticationError(AccessError):
+    code = "AUTHENTICATION"
+
+
+class AccessDeniedError(AccessError):
+    code = "ACCESS_DENIED"
+
+
+class VaultLockedError(AccessError):
+    code = "VAULT_LOCKED"
+
+
+class RetentionError(UsageError):
+    code = "RETENTION"
+
+
+class BusyError(AccountError):
+    code = "BUSY"
+
+
+class RemoteError(StrongroomError):
+    code = "REMOTE"
+    exit_code = 9
+
+
+ERRORS_BY_CODE: dict[str, type[StrongroomError]] = {}
+
+
+def _register(cls: type[StrongroomError]) -> None:
+    ERRORS_BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(StrongroomError)

@@ -129,6 +129,10 @@ class RecoveryPoint:
     backup_job_id: str | None = None
     status_message: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    delete_after_days: int | None = None  # retention counted from creation_date; None keeps it forever
+    delete_at: str | None = None
+    lock_applies: bool = False  # created while the vault was locked: the lock governs its deletion
+    source_recovery_point_arn: str | None = None  # set on copies
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +150,10 @@ class RecoveryPoint:
             "stored_bytes": self.stored_bytes,
             "new_bytes": self.new_bytes,
             "backup_job_id": self.backup_job_id,
+            "lifecycle": {"delete_after_days": self.delete_after_days},
+            "calculated_lifecycle": {"delete_at": self.delete_at},
+            "is_locked": self.lock_applies,
+            "source_recovery_point_arn": self.source_recovery_point_arn,
             "metadata": self.metadata,
         }
 
@@ -157,10 +165,11 @@ class Resource:
     settings: dict[str, Any]
     tags: dict[str, str]
     created_at: str
+    managed: bool = False  # created by 'apply': a later apply may change or remove it
 
     def as_dict(self) -> dict[str, Any]:
         return {"resource_id": self.id, "resource_type": self.type, "settings": self.settings,
-                "tags": self.tags, "creation_date": self.created_at}
+                "tags": self.tags, "creation_date": self.created_at, "managed_by_config": self.managed}
 
 
 @dataclass
@@ -170,10 +179,14 @@ class VaultRecord:
     store_url: str
     vault_id: str
     created_at: str
+    access_policy: dict[str, Any] | None = None  # AWS-shaped policy document; None: the account's own only
+    lock: dict[str, Any] | None = None  # policy.lock.VaultLock.as_dict(); None: unlocked
+    managed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"backup_vault_name": self.name, "backup_vault_arn": self.arn, "store_url": self.store_url,
-                "vault_id": self.vault_id, "creation_date": self.created_at}
+                "vault_id": self.vault_id, "creation_date": self.created_at, "access_policy": self.access_policy,
+                "lock": self.lock, "managed_by_config": self.managed}
 
 
 def _duration(start: str | None, end: str | None) -> float | None:

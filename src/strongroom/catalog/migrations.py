@@ -52,4 +52,48 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX recovery_points_resource ON recovery_points(resource_id, creation_date);
     """,
+    # 2: accounts as trust domains: policies, locks, lifecycle, credentials, remote accounts, copies
+    """
+    ALTER TABLE vaults ADD COLUMN access_policy TEXT;
+    ALTER TABLE vaults ADD COLUMN lock TEXT;
+    ALTER TABLE vaults ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE resources ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE recovery_points ADD COLUMN delete_after_days INTEGER;
+    ALTER TABLE recovery_points ADD COLUMN delete_at TEXT;
+    ALTER TABLE recovery_points ADD COLUMN lock_applies INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE recovery_points ADD COLUMN source_recovery_point_arn TEXT;
+    CREATE INDEX recovery_points_delete_at ON recovery_points(status, delete_at);
+    CREATE TABLE credentials (
+        key_id TEXT PRIMARY KEY,
+        principal_arn TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT
+    );
+    CREATE TABLE remote_accounts (
+        name TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL UNIQUE,
+        endpoint TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        sealed_secret TEXT NOT NULL,
+        ca_file TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE account_settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE outputs (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE chunk_map (
+        vault_name TEXT NOT NULL,
+        peer_vault_id TEXT NOT NULL,
+        peer_chunk_id BLOB NOT NULL,
+        chunk_id BLOB NOT NULL,
+        PRIMARY KEY (vault_name, peer_vault_id, peer_chunk_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX chunk_map_own ON chunk_map(vault_name, chunk_id);
+    """,
 ]

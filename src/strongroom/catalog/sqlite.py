@@ -72,8 +72,10 @@ class Catalog:
         with self.transaction() as db:
             try:
                 db.execute(
-                    "INSERT INTO vaults VALUES (?, ?, ?, ?, ?)",
-                    (vault.name, vault.arn, vault.store_url, vault.vault_id, vault.created_at),
+                    "INSERT INTO vaults (name, arn, store_url, vault_id, created_at, access_policy, lock, managed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (vault.name, vault.arn, vault.store_url, vault.vault_id, vault.created_at,
+                     _json_or_null(vault.access_policy), _json_or_null(vault.lock), int(vault.managed)),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExistsError(f"vault '{vault.name}' already exists") from None
@@ -82,20 +84,26 @@ class Catalog:
         row = self._db.execute("SELECT * FROM vaults WHERE name = ? OR arn = ?", (name, name)).fetchone()
         if row is None:
             raise NotFoundError(f"no backup vault named '{name}'", hint="List vaults with 'strongroom vaults list'")
-        return VaultRecord(row["name"], row["arn"], row["store_url"], row["vault_id"], row["created_at"])
+        return _vault(row)
 
     def list_vaults(self) -> list[VaultRecord]:
-        rows = self._db.execute("SELECT * FROM vaults ORDER BY name").fetchall()
-        return [VaultRecord(r["name"], r["arn"], r["store_url"], r["vault_id"], r["created_at"]) for r in rows]
+        return [_vault(r) for r in self._db.execute("SELECT * FROM vaults ORDER BY name")]
+
+    def update_vault(self, name: str, **fields: Any) -> None:
+        self._update("vaults", name, fields, json_columns=("access_policy", "lock"), key="name")
+
+    def remove_vault(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM vaults WHERE name = ?", (name,))
 
     # Resources -------------------------------------------------------------------------------
     def add_resource(self, resource: Resource) -> None:
         with self.transaction() as db:
             try:
                 db.execute(
-                    "INSERT INTO resources VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO resources (id, type, settings, tags, created_at, managed) VALUES (?, ?, ?, ?, ?, ?)",
                     (resource.id, resource.type, json.dumps(resource.settings), json.dumps(resource.tags),
-                     resource.created_at),
+                     resource.created_at, int(resource.managed)),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExistsError(
@@ -112,6 +120,9 @@ class Catalog:
 
     def list_resources(self) -> list[Resource]:
         return [_resource(r) for r in self._db.execute("SELECT * FROM resources ORDER BY id")]
+
+    def update_resource(self, resource_id: str, **fields: Any) -> None:
+        self._update("resources", resource_id, fields, json_columns=("settings", "tags"))
 
     def remove_resource(self, resource_id: str) -> None:
         self.get_resource(resource_id)
@@ -152,20 +163,24 @@ class Catalog:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
-                " backup_job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rp.id, rp.arn, rp.vault_name, rp.resource_id, rp.resource_type, rp.status.value,
-                 rp.creation_date, rp.backup_job_id),
+                 rp.creation_date, rp.backup_job_id, rp.delete_after_days, rp.delete_at, int(rp.lock_applies),
+                 rp.source_recovery_point_arn, json.dumps(rp.metadata)),
             )
 
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
         self._update("recovery_points", rp_id, fields, json_columns=("metadata",))
 
-    def _update(self, table: str, row_id: str, fields: dict[str, Any], json_columns: tuple[str, ...]) -> None:
+    def _update(
+        self, table: str, row_id: str, fields: dict[str, Any], json_columns: tuple[str, ...], key: str = "id"
+    ) -> None:
         """Set ``fields`` (column names from this module's callers, never from users) on one row."""
-        encoded = {k: (json.dumps(v) if k in json_columns else _plain(v)) for k, v in fields.items()}
+        encoded = {k: (_json_or_null(v) if k in json_columns else _plain(v)) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in encoded)
         with self.transaction() as db:
-            db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*encoded.values(), row_id))
+            db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*encoded.values(), row_id))
 
     def get_recovery_point(self, arn_or_id: str) -> RecoveryPoint:
         row = self._db.execute(
@@ -195,16 +210,134 @@ class Catalog:
         return [_recovery_point(r) for r in self._db.execute(sql + " ORDER BY creation_date", args)]
 
 
+    # Credentials this account issued ----------------------------------------------------------
+    def add_credential(self, key_id: str, principal_arn: str, created_at: str, expires_at: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO credentials (key_id, principal_arn, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (key_id, principal_arn, created_at, expires_at),
+            )
+
+    def get_credential(self, key_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_credentials(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM credentials ORDER BY created_at")]
+
+    def revoke_credential(self, key_id: str, revoked_at: str) -> bool:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE credentials SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (revoked_at, key_id)
+            )
+        return cursor.rowcount == 1
+
+    # Other accounts this account talks to ---------------------------------------------------
+    def put_remote_account(self, remote: dict[str, Any]) -> None:
+        columns = ("name", "account_id", "endpoint", "key_id", "sealed_secret", "ca_file", "created_at")
+        with self.transaction() as db:
+            db.execute("DELETE FROM remote_accounts WHERE name = ? OR account_id = ?",
+                       (remote["name"], remote["account_id"]))
+            db.execute(
+                f"INSERT INTO remote_accounts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                tuple(remote.get(c) for c in columns),
+            )
+
+    def get_remote_account(self, name_or_account_id: str) -> dict[str, Any]:
+        row = self._db.execute(
+            "SELECT * FROM remote_accounts WHERE name = ? OR account_id = ?", (name_or_account_id, name_or_account_id)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"no account '{name_or_account_id}' is registered here",
+                hint="Register it with 'strongroom accounts add NAME --endpoint URL --account-id ID --key-id KEY'",
+            )
+        return dict(row)
+
+    def list_remote_accounts(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM remote_accounts ORDER BY name")]
+
+    def remove_remote_account(self, name: str) -> None:
+        self.get_remote_account(name)
+        with self.transaction() as db:
+            db.execute("DELETE FROM remote_accounts WHERE name = ?", (name,))
+
+    # Account-wide settings written by apply (e.g. destination_vault_arn) ----------------------
+    def set_setting(self, name: str, value: Any) -> None:
+        with self.transaction() as db:
+            if value is None:
+                db.execute("DELETE FROM account_settings WHERE name = ?", (name,))
+            else:
+                db.execute("INSERT OR REPLACE INTO account_settings VALUES (?, ?)", (name, json.dumps(value)))
+
+    def get_setting(self, name: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM account_settings WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # Outputs of the last apply ---------------------------------------------------------------
+    def set_outputs(self, outputs: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM outputs")
+            db.executemany("INSERT INTO outputs VALUES (?, ?)", [(k, json.dumps(v)) for k, v in outputs.items()])
+
+    def get_outputs(self) -> dict[str, Any]:
+        return {r["name"]: json.loads(r["value"]) for r in self._db.execute("SELECT * FROM outputs ORDER BY name")}
+
+    # Chunk ids of a peer vault mapped to this account's ids (incremental copies) --------------
+    def map_chunks(self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO chunk_map VALUES (?, ?, ?, ?)",
+                [(vault_name, peer_vault_id, peer, own) for peer, own in pairs],
+            )
+
+    def mapped_chunks(self, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        for start in range(0, len(peer_ids), 500):
+            batch = peer_ids[start : start + 500]
+            rows = self._db.execute(
+                "SELECT peer_chunk_id, chunk_id FROM chunk_map WHERE vault_name = ? AND peer_vault_id = ?"
+                f" AND peer_chunk_id IN ({','.join('?' * len(batch))})",
+                (vault_name, peer_vault_id, *batch),
+            )
+            found.update({bytes(r[0]): bytes(r[1]) for r in rows})
+        return found
+
+    def forget_chunks(self, vault_name: str, chunk_ids: list[bytes]) -> None:
+        """Drop mappings to chunks the garbage collector removed."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM chunk_map WHERE vault_name = ? AND chunk_id = ?",
+                           [(vault_name, c) for c in chunk_ids])
+
+
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
     return value.value if hasattr(value, "value") else value
 
 
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _vault(row: sqlite3.Row) -> VaultRecord:
+    return VaultRecord(
+        row["name"], row["arn"], row["store_url"], row["vault_id"], row["created_at"],
+        access_policy=json.loads(row["access_policy"]) if row["access_policy"] else None,
+        lock=json.loads(row["lock"]) if row["lock"] else None,
+        managed=bool(row["managed"]),
+    )
+
+
 def _resource(row: sqlite3.Row) -> Resource:
-    return Resource(row["id"], row["type"], json.loads(row["settings"]), json.loads(row["tags"]), row["created_at"])
+    return Resource(
+        row["id"], row["type"], json.loads(row["settings"]), json.loads(row["tags"]), row["created_at"],
+        managed=bool(row["managed"]),
+    )
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -241,4 +374,8 @@ def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
         backup_job_id=row["backup_job_id"],
         status_message=row["status_message"],
         metadata=json.loads(row["metadata"]),
+        delete_after_days=row["delete_after_days"],
+        delete_at=row["delete_at"],
+        lock_applies=bool(row["lock_applies"]),
+        source_recovery_point_arn=row["source_recovery_point_arn"],
     )
