@@ -1,0 +1,1 @@
+"""The account HTTP API (FastAPI): authenticates every request and calls the services as its principal."""

@@ -1,0 +1,1 @@
+"""How one account calls another: signed HTTP requests to its `strongroom serve`."""
