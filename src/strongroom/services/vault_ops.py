@@ -1,0 +1,322 @@
+"""Operations on vaults and recovery points that a vault's access policy and lock govern.
+
+Each operation runs in one order: authorise the principal against the vault's access policy (explicit
+Deny wins; other accounts need an explicit Allow), apply the vault lock's rules, then act. The local CLI
+calls these as the account's root, the API server as the authenticated principal. ``clock`` lets tests
+move time (docs/access-policy-and-lock.md has the rules as a table).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from strongroom import model
+from strongroom.errors import NotFoundError, UsageError, VaultLockedError
+from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
+from strongroom.policy.document import AccessRequest, PolicyDocument, authorize, explicitly_allows
+from strongroom.policy.lock import GOVERNANCE, VaultLock
+from strongroom.services.account import DEFAULT_VAULT, Account
+from strongroom.services.lifecycle import remove_recovery_point
+from strongroom.store.base import open_store
+from strongroom.store.local import LocalStore
+
+Clock = Callable[[], datetime]
+MAX_RETENTION_DAYS = 36500
+LOCK_FIELDS = ("locked", "lock_mode", "lock_state", "min_retention_days", "max_retention_days", "changeable_for_days",
+               "lock_date")
+GOVERNANCE_HINT = "Only principals an Allow statement of the vault's access policy names may bypass a governance lock"
+
+
+# Helpers other services share --------------------------------------------------------------------
+def policy_of(record: VaultRecord) -> PolicyDocument | None:
+    return PolicyDocument.parse(record.access_policy) if record.access_policy else None
+
+
+def lock_of(record: VaultRecord) -> VaultLock | None:
+    return VaultLock.from_dict(record.lock) if record.lock else None
+
+
+def delete_at(creation_date: str, delete_after_days: int | None) -> str | None:
+    """When a recovery point's retention ends: its creation plus the days; None keeps it forever."""
+    if delete_after_days is None:
+        return None
+    return iso(_aware(datetime.fromisoformat(creation_date)) + timedelta(days=delete_after_days))
+
+
+def check_retention_days(delete_after_days: int | None) -> None:
+    if delete_after_days is not None and not 1 <= delete_after_days <= MAX_RETENTION_DAYS:
+        raise UsageError(f"a retention of {delete_after_days} days is out of range",
+                         hint=f"Give 1 to {MAX_RETENTION_DAYS} days")
+
+
+def new_point_retention(record: VaultRecord, creation_date: str, delete_after_days: int | None) -> dict[str, Any]:
+    """Retention fields of a recovery point created now; RetentionError when the vault's lock forbids it."""
+    lock = lock_of(record)
+    if lock:
+        lock.check_retention(delete_after_days)
+    return {"delete_after_days": delete_after_days, "delete_at": delete_at(creation_date, delete_after_days),
+            "lock_applies": lock is not None}
+
+
+def retention_ended(rp: RecoveryPoint, now: datetime) -> bool:
+    return rp.delete_at is not None and _aware(datetime.fromisoformat(rp.delete_at)) <= now
+
+
+def retention_of(rp: RecoveryPoint, record: VaultRecord, now: datetime) -> dict[str, Any]:
+    """What protects a recovery point now: its retention and whether (and in which mode) a lock governs it."""
+    lock = _governing_lock(record, rp)
+    return {"delete_after_days": rp.delete_after_days, "delete_at": rp.delete_at,
+            "retention_ended": retention_ended(rp, now), "locked_by": lock.mode if lock else None}
+
+
+def lock_fields(record: VaultRecord, now: datetime) -> dict[str, Any]:
+    """The lock as ``vaults describe`` shows it (AWS DescribeBackupVault's Locked, Min/MaxRetentionDays, LockDate)."""
+    lock = lock_of(record)
+    if lock is None:
+        return dict.fromkeys(LOCK_FIELDS) | {"locked": False, "lock_state": "UNLOCKED"}
+    values = (True, lock.mode, lock.state(now), lock.min_retention_days, lock.max_retention_days,
+              lock.changeable_for_days, iso(lock.lock_date))
+    return dict(zip(LOCK_FIELDS, values, strict=True))
+
+
+# Vaults -------------------------------------------------------------------------------------------
+def describe_vault(
+    account: Account, principal_arn: str, vault_name: str, *, clock: Clock = model.now
+) -> dict[str, Any]:
+    record = account.catalog.get_vault(vault_name)
+    _authorize(account, principal_arn, "DescribeBackupVault", record)
+    points = account.catalog.list_recovery_points(vault_name=record.name)
+    described = record.as_dict()
+    described["number_of_recovery_points"] = sum(p.status == RecoveryPointStatus.COMPLETED for p in points)
+    described["stored_bytes_added"] = sum(p.new_bytes for p in points)
+    described.update(lock_fields(record, clock()))
+    return described
+
+
+def list_recovery_points(account: Account, principal_arn: str, vault_name: str) -> list[RecoveryPoint]:
+    record = account.catalog.get_vault(vault_name)
+    _authorize(account, principal_arn, "ListRecoveryPointsByBackupVault", record)
+    return account.catalog.list_recovery_points(vault_name=record.name)
+
+
+def get_access_policy(account: Account, principal_arn: str, vault_name: str) -> dict[str, Any] | None:
+    record = account.catalog.get_vault(vault_name)
+    _authorize(account, principal_arn, "GetBackupVaultAccessPolicy", record)
+    return record.access_policy
+
+
+def put_access_policy(
+    account: Account, principal_arn: str, vault_name: str, document: dict[str, Any] | str | None
+) -> None:
+    """Replace the vault's access policy; None removes it (which needs Put and Delete permission alike)."""
+    record = account.catalog.get_vault(vault_name)
+    _authorize(account, principal_arn, "PutBackupVaultAccessPolicy", record)
+    if document is None:
+        # Removing the policy lifts every Deny in it: whoever may not change the policy may not drop it either.
+        _authorize(account, principal_arn, "DeleteBackupVaultAccessPolicy", record)
+        account.catalog.update_vault(record.name, access_policy=None)
+        return
+    parsed = PolicyDocument.parse(document, where=f"access policy of vault '{record.name}'")
+    account.catalog.update_vault(record.name, access_policy=parsed.as_dict())
+
+
+def put_vault_lock(
+    account: Account,
+    principal_arn: str,
+    vault_name: str,
+    *,
+    min_retention_days: int | None = None,
+    max_retention_days: int | None = None,
+    changeable_for_days: int | None = None,
+    clock: Clock = model.now,
+) -> None:
+    """Lock the vault, or change its lock (a new lock's cooling-off period starts now, as in AWS)."""
+    record = account.catalog.get_vault(vault_name)
+    authorized = _authorize(account, principal_arn, "PutBackupVaultLockConfiguration", record)
+    moment = clock()
+    lock = VaultLock(min_retention_days, max_retention_days, changeable_for_days, moment)
+    existing = lock_of(record)
+    if existing:
+        _check_lock_change(existing, authorized, moment, f"change the lock of vault '{record.name}'")
+    account.catalog.update_vault(record.name, lock=lock.as_dict())
+
+
+def delete_vault_lock(account: Account, principal_arn: str, vault_name: str, *, clock: Clock = model.now) -> None:
+    record = account.catalog.get_vault(vault_name)
+    authorized = _authorize(account, principal_arn, "DeleteBackupVaultLockConfiguration", record)
+    existing = lock_of(record)
+    if existing is None:
+        raise NotFoundError(f"vault '{record.name}' has no lock")
+    _check_lock_change(existing, authorized, clock(), f"remove the lock of vault '{record.name}'")
+    account.catalog.update_vault(record.name, lock=None)
+
+
+def delete_vault(account: Account, principal_arn: str, vault_name: str, *, clock: Clock = model.now) -> None:
+    """Delete an empty vault (no recovery point other than DELETED ones), as AWS's DeleteBackupVault."""
+    record = account.catalog.get_vault(vault_name)
+    authorized = _authorize(account, principal_arn, "DeleteBackupVault", record)
+    if record.name == DEFAULT_VAULT:
+        raise UsageError("the Default vault cannot be deleted", hint="Backups go there unless told otherwise")
+    lock = lock_of(record)
+    if lock:
+        _check_lock_change(lock, authorized, clock(), f"delete vault '{record.name}'")
+    points = account.catalog.list_recovery_points(vault_name=record.name)
+    remaining = [p for p in points if p.status != RecoveryPointStatus.DELETED]
+    if remaining:
+        raise UsageError(
+            f"vault '{record.name}' still holds {len(remaining)} recovery points",
+            hint="Delete them first (as their retention and the vault lock allow); only an empty vault can go",
+        )
+    _forget_vault(account, record, had_points=bool(points))
+
+
+# Recovery points ----------------------------------------------------------------------------------
+def get_recovery_point(account: Account, principal_arn: str, arn: str) -> RecoveryPoint:
+    rp = account.catalog.get_recovery_point(arn)
+    _authorize(account, principal_arn, "GetRecoveryPoint", account.catalog.get_vault(rp.vault_name), rp.arn)
+    return rp
+
+
+def delete_recovery_point(account: Account, principal_arn: str, arn: str, *, clock: Clock = model.now) -> None:
+    """Remove a recovery point, unless its vault's lock still protects it."""
+    rp = account.catalog.get_recovery_point(arn)
+    record = account.catalog.get_vault(rp.vault_name)
+    authorized = _authorize(account, principal_arn, "DeleteRecoveryPoint", record, rp.arn)
+    if rp.status == RecoveryPointStatus.DELETED:
+        raise UsageError(f"recovery point {rp.arn} is already deleted")
+    lock = _governing_lock(record, rp)
+    if lock and not retention_ended(rp, clock()) and not _bypasses(lock, authorized):
+        ends = f"its retention ends at {rp.delete_at}" if rp.delete_at else "its retention never ends"
+        raise VaultLockedError(
+            f"recovery point {rp.arn} is protected by the {lock.mode}-mode lock of vault '{record.name}': {ends}",
+            hint=_lock_hint(lock, clock()),
+        )
+    remove_recovery_point(account, rp, f"deleted by {principal_arn}")
+
+
+def update_recovery_point_lifecycle(
+    account: Account, principal_arn: str, arn: str, delete_after_days: int | None, *, clock: Clock = model.now
+) -> RecoveryPoint:
+    """Set a recovery point's retention (counted from its creation); a lock forbids shortening it."""
+    rp = account.catalog.get_recovery_point(arn)
+    record = account.catalog.get_vault(rp.vault_name)
+    authorized = _authorize(account, principal_arn, "UpdateRecoveryPointLifecycle", record, rp.arn)
+    check_retention_days(delete_after_days)
+    if rp.status not in (RecoveryPointStatus.COMPLETED, RecoveryPointStatus.PARTIAL):
+        raise UsageError(f"recovery point {rp.arn} is {rp.status.value}; only a stored one has a lifecycle")
+    lock = _governing_lock(record, rp)
+    if lock and not _bypasses(lock, authorized):
+        lock.check_retention(delete_after_days)
+        if _shortens(rp, delete_after_days) and not retention_ended(rp, clock()):
+            raise VaultLockedError(
+                f"the {lock.mode}-mode lock of vault '{record.name}' forbids shortening the retention of {rp.arn} "
+                f"from {_days(rp.delete_after_days)} to {_days(delete_after_days)}",
+                hint=_lock_hint(lock, clock()),
+            )
+    account.catalog.update_recovery_point(
+        rp.id, delete_after_days=delete_after_days, delete_at=delete_at(rp.creation_date, delete_after_days)
+    )
+    return account.catalog.get_recovery_point(rp.id)
+
+
+# Rules --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Authorized:
+    request: AccessRequest
+    policy: PolicyDocument | None
+
+    @property
+    def named(self) -> bool:
+        """Is the principal named in an Allow for this request (so it may bypass a governance lock)?"""
+        return explicitly_allows(self.policy, self.request)
+
+
+def authorize_action(
+    account: Account, principal_arn: str, action: str, record: VaultRecord, context: dict[str, list[str]] | None = None
+) -> None:
+    """Raise AccessDeniedError unless the vault's policy lets the principal do ``action`` (e.g. CopyIntoBackupVault)."""
+    _authorize(account, principal_arn, action, record, context=context)
+
+
+def _authorize(
+    account: Account,
+    principal_arn: str,
+    action: str,
+    record: VaultRecord,
+    resource_arn: str | None = None,
+    context: dict[str, list[str]] | None = None,
+) -> _Authorized:
+    request = AccessRequest(principal_arn, f"backup:{action}", resource_arn or record.arn, context or {})
+    policy = policy_of(record)
+    authorize(policy, request, owner_account_id=account.account_id)
+    return _Authorized(request, policy)
+
+
+def _governing_lock(record: VaultRecord, rp: RecoveryPoint) -> VaultLock | None:
+    """The vault's lock, if it governs this point (points stored before any lock are not governed)."""
+    lock = lock_of(record)
+    return lock if lock and rp.lock_applies else None
+
+
+def _bypasses(lock: VaultLock, authorized: _Authorized) -> bool:
+    return lock.mode == GOVERNANCE and authorized.named
+
+
+def _check_lock_change(lock: VaultLock, authorized: _Authorized, now: datetime, what: str) -> None:
+    """May the principal ``what`` ("change the lock of vault 'X'"): governance needs a named principal,
+    compliance a lock date still to come."""
+    if lock.mode == GOVERNANCE:
+        if not authorized.named:
+            raise VaultLockedError(
+                f"{authorized.request.principal_arn} may not {what}: it has a governance-mode lock",
+                hint=GOVERNANCE_HINT,
+            )
+    elif lock.immutable(now):
+        raise VaultLockedError(
+            f"nobody can {what}: its compliance-mode lock is immutable since {iso(lock.lock_date)}",
+            hint="A compliance lock cannot be changed or removed after its cooling-off period; recovery points "
+                 "go as their retention ends",
+        )
+
+
+def _lock_hint(lock: VaultLock, now: datetime) -> str:
+    if lock.mode == GOVERNANCE:
+        return GOVERNANCE_HINT
+    if lock.immutable(now):
+        return "Under a compliance lock past its lock date nobody can delete early or shorten a retention"
+    return f"Nobody can bypass a compliance lock; until {iso(lock.lock_date)} the lock itself can still be removed"
+
+
+def _shortens(rp: RecoveryPoint, delete_after_days: int | None) -> bool:
+    if delete_after_days is None:
+        return False
+    return rp.delete_after_days is None or delete_after_days < rp.delete_after_days
+
+
+def _days(days: int | None) -> str:
+    return "forever" if days is None else f"{days} days"
+
+
+def _forget_vault(account: Account, record: VaultRecord, *, had_points: bool) -> None:
+    account.catalog.remove_vault(record.name)
+    account._open_vaults.pop(record.name, None)
+    if not had_points:
+        _remove_files(record.store_url)
+
+
+def _remove_files(store_url: str) -> None:
+    store = open_store(store_url)
+    if isinstance(store, LocalStore):
+        shutil.rmtree(store.root, ignore_errors=True)
+        return
+    for key in list(store.list()):
+        store.delete(key)
+
+
+def _aware(moment: datetime) -> datetime:
+    """Timestamps without a zone are UTC, as everywhere in the catalog."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
