@@ -1,0 +1,158 @@
+"""Lifecycle of recovery points: removal, the expiry sweep, and garbage collection (docs/lifecycle.md).
+
+Removing a recovery point withdraws its manifest and marks it DELETED; its chunks stay until the
+garbage collector finds that no manifest references them any more. The collector marks without any
+lock, then takes the vault's writers lock exclusively (services/writers.py), re-reads the manifests
+committed meanwhile and deletes the rest: with the lock held no backup or copy is in flight, so
+nothing uncommitted can reference what it deletes.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from strongroom import model
+from strongroom.errors import IntegrityError, StorageError, UsageError
+from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
+from strongroom.services.account import Account
+from strongroom.services.writers import active_writers, exclusive_writers_lock
+from strongroom.vault import gc
+from strongroom.vault.vault import manifest_key
+
+EXPIRABLE = (RecoveryPointStatus.COMPLETED, RecoveryPointStatus.PARTIAL, RecoveryPointStatus.EXPIRED)
+GC_COMPLETED, GC_POSTPONED, GC_REFUSED = "COMPLETED", "POSTPONED", "REFUSED"
+
+
+def remove_recovery_point(account: Account, rp: RecoveryPoint, reason: str) -> None:
+    """Withdraw the recovery point's manifest, then mark it DELETED; its chunks are left to the collector.
+
+    The manifest goes first: after a crash in between the point is unrestorable but still listed,
+    and removing it again finishes the job. Removing a DELETED point changes nothing.
+    """
+    if rp.status == RecoveryPointStatus.DELETED:
+        return
+    if rp.status == RecoveryPointStatus.CREATING:
+        raise UsageError(f"recovery point {rp.arn} is still being created",
+                         hint="Wait for its job to finish, then remove it")
+    account.vault(rp.vault_name).store.delete(manifest_key(rp.id))
+    account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.DELETED, status_message=reason)
+
+
+def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: str | None = None) -> dict[str, Any]:
+    """The expiry sweep: remove every recovery point whose ``delete_at`` has come.
+
+    ``now`` simulates the clock (tests, operators planning ahead). For points a vault lock governs a
+    ``now`` later than the real clock counts as the real clock: nothing a lock protects is ever removed
+    before its retention really ends.
+    """
+    moment = _aware(now) if now else model.now()
+    expired: list[str] = []
+    failed: dict[str, str] = {}
+    for vault in _vaults(account, vault_name):
+        for rp in account.catalog.list_recovery_points(vault_name=vault.name):
+            if _due(rp, moment):
+                _expire(account, rp, expired, failed)
+    return {"now": iso(moment), "expired": len(expired), "expired_recovery_points": expired,
+            "failed": failed}
+
+
+def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 60) -> dict[str, Any]:
+    """Delete the vault's chunks and index objects that no manifest references; safe beside writers.
+
+    Gives up without deleting anything (status POSTPONED) when writers still hold the vault after
+    ``wait_seconds``, and refuses (REFUSED) when a manifest in the vault cannot be read.
+    """
+    record = account.catalog.get_vault(vault_name)
+    vault = account.vault(record.name)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "backup_vault_name": record.name, "status": GC_COMPLETED, "message": "nothing to collect",
+        "objects_stored": 0, "live_recovery_points": 0, "candidates": 0, "spared": 0, "objects_deleted": 0,
+        "bytes_deleted": 0, "writers_waited_for": 0, "waited_seconds": 0.0, "active_writers": None,
+    }
+    try:
+        marking = gc.mark(vault)
+        stored = gc.stored_objects(vault)
+        doomed = gc.candidates(marking, stored)
+        result.update(objects_stored=len(stored), live_recovery_points=len(marking.manifests), candidates=len(doomed))
+        if doomed:
+            result.update(_delete_under_lock(account, record, marking, doomed, wait_seconds))
+    except IntegrityError as exc:
+        result.update(status=GC_REFUSED, message=f"GC refused: {exc.one_line()}")
+    result["duration_seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def run_lifecycle_and_collect(
+    account: Account,
+    *,
+    now: datetime | None = None,
+    vault_name: str | None = None,
+    collect: bool = True,
+    wait_seconds: float = 60,
+) -> dict[str, Any]:
+    """The sweep, then garbage collection of every vault swept (what ``strongroom lifecycle run`` does)."""
+    report = run_lifecycle(account, now=now, vault_name=vault_name)
+    vaults = _vaults(account, vault_name) if collect else []
+    report["garbage_collection"] = [collect_garbage(account, v.name, wait_seconds=wait_seconds) for v in vaults]
+    return report
+
+
+def _delete_under_lock(
+    account: Account, record: VaultRecord, marking: gc.Marking, doomed: set[bytes], wait_seconds: float
+) -> dict[str, Any]:
+    vault = account.vault(record.name)
+    report: dict[str, Any] = {"writers_waited_for": active_writers(account, record.name)}
+    waiting = time.monotonic()
+    with exclusive_writers_lock(account, record.name, wait_seconds) as acquired:
+        report["waited_seconds"] = round(time.monotonic() - waiting, 3)
+        if not acquired:
+            writers = active_writers(account, record.name)
+            count = "some" if writers is None else str(writers)
+            return {**report, "status": GC_POSTPONED, "active_writers": writers,
+                    "message": f"GC postponed: {count} writers active after {wait_seconds:g} s; run it again later"}
+        gc.mark(vault, marking)  # manifests committed since the mark, by writers that have now finished
+        spared = len(doomed)
+        doomed = gc.candidates(marking, doomed)
+        # Mappings go first: a crash between the two leaves chunks without mappings (re-sent), never the reverse.
+        account.catalog.forget_chunks(record.name, sorted(doomed))
+        deleted = gc.delete_objects(vault, doomed)
+    return {**report, "status": GC_COMPLETED, "spared": spared - len(doomed), "objects_deleted": deleted.objects,
+            "bytes_deleted": deleted.bytes, "message": f"deleted {deleted.objects} unreferenced objects"}
+
+
+def _expire(account: Account, rp: RecoveryPoint, expired: list[str], failed: dict[str, str]) -> None:
+    try:
+        remove_recovery_point(account, rp, _reason(rp))
+        expired.append(rp.arn)
+    except StorageError as exc:
+        # EXPIRED: retention is over but the point could not be removed; the next sweep tries again.
+        message = f"expired; removal failed: {exc.one_line()}"
+        account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.EXPIRED, status_message=message)
+        failed[rp.arn] = message
+
+
+def _due(rp: RecoveryPoint, moment: datetime) -> bool:
+    if rp.status not in EXPIRABLE or rp.delete_at is None:
+        return False
+    if rp.lock_applies:  # anyone may delete a point no lock governs, so only these need the real clock
+        moment = min(moment, model.now())
+    return _aware(datetime.fromisoformat(rp.delete_at)) <= moment
+
+
+def _reason(rp: RecoveryPoint) -> str:
+    ended = iso(_aware(datetime.fromisoformat(rp.delete_at or "")))
+    if rp.delete_after_days is None:
+        return f"retention ended at {ended}"
+    return f"retention of {rp.delete_after_days} days ended at {ended}"
+
+
+def _vaults(account: Account, vault_name: str | None) -> list[VaultRecord]:
+    return [account.catalog.get_vault(vault_name)] if vault_name else account.catalog.list_vaults()
+
+
+def _aware(moment: datetime) -> datetime:
+    """Timestamps without a zone are UTC, as everywhere in the catalog."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
