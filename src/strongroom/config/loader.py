@@ -1,0 +1,270 @@
+"""Loading an account configuration: YAML → variables → references → typed models → cross-checks.
+
+Every problem becomes one located line (``file:line: dotted.path: message``); all problems of a stage
+are reported together in one ConfigError, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from strongroom.adapters.base import get_adapter
+from strongroom.config.schema import (
+    AccountConfig,
+    BackupPlanConfig,
+    DefaultDestinationPolicy,
+    LockConfig,
+    RuleConfig,
+    VariableConfig,
+)
+from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
+from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues, resolve_variables
+from strongroom.errors import StrongroomError
+from strongroom.model import now
+from strongroom.policy.document import PolicyDocument, default_destination_policy
+from strongroom.policy.lock import VaultLock
+from strongroom.policy.principals import is_principal_arn
+
+DEFAULT_VAULT = "Default"
+DEFAULT_DESTINATION_KEY = "default_destination"
+_VARIABLES = TypeAdapter(dict[str, VariableConfig])
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid configuration with every reference resolved, ready to be compared with an account."""
+
+    config: AccountConfig
+    source: SourceMap
+    identity: AccountIdentity
+    policies: dict[str, dict[str, Any] | None]  # vault -> normalised policy document
+    resource_settings: dict[str, dict[str, Any]]  # resource -> settings as its adapter normalised them
+    backup_plans: dict[str, dict[str, Any]]  # plan -> JSON shape stored for the scheduler
+    outputs: dict[str, dict[str, Any]]  # name -> {"value", "description", "sensitive"}
+    sensitive_values: frozenset[str] = frozenset()
+    warnings: tuple[str, ...] = ()
+
+    def where(self, path: Path_) -> str:
+        return self.source.where(path)
+
+
+@dataclass
+class _Checks:
+    source: SourceMap
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, path: Path_, message: str) -> None:
+        self.problems.append(self.source.problem(path, message))
+
+    def located(self, path: Path_, error: StrongroomError, *, names_field: bool = False) -> None:
+        """An error from another module; ``names_field``: its message already says which field."""
+        if names_field:
+            self.problems.append(f"{self.source.where(path)}: {error.one_line()}")
+        else:
+            self.add(path, error.one_line())
+
+
+def load_config(
+    path: Path,
+    *,
+    identity: AccountIdentity,
+    cli_vars: Sequence[str] = (),
+    var_files: Sequence[Path] = (),
+) -> LoadedConfig:
+    """Read, resolve and validate the account configuration at ``path``; ConfigError on any problem."""
+    data, source = read_yaml(path)
+    data = _top_mapping(data, source)
+    values = _variables(data, source, list(cli_vars), list(var_files))
+    interpolator = Interpolator(values, identity, set(_mapping(data.get("vaults"))), source)
+    resolved = {key: interpolator.resolve(value, (str(key),)) for key, value in data.items() if key != "variables"}
+    raise_problems(interpolator.problems)
+    config = _validate(AccountConfig, {**resolved, "variables": data.get("variables") or {}}, source)
+    checks = _Checks(source)
+    policies = {name: _policy(name, vault.access_policy, checks) for name, vault in config.vaults.items()}
+    for name, vault in config.vaults.items():
+        if vault.lock is not None:
+            _check_lock(("vaults", name, "lock"), vault.lock, checks)
+    settings = {rid: _settings(rid, resource.type, resource.settings, checks)
+                for rid, resource in config.resources.items()}
+    backup_plans = _backup_plans(config, identity, checks)
+    raise_problems(checks.problems)
+    return LoadedConfig(
+        config=config,
+        source=source,
+        identity=identity,
+        policies=policies,
+        resource_settings=settings,
+        backup_plans=backup_plans,
+        outputs={name: output.model_dump(mode="json") for name, output in config.outputs.items()},
+        sensitive_values=frozenset(interpolator.sensitive_values),
+        warnings=tuple(checks.warnings),
+    )
+
+
+def validation_problems(exc: ValidationError, source: SourceMap, prefix: Path_ = ()) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = tuple(part for part in error["loc"] if part != "[key]")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "string_type" and isinstance(error.get("input"), bool):
+            message += f' (YAML reads {error["input"]} as a boolean; quote it: "{error["input"]}")'
+        problems.append(source.problem((*prefix, *location), message))
+    return problems
+
+
+def _validate(model: type[M], data: Any, source: SourceMap, prefix: Path_ = ()) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise_problems(validation_problems(exc, source, prefix))
+        raise  # unreachable: raise_problems raised
+
+
+def _top_mapping(data: Any, source: SourceMap) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise_problems([f"{source.file}:1: an account configuration is a mapping with keys such as vaults,"
+                        " resources and backup_plans"])
+    return data
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _variables(data: dict[str, Any], source: SourceMap, cli_vars: list[str], var_files: list[Path]) -> VariableValues:
+    try:
+        declared = _VARIABLES.validate_python(data.get("variables") or {})
+    except ValidationError as exc:
+        raise_problems(validation_problems(exc, source, ("variables",)))
+        raise
+    problems: list[str] = []
+    values = resolve_variables(declared, source, cli_vars, var_files, problems)
+    raise_problems(problems)
+    return values
+
+
+# Cross-checks with the policy, lock and adapter modules ------------------------------------------
+def _policy(vault: str, raw: dict[str, Any] | None, checks: _Checks) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    path: Path_ = ("vaults", vault, "access_policy")
+    document = _default_destination(path, raw, checks) if DEFAULT_DESTINATION_KEY in raw else raw
+    if document is None:
+        return None
+    where = f"vaults.{vault}.access_policy"
+    try:
+        return PolicyDocument.parse(document, where=where).as_dict()
+    except StrongroomError as exc:
+        inside = _document_path(exc.message, where) if document is raw else ()
+        checks.located((*path, *inside), exc, names_field=bool(inside))
+        return None
+
+
+def _document_path(message: str, where: str) -> Path_:
+    """The path inside a policy document that PolicyDocument.parse named (``Statement[0].Effect``)."""
+    match = re.match(re.escape(where) + r" ([A-Za-z0-9_.\[\]]+):", message)
+    if not match:
+        return ()
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", match[1]))
+
+
+def _default_destination(path: Path_, raw: dict[str, Any], checks: _Checks) -> dict[str, Any] | None:
+    if set(raw) != {DEFAULT_DESTINATION_KEY}:
+        checks.add(path, f"{DEFAULT_DESTINATION_KEY} cannot be combined with other policy fields")
+        return None
+    inner: Path_ = (*path, DEFAULT_DESTINATION_KEY)
+    try:
+        spec = DefaultDestinationPolicy.model_validate(raw[DEFAULT_DESTINATION_KEY])
+    except ValidationError as exc:
+        checks.problems.extend(validation_problems(exc, checks.source, inner))
+        return None
+    bad = [index for index, arn in enumerate(spec.admin_principals) if not is_principal_arn(arn)]
+    for index in bad:
+        checks.add((*inner, "admin_principals", index),
+                   f"'{spec.admin_principals[index]}' is not a principal ARN (arn:strongroom:iam::ACCOUNT:root or"
+                   " ...:user/NAME)")
+    if bad:
+        return None
+    return default_destination_policy(source_account_ids=list(spec.source_account_ids),
+                                      source_vault_arns=list(spec.source_vault_arns),
+                                      admin_principal_arns=list(spec.admin_principals))
+
+
+def _check_lock(path: Path_, lock: LockConfig, checks: _Checks) -> None:
+    low, high, changeable = lock.numbers()
+    try:
+        VaultLock(min_retention_days=low, max_retention_days=high, changeable_for_days=changeable, created_at=now())
+    except StrongroomError as exc:
+        checks.located(path, exc)
+
+
+def _settings(resource_id: str, type_name: str, settings: dict[str, Any], checks: _Checks) -> dict[str, Any]:
+    try:
+        adapter = get_adapter(type_name)
+    except StrongroomError as exc:
+        checks.located(("resources", resource_id, "type"), exc)
+        return settings
+    try:
+        return adapter.validate_settings(dict(settings))
+    except StrongroomError as exc:
+        checks.located(("resources", resource_id, "settings"), exc)
+        return settings
+
+
+# Backup plans ---------------------------------------------------------------------------------
+def _backup_plans(config: AccountConfig, identity: AccountIdentity, checks: _Checks) -> dict[str, dict[str, Any]]:
+    known_vaults = set(config.vaults) | set(identity.vault_names)
+    default_target = next(iter(config.vaults)) if len(config.vaults) == 1 else DEFAULT_VAULT
+    stored = {}
+    for name, plan in config.backup_plans.items():
+        rules = [_rule(("backup_plans", name, "rules", index), rule, config, known_vaults, default_target, checks)
+                 for index, rule in enumerate(plan.rules)]
+        stored[name] = {**plan.model_dump(mode="json"), "rules": rules}
+        _plan_warnings(("backup_plans", name), plan, checks)
+    return stored
+
+
+def _rule(
+    path: Path_, rule: RuleConfig, config: AccountConfig, known_vaults: set[str], default_target: str,
+    checks: _Checks,
+) -> dict[str, Any]:
+    target = rule.target_vault_name or default_target
+    if target not in known_vaults:
+        checks.add((*path, "target_vault_name"), f"no vault '{target}' is declared under vaults or exists in the"
+                                                 " account")
+    if rule.copy_action is not None and config.destination is None:
+        checks.add((*path, "copy_action"), "copy_action copies to the account's destination vault, but no"
+                                           " destination is configured; add destination.vault_arn or use copy_actions")
+    vault = config.vaults.get(target)
+    if vault is not None and vault.lock is not None:
+        _check_rule_retention((*path, "lifecycle", "delete_after"), rule.lifecycle.delete_after, vault.lock, checks)
+    return {**rule.model_dump(mode="json"), "target_vault_name": target}
+
+
+def _check_rule_retention(path: Path_, days: int | None, lock: LockConfig, checks: _Checks) -> None:
+    low, high, changeable = lock.numbers()
+    try:
+        VaultLock(min_retention_days=low, max_retention_days=high, changeable_for_days=changeable,
+                  created_at=now()).check_retention(days)
+    except StrongroomError as exc:
+        checks.located(path, exc)
+
+
+def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None:
+    for index, rule in enumerate(plan.rules):
+        where = checks.source.problem((*path, "rules", index), "")
+        if rule.schedule.startswith("rate("):
+            checks.warnings.append(f"{where}rate() is a Strongroom extension; AWS Backup accepts only cron()")
+        if rule.enable_continuous_backup:
+            checks.warnings.append(f"{where}enable_continuous_backup is accepted but not supported yet"
+                                   " (no point-in-time recovery); snapshots are taken on the schedule")

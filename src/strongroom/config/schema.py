@@ -1,0 +1,212 @@
+"""The typed shape of an account configuration file (pydantic v2, unknown fields refused everywhere).
+
+Top-level keys: ``variables``, ``vaults``, ``resources``, ``destination``, ``backup_plans``,
+``outputs``. The ``backup_plans`` entries take the NHS blueprint's ``backup_plan_config`` field names
+so its users can paste their values. Checks that need other modules (policy documents, vault locks,
+resource settings) run in :mod:`strongroom.config.loader` after this shape is valid.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from strongroom.errors import UsageError
+from strongroom.model import Arn
+
+COLD_STORAGE_MINIMUM_DAYS = 90  # AWS keeps a recovery point in cold storage at least 90 days
+DEFAULT_COMPLETION_WINDOW = 7 * 24 * 60
+MINIMUM_START_WINDOW = 60
+MAX_DAYS = 36500
+
+VariableType = Literal["string", "number", "bool", "list", "map"]
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def _named(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"'{value}' is not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+VariableName = Annotated[str, _named(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$", "variable name (letters, digits, _ and -)")]
+VaultName = Annotated[str, _named(r"^[A-Za-z0-9_-]{2,50}$", "vault name (2-50 letters, digits, _ and -)")]
+# The same rule as services.resources.RESOURCE_ID, which this layer may not import.
+ResourceId = Annotated[str, _named(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "resource id (letters, digits, ., _, -)")]
+PlanName = Annotated[str, _named(r"^[A-Za-z0-9_.-]{1,50}$", "name (1-50 letters, digits, ., _ and -)")]
+OutputName = Annotated[str, _named(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$", "output name (letters, digits, _ and -)")]
+Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
+
+
+def _account_id(value: str) -> str:
+    if not ACCOUNT_ID.match(value):
+        raise ValueError(f"'{value}' is not a 12-digit account id")
+    return value
+
+
+def _vault_arn(value: str) -> str:
+    arn = _parse_arn(value)
+    if arn is None or arn.kind != "backup-vault":
+        raise ValueError(f"'{value}' is not a backup vault ARN (arn:strongroom:backup:REGION:ACCOUNT:backup-vault:"
+                         "NAME)")
+    return value
+
+
+def _parse_arn(value: str) -> Arn | None:
+    try:
+        return Arn.parse(value)
+    except UsageError:
+        return None
+
+
+def _schedule(value: str) -> str:
+    if not re.fullmatch(r"(cron|rate)\(.+\)", value.strip()):
+        raise ValueError(f"'{value}' is not a schedule: use cron(Minutes Hours Day-of-month Month Day-of-week Year)")
+    return value.strip()
+
+
+AccountId = Annotated[str, AfterValidator(_account_id)]
+VaultArn = Annotated[str, AfterValidator(_vault_arn)]
+Schedule = Annotated[str, AfterValidator(_schedule)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VariableConfig(Strict):
+    type: VariableType = "string"
+    default: Any = None  # "no default" is told apart by model_fields_set
+    description: str = ""
+    sensitive: bool = False
+
+    @property
+    def has_default(self) -> bool:
+        return "default" in self.model_fields_set
+
+
+class DefaultDestinationPolicy(Strict):
+    """The blueprint's destination vault policy, built by policy.document.default_destination_policy."""
+
+    source_account_ids: list[AccountId] = Field(min_length=1)
+    source_vault_arns: list[VaultArn] = []
+    admin_principals: list[str] = []
+
+
+class LockConfig(Strict):
+    min_retention_days: Days | None = None
+    max_retention_days: Days | None = None
+    changeable_for_days: Annotated[int, Field(ge=3, le=MAX_DAYS)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LockConfig:
+        low, high = self.min_retention_days, self.max_retention_days
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_retention_days ({low}) is greater than max_retention_days ({high})")
+        return self
+
+    def numbers(self) -> tuple[int | None, int | None, int | None]:
+        return self.min_retention_days, self.max_retention_days, self.changeable_for_days
+
+
+class VaultConfig(Strict):
+    # Either an AWS-shaped policy document or {"default_destination": {...}}; checked by the loader.
+    access_policy: dict[str, Any] | None = None
+    lock: LockConfig | None = None
+
+
+class ResourceConfig(Strict):
+    type: str
+    settings: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+
+
+class DestinationConfig(Strict):
+    vault_arn: VaultArn
+    account: str | None = None  # name of the registered remote account holding the vault ('accounts add')
+
+
+class SelectionTag(Strict):
+    key: str
+    value: str
+
+
+class LifecycleConfig(Strict):
+    delete_after: Days | None = None
+    cold_storage_after: Days | None = None
+
+    @model_validator(mode="after")
+    def _cold_storage_minimum(self) -> LifecycleConfig:
+        cold, delete = self.cold_storage_after, self.delete_after
+        if cold is not None and delete is not None and delete < cold + COLD_STORAGE_MINIMUM_DAYS:
+            raise ValueError(
+                f"delete_after ({delete}) must be at least cold_storage_after + {COLD_STORAGE_MINIMUM_DAYS}"
+                f" ({cold + COLD_STORAGE_MINIMUM_DAYS}), as in AWS"
+            )
+        return self
+
+
+class CopyActionConfig(Strict):
+    """The blueprint's single copy action: to the account's destination vault."""
+
+    delete_after: Days | None = None
+
+
+class CopyActionToConfig(Strict):
+    destination_vault_arn: VaultArn
+    delete_after: Days | None = None
+
+
+class RuleConfig(Strict):
+    name: PlanName
+    schedule: Schedule
+    target_vault_name: VaultName | None = None  # AWS's name; default: the config's only vault, else Default
+    start_window: Annotated[int, Field(ge=MINIMUM_START_WINDOW)] = MINIMUM_START_WINDOW
+    completion_window: Annotated[int, Field(ge=60)] = DEFAULT_COMPLETION_WINDOW
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    copy_action: CopyActionConfig | None = None
+    copy_actions: list[CopyActionToConfig] = []
+    enable_continuous_backup: bool = False
+    recovery_point_tags: dict[str, str] = {}
+
+
+class BackupPlanConfig(Strict):
+    enable: bool = True
+    selection_tag: str
+    selection_tag_value: str = "True"
+    selection_tags: list[SelectionTag] = []
+    compliance_resource_types: list[str] = []
+    rules: list[RuleConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> BackupPlanConfig:
+        names = [rule.name for rule in self.rules]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
+        return self
+
+
+class OutputConfig(Strict):
+    value: Any
+    description: str = ""
+    sensitive: bool = False
+
+
+class AccountConfig(Strict):
+    variables: dict[VariableName, VariableConfig] = {}
+    vaults: dict[VaultName, VaultConfig] = {}
+    resources: dict[ResourceId, ResourceConfig] = {}
+    destination: DestinationConfig | None = None
+    backup_plans: dict[PlanName, BackupPlanConfig] = {}
+    outputs: dict[OutputName, OutputConfig] = {}
+
+
+TOP_LEVEL_KEYS = tuple(AccountConfig.model_fields)

@@ -1,0 +1,296 @@
+"""``plan`` and ``apply``: reconcile an account with its configuration file, idempotently.
+
+The plan compares the loaded configuration with the catalog (config/changes.py) and marks each change
+that the vault's access policy or lock would refuse, judged by the same rules as services/vault_ops.py
+for the account's root principal. Apply makes nothing unless every change is allowed; policy and lock
+changes and vault deletions go through vault_ops, so its checks stay the final word.
+
+The whole apply holds the account's apply lock (the seed's DynamoDB lock table): an exclusive ``flock``
+on ``HOME/locks/apply.lock``, whose content names the holder's pid and start time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from strongroom import model
+from strongroom.config.changes import (
+    BACKUP_PLAN,
+    CREATE,
+    DELETE,
+    DESTINATION,
+    LOCK,
+    OUTPUT,
+    POLICY,
+    RESOURCE,
+    UPDATE,
+    VAULT,
+    Change,
+    CurrentState,
+    Plan,
+    compute_changes,
+    desired_lock,
+)
+from strongroom.config.loader import LoadedConfig, load_config
+from strongroom.config.variables import AccountIdentity
+from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError, UsageError, VaultLockedError
+from strongroom.model import RecoveryPointStatus, Resource, VaultRecord, iso
+from strongroom.policy.document import AccessRequest, authorize, explicitly_allows
+from strongroom.policy.lock import GOVERNANCE
+from strongroom.policy.principals import root_arn
+from strongroom.services import vault_ops
+from strongroom.services.account import DEFAULT_VAULT, Account, create_vault
+
+APPLY_LOCK = "apply.lock"
+LOCK_POLL_SECONDS = 0.1
+SETTING_DESTINATION = "destination_vault_arn"
+SETTING_DESTINATION_ACCOUNT = "destination_account"
+SETTING_BACKUP_PLANS = "backup_plans"
+Clock = Callable[[], datetime]
+Approve = Callable[[Plan], bool]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    outputs: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.plan.as_dict(), "outputs": shown_outputs(self.outputs)}
+
+
+# Loading and planning -----------------------------------------------------------------------------
+def identity_of(account: Account) -> AccountIdentity:
+    names = frozenset(record.name for record in account.catalog.list_vaults())
+    return AccountIdentity(account.account_id, account.region, names)
+
+
+def load(account: Account, path: Path, *, cli_vars: Sequence[str] = (), var_files: Sequence[Path] = ()) -> LoadedConfig:
+    return load_config(path, identity=identity_of(account), cli_vars=cli_vars, var_files=var_files)
+
+
+def current_state(account: Account) -> CurrentState:
+    catalog = account.catalog
+    arn = catalog.get_setting(SETTING_DESTINATION)
+    destination = {"vault_arn": arn, "account": catalog.get_setting(SETTING_DESTINATION_ACCOUNT)} if arn else None
+    return CurrentState(
+        vaults={record.name: record for record in catalog.list_vaults()},
+        resources={resource.id: resource for resource in catalog.list_resources()},
+        destination=destination,
+        backup_plans=catalog.get_setting(SETTING_BACKUP_PLANS, {}) or {},
+        outputs=catalog.get_outputs(),
+    )
+
+
+def make_plan(account: Account, loaded: LoadedConfig, *, clock: Clock = model.now) -> Plan:
+    current = current_state(account)
+    moment = clock()
+    changes = [_judged(account, change, current, moment) for change in compute_changes(loaded, current)]
+    return Plan(tuple(changes), loaded.warnings)
+
+
+def _judged(account: Account, change: Change, current: CurrentState, moment: datetime) -> Change:
+    record = current.vaults.get(change.name) if change.kind in (VAULT, POLICY, LOCK) else None
+    if record is None:
+        return change
+    try:
+        _check_allowed(account, change, record, moment)
+    except StrongroomError as exc:
+        return replace(change, refused=exc.one_line(), refused_code=exc.code)
+    return change
+
+
+def _check_allowed(account: Account, change: Change, record: VaultRecord, moment: datetime) -> None:
+    """Raise what services/vault_ops would raise for this change, without making it."""
+    if change.kind == POLICY:
+        _authorize(account, record, "PutBackupVaultAccessPolicy")
+        if change.action == DELETE:
+            _authorize(account, record, "DeleteBackupVaultAccessPolicy")
+    elif change.kind == LOCK:
+        action = "DeleteBackupVaultLockConfiguration" if change.action == DELETE else "PutBackupVaultLockConfiguration"
+        what = f"{'remove' if change.action == DELETE else 'change'} the lock of vault '{record.name}'"
+        _check_lock_change(account, record, _authorize(account, record, action), moment, what)
+    elif change.kind == VAULT and change.action == DELETE:
+        _check_vault_deletion(account, record, moment)
+
+
+def _check_vault_deletion(account: Account, record: VaultRecord, moment: datetime) -> None:
+    request = _authorize(account, record, "DeleteBackupVault")
+    if record.name == DEFAULT_VAULT:
+        raise UsageError("the Default vault cannot be deleted", hint="Backups go there unless told otherwise")
+    _check_lock_change(account, record, request, moment, f"delete vault '{record.name}'")
+    points = account.catalog.list_recovery_points(vault_name=record.name)
+    remaining = [p for p in points if p.status != RecoveryPointStatus.DELETED]
+    if remaining:
+        raise UsageError(f"vault '{record.name}' still holds {len(remaining)} recovery points",
+                         hint="Delete them first (as their retention and the vault lock allow); only an empty"
+                              " vault can go")
+
+
+def _authorize(account: Account, record: VaultRecord, action: str) -> AccessRequest:
+    request = AccessRequest(root_arn(account.account_id), f"backup:{action}", record.arn)
+    authorize(vault_ops.policy_of(record), request, owner_account_id=account.account_id)
+    return request
+
+
+def _check_lock_change(account: Account, record: VaultRecord, request: AccessRequest, moment: datetime,
+                       what: str) -> None:
+    lock = vault_ops.lock_of(record)
+    if lock is None:
+        return
+    if lock.mode == GOVERNANCE:
+        if not explicitly_allows(vault_ops.policy_of(record), request):
+            raise VaultLockedError(
+                f"{request.principal_arn} may not {what}: it has a governance-mode lock",
+                hint=vault_ops.GOVERNANCE_HINT)
+    elif lock.immutable(moment):
+        raise VaultLockedError(
+            f"nobody can {what}: its compliance-mode lock is immutable since {iso(lock.lock_date)}",
+            hint="A compliance lock cannot be changed or removed after its cooling-off period")
+
+
+# Applying -----------------------------------------------------------------------------------------
+def apply_config(
+    account: Account,
+    path: Path,
+    *,
+    cli_vars: Sequence[str] = (),
+    var_files: Sequence[Path] = (),
+    lock_timeout: float = 0,
+    approve: Approve | None = None,
+    clock: Clock = model.now,
+) -> ApplyResult:
+    """Load, plan and apply under the apply lock; ``approve`` (None: approved) sees the plan first."""
+    with apply_lock(account, lock_timeout):
+        loaded = load(account, path, cli_vars=cli_vars, var_files=var_files)
+        plan = make_plan(account, loaded, clock=clock)
+        refuse_if_any(plan)
+        if plan.changes and approve is not None and not approve(plan):
+            raise StrongroomError("apply cancelled; nothing was changed")
+        for change in plan.changes:
+            _execute(account, loaded, change, clock)
+        return ApplyResult(plan, account.catalog.get_outputs())
+
+
+def refuse_if_any(plan: Plan) -> None:
+    if not plan.refused:
+        return
+    first = plan.refused[0]
+    error = ERRORS_BY_CODE.get(first.refused_code or "", StrongroomError)
+    more = f" (and {len(plan.refused) - 1} more refused)" if len(plan.refused) > 1 else ""
+    raise error(f"nothing was changed: {first.action} {first.kind} '{first.name}' is refused{more}: {first.refused}",
+                hint="")
+
+
+def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Clock) -> None:
+    root = root_arn(account.account_id)
+    if change.kind == VAULT:
+        _execute_vault(account, change, root, clock)
+    elif change.kind == LOCK:
+        lock = desired_lock(loaded, change.name)
+        if lock is None:
+            vault_ops.delete_vault_lock(account, root, change.name, clock=clock)
+        else:
+            vault_ops.put_vault_lock(account, root, change.name, clock=clock, **lock)
+    elif change.kind == POLICY:
+        vault_ops.put_access_policy(account, root, change.name, loaded.policies[change.name])
+    elif change.kind == RESOURCE:
+        _execute_resource(account, loaded, change)
+    elif change.kind == DESTINATION:
+        destination = loaded.config.destination
+        account.catalog.set_setting(SETTING_DESTINATION, destination.vault_arn if destination else None)
+        account.catalog.set_setting(SETTING_DESTINATION_ACCOUNT, destination.account if destination else None)
+    elif change.kind == BACKUP_PLAN:
+        account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.backup_plans or None)
+    elif change.kind == OUTPUT:
+        account.catalog.set_outputs(loaded.outputs)
+
+
+def _execute_vault(account: Account, change: Change, root: str, clock: Clock) -> None:
+    if change.action == CREATE:
+        create_vault(account, change.name)
+        account.catalog.update_vault(change.name, managed=True)
+    elif change.action == UPDATE:
+        account.catalog.update_vault(change.name, managed=True)
+    else:
+        vault_ops.delete_vault(account, root, change.name, clock=clock)
+
+
+def _execute_resource(account: Account, loaded: LoadedConfig, change: Change) -> None:
+    if change.action == DELETE:
+        account.catalog.remove_resource(change.name)
+        return
+    config = loaded.config.resources[change.name]
+    settings, tags = loaded.resource_settings[change.name], dict(config.tags)
+    if change.action == CREATE:
+        account.catalog.add_resource(
+            Resource(change.name, config.type, settings, tags, iso(model.now()) or "", managed=True))
+    else:
+        account.catalog.update_resource(change.name, type=config.type, settings=settings, tags=tags, managed=True)
+
+
+# Outputs ------------------------------------------------------------------------------------------
+def read_outputs(account: Account) -> dict[str, Any]:
+    """The outputs of the last apply: name -> {"value", "description", "sensitive"}."""
+    return account.catalog.get_outputs()
+
+
+def shown_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {name: ("(sensitive)" if output.get("sensitive") else output.get("value"))
+            for name, output in outputs.items()}
+
+
+# The apply lock ------------------------------------------------------------------------------------
+@contextmanager
+def apply_lock(account: Account, timeout: float = 0) -> Iterator[None]:
+    """Hold the account's apply lock; BusyError naming the holder if it is not free within ``timeout`` s."""
+    path = account.locks_dir / APPLY_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _acquire(fd, path, account.home, timeout)
+        holder = json.dumps({"pid": os.getpid(), "started_at": iso(model.now())}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder, 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, path: Path, home: Path, timeout: float) -> None:
+    deadline = time.monotonic() + max(timeout, 0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise _busy(path, home, timeout) from None
+            time.sleep(LOCK_POLL_SECONDS)
+
+
+def _busy(path: Path, home: Path, timeout: float) -> BusyError:
+    holder = _holder(path)
+    waited = f" (waited {timeout:g} s)" if timeout > 0 else ""
+    return BusyError(
+        f"another apply (pid {holder.get('pid', '?')}, started {holder.get('started_at', '?')}) holds the apply lock"
+        f" of {home}{waited}",
+        hint="Wait for it to finish, or pass --lock-timeout SECONDS to wait for the lock",
+    )
+
+
+def _holder(path: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
