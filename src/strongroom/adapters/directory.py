@@ -616,24 +616,33 @@ class _Restorer:
     def _file(self, entry: _Entry) -> None:
         if sum(ref.size for ref in entry.chunks) != entry.size:
             raise IntegrityError(f"tree record for {entry.path!r} lists chunks that do not add up to its size")
-        self._check_against_data_stream(entry)
+        refs = self._take_data_refs(entry)
         temp = self._temp_beside(entry.path)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as out:
-            self._place(temp, entry.path, lambda: self._write_content(out, entry))
+            self._place(temp, entry.path, lambda: self._write_content(out, entry, refs))
         self.counts["files"] += 1
         self.counts["bytes"] += entry.size
 
-    def _check_against_data_stream(self, entry: _Entry) -> None:
-        """The tree names each file's chunks; the data stream's index must name the same ones, in order."""
-        for ref in entry.chunks:
-            indexed = next(self.data_refs, None)
-            if indexed is None or indexed.id != ref.id:
-                what = f"tree record for {entry.path!r} disagrees with the recovery point's data index"
-                raise IntegrityError(what, hint=_FORGED_HINT)
+    def _take_data_refs(self, entry: _Entry) -> list[ChunkRef]:
+        """The file's chunks from the data stream: files are chunked on their own, so they end on a boundary.
 
-    def _write_content(self, out: BinaryIO, entry: _Entry) -> None:
-        for data in self.reader.iter_chunk_data(entry.chunks):
+        The content comes from the data stream, not from the chunk ids in the tree record: those name
+        chunks of the vault that made the backup, and a copy in another vault has other ids.
+        """
+        refs: list[ChunkRef] = []
+        covered = 0
+        while covered < entry.size:
+            ref = next(self.data_refs, None)
+            if ref is None or covered + ref.size > entry.size:
+                what = f"tree record for {entry.path!r} disagrees with the recovery point's data stream"
+                raise IntegrityError(what, hint=_FORGED_HINT)
+            refs.append(ref)
+            covered += ref.size
+        return refs
+
+    def _write_content(self, out: BinaryIO, entry: _Entry, refs: list[ChunkRef]) -> None:
+        for data in self.reader.iter_chunk_data(refs):
             out.write(data)
             if self.progress:
                 self.progress(len(data))

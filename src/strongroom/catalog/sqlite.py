@@ -93,7 +93,9 @@ class Catalog:
         self._update("vaults", name, fields, json_columns=("access_policy", "lock"), key="name")
 
     def remove_vault(self, name: str) -> None:
+        """Forget a vault; the history of its DELETED recovery points goes with it (they refer to it)."""
         with self.transaction() as db:
+            db.execute("DELETE FROM recovery_points WHERE vault_name = ? AND status = 'DELETED'", (name,))
             db.execute("DELETE FROM vaults WHERE name = ?", (name,))
 
     # Resources -------------------------------------------------------------------------------

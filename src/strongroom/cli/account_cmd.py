@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from strongroom.cli import context, output
-from strongroom.model import RecoveryPointStatus
+from strongroom.policy.principals import root_arn
+from strongroom.services import vault_ops
 from strongroom.services.account import DEFAULT_REGION, init_account
 
 vaults_app = typer.Typer(help="Backup vaults of this account.", no_args_is_help=True)
@@ -64,12 +65,9 @@ def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--j
 def vaults_describe(
     ctx: typer.Context, name: str = typer.Argument("Default"), json_output: bool = typer.Option(False, "--json")
 ) -> None:
-    """Show one vault and how many recovery points it holds."""
+    """Show one vault: how many recovery points it holds, its lock's mode, state and lock date."""
     with context.account(ctx) as account:
-        record = account.catalog.get_vault(name).as_dict()
-        points = account.catalog.list_recovery_points(vault_name=record["backup_vault_name"])
-        record["number_of_recovery_points"] = sum(p.status == RecoveryPointStatus.COMPLETED for p in points)
-        record["stored_bytes_added"] = sum(p.new_bytes for p in points)
+        record = vault_ops.describe_vault(account, root_arn(account.account_id), name)
     if json_output:
         output.emit_json(record)
     else:

@@ -11,9 +11,11 @@ import typer
 from strongroom.adapters.base import RestoreRequest
 from strongroom.cli import context, output
 from strongroom.cli.context import ENV_PASSPHRASE
+from strongroom.errors import StrongroomError
 from strongroom.model import Job, JobType, RecoveryPointStatus
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.backup import create_backup_job, run_backup_job
+from strongroom.services.copy import run_copy_job
 from strongroom.services.joblock import ENV_LOCK_FD, JobLock
 from strongroom.services.jobs import job_temp_dir
 from strongroom.services.restore import create_restore_job, run_restore_job
@@ -33,14 +35,17 @@ def backup_start(
     ctx: typer.Context,
     resource: str = typer.Option(..., "--resource", help="Id of a registered resource."),
     vault: str = typer.Option(DEFAULT_VAULT, "--vault", help="Backup vault name or ARN."),
+    delete_after: int | None = typer.Option(
+        None, "--delete-after", help="Days to keep the recovery point, counted from its creation (default: forever)."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Start a backup job of a resource into a vault."""
     with context.account(ctx) as account:
-        job, lock = create_backup_job(account, resource, vault)
-        finished = _run_or_spawn(ctx, account, job, lock, wait, json_output, "Backing up")
-    _report(finished, json_output)
+        job, lock = create_backup_job(account, resource, vault, delete_after)
+        finished = run_or_spawn(ctx, account, job, lock, wait, json_output, "Backing up")
+    report(finished, json_output)
 
 
 @restore_app.command("start")
@@ -60,8 +65,8 @@ def restore_start(
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)
-        finished = _run_or_spawn(ctx, account, job, lock, wait, json_output, "Restoring")
-    _report(finished, json_output)
+        finished = run_or_spawn(ctx, account, job, lock, wait, json_output, "Restoring")
+    report(finished, json_output)
 
 
 def run_job(ctx: typer.Context, job_id: str) -> None:
@@ -71,7 +76,7 @@ def run_job(ctx: typer.Context, job_id: str) -> None:
         _execute(account, account.catalog.get_job(job_id), lock, None)
 
 
-def _run_or_spawn(
+def run_or_spawn(
     ctx: typer.Context, account: Account, job: Job, lock: JobLock, wait: bool, json_output: bool, verb: str
 ) -> Job:
     if not wait:
@@ -86,15 +91,26 @@ def _expected_bytes(account: Account, job: Job) -> int | None:
     """The bar's total: a restore's size, or the last backup's size as the estimate for this one."""
     if job.job_type == JobType.RESTORE and job.recovery_point_arn:
         return account.catalog.get_recovery_point(job.recovery_point_arn).source_bytes
+    if job.job_type == JobType.COPY:
+        return _copy_size(account, job)
     completed = account.catalog.list_recovery_points(
         resource_id=job.resource_id, vault_name=job.vault_name, status=RecoveryPointStatus.COMPLETED
     )
     return completed[-1].source_bytes if completed else None
 
 
+def _copy_size(account: Account, job: Job) -> int | None:
+    try:
+        return account.catalog.get_recovery_point(job.parameters["source_recovery_point_arn"]).source_bytes
+    except StrongroomError:
+        return None  # a copy back: the size is the other account's to tell
+
+
 def _execute(account: Account, job: Job, lock: JobLock | None, progress) -> Job:  # type: ignore[no-untyped-def]
     if job.job_type == JobType.BACKUP:
         return run_backup_job(account, job.id, lock, progress)
+    if job.job_type == JobType.COPY:
+        return run_copy_job(account, job.id, lock, progress)
     return run_restore_job(account, job.id, lock, progress)
 
 
@@ -118,7 +134,7 @@ def _spawn(ctx: typer.Context, account: Account, job: Job, lock: JobLock) -> Non
     lock.release()
 
 
-def _report(job: Job, json_output: bool) -> None:
+def report(job: Job, json_output: bool) -> None:
     data = job.as_dict()
     if json_output:
         output.emit_json(data)
@@ -133,7 +149,21 @@ def _report(job: Job, json_output: bool) -> None:
             output.console.print(f"Recovery point: {job.recovery_point_arn}")
         else:
             output.console.print(f"Backup job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
+    elif job.job_type == JobType.COPY:
+        _report_copy(job)
     elif job.state.finished:
         output.console.print(f"Restore job {job.id} {job.state.value}: restored to {job.result.get('target')}")
     else:
         output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
+
+
+def _report_copy(job: Job) -> None:
+    if not job.state.finished:
+        output.console.print(f"Copy job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
+        return
+    result = job.result
+    output.console.print(
+        f"Copy job {job.id} {job.state.value}: {output.human_bytes(result.get('bytes_transferred'))} copied, "
+        f"{output.human_bytes(result.get('bytes_on_wire'))} on the wire"
+    )
+    output.console.print(f"Copy: {result.get('destination_recovery_point_arn')}")

@@ -7,7 +7,21 @@ from pathlib import Path
 
 import typer
 
-from strongroom.cli import account_cmd, backup_cmd, jobs_cmd, recovery_points_cmd, resources_cmd, verify_cmd
+from strongroom.cli import (
+    account_cmd,
+    accounts_cmd,
+    backup_cmd,
+    config_cmd,
+    copy_cmd,
+    credentials_cmd,
+    jobs_cmd,
+    lifecycle_cmd,
+    recovery_points_cmd,
+    resources_cmd,
+    serve_cmd,
+    vault_ops_cmd,
+    verify_cmd,
+)
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.output import error_console
 from strongroom.errors import StrongroomError
@@ -37,6 +51,13 @@ backup_cmd.register(app)
 recovery_points_cmd.register(app)
 jobs_cmd.register(app)
 verify_cmd.register(app)
+config_cmd.register(app)
+vault_ops_cmd.register(app)
+lifecycle_cmd.register(app)
+copy_cmd.register(app)
+accounts_cmd.register(app)
+credentials_cmd.register(app)
+serve_cmd.register(app)
 
 
 def run() -> None:

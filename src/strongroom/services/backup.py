@@ -8,17 +8,28 @@ from strongroom.model import Job, JobState, JobType, RecoveryPoint, RecoveryPoin
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.services.vault_ops import check_retention_days, new_point_retention
+from strongroom.services.writers import hold_writer
 from strongroom.vault.manifest import load_manifest
 from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.writer import RecoveryPointWriter
 
 
-def create_backup_job(account: Account, resource_id: str, vault_name: str = DEFAULT_VAULT) -> tuple[Job, JobLock]:
-    """Record a CREATED backup job and hold its lock (hand the lock to whoever runs the job)."""
+def create_backup_job(
+    account: Account, resource_id: str, vault_name: str = DEFAULT_VAULT, delete_after_days: int | None = None
+) -> tuple[Job, JobLock]:
+    """Record a CREATED backup job and hold its lock (hand the lock to whoever runs the job).
+
+    ``delete_after_days`` is the new recovery point's retention (None: kept until deleted); the vault
+    lock's range is checked when the job runs, so a job outside it FAILS with the reason.
+    """
     account.catalog.get_resource(resource_id)
+    check_retention_days(delete_after_days)
     vault = account.catalog.get_vault(vault_name)
     account.vault(vault.name)  # unlock now: a wrong passphrase fails before any job exists
-    job = Job(new_id(), JobType.BACKUP, JobState.CREATED, resource_id, vault.name, None, iso(now()) or "")
+    parameters = {} if delete_after_days is None else {"delete_after_days": delete_after_days}
+    job = Job(new_id(), JobType.BACKUP, JobState.CREATED, resource_id, vault.name, None, iso(now()) or "",
+              parameters=parameters)
     lock = JobLock.acquire(lock_path(account, job.id))
     account.catalog.add_job(job)
     return job, lock
@@ -29,7 +40,7 @@ def run_backup_job(
 ) -> Job:
     job = account.catalog.get_job(job_id)
     resource = account.catalog.get_resource(job.resource_id or "")
-    with running(account, job, lock) as temp_dir:
+    with running(account, job, lock) as temp_dir, hold_writer(account, job.vault_name or DEFAULT_VAULT):
         vault = account.vault(job.vault_name or DEFAULT_VAULT)
         rp = _new_recovery_point(account, job, resource.type)
         spec = ResourceSpec(resource.id, resource.type, resource.settings, resource.tags)
@@ -64,7 +75,11 @@ def run_backup_job(
 
 
 def _new_recovery_point(account: Account, job: Job, resource_type: str) -> RecoveryPoint:
+    """The CREATING recovery point, before any data is read; RetentionError when the vault lock refuses it."""
     rp_id = new_id()
+    created = iso(now()) or ""
+    vault = account.catalog.get_vault(job.vault_name or DEFAULT_VAULT)
+    retention = new_point_retention(vault, created, job.parameters.get("delete_after_days"))
     rp = RecoveryPoint(
         id=rp_id,
         arn=account.recovery_point_arn(rp_id),
@@ -72,8 +87,9 @@ def _new_recovery_point(account: Account, job: Job, resource_type: str) -> Recov
         resource_id=job.resource_id or "",
         resource_type=resource_type,
         status=RecoveryPointStatus.CREATING,
-        creation_date=iso(now()) or "",
+        creation_date=created,
         backup_job_id=job.id,
+        **retention,
     )
     account.catalog.add_recovery_point(rp)
     account.catalog.update_job(job.id, recovery_point_arn=rp.arn)

@@ -36,15 +36,15 @@ def recover_dead_jobs(account: Account) -> list[str]:
 
 def fail_job(account: Account, job: Job, message: str, state: JobState = JobState.FAILED) -> None:
     """Finish a job unsuccessfully; its recovery point, if any, can never be COMPLETED."""
-    if job.job_type == JobType.BACKUP and job.recovery_point_arn:
+    # A backup's or an incoming copy's recovery point lives in this account; an outgoing copy has none here.
+    if job.job_type in (JobType.BACKUP, JobType.COPY) and job.recovery_point_arn:
         rp = account.catalog.get_recovery_point(job.recovery_point_arn)
         if rp.status == RecoveryPointStatus.CREATING:
             # The catalog never said COMPLETED, so a manifest (written just before a crash) is withdrawn.
             with suppress(StrongroomError):
                 account.vault(rp.vault_name).store.delete(manifest_key(rp.id))
-            account.catalog.update_recovery_point(
-                rp.id, status=RecoveryPointStatus.PARTIAL, status_message=f"backup job {job.id} failed: {message}"
-            )
+            why = f"{job.job_type.value.lower()} job {job.id} failed: {message}"
+            account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.PARTIAL, status_message=why)
     account.catalog.update_job(job.id, state=state, status_message=message, completion_date=iso(now()))
 
 

@@ -7,6 +7,8 @@ from typing import Any
 from strongroom.adapters.base import RestoreContext, RestoreRequest, get_adapter
 from strongroom.errors import UsageError
 from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, new_id, now
+from strongroom.policy.principals import root_arn
+from strongroom.services import vault_ops
 from strongroom.services.account import Account
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, lock_path, running
@@ -14,8 +16,13 @@ from strongroom.vault.manifest import load_manifest
 from strongroom.vault.reader import RecoveryPointReader
 
 
-def create_restore_job(account: Account, recovery_point: str, request: RestoreRequest) -> tuple[Job, JobLock]:
+def create_restore_job(
+    account: Account, recovery_point: str, request: RestoreRequest, principal_arn: str | None = None
+) -> tuple[Job, JobLock]:
+    """A CREATED restore job, authorised as StartRestoreJob (the local CLI acts as the account's root)."""
     rp = account.catalog.get_recovery_point(recovery_point)
+    vault = account.catalog.get_vault(rp.vault_name)
+    vault_ops.authorize_action(account, principal_arn or root_arn(account.account_id), "StartRestoreJob", vault)
     if rp.status != RecoveryPointStatus.COMPLETED:
         raise UsageError(
             f"recovery point {rp.arn} is {rp.status.value}, not COMPLETED, and cannot be restored",

@@ -166,7 +166,7 @@ def open_sealed(
             base_id, frame = body[:BASE_ID_SIZE], body[BASE_ID_SIZE:]
             if len(base_id) != BASE_ID_SIZE:
                 raise IntegrityError(f"{what} is a delta without a base id")
-            body = _undelta(frame, base_loader(base_id)) if base_loader else b""
+            body = undelta(frame, base_loader(base_id)) if base_loader else b""
         elif compression != Compression.NONE:
             raise IntegrityError(f"{what} names unknown compression {compression}")
     except (ValueError, zstandard.ZstdError) as exc:
@@ -174,9 +174,10 @@ def open_sealed(
     return Opened(kind_value, body, base_id)
 
 
-def _undelta(frame: bytes, base_plaintext: bytes) -> bytes:
+def undelta(frame: bytes, base_plaintext: bytes, max_size: int = 0) -> bytes:
+    """Decompress a zstd frame made against ``base_plaintext`` as a raw-content dictionary."""
     dictionary = zstandard.ZstdCompressionDict(base_plaintext, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    return zstandard.ZstdDecompressor(dict_data=dictionary).decompress(frame)
+    return zstandard.ZstdDecompressor(dict_data=dictionary).decompress(frame, max_output_size=max_size)
 
 
 def _object_key(encryption_key: bytes, salt: bytes) -> bytes:

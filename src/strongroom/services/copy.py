@@ -1,0 +1,298 @@
+"""Copy jobs: a recovery point into a vault of another account, incrementally and re-encrypted there.
+
+Push (this account's point into another account's vault) speaks CopyIntoBackupVault to the other
+account's API; pull, the copy back of the blueprint, asks the other account for CopyFromBackupVault
+into a vault of this one. Both send only the chunks the receiving vault lacks (docs/wire-protocol.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
+from typing import Any
+
+import zstandard
+
+from strongroom.errors import RemoteError, StrongroomError, UsageError
+from strongroom.model import Arn, Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.policy.principals import root_arn
+from strongroom.services import vault_ops
+from strongroom.services.account import Account
+from strongroom.services.backup import _previous_reader
+from strongroom.services.copy_receive import CopyReceiver
+from strongroom.services.joblock import JobLock
+from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.services.remote import client_for
+from strongroom.services.writers import hold_writer
+from strongroom.transport import wire
+from strongroom.transport.client import AccountClient
+from strongroom.vault import envelope
+from strongroom.vault.envelope import Kind
+from strongroom.vault.manifest import ChunkRef, load_manifest
+from strongroom.vault.reader import RecoveryPointReader, read_object
+
+BATCH_REFS = 1024
+MAX_BODY_BYTES = 8 << 20
+COMPRESSION_LEVEL = 3
+
+
+def create_copy_job(
+    account: Account,
+    recovery_point_arn: str,
+    destination_vault_arn: str | None = None,
+    delete_after_days: int | None = None,
+) -> tuple[Job, JobLock]:
+    destination = destination_vault_arn or account.catalog.get_setting("destination_vault_arn")
+    if not destination:
+        raise UsageError(
+            "no destination vault: pass --destination-vault ARN",
+            hint="Or set destination.vault_arn in the account's configuration and apply it",
+        )
+    source, target = Arn.parse(recovery_point_arn), Arn.parse(destination)
+    if source.kind != "recovery-point" or target.kind != "backup-vault":
+        raise UsageError("copy takes a recovery point ARN and a backup vault ARN")
+    direction = _direction(account, source, target)
+    parameters: dict[str, Any] = {
+        "direction": direction,
+        "source_recovery_point_arn": recovery_point_arn,
+        "destination_backup_vault_arn": destination,
+        "delete_after_days": delete_after_days,
+    }
+    if direction == "push":
+        rp = account.catalog.get_recovery_point(recovery_point_arn)
+        if rp.status != RecoveryPointStatus.COMPLETED:
+            raise UsageError(f"recovery point {rp.arn} is {rp.status.value}, not COMPLETED, and cannot be copied")
+        account.catalog.get_remote_account(target.account_id)
+        resource_id, vault_name = rp.resource_id, rp.vault_name
+    else:
+        account.catalog.get_remote_account(source.account_id)
+        resource_id, vault_name = None, account.catalog.get_vault(target.name).name
+    account.vault(vault_name)  # unlock now: a wrong passphrase fails before any job exists
+    job = Job(new_id(), JobType.COPY, JobState.CREATED, resource_id, vault_name, None, iso(now()) or "",
+              parameters=parameters)
+    lock = JobLock.acquire(lock_path(account, job.id))
+    account.catalog.add_job(job)
+    return job, lock
+
+
+def _direction(account: Account, source: Arn, target: Arn) -> str:
+    own = account.account_id
+    if source.account_id == own and target.account_id != own:
+        return "push"
+    if source.account_id != own and target.account_id == own:
+        return "pull"
+    if source.account_id == own:
+        raise UsageError(
+            "both vaults belong to this account; copies go to another account's vault",
+            hint="Use the destination vault ARN printed by 'strongroom output' in the destination account",
+        )
+    raise UsageError("neither the recovery point nor the destination vault belongs to this account")
+
+
+def run_copy_job(
+    account: Account, job_id: str, lock: JobLock | None = None, progress: ProgressCallback | None = None
+) -> Job:
+    job = account.catalog.get_job(job_id)
+    with running(account, job, lock):
+        if job.parameters["direction"] == "push":
+            result = _push(account, job, progress)
+        else:
+            result = _pull(account, job, progress)
+        account.catalog.update_job(
+            job.id, state=JobState.COMPLETED, completion_date=iso(now()),
+            bytes_processed=result.get("bytes_transferred", 0), result=result,
+        )
+    return account.catalog.get_job(job.id)
+
+
+# Push ------------------------------------------------------------------------------------------
+def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict[str, Any]:
+    params = job.parameters
+    rp = account.catalog.get_recovery_point(params["source_recovery_point_arn"])
+    target = Arn.parse(params["destination_backup_vault_arn"])
+    vault = account.vault(rp.vault_name)
+    manifest = load_manifest(vault, rp.id)
+    days = params.get("delete_after_days") or rp.delete_after_days
+    announce = {
+        "source_recovery_point_arn": rp.arn, "source_vault_arn": account.vault_arn(rp.vault_name),
+        "source_vault_id": manifest.vault_id, "resource_id": rp.resource_id, "resource_type": rp.resource_type,
+        "creation_date": rp.creation_date, "delete_after_days": days, "metadata": manifest.metadata,
+        "streams": {n: {"size": s.size, "chunk_count": s.chunk_count} for n, s in manifest.streams.items()},
+    }
+    sent = {"chunks_sent": 0, "delta_chunks_sent": 0, "plaintext_bytes_sent": 0, "chunks_skipped": 0}
+    with client_for(account, target.account_id) as client:
+        session = client.start_copy_in(target.name, announce)["copy_job_id"]
+        try:
+            with RecoveryPointReader(vault, manifest) as reader:
+                for name, stream in manifest.streams.items():
+                    for batch in _batches(reader.iter_refs(stream)):
+                        _push_batch(client, session, reader, name, batch, sent, progress)
+            answer = client.commit_copy_in(session)
+        except StrongroomError as exc:
+            with suppress(StrongroomError):
+                client.abort_copy_in(session, exc.one_line())
+            raise
+        wire_bytes = client.bytes_sent + client.bytes_received
+    return {
+        "source_recovery_point_arn": rp.arn, "destination_recovery_point_arn": answer["recovery_point_arn"],
+        "destination_copy_job_id": answer["copy_job_id"], "bytes_on_wire": wire_bytes,
+        "bytes_transferred": sum(s.size for s in manifest.streams.values()), **sent,
+    }
+
+
+def _batches(refs: Iterator[ChunkRef]) -> Iterator[list[ChunkRef]]:
+    batch: list[ChunkRef] = []
+    for ref in refs:
+        batch.append(ref)
+        if len(batch) >= BATCH_REFS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _push_batch(
+    client: AccountClient, session: str, reader: RecoveryPointReader, stream: str, batch: list[ChunkRef],
+    sent: dict[str, int], progress: ProgressCallback | None,
+) -> None:
+    unique = list({ref.id: ref for ref in batch}.values())
+    bases = list({ref.base for ref in unique if ref.base is not None} - {ref.id for ref in unique})
+    flags = client.missing(session, [ref.id for ref in unique] + bases)
+    needed = [ref for ref, flag in zip(unique, flags, strict=False) if flag]
+    held_bases = {base for base, flag in zip(bases, flags[len(unique):], strict=True) if not flag}
+    encoder = _FrameEncoder(reader, held_bases)
+    body: list[bytes] = []
+    size = 0
+    for ref, plaintext in zip(needed, reader.iter_chunk_data(needed), strict=True):
+        frame = encoder.frame(ref, plaintext)
+        body.append(frame)
+        size += len(frame)
+        if size >= MAX_BODY_BYTES:
+            client.put_chunks(session, b"".join(body))
+            body, size = [], 0
+    if body:
+        client.put_chunks(session, b"".join(body))
+    client.append_refs(session, stream, [(ref.id, ref.size) for ref in batch])
+    sent["chunks_sent"] += len(needed)
+    sent["delta_chunks_sent"] += encoder.deltas
+    sent["plaintext_bytes_sent"] += sum(ref.size for ref in needed)
+    sent["chunks_skipped"] += len(unique) - len(needed)
+    if progress:
+        progress(sum(ref.size for ref in batch))
+
+
+class _FrameEncoder:
+    """Chunk frames for the wire: a delta against the chunk's base when the receiver holds that base
+    (as the vault stores it), else the whole chunk compressed."""
+
+    def __init__(self, reader: RecoveryPointReader, held_bases: set[bytes]) -> None:
+        self.reader = reader
+        self.held_bases = held_bases
+        self.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
+        self.deltas = 0
+
+    def frame(self, ref: ChunkRef, plaintext: bytes) -> bytes:
+        if ref.base is not None and ref.base in self.held_bases:
+            base = read_object(self.reader.vault, ref.base, Kind.CHUNK, as_base=True)
+            compression, body = envelope.compress_body(plaintext, (ref.base, base))
+            if compression == envelope.Compression.ZSTD_DELTA:
+                self.deltas += 1
+                return wire.encode_frame(ref.id, len(plaintext), body[envelope.BASE_ID_SIZE :], ref.base)
+        return wire.encode_frame(ref.id, len(plaintext), self.compressor.compress(plaintext))
+
+
+# Pull (copy back) ---------------------------------------------------------------------------------
+def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict[str, Any]:
+    params = job.parameters
+    source = Arn.parse(params["source_recovery_point_arn"])
+    vault = account.catalog.get_vault(Arn.parse(params["destination_backup_vault_arn"]).name)
+    with client_for(account, source.account_id) as client, ExitStack() as stack:
+        info = client.start_copy_out(source.name, vault.arn)
+        stack.callback(lambda: _quietly(client.end_copy_out, info["session_id"]))
+        remote_rp = info["recovery_point"]
+        days = params.get("delete_after_days") or (remote_rp.get("lifecycle") or {}).get("delete_after_days")
+        vault_ops.authorize_action(account, root_arn(account.account_id), "CopyIntoBackupVault", vault,
+                                   {"backup:CopySources": [info["source_vault_arn"]]})
+        retention = vault_ops.new_point_retention(vault, info["recovery_point"]["creation_date"], days)
+        rp = _pulled_point(account, job, vault.name, info, retention)
+        stack.enter_context(hold_writer(account, vault.name))
+        receiver = _receiver(account, vault.name, info, rp)
+        stack.callback(receiver.close)
+        for name, shape in info["streams"].items():
+            _pull_stream(client, info["session_id"], receiver, name, int(shape["chunk_count"]), progress)
+        manifest = receiver.commit(info["resource_id"], info["resource_type"], info["metadata"], info["streams"])
+        stats = receiver.stats_dict()
+        account.catalog.update_recovery_point(
+            rp.id, status=RecoveryPointStatus.COMPLETED, completion_date=manifest.completed_at,
+            source_bytes=sum(s.size for s in manifest.streams.values()), stored_bytes=stats["stored_stored_bytes"],
+            new_bytes=stats["stored_new_bytes"], metadata=info["metadata"],
+        )
+        wire_bytes = client.bytes_sent + client.bytes_received
+    return {
+        "source_recovery_point_arn": str(source), "destination_recovery_point_arn": rp.arn,
+        "bytes_on_wire": wire_bytes, "bytes_transferred": sum(s.size for s in manifest.streams.values()), **stats,
+    }
+
+
+def _pulled_point(
+    account: Account, job: Job, vault_name: str, info: dict[str, Any], retention: dict[str, Any]
+) -> RecoveryPoint:
+    created = info["recovery_point"]["creation_date"]
+    rp_id = new_id()
+    rp = RecoveryPoint(
+        id=rp_id, arn=account.recovery_point_arn(rp_id), vault_name=vault_name, resource_id=info["resource_id"],
+        resource_type=info["resource_type"], status=RecoveryPointStatus.CREATING, creation_date=created,
+        backup_job_id=job.id, source_recovery_point_arn=info["recovery_point"]["recovery_point_arn"], **retention,
+    )
+    account.catalog.add_recovery_point(rp)
+    account.catalog.update_job(job.id, recovery_point_arn=rp.arn, resource_id=rp.resource_id)
+    return rp
+
+
+def _receiver(account: Account, vault_name: str, info: dict[str, Any], rp: RecoveryPoint) -> CopyReceiver:
+    previous = _previous_reader(account, rp.resource_id, vault_name)
+    base = previous.manifest if previous else None
+    if previous:
+        previous.close()
+    return CopyReceiver(account, vault_name, info["source_vault_id"], rp.id, rp.creation_date, base)
+
+
+def _pull_stream(
+    client: AccountClient, session: str, receiver: CopyReceiver, stream: str, chunk_count: int,
+    progress: ProgressCallback | None,
+) -> None:
+    start = 0
+    while start < chunk_count:
+        refs = client.copy_out_refs(session, stream, start, BATCH_REFS)
+        if not refs:
+            raise RemoteError(f"stream '{stream}' ended after {start} of {chunk_count} chunks")
+        unique = list(dict.fromkeys(chunk_id for chunk_id, _ in refs))
+        sizes = dict(refs)
+        needed = [i for i, flag in zip(unique, receiver.missing(unique), strict=True) if flag]
+        for group in _groups_by_size(needed, sizes):
+            frames = list(wire.decode_frames(client.copy_out_chunks(session, group)))
+            if [frame.chunk_id for frame in frames] != group:
+                raise RemoteError("the source answered with other chunks than were asked for")
+            receiver.receive(frames)
+        receiver.append(stream, refs)
+        start += len(refs)
+        if progress:
+            progress(sum(size for _, size in refs))
+
+
+def _groups_by_size(ids: list[bytes], sizes: dict[bytes, int]) -> Iterator[list[bytes]]:
+    group: list[bytes] = []
+    total = 0
+    for chunk_id in ids:
+        group.append(chunk_id)
+        total += sizes[chunk_id]
+        if total >= MAX_BODY_BYTES:
+            yield group
+            group, total = [], 0
+    if group:
+        yield group
+
+
+def _quietly(action: Any, *args: Any) -> None:
+    with suppress(StrongroomError):
+        action(*args)
