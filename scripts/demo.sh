@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Strongroom on its embedded defaults, end to end, on this machine:
-# a throwaway PostgreSQL cluster with sample data -> an account in .demo/home -> backup ->
-# list -> restore into a NEW database -> row checksums compared -> verify --read-data.
-# Installs what it needs first. Leaves the account in .demo/ to explore; stops the cluster.
+# Strongroom on its embedded defaults, end to end, on this machine, in the seed's shape:
+# a throwaway PostgreSQL cluster with sample data; two accounts in .demo/ (source and destination),
+# bootstrapped in the seed's order from examples/mavis/; the destination serves its API on loopback;
+# backups in the source, copies into the destination (the second one incremental), then a restore
+# FROM THE DESTINATION into a NEW database, row checksums compared, and verify --read-data in both.
+# Installs what it needs first. Leaves both accounts in .demo/ to explore; stops the cluster and server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh >&2
@@ -10,19 +12,29 @@ bash scripts/bootstrap.sh >&2
 ROOT="$PWD"
 DEMO="$ROOT/.demo"
 rm -rf "$DEMO"; mkdir -p "$DEMO"
-export STRONGROOM_HOME="$DEMO/home"
 export STRONGROOM_PASSPHRASE="${STRONGROOM_PASSPHRASE:-demo passphrase, change me}"
-sr() { "$ROOT/.venv/bin/strongroom" "$@"; }
+SOURCE="$DEMO/source"
+DESTINATION="$DEMO/destination"
+src() { "$ROOT/.venv/bin/strongroom" --home "$SOURCE" "$@"; }
+dst() { "$ROOT/.venv/bin/strongroom" --home "$DESTINATION" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$PGBIN" ] || PGBIN="$(dirname "$(command -v initdb)")"
 PGWORK="$(mktemp -d /tmp/strongroom-demo-pg.XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
+API_PORT="$(free_port)"
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" -eq 0 ] && chown postgres "$PGWORK"
 
-cleanup() { as_pg "$PGBIN/pg_ctl" -D "$PGWORK/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$PGWORK"; }
+SERVER_PID=""
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$PGWORK/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$PGWORK"
+}
 trap cleanup EXIT
 
 say "A throwaway PostgreSQL cluster on 127.0.0.1:$PORT with sample data"
@@ -58,33 +70,65 @@ checksum() {
 BEFORE="$(checksum clinic)"
 echo "row checksums: $BEFORE"
 
-say "strongroom init   (account, catalog, keys and the Default vault in $STRONGROOM_HOME)"
-sr init
 
-say "strongroom resources add clinic --type postgres --dsn postgresql://postgres@127.0.0.1:$PORT/clinic"
-sr resources add clinic --type postgres --dsn "postgresql://postgres@127.0.0.1:$PORT/clinic" --tag backup=True
-sr resources list
+say "Bootstrap steps 1-2: a state store (catalog, keys, apply lock) in each account"
+dst init
+src init
+SOURCE_ID="$(src vaults describe Default --json | json_field '["backup_vault_arn"].split(":")[4]')"
 
-say "strongroom backup start --resource clinic --wait   (twice: the second stores almost nothing new)"
-sr backup start --resource clinic --wait
+say "Step 3: apply the destination's configuration (policy + compliance lock); it outputs the vault ARN"
+dst apply -f examples/mavis/destination/destination.yaml --var-file examples/mavis/destination/env/production.yaml \
+    --var "source_account_id=$SOURCE_ID" --auto-approve
+DESTINATION_VAULT="$(dst output destination_vault_arn --raw)"
+dst vaults describe mavis-destination
+
+say "Step 4: put that ARN (and the database) into the source's var file"
+sed -e "s|^destination_vault_arn:.*|destination_vault_arn: $DESTINATION_VAULT|" \
+    -e "s|^database_dsn:.*|database_dsn: postgresql://postgres@127.0.0.1:$PORT/clinic|" \
+    examples/mavis/source/env/production.yaml > "$DEMO/source-production.yaml"
+cat "$DEMO/source-production.yaml"
+
+say "The destination serves its API on 127.0.0.1:$API_PORT; it issues the source a credential"
+dst serve --port "$API_PORT" > "$DEMO/destination-serve.log" 2>&1 &
+SERVER_PID=$!
+CREDENTIAL="$(dst credentials create --principal source-copier --account-id "$SOURCE_ID" --json)"
+KEY_ID="$(echo "$CREDENTIAL" | json_field '["access_key_id"]')"
+for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $API_PORT))" 2>/dev/null && break; sleep 0.2; done
+echo "$CREDENTIAL" | json_field '["secret_access_key"]' | \
+  src accounts add destination --endpoint "http://127.0.0.1:$API_PORT" --key-id "$KEY_ID"
+
+say "Step 5: apply the source's configuration (vault, the tagged database, destination, backup plan)"
+src apply -f examples/mavis/source/source.yaml --var-file "$DEMO/source-production.yaml" --auto-approve
+src resources list
+
+say "A backup in the source (kept 60 days) and its copy in the destination"
+src backup start --resource mavis-db --vault mavis-production --delete-after 60 --wait
+FIRST="$(src recovery-points list --resource mavis-db --json | json_field '["recovery_points"][-1]["recovery_point_arn"]')"
+src copy start --recovery-point "$FIRST" --wait
+
+say "The app writes 500 rows; the next backup and copy carry only what changed"
 "${PSQL[@]}" -d clinic -c "INSERT INTO vaccinations (patient_id, vaccine, given_at, dose)
                            SELECT g, 'flu', now(), 0.5 FROM generate_series(1, 500) g"
 AFTER_CHANGE="$(checksum clinic)"
-sr backup start --resource clinic --wait
-sr recovery-points list
+src backup start --resource mavis-db --vault mavis-production --delete-after 60 --wait
+LATEST="$(src recovery-points list --resource mavis-db --json | json_field '["recovery_points"][-1]["recovery_point_arn"]')"
+src copy start --recovery-point "$LATEST" --wait
+dst recovery-points list
 
-ARN="$(sr recovery-points list --resource clinic --json | python3 -c \
-  'import json,sys; print(json.load(sys.stdin)["recovery_points"][-1]["recovery_point_arn"])')"
+say "The destination refuses what the source may not do (deleting its copy), in one line"
+COPY_ARN="$(dst recovery-points list --json | json_field '["recovery_points"][-1]["recovery_point_arn"]')"
+dst recovery-points delete "$COPY_ARN" || echo "(refused, as it should be: compliance lock)"
 
-say "strongroom restore start --recovery-point <latest> --target .../clinic_restored --wait"
-sr restore start --recovery-point "$ARN" --target "postgresql://postgres@127.0.0.1:$PORT/clinic_restored" --wait
+say "Restore FROM THE DESTINATION into a new database clinic_restored"
+dst restore start --recovery-point "$COPY_ARN" --target "postgresql://postgres@127.0.0.1:$PORT/clinic_restored" --wait
 RESTORED="$(checksum clinic_restored)"
 echo "source:   $AFTER_CHANGE"
 echo "restored: $RESTORED"
 [ "$RESTORED" = "$AFTER_CHANGE" ] || { echo "demo: restored data differs from the source" >&2; exit 1; }
 echo "restored rows are identical to the source"
 
-say "strongroom verify --read-data   (decrypt and re-hash every chunk of every recovery point)"
-sr verify --read-data
+say "verify --read-data in both accounts (decrypt and re-hash every chunk)"
+src verify --read-data
+dst verify --read-data
 
-say "Done. Explore the account: STRONGROOM_HOME=$STRONGROOM_HOME .venv/bin/strongroom jobs list"
+say "Done. Explore: .venv/bin/strongroom --home $SOURCE jobs list   /   --home $DESTINATION jobs list"
