@@ -263,6 +263,10 @@ def markdown(data: dict[str, Any]) -> str:
         add(f"Restores verified against the source (row counts and sums): {good} of {len(restores)}.")
         add("")
 
+    import copies  # bench/copies.py: the copy section's table (imports report itself)
+
+    lines.extend(copies.markdown_lines(rec))
+
     if targets:
         add("### Targets")
         add("")

@@ -9,7 +9,9 @@ Run from the repository root with the project's virtual environment (stdlib + ps
 Sections (``--only``): ``logical`` (pg_dump floor, pg_dump -Fc file, pg_restore -j2, restic, Strongroom
 postgres backup/second backup/restore on both datasets), ``dedup`` (pgbench worst-case and
 application-like 1% changes: bytes added by the second backup), ``physical`` (pg_basebackup, pgBackRest,
-Strongroom postgres-cluster backup, restore and incremental). See bench/README.md.
+Strongroom postgres-cluster backup, restore and incremental), ``copy`` (copies between two Strongroom
+accounts through ``strongroom serve`` next to ``restic copy``, first and after the 1% change; bench/copies.py).
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import appdb  # noqa: E402
+import copies  # noqa: E402
 import measure  # noqa: E402
 import pgcluster  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("logical", "dedup", "physical")
+SECTIONS = ("logical", "dedup", "physical", "copy")
 PASSPHRASE = "strongroom-bench-passphrase"
 RESTIC_PASSWORD = "restic-bench-password"
 
@@ -233,7 +236,7 @@ class Bench:
 
     def datasets(self) -> list[Dataset]:
         chosen = []
-        if set(self.args.only) & {"logical", "dedup", "physical"}:
+        if set(self.args.only) & {"logical", "dedup", "physical", "copy"}:
             chosen.append(PGBENCH)
         if set(self.args.only) & {"logical", "physical"} and self.args.app_mb > 0:
             chosen.append(APP)
@@ -683,6 +686,8 @@ class Bench:
                     steps.append(("dedup", PGBENCH, "applike", r, False))
             if "physical" in self.args.only:
                 steps.append(("physical", r))
+            if "copy" in self.args.only:
+                steps.append(("copy", r))
         return steps
 
     def main(self) -> int:
@@ -701,6 +706,8 @@ class Bench:
             for step in self.plan():
                 if step[0] == "physical":
                     self.physical_sequence(step[1])
+                elif step[0] == "copy":
+                    copies.copy_sequence(self, step[1], PGBENCH)
                 else:
                     self.logical_sequence(*step)
         except KeyboardInterrupt:
