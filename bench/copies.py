@@ -376,7 +376,7 @@ def markdown_lines(rec: report.Records) -> list[str]:
         f"| {n(m['s_backup2_chunks'])} |")
     add(f"| new objects the backup being copied wrote (`new_chunks`) | {n(m['s_backup1_new_chunks'])} | "
         f"{n(m['s_backup2_new_chunks'])} |")
-    add(f"| of those, stored as deltas in the source (`delta_chunks`; sent whole on the wire) | "
+    add(f"| of those, stored as deltas in the source (`delta_chunks`; they cross as delta frames when the destination holds the base) | "
         f"{n(m['s_backup1_delta_chunks'])} | {n(m['s_backup2_delta_chunks'])} |")
     add(f"| plaintext of the chunks sent | {report.mib(m['s_copy1_plaintext_bytes_sent'])} | "
         f"{report.mib(m['s_copy2_plaintext_bytes_sent'])} |")
