@@ -13,7 +13,15 @@ import pytest
 
 from strongroom.policy.document import default_destination_policy
 from strongroom.policy.principals import root_arn
-from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
+from tests.support.accounts import (
+    Server,
+    account_id,
+    issue_credential,
+    register,
+    self_signed_certificate,
+    serving,
+    vault_arn,
+)
 from tests.support.cli import Cli, assert_one_line_error
 from tests.support.trees import snapshot_tree
 
@@ -208,3 +216,33 @@ def test_a_changed_chunk_crosses_as_a_delta_against_what_the_destination_holds(p
     pair.destination.run("restore", "start", "--recovery-point", copied, "--target", str(target), "--wait")
     assert snapshot_tree(target) == snapshot_tree(pair.tree)
     assert pair.destination.json("verify", "--read-data")["ok"]
+
+
+def test_copy_over_tls_with_a_pinned_certificate(tmp_path: Path) -> None:
+    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
+    source.run("init")
+    destination.run("init")
+    source_id = account_id(source)
+    destination.run("vaults", "put-access-policy", "Default", "--default-destination", "--source-account-id",
+                    source_id, "--source-vault-arn", vault_arn(source))
+    make_files(tmp_path / "tree", count=3)
+    source.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
+    cert, key = self_signed_certificate(tmp_path)
+    with serving(destination, "--tls-cert", str(cert), "--tls-key", str(key)) as server:
+        assert server.endpoint.startswith("https://")
+        credential = issue_credential(destination, "copier", "--account-id", source_id)
+        secret = {"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]}
+        unpinned = source.run("accounts", "add", "destination", "--endpoint", server.endpoint, "--key-id",
+                              credential["access_key_id"], env=secret, ok=False)
+        assert_one_line_error(unpinned, 9, "cannot reach account endpoint", "certificate verify failed", "--ca-file")
+        source.run("accounts", "add", "destination", "--endpoint", server.endpoint, "--key-id",
+                   credential["access_key_id"], "--ca-file", str(cert), env=secret)
+        job = copy(source, source.backup("files")["recovery_point_arn"], vault_arn(destination))
+        assert job["state"] == "COMPLETED", job
+
+
+def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
+    destination = Cli(tmp_path / "destination")
+    destination.run("init")
+    refused = destination.run("serve", "--host", "0.0.0.0", "--port", "1", ok=False)
+    assert_one_line_error(refused, 2, "refusing to serve plain HTTP on 0.0.0.0", "--tls-cert")

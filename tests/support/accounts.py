@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -9,8 +10,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from strongroom.adapters.pgtools import free_port
 from tests.support.cli import Cli
@@ -22,10 +21,11 @@ class Server:
     port: int
     process: subprocess.Popen[str]
     log: Path
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -47,7 +47,7 @@ def serving(cli: Cli, *extra: str) -> Iterator[Server]:
             cli.command("serve", "--port", str(port), *extra), env=cli.env, stdin=subprocess.DEVNULL,
             stdout=sink, stderr=subprocess.STDOUT, text=True,
         )
-    server = Server(cli, port, process, log)
+    server = Server(cli, port, process, log, "https" if "--tls-cert" in extra else "http")
     try:
         _wait_until_up(server)
         yield server
@@ -61,9 +61,9 @@ def _wait_until_up(server: Server, timeout: float = 30) -> None:
         if server.process.poll() is not None:
             raise AssertionError(f"strongroom serve exited: {server.log.read_text()}")
         try:
-            httpx.get(f"{server.endpoint}/v1/whoami", timeout=1)
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
             return
-        except httpx.HTTPError:
+        except OSError:
             time.sleep(0.1)
     raise AssertionError("strongroom serve did not start listening")
 
@@ -86,3 +86,31 @@ def account_id(cli: Cli) -> str:
 
 def vault_arn(cli: Cli, name: str = "Default") -> str:
     return str(cli.json("vaults", "describe", name)["backup_vault_arn"])
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files); the certificate is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "strongroom test destination")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

@@ -64,10 +64,11 @@ class AccountClient:
         except httpx.TimeoutException:
             raise RemoteError(f"account endpoint {self.endpoint} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise RemoteError(
-                f"cannot reach account endpoint {self.endpoint}: {_reason(exc)}",
-                hint="Check the endpoint given to 'strongroom accounts add' and that 'strongroom serve' runs there",
-            ) from None
+            reason = _reason(exc)
+            hint = ("Give the CA that signed the endpoint's certificate with 'strongroom accounts add --ca-file'"
+                    if "certificate verify failed" in reason else
+                    "Check the endpoint given to 'strongroom accounts add' and that 'strongroom serve' runs there")
+            raise RemoteError(f"cannot reach account endpoint {self.endpoint}: {reason}", hint=hint) from None
         self.bytes_sent += len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + len(url)
         self.bytes_received += len(response.content)
         if response.status_code >= 400:
