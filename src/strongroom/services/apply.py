@@ -42,13 +42,11 @@ from strongroom.config.changes import (
 )
 from strongroom.config.loader import LoadedConfig, load_config
 from strongroom.config.variables import AccountIdentity
-from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError, UsageError, VaultLockedError
-from strongroom.model import RecoveryPointStatus, Resource, VaultRecord, iso
-from strongroom.policy.document import AccessRequest, authorize, explicitly_allows
-from strongroom.policy.lock import GOVERNANCE
+from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError
+from strongroom.model import Resource, VaultRecord, iso
 from strongroom.policy.principals import root_arn
 from strongroom.services import vault_ops
-from strongroom.services.account import DEFAULT_VAULT, Account, create_vault
+from strongroom.services.account import Account, create_vault
 
 APPLY_LOCK = "apply.lock"
 LOCK_POLL_SECONDS = 0.1
@@ -111,51 +109,13 @@ def _judged(account: Account, change: Change, current: CurrentState, moment: dat
 
 def _check_allowed(account: Account, change: Change, record: VaultRecord, moment: datetime) -> None:
     """Raise what services/vault_ops would raise for this change, without making it."""
+    root = root_arn(account.account_id)
     if change.kind == POLICY:
-        _authorize(account, record, "PutBackupVaultAccessPolicy")
-        if change.action == DELETE:
-            _authorize(account, record, "DeleteBackupVaultAccessPolicy")
+        vault_ops.check_policy_change(account, root, record, removing=change.action == DELETE)
     elif change.kind == LOCK:
-        action = "DeleteBackupVaultLockConfiguration" if change.action == DELETE else "PutBackupVaultLockConfiguration"
-        what = f"{'remove' if change.action == DELETE else 'change'} the lock of vault '{record.name}'"
-        _check_lock_change(account, record, _authorize(account, record, action), moment, what)
+        vault_ops.check_lock_change(account, root, record, removing=change.action == DELETE, now=moment)
     elif change.kind == VAULT and change.action == DELETE:
-        _check_vault_deletion(account, record, moment)
-
-
-def _check_vault_deletion(account: Account, record: VaultRecord, moment: datetime) -> None:
-    request = _authorize(account, record, "DeleteBackupVault")
-    if record.name == DEFAULT_VAULT:
-        raise UsageError("the Default vault cannot be deleted", hint="Backups go there unless told otherwise")
-    _check_lock_change(account, record, request, moment, f"delete vault '{record.name}'")
-    points = account.catalog.list_recovery_points(vault_name=record.name)
-    remaining = [p for p in points if p.status != RecoveryPointStatus.DELETED]
-    if remaining:
-        raise UsageError(f"vault '{record.name}' still holds {len(remaining)} recovery points",
-                         hint="Delete them first (as their retention and the vault lock allow); only an empty"
-                              " vault can go")
-
-
-def _authorize(account: Account, record: VaultRecord, action: str) -> AccessRequest:
-    request = AccessRequest(root_arn(account.account_id), f"backup:{action}", record.arn)
-    authorize(vault_ops.policy_of(record), request, owner_account_id=account.account_id)
-    return request
-
-
-def _check_lock_change(account: Account, record: VaultRecord, request: AccessRequest, moment: datetime,
-                       what: str) -> None:
-    lock = vault_ops.lock_of(record)
-    if lock is None:
-        return
-    if lock.mode == GOVERNANCE:
-        if not explicitly_allows(vault_ops.policy_of(record), request):
-            raise VaultLockedError(
-                f"{request.principal_arn} may not {what}: it has a governance-mode lock",
-                hint=vault_ops.GOVERNANCE_HINT)
-    elif lock.immutable(moment):
-        raise VaultLockedError(
-            f"nobody can {what}: its compliance-mode lock is immutable since {iso(lock.lock_date)}",
-            hint="A compliance lock cannot be changed or removed after its cooling-off period")
+        vault_ops.check_delete_vault(account, root, record, now=moment)
 
 
 # Applying -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -144,11 +144,7 @@ class CopySessions:
         return IncomingCopy(job, rp, request, receiver, resources, principal_arn)
 
     def incoming_session(self, principal_arn: str, session_id: str) -> IncomingCopy:
-        session = self.incoming.get(session_id)
-        if session is None or session.principal_arn != principal_arn:
-            raise NotFoundError(f"no open copy session '{session_id}'", hint="Start the copy again")
-        session.touched = time.monotonic()
-        return session
+        return _open_session(self.incoming, principal_arn, session_id)
 
     def missing(self, principal_arn: str, session_id: str, body: bytes) -> bytes:
         session = self.incoming_session(principal_arn, session_id)
@@ -230,11 +226,7 @@ class CopySessions:
         }
 
     def outgoing_session(self, principal_arn: str, session_id: str) -> OutgoingCopy:
-        session = self.outgoing.get(session_id)
-        if session is None or session.principal_arn != principal_arn:
-            raise NotFoundError(f"no open copy session '{session_id}'", hint="Start the copy again")
-        session.touched = time.monotonic()
-        return session
+        return _open_session(self.outgoing, principal_arn, session_id)
 
     def outgoing_refs(self, principal_arn: str, session_id: str, stream: str, start: int, count: int) -> bytes:
         session = self.outgoing_session(principal_arn, session_id)
@@ -292,6 +284,18 @@ def encode_chunks(vault: Any, ids: list[bytes]) -> bytes:
         plaintext = read_object(vault, chunk_id, Kind.CHUNK)
         frames.append(wire.encode_frame(chunk_id, len(plaintext), compressor.compress(plaintext)))
     return b"".join(frames)
+
+
+Session = TypeVar("Session", IncomingCopy, OutgoingCopy)
+
+
+def _open_session(sessions: dict[str, Session], principal_arn: str, session_id: str) -> Session:
+    """A session by id, only for the principal that opened it; using it keeps it from being reaped."""
+    session = sessions.get(session_id)
+    if session is None or session.principal_arn != principal_arn:
+        raise NotFoundError(f"no open copy session '{session_id}'", hint="Start the copy again")
+    session.touched = time.monotonic()
+    return session
 
 
 def _check_source_arns(principal_arn: str, request: CopyInRequest) -> None:

@@ -114,14 +114,20 @@ def put_access_policy(
 ) -> None:
     """Replace the vault's access policy; None removes it (which needs Put and Delete permission alike)."""
     record = account.catalog.get_vault(vault_name)
-    _authorize(account, principal_arn, "PutBackupVaultAccessPolicy", record)
+    check_policy_change(account, principal_arn, record, removing=document is None)
     if document is None:
-        # Removing the policy lifts every Deny in it: whoever may not change the policy may not drop it either.
-        _authorize(account, principal_arn, "DeleteBackupVaultAccessPolicy", record)
         account.catalog.update_vault(record.name, access_policy=None)
         return
     parsed = PolicyDocument.parse(document, where=f"access policy of vault '{record.name}'")
     account.catalog.update_vault(record.name, access_policy=parsed.as_dict())
+
+
+def check_policy_change(account: Account, principal_arn: str, record: VaultRecord, *, removing: bool) -> None:
+    """Raise unless the principal may replace (or, ``removing``, drop) the vault's access policy."""
+    _authorize(account, principal_arn, "PutBackupVaultAccessPolicy", record)
+    if removing:
+        # Removing the policy lifts every Deny in it: whoever may not change the policy may not drop it either.
+        _authorize(account, principal_arn, "DeleteBackupVaultAccessPolicy", record)
 
 
 def put_vault_lock(
@@ -136,34 +142,48 @@ def put_vault_lock(
 ) -> None:
     """Lock the vault, or change its lock (a new lock's cooling-off period starts now, as in AWS)."""
     record = account.catalog.get_vault(vault_name)
-    authorized = _authorize(account, principal_arn, "PutBackupVaultLockConfiguration", record)
     moment = clock()
     lock = VaultLock(min_retention_days, max_retention_days, changeable_for_days, moment)
-    existing = lock_of(record)
-    if existing:
-        _check_lock_change(existing, authorized, moment, f"change the lock of vault '{record.name}'")
+    check_lock_change(account, principal_arn, record, removing=False, now=moment)
     account.catalog.update_vault(record.name, lock=lock.as_dict())
+
+
+def check_lock_change(
+    account: Account, principal_arn: str, record: VaultRecord, *, removing: bool, now: datetime
+) -> None:
+    """Raise unless the principal may put (or, ``removing``, remove) the vault's lock now."""
+    action = "DeleteBackupVaultLockConfiguration" if removing else "PutBackupVaultLockConfiguration"
+    authorized = _authorize(account, principal_arn, action, record)
+    existing = lock_of(record)
+    if existing is None:
+        if removing:
+            raise NotFoundError(f"vault '{record.name}' has no lock")
+        return
+    what = f"{'remove' if removing else 'change'} the lock of vault '{record.name}'"
+    _check_lock_change(existing, authorized, now, what)
 
 
 def delete_vault_lock(account: Account, principal_arn: str, vault_name: str, *, clock: Clock = model.now) -> None:
     record = account.catalog.get_vault(vault_name)
-    authorized = _authorize(account, principal_arn, "DeleteBackupVaultLockConfiguration", record)
-    existing = lock_of(record)
-    if existing is None:
-        raise NotFoundError(f"vault '{record.name}' has no lock")
-    _check_lock_change(existing, authorized, clock(), f"remove the lock of vault '{record.name}'")
+    check_lock_change(account, principal_arn, record, removing=True, now=clock())
     account.catalog.update_vault(record.name, lock=None)
 
 
 def delete_vault(account: Account, principal_arn: str, vault_name: str, *, clock: Clock = model.now) -> None:
     """Delete an empty vault (no recovery point other than DELETED ones), as AWS's DeleteBackupVault."""
     record = account.catalog.get_vault(vault_name)
+    had_points = check_delete_vault(account, principal_arn, record, now=clock())
+    _forget_vault(account, record, had_points=had_points)
+
+
+def check_delete_vault(account: Account, principal_arn: str, record: VaultRecord, *, now: datetime) -> bool:
+    """Raise unless the principal may delete the vault now; True when it ever held recovery points."""
     authorized = _authorize(account, principal_arn, "DeleteBackupVault", record)
     if record.name == DEFAULT_VAULT:
         raise UsageError("the Default vault cannot be deleted", hint="Backups go there unless told otherwise")
     lock = lock_of(record)
     if lock:
-        _check_lock_change(lock, authorized, clock(), f"delete vault '{record.name}'")
+        _check_lock_change(lock, authorized, now, f"delete vault '{record.name}'")
     points = account.catalog.list_recovery_points(vault_name=record.name)
     remaining = [p for p in points if p.status != RecoveryPointStatus.DELETED]
     if remaining:
@@ -171,7 +191,7 @@ def delete_vault(account: Account, principal_arn: str, vault_name: str, *, clock
             f"vault '{record.name}' still holds {len(remaining)} recovery points",
             hint="Delete them first (as their retention and the vault lock allow); only an empty vault can go",
         )
-    _forget_vault(account, record, had_points=bool(points))
+    return bool(points)
 
 
 # Recovery points ----------------------------------------------------------------------------------
