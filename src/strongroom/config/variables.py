@@ -47,7 +47,7 @@ class VariableValues:
 
 
 class ValueTypeError(ValueError):
-    pass
+    """A variable's value does not have its declared type (turned into a ConfigError with file and line)."""
 
 
 def parse_assignment(pair: str) -> tuple[str, str]:
