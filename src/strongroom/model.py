@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,10 +20,11 @@ class JobState(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     ABORTED = "ABORTED"
+    EXPIRED = "EXPIRED"  # a scheduled job that did not start within its rule's start window
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.FAILED, JobState.ABORTED)
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.ABORTED, JobState.EXPIRED)
 
 
 class RecoveryPointStatus(StrEnum):
@@ -38,8 +41,34 @@ class JobType(StrEnum):
     COPY = "COPY"
 
 
-def now() -> datetime:
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+_clock: Clock = system_clock
+
+
+def now() -> datetime:
+    """The current time for every record the services write (jobs, recovery points, schedules).
+
+    The scheduler's tests drive it (``driven_clock``) to simulate weeks of schedules in seconds; only code
+    running in the same process can, so no command-line flag or environment variable moves it.
+    """
+    return _clock()
+
+
+@contextmanager
+def driven_clock(clock: Clock) -> Iterator[None]:
+    """Within the block, ``now()`` is ``clock()`` (one process; for simulations and tests)."""
+    global _clock
+    previous, _clock = _clock, clock
+    try:
+        yield
+    finally:
+        _clock = previous
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -182,6 +211,7 @@ class VaultRecord:
     access_policy: dict[str, Any] | None = None  # AWS-shaped policy document; None: the account's own only
     lock: dict[str, Any] | None = None  # policy.lock.VaultLock.as_dict(); None: unlocked
     managed: bool = False
+    notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"backup_vault_name": self.name, "backup_vault_arn": self.arn, "store_url": self.store_url,

@@ -96,4 +96,48 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX chunk_map_own ON chunk_map(vault_name, chunk_id);
     """,
+    # 3: backup plans run by the scheduler, and notifications
+    """
+    ALTER TABLE vaults ADD COLUMN notifications TEXT;
+    CREATE TABLE schedule_runs (
+        plan_name TEXT NOT NULL,
+        rule_name TEXT NOT NULL,
+        occurrence TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        job_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        start_window_ends TEXT NOT NULL,
+        completion_window_ends TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (plan_name, rule_name, occurrence, resource_id)
+    );
+    CREATE INDEX schedule_runs_state ON schedule_runs(state);
+    CREATE TABLE scheduler_cursor (
+        plan_name TEXT NOT NULL,
+        rule_name TEXT NOT NULL,
+        last_occurrence TEXT NOT NULL,
+        PRIMARY KEY (plan_name, rule_name)
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        vault_name TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX notifications_pending ON notifications(delivered_at, next_attempt_at);
+    """,
 ]

@@ -90,7 +90,7 @@ class Catalog:
         return [_vault(r) for r in self._db.execute("SELECT * FROM vaults ORDER BY name")]
 
     def update_vault(self, name: str, **fields: Any) -> None:
-        self._update("vaults", name, fields, json_columns=("access_policy", "lock"), key="name")
+        self._update("vaults", name, fields, json_columns=("access_policy", "lock", "notifications"), key="name")
 
     def remove_vault(self, name: str) -> None:
         """Forget a vault; the history of its DELETED recovery points goes with it (they refer to it)."""
@@ -332,6 +332,7 @@ def _vault(row: sqlite3.Row) -> VaultRecord:
         access_policy=json.loads(row["access_policy"]) if row["access_policy"] else None,
         lock=json.loads(row["lock"]) if row["lock"] else None,
         managed=bool(row["managed"]),
+        notifications=json.loads(row["notifications"]) if row["notifications"] else None,
     )
 
 
