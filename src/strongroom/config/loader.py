@@ -27,6 +27,7 @@ from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
 from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues, resolve_variables
 from strongroom.errors import StrongroomError
 from strongroom.model import now
+from strongroom.plans.schedule import parse_schedule
 from strongroom.policy.document import PolicyDocument, default_destination_policy
 from strongroom.policy.lock import VaultLock
 from strongroom.policy.principals import is_principal_arn
@@ -263,8 +264,9 @@ def _check_rule_retention(path: Path_, days: int | None, lock: LockConfig, check
 def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None:
     for index, rule in enumerate(plan.rules):
         where = checks.source.problem((*path, "rules", index), "")
-        if rule.schedule.startswith("rate("):
-            checks.warnings.append(f"{where}rate() is a Strongroom extension; AWS Backup accepts only cron()")
+        note = parse_schedule(rule.schedule, rule.schedule_expression_timezone).portability_note
+        if note:
+            checks.warnings.append(f"{where}{note}")
         if rule.enable_continuous_backup:
             checks.warnings.append(f"{where}enable_continuous_backup is accepted but not supported yet"
                                    " (no point-in-time recovery); snapshots are taken on the schedule")
