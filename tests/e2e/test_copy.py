@@ -202,15 +202,16 @@ def test_wrong_endpoints_are_one_clear_line(pair: Pair, tmp_path: Path) -> None:
 
 def test_a_changed_chunk_crosses_as_a_delta_against_what_the_destination_holds(pair: Pair) -> None:
     big = pair.tree / "f00.bin"
-    data = bytearray(big.read_bytes() * 5)  # 2 MB: a couple of chunks
+    data = bytearray(os.urandom(2_500_000))  # about two chunks of incompressible data
     big.write_bytes(bytes(data))
     copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
-    data[1_000_000:1_000_100] = os.urandom(100)  # a 100-byte change inside one chunk
+    data[1_200_000:1_200_100] = os.urandom(100)  # a 100-byte change inside one chunk
     big.write_bytes(bytes(data))
     second = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
     result = second["result"]
     assert result["delta_chunks_sent"] >= 1, result
-    assert result["bytes_on_wire"] < 50_000, result  # not the ~1 MB chunk, only its difference
+    assert result["delta_chunks_sent"] == result["chunks_sent"], result
+    assert result["bytes_on_wire"] < 200_000, result  # far from the >1 MB of incompressible chunks changed
     target = pair.tmp_path / "restored"
     copied = result["destination_recovery_point_arn"]
     pair.destination.run("restore", "start", "--recovery-point", copied, "--target", str(target), "--wait")

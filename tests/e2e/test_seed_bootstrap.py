@@ -4,6 +4,7 @@ the destination, the source account destroyed, and a restore from the destinatio
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,8 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
     # Step 4: the ARN goes into the source's var file.
     database = sample_database(pg_cluster, pg_databases("mavis", create=False), create=True)
     values = yaml.safe_load((EXAMPLES / "source" / "env" / "production.yaml").read_text())
-    values.update(destination_vault_arn=destination_vault, database_dsn=pg_cluster.dsn(database))
+    values.update(destination_vault_arn=destination_vault, database_dsn=pg_cluster.dsn(database),
+                  people_notification_url=f"log://{tmp_path}/people.jsonl", events_log=f"log://{tmp_path}/events.jsonl")
     var_file = tmp_path / "source-production.yaml"
     var_file.write_text(yaml.safe_dump(values))
 
@@ -64,6 +66,11 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
         expected = table_checksums(pg_cluster, database), schema_fingerprint(pg_cluster, database)
         source_api.stop()
         shutil.rmtree(source.home)
+
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {(e["event"], e["state"]) for e in events} >= {("BACKUP_JOB_COMPLETED", "COMPLETED"),
+                                                          ("COPY_JOB_SUCCESSFUL", "COMPLETED")}
+    assert not (tmp_path / "people.jsonl").exists()  # people hear only of what did not complete
 
     refused = destination.run("recovery-points", "delete", copied, ok=False)
     assert_one_line_error(refused, 8, "compliance")

@@ -38,13 +38,15 @@ class Server:
 
 
 @contextmanager
-def serving(cli: Cli, *extra: str) -> Iterator[Server]:
-    """Run ``strongroom serve`` for the account of ``cli`` until the block ends."""
+def serving(cli: Cli, *extra: str, scheduler: bool = False) -> Iterator[Server]:
+    """Run ``strongroom serve`` for the account of ``cli`` until the block ends (the API only, unless
+    ``scheduler``: a plan applied in the account must not fire during an unrelated test)."""
     port = free_port()
     log = cli.home.parent / f"serve-{port}.log"
     with open(log, "w") as sink:
         process = subprocess.Popen(
-            cli.command("serve", "--port", str(port), *extra), env=cli.env, stdin=subprocess.DEVNULL,
+            cli.command("serve", "--port", str(port), *extra, *(() if scheduler else ("--no-scheduler",))),
+            env=cli.env, stdin=subprocess.DEVNULL,
             stdout=sink, stderr=subprocess.STDOUT, text=True,
         )
     server = Server(cli, port, process, log, "https" if "--tls-cert" in extra else "http")

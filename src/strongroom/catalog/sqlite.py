@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,145 @@ class Catalog:
             db.executemany("DELETE FROM chunk_map WHERE vault_name = ? AND chunk_id = ?",
                            [(vault_name, c) for c in chunk_ids])
 
+    # Notification outbox (services/notifications.py) -------------------------------------------
+    # Times are UTC ISO strings of one fixed format, so they compare as text; ``sink`` holds the sealed URL.
+    def add_notifications(self, rows: list[dict[str, Any]]) -> list[int]:
+        columns = ("vault_name", "event", "payload", "sink", "next_attempt_at", "created_at")
+        ids = []
+        with self.transaction() as db:
+            for row in rows:
+                cursor = db.execute(
+                    f"INSERT INTO notifications ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                    (row["vault_name"], row["event"], json.dumps(row["payload"]), row["sink"],
+                     row["next_attempt_at"], row["created_at"]),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def due_notifications(
+        self, moment: str, max_attempts: int, *, ids: list[int] | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM notifications WHERE delivered_at IS NULL AND attempts < ? AND next_attempt_at <= ?"
+        args: list[Any] = [max_attempts, moment]
+        if ids is not None:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args += ids
+        return [_notification(r) for r in self._db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit])]
+
+    def claim_notification(self, row_id: int, seen_next_attempt_at: str, max_attempts: int, lease_until: str) -> bool:
+        """Take a row read as due for one delivery attempt, unless another sender changed it since (compare and
+        swap on ``next_attempt_at``, which moves to ``lease_until``): one sender per attempt."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE notifications SET next_attempt_at = ? WHERE id = ? AND delivered_at IS NULL"
+                " AND attempts < ? AND next_attempt_at = ?", (lease_until, row_id, max_attempts, seen_next_attempt_at))
+        return cursor.rowcount == 1
+
+    def finish_notification(self, row_id: int, *, attempts: int, next_attempt_at: str, delivered_at: str | None,
+                            last_error: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE notifications SET attempts = ?, next_attempt_at = ?, delivered_at = ?, last_error = ?"
+                " WHERE id = ?", (attempts, next_attempt_at, delivered_at, last_error, row_id))
+
+    def list_notifications(self, *, pending_only: bool = False, max_attempts: int = 0) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM notifications", []
+        if pending_only:
+            sql += " WHERE delivered_at IS NULL AND attempts < ?"
+            args.append(max_attempts)
+        return [_notification(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    # Scheduler: its lease, rule cursors and schedule runs (services/scheduler.py) ----------------
+    # A run is a dict keyed by (plan, rule, occurrence, resource); its ``details`` are JSON.
+    def acquire_lease(self, name: str, holder: str, moment: datetime, expires_at: datetime) -> dict[str, Any]:
+        """Take or renew lease ``name`` unless another holder's is still live; returns the lease as it now is."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row["holder"] != holder and datetime.fromisoformat(row["expires_at"]) > moment:
+                return dict(row)
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, holder, expires_at.isoformat()))
+        return {"name": name, "holder": holder, "expires_at": expires_at.isoformat()}
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def get_lease(self, name: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def scheduler_cursors(self, plan_name: str | None = None) -> dict[tuple[str, str], str]:
+        """(plan, rule) -> the instant up to which the rule's occurrences have been handled."""
+        sql, args = "SELECT * FROM scheduler_cursor", ()
+        if plan_name is not None:
+            sql, args = sql + " WHERE plan_name = ?", (plan_name,)
+        return {(r["plan_name"], r["rule_name"]): r["last_occurrence"] for r in self._db.execute(sql, args)}
+
+    def record_occurrences(
+        self, plan_name: str, expected: dict[str, str | None], until: str, runs: list[dict[str, Any]]
+    ) -> bool:
+        """Insert ``runs`` (existing keys are kept) and move the plan's rule cursors from ``expected`` to
+        ``until``, atomically; False, changing nothing, when a cursor is no longer what the caller read."""
+        with self.transaction() as db:
+            rows = db.execute("SELECT rule_name, last_occurrence FROM scheduler_cursor WHERE plan_name = ?",
+                              (plan_name,))
+            current = {r[0]: r[1] for r in rows}
+            if any(current.get(rule) != value for rule, value in expected.items()):
+                return False
+            db.executemany(
+                f"INSERT OR IGNORE INTO schedule_runs ({', '.join(RUN_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                [tuple(_json_or_null(run[c]) if c == "details" else run[c] for c in RUN_COLUMNS) for run in runs],
+            )
+            db.executemany("INSERT OR REPLACE INTO scheduler_cursor VALUES (?, ?, ?)",
+                           [(plan_name, rule, until) for rule in expected])
+        return True
+
+    def keep_scheduler_cursors(self, active: set[tuple[str, str]]) -> None:
+        """Forget the cursors of rules that are gone or disabled: they start from now when they come back."""
+        stale = [key for key in self.scheduler_cursors() if key not in active]
+        with self.transaction() as db:
+            db.executemany("DELETE FROM scheduler_cursor WHERE plan_name = ? AND rule_name = ?", stale)
+
+    def list_schedule_runs(
+        self, *, states: list[str] | None = None, plan_name: str | None = None, limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM schedule_runs WHERE 1=1", []
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += states
+        if plan_name is not None:
+            sql += " AND plan_name = ?"
+            args.append(plan_name)
+        order = " DESC" if newest_first else ""
+        sql += f" ORDER BY occurrence{order}, plan_name, rule_name, resource_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_schedule_run(r) for r in self._db.execute(sql, args)]
+
+    def get_schedule_run(self, key: tuple[str, str, str, str]) -> dict[str, Any]:
+        row = self._db.execute(f"SELECT * FROM schedule_runs WHERE {_RUN_WHERE}", key).fetchone()
+        if row is None:
+            raise NotFoundError(f"no schedule run {'/'.join(key)}")
+        return _schedule_run(row)
+
+    def update_schedule_run(
+        self, key: tuple[str, str, str, str], *, expected_state: str | None = None,
+        expected_attempts: int | None = None, **fields: Any,
+    ) -> bool:
+        """Set ``fields`` on one run, only while it is in ``expected_state`` (and ``expected_attempts``)."""
+        encoded = {k: (_json_or_null(v) if k == "details" else _plain(v)) for k, v in fields.items()}
+        sql = f"UPDATE schedule_runs SET {', '.join(f'{name} = ?' for name in encoded)} WHERE {_RUN_WHERE}"
+        args: list[Any] = [*encoded.values(), *key]
+        for column, value in (("state", expected_state), ("attempts", expected_attempts)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        with self.transaction() as db:
+            return db.execute(sql, args).rowcount == 1
+
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
@@ -360,6 +500,18 @@ def _job(row: sqlite3.Row) -> Job:
         result=json.loads(row["result"]),
     )
 
+
+def _notification(row: sqlite3.Row) -> dict[str, Any]:
+    return {**dict(row), "payload": json.loads(row["payload"])}
+
+
+RUN_COLUMNS = ("plan_name", "rule_name", "occurrence", "resource_id", "state", "job_id", "attempts", "next_attempt_at",
+               "start_window_ends", "completion_window_ends", "details", "created_at")
+_RUN_WHERE = "plan_name = ? AND rule_name = ? AND occurrence = ? AND resource_id = ?"
+
+
+def _schedule_run(row: sqlite3.Row) -> dict[str, Any]:
+    return {**dict(row), "details": json.loads(row["details"])}
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
     return RecoveryPoint(

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from strongroom.cli import (
     account_cmd,
@@ -16,8 +17,11 @@ from strongroom.cli import (
     credentials_cmd,
     jobs_cmd,
     lifecycle_cmd,
+    notifications_cmd,
+    plans_cmd,
     recovery_points_cmd,
     resources_cmd,
+    schedule_cmd,
     serve_cmd,
     vault_ops_cmd,
     verify_cmd,
@@ -53,18 +57,21 @@ jobs_cmd.register(app)
 verify_cmd.register(app)
 config_cmd.register(app)
 vault_ops_cmd.register(app)
+notifications_cmd.register(app)
 lifecycle_cmd.register(app)
 copy_cmd.register(app)
 accounts_cmd.register(app)
 credentials_cmd.register(app)
 serve_cmd.register(app)
+plans_cmd.register(app)
+schedule_cmd.register(app)
 
 
 def run() -> None:
     try:
         app(standalone_mode=False)
     except StrongroomError as exc:
-        error_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         error_console.print("[bold red]error:[/] interrupted")

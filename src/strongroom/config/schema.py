@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from strongroom.errors import UsageError
-from strongroom.model import Arn
+from strongroom.errors import ConfigError, UsageError
+from strongroom.model import Arn, JobState, RecoveryPointStatus
+from strongroom.plans.schedule import load_timezone, parse_schedule
 
 COLD_STORAGE_MINIMUM_DAYS = 90  # AWS keeps a recovery point in cold storage at least 90 days
 DEFAULT_COMPLETION_WINDOW = 7 * 24 * 60
@@ -67,14 +68,25 @@ def _parse_arn(value: str) -> Arn | None:
 
 
 def _schedule(value: str) -> str:
-    if not re.fullmatch(r"(cron|rate)\(.+\)", value.strip()):
-        raise ValueError(f"'{value}' is not a schedule: use cron(Minutes Hours Day-of-month Month Day-of-week Year)")
-    return value.strip()
+    """AWS cron(...) (or the rate(...) extension), parsed by plans.schedule: the reason names the field."""
+    try:
+        return parse_schedule(value).expression
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _timezone(value: str) -> str:
+    try:
+        load_timezone(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+    return value
 
 
 AccountId = Annotated[str, AfterValidator(_account_id)]
 VaultArn = Annotated[str, AfterValidator(_vault_arn)]
 Schedule = Annotated[str, AfterValidator(_schedule)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
 
 
 class Strict(BaseModel):
@@ -116,10 +128,51 @@ class LockConfig(Strict):
         return self.min_retention_days, self.max_retention_days, self.changeable_for_days
 
 
+# Vault notifications (services/notifications.py, docs/notifications.md) ------------------------------
+# AWS Backup's vault event names; the S3_* ones are accepted so the blueprint's list pastes unchanged
+# (Strongroom has no S3 resources, so they never fire).
+NOTIFICATION_EVENTS = (
+    "BACKUP_JOB_STARTED", "BACKUP_JOB_COMPLETED", "COPY_JOB_STARTED", "COPY_JOB_SUCCESSFUL", "COPY_JOB_FAILED",
+    "RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED", "RECOVERY_POINT_MODIFIED", "S3_BACKUP_OBJECT_FAILED",
+    "S3_RESTORE_OBJECT_FAILED",
+)
+# The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
+NOTIFICATION_STATES = tuple(dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus)]))
+
+
+def _choice(allowed: tuple[str, ...], what: str) -> AfterValidator:
+    def check(values: list[str]) -> list[str]:
+        unknown = [value for value in values if value not in allowed]
+        if unknown:
+            raise ValueError(f"unknown {what} {', '.join(unknown)}; known: {', '.join(allowed)}")
+        return sorted(set(values))
+
+    return AfterValidator(check)
+
+
+EventList = Annotated[list[str], _choice(NOTIFICATION_EVENTS, "event")]
+StateList = Annotated[list[str], _choice(NOTIFICATION_STATES, "state")]
+
+
+class NotificationSinkConfig(Strict):
+    url: str = Field(min_length=1)  # a secret: give it from a sensitive variable
+    events: EventList | None = None  # None: the vault's events
+    exclude_states: StateList | None = None  # None: the vault's exclude_states
+
+
+class NotificationsConfig(Strict):
+    """AWS PutBackupVaultNotifications: ``events`` (BackupVaultEvents), sinks instead of an SNS topic."""
+
+    events: Annotated[EventList, Field(min_length=1)]
+    exclude_states: StateList = []  # the blueprint's SNS filter {"State": [{"anything-but": ...}]}
+    sinks: Annotated[list[NotificationSinkConfig | str], Field(min_length=1)]
+
+
 class VaultConfig(Strict):
     # Either an AWS-shaped policy document or {"default_destination": {...}}; checked by the loader.
     access_policy: dict[str, Any] | None = None
     lock: LockConfig | None = None
+    notifications: NotificationsConfig | None = None
 
 
 class ResourceConfig(Strict):
@@ -167,6 +220,7 @@ class CopyActionToConfig(Strict):
 class RuleConfig(Strict):
     name: PlanName
     schedule: Schedule
+    schedule_expression_timezone: Timezone | None = None  # AWS's ScheduleExpressionTimezone; None: UTC
     target_vault_name: VaultName | None = None  # AWS's name; default: the config's only vault, else Default
     start_window: Annotated[int, Field(ge=MINIMUM_START_WINDOW)] = MINIMUM_START_WINDOW
     completion_window: Annotated[int, Field(ge=60)] = DEFAULT_COMPLETION_WINDOW

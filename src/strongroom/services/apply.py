@@ -45,7 +45,7 @@ from strongroom.config.variables import AccountIdentity
 from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError
 from strongroom.model import Resource, VaultRecord, iso
 from strongroom.policy.principals import root_arn
-from strongroom.services import vault_ops
+from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account, create_vault
 
 APPLY_LOCK = "apply.lock"
@@ -93,6 +93,7 @@ def make_plan(account: Account, loaded: LoadedConfig, *, clock: Clock = model.no
     current = current_state(account)
     moment = clock()
     changes = [_judged(account, change, current, moment) for change in compute_changes(loaded, current)]
+    changes += notifications.planned_changes(account, loaded)  # after the vaults they belong to
     return Plan(tuple(changes), loaded.warnings)
 
 
@@ -173,6 +174,8 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
         account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.backup_plans or None)
     elif change.kind == OUTPUT:
         account.catalog.set_outputs(loaded.outputs)
+    elif change.kind == notifications.CHANGE_KIND:
+        notifications.apply_change(account, loaded, change.name)
 
 
 def _execute_vault(account: Account, change: Change, root: str, clock: Clock) -> None:

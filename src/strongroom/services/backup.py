@@ -5,6 +5,7 @@ from __future__ import annotations
 from strongroom.adapters.base import BackupContext, ResourceSpec, get_adapter
 from strongroom.errors import StrongroomError
 from strongroom.model import Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, lock_path, running
@@ -40,7 +41,11 @@ def run_backup_job(
 ) -> Job:
     job = account.catalog.get_job(job_id)
     resource = account.catalog.get_resource(job.resource_id or "")
-    with running(account, job, lock) as temp_dir, hold_writer(account, job.vault_name or DEFAULT_VAULT):
+    with (
+        notifications.job_events(account, job.id),
+        running(account, job, lock) as temp_dir,
+        hold_writer(account, job.vault_name or DEFAULT_VAULT),
+    ):
         vault = account.vault(job.vault_name or DEFAULT_VAULT)
         rp = _new_recovery_point(account, job, resource.type)
         spec = ResourceSpec(resource.id, resource.type, resource.settings, resource.tags)

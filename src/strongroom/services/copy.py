@@ -16,7 +16,7 @@ import zstandard
 from strongroom.errors import RemoteError, StrongroomError, UsageError
 from strongroom.model import Arn, Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
 from strongroom.policy.principals import root_arn
-from strongroom.services import vault_ops
+from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.backup import _previous_reader
 from strongroom.services.copy_receive import CopyReceiver
@@ -93,7 +93,7 @@ def run_copy_job(
     account: Account, job_id: str, lock: JobLock | None = None, progress: ProgressCallback | None = None
 ) -> Job:
     job = account.catalog.get_job(job_id)
-    with running(account, job, lock):
+    with notifications.job_events(account, job.id), running(account, job, lock):
         if job.parameters["direction"] == "push":
             result = _push(account, job, progress)
         else:

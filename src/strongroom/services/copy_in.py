@@ -26,7 +26,7 @@ from strongroom.model import (
     now,
 )
 from strongroom.policy.principals import account_of
-from strongroom.services import vault_ops
+from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.backup import _previous_reader
 from strongroom.services.copy_receive import CopyReceiver
@@ -121,6 +121,7 @@ class CopySessions:
         resources.callback(lock.release)
         resources.callback(lambda: lock_path(account, job.id).unlink(missing_ok=True))
         account.catalog.add_job(job)
+        notifications.job_started(account, job.id)
         try:
             resources.enter_context(hold_writer(account, vault.name))
             rp = RecoveryPoint(
@@ -139,6 +140,7 @@ class CopySessions:
             receiver = CopyReceiver(account, vault.name, request.source_vault_id, rp.id, created, base)
         except BaseException as exc:
             fail_job(account, account.catalog.get_job(job.id), _message(exc))
+            notifications.job_finished(account, job.id)
             resources.close()
             raise
         return IncomingCopy(job, rp, request, receiver, resources, principal_arn)
@@ -176,6 +178,7 @@ class CopySessions:
                            bytes_processed=stats["plaintext_bytes_received"],
                            result={"destination_recovery_point_arn": session.rp.arn, **stats})
         self._close(session_id)
+        notifications.job_finished(self.account, session.job.id)
         return {"copy_job_id": session.job.id, "recovery_point_arn": session.rp.arn, **stats}
 
     def abort(self, principal_arn: str, session_id: str, reason: str) -> None:
@@ -195,6 +198,7 @@ class CopySessions:
     def _fail(self, session: IncomingCopy, message: str) -> None:
         fail_job(self.account, self.account.catalog.get_job(session.job.id), message)
         self._close(session.job.id)
+        notifications.job_finished(self.account, session.job.id)
 
     def _close(self, session_id: str) -> None:
         session = self.incoming.pop(session_id, None)

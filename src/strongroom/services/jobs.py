@@ -9,6 +9,7 @@ from pathlib import Path
 
 from strongroom.errors import StrongroomError
 from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, now
+from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.joblock import JobLock, is_held
 from strongroom.vault.vault import manifest_key
@@ -28,6 +29,7 @@ def recover_dead_jobs(account: Account) -> list[str]:
         if is_held(path):
             continue
         fail_job(account, job, DEAD_JOB_MESSAGE)
+        notifications.job_finished(account, job.id)  # the dead process could not say it failed
         path.unlink(missing_ok=True)
         shutil.rmtree(job_temp_dir(account, job.id), ignore_errors=True)
         recovered.append(job.id)

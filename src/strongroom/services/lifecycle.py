@@ -16,6 +16,7 @@ from typing import Any
 from strongroom import model
 from strongroom.errors import IntegrityError, StorageError, UsageError
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
+from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.writers import active_writers, exclusive_writers_lock
 from strongroom.vault import gc
@@ -38,6 +39,7 @@ def remove_recovery_point(account: Account, rp: RecoveryPoint, reason: str) -> N
                          hint="Wait for its job to finish, then remove it")
     account.vault(rp.vault_name).store.delete(manifest_key(rp.id))
     account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.DELETED, status_message=reason)
+    notifications.recovery_point_modified(account, rp.id, reason)
 
 
 def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: str | None = None) -> dict[str, Any]:
@@ -131,6 +133,7 @@ def _expire(account: Account, rp: RecoveryPoint, expired: list[str], failed: dic
         # EXPIRED: retention is over but the point could not be removed; the next sweep tries again.
         message = f"expired; removal failed: {exc.one_line()}"
         account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.EXPIRED, status_message=message)
+        notifications.recovery_point_modified(account, rp.id, message)
         failed[rp.arn] = message
 
 

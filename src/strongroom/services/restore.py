@@ -8,7 +8,7 @@ from strongroom.adapters.base import RestoreContext, RestoreRequest, get_adapter
 from strongroom.errors import UsageError
 from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, new_id, now
 from strongroom.policy.principals import root_arn
-from strongroom.services import vault_ops
+from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, lock_path, running
@@ -58,7 +58,7 @@ def run_restore_job(
         allow_non_empty=bool(params.get("allow_non_empty")),
         options=params.get("options") or {},
     )
-    with running(account, job, lock) as temp_dir:
+    with notifications.job_events(account, job.id), running(account, job, lock) as temp_dir:
         vault = account.vault(rp.vault_name)
         manifest = load_manifest(vault, rp.id)
         with RecoveryPointReader(vault, manifest) as reader:

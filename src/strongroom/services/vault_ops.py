@@ -19,6 +19,7 @@ from strongroom.errors import NotFoundError, UsageError, VaultLockedError
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
 from strongroom.policy.document import AccessRequest, PolicyDocument, authorize, explicitly_allows
 from strongroom.policy.lock import GOVERNANCE, VaultLock
+from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.lifecycle import remove_recovery_point
 from strongroom.store.base import open_store
@@ -240,6 +241,7 @@ def update_recovery_point_lifecycle(
     account.catalog.update_recovery_point(
         rp.id, delete_after_days=delete_after_days, delete_at=delete_at(rp.creation_date, delete_after_days)
     )
+    notifications.recovery_point_modified(account, rp.id, f"retention set to {_days(delete_after_days)}")
     return account.catalog.get_recovery_point(rp.id)
 
 
