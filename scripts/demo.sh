@@ -2,8 +2,9 @@
 # Strongroom on its embedded defaults, end to end, on this machine, in the seed's shape:
 # a throwaway PostgreSQL cluster with sample data; two accounts in .demo/ (source and destination),
 # bootstrapped in the seed's order from examples/mavis/; the destination serves its API on loopback;
-# backups in the source, copies into the destination (the second one incremental), then a restore
-# FROM THE DESTINATION into a NEW database, row checksums compared, and verify --read-data in both.
+# the source's daemon runs the example backup plan (every minute for the demo): a scheduled backup and
+# its copy, events to a log file; then a backup and an incremental copy by hand after a change, a
+# restore FROM THE DESTINATION into a NEW database, row checksums compared, verify --read-data in both.
 # Installs what it needs first. Leaves both accounts in .demo/ to explore; stops the cluster and server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ ROOT="$PWD"
 DEMO="$ROOT/.demo"
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 export STRONGROOM_PASSPHRASE="${STRONGROOM_PASSPHRASE:-demo passphrase, change me}"
+export COLUMNS="${COLUMNS:-150}"   # wide tables also when the output is piped
 SOURCE="$DEMO/source"
 DESTINATION="$DEMO/destination"
 src() { "$ROOT/.venv/bin/strongroom" --home "$SOURCE" "$@"; }
@@ -26,11 +28,14 @@ PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 PGWORK="$(mktemp -d /tmp/strongroom-demo-pg.XXXXXX)"
 PORT="$(free_port)"
 API_PORT="$(free_port)"
+SOURCE_API_PORT="$(free_port)"
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" -eq 0 ] && chown postgres "$PGWORK"
 
 SERVER_PID=""
+DAEMON_PID=""
 cleanup() {
+  [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null || true
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$PGWORK/data" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$PGWORK"
@@ -86,10 +91,14 @@ say "Step 4: put that ARN (and the database) into the source's var file"
 sed -e "s|^destination_vault_arn:.*|destination_vault_arn: $DESTINATION_VAULT|" \
     -e "s|^database_dsn:.*|database_dsn: postgresql://postgres@127.0.0.1:$PORT/clinic|" \
     examples/mavis/source/env/production.yaml > "$DEMO/source-production.yaml"
+{ echo "# Demo only: every minute instead of 07:00 and 19:00, and events to files in .demo/"
+  echo "backup_schedule: cron(* * * * ? *)"
+  echo "people_notification_url: log://$DEMO/people-notifications.jsonl"
+  echo "events_log: log://$DEMO/events.jsonl"; } >> "$DEMO/source-production.yaml"
 cat "$DEMO/source-production.yaml"
 
 say "The destination serves its API on 127.0.0.1:$API_PORT; it issues the source a credential"
-dst serve --port "$API_PORT" > "$DEMO/destination-serve.log" 2>&1 &
+"$ROOT/.venv/bin/strongroom" --home "$DESTINATION" serve --port "$API_PORT" > "$DEMO/destination-serve.log" 2>&1 &
 SERVER_PID=$!
 CREDENTIAL="$(dst credentials create --principal source-copier --account-id "$SOURCE_ID" --json)"
 KEY_ID="$(echo "$CREDENTIAL" | json_field '["access_key_id"]')"
@@ -101,12 +110,29 @@ say "Step 5: apply the source's configuration (vault, the tagged database, desti
 src apply -f examples/mavis/source/source.yaml --var-file "$DEMO/source-production.yaml" --auto-approve
 src resources list
 
-say "A backup in the source (kept 60 days) and its copy in the destination"
-src backup start --resource mavis-db --vault mavis-production --delete-after 60 --wait
-FIRST="$(src recovery-points list --resource mavis-db --json | json_field '["recovery_points"][-1]["recovery_point_arn"]')"
-src copy start --recovery-point "$FIRST" --wait
+src plans describe mavis-postgres
 
-say "The app writes 500 rows; the next backup and copy carry only what changed"
+say "The source's daemon (strongroom serve: scheduler + API) runs the plan: a backup, then its copy"
+"$ROOT/.venv/bin/strongroom" --home "$SOURCE" serve --port "$SOURCE_API_PORT" --poll-seconds 5 \
+    > "$DEMO/source-serve.log" 2>&1 &
+DAEMON_PID=$!
+echo "waiting for the next minute's scheduled backup and its copy to the destination ..."
+completed() { src jobs list --json | python3 -c 'import json,sys
+print(sum(j["state"] == "COMPLETED" for j in json.load(sys.stdin)["jobs"] if j["job_type"] in ("BACKUP", "COPY")))'; }
+for _ in $(seq 90); do [ "$(completed)" -ge 2 ] && break; sleep 2; done
+[ "$(completed)" -ge 2 ] || { echo "demo: no scheduled backup and copy; see $DEMO/source-serve.log" >&2; exit 1; }
+kill "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=""
+src jobs list
+src plans runs
+echo "events the scheduled jobs sent to log://$DEMO/events.jsonl:"
+python3 - "$DEMO/events.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    print(f"  {e['event']:<24} {e.get('state') or '':<10} {e.get('resource_id') or ''} {e.get('rule_name') or ''}")
+PY
+
+say "The app writes 500 rows; a backup and a copy by hand carry only what changed"
 "${PSQL[@]}" -d clinic -c "INSERT INTO vaccinations (patient_id, vaccine, given_at, dose)
                            SELECT g, 'flu', now(), 0.5 FROM generate_series(1, 500) g"
 AFTER_CHANGE="$(checksum clinic)"
