@@ -140,4 +140,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX notifications_pending ON notifications(delivered_at, next_attempt_at);
     """,
+    # 4: the account's secret store (values sealed with the account key; the previous version is kept)
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        sealed_value TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        previous_sealed_value TEXT,
+        previous_version INTEGER
+    );
+    """,
 ]

@@ -451,6 +451,35 @@ class Catalog:
         with self.transaction() as db:
             return db.execute(sql, args).rowcount == 1
 
+    # Secrets (services/secrets.py): values arrive sealed with the account key, never in plaintext ----
+    def get_secret_row(self, name: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM secrets WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def list_secret_rows(self) -> list[dict[str, Any]]:
+        """Names, versions and dates; the sealed values are not even read."""
+        sql = "SELECT name, version, previous_version, created_at, updated_at FROM secrets ORDER BY name"
+        return [dict(r) for r in self._db.execute(sql)]
+
+    def write_secret(self, name: str, sealed_value: str, version: int, moment: str) -> bool:
+        """Store version ``version`` (1: a new secret), the current one becoming the previous; False, changing
+        nothing, when the secret is no longer at ``version - 1`` (another writer came first)."""
+        with self.transaction() as db:
+            if version == 1:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO secrets (name, sealed_value, version, created_at, updated_at)"
+                    " VALUES (?, ?, 1, ?, ?)", (name, sealed_value, moment, moment))
+            else:
+                cursor = db.execute(
+                    "UPDATE secrets SET previous_sealed_value = sealed_value, previous_version = version,"
+                    " sealed_value = ?, version = ?, updated_at = ? WHERE name = ? AND version = ?",
+                    (sealed_value, version, moment, name, version - 1))
+        return cursor.rowcount == 1
+
+    def delete_secret(self, name: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 1
+
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]

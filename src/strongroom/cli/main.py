@@ -22,6 +22,7 @@ from strongroom.cli import (
     recovery_points_cmd,
     resources_cmd,
     schedule_cmd,
+    secrets_cmd,
     serve_cmd,
     vault_ops_cmd,
     verify_cmd,
@@ -65,6 +66,7 @@ credentials_cmd.register(app)
 serve_cmd.register(app)
 plans_cmd.register(app)
 schedule_cmd.register(app)
+secrets_cmd.register(app)
 
 
 def run() -> None:
