@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,13 @@ from strongroom.services.resources import add_resource
 from strongroom.services.scheduler import Scheduler, list_runs
 from tests.support.accounts import account_id, issue_credential, register, serving
 from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error
+from tests.support.clock import ManualClock
 from tests.support.vaults import FAST_SCRYPT
 
 START = datetime(2031, 6, 1, 0, 30, tzinfo=UTC)
 
 
-@dataclass
-class Clock:
-    moment: datetime
-
-    def __call__(self) -> datetime:
-        return self.moment
-
+class Clock(ManualClock):
     def at(self, hhmm: str) -> datetime:
         self.moment = START.replace(hour=int(hhmm[:2]), minute=int(hhmm[3:]))
         return self.moment

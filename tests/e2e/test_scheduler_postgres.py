@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from strongroom.services.apply import apply_config
 from strongroom.services.runners import SpawningRunner, job_alive
 from strongroom.services.scheduler import Run, Scheduler, list_runs, start_daemon
 from tests.support.cli import PASSPHRASE
+from tests.support.clock import ManualClock
 from tests.support.pgcluster import PgCluster
 from tests.support.vaults import FAST_SCRYPT
 
@@ -33,23 +33,15 @@ pytestmark = pytest.mark.postgres
 DAY = datetime(2031, 9, 1, tzinfo=UTC)
 
 
-@dataclass
-class Clock:
-    moment: datetime
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
 @pytest.fixture
-def clock() -> Iterator[Clock]:
-    driven = Clock(DAY)
+def clock() -> Iterator[ManualClock]:
+    driven = ManualClock(DAY)
     with model.driven_clock(driven):
         yield driven
 
 
 @pytest.fixture
-def account(tmp_path: Path, clock: Clock, pg_cluster: PgCluster, pg_database: str) -> Iterator[Account]:
+def account(tmp_path: Path, clock: ManualClock, pg_cluster: PgCluster, pg_database: str) -> Iterator[Account]:
     pg_cluster.execute("CREATE TABLE visits (id serial PRIMARY KEY, patient text)", dbname=pg_database)
     pg_cluster.execute("INSERT INTO visits (patient) SELECT 'p' || i FROM generate_series(1, 50) i",
                        dbname=pg_database)
@@ -79,7 +71,7 @@ def table_locked(cluster: PgCluster, dbname: str) -> Iterator[None]:
         conn.rollback()
 
 
-def at(clock: Clock, hhmm: str, day: int = 0) -> None:
+def at(clock: ManualClock, hhmm: str, day: int = 0) -> None:
     clock.moment = DAY.replace(day=DAY.day + day, hour=int(hhmm[:2]), minute=int(hhmm[3:]))
 
 
@@ -112,7 +104,7 @@ def process_group_gone(pid: int) -> bool:
 
 
 def test_a_hung_job_blocks_the_queue_whose_runs_expire_and_is_aborted_at_its_completion_window(
-    account: Account, clock: Clock, pg_cluster: PgCluster, pg_database: str
+    account: Account, clock: ManualClock, pg_cluster: PgCluster, pg_database: str
 ) -> None:
     scheduler = Scheduler(account, runner=SpawningRunner(max_jobs=1))
     at(clock, "00:30")
@@ -152,7 +144,7 @@ def test_a_hung_job_blocks_the_queue_whose_runs_expire_and_is_aborted_at_its_com
 
 
 def test_a_stopped_daemon_waits_for_its_running_jobs_then_aborts_them_and_releases_its_lease(
-    account: Account, clock: Clock, pg_cluster: PgCluster, pg_database: str
+    account: Account, clock: ManualClock, pg_cluster: PgCluster, pg_database: str
 ) -> None:
     at(clock, "00:30")
     first = Scheduler(account)  # a first daemon ran at 00:30 and stopped

@@ -34,6 +34,7 @@ from strongroom.services.apply import apply_config
 from strongroom.services.scheduler import Scheduler, list_runs
 from tests.support.accounts import Server, account_id, issue_credential, register, serving
 from tests.support.cli import PASSPHRASE, Cli
+from tests.support.clock import ManualClock
 from tests.support.pgcluster import PgCluster
 from tests.support.vaults import FAST_SCRYPT
 
@@ -50,18 +51,10 @@ CRASH_AFTER_EVENING = 45  # killed after its 19:00 tick; the next one starts the
 
 
 @dataclass
-class Clock:
-    moment: datetime
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
-@dataclass
 class Simulation:
     source: Account
     destination: Cli
-    clock: Clock
+    clock: ManualClock
     start: datetime
     add_data: Callable[[int], None]
     disable_plan: Callable[[], None]
@@ -148,7 +141,7 @@ def test_sixty_days_of_the_seeds_production_plan_with_copies_and_retention_in_bo
     tmp_path: Path, pg_cluster: PgCluster, pg_databases: Callable[..., str]
 ) -> None:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    clock = Clock(today + timedelta(days=30))
+    clock = ManualClock(today + timedelta(days=30))
     database = pg_databases("mavis")
     pg_cluster.execute("CREATE TABLE vaccinations (id serial PRIMARY KEY, patient text, given_on int)",
                        dbname=database)

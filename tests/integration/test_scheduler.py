@@ -22,23 +22,16 @@ from strongroom.services.apply import apply_config
 from strongroom.services.resources import add_resource
 from strongroom.services.scheduler import Run, Scheduler, describe_plans, list_runs
 from tests.support.cli import PASSPHRASE, Cli
+from tests.support.clock import ManualClock
 from tests.support.vaults import FAST_SCRYPT
 
 START = datetime(2031, 12, 30, 0, 30, tzinfo=UTC)
 
 
 @dataclass
-class Clock:
-    moment: datetime
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
-@dataclass
 class Setup:
     account: Account
-    clock: Clock
+    clock: ManualClock
     tmp_path: Path
 
     def at(self, text: str) -> datetime:
@@ -74,7 +67,7 @@ class Setup:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    clock = Clock(START)
+    clock = ManualClock(START)
     with model.driven_clock(clock):
         account = init_account(tmp_path / "home", PASSPHRASE, scrypt_params=FAST_SCRYPT)
         try:

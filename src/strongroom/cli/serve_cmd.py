@@ -90,8 +90,10 @@ def _serve_api(account: Account, host: str, port: int, tls_cert: Path | None, tl
 
 
 def _wait(stop: threading.Event, daemon: threading.Thread | None) -> None:
-    while daemon is not None and daemon.is_alive() and not stop.wait(0.5):
-        pass
+    """Block until ``stop`` is set or the scheduler thread ends, looking twice a second."""
+    while daemon is not None and daemon.is_alive():
+        if stop.wait(0.5):
+            return
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -58,7 +58,7 @@ class InProcessRunner:
         return None
 
     def reap(self, wait: float = 0) -> None:
-        pass
+        """Nothing to reap: ``start`` ran the job to its end."""
 
 
 class SpawningRunner:
