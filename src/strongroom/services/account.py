@@ -25,6 +25,7 @@ from pathlib import Path
 from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
 from strongroom.model import Arn, VaultRecord, iso, now
+from strongroom.services.files import write_durably
 from strongroom.store.base import open_store
 from strongroom.store.local import LocalStore
 from strongroom.vault import Vault
@@ -96,7 +97,7 @@ def init_account(
     create_vault(account, DEFAULT_VAULT, chunker=chunker, scrypt_params=scrypt_params)
     identity = {"format": ACCOUNT_FORMAT, "account_id": account_id, "region": region, "created_at": iso(now())}
     # account.json is written last: a home without it is an unfinished init and may be removed.
-    _write_atomically(home / "account.json", json.dumps(identity, indent=2).encode())
+    write_durably(home / "account.json", json.dumps(identity, indent=2).encode(), mode=0o644)
     return account
 
 
@@ -130,12 +131,3 @@ def open_account(home: Path, passphrase: PassphraseSource) -> Account:
         raise AccountError(f"{identity_path} has an unknown format", hint="Upgrade Strongroom")
     catalog = Catalog(home / "catalog.db")
     return Account(home, identity["account_id"], identity["region"], catalog, passphrase)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -28,6 +28,7 @@ from strongroom.errors import AuthenticationError, IntegrityError, NotFoundError
 from strongroom.model import iso, now
 from strongroom.policy.principals import account_of, user_arn
 from strongroom.services.account import Account
+from strongroom.services.files import write_durably
 from strongroom.transport import signing
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
 
@@ -48,16 +49,8 @@ def account_keys(account: Account) -> KeySet:
     path = account.home / "keys" / "account.key"
     if not path.exists():
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        keyset = KeySet.generate()
-        temp = path.with_suffix(".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(wrap_keyset(keyset, account.passphrase()))
-            handle.flush()
-            os.fsync(handle.fileno())
         with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
-            os.link(temp, path)
-        temp.unlink(missing_ok=True)
+            write_durably(path, wrap_keyset(KeySet.generate(), account.passphrase()), replace=False)
     return _unwrap_cached(path, account.passphrase())
 
 

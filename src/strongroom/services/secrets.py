@@ -10,9 +10,7 @@ carries a value: only names, versions and field names.
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets as token
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from strongroom.errors import AlreadyExistsError, ConfigError, IntegrityError, N
 from strongroom.model import iso, now
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys, open_secret, seal_secret
+from strongroom.services.files import write_durably
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 NAME_RULE = "secret names are 1 to 512 letters, digits and /_+=.@- (like AWS Secrets Manager names)"
@@ -182,33 +181,7 @@ def _not_found(name: str) -> NotFoundError:
 
 
 def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
-    temp = path.with_name(f".{path.name}.{token.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish(temp, path, replace=replace)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _publish(temp: Path, path: Path, *, replace: bool) -> None:
-    if replace:
-        os.replace(temp, path)
-        return
-    try:
-        os.link(temp, path)  # fails if anything (even a dangling symlink) took the name meanwhile
+        write_durably(path, data, mode=0o600, replace=replace)
     except FileExistsError:
         raise AlreadyExistsError(f"{path} already exists", hint="Pass --force to replace it") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

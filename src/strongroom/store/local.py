@@ -69,7 +69,7 @@ class LocalStore(ObjectStore):
             else:
                 os.replace(tmp, path)
             if sync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             return True
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -145,7 +145,7 @@ def _load_syncfs():  # type: ignore[no-untyped-def]
 _libc_syncfs = _load_syncfs()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
