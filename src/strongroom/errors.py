@@ -147,6 +147,21 @@ class RemoteError(StrongroomError):
     exit_code = 9
 
 
+class HookFailedError(StrongroomError):
+    """A command or webhook a runbook step runs did not succeed."""
+
+    code = "HOOK_FAILED"
+    exit_code = 10
+
+
+class NoRecoveryPointError(NotFoundError):
+    code = "NO_RECOVERY_POINT"
+
+
+class IdentifierInUseError(TargetError):
+    code = "IDENTIFIER_IN_USE"
+
+
 ERRORS_BY_CODE: dict[str, type[StrongroomError]] = {}
 
 

@@ -83,6 +83,15 @@ class ResourceAdapter(ABC):
     def restore(self, metadata: dict[str, Any], ctx: RestoreContext, request: RestoreRequest) -> RestoreResult:
         """Recreate the resource from ``ctx.reader`` as something new described by ``request``."""
 
+    def restore_target_in_use(self, request: RestoreRequest, home: Path) -> str | None:
+        """Why ``request``'s target cannot be created now (one line), or None when it is free."""
+        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook",
+                          hint="runbooks restore postgres and postgres-cluster recovery points")
+
+    def discard_restore(self, request: RestoreRequest, home: Path, details: dict[str, Any]) -> list[str]:
+        """Remove what a restore to ``request`` made (a retried or rehearsed restore); what was removed."""
+        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook")
+
 
 _registry: dict[str, type[ResourceAdapter]] = {}
 

@@ -136,6 +136,19 @@ class PostgresAdapter(ResourceAdapter):
         }
         return RestoreResult(target=target.text, details=details)
 
+    def restore_target_in_use(self, request: RestoreRequest, home: Path) -> str | None:
+        target = restore_target(request.target)
+        with connect(target, {}, TargetError, dbname="postgres") as conn:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.dbname,)).fetchone()
+        return f"database {target.dbname} already exists on {target.where()}" if row else None
+
+    def discard_restore(self, request: RestoreRequest, home: Path, details: dict[str, Any]) -> list[str]:
+        target = restore_target(request.target)
+        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname or ""))
+        with connect(target, {}, TargetError, dbname="postgres") as conn:
+            conn.execute(statement)
+        return [f"dropped database {target.dbname} on {target.where()}"]
+
 
 def server_info(dsn: PgDsn, environment: Mapping[str, str]) -> dict[str, Any]:
     """What the manifest records about the source (and what a restore needs to create the database)."""

@@ -131,6 +131,35 @@ class PostgresClusterAdapter(ResourceAdapter):
             raise
         return RestoreResult(target=plan.name, details=plan.details())
 
+    def restore_target_in_use(self, request: RestoreRequest, home: Path) -> str | None:
+        name = request.target_identifier or ""
+        data_dir = data_directory(request, home)
+        if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+            return f"cluster identifier {name} is already in use at {data_dir}"
+        if request.port and not port_is_free(request.port):
+            return f"port {request.port} on 127.0.0.1 is already in use"
+        return None
+
+    def discard_restore(self, request: RestoreRequest, home: Path, details: dict[str, Any]) -> list[str]:
+        """Stop the restored cluster if it runs; remove its data directory, log and socket directory."""
+        name, data_dir = request.target_identifier or "", data_directory(request, home)
+        removed = []
+        if (data_dir / "postmaster.pid").exists():
+            env = tool_environment({})
+            major = details.get("server_major")
+            pg_ctl = find_tool("pg_ctl", env, major=int(major) if major else None)
+            user = server_user(request.options.get("os_user"))
+            run_tool([pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"], env=env, user=user, cwd=Path("/"))
+            removed.append(f"stopped cluster {name}")
+        if data_dir.exists():
+            shutil.rmtree(data_dir, ignore_errors=True)
+            removed.append(f"removed {data_dir}")
+        (data_dir.parent / f"{name}.log").unlink(missing_ok=True)
+        sockets = socket_directory(data_dir, name)
+        if sockets != Path("/tmp"):
+            shutil.rmtree(sockets, ignore_errors=True)
+        return removed
+
 
 # Backup helpers ---------------------------------------------------------------------------------
 
@@ -309,7 +338,7 @@ def plan_restore(metadata: dict[str, Any], ctx: RestoreContext, request: Restore
             f"a new cluster identifier is required (got {name!r})" if name else "a new cluster identifier is required",
             hint="give a name of lowercase letters, digits, '-' and '_', e.g. --target-identifier mavis-restored",
         )
-    data_dir = Path(request.target).expanduser().absolute() if request.target else ctx.home / "clusters" / name
+    data_dir = data_directory(request, ctx.home)
     was_empty = check_directory(name, data_dir, request.allow_non_empty)
     user = server_user(request.options.get("os_user"))
     if user is not None and not user.can_traverse(data_dir.parent):
@@ -325,6 +354,12 @@ def plan_restore(metadata: dict[str, Any], ctx: RestoreContext, request: Restore
         name, data_dir, port, socket_directory(data_dir, name), data_dir.parent / f"{name}.log",
         user, pg_ctl, env, str(metadata.get("user") or "postgres"), was_empty, port_picked=not request.port,
     )  # fmt: skip
+
+
+def data_directory(request: RestoreRequest, home: Path) -> Path:
+    if request.target:
+        return Path(request.target).expanduser().absolute()
+    return home / "clusters" / (request.target_identifier or "")
 
 
 def check_directory(name: str, data_dir: Path, allow_non_empty: bool) -> bool:

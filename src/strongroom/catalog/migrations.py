@@ -152,4 +152,36 @@ MIGRATIONS: list[str] = [
         previous_version INTEGER
     );
     """,
+    # 5: disaster-recovery runs and the state of each of their steps (services/dr)
+    """
+    CREATE TABLE dr_runs (
+        id TEXT PRIMARY KEY,
+        runbook_name TEXT NOT NULL,
+        runbook TEXT NOT NULL,
+        rehearsal INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        incident_time TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        completed_at TEXT,
+        error TEXT,
+        report TEXT
+    );
+    CREATE TABLE dr_steps (
+        run_id TEXT NOT NULL REFERENCES dr_runs(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT,
+        completed_at TEXT,
+        duration_seconds REAL,
+        outputs TEXT,
+        checkpoint TEXT,
+        changes TEXT,
+        error TEXT,
+        PRIMARY KEY (run_id, position)
+    );
+    """,
 ]

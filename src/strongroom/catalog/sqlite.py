@@ -481,6 +481,56 @@ class Catalog:
             return db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 1
 
 
+    # Disaster-recovery runs (services/dr) ------------------------------------------------------
+    def add_dr_run(self, run: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO dr_runs (id, runbook_name, runbook, rehearsal, state, incident_time, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run["id"], run["runbook_name"], json.dumps(run["runbook"]), int(run["rehearsal"]), run["state"],
+                 run["incident_time"], run["created_at"], run["created_at"]),
+            )
+            db.executemany(
+                "INSERT INTO dr_steps (run_id, position, name, type, state) VALUES (?, ?, ?, ?, ?)",
+                [(run["id"], step["position"], step["name"], step["type"], step["state"]) for step in steps],
+            )
+
+    def get_dr_run(self, run_id: str) -> dict[str, Any]:
+        row = self._db.execute("SELECT * FROM dr_runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"unknown disaster-recovery run '{run_id}'",
+                                hint="List the runs with 'strongroom dr list'")
+        return _decoded(row, ("runbook", "report"))
+
+    def list_dr_runs(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM dr_runs ORDER BY created_at")
+        return [_decoded(row, ("runbook", "report")) for row in rows]
+
+    def update_dr_run(self, run_id: str, **fields: Any) -> None:
+        self._update("dr_runs", run_id, fields, json_columns=("runbook", "report"))
+
+    def list_dr_steps(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM dr_steps WHERE run_id = ? ORDER BY position", (run_id,))
+        return [_decoded(row, _DR_STEP_JSON) for row in rows]
+
+    def update_dr_step(self, run_id: str, position: int, **fields: Any) -> None:
+        encoded = {k: (_json_or_null(v) if k in _DR_STEP_JSON else _plain(v)) for k, v in fields.items()}
+        assignments = ", ".join(f"{name} = ?" for name in encoded)
+        with self.transaction() as db:
+            db.execute(f"UPDATE dr_steps SET {assignments} WHERE run_id = ? AND position = ?",
+                       (*encoded.values(), run_id, position))
+
+
+_DR_STEP_JSON = ("outputs", "checkpoint", "changes")
+
+
+def _decoded(row: sqlite3.Row, json_columns: tuple[str, ...]) -> dict[str, Any]:
+    data = dict(row)
+    for column in json_columns:
+        data[column] = json.loads(data[column]) if data.get(column) else None
+    return data
+
+
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 

@@ -15,6 +15,7 @@ from strongroom.cli import (
     config_cmd,
     copy_cmd,
     credentials_cmd,
+    dr_cmd,
     jobs_cmd,
     lifecycle_cmd,
     notifications_cmd,
@@ -67,6 +68,7 @@ serve_cmd.register(app)
 plans_cmd.register(app)
 schedule_cmd.register(app)
 secrets_cmd.register(app)
+dr_cmd.register(app)
 
 
 def run() -> None:

@@ -244,7 +244,8 @@ def default_destination_policy(
     if source_account_ids:
         statements.append(_policy_statement(
             "AllowSourceAccountCopyIn", "Allow", {"AWS": [root_arn(a) for a in source_account_ids]},
-            ["CopyIntoBackupVault", "GetRecoveryPoint", "DescribeBackupVault", "CopyFromBackupVault"]))
+            ["CopyIntoBackupVault", "GetRecoveryPoint", "DescribeBackupVault", "CopyFromBackupVault",
+             "ListRecoveryPointsByBackupVault"]))
     if admin_principal_arns:
         statements.append(_policy_statement("AllowNamedAdministrators", "Allow", {"AWS": admin_principal_arns}, ["*"]))
     protected = ["DeleteRecoveryPoint", "UpdateRecoveryPointLifecycle", "PutBackupVaultAccessPolicy",

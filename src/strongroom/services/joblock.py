@@ -25,6 +25,18 @@ class JobLock:
         return cls(fd)
 
     @classmethod
+    def try_acquire(cls, path: Path) -> JobLock | None:
+        """The lock, or None at once when a live process holds it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    @classmethod
     def inherited(cls) -> JobLock | None:
         """The lock a parent process handed down (see services/backup.py: spawn)."""
         value = os.environ.pop(ENV_LOCK_FD, None)

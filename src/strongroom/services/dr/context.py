@@ -1,0 +1,126 @@
+"""What a step handler sees: its resolved fields, earlier steps' outputs, its own checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from strongroom.errors import ConfigError
+from strongroom.services.account import Account
+from strongroom.services.secrets import field_of, get_secret
+
+REFERENCE = re.compile(r"\$\{([^}]*)\}")
+WHOLE = re.compile(r"^\$\{([^}]*)\}$")
+UNKNOWN = "<unknown until it runs>"
+
+
+@dataclass
+class StepContext:
+    account: Account
+    run_id: str
+    rehearsal: bool
+    step: dict[str, Any]  # this step's fields, ${steps.*} and ${run.*} resolved
+    earlier: list[dict[str, Any]]  # earlier steps: name, type, state, outputs
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    save_checkpoint: Callable[[dict[str, Any]], None] = lambda _: None
+    changes: list[str] = field(default_factory=list)  # what this step changed, for the report
+    dry_run: bool = False
+
+    def previous(self, step_type: str) -> dict[str, Any] | None:
+        """Outputs of the latest earlier step of ``step_type`` that ran (None: there is none)."""
+        for record in reversed(self.earlier):
+            if record["type"] == step_type and record.get("outputs") is not None:
+                return dict(record["outputs"])
+        return None
+
+    def required(self, step_type: str) -> dict[str, Any]:
+        found = self.previous(step_type)
+        if found is None:
+            raise ConfigError(f"step '{self.step['name']}' ({self.step['type']}) needs an earlier {step_type} step",
+                              hint=f"add a {step_type} step before it in the runbook")
+        return found
+
+    def checkpoint_set(self, **values: Any) -> None:
+        """Persist progress inside this step before acting on it, so a resumed step knows where it was."""
+        self.checkpoint.update(values)
+        self.save_checkpoint(dict(self.checkpoint))
+
+    def scratch_name(self, name: str) -> str:
+        """In a rehearsal, the throwaway twin of a name (an identifier, a secret, a resource id)."""
+        return f"{name}-rehearsal-{self.run_id[:8]}" if self.rehearsal else name
+
+
+class StepHandler(Protocol):
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        """Do the step; return its outputs (JSON, no secrets). Re-run after a crash: must converge."""
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        """For a dry run: what it would do (a sentence), the outputs it predicts, problems it sees now."""
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        """After a rehearsal: remove what the step made; return what was removed."""
+
+
+def resolve_runtime(value: Any, outputs: dict[str, dict[str, Any]], run: dict[str, Any]) -> Any:
+    """Substitute ${steps.NAME.FIELD} and ${run.*}; ${secret.*} stays for the step to read at use."""
+    if isinstance(value, dict):
+        return {key: resolve_runtime(item, outputs, run) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_runtime(item, outputs, run) for item in value]
+    if not isinstance(value, str):
+        return value
+    whole = WHOLE.match(value)
+    if whole and _root(whole[1]) in ("steps", "run"):
+        return _lookup(whole[1], outputs, run)
+    return REFERENCE.sub(lambda match: _text(match, outputs, run), value)
+
+
+def _root(expression: str) -> str:
+    return expression.strip().split(".")[0]
+
+
+def _text(match: re.Match[str], outputs: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
+    if _root(match[1]) not in ("steps", "run"):
+        return match[0]
+    found = _lookup(match[1], outputs, run)
+    if isinstance(found, bool):
+        return "true" if found else "false"
+    return "" if found is None else str(found)
+
+
+def _lookup(expression: str, outputs: dict[str, dict[str, Any]], run: dict[str, Any]) -> Any:
+    parts = expression.strip().split(".")
+    if parts[0] == "run":
+        return run.get(parts[1])
+    name, key = parts[1], parts[2]
+    if name not in outputs:
+        return UNKNOWN if run.get("dry_run") else None
+    if key not in outputs[name]:
+        if run.get("dry_run"):
+            return UNKNOWN
+        raise ConfigError(f"${{{expression}}}: step '{name}' has no output '{key}'",
+                          hint=f"its outputs are: {', '.join(sorted(outputs[name])) or 'none'}")
+    return outputs[name][key]
+
+
+
+def resolve_secrets(value: Any, account: Account) -> Any:
+    """Substitute ${secret.NAME} and ${secret.NAME.FIELD} from the secret store, at the moment of use."""
+    if isinstance(value, dict):
+        return {key: resolve_secrets(item, account) for key, item in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def secret(match: re.Match[str]) -> str:
+        parts = match[1].strip().split(".")
+        if parts[0] != "secret":
+            return match[0]
+        if len(parts) == 2:
+            found = get_secret(account, parts[1])
+            return found if isinstance(found, str) else json.dumps(found)
+        return field_of(get_secret(account, ".".join(parts[1:-1])), parts[-1])
+
+    return REFERENCE.sub(secret, value)

@@ -1,0 +1,129 @@
+"""The seed's step 4 in its two modes: ``update_secret`` (self-managed credentials: point the app's
+secret at the restored database) and ``rotate_credentials`` (managed credentials, likely gone with the
+old cluster: a new password set on the restored cluster and stored as the app's secret)."""
+
+from __future__ import annotations
+
+import secrets as random
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from strongroom.errors import ConfigError, NotFoundError, TargetError
+from strongroom.services import secrets
+from strongroom.services.dr.context import StepContext
+
+SECRET_HINT = ("put it first ('strongroom secrets put NAME --rds', value on stdin), or use a rotate_credentials step"
+               " (managed credentials) that writes a new one")
+
+
+class UpdateSecret:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        restored = ctx.required("restore")
+        name, target = ctx.step["secret"], ctx.scratch_name(ctx.step["secret"])
+        current = _existing(ctx, name, required=True)
+        values = ctx.step.get("values") or _location(restored)
+        updated = {**current, **values}
+        if _existing(ctx, target, required=False) != updated:  # a resumed step does not add a version
+            secrets.put_secret(ctx.account, target, updated)
+        version = secrets.describe_secret(ctx.account, target)["version"]
+        ctx.changes.append(f"secret {target} version {version}: {', '.join(sorted(values))} now point at"
+                           f" {restored['identifier']}")
+        return {"secret": target, "version": version, "fields": sorted(values)}
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        restored = ctx.previous("restore") or {}
+        name = ctx.step["secret"]
+        fields = sorted(ctx.step.get("values") or _location(restored))
+        problems = [] if ctx.account.catalog.get_secret_row(name) else [f"secret '{name}' does not exist"]
+        where = "" if not ctx.rehearsal else f" (the rehearsal writes a copy, {ctx.scratch_name(name)})"
+        text = f"set {', '.join(fields)} of secret {name} to the restored {restored.get('identifier', 'target')}{where}"
+        return text, {"secret": ctx.scratch_name(name)}, problems
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return _delete_scratch(ctx, outputs)
+
+
+class RotateCredentials:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        restored = ctx.required("restore")
+        target = ctx.scratch_name(ctx.step["secret"])
+        existing = _existing(ctx, ctx.step["secret"], required=False) or {}
+        username = ctx.step.get("username") or existing.get("username")
+        if not username:
+            raise ConfigError(f"rotate_credentials needs a username: give username, or keep it in secret"
+                              f" '{ctx.step['secret']}'")
+        password = random.token_urlsafe(ctx.step["password_length"])[: ctx.step["password_length"]]
+        _set_password(restored, username, password)
+        dbname = ctx.step.get("dbname") or restored.get("database") or existing.get("dbname") or "postgres"
+        value = {"engine": "postgres", "host": restored["host"], "port": int(restored["port"]),
+                 "username": username, "password": password, "dbname": dbname}
+        version = secrets.put_secret(ctx.account, target, value)["version"]
+        ctx.changes.append(f"new password for role {username} on {restored['identifier']}; secret {target}"
+                           f" version {version} holds it")
+        return {"secret": target, "version": version, "username": username}
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        restored = ctx.previous("restore") or {}
+        name = ctx.step["secret"]
+        row = ctx.account.catalog.get_secret_row(name)
+        user = ctx.step.get("username") or ("the secret's username" if row else None)
+        problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
+        target = restored.get("identifier", "the restored target")
+        text = (f"set a new random password for role {user or '?'} on {target}"
+                f" and store the credentials as secret {ctx.scratch_name(name)}")
+        return text, {"secret": ctx.scratch_name(name), "username": user}, problems
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return _delete_scratch(ctx, outputs)
+
+
+def _existing(ctx: StepContext, name: str, *, required: bool) -> dict[str, Any] | None:
+    try:
+        value = secrets.get_secret(ctx.account, name)
+    except NotFoundError:
+        if required:
+            raise NotFoundError(f"secret '{name}' does not exist in this account", hint=SECRET_HINT) from None
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"secret '{name}' holds a string, not the JSON object of database credentials",
+                          hint="put it again in the RDS shape with 'strongroom secrets put NAME --rds'")
+    return value
+
+
+def _location(restored: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {"host": restored.get("host"), "port": restored.get("port")}
+    if restored.get("database"):
+        values["dbname"] = restored["database"]
+    return values
+
+
+def _set_password(restored: dict[str, Any], username: str, password: str) -> None:
+    """ALTER ROLE with a SCRAM verifier computed here: the password itself never reaches the server's logs."""
+    where = f"{restored['identifier']} ({restored['host']}:{restored['port']})"
+    try:
+        with psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone() is None:
+                raise TargetError(f"role {username} does not exist on {where}",
+                                  hint="give the username the app logs in with")
+            verifier = conn.pgconn.encrypt_password(password.encode(), username.encode(), b"scram-sha-256")
+            statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(username),
+                                                                     sql.Literal(verifier.decode()))
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        raise TargetError(f"setting the password of {username} on {where} failed: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _delete_scratch(ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    name = outputs.get("secret")
+    if not ctx.rehearsal or not name or name == ctx.step["secret"]:
+        return []
+    if ctx.account.catalog.delete_secret(name):
+        return [f"deleted secret {name}"]
+    return []

@@ -1,0 +1,180 @@
+"""Steps that reach outside Strongroom: ``run`` (a command, e.g. ``terraform import``), ``http`` (a
+webhook) and ``restart_app`` (a deploy or restart command, then a health URL until it answers).
+
+Commands get an argv list (a string runs under ``sh -c``), the runbook's ``env`` on top of ours and
+``STRONGROOM_DR_*`` variables; their output goes to the run's log directory, never to the catalog
+beyond a short tail. A rehearsal skips them unless the step says ``rehearse: true`` (then
+``STRONGROOM_DR_REHEARSAL=1`` tells the command it is a rehearsal).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from shutil import which
+from typing import Any
+
+import httpx
+
+from strongroom.errors import HookFailedError
+from strongroom.services.dr.context import StepContext, resolve_secrets
+
+TAIL_BYTES = 2000
+
+
+class RunCommand:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        if _skipped(ctx):
+            return {"skipped": "rehearsal"}
+        outputs = run_command(ctx, ctx.step["command"])
+        ctx.changes.append(f"ran {_shown(ctx.step['command'])} (exit 0)")
+        return outputs
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        verb = "skip (rehearsal):" if _skipped(ctx) else "run"
+        return f"{verb} {_shown(ctx.step['command'])}", {}, _command_problems(ctx.step["command"])
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return []
+
+
+class HttpCall:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        if _skipped(ctx):
+            return {"skipped": "rehearsal"}
+        step = ctx.step
+        url = resolve_secrets(step["url"], ctx.account)
+        headers = resolve_secrets(step["headers"], ctx.account)
+        try:
+            response = httpx.request(step["method"], url, json=step.get("body"), headers=headers,
+                                     timeout=step["timeout_seconds"])
+        except httpx.HTTPError as exc:
+            raise HookFailedError(f"{step['method']} {_safe_url(step['url'])} failed: {exc}") from None
+        expected = step["expect_status"]
+        if (expected and response.status_code not in expected) or (not expected and not response.is_success):
+            raise HookFailedError(f"{step['method']} {_safe_url(step['url'])} answered {response.status_code}"
+                                  f" ({'expected ' + ', '.join(map(str, expected)) if expected else 'expected 2xx'})")
+        ctx.changes.append(f"{step['method']} {_safe_url(step['url'])}: {response.status_code}")
+        return {"status": response.status_code}
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        verb = "skip (rehearsal):" if _skipped(ctx) else "call"
+        return f"{verb} {ctx.step['method']} {_safe_url(ctx.step['url'])}", {}, []
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return []
+
+
+class RestartApp:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        if _skipped(ctx):
+            return {"skipped": "rehearsal"}
+        outputs: dict[str, Any] = {}
+        if ctx.step.get("command"):
+            outputs = run_command(ctx, ctx.step["command"])
+            ctx.changes.append(f"restarted the app: {_shown(ctx.step['command'])}")
+        if ctx.step.get("health_url"):
+            outputs["health"] = _wait_for(ctx.step["health_url"], ctx.step["timeout_seconds"])
+        return outputs
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        step = ctx.step
+        parts = [f"run {_shown(step['command'])}"] if step.get("command") else []
+        if step.get("health_url"):
+            parts.append(f"wait up to {step['timeout_seconds']} s for {step['health_url']} to answer 2xx")
+        verb = "skip (rehearsal): " if _skipped(ctx) else ""
+        problems = _command_problems(step["command"]) if step.get("command") else []
+        if not step.get("command") and not step.get("health_url"):
+            problems.append("restart_app needs a command, a health_url or both")
+        return verb + " then ".join(parts), {}, problems
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return []
+
+
+def run_command(ctx: StepContext, command: list[str] | str) -> dict[str, Any]:
+    argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+    log = _log_file(ctx)
+    env = {**os.environ, **resolve_secrets(ctx.step.get("env") or {}, ctx.account), **_dr_environment(ctx)}
+    with log.open("ab") as out:
+        out.write(f"--- {ctx.step['name']}: {_shown(command)}\n".encode())
+        out.flush()
+        try:
+            completed = subprocess.run(argv, env=env, cwd=ctx.step.get("cwd"), stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=out, timeout=ctx.step.get("timeout_seconds"), check=False)
+        except FileNotFoundError:
+            raise HookFailedError(f"{argv[0]}: command not found", hint="install it or fix the step") from None
+        except subprocess.TimeoutExpired:
+            raise HookFailedError(f"{_shown(command)} did not finish within {ctx.step['timeout_seconds']} s",
+                                  hint=f"see {log}") from None
+    tail = _tail(log)
+    if completed.returncode != 0:
+        last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+        raise HookFailedError(f"{_shown(command)} exited with status {completed.returncode}: {last}",
+                              hint=f"see {log}; fix the cause, then 'strongroom dr resume {ctx.run_id}'")
+    return {"exit_status": 0, "log": str(log)}
+
+
+def _skipped(ctx: StepContext) -> bool:
+    return ctx.rehearsal and not ctx.step.get("rehearse")
+
+
+def _dr_environment(ctx: StepContext) -> dict[str, str]:
+    env = {"STRONGROOM_DR_RUN_ID": ctx.run_id, "STRONGROOM_DR_REHEARSAL": "1" if ctx.rehearsal else "0",
+           "STRONGROOM_HOME": str(ctx.account.home)}
+    restored = ctx.previous("restore") or {}
+    for key in ("identifier", "host", "port", "dbname"):
+        if restored.get(key) is not None:
+            env[f"STRONGROOM_DR_RESTORED_{key.upper()}"] = str(restored[key])
+    return env
+
+
+def _log_file(ctx: StepContext) -> Path:
+    directory = ctx.account.home / "logs" / "dr"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{ctx.run_id}.log"
+
+
+def _tail(log: Path) -> str:
+    with log.open("rb") as handle:
+        handle.seek(max(0, log.stat().st_size - TAIL_BYTES))
+        return handle.read().decode("utf-8", "replace")
+
+
+def _wait_for(url: str, timeout: float) -> dict[str, Any]:
+    deadline, last = time.monotonic() + timeout, "no answer"
+    while True:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.is_success:
+                return {"url": url, "status": response.status_code}
+            last = f"status {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = str(exc) or type(exc).__name__
+        if time.monotonic() >= deadline:
+            raise HookFailedError(f"{url} did not answer 2xx within {timeout:g} s (last: {last})",
+                                  hint="see the app's log; then 'strongroom dr resume'")
+        time.sleep(0.5)
+
+
+def _command_problems(command: list[str] | str) -> list[str]:
+    argv0 = shlex.split(command)[0] if isinstance(command, str) and command.strip() else \
+        (command[0] if isinstance(command, list) and command else "")
+    if not argv0:
+        return ["the command is empty"]
+    if "/" in argv0:
+        return [] if os.access(argv0, os.X_OK) else [f"{argv0} is not an executable file"]
+    return [] if which(argv0) or isinstance(command, str) else [f"{argv0}: command not found"]
+
+
+def _shown(command: list[str] | str) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def _safe_url(url: str) -> str:
+    """A URL for messages: no query string and no credentials (webhook tokens live there)."""
+    return re.sub(r"//[^/@]*@", "//", url.split("?", 1)[0])

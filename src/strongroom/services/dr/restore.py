@@ -1,0 +1,227 @@
+"""``restore`` (a recovery point into a NEW identifier, copied back first when it is in another
+account) and ``wait_healthy`` (the restored database answers and is out of recovery)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from strongroom.adapters.base import RestoreRequest, get_adapter
+from strongroom.adapters.pgtools import parse_dsn
+from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
+from strongroom.faults import fault_point
+from strongroom.model import Arn, JobState, RecoveryPoint
+from strongroom.policy.principals import root_arn
+from strongroom.services import vault_ops
+from strongroom.services.copy import create_copy_job, run_copy_job
+from strongroom.services.dr.context import StepContext
+from strongroom.services.restore import create_restore_job, run_restore_job
+
+RUNBOOK_TYPES = ("postgres-cluster", "postgres")
+FAULT_AFTER_BYTES = 1 << 20  # the crash test's "middle of the restore": after the first MiB is written
+
+
+class Restore:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        rp = self._local_point(ctx)
+        request = _request(ctx, rp)
+        adapter = get_adapter(rp.resource_type)
+        job_id = ctx.checkpoint.get("restore_job_id")
+        if job_id and ctx.account.catalog.get_job(job_id).state == JobState.COMPLETED:
+            return _outputs(ctx, rp, request, job_id)
+        if ctx.checkpoint.get("owned_target"):
+            adapter.discard_restore(request, ctx.account.home, rp.metadata)  # an earlier attempt's leftovers
+        else:
+            _check_free(ctx, rp, request)
+            ctx.checkpoint_set(owned_target=True)
+        job, lock = create_restore_job(ctx.account, rp.arn, request)
+        ctx.checkpoint_set(restore_job_id=job.id)
+        run_restore_job(ctx.account, job.id, lock, progress=_crash_point())
+        outputs = _outputs(ctx, rp, request, job.id)
+        ctx.changes.append(f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on"
+                           f" {outputs['host']}:{outputs['port']}")
+        return outputs
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        step = ctx.step
+        identifier = ctx.scratch_name(step["target_identifier"])
+        selected = ctx.previous("select_recovery_point") or {}
+        arn = step.get("recovery_point") or selected.get("recovery_point_arn") or "the selected recovery point"
+        problems: list[str] = []
+        copy = ""
+        if _is_remote(ctx, arn):
+            copy = f"copy it back into vault {step['copy_back_vault']} of this account, then "
+        resource_type = selected.get("resource_type") or "postgres-cluster"
+        text = f"{copy}restore {arn} as a new {resource_type} named {identifier}"
+        predicted = {"identifier": identifier, "host": "127.0.0.1", "port": step.get("port") or "<a free port>",
+                     "resource_type": resource_type}
+        try:
+            request = _request_for(ctx, resource_type, selected.get("resource_id"), identifier)
+            reason = get_adapter(resource_type).restore_target_in_use(request, ctx.account.home)
+            if reason:
+                problems.append(reason)
+            predicted.update(_where(resource_type, request, ctx.account.home))
+        except StrongroomError as exc:  # a dry run lists every problem
+            problems.append(exc.one_line())
+        return text, predicted, problems
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        if outputs.get("partial") and not outputs.get("owned_target"):
+            return []  # stopped before it made anything
+        selected = ctx.previous("select_recovery_point") or {}
+        arn = outputs.get("recovery_point_arn") or outputs.get("local_recovery_point_arn") or \
+            ctx.step.get("recovery_point") or selected.get("recovery_point_arn")
+        if not arn or _is_remote(ctx, arn):
+            return []
+        rp = ctx.account.catalog.get_recovery_point(arn)
+        removed = get_adapter(rp.resource_type).discard_restore(_request(ctx, rp), ctx.account.home, rp.metadata)
+        if outputs.get("copied_back") or outputs.get("local_recovery_point_arn"):
+            try:
+                vault_ops.delete_recovery_point(ctx.account, root_arn(ctx.account.account_id), rp.arn)
+                removed.append(f"deleted the copied-back recovery point {rp.arn}")
+            except StrongroomError as exc:
+                removed.append(f"kept the copied-back recovery point {rp.arn}: {exc.one_line()}")
+        return removed
+
+    def _local_point(self, ctx: StepContext) -> RecoveryPoint:
+        """The point to restore, in this account: copied back (CopyFromBackupVault) when it is elsewhere."""
+        selected = ctx.previous("select_recovery_point") or {}
+        arn = ctx.step.get("recovery_point") or selected.get("recovery_point_arn")
+        if not arn:
+            raise ConfigError(f"step '{ctx.step['name']}' has no recovery point to restore",
+                              hint="add a select_recovery_point step before it, or give recovery_point: ARN")
+        if not _is_remote(ctx, arn):
+            return ctx.account.catalog.get_recovery_point(arn)
+        if ctx.checkpoint.get("local_recovery_point_arn"):
+            return ctx.account.catalog.get_recovery_point(ctx.checkpoint["local_recovery_point_arn"])
+        vault = ctx.account.catalog.get_vault(ctx.step["copy_back_vault"])
+        job, lock = create_copy_job(ctx.account, arn, vault.arn)
+        ctx.checkpoint_set(copy_job_id=job.id)
+        finished = run_copy_job(ctx.account, job.id, lock)
+        local = finished.result["destination_recovery_point_arn"]
+        ctx.checkpoint_set(local_recovery_point_arn=local)
+        ctx.changes.append(f"copied {arn} back into vault {vault.name} as {local}")
+        return ctx.account.catalog.get_recovery_point(local)
+
+
+class WaitHealthy:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        restored = ctx.required("restore")
+        deadline = time.monotonic() + ctx.step["timeout_seconds"]
+        started, attempts, reason = time.monotonic(), 0, ""
+        while True:
+            attempts += 1
+            reason = _health(restored["dsn"])
+            if not reason:
+                return {"healthy": True, "attempts": attempts, "waited_seconds": round(time.monotonic() - started, 3)}
+            if time.monotonic() >= deadline:
+                raise TargetError(f"{restored['identifier']} did not become healthy within"
+                                  f" {ctx.step['timeout_seconds']} s: {reason}",
+                                  hint="see the restored cluster's log; raise timeout_seconds if it is still"
+                                       " recovering")
+            time.sleep(ctx.step["interval_seconds"])
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        restored = ctx.previous("restore") or {}
+        return (f"wait up to {ctx.step['timeout_seconds']} s until {restored.get('identifier', 'the restored target')}"
+                " accepts connections and is out of recovery"), {"healthy": True}, []
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return []
+
+
+def _health(dsn: str) -> str:
+    """Empty when the server answers and is not in recovery; else why not."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "still in recovery" if row and row[0] else ""
+
+
+def _is_remote(ctx: StepContext, arn: str) -> bool:
+    return arn.startswith("arn:") and Arn.parse(arn).account_id != ctx.account.account_id
+
+
+def _check_free(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest) -> None:
+    identifier = request.target_identifier or ""
+    known = {resource.id for resource in ctx.account.catalog.list_resources()}
+    if identifier in known:
+        raise IdentifierInUseError(f"target identifier {identifier} is already in use by resource {identifier}",
+                                   hint="choose a new target_identifier (or --var), or remove that resource")
+    reason = get_adapter(rp.resource_type).restore_target_in_use(request, ctx.account.home)
+    if reason:
+        raise IdentifierInUseError(f"target identifier {identifier}: {reason}",
+                                   hint="choose a new target_identifier (or --var); the original is never touched")
+
+
+def _request(ctx: StepContext, rp: RecoveryPoint) -> RestoreRequest:
+    if rp.resource_type not in RUNBOOK_TYPES:
+        raise ConfigError(f"a runbook restores {', '.join(RUNBOOK_TYPES)} recovery points, not {rp.resource_type}",
+                          hint="restore it with 'strongroom restore start'")
+    return _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step["target_identifier"]))
+
+
+def _request_for(ctx: StepContext, resource_type: str, resource_id: str | None, identifier: str) -> RestoreRequest:
+    step = ctx.step
+    options = {"jobs": step["jobs"]} if step.get("jobs") else {}
+    if resource_type == "postgres-cluster":
+        return RestoreRequest(step.get("target"), identifier, step.get("port"), False, options)
+    return RestoreRequest(_database_target(ctx, step.get("target"), resource_id, identifier), identifier,
+                          None, False, options)
+
+
+def _database_target(ctx: StepContext, server: str | None, resource_id: str | None, identifier: str) -> str:
+    """postgres: the new database ``identifier`` on ``target``'s server, or on the original's server."""
+    if not server:
+        try:
+            server = ctx.account.catalog.get_resource(resource_id or "").settings["dsn"]
+        except (NotFoundError, KeyError):  # the original may be gone with its account
+            raise ConfigError("a postgres restore needs target: the DSN of the server to create the database on",
+                              hint="e.g. target: postgresql://postgres@db.internal:5432/postgres") from None
+    params = dict(parse_dsn(server, field="target").params)
+    params["dbname"] = identifier
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+def _where(resource_type: str, request: RestoreRequest, home: Path) -> dict[str, Any]:
+    if resource_type == "postgres-cluster":
+        data_dir = Path(request.target) if request.target else home / "clusters" / (request.target_identifier or "")
+        return {"data_directory": str(data_dir)}
+    return {"database": request.target_identifier}
+
+
+def _outputs(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest, job_id: str) -> dict[str, Any]:
+    result = ctx.account.catalog.get_job(job_id).result
+    selected = ctx.previous("select_recovery_point") or {}
+    outputs: dict[str, Any] = {
+        "identifier": request.target_identifier, "resource_type": rp.resource_type,
+        "recovery_point_arn": rp.arn, "selected_recovery_point_arn": selected.get("recovery_point_arn", rp.arn),
+        "copied_back": bool(ctx.checkpoint.get("local_recovery_point_arn")), "restore_job_id": job_id,
+    }
+    if rp.resource_type == "postgres-cluster":
+        dsn = parse_dsn(result["dsn"])
+        outputs.update(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
+                       login=dsn.user, data_directory=result["data_directory"],
+                       stop_command=result["stop_command"], log=result["log"])
+    else:
+        target = parse_dsn(result["target"])
+        outputs.update(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
+                       dsn=result["target"], dbname=target.dbname, login=target.user, database=target.dbname)
+    return outputs
+
+
+def _crash_point() -> Any:
+    written = 0
+
+    def progress(count: int) -> None:
+        nonlocal written
+        before, written = written, written + count
+        if before < FAULT_AFTER_BYTES <= written:
+            fault_point("dr.restore:middle")
+
+    return progress

@@ -1,0 +1,83 @@
+"""``verify_sql``: queries with expected results against the restored database, as the restore's login
+or, with ``secret``, exactly as the app connects (which proves the new credentials work)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from strongroom.errors import IntegrityError, TargetError
+from strongroom.services import secrets
+from strongroom.services.dr.context import StepContext
+
+
+class VerifySql:
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        results = []
+        with _connect(ctx) as conn:
+            for check in ctx.step["checks"]:
+                rows = _query(conn, check["sql"])
+                if not _matches(rows, check["expect"]):
+                    raise IntegrityError(f"query {check['sql']!r} returned {_shown(rows)}, expected"
+                                         f" {_shown(check['expect'])}",
+                                         hint="the restored data is not what the runbook expects; check the"
+                                              " recovery point chosen")
+                results.append({"sql": check["sql"], "rows": len(rows)})
+        ctx.changes.append(f"verified {len(results)} quer{'y' if len(results) == 1 else 'ies'}")
+        return {"checks": results}
+
+    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+        who = f"with secret {ctx.scratch_name(ctx.step['secret'])}" if ctx.step.get("secret") else \
+            "as the restore's login"
+        queries = "; ".join(f"{c['sql']} = {_shown(c['expect'])}" for c in ctx.step["checks"])
+        return f"check on the restored database ({who}): {queries}", {}, []
+
+    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+        return []
+
+
+def _connect(ctx: StepContext) -> psycopg.Connection[Any]:
+    restored = ctx.required("restore")
+    try:
+        if ctx.step.get("secret"):
+            value = secrets.get_secret(ctx.account, ctx.scratch_name(ctx.step["secret"]))
+            if not isinstance(value, dict):
+                raise TargetError(f"secret {ctx.step['secret']} is not database credentials")
+            return psycopg.connect(host=value["host"], port=value["port"], user=value["username"],
+                                   password=value["password"], dbname=ctx.step.get("database") or value["dbname"],
+                                   connect_timeout=10, autocommit=True)
+        database = ctx.step.get("database")
+        extra = {"dbname": database} if database else {}
+        return psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True, **extra)
+    except psycopg.Error as exc:
+        text = str(exc).strip()
+        raise TargetError(f"connecting to {restored['identifier']} failed: "
+                          f"{text.splitlines()[0] if text else type(exc).__name__}") from None
+
+
+def _query(conn: psycopg.Connection[Any], statement: str) -> list[list[Any]]:
+    try:
+        return [list(row) for row in conn.execute(statement.encode()).fetchall()]  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        text = str(exc).strip()
+        raise TargetError(f"query {statement!r} failed: {text.splitlines()[0] if text else exc}") from None
+
+
+def _matches(rows: list[list[Any]], expect: Any) -> bool:
+    """A scalar expects one row of one value; a list expects those rows. Compared as text."""
+    if not isinstance(expect, list):
+        return len(rows) == 1 and len(rows[0]) == 1 and _text(rows[0][0]) == _text(expect)
+    wanted = [row if isinstance(row, list) else [row] for row in expect]
+    return [[_text(v) for v in row] for row in rows] == [[_text(v) for v in row] for row in wanted]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,146 @@
+"""The disaster-recovery tests' world: the sample app's PostgreSQL cluster, accounts configured from
+examples/mavis/, the sample app itself, and helpers to look at what a run left behind."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import yaml
+
+from strongroom.adapters.pgtools import free_port
+from tests.support.accounts import vault_arn
+from tests.support.cli import Cli
+from tests.support.pgcluster import PgCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "mavis"
+RUNBOOK = EXAMPLES / "dr-runbook.yaml"
+SAMPLE_APP = ROOT / "examples" / "sample-app"
+APP_PASSWORD = "app password that must never leak"
+CHECKSUM = "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY id), '')) FROM patients t"
+
+
+def app_cluster(base: Path) -> PgCluster:
+    """A cluster holding the sample app's database: role mavis (password over TCP), database mavis."""
+    cluster = PgCluster.create(base / "pg")
+    cluster.start()
+    cluster.create_role("mavis", APP_PASSWORD)
+    cluster.create_database("mavis", owner="mavis")
+    with psycopg.connect(**app_params(cluster.port), autocommit=True) as conn:
+        conn.execute((SAMPLE_APP / "schema.sql").read_text().encode())
+    return cluster
+
+
+def app_params(port: int, password: str = APP_PASSWORD) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "user": "mavis", "password": password, "dbname": "mavis"}
+
+
+def checksum(port: int, password: str = APP_PASSWORD) -> tuple[int, str]:
+    with psycopg.connect(**app_params(port, password)) as conn:
+        row = conn.execute(CHECKSUM).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def add_rows(port: int, count: int) -> None:
+    with psycopg.connect(**app_params(port), autocommit=True) as conn:
+        conn.execute("INSERT INTO patients (id, name) SELECT 100000 + i, 'after the backup' "
+                     "FROM generate_series(1, %s) i ON CONFLICT DO NOTHING", (count,))
+
+
+def put_app_secret(cli: Cli, name: str, port: int) -> None:
+    value = {"engine": "postgres", "host": "127.0.0.1", "port": port, "username": "mavis",
+             "password": APP_PASSWORD, "dbname": "mavis"}
+    cli.run("secrets", "put", name, "--rds", env={"STRONGROOM_SECRET_VALUE": json.dumps(value)})
+
+
+def secret(cli: Cli, name: str) -> dict[str, Any]:
+    return dict(json.loads(cli.run("secrets", "get", name, "--json").stdout))
+
+
+def apply_source(cli: Cli, base: Path, cluster: PgCluster, destination_vault: str) -> None:
+    """examples/mavis/source with the cluster as the physical mavis-db resource."""
+    values = yaml.safe_load((EXAMPLES / "source" / "env" / "production.yaml").read_text())
+    values.update(destination_vault_arn=destination_vault, database_type="postgres-cluster",
+                  database_dsn=cluster.dsn(), people_notification_url=f"log://{base}/people.jsonl",
+                  events_log=f"log://{base}/events.jsonl")
+    var_file = base / f"source-{cli.home.name}.yaml"
+    var_file.write_text(yaml.safe_dump(values))
+    cli.run("apply", "-f", str(EXAMPLES / "source" / "source.yaml"), "--var-file", str(var_file), "--auto-approve")
+
+
+def apply_destination(cli: Cli, source_account_id: str) -> str:
+    cli.run("apply", "-f", str(EXAMPLES / "destination" / "destination.yaml"),
+            "--var-file", str(EXAMPLES / "destination" / "env" / "production.yaml"),
+            "--var", f"source_account_id={source_account_id}", "--auto-approve")
+    return vault_arn(cli, "mavis-destination")
+
+
+@dataclass
+class App:
+    """The sample app, run through appctl.py as a runbook's restart_app step runs it."""
+
+    state: Path
+    port: int
+
+    @classmethod
+    def at(cls, base: Path) -> App:
+        return cls(base / "app-state.json", free_port())
+
+    def start_command(self, cli: Cli, secret_name: str) -> list[str]:
+        return [sys.executable, str(SAMPLE_APP / "appctl.py"), "start", "--state", str(self.state), "--",
+                "--home", str(cli.home), "--secret", secret_name, "--port", str(self.port)]
+
+    def restart_command(self) -> str:
+        return shlex.join([sys.executable, str(SAMPLE_APP / "appctl.py"), "restart", "--state", str(self.state)])
+
+    def start(self, cli: Cli, secret_name: str) -> None:
+        subprocess.run(self.start_command(cli, secret_name), env=cli.env, check=True, timeout=60,
+                       capture_output=True)
+
+    def stop(self) -> None:
+        if self.state.exists():
+            subprocess.run([sys.executable, str(SAMPLE_APP / "appctl.py"), "stop", "--state", str(self.state)],
+                           check=False, timeout=60, capture_output=True)
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def checksum(self) -> tuple[int, str]:
+        data = httpx.get(f"http://127.0.0.1:{self.port}/checksum", timeout=10).raise_for_status().json()
+        return int(data["rows"]), str(data["md5"])
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.health_url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def stop_restored(report: dict[str, Any]) -> None:
+    """Stop a cluster a run restored (tests leave no server running)."""
+    restored = report.get("restored") or {}
+    command = restored.get("stop_command")
+    if command and Path(restored["data_directory"], "postmaster.pid").exists():
+        subprocess.run([*shlex.split(command), "-m", "immediate"], check=False, capture_output=True, timeout=60)
+
+
+def runbook_vars(**values: Any) -> list[str]:
+    args: list[str] = []
+    for name, value in values.items():
+        args += ["--var", f"{name}={value}"]
+    return args
+
+
+def latest_run(cli: Cli) -> str:
+    runs = cli.json("dr", "list")["runs"]
+    return str(runs[-1]["run_id"])

@@ -1,0 +1,176 @@
+"""Disaster recovery end to end, with examples/mavis/dr-runbook.yaml (the seed's seven steps): the sample
+app serving from a real PostgreSQL cluster, backups copied to a destination account, a disaster, and
+``strongroom dr run`` bringing up ``mavis-<env>-restored`` from the destination vault, repointing or
+rotating the app's credentials, adopting the cluster, restarting the app; the app then serves the data
+as of the recovery point."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.dr_world import (
+    APP_PASSWORD,
+    RUNBOOK,
+    App,
+    add_rows,
+    app_cluster,
+    apply_destination,
+    apply_source,
+    checksum,
+    put_app_secret,
+    runbook_vars,
+    secret,
+    stop_restored,
+)
+from tests.support.accounts import Server, account_id, issue_credential, register, serving
+from tests.support.cli import Cli
+from tests.support.pgcluster import PgCluster, traversable_tempdir
+
+pytestmark = pytest.mark.postgres
+
+SECRET = "mavis/production/db"
+
+
+@dataclass
+class World:
+    base: Path
+    cluster: PgCluster
+    source: Cli
+    destination: Cli
+    server: Server
+    app: App
+    destination_vault: str
+
+
+@pytest.fixture
+def world(pg_bindir: Path) -> Iterator[World]:
+    base = traversable_tempdir("strongroom-dr-")
+    cluster = app_cluster(base)
+    source, destination = Cli(base / "source"), Cli(base / "destination")
+    source.run("init")
+    destination.run("init")
+    destination_vault = apply_destination(destination, account_id(source))
+    app = App.at(base)
+    reports: list[dict] = []
+    try:
+        with serving(destination) as server:
+            register(source, "destination", server,
+                     issue_credential(destination, "source-copier", "--account-id", account_id(source)))
+            apply_source(source, base, cluster, destination_vault)
+            put_app_secret(source, SECRET, cluster.port)
+            app.start(source, SECRET)
+            world = World(base, cluster, source, destination, server, app, destination_vault)
+            world.reports = reports  # type: ignore[attr-defined]
+            yield world
+    finally:
+        app.stop()
+        for report in reports:
+            stop_restored(report)
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def back_up_and_copy(world: World) -> tuple[str, str]:
+    backup = world.source.json("backup", "start", "--resource", "mavis-db", "--vault", "mavis-production",
+                               "--delete-after", "60", "--wait")
+    assert backup["state"] == "COMPLETED", backup
+    copy = world.source.json("copy", "start", "--recovery-point", backup["recovery_point_arn"], "--wait")
+    assert copy["state"] == "COMPLETED", copy
+    return backup["recovery_point_arn"], copy["result"]["destination_recovery_point_arn"]
+
+
+def destroy_cluster(cluster: PgCluster) -> None:
+    """The disaster: the server stops and its data directory is gone."""
+    cluster.stop(mode="immediate")
+    shutil.rmtree(cluster.data_dir)
+
+
+def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world: World) -> None:
+    served_at_backup = world.app.checksum()
+    assert served_at_backup == checksum(world.cluster.port)
+    _, copied = back_up_and_copy(world)
+    add_rows(world.cluster.port, 25)  # written after the recovery point: lost in the disaster
+    assert world.app.checksum() != served_at_backup
+
+    destroy_cluster(world.cluster)
+    assert not world.app.healthy()
+
+    report = world.source.json(
+        "dr", "run", str(RUNBOOK), *runbook_vars(FROM_ACCOUNT="destination", VAULT="mavis-destination",
+                                                 DEPLOY_COMMAND=world.app.restart_command(),
+                                                 HEALTH_URL=world.app.health_url))
+    world.reports.append(report)  # type: ignore[attr-defined]
+    assert report["state"] == "COMPLETED", report
+    assert report["recovery_point"]["recovery_point_arn"] == copied
+    assert report["recovery_point"]["account"] == "destination"
+    assert report["recovery_point"]["copied_back_as"].split(":")[4] == account_id(world.source)
+    restored = report["restored"]
+    assert restored["identifier"] == "mavis-production-restored"
+    assert report["rpo_seconds"] >= 0 and report["rto_seconds"] > 0
+    assert [s["state"] for s in report["steps"]].count("SKIPPED") == 1  # managed-credentials
+
+    # The app, restarted by the runbook, serves the data as of the recovery point from the new cluster.
+    assert world.app.checksum() == served_at_backup
+    assert checksum(restored["port"]) == served_at_backup
+    assert secret(world.source, SECRET) | {"port": 0} == {
+        "engine": "postgres", "host": "127.0.0.1", "port": 0, "username": "mavis", "password": APP_PASSWORD,
+        "dbname": "mavis"}
+    assert secret(world.source, SECRET)["port"] == restored["port"] != world.cluster.port
+
+    # Adopted: the original plan selects the restored cluster (not the dead one) and backed it up.
+    plan = world.source.json("plans", "describe", "mavis-postgres")
+    assert plan["selected_resources"] == ["mavis-production-restored"]
+    points = world.source.json("recovery-points", "list", "--resource", "mavis-production-restored")
+    assert [p["status"] for p in points["recovery_points"]] == ["COMPLETED"]
+    adopted = world.source.json("resources", "describe", "mavis-production-restored")
+    assert adopted["tags"] == {"BackupSource": "True", "environment": "production"}
+    assert world.source.json("resources", "describe", "mavis-db")["tags"] == {
+        "strongroom:replaced-by": "mavis-production-restored"}
+    # ...and a backup under the plan's rule keeps working afterwards.
+    again = world.source.json("backup", "start", "--resource", "mavis-production-restored", "--vault",
+                              "mavis-production", "--wait")
+    assert again["state"] == "COMPLETED"
+    assert APP_PASSWORD not in (world.source.home / "logs" / "dr" / f"{report['run_id']}.log").read_text()
+
+
+def test_dr_run_with_managed_credentials_after_the_source_account_is_lost(world: World) -> None:
+    served_at_backup = world.app.checksum()
+    back_up_and_copy(world)
+    world.app.stop()
+    destroy_cluster(world.cluster)
+    shutil.rmtree(world.source.home)  # the source account is gone too: catalog, keys, secrets, vaults
+
+    # A new source account from the same configuration; the destination's admin lets it copy back.
+    fresh = Cli(world.base / "new-source")
+    fresh.run("init")
+    apply_destination(world.destination, account_id(fresh))
+    register(fresh, "destination", world.server,
+             issue_credential(world.destination, "restorer", "--account-id", account_id(fresh)))
+    apply_source(fresh, world.base, world.cluster, world.destination_vault)
+    deploy = " ".join(world.app.start_command(fresh, SECRET))
+
+    report = fresh.json("dr", "run", str(RUNBOOK), *runbook_vars(
+        FROM_ACCOUNT="destination", VAULT="mavis-destination", CREDENTIALS="managed", DEPLOY_COMMAND=deploy,
+        HEALTH_URL=world.app.health_url))
+    world.reports.append(report)  # type: ignore[attr-defined]
+    assert report["state"] == "COMPLETED", report
+    states = {s["name"]: s["state"] for s in report["steps"]}
+    assert states["credentials"] == "SKIPPED" and states["managed-credentials"] == "COMPLETED"
+
+    rotated = secret(fresh, SECRET)
+    port = report["restored"]["port"]
+    assert rotated["password"] != APP_PASSWORD and len(rotated["password"]) == 32
+    assert (rotated["host"], rotated["port"], rotated["username"]) == ("127.0.0.1", port, "mavis")
+    assert world.app.checksum() == served_at_backup
+    assert checksum(port, rotated["password"]) == served_at_backup
+    with pytest.raises(psycopg.OperationalError):
+        checksum(port, APP_PASSWORD)  # the old credentials no longer open the restored cluster
+    assert fresh.json("plans", "describe", "mavis-postgres")["selected_resources"] == ["mavis-production-restored"]
+    text = "\n".join(p.read_text(errors="replace") for p in fresh.home.rglob("*.log"))
+    assert rotated["password"] not in text
