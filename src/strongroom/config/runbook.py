@@ -228,7 +228,9 @@ def _step_problems(exc: ValidationError, source: SourceMap) -> list[str]:
             del location[2]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "union_tag_invalid":
-            message = f"unknown step type; use one of {', '.join(STEP_TYPES)}"
+            location.append("type")
+            tag = (error.get("ctx") or {}).get("tag", "")
+            message = f"unknown step type '{tag}'; use one of {', '.join(STEP_TYPES)}"
         elif error["type"] == "union_tag_not_found":
             message = f"a step needs a type: one of {', '.join(STEP_TYPES)}"
         problems.append(source.problem(tuple(location), message))
