@@ -174,3 +174,25 @@ def test_dr_run_with_managed_credentials_after_the_source_account_is_lost(world:
     assert fresh.json("plans", "describe", "mavis-postgres")["selected_resources"] == ["mavis-production-restored"]
     text = "\n".join(p.read_text(errors="replace") for p in fresh.home.rglob("*.log"))
     assert rotated["password"] not in text
+
+
+def test_dr_run_inside_the_destination_account_with_its_credentials(world: World) -> None:
+    """The other path when the source account is unusable: restore directly from the destination vault,
+    in the destination account (no copy back); it has no plan for the database, so none is required."""
+    served_at_backup = world.app.checksum()
+    _, copied = back_up_and_copy(world)
+    world.app.stop()
+    destroy_cluster(world.cluster)
+    shutil.rmtree(world.source.home)
+    deploy = " ".join(world.app.start_command(world.destination, SECRET))
+
+    report = world.destination.json("dr", "run", str(RUNBOOK), *runbook_vars(
+        VAULT="mavis-destination", CREDENTIALS="managed", REQUIRE_PLAN="false", BACKUP_NOW="false",
+        DEPLOY_COMMAND=deploy, HEALTH_URL=world.app.health_url))
+    world.reports.append(report)  # type: ignore[attr-defined]
+    assert report["state"] == "COMPLETED", report
+    assert report["recovery_point"]["recovery_point_arn"] == copied
+    assert "copied_back_as" not in report["recovery_point"]
+    assert report["restored"]["data_directory"].startswith(str(world.destination.home))
+    assert world.app.checksum() == served_at_backup
+    assert checksum(report["restored"]["port"], secret(world.destination, SECRET)["password"]) == served_at_backup

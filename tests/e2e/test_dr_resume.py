@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.e2e.dr_world import (
+    CHECKSUM,
     RUNBOOK,
     add_rows,
     app_cluster,
@@ -254,3 +256,28 @@ def test_data_written_after_the_recovery_point_is_not_restored(local: Local) -> 
     report = local.finish(local.run(variables).json())
     assert checksum(report["restored"]["port"]) == at_backup != checksum(local.cluster.port)
     assert report["rpo_seconds"] > 0
+
+
+def test_logical_recovery_point_is_restored_as_a_new_database_beside_the_original(local: Local) -> None:
+    """postgres (pg_dump) resources: the identifier is a NEW database on the original's server; the
+    original database is not touched; owners and grants come back, so the app's role reads its tables."""
+    dsn = local.cluster.dsn("mavis")
+    local.cli.run("resources", "add", "db-logical", "--type", "postgres", "--dsn", dsn,
+                  "--tag", "BackupSource=True", "--tag", "environment=logical")
+    backup = local.cli.json("backup", "start", "--resource", "db-logical", "--vault", "mavis-production", "--wait")
+    assert backup["state"] == "COMPLETED", backup
+    put_app_secret(local.cli, "mavis/logical/db", local.cluster.port)
+    original = checksum(local.cluster.port)
+
+    report = local.finish(local.run({"ENV": "logical", "RESOURCE": "db-logical", "DEPLOY_COMMAND": "true"}).json())
+    assert report["state"] == "COMPLETED", report
+    assert report["restored"]["dbname"] == "mavis-logical-restored"
+    value = secret(local.cli, "mavis/logical/db")
+    assert (value["dbname"], value["port"]) == ("mavis-logical-restored", local.cluster.port)
+    restored = psycopg.connect(host="127.0.0.1", port=local.cluster.port, user="mavis",
+                               password=value["password"], dbname="mavis-logical-restored")
+    with restored as conn:
+        row = conn.execute(CHECKSUM).fetchone()
+    assert (int(row[0]), str(row[1])) == original == checksum(local.cluster.port)
+    again = local.run({"ENV": "logical", "RESOURCE": "db-logical", "DEPLOY_COMMAND": "true"}, ok=False)
+    assert_one_line_error(again, 5, "mavis-logical-restored is already in use")

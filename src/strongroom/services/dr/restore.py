@@ -171,6 +171,8 @@ def _request_for(ctx: StepContext, resource_type: str, resource_id: str | None, 
     options = {"jobs": step["jobs"]} if step.get("jobs") else {}
     if resource_type == "postgres-cluster":
         return RestoreRequest(step.get("target"), identifier, step.get("port"), False, options)
+    # The app must find its tables as it left them: its roles' ownership and grants come back too.
+    options.update(keep_owners=True, keep_privileges=True)
     return RestoreRequest(_database_target(ctx, step.get("target"), resource_id, identifier), identifier,
                           None, False, options)
 
