@@ -93,8 +93,7 @@ def _selecting_rules(ctx: StepContext, resource_type: str, tags: dict[str, str])
     if not rules and ctx.step["require_plan"]:
         shown = ", ".join(f"{key}={value}" for key, value in sorted(tags.items())) or "no tags"
         raise ConfigError(f"no backup plan of this account selects a {resource_type} resource with {shown}",
-                          hint="apply the plan (strongroom apply), add tags to the step, or set require_plan: false;"
-                               " then 'strongroom dr resume'")
+                          hint="apply the plan (strongroom apply), add tags to the step, or set require_plan: false")
     return rules
 
 

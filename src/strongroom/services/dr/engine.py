@@ -175,8 +175,9 @@ def _fail(account: Account, run: dict[str, Any], exc: StrongroomError) -> None:
                                       completed_at=iso(now()))
         account.catalog.update_dr_run(run["id"], report=build_report(account, run["id"], cleanup=cleanup))
         return
-    exc.hint = f"{exc.hint.rstrip('.') + '; then ' if exc.hint else 'fix the cause, then '}" \
-               f"run 'strongroom dr resume {run['id']}' (finished steps are not repeated)"
+    if "dr resume" not in exc.hint:
+        exc.hint = f"{exc.hint.rstrip('.') + '; then ' if exc.hint else 'fix the cause, then '}" \
+                   f"run 'strongroom dr resume {run['id']}' (finished steps are not repeated)"
     account.catalog.update_dr_run(run["id"], state=FAILED, error=exc.one_line(), updated_at=iso(now()))
 
 

@@ -115,7 +115,7 @@ def run_command(ctx: StepContext, command: list[str] | str) -> dict[str, Any]:
     if completed.returncode != 0:
         last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
         raise HookFailedError(f"{_shown(command)} exited with status {completed.returncode}: {last}",
-                              hint=f"see {log}; fix the cause, then 'strongroom dr resume {ctx.run_id}'")
+                              hint=f"see {log}")
     return {"exit_status": 0, "log": str(log)}
 
 
@@ -135,8 +135,10 @@ def _dr_environment(ctx: StepContext) -> dict[str, str]:
 
 def _log_file(ctx: StepContext) -> Path:
     directory = ctx.account.home / "logs" / "dr"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{ctx.run_id}.log"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = directory / f"{ctx.run_id}.log"
+    log.touch(mode=0o600, exist_ok=True)  # hooks' output may say more than it should: only the owner reads it
+    return log
 
 
 def _tail(log: Path) -> str:
@@ -157,7 +159,7 @@ def _wait_for(url: str, timeout: float) -> dict[str, Any]:
             last = str(exc) or type(exc).__name__
         if time.monotonic() >= deadline:
             raise HookFailedError(f"{url} did not answer 2xx within {timeout:g} s (last: {last})",
-                                  hint="see the app's log; then 'strongroom dr resume'")
+                                  hint="see the app's log")
         time.sleep(0.5)
 
 
