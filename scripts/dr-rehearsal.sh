@@ -39,10 +39,12 @@ APPCTL=("$PY" "$ROOT/examples/sample-app/appctl.py")
 SERVER_PID=""
 cleanup() {
   "${APPCTL[@]}" stop --state "$APP_STATE" >/dev/null 2>&1 || true
-  for run in $(src dr list --json 2>/dev/null | python3 -c 'import json,sys
-for r in json.load(sys.stdin)["runs"]: print(r["run_id"])' 2>/dev/null); do
-    stop="$(src dr describe "$run" --json | json_field '.get("restored") or {}).get("stop_command") or ""' 2>/dev/null || true)"
-    [ -n "$stop" ] && eval "$stop -m fast" >/dev/null 2>&1 || true
+  # Stop every cluster a run restored (the real run's; a rehearsal removed its own).
+  src dr list --json 2>/dev/null | python3 -c 'import json,sys
+for r in json.load(sys.stdin)["runs"]: print(r["run_id"])' 2>/dev/null | while read -r run; do
+    stop="$(src dr describe "$run" --json 2>/dev/null | python3 -c 'import json,sys
+print((json.load(sys.stdin).get("restored") or {}).get("stop_command") or "")' 2>/dev/null || true)"
+    if [ -n "$stop" ]; then eval "$stop -m fast" >/dev/null 2>&1 || true; fi
   done
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -m fast stop >/dev/null 2>&1 || true

@@ -135,9 +135,9 @@ def _first_backups(ctx: StepContext, resource_id: str, rules: list[tuple[str, di
         job, lock = create_backup_job(ctx.account, resource_id, rule["target_vault_name"], rule["delete_after_days"])
         finished = run_backup_job(ctx.account, job.id, lock)
         done[key] = finished.recovery_point_arn or ""
-        ctx.checkpoint_set(backups=done)
         ctx.changes.append(f"backup of {resource_id} under plan {plan}, rule {rule['rule_name']}:"
                            f" {done[key]}")
+        ctx.checkpoint_set(backups=done)
     return sorted(done.values())
 
 

@@ -44,8 +44,9 @@ class StepContext:
         return found
 
     def checkpoint_set(self, **values: Any) -> None:
-        """Persist progress inside this step before acting on it, so a resumed step knows where it was."""
-        self.checkpoint.update(values)
+        """Persist progress inside this step before acting on it, so a resumed step knows where it was
+        (and the report keeps what an interrupted attempt already changed)."""
+        self.checkpoint.update(values, changes=list(self.changes))
         self.save_checkpoint(dict(self.checkpoint))
 
     def scratch_name(self, name: str) -> str:

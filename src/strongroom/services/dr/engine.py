@@ -143,8 +143,9 @@ def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record
     earlier = _earlier(account, run_id, position)
     outputs = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
     resolved = resolve_runtime(record, outputs, {"id": run_id, "rehearsal": bool(run["rehearsal"])})
-    ctx = StepContext(account, run_id, bool(run["rehearsal"]), resolved, earlier,
-                      checkpoint=dict(row.get("checkpoint") or {}),
+    checkpoint = dict(row.get("checkpoint") or {})
+    ctx = StepContext(account, run_id, bool(run["rehearsal"]), resolved, earlier, checkpoint=checkpoint,
+                      changes=list(checkpoint.get("changes") or []),
                       save_checkpoint=lambda checkpoint: account.catalog.update_dr_step(run_id, position,
                                                                                          checkpoint=checkpoint))
     account.catalog.update_dr_step(run_id, position, state=RUNNING, attempts=row["attempts"] + 1,
@@ -153,12 +154,14 @@ def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record
     try:
         result = HANDLERS[record["type"]].run(ctx)
     except StrongroomError as exc:
-        account.catalog.update_dr_step(run_id, position, state=FAILED, error=exc.one_line(), changes=ctx.changes,
+        account.catalog.update_dr_step(run_id, position, state=FAILED, error=exc.one_line(),
+                                       changes=list(dict.fromkeys(ctx.changes)),
                                        duration_seconds=round(time.monotonic() - started, 3))
         exc.message = f"step '{row['name']}' ({row['type']}) failed: {exc.message}"
         raise
     account.catalog.update_dr_step(run_id, position, state=COMPLETED, completed_at=iso(now()), outputs=result,
-                                   changes=ctx.changes, duration_seconds=round(time.monotonic() - started, 3))
+                                   changes=list(dict.fromkeys(ctx.changes)),
+                                   duration_seconds=round(time.monotonic() - started, 3))
 
 
 def _earlier(account: Account, run_id: str, position: int) -> list[dict[str, Any]]:

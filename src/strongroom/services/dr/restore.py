@@ -102,8 +102,8 @@ class Restore:
         ctx.checkpoint_set(copy_job_id=job.id)
         finished = run_copy_job(ctx.account, job.id, lock)
         local = finished.result["destination_recovery_point_arn"]
-        ctx.checkpoint_set(local_recovery_point_arn=local)
         ctx.changes.append(f"copied {arn} back into vault {vault.name} as {local}")
+        ctx.checkpoint_set(local_recovery_point_arn=local)
         return ctx.account.catalog.get_recovery_point(local)
 
 
