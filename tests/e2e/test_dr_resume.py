@@ -114,7 +114,7 @@ def baseline(local: Local) -> dict[str, Any]:
     return state
 
 
-KILL_POINTS = [*(f"dr.after:{step}" for step in STEPS), "dr.restore:middle"]
+KILL_POINTS = ["dr.before:select", *(f"dr.after:{step}" for step in STEPS), "dr.restore:middle"]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)

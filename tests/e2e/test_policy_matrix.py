@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.support.cli import Cli, assert_one_line_error
 from tests.support.trees import snapshot_tree
 
 ALLOWED = None
+MODES = ["governance", "compliance"]
 
 
 @dataclass
@@ -55,42 +58,34 @@ def _client(server: Server, credential: dict[str, Any], secret: str | None = Non
     return AccountClient(server.endpoint, credential["access_key_id"], secret or credential["secret_access_key"])
 
 
-@pytest.fixture(params=["governance", "compliance"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
-    source_id, destination_id = account_id(source), account_id(destination)
-    admins = [root_arn(destination_id), user_arn(destination_id, "admin")]
-    policy = default_destination_policy(source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
-                                        admin_principal_arns=admins)
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
-    lock = ["--min-retention-days", "7", "--max-retention-days", "365"]
-    if request.param == "compliance":
-        lock += ["--changeable-for-days", "3"]
-    destination.run("vaults", "put-lock", "Default", *lock)
-    tree = tmp_path / "tree"
-    make_files(tree, count=4)
-    source.run("resources", "add", "files", "--type", "directory", "--path", str(tree))
-    with serving(destination) as server:
-        copier = issue_credential(destination, "copier", "--account-id", source_id)
-        register(source, "destination", server, copier)
-        point = source.backup("files")["recovery_point_arn"]
-        job = source.json("copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination),
-                          "--delete-after", "30", "--wait")
-        copied = job["result"]["destination_recovery_point_arn"]
-        if request.param == "compliance":
-            _cooling_off_passes(destination)
-        clients = {
-            "source": _client(server, copier),
-            "admin": _client(server, issue_credential(destination, "admin")),
-            "operator": _client(server, issue_credential(destination, "operator")),
-            "wrong-signature": _client(server, copier, secret="A" * 40),
-        }
-        yield World(server, source, destination, clients, copied.rsplit(":", 1)[1], copied, tree, tmp_path)
-        for client in clients.values():
-            client.close()
+@pytest.fixture(scope="module")
+def builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builds]:
+    """Each lock mode's accounts, built once for the module; the modes the selected cases use are built at
+    the same time (building is mostly waiting for ``strongroom`` processes): the compliance accounts get
+    ready while the governance cases run."""
+    with ExitStack() as stack, ThreadPoolExecutor(len(MODES), thread_name_prefix="policy-matrix") as pool:
+        started = Builds(tmp_path_factory, pool, stack)
+        for item in request.session.items:
+            mode = getattr(item, "callspec", None) and item.callspec.params.get("accounts")
+            if getattr(item, "module", None) is request.module and mode in MODES:
+                started.start(mode)
+        yield started
+    # The pool has waited for every build, then every server stopped (a failed build's too) with the stack.
+
+
+@pytest.fixture(scope="module", params=MODES)
+def accounts(request: pytest.FixtureRequest, builds: Builds) -> Accounts:
+    return builds.get(request.param)
+
+
+@pytest.fixture
+def world(accounts: Accounts, tmp_path: Path) -> World:
+    """The case's view of its lock mode's accounts, the destination put back as built first: whatever an
+    earlier case changed (policy, lock, the copy's retention or the copy itself) is undone."""
+    accounts.restore()
+    point_id = accounts.point_arn.rsplit(":", 1)[1]
+    return World(accounts.server, accounts.source, accounts.destination, accounts.clients, point_id,
+                 accounts.point_arn, accounts.tree, tmp_path)
 
 
 def _cooling_off_passes(destination: Cli) -> None:
@@ -209,3 +204,114 @@ def _source_vault_id(world: World) -> str:
 def _mapped_peer_ids(world: World) -> list[bytes]:
     with sqlite3.connect(world.destination.home / "catalog.db") as db:
         return [bytes(r[0]) for r in db.execute("SELECT peer_chunk_id FROM chunk_map LIMIT 5")]
+
+
+@dataclass
+class Accounts:
+    """A source and a destination account for one lock mode, shared by the module's cases.
+
+    The state the cases may change is the destination's Default vault: its access policy, its lock and
+    the copy it holds. ``restore`` compares them with how they were left the last time it ran (over
+    HTTP, as the named administrator: a read costs no process) and puts back what differs with the
+    same commands that built them, as the account's root; so cases stay independent in any order.
+    """
+
+    mode: str
+    server: Server
+    source: Cli
+    destination: Cli
+    clients: dict[str, AccountClient]
+    tree: Path
+    policy_file: Path
+    lock: list[str]
+    source_point: str
+    destination_vault: str
+    point_arn: str = ""
+    _vault: dict[str, Any] | None = None  # access policy and lock as restore last left them
+    _point: dict[str, Any] | None = None  # the copy as restore last left it
+
+    def restore(self) -> None:
+        vault, point = self._observe()
+        known_vault, known_point = self._vault or {}, self._point or {}
+        if vault is None or vault["access_policy"] != known_vault.get("access_policy"):
+            self.destination.run("vaults", "put-access-policy", "Default", "--file", str(self.policy_file))
+            if vault is None and self.point_arn:  # the policy hid the rest from the administrator: look again
+                vault, point = self._observe()
+        relock = vault is None or vault["lock"] != known_vault.get("lock")
+        if relock:
+            self.destination.run("vaults", "put-lock", "Default", *self.lock)
+        if point is None or point != known_point:
+            job = self.source.json("copy", "start", "--recovery-point", self.source_point, "--destination-vault",
+                                   self.destination_vault, "--delete-after", "30", "--wait")
+            self.point_arn = job["result"]["destination_recovery_point_arn"]
+        if relock and self.mode == "compliance":
+            _cooling_off_passes(self.destination)
+        if vault != known_vault or point != known_point:
+            self._vault, self._point = self._observe()
+            assert self._vault is not None and self._point is not None, "the destination cannot be put back"
+            assert self._vault["lock"]["mode"] == self.mode, self._vault
+            assert self._point["status"] == "COMPLETED" and self._point["is_locked"], self._point
+            assert self._point["lifecycle"]["delete_after_days"] == 30, self._point
+
+    def _observe(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if not self.point_arn:
+            return None, None
+        admin = self.clients["admin"]
+        try:
+            described = admin.describe_vault("Default")
+            point = admin.get_recovery_point(self.point_arn.rsplit(":", 1)[1])
+        except StrongroomError:  # the policy no longer lets the administrator look: put everything back
+            return None, None
+        return {"access_policy": described["access_policy"], "lock": described["lock"]}, point
+
+
+class Builds:
+    """Builds of the modes' accounts, each started once, in the pool; servers stop as ``stack`` closes."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, pool: ThreadPoolExecutor, stack: ExitStack) -> None:
+        self.tmp_path_factory, self.pool, self.stack = tmp_path_factory, pool, stack
+        self.futures: dict[str, Future[Accounts]] = {}
+
+    def start(self, mode: str) -> None:
+        if mode not in self.futures:
+            home = self.tmp_path_factory.mktemp(f"policy-{mode}")
+            self.futures[mode] = self.pool.submit(_build, mode, home, self.stack.enter_context(ExitStack()))
+
+    def get(self, mode: str) -> Accounts:
+        self.start(mode)
+        return self.futures[mode].result()
+
+
+def _build(mode: str, tmp_path: Path, stack: ExitStack) -> Accounts:
+    """The source and destination accounts of one lock mode, as each case used to build its own: the
+    destination serves its API (until ``stack`` closes) and holds a copy of the source's backup."""
+    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
+    source.run("init")
+    destination.run("init")
+    source_id, destination_id = account_id(source), account_id(destination)
+    admins = [root_arn(destination_id), user_arn(destination_id, "admin")]
+    policy = default_destination_policy(source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
+                                        admin_principal_arns=admins)
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    lock = ["--min-retention-days", "7", "--max-retention-days", "365"]
+    if mode == "compliance":
+        lock += ["--changeable-for-days", "3"]
+    tree = tmp_path / "tree"
+    make_files(tree, count=4)
+    source.run("resources", "add", "files", "--type", "directory", "--path", str(tree))
+    server = stack.enter_context(serving(destination))
+    copier = issue_credential(destination, "copier", "--account-id", source_id)
+    register(source, "destination", server, copier)
+    clients = {
+        "source": _client(server, copier),
+        "admin": _client(server, issue_credential(destination, "admin")),
+        "operator": _client(server, issue_credential(destination, "operator")),
+        "wrong-signature": _client(server, copier, secret="A" * 40),
+    }
+    for client in clients.values():
+        stack.callback(client.close)
+    built = Accounts(mode, server, source, destination, clients, tree, tmp_path / "policy.json", lock,
+                     source_point=source.backup("files")["recovery_point_arn"],
+                     destination_vault=vault_arn(destination))
+    built.restore()  # the policy, the lock, the copy and, in compliance mode, the cooling-off period passes
+    return built

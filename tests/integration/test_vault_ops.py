@@ -259,8 +259,10 @@ def test_another_account_copies_in_but_destroys_nothing(account: Account) -> Non
         for principal in (COPIER, root_arn(SOURCE), root(account), ops(account)):
             with pytest.raises(AccessDeniedError, match=f"may not backup:{action} .*'DenyBackupVaultAccess'"):
                 attempt(principal)
+    # The source may list the points (to choose one to copy back in a disaster); nobody else may.
+    assert [p.id for p in vault_ops.list_recovery_points(account, COPIER, DEFAULT_VAULT)] == [rp.id]
     with pytest.raises(AccessDeniedError, match="no statement of the vault's access policy allows it"):
-        vault_ops.list_recovery_points(account, COPIER, DEFAULT_VAULT)
+        vault_ops.list_recovery_points(account, user_arn(OTHER, "x"), DEFAULT_VAULT)
     with pytest.raises(AccessDeniedError, match="principals of account 333333333333 need an explicit Allow"):
         vault_ops.describe_vault(account, user_arn(OTHER, "x"), DEFAULT_VAULT)
     assert point(account, rp).status == RecoveryPointStatus.COMPLETED and manifest_exists(account, rp)
