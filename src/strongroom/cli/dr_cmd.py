@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from strongroom.cli import context, output
 from strongroom.cli.config_cmd import JSON_OPTION, VAR_FILE_OPTION, VAR_OPTION
-from strongroom.config.runbook import Runbook, load_runbook
 from strongroom.errors import UsageError
 from strongroom.services.account import Account
-from strongroom.services.apply import identity_of
-from strongroom.services.dr import engine
+
+if TYPE_CHECKING:
+    from strongroom.config.runbook import Runbook
+
+# The runbook model and the engine (psycopg, httpx, pydantic models) load only when a dr command runs:
+# every other command starts that much faster.
 
 dr_app = typer.Typer(help="Disaster recovery: run, resume and rehearse runbooks.", no_args_is_help=True)
 RUNBOOK_ARGUMENT = typer.Argument(..., metavar="RUNBOOK", help="The runbook file (YAML).")
@@ -65,6 +68,8 @@ def resume(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_ID
 @dr_app.command("list")
 def list_runs(ctx: typer.Context, json_output: bool = JSON_OPTION) -> None:
     """Every disaster-recovery run and rehearsal of this account, oldest first."""
+    from strongroom.services.dr import engine
+
     with context.account(ctx) as account:
         runs = engine.list_runs(account)
     if json_output:
@@ -80,6 +85,8 @@ def list_runs(ctx: typer.Context, json_output: bool = JSON_OPTION) -> None:
 def describe(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_ID"),
              json_output: bool = JSON_OPTION) -> None:
     """A run's report: recovery point, RPO, RTO, each step's state and duration, every change."""
+    from strongroom.services.dr import engine
+
     with context.account(ctx) as account:
         report = engine.describe_run(account, run_id)
     if json_output:
@@ -90,6 +97,10 @@ def describe(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_
 
 def _start(ctx: typer.Context, path: Path, var: list[str], var_file: list[Path], incident: datetime | None,
            dry_run: bool, json_output: bool, *, rehearsal: bool) -> None:
+    from strongroom.config.runbook import load_runbook
+    from strongroom.services.apply import identity_of
+    from strongroom.services.dr import engine
+
     with context.account(ctx) as account:
         runbook = load_runbook(path, identity=identity_of(account), cli_vars=var, var_files=var_file)
         if dry_run:
@@ -104,6 +115,8 @@ def _start(ctx: typer.Context, path: Path, var: list[str], var_file: list[Path],
 
 
 def _execute(account: Account, run_id: str, json_output: bool, *, resumed: bool) -> None:
+    from strongroom.services.dr import engine
+
     if resumed and not json_output:
         output.console.print(f"Resuming disaster-recovery run {run_id}", markup=False, highlight=False)
     report = engine.execute(account, run_id, observer=None if json_output else _progress)
@@ -125,6 +138,8 @@ def _progress(event: str, row: dict[str, Any]) -> None:
 
 
 def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: bool) -> None:
+    from strongroom.services.dr import engine
+
     plan = engine.dry_run(account, runbook, rehearsal=rehearsal)
     if json_output:
         output.emit_json(plan)

@@ -28,19 +28,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from strongroom import model
-from strongroom.config.changes import CREATE, DELETE, UPDATE, Change
-from strongroom.config.loader import LoadedConfig
 from strongroom.config.schema import NOTIFICATION_EVENTS, NOTIFICATION_STATES, NotificationsConfig
 from strongroom.errors import ConfigError, NotFoundError, StrongroomError, UsageError
 from strongroom.model import Job, JobState, JobType, RecoveryPoint, VaultRecord, iso
 from strongroom.services.account import Account
 from strongroom.services.credentials import open_secret, seal_secret
+
+if TYPE_CHECKING:  # loaded where a configuration is planned: every job imports this module, few plan
+    from strongroom.config.changes import Change
+    from strongroom.config.loader import LoadedConfig
 
 EVENTS: frozenset[str] = frozenset(NOTIFICATION_EVENTS)
 STATES: frozenset[str] = frozenset(NOTIFICATION_STATES)
@@ -238,6 +238,8 @@ def _wanted(loaded: LoadedConfig, vault: str, config: NotificationsConfig | None
 
 
 def _change(name: str, current: Settings | None, wanted: Settings | None) -> Change:
+    from strongroom.config.changes import CREATE, DELETE, UPDATE, Change
+
     before, after = (s.view() if s else None for s in (current, wanted))
     if current is None:
         return Change(CREATE, CHANGE_KIND, name, after=after, details=tuple(_lines(after)))
@@ -575,6 +577,8 @@ def _append_line(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _post_json(target: str, payload: dict[str, Any], timeout: float) -> None:
+    import httpx  # only a webhook needs it: every job imports this module
+
     headers = {"Content-Type": "application/json", "User-Agent": "Strongroom", "X-Strongroom-Event": payload["event"]}
     response = httpx.post(target, content=json.dumps(payload, sort_keys=True), headers=headers, timeout=timeout,
                           follow_redirects=False)
