@@ -196,3 +196,28 @@ def test_dr_run_inside_the_destination_account_with_its_credentials(world: World
     assert report["restored"]["data_directory"].startswith(str(world.destination.home))
     assert world.app.checksum() == served_at_backup
     assert checksum(report["restored"]["port"], secret(world.destination, SECRET)["password"]) == served_at_backup
+
+
+@pytest.mark.parametrize("point", ["dr.copy_back:middle", "dr.copy_back:done"])
+def test_run_killed_during_or_after_the_copy_back_resumes_without_a_second_copy(world: World, point: str) -> None:
+    served_at_backup = world.app.checksum()
+    _, copied = back_up_and_copy(world)
+    destroy_cluster(world.cluster)
+    variables = runbook_vars(FROM_ACCOUNT="destination", VAULT="mavis-destination",
+                             DEPLOY_COMMAND=world.app.restart_command(), HEALTH_URL=world.app.health_url)
+    killed = world.source.run("dr", "run", str(RUNBOOK), *variables, env={"STRONGROOM_FAULT_KILL_AT": point},
+                              ok=False)
+    assert killed.returncode == -9, killed.stderr
+    run_id = world.source.json("dr", "list")["runs"][-1]["run_id"]
+
+    report = world.source.json("dr", "resume", run_id)
+    world.reports.append(report)  # type: ignore[attr-defined]
+    assert report["state"] == "COMPLETED", report
+    assert world.app.checksum() == served_at_backup
+    copies = [p for p in world.source.json("recovery-points", "list", "--resource", "mavis-db")["recovery_points"]
+              if p.get("source_recovery_point_arn") == copied]
+    expected = ["PARTIAL", "COMPLETED"] if point.endswith("middle") else ["COMPLETED"]
+    assert [p["status"] for p in copies] == expected  # a finished copy is never made twice
+    assert report["recovery_point"]["copied_back_as"] == next(
+        p["recovery_point_arn"] for p in copies if p["status"] == "COMPLETED")
+    assert any(change.startswith(f"copied {copied} back") for change in report["changes"])

@@ -13,7 +13,7 @@ from strongroom.adapters.base import RestoreRequest, get_adapter
 from strongroom.adapters.pgtools import parse_dsn
 from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
 from strongroom.faults import fault_point
-from strongroom.model import Arn, JobState, RecoveryPoint
+from strongroom.model import Arn, Job, JobState, RecoveryPoint
 from strongroom.policy.principals import root_arn
 from strongroom.services import vault_ops
 from strongroom.services.copy import create_copy_job, run_copy_job
@@ -21,7 +21,7 @@ from strongroom.services.dr.context import StepContext
 from strongroom.services.restore import create_restore_job, run_restore_job
 
 RUNBOOK_TYPES = ("postgres-cluster", "postgres")
-FAULT_AFTER_BYTES = 1 << 20  # the crash test's "middle of the restore": after the first MiB is written
+FAULT_AFTER_BYTES = 1 << 20  # the crash tests' "middle" of a restore or copy: after its first MiB
 
 
 class Restore:
@@ -39,7 +39,7 @@ class Restore:
             ctx.checkpoint_set(owned_target=True)
         job, lock = create_restore_job(ctx.account, rp.arn, request)
         ctx.checkpoint_set(restore_job_id=job.id)
-        run_restore_job(ctx.account, job.id, lock, progress=_crash_point())
+        run_restore_job(ctx.account, job.id, lock, progress=_crash_point("dr.restore:middle"))
         outputs = _outputs(ctx, rp, request, job.id)
         ctx.changes.append(f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on"
                            f" {outputs['host']}:{outputs['port']}")
@@ -98,9 +98,12 @@ class Restore:
         if ctx.checkpoint.get("local_recovery_point_arn"):
             return ctx.account.catalog.get_recovery_point(ctx.checkpoint["local_recovery_point_arn"])
         vault = ctx.account.catalog.get_vault(ctx.step["copy_back_vault"])
-        job, lock = create_copy_job(ctx.account, arn, vault.arn)
-        ctx.checkpoint_set(copy_job_id=job.id)
-        finished = run_copy_job(ctx.account, job.id, lock)
+        finished = _finished_copy(ctx)  # a copy an interrupted attempt completed is not made twice
+        if finished is None:
+            job, lock = create_copy_job(ctx.account, arn, vault.arn)
+            ctx.checkpoint_set(copy_job_id=job.id)
+            finished = run_copy_job(ctx.account, job.id, lock, progress=_crash_point("dr.copy_back:middle"))
+            fault_point("dr.copy_back:done")
         local = finished.result["destination_recovery_point_arn"]
         ctx.changes.append(f"copied {arn} back into vault {vault.name} as {local}")
         ctx.checkpoint_set(local_recovery_point_arn=local)
@@ -217,13 +220,22 @@ def _outputs(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest, job_i
     return outputs
 
 
-def _crash_point() -> Any:
+def _finished_copy(ctx: StepContext) -> Job | None:
+    job_id = ctx.checkpoint.get("copy_job_id")
+    if not job_id:
+        return None
+    job = ctx.account.catalog.get_job(job_id)
+    return job if job.state == JobState.COMPLETED else None
+
+
+def _crash_point(name: str) -> Any:
+    """A progress callback that is also the crash tests' fault point ``name``, after the first MiB."""
     written = 0
 
     def progress(count: int) -> None:
         nonlocal written
         before, written = written, written + count
         if before < FAULT_AFTER_BYTES <= written:
-            fault_point("dr.restore:middle")
+            fault_point(name)
 
     return progress
