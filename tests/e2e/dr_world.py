@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,14 @@ import httpx
 import psycopg
 import yaml
 
+from strongroom import model
 from strongroom.adapters.pgtools import free_port
+from strongroom.plans.schedule import parse_schedule
+from strongroom.services.account import open_account
+from strongroom.services.scheduler import Run, Scheduler, list_runs
 from tests.support.accounts import vault_arn
-from tests.support.cli import Cli
+from tests.support.cli import PASSPHRASE, Cli
+from tests.support.clock import ManualClock
 from tests.support.pgcluster import PgCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +150,21 @@ def runbook_vars(**values: Any) -> list[str]:
 def latest_run(cli: Cli) -> str:
     runs = cli.json("dr", "list")["runs"]
     return str(runs[-1]["run_id"])
+
+
+def scheduled_runs(cli: Cli, schedule: str = "cron(0 7,19 * * ? *)") -> list[Run]:
+    """The account's scheduler (in this process, clock driven) at the plan's next fire time: what it ran."""
+    account = open_account(cli.home, lambda: PASSPHRASE)
+    try:
+        start = model.now()
+        fire = next(iter(parse_schedule(schedule).fire_times(start)))
+        clock = ManualClock(start)
+        with model.driven_clock(clock):
+            scheduler = Scheduler(account)
+            scheduler.tick()  # a rule's cursor starts at the first tick
+            for minutes in range(4):  # the backup, then its copy to the destination
+                clock.moment = fire + timedelta(minutes=minutes)
+                scheduler.tick()
+        return list_runs(account, limit=None)
+    finally:
+        account.close()

@@ -25,6 +25,7 @@ from tests.e2e.dr_world import (
     checksum,
     put_app_secret,
     runbook_vars,
+    scheduled_runs,
     secret,
     stop_restored,
 )
@@ -132,10 +133,11 @@ def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world:
     assert adopted["tags"] == {"BackupSource": "True", "environment": "production"}
     assert world.source.json("resources", "describe", "mavis-db")["tags"] == {
         "strongroom:replaced-by": "mavis-production-restored"}
-    # ...and a backup under the plan's rule keeps working afterwards.
-    again = world.source.json("backup", "start", "--resource", "mavis-production-restored", "--vault",
-                              "mavis-production", "--wait")
-    assert again["state"] == "COMPLETED"
+    # ...and at the plan's next fire time its scheduler backs up the restored cluster (not the dead one) and
+    # copies that backup to the destination: backups continue.
+    runs = scheduled_runs(world.source)
+    assert [(run.resource_id, run.state.value) for run in runs] == [("mavis-production-restored", "COMPLETED")]
+    assert runs[0].details["copies"][0]["state"] == "COMPLETED", runs[0].details
     assert APP_PASSWORD not in (world.source.home / "logs" / "dr" / f"{report['run_id']}.log").read_text()
 
 
