@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from strongroom.errors import IntegrityError
-from strongroom.vault import Vault
+from strongroom.vault import Vault, envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, decode_index, load_manifest
 from strongroom.vault.reader import RecoveryPointReader, read_object
@@ -117,3 +117,27 @@ def test_third_backup_deltas_against_whole_chunks_only(vault: Vault) -> None:
     assert not bases & second_deltas  # never a delta of a delta
     assert read(vault, "rp3") == third_data
     assert verify_recovery_points(vault, ["rp1", "rp2", "rp3"], read_data=True).ok
+
+
+@pytest.mark.parametrize("size", [1 << 20, 5 << 19, 4 << 20])
+def test_a_small_change_in_a_large_high_entropy_chunk_is_a_small_delta(size: int) -> None:
+    """Random (compressed, encrypted) content: a base larger than the default match tables is indexed
+    whole, so a 100-byte change costs about 100 bytes, not half the chunk."""
+    rng = random.Random(size)
+    base = rng.randbytes(size)
+    changed = bytearray(base)
+    changed[size // 3 : size // 3 + 100] = rng.randbytes(100)
+    compression, body = envelope.compress_body(bytes(changed), (b"b" * envelope.BASE_ID_SIZE, base))
+    assert compression == envelope.Compression.ZSTD_DELTA
+    assert len(body) < 4_000, len(body)
+    assert envelope.undelta(body[envelope.BASE_ID_SIZE :], base, size) == bytes(changed)
+
+
+def test_unrelated_high_entropy_content_round_trips_whatever_its_encoding() -> None:
+    rng = random.Random(7)
+    base, other = rng.randbytes(3 << 20), rng.randbytes(3 << 20)
+    compression, body = envelope.compress_body(other, (b"b" * envelope.BASE_ID_SIZE, base))
+    if compression == envelope.Compression.ZSTD_DELTA:
+        assert envelope.undelta(body[envelope.BASE_ID_SIZE :], base, len(other)) == other
+    else:
+        assert compression == envelope.Compression.NONE and body == other

@@ -99,9 +99,7 @@ def compress_body(plaintext: bytes, base: tuple[bytes, bytes] | None = None) -> 
     if not plaintext:
         return Compression.NONE, plaintext
     if base is not None:
-        dictionary = zstandard.ZstdCompressionDict(base[1], dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        compressor = zstandard.ZstdCompressor(compression_params=ZSTD_DELTA_PARAMETERS, dict_data=dictionary)
-        delta = compressor.compress(plaintext)
+        delta = _delta(plaintext, base[1])
         if len(delta) * 8 < len(plaintext):
             return Compression.ZSTD_DELTA, base[0] + delta
         packed = _compressor().compress(plaintext)
@@ -112,6 +110,29 @@ def compress_body(plaintext: bytes, base: tuple[bytes, bytes] | None = None) -> 
     if len(packed) < len(plaintext):
         return Compression.ZSTD, packed
     return Compression.NONE, plaintext
+
+
+def _delta(plaintext: bytes, base_plaintext: bytes) -> bytes:
+    """``plaintext`` as a zstd frame against ``base_plaintext`` (a raw-content dictionary).
+
+    The default tables hold 2^20 positions: enough for repetitive rows, but in high-entropy data (random,
+    compressed or encrypted content) every position of a base over 1 MiB is its own hash, older ones are
+    evicted, and a 100-byte change in a 4 MiB chunk cost half the chunk. When the first try shows the
+    base is related yet leaves much behind, it is indexed whole (2^22..2^24 positions) and the smaller
+    frame wins; unrelated content (no matches at all) is not tried twice.
+    """
+    dictionary = zstandard.ZstdCompressionDict(base_plaintext, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    delta = zstandard.ZstdCompressor(compression_params=ZSTD_DELTA_PARAMETERS, dict_data=dictionary).compress(
+        plaintext)
+    related_but_loose = len(plaintext) // 8 <= len(delta) < len(plaintext) * 9 // 10
+    if not related_but_loose or len(base_plaintext) <= 1 << ZSTD_DELTA_PARAMETERS.chain_log:
+        return delta
+    table_log = min(24, len(base_plaintext).bit_length())
+    wider = zstandard.ZstdCompressionParameters(
+        window_log=23, hash_log=table_log, chain_log=table_log, search_log=4, min_match=6, target_length=64,
+        strategy=zstandard.STRATEGY_LAZY2)
+    retried = zstandard.ZstdCompressor(compression_params=wider, dict_data=dictionary).compress(plaintext)
+    return min(delta, retried, key=len)
 
 
 def seal(
