@@ -13,23 +13,14 @@ bash scripts/bootstrap.sh >&2
 ROOT="$PWD"
 DEMO="$ROOT/.demo"
 rm -rf "$DEMO"; mkdir -p "$DEMO"
-export STRONGROOM_PASSPHRASE="${STRONGROOM_PASSPHRASE:-demo passphrase, change me}"
-export COLUMNS="${COLUMNS:-150}"   # wide tables also when the output is piped
 SOURCE="$DEMO/source"
 DESTINATION="$DEMO/destination"
-src() { "$ROOT/.venv/bin/strongroom" --home "$SOURCE" "$@"; }
-dst() { "$ROOT/.venv/bin/strongroom" --home "$DESTINATION" "$@"; }
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+source scripts/demo-lib.sh
 
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-[ -n "$PGBIN" ] || PGBIN="$(dirname "$(command -v initdb)")"
 PGWORK="$(mktemp -d /tmp/strongroom-demo-pg.XXXXXX)"
 PORT="$(free_port)"
 API_PORT="$(free_port)"
 SOURCE_API_PORT="$(free_port)"
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" -eq 0 ] && chown postgres "$PGWORK"
 
 SERVER_PID=""

@@ -17,22 +17,13 @@ ROOT="$PWD"
 DEMO="$(mktemp -d /tmp/strongroom-dr-demo.XXXXXX)"   # /tmp: the postgres OS user must reach restored clusters
 chmod 711 "$DEMO"
 ln -sfn "$DEMO" "$ROOT/.demo-dr"
-export STRONGROOM_PASSPHRASE="${STRONGROOM_PASSPHRASE:-demo passphrase, change me}"
-export COLUMNS="${COLUMNS:-150}"
 SOURCE="$DEMO/source"
 DESTINATION="$DEMO/destination"
 SR="$ROOT/.venv/bin/strongroom"
 PY="$ROOT/.venv/bin/python"
-src() { "$SR" --home "$SOURCE" "$@"; }
-dst() { "$SR" --home "$DESTINATION" "$@"; }
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+source scripts/demo-lib.sh
 
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-[ -n "$PGBIN" ] || PGBIN="$(dirname "$(command -v initdb)")"
 PORT="$(free_port)"; API_PORT="$(free_port)"; APP_PORT="$(free_port)"
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 mkdir "$DEMO/pg"; [ "$(id -u)" -eq 0 ] && chown postgres "$DEMO/pg"
 APP_STATE="$DEMO/app-state.json"
 APPCTL=("$PY" "$ROOT/examples/sample-app/appctl.py")

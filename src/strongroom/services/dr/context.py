@@ -54,6 +54,12 @@ class StepContext:
         return f"{name}-rehearsal-{self.run_id[:8]}" if self.rehearsal else name
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line error: its first line, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class StepHandler(Protocol):
     def run(self, ctx: StepContext) -> dict[str, Any]:
         """Do the step; return its outputs (JSON, no secrets). Re-run after a crash: must converge."""

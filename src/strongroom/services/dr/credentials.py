@@ -12,7 +12,7 @@ from psycopg import sql
 
 from strongroom.errors import ConfigError, NotFoundError, TargetError
 from strongroom.services import secrets
-from strongroom.services.dr.context import StepContext
+from strongroom.services.dr.context import StepContext, first_line
 
 SECRET_HINT = ("put it first ('strongroom secrets put NAME --rds', value on stdin), or use a rotate_credentials step"
                " (managed credentials) that writes a new one")
@@ -112,12 +112,7 @@ def _set_password(restored: dict[str, Any], username: str, password: str) -> Non
                                                                      sql.Literal(verifier.decode()))
             conn.execute(statement)
     except psycopg.Error as exc:
-        raise TargetError(f"setting the password of {username} on {where} failed: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise TargetError(f"setting the password of {username} on {where} failed: {first_line(exc)}") from None
 
 
 def _delete_scratch(ctx: StepContext, outputs: dict[str, Any]) -> list[str]:

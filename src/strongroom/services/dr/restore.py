@@ -11,13 +11,14 @@ import psycopg
 
 from strongroom.adapters.base import RestoreRequest, get_adapter
 from strongroom.adapters.pgtools import parse_dsn
+from strongroom.adapters.postgres_cluster import data_directory
 from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
 from strongroom.faults import fault_point
 from strongroom.model import Arn, Job, JobState, RecoveryPoint
 from strongroom.policy.principals import root_arn
 from strongroom.services import vault_ops
 from strongroom.services.copy import create_copy_job, run_copy_job
-from strongroom.services.dr.context import StepContext
+from strongroom.services.dr.context import StepContext, first_line
 from strongroom.services.restore import create_restore_job, run_restore_job
 
 RUNBOOK_TYPES = ("postgres-cluster", "postgres")
@@ -142,7 +143,7 @@ def _health(dsn: str) -> str:
         with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return first_line(exc)
     return "still in recovery" if row and row[0] else ""
 
 
@@ -195,8 +196,7 @@ def _database_target(ctx: StepContext, server: str | None, resource_id: str | No
 
 def _where(resource_type: str, request: RestoreRequest, home: Path) -> dict[str, Any]:
     if resource_type == "postgres-cluster":
-        data_dir = Path(request.target) if request.target else home / "clusters" / (request.target_identifier or "")
-        return {"data_directory": str(data_dir)}
+        return {"data_directory": str(data_directory(request, home))}
     return {"database": request.target_identifier}
 
 

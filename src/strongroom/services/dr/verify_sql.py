@@ -9,7 +9,7 @@ import psycopg
 
 from strongroom.errors import IntegrityError, TargetError
 from strongroom.services import secrets
-from strongroom.services.dr.context import StepContext
+from strongroom.services.dr.context import StepContext, first_line
 
 
 class VerifySql:
@@ -51,17 +51,14 @@ def _connect(ctx: StepContext) -> psycopg.Connection[Any]:
         extra = {"dbname": database} if database else {}
         return psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True, **extra)
     except psycopg.Error as exc:
-        text = str(exc).strip()
-        raise TargetError(f"connecting to {restored['identifier']} failed: "
-                          f"{text.splitlines()[0] if text else type(exc).__name__}") from None
+        raise TargetError(f"connecting to {restored['identifier']} failed: {first_line(exc)}") from None
 
 
 def _query(conn: psycopg.Connection[Any], statement: str) -> list[list[Any]]:
     try:
         return [list(row) for row in conn.execute(statement.encode()).fetchall()]  # type: ignore[arg-type]
     except psycopg.Error as exc:
-        text = str(exc).strip()
-        raise TargetError(f"query {statement!r} failed: {text.splitlines()[0] if text else exc}") from None
+        raise TargetError(f"query {statement!r} failed: {first_line(exc)}") from None
 
 
 def _matches(rows: list[list[Any]], expect: Any) -> bool:
