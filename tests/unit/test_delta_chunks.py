@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from strongroom.errors import IntegrityError
 from strongroom.vault import Vault, envelope
@@ -141,3 +142,21 @@ def test_unrelated_high_entropy_content_round_trips_whatever_its_encoding() -> N
         assert envelope.undelta(body[envelope.BASE_ID_SIZE :], base, len(other)) == other
     else:
         assert compression == envelope.Compression.NONE and body == other
+
+
+@pytest.mark.parametrize("content", ["zeros", "random", "text"])
+def test_content_that_compresses_as_well_by_itself_does_not_depend_on_a_base(content: str) -> None:
+    """A delta keeps its base alive (GC spares it): a run of zeros, or data unrelated to the base, is
+    stored self-contained even when a delta against the base would be as small."""
+    rng = random.Random(11)
+    base = rng.randbytes(500_000)
+    plaintext = {
+        "zeros": bytes(4 << 20),
+        "random": rng.randbytes(500_000),
+        "text": b"".join(b"row %d of a table nobody changed\n" % n for n in range(40_000)),
+    }[content]
+    compression, body = envelope.compress_body(plaintext, (b"b" * envelope.BASE_ID_SIZE, base))
+    assert compression != envelope.Compression.ZSTD_DELTA
+    if compression == envelope.Compression.ZSTD:
+        body = zstandard.ZstdDecompressor().decompress(body)
+    assert body == plaintext

@@ -99,17 +99,31 @@ def compress_body(plaintext: bytes, base: tuple[bytes, bytes] | None = None) -> 
     if not plaintext:
         return Compression.NONE, plaintext
     if base is not None:
-        delta = _delta(plaintext, base[1])
-        if len(delta) * 8 < len(plaintext):
-            return Compression.ZSTD_DELTA, base[0] + delta
+        delta = base[0] + _delta(plaintext, base[1])
+        if len(delta) * 8 < len(plaintext) and len(delta) * 2 < len(_fast_compressor().compress(plaintext)):
+            return Compression.ZSTD_DELTA, delta
         packed = _compressor().compress(plaintext)
-        if len(delta) < len(packed):
-            return Compression.ZSTD_DELTA, base[0] + delta
+        if _worth_a_base(len(delta), len(packed)):
+            return Compression.ZSTD_DELTA, delta
     else:
         packed = _compressor().compress(plaintext)
     if len(packed) < len(plaintext):
         return Compression.ZSTD, packed
     return Compression.NONE, plaintext
+
+
+def _fast_compressor() -> zstandard.ZstdCompressor:
+    comp = getattr(_local, "fast_compressor", None)
+    if comp is None:
+        comp = _local.fast_compressor = zstandard.ZstdCompressor(level=1)
+    return comp
+
+
+def _worth_a_base(delta_size: int, packed_size: int) -> bool:
+    """A delta ties its base's lifetime to the chunk's (GC keeps the base) and costs a second read at
+    restore: take it only when the base saves at least an eighth of what compression alone achieves.
+    Content that compresses as well by itself (zeros, unrelated data) stays self-contained."""
+    return delta_size <= packed_size * 7 // 8
 
 
 def _delta(plaintext: bytes, base_plaintext: bytes) -> bytes:
