@@ -60,8 +60,17 @@ class RecoveryPointReader:
             yield _checked(*window.popleft())
 
     def open_stream(self, name: str) -> io.BufferedReader:
+        return io.BufferedReader(_ChunkStream(self.iter_stream(name)), 1 << 20)
+
+    def iter_stream(self, name: str) -> Iterator[bytes]:
+        """The verified chunks of stream ``name`` in order; raises if they do not add up to its size."""
         stream = self.stream_ref(name)
-        return io.BufferedReader(_ChunkStream(self.iter_chunk_data(self.iter_refs(stream)), stream.size), 1 << 20)
+        delivered = 0
+        for data in self.iter_chunk_data(self.iter_refs(stream)):
+            delivered += len(data)
+            yield data
+        if delivered != stream.size:
+            raise IntegrityError(f"stream ended after {delivered} bytes, manifest says {stream.size}")
 
 
 def _fetch(vault: Vault, key: str, what: str) -> bytes:
@@ -110,29 +119,22 @@ def read_object(vault: Vault, object_id: bytes, kind: Kind, *, as_base: bool = F
 
 
 class _ChunkStream(io.RawIOBase):
-    """A read-only file object over an iterator of verified chunks; checks the total length."""
+    """A read-only file object over an iterator of verified chunks."""
 
-    def __init__(self, chunks: Iterator[bytes], expected_size: int) -> None:
+    def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buffer = memoryview(b"")
-        self._expected = expected_size
-        self._delivered = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._buffer:
-            try:
-                self._buffer = memoryview(next(self._chunks))
-            except StopIteration:
-                if self._delivered != self._expected:
-                    raise IntegrityError(
-                        f"stream ended after {self._delivered} bytes, manifest says {self._expected}"
-                    ) from None
+            chunk = next(self._chunks, None)
+            if chunk is None:
                 return 0
+            self._buffer = memoryview(chunk)
         count = min(len(target), len(self._buffer))
         target[:count] = self._buffer[:count]
         self._buffer = self._buffer[count:]
-        self._delivered += count
         return count
