@@ -90,3 +90,22 @@ def test_bad_tag_and_bad_arn(cli: Cli, tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "KEY=VALUE")
     result = cli.run("recovery-points", "describe", "--recovery-point", "arn:nope", ok=False)
     assert_one_line_error(result, 2, "unknown recovery point")
+
+
+def test_resources_add_takes_a_types_other_settings(cli: Cli, tmp_path: Path) -> None:
+    dsn = "postgresql://replicator@127.0.0.1:5999/postgres"
+    added = cli.json("resources", "add", "db", "--type", "postgres-cluster", "--dsn", dsn,
+                     "--setting", "method=pg_basebackup", "--json")
+    assert added["settings"] == {"dsn": dsn, "method": "pg_basebackup"}
+    tree = cli.json("resources", "add", "tree", "--type", "directory", "--path", str(tmp_path),
+                    "--setting", "one_file_system=true", "--json")
+    assert tree["settings"] == {"path": str(tmp_path), "one_file_system": True}
+    for setting, message in [
+        ("method=fast", "unknown method 'fast' for postgres-cluster"),
+        ("compress=yes", "unknown setting(s) for postgres-cluster: compress"),
+        ("method", "setting 'method' is not KEY=VALUE"),
+    ]:
+        result = cli.run("resources", "add", "db2", "--type", "postgres-cluster", "--dsn", dsn,
+                         "--setting", setting, ok=False)
+        assert_one_line_error(result, 2, message)
+    assert [r["resource_id"] for r in cli.json("resources", "list")["resources"]] == ["db", "tree"]

@@ -8,7 +8,7 @@ each piece at its offset, so the order in which they land does not matter).
 Only what a base backup holds is accepted: regular files and directories (GNU long names allowed),
 relative paths without ``..``; anything else (links, devices, pax headers, an absolute or escaping
 path) is refused before it is written. Nothing here ever creates a link, so a path cannot lead
-outside the root. Files get their mode and mtime; owners are the caller's business.
+outside the root. Files and directories get their mode and mtime; owners are the caller's business.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class TarExtractor:
         self._writes: deque[Future[None]] = deque()
         self._open: set[_OpenFile] = set()
         self._ended = False
+        self._directories: list[tuple[Path, float]] = []
 
     # Input ---------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -97,6 +98,8 @@ class TarExtractor:
                 os.close(open_file.fd)
         if self._left or self._header or self._long_name is not None:
             raise IntegrityError(f"{self.what} ends in the middle of an entry", hint="")
+        for path, mtime in reversed(self._directories):
+            os.utime(path, (mtime, mtime))
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -148,7 +151,7 @@ class TarExtractor:
         except (FileExistsError, NotADirectoryError):
             raise IntegrityError(f"{self.what} puts a directory over the file {name}", hint="") from None
         os.chmod(path, stat.S_IMODE(info.mode) | stat.S_IRWXU)
-        os.utime(path, (info.mtime, info.mtime))
+        self._directories.append((path, float(info.mtime)))  # set last: adding entries moves the mtime
 
     def _open_file(self, name: str, info: tarfile.TarInfo) -> None:
         path = self.root / name

@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(resources_app, name="resources")
 
 
+SETTING_WORDS: dict[str, object] = {"true": True, "false": False}  # as YAML would read them
+
+
 @resources_app.command("add")
 def add(
     ctx: typer.Context,
@@ -25,12 +28,17 @@ def add(
     dsn: str | None = typer.Option(None, help="PostgreSQL URI without a password (postgres types)."),
     path: Path | None = typer.Option(None, help="Path (directory, sqlite)."),
     tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable."),
+    setting: list[str] = typer.Option(
+        [], "--setting", help="KEY=VALUE, repeatable: the type's other settings (e.g. method=direct)."
+    ),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Register a resource. Passwords come from PGPASSWORD, a .pgpass file or secrets — never from here."""
     if (dsn is None) == (path is None):
         raise ConfigError("give exactly one of --dsn and --path")
-    settings = {"dsn": dsn} if dsn is not None else {"path": str(path.expanduser().absolute())}  # type: ignore[union-attr]
+    location = {"dsn": dsn} if dsn is not None else {"path": str(path.expanduser().absolute())}  # type: ignore[union-attr]
+    given = {key: SETTING_WORDS.get(value, value) for key, value in parse_tags(setting, what="setting").items()}
+    settings = {**given, **location}
     with context.account(ctx) as account:
         resource = add_resource(account, resource_id, type_name, settings, parse_tags(tag))
     if json_output:

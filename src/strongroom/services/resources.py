@@ -24,11 +24,11 @@ def add_resource(account: Account, resource_id: str, type_name: str, settings: d
     return resource
 
 
-def parse_tags(pairs: list[str]) -> dict[str, str]:
+def parse_tags(pairs: list[str], what: str = "tag") -> dict[str, str]:
     tags = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"tag '{pair}' is not KEY=VALUE")
+            raise ConfigError(f"{what} '{pair}' is not KEY=VALUE")
         tags[key] = value
     return tags
