@@ -223,3 +223,15 @@ def _duration(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
     return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+
+
+# Vault notifications (services/notifications.py, docs/notifications.md).
+# AWS Backup's vault event names; the S3_* ones are accepted so the blueprint's list pastes unchanged
+# (Strongroom has no S3 resources, so they never fire).
+NOTIFICATION_EVENTS = (
+    "BACKUP_JOB_STARTED", "BACKUP_JOB_COMPLETED", "COPY_JOB_STARTED", "COPY_JOB_SUCCESSFUL", "COPY_JOB_FAILED",
+    "RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED", "RECOVERY_POINT_MODIFIED", "S3_BACKUP_OBJECT_FAILED",
+    "S3_RESTORE_OBJECT_FAILED",
+)
+# The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
+NOTIFICATION_STATES = tuple(dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus)]))

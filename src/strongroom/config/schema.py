@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from strongroom.errors import ConfigError, UsageError
-from strongroom.model import Arn, JobState, RecoveryPointStatus
+from strongroom.model import NOTIFICATION_EVENTS, NOTIFICATION_STATES, Arn
 from strongroom.plans.schedule import load_timezone, parse_schedule
 
 COLD_STORAGE_MINIMUM_DAYS = 90  # AWS keeps a recovery point in cold storage at least 90 days
@@ -129,15 +129,6 @@ class LockConfig(Strict):
 
 
 # Vault notifications (services/notifications.py, docs/notifications.md) ------------------------------
-# AWS Backup's vault event names; the S3_* ones are accepted so the blueprint's list pastes unchanged
-# (Strongroom has no S3 resources, so they never fire).
-NOTIFICATION_EVENTS = (
-    "BACKUP_JOB_STARTED", "BACKUP_JOB_COMPLETED", "COPY_JOB_STARTED", "COPY_JOB_SUCCESSFUL", "COPY_JOB_FAILED",
-    "RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED", "RECOVERY_POINT_MODIFIED", "S3_BACKUP_OBJECT_FAILED",
-    "S3_RESTORE_OBJECT_FAILED",
-)
-# The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
-NOTIFICATION_STATES = tuple(dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus)]))
 
 
 def _choice(allowed: tuple[str, ...], what: str) -> AfterValidator:

@@ -31,6 +31,11 @@ from strongroom.store.local import LocalStore
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
 
+# Account settings in the catalog that apply writes and the scheduler reads.
+SETTING_DESTINATION = "destination_vault_arn"
+SETTING_DESTINATION_ACCOUNT = "destination_account"
+SETTING_BACKUP_PLANS = "backup_plans"
+
 ACCOUNT_FORMAT = 1
 DEFAULT_VAULT = "Default"
 DEFAULT_REGION = "local"

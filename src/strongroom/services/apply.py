@@ -46,13 +46,16 @@ from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError
 from strongroom.model import Resource, VaultRecord, iso
 from strongroom.policy.principals import root_arn
 from strongroom.services import notifications, vault_ops
-from strongroom.services.account import Account, create_vault
+from strongroom.services.account import (
+    SETTING_BACKUP_PLANS,
+    SETTING_DESTINATION,
+    SETTING_DESTINATION_ACCOUNT,
+    Account,
+    create_vault,
+)
 
 APPLY_LOCK = "apply.lock"
 LOCK_POLL_SECONDS = 0.1
-SETTING_DESTINATION = "destination_vault_arn"
-SETTING_DESTINATION_ACCOUNT = "destination_account"
-SETTING_BACKUP_PLANS = "backup_plans"
 Clock = Callable[[], datetime]
 Approve = Callable[[Plan], bool]
 

@@ -32,15 +32,24 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from strongroom import model
-from strongroom.config.schema import NOTIFICATION_EVENTS, NOTIFICATION_STATES, NotificationsConfig
 from strongroom.errors import ConfigError, NotFoundError, StrongroomError, UsageError
-from strongroom.model import Job, JobState, JobType, RecoveryPoint, VaultRecord, iso
+from strongroom.model import (
+    NOTIFICATION_EVENTS,
+    NOTIFICATION_STATES,
+    Job,
+    JobState,
+    JobType,
+    RecoveryPoint,
+    VaultRecord,
+    iso,
+)
 from strongroom.services.account import Account
 from strongroom.services.credentials import open_secret, seal_secret
 
 if TYPE_CHECKING:  # loaded where a configuration is planned: every job imports this module, few plan
     from strongroom.config.changes import Change
     from strongroom.config.loader import LoadedConfig
+    from strongroom.config.schema import NotificationsConfig
 
 EVENTS: frozenset[str] = frozenset(NOTIFICATION_EVENTS)
 STATES: frozenset[str] = frozenset(NOTIFICATION_STATES)

@@ -35,8 +35,7 @@ from strongroom.model import Job, JobState, JobType, Resource, iso, new_id
 from strongroom.plans.schedule import parse_schedule
 from strongroom.plans.selection import selects
 from strongroom.services import notifications
-from strongroom.services.account import Account, open_account
-from strongroom.services.apply import SETTING_BACKUP_PLANS, SETTING_DESTINATION
+from strongroom.services.account import SETTING_BACKUP_PLANS, SETTING_DESTINATION, Account, open_account
 from strongroom.services.backup import create_backup_job
 from strongroom.services.copy import create_copy_job
 from strongroom.services.jobs import DEAD_JOB_MESSAGE, fail_job

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
-
-import httpx
 
 from strongroom.errors import ERRORS_BY_CODE, RemoteError, StrongroomError
 from strongroom.transport import signing, wire
+
+if TYPE_CHECKING:  # httpx is loaded when a client is made: most commands never talk to another account
+    import httpx
 
 API_PREFIX = "/v1"
 DEFAULT_TIMEOUT_SECONDS = 120.0
@@ -30,6 +31,8 @@ class AccountClient:
         self._key_id = key_id
         self._secret = secret
         verify: Any = ca_file if ca_file else True
+        import httpx
+
         self._http = httpx.Client(base_url=self.endpoint, verify=verify, timeout=timeout or DEFAULT_TIMEOUT_SECONDS)
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -59,6 +62,8 @@ class AccountClient:
         headers = signing.sign_headers(self._key_id, self._secret, method, full_path, query_string, data)
         headers["content-type"] = "application/octet-stream" if body is not None else "application/json"
         url = full_path + (f"?{query_string}" if query_string else "")
+        import httpx
+
         try:
             response = self._http.request(method, url, content=data, headers=headers)
         except httpx.TimeoutException:
