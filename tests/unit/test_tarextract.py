@@ -74,6 +74,8 @@ def test_files_and_directories_land_with_their_content_modes_and_mtimes(tmp_path
         (member("link", b"", kind=tarfile.SYMTYPE), "holds an unsafe entry 'link'"),
         (member("hard", b"", kind=tarfile.LNKTYPE), "holds an unsafe entry 'hard'"),
         (member("fifo", b"", kind=tarfile.FIFOTYPE), "holds an unsafe entry 'fifo'"),
+        (member("sparse", b"", kind=tarfile.GNUTYPE_SPARSE), "holds an unsafe entry 'sparse'"),
+        (member("contiguous", b"x", kind=tarfile.CONTTYPE), "holds an unsafe entry 'contiguous'"),
         (member("a/../../b", b"x"), "holds an unsafe entry 'a/../../b'"),
     ],
 )

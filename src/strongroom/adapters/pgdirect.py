@@ -72,9 +72,11 @@ SELECT current_setting('server_version_num')::int,
        pg_is_in_recovery(),
        (SELECT system_identifier FROM pg_control_system())::text,
        (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user),
-       current_setting('server_version_num')::int >= 150000
-         AND has_function_privilege('pg_catalog.pg_backup_start(text, boolean)', 'EXECUTE')
-         AND has_function_privilege('pg_catalog.pg_backup_stop(boolean)', 'EXECUTE')
+       CASE WHEN current_setting('server_version_num')::int >= 150000
+         THEN has_function_privilege('pg_catalog.pg_backup_start(text, boolean)', 'EXECUTE')
+              AND has_function_privilege('pg_catalog.pg_backup_stop(boolean)', 'EXECUTE')
+         ELSE false END,
+       (SELECT count(*) FROM pg_replication_slots) < current_setting('max_replication_slots')::int
 """
 
 
@@ -90,7 +92,7 @@ def eligibility(conn: psycopg.Connection[Any]) -> LocalCluster | str:
     """The local cluster behind ``conn``, or why it cannot be backed up directly."""
     row = conn.execute(ELIGIBILITY).fetchone()
     assert row is not None
-    version_num, data_dir, segment_size, in_recovery, system_identifier, replication, may_backup = row
+    version_num, data_dir, segment_size, in_recovery, system_identifier, replication, may_backup, free_slot = row
     if version_num < MIN_VERSION_NUM:
         return "the server is older than PostgreSQL 15"
     if in_recovery:
@@ -99,6 +101,8 @@ def eligibility(conn: psycopg.Connection[Any]) -> LocalCluster | str:
         return "the role has no REPLICATION attribute"
     if not may_backup:
         return "the role may not execute pg_backup_start and pg_backup_stop"
+    if not free_slot:
+        return "no replication slot is free (max_replication_slots)"
     if not data_dir:
         return "the role cannot read the data_directory setting (grant pg_read_all_settings)"
     root = Path(data_dir)
@@ -270,6 +274,8 @@ class DirectBackup:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise unreadable(prefix.rstrip("/") or ".", exc) from None
         init_forks = _init_forks(names) if prefix.startswith("base/") else set()
         for name in names:
             relative = f"{prefix}{name}"
@@ -303,6 +309,8 @@ class DirectBackup:
         except FileNotFoundError:
             self.skipped.append(relative)
             return
+        except OSError as exc:
+            raise unreadable(relative, exc) from None
         st = os.fstat(handle.fileno())
         if in_manifest:
             self.files.append(ManifestEntry(relative, st.st_size, st.st_mtime))
@@ -339,6 +347,13 @@ class DirectBackup:
         data = backup_manifest(self.files, result)
         self.files.append(ManifestEntry("backup_manifest", len(data), time.time()))
         yield _Bytes(header("backup_manifest", None, size=len(data)) + data + padding(len(data)))
+
+
+def unreadable(relative: str, exc: OSError) -> SourceError:
+    return SourceError(
+        f"cannot read {relative} in the data directory: {exc.strerror}",
+        hint="give Strongroom read access to the data directory, or set method: pg_basebackup",
+    )
 
 
 def _unlogged(name: str, init_forks: set[str]) -> bool:

@@ -136,7 +136,8 @@ class TarExtractor:
     def _checked_name(self, info: tarfile.TarInfo) -> str:
         path = PurePosixPath(info.name)
         parts = [part for part in path.parts if part not in ("", ".")]
-        unsafe = path.is_absolute() or ".." in parts or not parts or not (info.isreg() or info.isdir())
+        plain = info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)  # not sparse, not contiguous
+        unsafe = path.is_absolute() or ".." in parts or not parts or not plain
         if unsafe:
             raise IntegrityError(
                 f"{self.what} holds an unsafe entry '{info.name}'",

@@ -30,7 +30,7 @@ from strongroom.cli import (
 )
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.output import error_console
-from strongroom.errors import StrongroomError
+from strongroom.errors import StorageError, StrongroomError
 
 app = typer.Typer(
     name="strongroom",
@@ -85,6 +85,10 @@ def run() -> None:
     except typer.Abort:
         error_console.print("[bold red]error:[/] aborted")
         sys.exit(1)
+    except OSError as exc:  # an I/O failure no layer expected (a failing disk): one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        error_console.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", highlight=False)
+        sys.exit(StorageError.exit_code)
     except Exception as exc:  # click usage errors and the like (typer ships its own copy of click's classes)
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # type: ignore[attr-defined]
