@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ class Pair:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
+    with two_accounts(tmp_path) as built:
+        yield built
+
+
+@contextmanager
+def two_accounts(tmp_path: Path) -> Iterator[Pair]:
     source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
     source.run("init")
     destination.run("init")

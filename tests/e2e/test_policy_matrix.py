@@ -22,7 +22,13 @@ import httpx
 import pytest
 import zstandard
 
-from strongroom.errors import AccessDeniedError, AuthenticationError, StrongroomError, VaultLockedError
+from strongroom.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    IntegrityError,
+    StrongroomError,
+    VaultLockedError,
+)
 from strongroom.policy.document import default_destination_policy
 from strongroom.policy.principals import root_arn, user_arn
 from strongroom.transport import wire
@@ -167,23 +173,23 @@ def test_named_administrator(world: World) -> None:
 
 
 def test_source_cannot_overwrite_what_the_destination_holds(world: World) -> None:
-    """A source that re-sends known chunk ids with other bytes only creates new chunks; copies already
-    stored keep theirs, byte for byte."""
+    """A source that re-sends known chunk ids with other bytes is refused (tests/e2e/test_copy_poisoning.py
+    for what later copies get); copies already stored keep theirs, byte for byte."""
     client = world.clients["source"]
     source_point = world.source.json("recovery-points", "list")["recovery_points"][0]
     announce = {
         "source_recovery_point_arn": source_point["recovery_point_arn"], "source_vault_arn": vault_arn(world.source),
         "source_vault_id": _source_vault_id(world), "resource_id": "files", "resource_type": "directory",
         "creation_date": datetime.now(UTC).isoformat(), "delete_after_days": 30, "metadata": {},
-        "streams": {"tree": {"size": 0, "chunk_count": 0}},
+        "streams": {"tree": {"size": 0, "chunk_count": 0}}, "source_chunk_id_key": _source_id_key(world),
     }
     session = client.start_copy_in("Default", announce)["copy_job_id"]
     known = _mapped_peer_ids(world)
     assert known and not any(client.missing(session, known))
     forged = b"forged" * 1000
     frames = b"".join(wire.encode_frame(i, len(forged), zstandard.compress(forged)) for i in known)
-    client.put_chunks(session, frames)
-    client.abort_copy_in(session, "test over")
+    with pytest.raises(IntegrityError, match="not the content that id names"):
+        client.put_chunks(session, frames)
     world.assert_nothing_lost()
     target = world.tmp_path / "restored"
     world.destination.run("restore", "start", "--recovery-point", world.point_arn, "--target", str(target), "--wait")
@@ -199,6 +205,20 @@ def test_retention_outside_the_lock_range_fails_the_copy(world: World) -> None:
 
 def _source_vault_id(world: World) -> str:
     return str(world.source.json("vaults", "describe", "Default")["vault_id"])
+
+
+def _source_id_key(world: World) -> str:
+    """The source vault's chunk-id key, as the source's own passphrase unlocks it."""
+    import base64
+
+    from strongroom.services.account import open_account
+    from tests.support.cli import PASSPHRASE
+
+    account = open_account(world.source.home, lambda: PASSPHRASE)
+    try:
+        return base64.b64encode(account.vault().keys.id_key).decode()
+    finally:
+        account.catalog.close()
 
 
 def _mapped_peer_ids(world: World) -> list[bytes]:

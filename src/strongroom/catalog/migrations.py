@@ -184,4 +184,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, position)
     );
     """,
+    # 6: chunk-id keys of source vaults, pinned on first copy; chunk mappings record the key that checked them
+    #    (NULL: a mapping made before copies were checked, or by a pull: checked again before it is reused)
+    """
+    CREATE TABLE source_id_keys (
+        source_account_id TEXT NOT NULL,
+        source_vault_id TEXT NOT NULL,
+        sealed_key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        pinned_at TEXT NOT NULL,
+        PRIMARY KEY (source_account_id, source_vault_id)
+    );
+    ALTER TABLE chunk_map ADD COLUMN checked_under BLOB;
+    """,
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.catalog.migrations import MIGRATIONS
-from strongroom.errors import AccountError, AlreadyExistsError, NotFoundError
+from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError
 from strongroom.model import (
     Job,
     JobState,
@@ -287,24 +287,83 @@ class Catalog:
         return {r["name"]: json.loads(r["value"]) for r in self._db.execute("SELECT * FROM outputs ORDER BY name")}
 
     # Chunk ids of a peer vault mapped to this account's ids (incremental copies) --------------
-    def map_chunks(self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]]) -> None:
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO chunk_map VALUES (?, ?, ?, ?)",
-                [(vault_name, peer_vault_id, peer, own) for peer, own in pairs],
-            )
+    # ``checked_under`` is the fingerprint of the peer's chunk-id key under which the mapping's content
+    # was checked (services/copy_receive.py); NULL: never checked, so it is checked before reuse.
+    def map_chunks(
+        self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]], checked_under: bytes | None
+    ) -> int:
+        """Record mappings; never replaces one by a different one it cannot prove better.
 
-    def mapped_chunks(self, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]) -> dict[bytes, bytes]:
-        found: dict[bytes, bytes] = {}
+        A different mapping checked under another key, or never, is replaced by one checked under
+        ``checked_under`` (returned: how many); the same peer id checked under the same key to two
+        different chunks is an IntegrityError (a forged catalog); unchecked pairs never replace anything.
+        """
+        replaced = 0
+        with self.transaction() as db:
+            existing = self._mappings(db, vault_name, peer_vault_id, [peer for peer, _ in pairs])
+            for peer, own in pairs:
+                found = existing.get(peer)
+                if found is None:
+                    db.execute("INSERT INTO chunk_map VALUES (?, ?, ?, ?, ?)",
+                               (vault_name, peer_vault_id, peer, own, checked_under))
+                elif checked_under is None or (found[1] == checked_under and found[0] == own):
+                    continue
+                elif found[1] == checked_under:
+                    raise IntegrityError(
+                        f"the catalog maps chunk {peer.hex()} of vault {peer_vault_id} to two different chunks,"
+                        " both checked under the same key (the catalog was edited)")
+                else:
+                    replaced += found[0] != own
+                    db.execute("UPDATE chunk_map SET chunk_id = ?, checked_under = ? WHERE vault_name = ?"
+                               " AND peer_vault_id = ? AND peer_chunk_id = ?",
+                               (own, checked_under, vault_name, peer_vault_id, peer))
+        return replaced
+
+    def mapped_chunks(
+        self, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]
+    ) -> dict[bytes, tuple[bytes, bytes | None]]:
+        """peer id -> (own id, fingerprint of the key it was checked under, or None)."""
+        return self._mappings(self._db, vault_name, peer_vault_id, peer_ids)
+
+    @staticmethod
+    def _mappings(
+        db: sqlite3.Connection, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]
+    ) -> dict[bytes, tuple[bytes, bytes | None]]:
+        found: dict[bytes, tuple[bytes, bytes | None]] = {}
         for start in range(0, len(peer_ids), 500):
             batch = peer_ids[start : start + 500]
-            rows = self._db.execute(
-                "SELECT peer_chunk_id, chunk_id FROM chunk_map WHERE vault_name = ? AND peer_vault_id = ?"
-                f" AND peer_chunk_id IN ({','.join('?' * len(batch))})",
+            rows = db.execute(
+                "SELECT peer_chunk_id, chunk_id, checked_under FROM chunk_map WHERE vault_name = ?"
+                f" AND peer_vault_id = ? AND peer_chunk_id IN ({','.join('?' * len(batch))})",
                 (vault_name, peer_vault_id, *batch),
             )
-            found.update({bytes(r[0]): bytes(r[1]) for r in rows})
+            found.update({bytes(r[0]): (bytes(r[1]), None if r[2] is None else bytes(r[2])) for r in rows})
         return found
+
+    def set_mappings_checked(
+        self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]], checked_under: bytes
+    ) -> None:
+        """Record that these mappings' content was checked under the key ``checked_under`` names."""
+        with self.transaction() as db:
+            db.executemany("UPDATE chunk_map SET checked_under = ? WHERE vault_name = ? AND peer_vault_id = ?"
+                           " AND peer_chunk_id = ? AND chunk_id = ?",
+                           [(checked_under, vault_name, peer_vault_id, p, o) for p, o in pairs])
+
+    def forget_mappings(self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Drop mappings whose content is not what the peer's id names."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM chunk_map WHERE vault_name = ? AND peer_vault_id = ? AND peer_chunk_id = ?"
+                           " AND chunk_id = ?", [(vault_name, peer_vault_id, p, o) for p, o in pairs])
+
+    # Chunk-id keys of source vaults, pinned on first copy (services/source_keys.py) ------------
+    def pin_source_key(self, account_id: str, vault_id: str, sealed_key: str, fingerprint: bytes) -> str:
+        """Pin a source vault's sealed id key unless one is pinned; returns the pinned one."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO source_id_keys VALUES (?, ?, ?, ?, ?)",
+                       (account_id, vault_id, sealed_key, fingerprint, iso(now())))
+            row = db.execute("SELECT sealed_key FROM source_id_keys WHERE source_account_id = ?"
+                             " AND source_vault_id = ?", (account_id, vault_id)).fetchone()
+        return str(row[0])
 
     def forget_chunks(self, vault_name: str, chunk_ids: list[bytes]) -> None:
         """Drop mappings to chunks the garbage collector removed."""

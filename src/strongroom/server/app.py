@@ -29,7 +29,7 @@ from strongroom.services.copy_in import CopySessions
 from strongroom.services.credentials import NonceCache, authenticate
 from strongroom.services.jobs import recover_dead_jobs
 
-API_VERSION = "1"
+API_VERSION = "2"  # 2: a copy-in announcement carries the source vault's chunk-id key
 
 
 def create_app(account: Account) -> FastAPI:

@@ -7,6 +7,7 @@ into a vault of this one. Both send only the chunks the receiving vault lacks (d
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from typing import Any
@@ -121,6 +122,8 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
     }
     sent = {"chunks_sent": 0, "delta_chunks_sent": 0, "plaintext_bytes_sent": 0, "chunks_skipped": 0}
     with client_for(account, target.account_id) as client:
+        if _speaks_protocol_2(client):  # it checks every chunk against our ids: give it the key they are under
+            announce["source_chunk_id_key"] = base64.b64encode(vault.keys.id_key).decode("ascii")
         session = client.start_copy_in(target.name, announce)["copy_job_id"]
         try:
             with RecoveryPointReader(vault, manifest) as reader:
@@ -138,6 +141,11 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
         "destination_copy_job_id": answer["copy_job_id"], "bytes_on_wire": wire_bytes,
         "bytes_transferred": sum(s.size for s in manifest.streams.values()), **sent,
     }
+
+
+def _speaks_protocol_2(client: AccountClient) -> bool:
+    """Whether the destination's server checks copied chunks (API 2); an older one refuses the key field."""
+    return str(client.whoami().get("api_version", "1")) != "1"
 
 
 def _batches(refs: Iterator[ChunkRef]) -> Iterator[list[ChunkRef]]:

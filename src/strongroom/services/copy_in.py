@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,14 +30,16 @@ from strongroom.policy.principals import account_of
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.backup import _previous_reader
-from strongroom.services.copy_receive import CopyReceiver
+from strongroom.services.copy_receive import CopyReceiver, SourceCheck
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import fail_job, lock_path
+from strongroom.services.source_keys import pin_source_key
 from strongroom.services.writers import hold_writer
 from strongroom.transport import wire
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, load_manifest
 from strongroom.vault.reader import RecoveryPointReader, read_object
+from strongroom.vault.source import ID_KEY_SIZE
 
 IDLE_SESSION_SECONDS = 30 * 60
 MAX_REFS_PER_PAGE = 16384
@@ -61,6 +64,23 @@ class CopyInRequest(BaseModel):
     delete_after_days: int | None = Field(default=None, ge=1, le=36500)
     metadata: dict[str, Any] = {}
     streams: dict[str, StreamShape]
+    # Wire protocol 2: the source vault's chunk-id key (base64 of 32 bytes), pinned on first use.
+    source_chunk_id_key: str | None = Field(default=None, min_length=44, max_length=44, repr=False)
+
+    def chunk_id_key(self) -> bytes:
+        if self.source_chunk_id_key is None:
+            raise UsageError(
+                "the source did not send its vault's chunk-id key: this destination checks every copied chunk"
+                " and takes copies only from sources speaking wire protocol 2",
+                hint="Upgrade Strongroom in the source account",
+            )
+        try:
+            key = base64.b64decode(self.source_chunk_id_key, validate=True)
+        except ValueError:
+            key = b""
+        if len(key) != ID_KEY_SIZE:
+            raise RemoteError("malformed request: source_chunk_id_key is not base64 of 32 bytes")
+        return key
 
 
 @dataclass
@@ -100,6 +120,7 @@ class CopySessions:
         context = {"backup:CopySources": [request.source_vault_arn]}
         vault_ops.authorize_action(self.account, principal_arn, "CopyIntoBackupVault", vault, context)
         _check_source_arns(principal_arn, request)
+        request.chunk_id_key()  # an old or malformed source is refused before any job exists
         retention = vault_ops.new_point_retention(vault, iso(request.creation_date) or "", request.delete_after_days)
         session = self._open_incoming(principal_arn, vault, request, retention)
         self.incoming[session.job.id] = session
@@ -123,6 +144,7 @@ class CopySessions:
         account.catalog.add_job(job)
         notifications.job_started(account, job.id)
         try:
+            pin_source_key(account, account_of(principal_arn), request.source_vault_id, request.chunk_id_key())
             resources.enter_context(hold_writer(account, vault.name))
             rp = RecoveryPoint(
                 id=new_id(), arn="", vault_name=vault.name, resource_id=request.resource_id,
@@ -137,7 +159,8 @@ class CopySessions:
             base = previous.manifest if previous else None
             if previous:
                 previous.close()
-            receiver = CopyReceiver(account, vault.name, request.source_vault_id, rp.id, created, base)
+            source = SourceCheck(request.chunk_id_key(), request.source_recovery_point_arn, request.source_vault_arn)
+            receiver = CopyReceiver(account, vault.name, request.source_vault_id, rp.id, created, base, source)
         except BaseException as exc:
             fail_job(account, account.catalog.get_job(job.id), _message(exc))
             notifications.job_finished(account, job.id)

@@ -29,6 +29,7 @@ def verify(
     for vault_name, ids in by_vault.items():
         report = verify_recovery_points(account.vault(vault_name), ids, read_data=read_data, progress=progress)
         total.recovery_points_checked += report.recovery_points_checked
+        total.copies_checked_against_source += report.copies_checked_against_source
         total.objects_checked += report.objects_checked
         total.bytes_read += report.bytes_read
         total.damaged_objects.update({f"{vault_name}/{k}": v for k, v in report.damaged_objects.items()})

@@ -11,6 +11,7 @@ from typing import Any
 from strongroom.errors import FormatError, IntegrityError, NotFoundError
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
+from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, manifest_key
 
 MANIFEST_FORMAT = 1
@@ -62,6 +63,7 @@ class Manifest:
     streams: dict[str, StreamRef]
     metadata: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    source: SourceRecord | None = None  # a copy: what its source described (§6.4)
     format: int = MANIFEST_FORMAT
 
     def to_json(self) -> bytes:
@@ -77,6 +79,8 @@ class Manifest:
             "metadata": self.metadata,
             "stats": self.stats,
         }
+        if self.source is not None:
+            document["source"] = self.source.to_json()
         return json.dumps(document, sort_keys=True).encode()
 
     @classmethod
@@ -95,6 +99,7 @@ class Manifest:
             streams={name: StreamRef.from_json(ref) for name, ref in raw["streams"].items()},
             metadata=raw.get("metadata", {}),
             stats=raw.get("stats", {}),
+            source=SourceRecord.from_json(raw["source"]) if raw.get("source") is not None else None,
         )
 
 

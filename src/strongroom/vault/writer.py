@@ -42,6 +42,7 @@ from strongroom.vault.manifest import (
     seal_manifest,
 )
 from strongroom.vault.reader import object_base, read_object
+from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, chunk_key, manifest_key
 
 MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size
@@ -333,7 +334,9 @@ class RecoveryPointWriter:
             self._in_flight.popleft().result()
 
     # Commit ----------------------------------------------------------------------------------
-    def commit(self, resource_id: str, resource_type: str, metadata: dict[str, Any]) -> Manifest:
+    def commit(
+        self, resource_id: str, resource_type: str, metadata: dict[str, Any], source: SourceRecord | None = None
+    ) -> Manifest:
         self.drain()
         manifest = Manifest(
             vault_id=self.vault.config.vault_id,
@@ -346,6 +349,7 @@ class RecoveryPointWriter:
             streams=dict(self.streams),
             metadata=metadata,
             stats=self.stats.as_dict(),
+            source=source,
         )
         sealed = seal_manifest(self.vault, manifest)
         self.vault.store.flush()  # rule 2: every chunk and index object is durable before the manifest
