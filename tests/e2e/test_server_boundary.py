@@ -21,12 +21,15 @@ from typing import Any
 import httpx
 import pytest
 
+from strongroom.errors import RequestTooLargeError
 from strongroom.policy.document import default_destination_policy
 from strongroom.policy.principals import root_arn
 from strongroom.server import intake
 from strongroom.services import copy
-from strongroom.transport import signing
-from tests.support.accounts import Server, account_id, issue_credential, serving
+from strongroom.transport import signing, wire
+from strongroom.transport.client import AccountClient
+from tests.e2e.test_copy import make_files
+from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
 from tests.support.cli import Cli
 
 MiB = 1 << 20
@@ -364,3 +367,38 @@ def test_a_malformed_query_is_bad_input(destination: Destination, server: Server
     answer = httpx.get(f"{server.endpoint}{path}?{query}", headers=headers)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["message"].startswith("malformed request: query.start")
+
+
+# What a signed caller can make the server hold ----------------------------------------------------------
+def test_a_copy_out_asking_for_too_much_at_once_is_refused(tmp_path: Path) -> None:
+    """A source pulling its copy back asks for one chunk id many times over: the answer would be many
+    times the chunk; the server stops at its answer limit (413) instead of building it, and the same
+    session still serves a request of the client's own size."""
+    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
+    source.run("init")
+    destination.run("init")
+    source_id = account_id(source)
+    policy = default_destination_policy(
+        source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
+        admin_principal_arns=[root_arn(account_id(destination))],
+    )
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    make_files(tmp_path / "tree", count=3, size=1_500_000)
+    source.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
+    credential = issue_credential(destination, "copier", "--account-id", source_id)
+    with serving(destination) as running:
+        register(source, "destination", running, credential)
+        point = source.backup("files")["recovery_point_arn"]
+        job = source.json("copy", "start", "--recovery-point", point, "--destination-vault",
+                          vault_arn(destination), "--wait")
+        copied = job["result"]["destination_recovery_point_arn"].rsplit(":", 1)[1]
+        with AccountClient(running.endpoint, credential["access_key_id"], credential["secret_access_key"]) as client:
+            session = client.start_copy_out(copied, vault_arn(source))
+            stream = next(iter(session["streams"]))
+            chunk_id, size = max(client.copy_out_refs(session["session_id"], stream, 0, 1024), key=lambda r: r[1])
+            greedy = [chunk_id] * (intake.CHUNK_ANSWER_LIMIT // size + 2)
+            with pytest.raises(RequestTooLargeError, match="chunks asked for come to more than"):
+                client.copy_out_chunks(session["session_id"], greedy)
+            frames = list(wire.decode_frames(client.copy_out_chunks(session["session_id"], [chunk_id])))
+            assert [(f.chunk_id, f.size) for f in frames] == [(chunk_id, size)]
