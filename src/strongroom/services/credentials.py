@@ -115,7 +115,7 @@ def authenticate(
     """The principal ARN a signed request acts as, or AuthenticationError saying what is wrong.
 
     Headers only: the body is not read here. The caller reads it afterwards, no larger than its route
-    allows, and checks it against the signed ``body_sha256`` before acting (server/app.py)."""
+    allows, and checks it against the signed ``body_sha256`` before acting (server/intake.py)."""
     parts = signing.parse_signed(headers)
     if parts is None:
         raise AuthenticationError(
