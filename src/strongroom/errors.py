@@ -26,6 +26,7 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     ├── RetentionError             a job's retention falls outside the vault lock's range (exit 2)
     ├── BusyError                  another process holds the apply lock (exit 3)
     └── RemoteError                another account's endpoint is unreachable or answered nonsense (exit 9)
+        └── RequestTooLargeError   a request body over its route's limit (HTTP 413)
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ class BusyError(AccountError):
 class RemoteError(StrongroomError):
     code = "REMOTE"
     exit_code = 9
+
+
+class RequestTooLargeError(RemoteError):
+    code = "REQUEST_TOO_LARGE"
 
 
 class HookFailedError(StrongroomError):

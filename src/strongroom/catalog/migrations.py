@@ -197,4 +197,13 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE chunk_map ADD COLUMN checked_under BLOB;
     """,
+    # 7: request nonces the account API has accepted, kept until no clock would accept them again (replay
+    #    refusal that survives a restart and is shared by every server of the home; services/credentials.py)
+    """
+    CREATE TABLE seen_nonces (
+        nonce TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_nonces_expiry ON seen_nonces(expires_at);
+    """,
 ]

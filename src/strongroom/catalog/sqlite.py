@@ -419,6 +419,17 @@ class Catalog:
             args.append(max_attempts)
         return [_notification(r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
+    # Request nonces the account API accepted (services/credentials.py) -------------------------
+    def remember_nonce(self, nonce: str, expires_at: int, moment: int) -> bool:
+        """Record ``nonce`` until ``expires_at`` (Unix seconds), forgetting those expired at ``moment``;
+        False when it is already recorded: the request is a replay. One transaction, so two servers of
+        one home never both accept it."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (moment,))
+            inserted = db.execute("INSERT OR IGNORE INTO seen_nonces (nonce, expires_at) VALUES (?, ?)",
+                                  (nonce, expires_at))
+        return inserted.rowcount == 1
+
     # Scheduler: its lease, rule cursors and schedule runs (services/scheduler.py) ----------------
     # A run is a dict keyed by (plan, rule, occurrence, resource); its ``details`` are JSON.
     def acquire_lease(self, name: str, holder: str, moment: datetime, expires_at: datetime) -> dict[str, Any]:

@@ -66,9 +66,21 @@ def parse_signed(headers: dict[str, str]) -> SignedParts | None:
     return SignedParts(match["key"], match["sig"], timestamp, nonce, body)
 
 
-def skew_seconds(timestamp: str, now: datetime | None = None) -> float | None:
+def signed_time(timestamp: str) -> datetime | None:
+    """The moment a request says it was signed at, or None when the date header is malformed."""
     try:
-        moment = datetime.strptime(timestamp, DATE_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(timestamp, DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def skew_seconds(timestamp: str, now: datetime | None = None) -> float | None:
+    moment = signed_time(timestamp)
+    if moment is None:
+        return None
     return abs(((now or datetime.now(UTC)) - moment).total_seconds())
+
+
+def unix_time(timestamp: str) -> int | None:
+    moment = signed_time(timestamp)
+    return None if moment is None else int(moment.timestamp())
