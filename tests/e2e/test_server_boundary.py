@@ -5,6 +5,7 @@ bodies that must be refused as bad input, never as internal errors."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -53,6 +54,7 @@ class Destination:
             "source_vault_arn": source_vault, "source_vault_id": "v" * 32, "resource_id": "files",
             "resource_type": "directory", "creation_date": creation_date or datetime.now(UTC).isoformat(),
             "delete_after_days": 30, "metadata": {}, "streams": {"tree": {"size": 0, "chunk_count": 0}},
+            "source_chunk_id_key": base64.b64encode(b"k" * 32).decode(),
         }
 
     def copy_jobs(self) -> list[dict[str, Any]]:
