@@ -320,7 +320,7 @@ def check_target_roles(
 def missing_roles_error(
     missing: list[str], needs: RoleNeeds, ownership: Ownership, where: str
 ) -> TargetRolesMissingError:
-    uses = {"owner": needs.owners, "grantee": needs.privileges, "policy role": needs.policies}
+    uses = {"owner": needs.owners, "grants": needs.privileges, "policies": needs.policies}
     named = [f"{display_roles([name])} ({', '.join(use for use, roles in uses.items() if name in roles)})"
              for name in missing]
     plural = "s" if len(missing) > 1 else ""
