@@ -324,11 +324,12 @@ def missing_roles_error(
     named = [f"{display_roles([name])} ({', '.join(use for use, roles in uses.items() if name in roles)})"
              for name in missing]
     plural = "s" if len(missing) > 1 else ""
-    hint = f"create {'them' if plural else 'it'} on the target first (CREATE ROLE … NOLOGIN)"
+    hint = f"create {'them' if plural else 'it'} on the target first (CREATE ROLE)"
     dropping = options_without(missing, needs, ownership)
     if dropping:
         fields = ", ".join(f"{flag[2:].replace('-', '_')}: true" for flag in dropping)
-        hint += (f", or restore with {' '.join(dropping)} (runbook: {fields}; 'strongroom restore start --help' "
+        too = " too" if ownership.cli_flags() else ""
+        hint += (f", or restore with {' '.join(dropping)}{too} (runbook: {fields}; 'strongroom restore start --help' "
                  "says what that opens)")
     return TargetRolesMissingError(f"{where} lacks the role{plural} the dump names: {', '.join(named)}", hint=hint)
 
