@@ -147,19 +147,19 @@ def test_a_default_restore_keeps_owners_grants_and_revokes_so_an_outsider_gains_
     target = secured.new_database_name("restored")
     job = cli.json("restore", "start", "--recovery-point", arn, "--target", secured.cluster.dsn(target), "--wait")
     assert job["state"] == "COMPLETED", job
-    assert (job["result"]["owners"], job["result"]["privileges"], job["result"]["roles_checked"]) == (
-        "kept", "kept", True)
 
-    assert secured.access(target) == secured.access(secured.database)  # owners and ACLs, exactly
-    assert table_checksums(secured.cluster, target) == table_checksums(secured.cluster, secured.database)
     outsider, app = secured.outsider, secured.app
     assert refused(lambda: secured.as_role(outsider, target, "SELECT public.purge_patient(1)"))
+    assert secured.access(target) == secured.access(secured.database)  # owners and ACLs, exactly
+    assert table_checksums(secured.cluster, target) == table_checksums(secured.cluster, secured.database)
     assert refused(lambda: secured.as_role(outsider, target, "SELECT * FROM public.appointments"))
     assert refused(lambda: secured.as_role(outsider, target, "SELECT * FROM clinic.patients"))
     assert refused(lambda: secured.as_role(app, target, "SELECT nhs_number FROM clinic.patients"))
     # The app keeps exactly what it had: the function still runs as its owner, not as the restorer.
     assert secured.as_role(app, target, "SELECT public.purge_patient(1)") == [(secured.owner,)]
     assert secured.as_role(app, target, "SELECT count(name) FROM clinic.patients") == [(50,)]
+    assert (job["result"]["owners"], job["result"]["privileges"], job["result"]["roles_checked"]) == (
+        "kept", "kept", True)
 
 
 def test_dropping_owners_and_privileges_is_explicit_and_its_help_says_what_it_opens(
@@ -212,3 +212,47 @@ def test_a_server_without_the_roles_is_refused_before_anything_is_created(
     job = cli.json("restore", "start", "--recovery-point", arn, "--target", bare_cluster.dsn("clinic_copy"), "--wait")
     assert job["state"] == "COMPLETED", job
     assert secured.access("clinic_copy", bare_cluster) == secured.access(secured.database)
+
+
+RUNBOOK = """
+runbook: clinic-recovery
+variables:
+  SERVER: {{type: string}}
+steps:
+  - name: select
+    type: select_recovery_point
+    resource: clinic
+  - name: restore
+    type: restore
+    target_identifier: {identifier}
+    target: ${{var.SERVER}}{options}
+"""
+
+
+def runbook(tmp_path: Path, identifier: str, options: str = "") -> str:
+    path = tmp_path / f"{identifier}.yaml"
+    path.write_text(RUNBOOK.format(identifier=identifier, options=options))
+    return str(path)
+
+
+def test_a_runbook_restore_gives_what_restore_start_gives(
+    cli: Cli, secured: Secured, bare_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """One code path: the same owners and ACLs, the same refusal, the same explicit way out."""
+    backed_up(cli, secured)
+    identifier = secured.new_database_name("dr")
+    report = cli.json("dr", "run", runbook(tmp_path, identifier), "--var", f"SERVER={secured.cluster.dsn()}")
+    assert report["state"] == "COMPLETED", report
+    assert secured.access(identifier) == secured.access(secured.database)
+    assert refused(lambda: secured.as_role(secured.outsider, identifier, "SELECT public.purge_patient(1)"))
+
+    elsewhere = cli.run("dr", "run", runbook(tmp_path, "clinic_dr"), "--var", f"SERVER={bare_cluster.dsn()}", ok=False)
+    assert_one_line_error(elsewhere, 5, f"127.0.0.1:{bare_cluster.port} lacks the roles the dump names: ",
+                          f"{secured.owner} (owner, grants)", "no_owners: true, no_privileges: true")
+    assert bare_cluster.query("SELECT count(*) FROM pg_database WHERE datname = 'clinic_dr'") == [(0,)]
+
+    opened = runbook(tmp_path, "clinic_dr_opened", "\n    no_owners: true\n    no_privileges: true")
+    report = cli.json("dr", "run", opened, "--var", f"SERVER={bare_cluster.dsn()}")
+    assert report["state"] == "COMPLETED", report
+    owners = {row[2] for row in secured.access("clinic_dr_opened", bare_cluster) if row[0] in ("relation", "function")}
+    assert owners == {"postgres"}
