@@ -56,7 +56,8 @@ class TocEntry:
     desc: str  # TABLE, FUNCTION, ACL, DEFAULT ACL, POLICY, ...
     tag: str  # the object's name; ``DATABASE x`` for entries about the database itself
     defn: str  # the SQL pg_restore runs for it
-    owner: str  # the role pg_restore makes the owner (empty when none)
+    drop_stmt: str  # empty for entries that are not separately ownable objects (ACL, COMMENT, ...)
+    owner: str  # the object's owner (empty when none)
     offset_position: int  # file position of the data offset field
     offset_flag: int
 
@@ -196,8 +197,8 @@ def _read_entries(reader: _Reader, version: tuple[int, int]) -> list[TocEntry]:
         reader.string()  # oid
         tag, desc = _text(reader.string()), _text(reader.string())
         reader.int()  # section
-        defn = _text(reader.string())
-        for _ in range(5 if version >= (1, 14) else 4):  # drop, copy, namespace, tablespace, (tableam)
+        defn, drop_stmt = _text(reader.string()), _text(reader.string())
+        for _ in range(4 if version >= (1, 14) else 3):  # copy, namespace, tablespace, (tableam)
             reader.string()
         owner = _text(reader.string())
         reader.string()  # withOids
@@ -206,7 +207,7 @@ def _read_entries(reader: _Reader, version: tuple[int, int]) -> list[TocEntry]:
         position = reader.tell()
         flag = reader.byte()
         reader.skip(reader.offset_size)
-        entries.append(TocEntry(dump_id, desc, tag, defn, owner, position, flag))
+        entries.append(TocEntry(dump_id, desc, tag, defn, drop_stmt, owner, position, flag))
     return entries
 
 

@@ -1,9 +1,11 @@
 """Which roles restoring a pg_dump archive needs, read from its table of contents before anything moves.
 
-A logical restore that keeps owners and privileges runs ``ALTER … OWNER TO`` for each entry's owner
-field and replays the ``ACL`` / ``DEFAULT ACL`` entries' GRANT and REVOKE statements; row-level
-security ``POLICY`` entries name roles whatever the options. Each of those fails on a role the target
-server does not have. Knowing them up front lets the restore refuse before creating a database.
+A logical restore that keeps owners and privileges runs ``ALTER … OWNER TO`` with the owner field of
+each entry that is a separately ownable object (one with a DROP statement: not an ACL or a comment,
+whose owner field may name, say, the source's bootstrap superuser for an extension's function), and
+replays the ``ACL`` / ``DEFAULT ACL`` entries' GRANT and REVOKE statements; row-level security
+``POLICY`` entries name roles whatever the options. Each of those fails on a role the target server
+does not have. Knowing them up front lets the restore refuse before creating a database.
 
 Only entries pg_restore restores into an existing database count: without ``--create`` it skips the
 ``DATABASE`` entries and the comments, labels and ACLs of the database itself (``_tocEntryRequired``).
@@ -117,7 +119,7 @@ def role_needs(entries: Iterable[TocEntry]) -> RoleNeeds:
     for entry in entries:
         if not restored_into_existing_database(entry):
             continue
-        if entry.owner:
+        if entry.owner and entry.drop_stmt:  # pg_restore's rule for issuing ALTER … OWNER TO (_printTocEntry)
             owners.add(entry.owner)
         if entry.desc in ACL_ENTRIES:
             privileges |= statement_roles(entry.defn)

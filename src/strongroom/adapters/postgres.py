@@ -96,9 +96,10 @@ SELECT r.name FROM unnest(%s::text[]) AS r(name)
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name) ORDER BY 1
 """
 # ALTER … OWNER TO needs a superuser, or membership in the new owner (the SET option from PostgreSQL 16).
+# pg_database_owner is whoever owns the database restored into: the restorer, for a database it creates.
 OWNERS_OUT_OF_REACH = """
 SELECT r.name FROM unnest(%s::text[]) AS r(name)
-WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND r.name <> 'pg_database_owner'
   AND NOT pg_has_role(r.name, CASE WHEN current_setting('server_version_num')::int >= 160000
                                    THEN 'SET' ELSE 'MEMBER' END)
 ORDER BY 1
@@ -301,11 +302,16 @@ def check_target_roles(
         return
     assert needs is not None
     where = target.where(environment)
-    with connect(target, environment, TargetError, dbname="postgres") as conn:
-        missing = [row[0] for row in conn.execute(MISSING_ROLES, (sorted(wanted),)).fetchall()]
-        owners = sorted(needs.owners - set(missing)) if ownership.owners else []
-        out_of_reach = [row[0] for row in conn.execute(OWNERS_OUT_OF_REACH, (owners,)).fetchall()] if owners else []
-        user = conn.execute("SELECT current_user").fetchone()
+    owners = sorted(needs.owners) if ownership.owners else []
+    try:
+        with connect(target, environment, TargetError, dbname="postgres") as conn:
+            missing = [row[0] for row in conn.execute(MISSING_ROLES, (sorted(wanted),)).fetchall()]
+            present = [name for name in owners if name not in missing]
+            out_of_reach = [row[0] for row in conn.execute(OWNERS_OUT_OF_REACH, (present,)).fetchall()]
+            user = conn.execute("SELECT current_user").fetchone()
+    except psycopg.Error as exc:
+        action = "checking the dump's roles"
+        raise describe_failure(str(exc), where, TargetError, action=action, statement=True) from None
     if missing:
         raise missing_roles_error(missing, needs, ownership, where)
     if out_of_reach:
