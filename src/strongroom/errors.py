@@ -14,7 +14,8 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     ├── SourceError                the resource cannot be read (exit 4)
     │   └── ToolMissingError       pg_dump, pg_basebackup ... not installed
     ├── TargetError                restore target refused or failed (exit 5)
-    │   └── TargetNotEmptyError
+    │   ├── TargetNotEmptyError
+    │   └── TargetRolesMissingError roles a logical dump's owners, grants or policies name are missing
     ├── StorageError               the object store failed (exit 6)
     │   └── StorageFullError
     ├── IntegrityError             stored data is damaged or forged (exit 7)
@@ -95,6 +96,10 @@ class TargetError(StrongroomError):
 
 class TargetNotEmptyError(TargetError):
     code = "TARGET_NOT_EMPTY"
+
+
+class TargetRolesMissingError(TargetError):
+    code = "TARGET_ROLES_MISSING"
 
 
 class StorageError(StrongroomError):

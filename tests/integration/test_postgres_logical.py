@@ -10,10 +10,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from strongroom.adapters import ResourceSpec, RestoreRequest, get_adapter
 from strongroom.adapters.pgtools import find_tool
-from strongroom.errors import ConfigError, SourceError, TargetError, TargetNotEmptyError, ToolMissingError
+from strongroom.errors import (
+    ConfigError,
+    SourceError,
+    TargetError,
+    TargetNotEmptyError,
+    TargetRolesMissingError,
+    ToolMissingError,
+)
 from strongroom.vault import Vault
 from tests.support.pgcluster import (
     PgCluster,
@@ -110,7 +118,7 @@ def test_an_empty_existing_database_is_a_valid_target(
     assert table_checksums(pg_cluster, empty) == table_checksums(pg_cluster, source)
 
 
-def test_owners_are_kept_only_on_request_and_a_failed_restore_drops_its_database(
+def test_a_missing_owner_is_refused_before_a_database_exists_and_dropping_owners_is_explicit(
     pg_cluster: PgCluster, pg_databases: MakeDatabase, vault: Vault, tmp_path: Path
 ) -> None:
     owner = f"owner_{secrets.token_hex(3)}"
@@ -122,17 +130,76 @@ def test_owners_are_kept_only_on_request_and_a_failed_restore_drops_its_database
     pg_cluster.drop_role(owner)  # the role is gone, as on another server
 
     lost = pg_databases("lost", create=False)
-    with pytest.raises(TargetError) as failed:
-        restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(lost), options={"keep_owners": True})
-    assert failed.value.message.startswith(f"pg_restore into database {lost} on 127.0.0.1:{pg_cluster.port} failed: ")
-    assert failed.value.message.endswith(f'role "{owner}" does not exist')
-    assert failed.value.hint == f"create role {owner} on the target first, or restore without keep_owners"
+    with pytest.raises(TargetRolesMissingError) as refused:
+        restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(lost))
+    assert refused.value.message == f"127.0.0.1:{pg_cluster.port} lacks the role the dump names: {owner} (owner)"
+    assert refused.value.hint == (
+        "create it on the target first (CREATE ROLE), or restore with --no-owners (runbook: no_owners: true; "
+        "'strongroom restore start --help' says what that opens)"
+    )
     assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (lost,)) == [(0,)]
 
     fresh = pg_databases("fresh", create=False)
-    details = restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(fresh))
-    assert details["owners"] == "restoring user"
+    details = restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(fresh),
+                           options={"no_owners": True})
+    assert (details["owners"], details["privileges"]) == ("restoring user", "kept")
     assert pg_cluster.query("SELECT tableowner FROM pg_tables WHERE tablename = 't'", dbname=fresh) == [("postgres",)]
+    with pytest.raises(ConfigError, match="option 'no_owners' must be true or false"):
+        restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(fresh), options={"no_owners": "yes"})
+
+
+def test_a_policy_role_is_needed_whatever_the_options(
+    pg_cluster: PgCluster, pg_databases: MakeDatabase, vault: Vault, tmp_path: Path
+) -> None:
+    """Row-level security names roles that no option drops: the hint says only what helps."""
+    reader = f"Reader {secrets.token_hex(3)}"  # a name that must be quoted
+    pg_cluster.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(reader)))
+    source = pg_databases("rls")
+    pg_cluster.execute(sql.SQL(
+        "CREATE TABLE t (n int); ALTER TABLE t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY mine ON t FOR SELECT TO {} USING (n > 0)").format(sql.Identifier(reader)), dbname=source)
+    manifest, _ = backup(vault, spec_for(pg_cluster.dsn(source)), tmp_path / "tmp")
+    pg_cluster.drop_database(source)
+    pg_cluster.drop_role(reader)
+
+    target = pg_databases("rls_copy", create=False)
+    for options in ({}, {"no_owners": True, "no_privileges": True}):
+        with pytest.raises(TargetRolesMissingError) as refused:
+            restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(target), options=options)
+        assert refused.value.message.endswith(f'lacks the role the dump names: "{reader}" (policies)')
+        assert refused.value.hint == "create it on the target first (CREATE ROLE)"
+        assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
+
+
+def test_a_restorer_that_may_not_give_objects_away_is_refused_and_a_failed_restore_drops_its_database(
+    pg_cluster: PgCluster, pg_databases: MakeDatabase, vault: Vault, tmp_path: Path
+) -> None:
+    restorer = f"restorer_{secrets.token_hex(3)}"  # may create databases; not a superuser, a member of nobody
+    pg_cluster.execute(f"CREATE ROLE {restorer} LOGIN CREATEDB")
+    source = pg_databases("evt")
+    pg_cluster.execute(
+        "CREATE TABLE t (n int); CREATE FUNCTION noop() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$; "
+        "CREATE EVENT TRIGGER watch ON ddl_command_start EXECUTE FUNCTION noop()", dbname=source)
+    manifest, _ = backup(vault, spec_for(pg_cluster.dsn(source)), tmp_path / "tmp")
+    target = pg_databases("evt_copy", create=False)
+    try:
+        with pytest.raises(TargetError) as refused:
+            restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(target, user=restorer))
+        assert refused.value.message == (
+            f"{restorer} on 127.0.0.1:{pg_cluster.port} may not give objects to postgres, which own them in the dump")
+        assert "--no-owners" in refused.value.hint
+        assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
+
+        # Without owners, pg_restore gets further and fails on the event trigger: the database it made goes.
+        with pytest.raises(TargetError) as failed:
+            restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(target, user=restorer),
+                         options={"no_owners": True})
+        assert failed.value.message.startswith(f"pg_restore into database {target} on 127.0.0.1:{pg_cluster.port} "
+                                               "failed: permission denied to create event trigger")
+        assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
+    finally:
+        pg_cluster.drop_database(target)
+        pg_cluster.drop_role(restorer)
 
 
 def test_a_password_in_the_dsn_is_refused_without_echoing_it(

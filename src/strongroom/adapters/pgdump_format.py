@@ -21,11 +21,16 @@ Format (``pg_backup_archiver.c``, ``pg_backup_custom.c``; archive versions 1.12 
 An int is a sign byte followed by ``intSize`` little-endian bytes; a string is an int length (-1 for
 NULL) followed by that many bytes. Anything unexpected leaves the file untouched (``False``): the
 restore still works, only without offsets.
+
+:func:`read_toc` reads the table of contents from the front of a stream that cannot seek (a recovery
+point's ``dump`` stream), so that a restore can learn which roles the archive names before any data
+moves (``adapters/pgdump_roles.py``).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import BinaryIO
 
 MAGIC = b"PGDMP"
@@ -38,6 +43,23 @@ OFFSET_NOT_SET = 1
 OFFSET_SET = 2
 MIN_VERSION = (1, 12)
 MAX_VERSION = (1, 15)
+# A forged archive could announce a string of gigabytes; no real TOC string (a function body, a view)
+# comes near this, and read_toc must not allocate what a length field claims.
+MAX_TOC_STRING = 64 << 20
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    """One table-of-contents entry: what pg_restore would create, and as whom."""
+
+    dump_id: int
+    desc: str  # TABLE, FUNCTION, ACL, DEFAULT ACL, POLICY, ...
+    tag: str  # the object's name; ``DATABASE x`` for entries about the database itself
+    defn: str  # the SQL pg_restore runs for it
+    drop_stmt: str  # empty for entries that are not separately ownable objects (ACL, COMMENT, ...)
+    owner: str  # the object's owner (empty when none)
+    offset_position: int  # file position of the data offset field
+    offset_flag: int
 
 
 class _Reader:
@@ -74,6 +96,43 @@ class _Reader:
         return self.handle.tell()
 
 
+class _StreamReader(_Reader):
+    """A reader over a stream that only reads forward (a recovery point's stream): nothing is sought."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.int_size = 4
+        self.offset_size = 8
+        self.position = 0
+
+    def bytes(self, count: int) -> bytes:
+        if count > MAX_TOC_STRING:
+            raise ValueError(f"a table-of-contents field of {count} bytes")
+        data = super().bytes(count)
+        self.position += count
+        return data
+
+    def skip(self, count: int) -> None:
+        self.bytes(count)
+
+    def tell(self) -> int:
+        return self.position
+
+
+def read_toc(stream: BinaryIO) -> list[TocEntry] | None:
+    """The table of contents at the front of a custom-format archive read from ``stream`` (forward only).
+
+    ``None`` when the archive is not one this understands (another format or version, damaged): the
+    caller then learns nothing from it and must not assume the archive names no roles.
+    """
+    try:
+        reader = _StreamReader(stream)
+        version = _read_header(reader, uncompressed=False)
+        return _read_entries(reader, version)
+    except (ValueError, OSError):
+        return None
+
+
 def add_data_offsets(handle: BinaryIO) -> bool:
     """Write the data offsets into an uncompressed custom-format archive open for reading and writing.
 
@@ -94,7 +153,7 @@ def add_data_offsets(handle: BinaryIO) -> bool:
     return True
 
 
-def _read_header(reader: _Reader) -> tuple[int, int]:
+def _read_header(reader: _Reader, *, uncompressed: bool = True) -> tuple[int, int]:
     if reader.bytes(5) != MAGIC:
         raise ValueError("not a custom-format archive")
     major, minor, _revision = reader.byte(), reader.byte(), reader.byte()
@@ -105,7 +164,7 @@ def _read_header(reader: _Reader) -> tuple[int, int]:
     if reader.byte() != FORMAT_CUSTOM:
         raise ValueError("not the custom format")
     compression = reader.byte() if version >= (1, 15) else reader.int()
-    if compression != 0:
+    if compression != 0 and uncompressed:
         raise ValueError("compressed archive")  # Strongroom's dumps are --compress=0
     for _ in range(7):
         reader.int()
@@ -121,26 +180,41 @@ def _read_toc(reader: _Reader, version: tuple[int, int]) -> dict[int, int]:
 
 def _read_toc_all(reader: _Reader, version: tuple[int, int], *, only_unset: bool = False) -> dict[int, int]:
     fields: dict[int, int] = {}
+    for entry in _read_entries(reader, version):
+        if entry.desc.encode() in LARGE_OBJECT_ENTRIES:
+            raise ValueError("large objects: binary data may hide block boundaries")
+        if entry.offset_flag == OFFSET_NOT_SET or not only_unset:
+            fields[entry.dump_id] = entry.offset_position
+    return fields
+
+
+def _read_entries(reader: _Reader, version: tuple[int, int]) -> list[TocEntry]:
+    entries: list[TocEntry] = []
     for _ in range(reader.int()):
         dump_id = reader.int()
         reader.int()  # hadDumper
-        for _ in range(3):  # table oid, oid, tag
-            reader.string()
-        if reader.string() in LARGE_OBJECT_ENTRIES:
-            raise ValueError("large objects: binary data may hide block boundaries")
+        reader.string()  # table oid
+        reader.string()  # oid
+        tag, desc = _text(reader.string()), _text(reader.string())
         reader.int()  # section
-        for _ in range(6 if version >= (1, 14) else 5):  # defn, drop, copy, namespace, tablespace, (tableam)
+        defn, drop_stmt = _text(reader.string()), _text(reader.string())
+        for _ in range(4 if version >= (1, 14) else 3):  # copy, namespace, tablespace, (tableam)
             reader.string()
-        reader.string()  # owner
+        owner = _text(reader.string())
         reader.string()  # withOids
         while reader.string() is not None:  # dependency ids, ended by a NULL string
             continue
         position = reader.tell()
         flag = reader.byte()
         reader.skip(reader.offset_size)
-        if flag == OFFSET_NOT_SET or not only_unset:
-            fields[dump_id] = position
-    return fields
+        entries.append(TocEntry(dump_id, desc, tag, defn, drop_stmt, owner, position, flag))
+    return entries
+
+
+def _text(value: bytes | None) -> str:
+    # Names are in the database's encoding; one that is not UTF-8 comes out with replacement characters,
+    # so a role check fails closed (names a role that does not exist) instead of failing to read.
+    return "" if value is None else value.decode("utf-8", errors="replace")
 
 
 def _scan_blocks(reader: _Reader, data_start: int) -> dict[int, int]:

@@ -423,7 +423,16 @@ CONNECTION_PATTERNS: list[Pattern] = [
 ]
 
 STATEMENT_HINTS: list[tuple[str, str]] = [
-    (r"role \"([^\"]+)\" does not exist", "create role {0} on the target first, or restore without keep_owners"),
+    (
+        r"role \"([^\"]+)\" does not exist",
+        "create role {0} on the target first, or restore with --no-owners/--no-privileges if it only owns or is "
+        "granted objects (see 'strongroom restore start --help' for what they open)",
+    ),
+    (
+        r"must be (?:a )?member of role \"([^\"]+)\"",
+        "restore as a superuser or a member of role {0}, or with --no-owners",
+    ),
+    (r"must be able to SET ROLE \"([^\"]+)\"", "restore as a superuser or a member of role {0}, or with --no-owners"),
     (r"already exists", "restore into a new, empty database"),
     (r"permission denied to create database", "grant the role CREATEDB, or create the empty database first"),
     (r"must be (?:the )?owner of", "restore as the database owner or a superuser"),

@@ -12,11 +12,14 @@ the dump is first written to a file in
 the job's temporary directory, because parallel ``pg_restore`` needs a seekable file; with
 ``jobs=1`` it is piped into ``pg_restore``. A failed restore drops the database it created.
 
-Owners and privileges: a restore targets a new database, often on another server where the
-source's roles do not exist, so by default it runs with ``--no-owner --no-privileges``: every object
-belongs to the restoring user and no GRANT is replayed (one missing role would otherwise fail the
-whole restore). Options ``keep_owners=True`` / ``keep_privileges=True`` replay them when the
-roles exist on the target.
+Owners and privileges are restored: a restore must not widen access. Without them every object
+would belong to the restoring (often super)user — a ``SECURITY DEFINER`` function would then run as
+it — and a ``REVOKE … FROM PUBLIC`` would be lost, so PostgreSQL's defaults (anyone may execute a
+function) would apply. Before any database is created, the roles the dump names (owners, grantees,
+policy roles: its table of contents, ``adapters/pgdump_roles.py``) are looked up on the target
+server; missing ones refuse the restore (:class:`TargetRolesMissingError`). Options ``no_owners`` /
+``no_privileges`` (``restore start --no-owners/--no-privileges``, the runbook step's fields of the
+same names; both built by ``pgdump_roles.ownership_options``) drop them explicitly.
 
 Passwords never appear in a DSN or in argv: they come from ``ctx.environment`` (``PGPASSWORD``,
 ``PGPASSFILE``) or the process environment.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -45,7 +49,8 @@ from strongroom.adapters.base import (
     RestoreResult,
     register_adapter,
 )
-from strongroom.adapters.pgdump_format import add_data_offsets
+from strongroom.adapters.pgdump_format import add_data_offsets, read_toc
+from strongroom.adapters.pgdump_roles import Ownership, RoleNeeds, role_needs
 from strongroom.adapters.pgtools import (
     PgDsn,
     ToolProcess,
@@ -57,7 +62,7 @@ from strongroom.adapters.pgtools import (
     tool_environment,
     tool_version,
 )
-from strongroom.errors import ConfigError, SourceError, TargetError, TargetNotEmptyError
+from strongroom.errors import ConfigError, SourceError, TargetError, TargetNotEmptyError, TargetRolesMissingError
 
 COPY_BUFFER = 1 << 20
 RESTORE_HINT = "fix the cause above, then restore again into a new database"
@@ -85,6 +90,21 @@ SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relname
      + (SELECT count(*) FROM pg_namespace n WHERE n.nspname <> 'public' AND {SYSTEM_SCHEMAS})
      + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
 """
+
+MISSING_ROLES = """
+SELECT r.name FROM unnest(%s::text[]) AS r(name)
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.name) ORDER BY 1
+"""
+# ALTER … OWNER TO needs a superuser, or membership in the new owner (the SET option from PostgreSQL 16).
+# pg_database_owner is whoever owns the database restored into: the restorer, for a database it creates.
+OWNERS_OUT_OF_REACH = """
+SELECT r.name FROM unnest(%s::text[]) AS r(name)
+WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND r.name <> 'pg_database_owner'
+  AND NOT pg_has_role(r.name, CASE WHEN current_setting('server_version_num')::int >= 160000
+                                   THEN 'SET' ELSE 'MEMBER' END)
+ORDER BY 1
+"""
+PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
 @register_adapter
@@ -117,9 +137,12 @@ class PostgresAdapter(ResourceAdapter):
         jobs = restore_jobs(request.options, metadata)
         env = tool_environment(ctx.environment)
         pg_restore = find_tool("pg_restore", env)
+        ownership = Ownership.from_options(request.options)
+        needs = archive_role_needs(ctx)
+        check_target_roles(target, needs, ownership, ctx.environment)
         created = prepare_database(target, metadata, ctx.environment, request.allow_non_empty)
         try:
-            run_restore(pg_restore, target, ctx, env, jobs, request.options)
+            run_restore(pg_restore, target, ctx, env, jobs, ownership)
         except BaseException as exc:
             if created:
                 drop_created_database(target, ctx.environment, exc)
@@ -131,8 +154,9 @@ class PostgresAdapter(ResourceAdapter):
             "jobs": jobs,
             "source_database": metadata.get("database"),
             "pg_restore_version": tool_version(pg_restore),
-            "owners": "kept" if request.options.get("keep_owners") else "restoring user",
-            "privileges": "kept" if request.options.get("keep_privileges") else "not restored",
+            "owners": "kept" if ownership.owners else "restoring user",
+            "privileges": "kept" if ownership.privileges else "not restored",
+            "roles_checked": needs is not None,
         }
         return RestoreResult(target=target.text, details=details)
 
@@ -257,21 +281,95 @@ def drop_created_database(target: PgDsn, environment: Mapping[str, str], cause: 
             cause.hint = f"{cause.hint}; the partly restored database {target.dbname} was left in place".lstrip("; ")
 
 
-def restore_arguments(pg_restore: Path, target: PgDsn, jobs: int, options: Mapping[str, Any]) -> list[str | Path]:
+def archive_role_needs(ctx: RestoreContext) -> RoleNeeds | None:
+    """The roles the dump names, from its table of contents (read from the stream's front only).
+
+    None for an archive whose table of contents this cannot read: the restore then goes on, and
+    ``pg_restore --exit-on-error`` stops at the first missing role (the created database is dropped).
+    """
+    with ctx.reader.open_stream("dump") as stream:
+        entries = read_toc(stream)
+    return None if entries is None else role_needs(entries)
+
+
+def check_target_roles(
+    target: PgDsn, needs: RoleNeeds | None, ownership: Ownership, environment: Mapping[str, str]
+) -> None:
+    """Refuse, before anything is created, a restore whose owners, grants or policies name roles the
+    target server lacks, or whose owners the restoring role may not give objects to."""
+    wanted = set() if needs is None else needs.needed(owners=ownership.owners, privileges=ownership.privileges)
+    if not wanted:
+        return
+    assert needs is not None
+    where = target.where(environment)
+    owners = sorted(needs.owners) if ownership.owners else []
+    try:
+        with connect(target, environment, TargetError, dbname="postgres") as conn:
+            missing = [row[0] for row in conn.execute(MISSING_ROLES, (sorted(wanted),)).fetchall()]
+            present = [name for name in owners if name not in missing]
+            out_of_reach = [row[0] for row in conn.execute(OWNERS_OUT_OF_REACH, (present,)).fetchall()]
+            user = conn.execute("SELECT current_user").fetchone()
+    except psycopg.Error as exc:
+        action = "checking the dump's roles"
+        raise describe_failure(str(exc), where, TargetError, action=action, statement=True) from None
+    if missing:
+        raise missing_roles_error(missing, needs, ownership, where)
+    if out_of_reach:
+        restorer = user[0] if user else "the restoring role"
+        raise TargetError(
+            f"{restorer} on {where} may not give objects to {display_roles(out_of_reach)}, which own them in the dump",
+            hint=f"restore as a superuser or as a member of those roles, or pass --no-owners ({restorer} then owns "
+            "everything)",
+        )
+
+
+def missing_roles_error(
+    missing: list[str], needs: RoleNeeds, ownership: Ownership, where: str
+) -> TargetRolesMissingError:
+    uses = {"owner": needs.owners, "grants": needs.privileges, "policies": needs.policies}
+    named = [f"{display_roles([name])} ({', '.join(use for use, roles in uses.items() if name in roles)})"
+             for name in missing]
+    plural = "s" if len(missing) > 1 else ""
+    hint = f"create {'them' if plural else 'it'} on the target first (CREATE ROLE)"
+    dropping = options_without(missing, needs, ownership)
+    if dropping:
+        fields = ", ".join(f"{flag[2:].replace('-', '_')}: true" for flag in dropping)
+        too = " too" if ownership.cli_flags() else ""
+        hint += (f", or restore with {' '.join(dropping)}{too} (runbook: {fields}; 'strongroom restore start --help' "
+                 "says what that opens)")
+    return TargetRolesMissingError(f"{where} lacks the role{plural} the dump names: {', '.join(named)}", hint=hint)
+
+
+def options_without(missing: list[str], needs: RoleNeeds, ownership: Ownership) -> list[str]:
+    """The fewest of --no-owners / --no-privileges that make the missing roles unneeded ([] if none do)."""
+    choices = [
+        (["--no-owners"], Ownership(owners=False, privileges=ownership.privileges)),
+        (["--no-privileges"], Ownership(owners=ownership.owners, privileges=False)),
+        (["--no-owners", "--no-privileges"], Ownership(owners=False, privileges=False)),
+    ]
+    for flags, choice in choices:
+        if not set(missing) & needs.needed(owners=choice.owners, privileges=choice.privileges):
+            return [flag for flag in flags if flag not in ownership.cli_flags()]
+    return []
+
+
+def display_roles(names: list[str]) -> str:
+    """Role names as SQL would write them: plain names bare, others double-quoted."""
+    return ", ".join(name if PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"' for name in names)
+
+
+def restore_arguments(pg_restore: Path, target: PgDsn, jobs: int, ownership: Ownership) -> list[str | Path]:
     argv: list[str | Path] = [pg_restore, "--exit-on-error", "--no-password", f"--dbname={target.text}"]
-    if not options.get("keep_owners"):
-        argv.append("--no-owner")
-    if not options.get("keep_privileges"):
-        argv.append("--no-privileges")
+    argv.extend(ownership.pg_restore_flags())
     if jobs > 1:
         argv.append(f"--jobs={jobs}")
     return argv
 
 
 def run_restore(
-    pg_restore: Path, target: PgDsn, ctx: RestoreContext, env: dict[str, str], jobs: int, options: Mapping[str, Any]
+    pg_restore: Path, target: PgDsn, ctx: RestoreContext, env: dict[str, str], jobs: int, ownership: Ownership
 ) -> None:
-    argv = restore_arguments(pg_restore, target, jobs, options)
+    argv = restore_arguments(pg_restore, target, jobs, ownership)
     with ctx.reader.open_stream("dump") as stream:
         if jobs > 1:
             code, stderr = restore_from_file(argv, stream, ctx, env)

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from strongroom.adapters.base import RestoreRequest
+from strongroom.adapters.pgdump_roles import ownership_options
 from strongroom.cli import context, output
 from strongroom.cli.context import ENV_PASSPHRASE
 from strongroom.errors import StrongroomError
@@ -19,6 +20,16 @@ from strongroom.services.copy import run_copy_job
 from strongroom.services.joblock import ENV_LOCK_FD, JobLock
 from strongroom.services.jobs import job_temp_dir
 from strongroom.services.restore import create_restore_job, run_restore_job
+
+NO_OWNERS_HELP = (
+    "postgres: do not restore owners. Every object becomes owned by the restoring role: SECURITY DEFINER "
+    "functions then run with its rights (a superuser's, if it is one), and the original owners lose control of them."
+)
+NO_PRIVILEGES_HELP = (
+    "postgres: do not restore GRANTs and REVOKEs. Roles lose the access they were granted, and every REVOKE "
+    "from PUBLIC is lost, so PostgreSQL's defaults apply: anyone who can connect may EXECUTE every function "
+    "and use every type."
+)
 
 backup_app = typer.Typer(help="Backup jobs.", no_args_is_help=True)
 restore_app = typer.Typer(help="Restore jobs.", no_args_is_help=True)
@@ -57,11 +68,18 @@ def restore_start(
     port: int | None = typer.Option(None, "--port", help="Port of a restored cluster."),
     allow_non_empty: bool = typer.Option(False, "--allow-non-empty", help="Restore into a non-empty target."),
     jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
+    no_owners: bool = typer.Option(False, "--no-owners", help=NO_OWNERS_HELP),
+    no_privileges: bool = typer.Option(False, "--no-privileges", help=NO_PRIVILEGES_HELP),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Restore a recovery point into a NEW database, cluster or path."""
-    options = {"jobs": jobs} if jobs else {}
+    """Restore a recovery point into a NEW database, cluster or path.
+
+    postgres: owners and privileges (GRANT/REVOKE) are restored as they were; a dump that names roles \
+the target server lacks is refused before anything is created (exit 5).
+    """
+    options: dict[str, object] = {"jobs": jobs} if jobs else {}
+    options.update(ownership_options(no_owners=no_owners, no_privileges=no_privileges))
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)

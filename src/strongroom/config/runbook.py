@@ -81,6 +81,8 @@ class RestoreStep(StepBase):
     copy_back_vault: str = "Default"  # where a point selected in another account is copied first
     jobs: Annotated[int, Field(ge=1, le=64)] | None = None
     recovery_point: str | None = None  # default: the previous select_recovery_point step's
+    no_owners: bool = False  # postgres: as restore start --no-owners
+    no_privileges: bool = False  # postgres: as restore start --no-privileges
 
 
 class WaitHealthyStep(StepBase):

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from strongroom.adapters.base import RestoreRequest, get_adapter
+from strongroom.adapters.pgdump_roles import ownership_options
 from strongroom.adapters.pgtools import parse_dsn
 from strongroom.adapters.postgres_cluster import data_directory
 from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
@@ -172,11 +173,12 @@ def _request(ctx: StepContext, rp: RecoveryPoint) -> RestoreRequest:
 
 def _request_for(ctx: StepContext, resource_type: str, resource_id: str | None, identifier: str) -> RestoreRequest:
     step = ctx.step
-    options = {"jobs": step["jobs"]} if step.get("jobs") else {}
+    options: dict[str, Any] = {"jobs": step["jobs"]} if step.get("jobs") else {}
     if resource_type == "postgres-cluster":
         return RestoreRequest(step.get("target"), identifier, step.get("port"), False, options)
-    # The app must find its tables as it left them: its roles' ownership and grants come back too.
-    options.update(keep_owners=True, keep_privileges=True)
+    # The app must find its tables as it left them: owners and grants come back unless the step drops them.
+    options.update(ownership_options(no_owners=bool(step.get("no_owners")),
+                                     no_privileges=bool(step.get("no_privileges"))))
     return RestoreRequest(_database_target(ctx, step.get("target"), resource_id, identifier), identifier,
                           None, False, options)
 
