@@ -57,11 +57,21 @@ def restore_start(
     port: int | None = typer.Option(None, "--port", help="Port of a restored cluster."),
     allow_non_empty: bool = typer.Option(False, "--allow-non-empty", help="Restore into a non-empty target."),
     jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
+    trust_restored_config: bool = typer.Option(
+        False,
+        "--trust-restored-config",
+        help="postgres-cluster: start the restored server with the backup's configuration as it is. By default"
+        " settings that run commands or load code (*_command, *_preload_libraries, archive_*, include*, files"
+        " outside the data directory) are disabled and a data directory holding a program is refused; with this"
+        " option whoever wrote the backup runs code as the postgres OS user here. Only for a trusted source.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore a recovery point into a NEW database, cluster or path."""
-    options = {"jobs": jobs} if jobs else {}
+    options: dict[str, object] = {"jobs": jobs} if jobs else {}
+    if trust_restored_config:
+        options["trust_restored_config"] = True
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)
@@ -153,6 +163,10 @@ def report(job: Job, json_output: bool) -> None:
         _report_copy(job)
     elif job.state.finished:
         output.console.print(f"Restore job {job.id} {job.state.value}: restored to {job.result.get('target')}")
+        for entry in job.result.get("disabled_on_restore") or []:
+            output.console.print(f"  disabled on restore: {entry}", markup=False)
+        for note in job.result.get("notes") or []:
+            output.console.print(f"  note: {note}", markup=False)
     else:
         output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
 

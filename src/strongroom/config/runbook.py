@@ -81,6 +81,8 @@ class RestoreStep(StepBase):
     copy_back_vault: str = "Default"  # where a point selected in another account is copied first
     jobs: Annotated[int, Field(ge=1, le=64)] | None = None
     recovery_point: str | None = None  # default: the previous select_recovery_point step's
+    # postgres-cluster: keep the backup's *_command, preload and include settings (runs its code as postgres)
+    trust_restored_config: bool = False
 
 
 class WaitHealthyStep(StepBase):

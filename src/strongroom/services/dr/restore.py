@@ -44,6 +44,8 @@ class Restore:
         outputs = _outputs(ctx, rp, request, job.id)
         ctx.changes.append(f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on"
                            f" {outputs['host']}:{outputs['port']}")
+        if outputs.get("disabled_on_restore"):
+            ctx.changes.append(f"disabled in the restored configuration: {', '.join(outputs['disabled_on_restore'])}")
         return outputs
 
     def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
@@ -172,8 +174,10 @@ def _request(ctx: StepContext, rp: RecoveryPoint) -> RestoreRequest:
 
 def _request_for(ctx: StepContext, resource_type: str, resource_id: str | None, identifier: str) -> RestoreRequest:
     step = ctx.step
-    options = {"jobs": step["jobs"]} if step.get("jobs") else {}
+    options: dict[str, Any] = {"jobs": step["jobs"]} if step.get("jobs") else {}
     if resource_type == "postgres-cluster":
+        if step.get("trust_restored_config"):
+            options["trust_restored_config"] = True
         return RestoreRequest(step.get("target"), identifier, step.get("port"), False, options)
     # The app must find its tables as it left them: its roles' ownership and grants come back too.
     options.update(keep_owners=True, keep_privileges=True)
@@ -212,7 +216,8 @@ def _outputs(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest, job_i
         dsn = parse_dsn(result["dsn"])
         outputs.update(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
                        login=dsn.user, data_directory=result["data_directory"],
-                       stop_command=result["stop_command"], log=result["log"])
+                       stop_command=result["stop_command"], log=result["log"],
+                       disabled_on_restore=result.get("disabled_on_restore") or [])
     else:
         target = parse_dsn(result["target"])
         outputs.update(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
