@@ -3,9 +3,10 @@ webhook) and ``restart_app`` (a deploy or restart command, then a health URL unt
 
 Commands get an argv list (a string runs under ``sh -c``) and an environment of their own, not
 Strongroom's (which holds ``STRONGROOM_PASSPHRASE``, the key to every vault and secret of the
-account): ``PATH``, ``HOME``, ``USER``, ``LOGNAME``, ``SHELL``, ``LANG``, ``LC_*``, ``TZ``, ``TMPDIR``
-and ``TERM`` of ours; the variables the step names in ``pass_env`` (``NAME`` or ``PREFIX*``; a
-pattern never matches a ``STRONGROOM_*`` name, which must be named exactly); the step's ``env``
+account): ``PATH``, ``HOME``, ``USER``, ``LOGNAME``, ``SHELL``, ``LANG``, ``LC_*``, ``TZ``, ``TMPDIR``,
+``TERM`` and the CA bundle variables (``SSL_CERT_FILE`` ...) of ours; the variables the step names
+in ``pass_env`` (``NAME`` or ``PREFIX*``; a pattern never matches a ``STRONGROOM_*`` name, which must
+be named exactly); the step's ``env``
 (``${secret.NAME.FIELD}`` read at that moment: how a hook gets a credential it needs); and the
 ``STRONGROOM_DR_*`` variables. Their output goes to the run's log directory, never to the catalog
 beyond a short tail. A rehearsal skips them unless the step says ``rehearse: true`` (then
@@ -29,7 +30,8 @@ from strongroom.errors import HookFailedError
 from strongroom.services.dr.context import StepContext, resolve_secrets
 
 TAIL_BYTES = 2000
-HOOK_ENVIRONMENT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM"})
+HOOK_ENVIRONMENT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM",
+                              "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})
 STRONGROOM_PREFIX = "STRONGROOM_"
 
 
