@@ -59,6 +59,8 @@ class Restore:
             copy = f"copy it back into vault {step['copy_back_vault']} of this account, then "
         resource_type = selected.get("resource_type") or "postgres-cluster"
         text = f"{copy}restore {arn} as a new {resource_type} named {identifier}"
+        if step.get("trust_restored_config") and resource_type == "postgres-cluster":
+            text += ", trusting its configuration (its commands and libraries run here)"
         predicted = {"identifier": identifier, "host": "127.0.0.1", "port": step.get("port") or "<a free port>",
                      "resource_type": resource_type}
         try:
