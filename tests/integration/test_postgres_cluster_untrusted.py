@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from strongroom.adapters import RestoreRequest
+from strongroom.errors import IntegrityError
+from strongroom.vault import Vault
+from tests.integration.test_postgres_cluster import forged_recovery_point
 from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error
 from tests.support.pgcluster import Janitor, PgCluster, traversable_tempdir
+from tests.support.vaults import restore
 
 pytestmark = pytest.mark.postgres
 
@@ -196,3 +202,19 @@ def test_a_data_directory_holding_a_program_is_refused_unless_trusted(attack: At
     jobs = [j for j in attack.cli.json("jobs", "list")["jobs"] if j["job_type"] == "RESTORE"]
     cluster = restored_cluster(attack.cli.json("jobs", "describe", jobs[-1]["job_id"]), pg_janitor)
     assert cluster.query("SELECT 1") == [(1,)]
+
+
+def test_a_forged_tablespace_map_is_refused_before_the_server_starts(
+    pg_bindir: Path, pg_workdir: Path, vault: Vault, tmp_path: Path
+) -> None:
+    """Recovery turns each tablespace_map line into a link to any directory and replays WAL into it."""
+    outside = pg_workdir / "outside-tablespace"
+    files = {"PG_VERSION": b"15\n", "global/pg_control": b"\0" * 8192, "backup_label": b"LABEL: forged\n",
+             "tablespace_map": f"16400 {outside}\n".encode()}
+    rp_id = forged_recovery_point(vault, [(tarfile.TarInfo(name), data) for name, data in files.items()])
+    home = pg_workdir / "home"
+    with pytest.raises(IntegrityError) as refused:
+        restore(vault, rp_id, RestoreRequest(target_identifier="mapped"), tmp_path / "rtmp", home)
+    assert refused.value.message == "the recovery point's base.tar holds a tablespace_map (tablespaces outside the" \
+                                    " data directory)"
+    assert not (home / "clusters" / "mapped").exists() and not outside.exists()

@@ -184,7 +184,7 @@ class PostgresClusterAdapter(ResourceAdapter):
             plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             extract_base_tar(ctx, plan.data_dir)
             if not plan.trusted:
-                refuse_programs(plan.data_dir)
+                refuse_untrusted_content(plan.data_dir)
             configure(plan)
             start(plan)
             check_answers(plan, ctx)
@@ -467,15 +467,19 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
         raise IntegrityError(f"the recovery point's {STREAM} has no {', '.join(missing)}", hint="")
 
 
-def refuse_programs(data_dir: Path) -> None:
-    """A data directory never holds a program; one in a backup is there to be loaded (``restoredconf``)."""
+def refuse_untrusted_content(data_dir: Path) -> None:
+    """Refuse what a base backup of ours never holds and what would act outside the data directory: a
+    program (one in a backup is there to be loaded, ``restoredconf``) or a ``tablespace_map`` (recovery
+    would turn its lines into links to any directory and write there; clusters with tablespaces are
+    refused at backup)."""
+    trust = "restore it only if you trust its source, with --trust-restored-config"
     found = restoredconf.programs(data_dir)
     if found:
-        raise IntegrityError(
-            f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
-            hint="a PostgreSQL data directory holds none; restore it only if you trust its source,"
-            " with --trust-restored-config",
-        )
+        raise IntegrityError(f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
+                             hint=f"a PostgreSQL data directory holds none; {trust}")
+    if (data_dir / "tablespace_map").exists():
+        raise IntegrityError(f"the recovery point's {STREAM} holds a tablespace_map (tablespaces outside the data"
+                             " directory)", hint=f"Strongroom's backups never do; {trust}")
 
 
 def configure(plan: RestorePlan) -> None:
