@@ -29,6 +29,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from strongroom.errors import IntegrityError
+
 CONFIG_FILES = ("postgresql.conf", "postgresql.auto.conf")
 AUTH_FILES = ("pg_hba.conf", "pg_ident.conf")
 MARKER = "# strongroom: disabled on restore: "
@@ -49,6 +51,7 @@ PATH_SETTINGS = frozenset({
 })  # fmt: skip
 ELF_MAGIC = b"\x7fELF"
 HBA_HOST_TYPES = ("host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc")
+CONFIG_SIZE_LIMIT = 16 << 20  # bytes: a configuration file read whole (a forged one must not exhaust memory)
 
 
 def dangerous(name: str, line: bytes, data_dir: Path) -> bool:
@@ -96,6 +99,10 @@ def _rewrite(data_dir: Path, file_name: str, disable: Callable[[str, bytes], boo
     path = data_dir / file_name
     if not path.is_file():
         return []
+    if path.stat().st_size > CONFIG_SIZE_LIMIT:
+        raise IntegrityError(f"the restored {file_name} is larger than {CONFIG_SIZE_LIMIT >> 20} MiB",
+                             hint="a configuration file never is; restore it only if you trust its source,"
+                                  " with --trust-restored-config")
     lines = path.read_bytes().split(b"\n")
     disabled = []
     for number, line in enumerate(lines, 1):
@@ -165,7 +172,7 @@ def programs(data_dir: Path, limit: int = 5) -> list[str]:
 def hba_warnings(data_dir: Path) -> list[str]:
     """Notes about the restored ``pg_hba.conf`` that open the cluster to every local user."""
     path = data_dir / "pg_hba.conf"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size > CONFIG_SIZE_LIMIT:
         return []
     trusted = []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
