@@ -469,7 +469,7 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
 
 def refuse_untrusted_content(data_dir: Path) -> None:
     """Refuse what a base backup of ours never holds and what would act outside the data directory: a
-    program (one in a backup is there to be loaded, ``restoredconf``) or a ``tablespace_map`` (recovery
+    program (one in a backup is there to be loaded, ``restoredconf``) or a non-empty ``tablespace_map`` (recovery
     would turn its lines into links to any directory and write there; clusters with tablespaces are
     refused at backup)."""
     trust = "restore it only if you trust its source, with --trust-restored-config"
@@ -477,7 +477,8 @@ def refuse_untrusted_content(data_dir: Path) -> None:
     if found:
         raise IntegrityError(f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
                              hint=f"a PostgreSQL data directory holds none; {trust}")
-    if (data_dir / "tablespace_map").exists():
+    tablespace_map = data_dir / "tablespace_map"
+    if tablespace_map.exists() and tablespace_map.stat().st_size:  # pg_basebackup writes an empty one
         raise IntegrityError(f"the recovery point's {STREAM} holds a tablespace_map (tablespaces outside the data"
                              " directory)", hint=f"Strongroom's backups never do; {trust}")
 
