@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command: the seed's disaster recovery, rehearsed and then run for real, on embedded defaults.
 #
-# A throwaway PostgreSQL cluster holds the sample app's patients (examples/sample-app); the app reads its
+# A throwaway PostgreSQL cluster holds the sample app's patients (examples/sample-app); the app is handed its
 # database credentials from the source account's secret store and serves rows on 127.0.0.1. Two accounts
 # in .demo-dr/ are bootstrapped from examples/mavis/ (the database as a physical postgres-cluster
 # resource); a backup is copied to the destination. Then examples/mavis/dr-runbook.yaml - the seed's
@@ -80,10 +80,12 @@ sed -e "s|^destination_vault_arn:.*|destination_vault_arn: $DESTINATION_VAULT|" 
 src apply -f examples/mavis/source/source.yaml --var-file "$DEMO/source-production.yaml" --auto-approve >/dev/null
 src resources list
 
-say "The app's credentials go into the secret store; the app reads them at start"
+say "The app's credentials go into the secret store; the app is handed them at start (never the passphrase)"
 printf '{"engine":"postgres","host":"127.0.0.1","port":%s,"username":"mavis","password":"%s","dbname":"mavis"}' \
   "$PORT" "$APP_PASSWORD" | src secrets put mavis/production/db --rds
-"${APPCTL[@]}" start --state "$APP_STATE" -- --home "$SOURCE" --secret mavis/production/db --port "$APP_PORT"
+# The runbook's deploy step hands the app its secret the same way (env: APP_DB_SECRET: ${secret...}).
+APP_DB_SECRET="$(src secrets get mavis/production/db --json)" env -u STRONGROOM_PASSPHRASE \
+  "${APPCTL[@]}" start --state "$APP_STATE" -- --secret-env APP_DB_SECRET --secret mavis/production/db --port "$APP_PORT"
 AT_BACKUP="$(curl -fsS "http://127.0.0.1:$APP_PORT/checksum")"
 echo "the app serves: $AT_BACKUP"
 

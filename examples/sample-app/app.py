@@ -2,7 +2,8 @@
 """A tiny sample web application for Strongroom's disaster-recovery tests and docs. A demo, not production code.
 
 At start it reads its PostgreSQL credentials (an RDS-shaped secret: engine, host, port, username, password,
-dbname) from Strongroom's secret store, or from a file ``strongroom secrets export`` wrote, checks the database
+dbname) from Strongroom's secret store, a file ``strongroom secrets export`` wrote, or an environment variable
+(a runbook step's ``env: {VAR: ${secret.NAME}}``), checks the database
 accepts them, and serves one table as JSON:
 
     GET /health    200 {"status": "ok", "database": "host:port/dbname"} after a SELECT 1; 503 with a reason
@@ -13,7 +14,8 @@ Each request opens its own connection, so the app survives a database restart or
 with TimeZone UTC and DateStyle ISO, so the checksum does not depend on the server's settings.
 
 Usage:
-    python app.py --secret NAME (--home DIR | --secret-file FILE) [--host 127.0.0.1] --port N [--table patients]
+    python app.py --secret NAME (--home DIR | --secret-file FILE | --secret-env VAR) [--host 127.0.0.1] --port N
+                  [--table patients]
 
 Exit codes: 0 stopped by SIGTERM/SIGINT, 2 usage, 3 the secret cannot be read, 4 the database refuses the
 connection at start, 5 the address cannot be bound. A failure at start is one line on stderr.
@@ -117,6 +119,15 @@ def read_secret_from_file(name: str, path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise StartupError(f"cannot read secret '{name}' from file {path}: {reason}", EXIT_SECRET) from None
+
+
+def read_secret_from_environment(name: str, variable: str) -> str:
+    """The secret's JSON from ``variable`` (set by whoever starts the app, e.g. a runbook step's ``env``);
+    removed from this process's environment once read."""
+    text = os.environ.pop(variable, None)
+    if not text:
+        raise StartupError(f"cannot read secret '{name}': environment variable {variable} is not set", EXIT_SECRET)
+    return text
 
 
 def parse_secret(name: str, text: str) -> Database:
@@ -246,6 +257,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--home", metavar="DIR", help="ask the secret store of this account home (passphrase from "
                         "STRONGROOM_PASSPHRASE)")
     source.add_argument("--secret-file", metavar="FILE", help="read a file written by `strongroom secrets export`")
+    source.add_argument("--secret-env", metavar="VAR", help="read the secret's JSON from environment variable VAR "
+                        "(a runbook step's env: VAR: ${secret.NAME})")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True, help="port to listen on")
     parser.add_argument("--table", default="patients", help="table to serve, NAME or SCHEMA.NAME (default patients)")
@@ -253,8 +266,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def prepare(args: argparse.Namespace) -> SampleServer:
-    text = read_secret_from_store(args.secret, args.home) if args.home else read_secret_from_file(
-        args.secret, args.secret_file)
+    if args.home:
+        text = read_secret_from_store(args.secret, args.home)
+    elif args.secret_env:
+        text = read_secret_from_environment(args.secret, args.secret_env)
+    else:
+        text = read_secret_from_file(args.secret, args.secret_file)
     database = parse_secret(args.secret, text)
     table_identifier(args.table)
     try:

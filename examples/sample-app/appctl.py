@@ -13,7 +13,8 @@ runs and starts it again with the recorded arguments, so it reads its secret afr
 ``update_secret`` or ``rotate_credentials`` the app connects to the new database. ``status`` prints
 ``running (pid N)`` and exits 0, or ``stopped`` and exits 3.
 
-The app inherits this command's environment (e.g. STRONGROOM_PASSPHRASE); nothing of it is recorded.
+The app inherits this command's environment (e.g. the variable ``app.py --secret-env`` reads, which a
+runbook's restart_app step sets from the secret store); nothing of it is recorded.
 Exit codes: 0 done, 1 failed (one line on stderr starting with ``error:``, the last line, after the tail of
 the app's log when there is more to see), 2 usage, 3 stopped (``status``).
 Standard library only. A demo, not production code.

@@ -31,6 +31,7 @@ EXAMPLES = ROOT / "examples" / "mavis"
 RUNBOOK = EXAMPLES / "dr-runbook.yaml"
 SAMPLE_APP = ROOT / "examples" / "sample-app"
 APP_PASSWORD = "app password that must never leak"
+APP_SECRET_ENV = "APP_DB_SECRET"  # examples/mavis/dr-runbook.yaml's deploy step sets it from the secret store
 CHECKSUM = "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY id), '')) FROM patients t"
 
 
@@ -101,16 +102,22 @@ class App:
     def at(cls, base: Path) -> App:
         return cls(base / "app-state.json", free_port())
 
-    def start_command(self, cli: Cli, secret_name: str) -> list[str]:
+    def start_command(self, secret_name: str) -> list[str]:
+        """The app reads its secret from APP_DB_SECRET: the runbook's deploy step sets it (hooks never get
+        the passphrase, so the app cannot ask the secret store itself)."""
         return [sys.executable, str(SAMPLE_APP / "appctl.py"), "start", "--state", str(self.state), "--",
-                "--home", str(cli.home), "--secret", secret_name, "--port", str(self.port)]
+                "--secret-env", APP_SECRET_ENV, "--secret", secret_name, "--port", str(self.port)]
 
     def restart_command(self) -> str:
         return shlex.join([sys.executable, str(SAMPLE_APP / "appctl.py"), "restart", "--state", str(self.state)])
 
     def start(self, cli: Cli, secret_name: str) -> None:
-        subprocess.run(self.start_command(cli, secret_name), env=cli.env, check=True, timeout=60,
-                       capture_output=True)
+        env = {name: value for name, value in cli.env.items() if name != "STRONGROOM_PASSPHRASE"}
+        env[APP_SECRET_ENV] = json.dumps(secret(cli, secret_name))
+        subprocess.run(self.start_command(secret_name), env=env, check=True, timeout=60, capture_output=True)
+
+    def pid(self) -> int:
+        return int(json.loads(self.state.read_text())["pid"])
 
     def stop(self) -> None:
         if self.state.exists():
@@ -130,6 +137,16 @@ class App:
             return httpx.get(self.health_url, timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """A running process's environment, from /proc (we are its user or root)."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode(errors="replace").partition("=")[::2] for pair in pairs if pair)
+
+
+def postmaster_pid(data_directory: str) -> int:
+    return int(Path(data_directory, "postmaster.pid").read_text().splitlines()[0])
 
 
 def stop_restored(report: dict[str, Any]) -> None:

@@ -23,6 +23,8 @@ from tests.e2e.dr_world import (
     apply_destination,
     apply_source,
     checksum,
+    environ_of,
+    postmaster_pid,
     put_app_secret,
     runbook_vars,
     scheduled_runs,
@@ -30,7 +32,7 @@ from tests.e2e.dr_world import (
     stop_restored,
 )
 from tests.support.accounts import Server, account_id, issue_credential, register, serving
-from tests.support.cli import Cli
+from tests.support.cli import PASSPHRASE, Cli
 from tests.support.pgcluster import PgCluster, traversable_tempdir
 
 pytestmark = pytest.mark.postgres
@@ -139,6 +141,10 @@ def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world:
     assert [(run.resource_id, run.state.value) for run in runs] == [("mavis-production-restored", "COMPLETED")]
     assert runs[0].details["copies"][0]["state"] == "COMPLETED", runs[0].details
     assert APP_PASSWORD not in (world.source.home / "logs" / "dr" / f"{report['run_id']}.log").read_text()
+    # Neither the app the runbook restarted nor the restored server was handed the passphrase.
+    for pid in (world.app.pid(), postmaster_pid(restored["data_directory"])):
+        environment = environ_of(pid)
+        assert "STRONGROOM_PASSPHRASE" not in environment and PASSPHRASE not in environment.values(), pid
 
 
 def test_dr_run_with_managed_credentials_after_the_source_account_is_lost(world: World) -> None:
@@ -155,7 +161,7 @@ def test_dr_run_with_managed_credentials_after_the_source_account_is_lost(world:
     register(fresh, "destination", world.server,
              issue_credential(world.destination, "restorer", "--account-id", account_id(fresh)))
     apply_source(fresh, world.base, world.cluster, world.destination_vault)
-    deploy = " ".join(world.app.start_command(fresh, SECRET))
+    deploy = " ".join(world.app.start_command(SECRET))
 
     report = fresh.json("dr", "run", str(RUNBOOK), *runbook_vars(
         FROM_ACCOUNT="destination", VAULT="mavis-destination", CREDENTIALS="managed", DEPLOY_COMMAND=deploy,
@@ -186,7 +192,7 @@ def test_dr_run_inside_the_destination_account_with_its_credentials(world: World
     world.app.stop()
     destroy_cluster(world.cluster)
     shutil.rmtree(world.source.home)
-    deploy = " ".join(world.app.start_command(world.destination, SECRET))
+    deploy = " ".join(world.app.start_command(SECRET))
 
     report = world.destination.json("dr", "run", str(RUNBOOK), *runbook_vars(
         VAULT="mavis-destination", CREDENTIALS="managed", REQUIRE_PLAN="false", BACKUP_NOW="false",

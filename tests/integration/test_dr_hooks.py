@@ -4,6 +4,7 @@ commands: ``http`` (a webhook with a header read from the secret store), ``run``
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,3 +116,37 @@ def test_failing_command_and_unhealthy_app_are_hook_failures(account: Account, s
     step = {"type": "restart_app", "command": None, "health_url": f"{server}/health", "timeout_seconds": 1}
     with pytest.raises(HookFailedError, match="did not answer 2xx within 1 s \\(last: status 500\\)"):
         RestartApp().run(context(account, step))
+
+
+def environment_seen_by(tmp_path: Path, account: Account, step_type: str, **fields: Any) -> dict[str, str]:
+    """What a hook's command finds in its environment (it dumps it to a file)."""
+    out = tmp_path / f"{step_type}.env"
+    step = {"type": step_type, "command": f"env > {out}", "timeout_seconds": 10, "rehearse": False,
+            "health_url": None, **fields}
+    (RunCommand() if step_type == "run" else RestartApp()).run(context(account, step))
+    return dict(line.partition("=")[::2] for line in out.read_text().splitlines() if "=" in line)
+
+
+@pytest.mark.parametrize("step_type", ["run", "restart_app"])
+def test_hooks_never_see_the_passphrase_only_what_the_step_declares(
+    account: Account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_type: str
+) -> None:
+    """A runbook's command runs other programs (terraform, a deploy tool, the app): the passphrase opens every
+    vault and secret of the account, so it is never handed to them, nor any other variable of ours by default."""
+    monkeypatch.setenv("STRONGROOM_PASSPHRASE", "hooks passphrase")
+    monkeypatch.setenv("STRONGROOM_SECRET_VALUE", "a secret being stored")
+    monkeypatch.setenv("PGPASSWORD", "the backup role's password")
+    monkeypatch.setenv("AWS_PROFILE", "dr")
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    monkeypatch.setenv("UNRELATED_TOKEN", "not for hooks")
+    seen = environment_seen_by(tmp_path, account, step_type, pass_env=["AWS_*", "STRONGROOM_*"],
+                               env={"APP_DB_SECRET": "${secret.ci/webhook}"})
+    assert "hooks passphrase" not in seen.values() and "STRONGROOM_PASSPHRASE" not in seen
+    assert not {"STRONGROOM_SECRET_VALUE", "PGPASSWORD", "UNRELATED_TOKEN"} & set(seen)
+    assert (seen["AWS_PROFILE"], seen["AWS_REGION"]) == ("dr", "eu-west-2")  # passed: pass_env names them
+    assert json.loads(seen["APP_DB_SECRET"]) == {"token": TOKEN}  # declared: read from the secret store
+    assert seen["STRONGROOM_DR_RESTORED_PORT"] == "5499" and seen["PATH"] == os.environ["PATH"]
+
+    # Only a step that names it exactly gets the passphrase (e.g. to run strongroom itself).
+    named = environment_seen_by(tmp_path, account, step_type, pass_env=["STRONGROOM_PASSPHRASE"])
+    assert named["STRONGROOM_PASSPHRASE"] == "hooks passphrase"

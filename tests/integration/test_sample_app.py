@@ -223,3 +223,27 @@ def test_the_app_reads_an_exported_secret_file(
     assert get(port, "/checksum") == direct_checksum(pg_cluster, database["dbname"])
     assert appctl.run("stop", appctl.workdir / "exported.json").returncode == 0
     assert database["password"] not in log.read_text()
+
+
+def test_the_app_reads_its_secret_from_the_environment_a_runbook_step_sets(
+    pg_cluster: PgCluster, cli: Cli, databases: Callable[..., Database], appctl: AppCtl
+) -> None:
+    """What a restart_app step does (env: APP_DB_SECRET: ${secret.NAME}): no passphrase reaches the app."""
+    first, second = databases("envfirst"), databases("envsecond", DIVERGE)
+    without_passphrase = {name: value for name, value in cli.env.items() if name != "STRONGROOM_PASSPHRASE"}
+    appctl.cli.env = {**without_passphrase, "APP_DB_SECRET": json.dumps(first)}
+    port = free_port()
+    started, log = appctl.start("fromenv", port, "--secret", "sample/db", "--secret-env", "APP_DB_SECRET")
+    assert started.returncode == 0, started.stderr
+    assert get(port, "/checksum") == direct_checksum(pg_cluster, first["dbname"])
+
+    appctl.cli.env = {**without_passphrase, "APP_DB_SECRET": json.dumps(second)}  # the secret changed meanwhile
+    state = appctl.workdir / "fromenv.json"
+    assert appctl.run("restart", state, "--timeout", "60").returncode == 0
+    assert get(port, "/checksum") == direct_checksum(pg_cluster, second["dbname"])
+    assert first["password"] not in state.read_text() + log.read_text()
+
+    appctl.cli.env = without_passphrase
+    missing, _ = appctl.start("noenv", free_port(), "--secret", "sample/db", "--secret-env", "APP_DB_SECRET")
+    assert missing.returncode == 1
+    assert "environment variable APP_DB_SECRET is not set" in one_error_line(missing)

@@ -88,6 +88,20 @@ def test_secret_references_stay_for_the_moment_of_use(tmp_path: Path) -> None:
     assert runbook.steps[1]["env"] == {"TOKEN": "${secret.ci.token}", "WHO": "one"}
 
 
+def test_a_secret_name_may_be_built_from_variables_and_hooks_name_what_they_pass(tmp_path: Path) -> None:
+    runbook = load(write(tmp_path, BASE + "  - name: r\n    type: restart_app\n    command: [deploy]\n"
+                                          "    pass_env: [AWS_*, KUBECONFIG]\n"
+                                          "    env: {DB: '${secret.${var.X}/db}',\n"
+                                          "          PW: 'x${secret.${var.X}/db.password}'}\n"),
+                   "X=mavis/prod")
+    assert runbook.steps[1]["env"] == {"DB": "${secret.mavis/prod/db}", "PW": "x${secret.mavis/prod/db.password}"}
+    assert runbook.steps[1]["pass_env"] == ["AWS_*", "KUBECONFIG"]
+    deploy = next(step for step in load(EXAMPLE).steps if step["name"] == "deploy")
+    assert deploy["env"] == {"APP_DB_SECRET": "${secret.mavis/production/db}"}
+    with pytest.raises(ConfigError, match=r"steps\[1\].pass_env\[0\]: 'AWS-\*' is not a valid environment variable"):
+        load(write(tmp_path, BASE + "  - name: r\n    type: run\n    command: [x]\n    pass_env: [AWS-*]\n"))
+
+
 def test_runtime_references_keep_their_type_alone_and_become_text_inside_a_string() -> None:
     outputs = {"restore": {"port": 5433, "host": "127.0.0.1"}}
     step = {"port": "${steps.restore.port}", "url": "http://${steps.restore.host}:${steps.restore.port}/",

@@ -4,7 +4,9 @@
   directories, searched alone when set), else ``PATH``, then ``/usr/lib/postgresql/*/bin`` and
   ``/usr/pgsql-*/bin``, newest version first.
 - :class:`ToolProcess` runs a tool with its stderr drained (and bounded) by a thread, optionally as
-  another OS user (server tools refuse to run as root).
+  another OS user (server tools refuse to run as root). No tool ever sees a ``STRONGROOM_*``
+  variable (the passphrase travels in ``STRONGROOM_PASSPHRASE``): they are removed from every
+  child's environment. A server (``pg_ctl start``) gets :func:`server_environment` only.
 - :func:`parse_dsn` accepts ``postgresql://user@host:port/db`` or ``key=value`` DSNs and refuses a
   password in them: passwords travel in the environment (``PGPASSWORD``, ``PGPASSFILE``).
 - :func:`describe_failure` turns libpq / tool messages into one line for a user.
@@ -33,6 +35,9 @@ from strongroom.errors import ConfigError, StrongroomError, ToolMissingError
 
 BINDIR_ENV = "STRONGROOM_PG_BINDIR"
 INSTALL_HINT = "install PostgreSQL client tools, e.g. apt-get install -y postgresql"
+STRONGROOM_PREFIX = "STRONGROOM_"  # our variables (the passphrase among them): never handed to a tool
+# What a restored server inherits from us (besides LC_*; HOME, USER and LOGNAME are set for its OS user).
+SERVER_ENVIRONMENT = frozenset({"PATH", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH"})
 PASSWORD_HINT = (
     "put the password in PGPASSWORD, a .pgpass file (PGPASSFILE) or the account's secrets — never in the DSN"
 )
@@ -111,12 +116,33 @@ def find_tool(name: str, environment: Mapping[str, str] | None = None, *, major:
 
 
 def tool_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a PostgreSQL tool: ours, plus ``extra`` (secrets), messages in English."""
+    """The environment for a PostgreSQL client tool: ours, plus ``extra`` (e.g. PGPASSWORD of the target),
+    messages in English. ``STRONGROOM_*`` names stay here for :func:`find_tool` and are removed when a
+    tool is started (:func:`child_environment`)."""
     env = {**os.environ, **(extra or {})}
     env.setdefault("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
     env["LC_MESSAGES"] = "C"
     env.pop("LC_ALL", None)
     return env
+
+
+def server_environment() -> dict[str, str]:
+    """The whole environment of a server a restore starts (``pg_ctl``, then ``postgres``): the search path,
+    locale and time zone of ours and nothing else: no Strongroom secret, no ``PGPASSWORD``, no ``PG*``
+    (the data directory, port and the rest are passed explicitly). Messages in English."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in SERVER_ENVIRONMENT or (name.startswith("LC_") and name != "LC_ALL")
+    }
+    env.setdefault("PATH", os.defpath)
+    env["LC_MESSAGES"] = "C"
+    return env
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without any ``STRONGROOM_*`` variable: what a tool or server process may see."""
+    return {name: value for name, value in env.items() if not name.startswith(STRONGROOM_PREFIX)}
 
 
 # OS users ---------------------------------------------------------------------------------------
@@ -214,7 +240,7 @@ class ToolProcess:
         stdout: int | IO[bytes] | None = subprocess.DEVNULL,
     ) -> None:
         self.name = Path(argv[0]).name
-        child_env = dict(env)
+        child_env = child_environment(env)
         extra = user_arguments(user, child_env)
         try:
             self.process = subprocess.Popen(

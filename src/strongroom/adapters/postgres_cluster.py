@@ -21,10 +21,17 @@ configured in ``postgresql.auto.conf``: ``port`` (``request.port`` or a free one
 (a copy must never archive into its source's WAL archive). The cluster keeps the source's
 ``pg_hba.conf`` and roles (like an Aurora restore keeps its master user); when the source kept its
 configuration outside the data directory (Debian), minimal files are written (``pg_hba.conf``:
-local ``peer``, 127.0.0.1 ``scram-sha-256``). It is then started with
-``pg_ctl -D DIR -l DIR/../NAME.log -w start`` (crash recovery replays the fetched WAL) and checked
-with ``SELECT 1`` as the source's backup user. A failed restore stops what it started and removes
-the directory it created; the log stays.
+local ``peer``, 127.0.0.1 ``scram-sha-256``).
+
+A restore never runs what the backup carries (``strongroom.adapters.restoredconf``): unless the
+request's option ``trust_restored_config`` is set, settings that run commands or load code are
+commented out of the configuration files, the same settings are overridden on the server's command
+line, and a data directory holding a program (an ELF file) is refused. The job result lists what was
+disabled (``disabled_on_restore``). The server gets a minimal environment (``server_environment``:
+no Strongroom secret, no ``PGPASSWORD``). It is then started with
+``pg_ctl -D DIR -l DIR/../NAME.log -o "-c ..." -w start`` (crash recovery replays the fetched WAL) and
+checked with ``SELECT 1`` as the source's backup user. A failed restore stops what it started and
+removes the directory it created; the log stays.
 
 The restored cluster keeps running. Stop it with ``pg_ctl -D DIR stop`` run as the ``postgres`` OS
 user (as root: ``runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D DIR stop``); the
@@ -46,7 +53,7 @@ from typing import IO, Any
 
 import psycopg
 
-from strongroom.adapters import pgdirect, tarextract
+from strongroom.adapters import pgdirect, restoredconf, tarextract
 from strongroom.adapters.base import (
     BackupContext,
     ResourceAdapter,
@@ -69,6 +76,7 @@ from strongroom.adapters.pgtools import (
     parse_dsn,
     port_is_free,
     run_tool,
+    server_environment,
     server_user,
     tool_environment,
     tool_version,
@@ -175,6 +183,8 @@ class PostgresClusterAdapter(ResourceAdapter):
         try:
             plan.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             extract_base_tar(ctx, plan.data_dir)
+            if not plan.trusted:
+                refuse_untrusted_content(plan.data_dir)
             configure(plan)
             start(plan)
             check_answers(plan, ctx)
@@ -197,11 +207,11 @@ class PostgresClusterAdapter(ResourceAdapter):
         name, data_dir = request.target_identifier or "", data_directory(request, home)
         removed = []
         if (data_dir / "postmaster.pid").exists():
-            env = tool_environment({})
             major = details.get("server_major")
-            pg_ctl = find_tool("pg_ctl", env, major=int(major) if major else None)
+            pg_ctl = find_tool("pg_ctl", tool_environment(), major=int(major) if major else None)
             user = server_user(request.options.get("os_user"))
-            run_tool([pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"], env=env, user=user, cwd=Path("/"))
+            argv = [pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"]
+            run_tool(argv, env=server_environment(), user=user, cwd=Path("/"))
             removed.append(f"stopped cluster {name}")
         if data_dir.exists():
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -346,11 +356,15 @@ class RestorePlan:
     pg_ctl: Path
     env: dict[str, str]
     login: str
+    major: int | None = None
+    trusted: bool = False  # trust_restored_config: start with the backup's configuration as it is
     was_empty: bool = False
     port_picked: bool = False  # chosen here (not requested): may be re-picked if taken before the start
     started: bool = False
     made_socket_dir: bool = False
     notes: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)  # file:line: setting commented out before the start
+    overrides: dict[str, str] = field(default_factory=dict)  # -c settings on the server's command line
 
     @property
     def dsn(self) -> str:
@@ -379,6 +393,8 @@ class RestorePlan:
             "os_user": self.user.name if self.user else None,
             "stop_command": self.stop_command(),
             "notes": self.notes,
+            "trusted_restored_config": self.trusted,
+            "disabled_on_restore": self.disabled,
         }
 
 
@@ -397,13 +413,14 @@ def plan_restore(metadata: dict[str, Any], ctx: RestoreContext, request: Restore
             f"the {user.name} OS user cannot reach {data_dir} (a directory above it is not searchable)",
             hint="choose a data directory the postgres user can reach, e.g. under /var/lib/strongroom",
         )
-    env = tool_environment(ctx.environment)
-    major = metadata.get("server_major")
-    pg_ctl = find_tool("pg_ctl", env, major=int(major) if major else None)
+    major = int(metadata["server_major"]) if metadata.get("server_major") else None
+    pg_ctl = find_tool("pg_ctl", tool_environment(ctx.environment), major=major)
     port = request.port or free_port()
+    trusted = bool(request.options.get("trust_restored_config"))
     return RestorePlan(
         name, data_dir, port, socket_directory(data_dir, name), data_dir.parent / f"{name}.log",
-        user, pg_ctl, env, str(metadata.get("user") or "postgres"), was_empty, port_picked=not request.port,
+        user, pg_ctl, server_environment(), str(metadata.get("user") or "postgres"), major, trusted, was_empty,
+        port_picked=not request.port,
     )  # fmt: skip
 
 
@@ -450,6 +467,22 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
         raise IntegrityError(f"the recovery point's {STREAM} has no {', '.join(missing)}", hint="")
 
 
+def refuse_untrusted_content(data_dir: Path) -> None:
+    """Refuse what a base backup of ours never holds and what would act outside the data directory: a
+    program (one in a backup is there to be loaded, ``restoredconf``) or a non-empty ``tablespace_map`` (recovery
+    would turn its lines into links to any directory and write there; clusters with tablespaces are
+    refused at backup)."""
+    trust = "restore it only if you trust its source, with --trust-restored-config"
+    found = restoredconf.programs(data_dir)
+    if found:
+        raise IntegrityError(f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
+                             hint=f"a PostgreSQL data directory holds none; {trust}")
+    tablespace_map = data_dir / "tablespace_map"
+    if tablespace_map.exists() and tablespace_map.stat().st_size:  # pg_basebackup writes an empty one
+        raise IntegrityError(f"the recovery point's {STREAM} holds a tablespace_map (tablespaces outside the data"
+                             " directory)", hint=f"Strongroom's backups never do; {trust}")
+
+
 def configure(plan: RestorePlan) -> None:
     data_dir = plan.data_dir
     for stale in ("postmaster.pid", "postmaster.opts", "standby.signal", "recovery.signal"):
@@ -468,6 +501,12 @@ def configure(plan: RestorePlan) -> None:
         "unix_socket_directories": str(plan.socket_dir),
         "archive_mode": "off",
     }
+    if not plan.trusted:
+        plan.disabled = restoredconf.neutralise(data_dir)
+        plan.overrides = restoredconf.server_overrides(data_dir, plan.major, plan.disabled)
+        if "ssl" in plan.overrides:
+            settings["ssl"] = plan.overrides["ssl"]
+    plan.notes += restoredconf.hba_warnings(data_dir)
     append_settings(data_dir, settings)
     data_dir.chmod(0o700)
     if not plan.socket_dir.exists():
@@ -490,7 +529,11 @@ def append_settings(data_dir: Path, settings: dict[str, str]) -> None:
 def start(plan: RestorePlan) -> None:
     """``pg_ctl start``; if a port picked here was taken meanwhile (another server started), pick another."""
     for attempt in range(START_ATTEMPTS):
-        argv = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT, "start"]
+        argv = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT]
+        if plan.overrides:  # pg_ctl hands -o to postgres through the shell: each word quoted
+            words = [word for key, value in plan.overrides.items() for word in ("-c", f"{key}={value}")]
+            argv += ["-o", shlex.join(words)]
+        argv.append("start")
         log_start = plan.log_file.stat().st_size
         code, stderr = run_tool(argv, env=plan.env, user=plan.user, cwd=plan.data_dir)
         plan.started = (plan.data_dir / "postmaster.pid").exists()

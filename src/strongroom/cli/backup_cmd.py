@@ -70,6 +70,14 @@ def restore_start(
     jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
     no_owners: bool = typer.Option(False, "--no-owners", help=NO_OWNERS_HELP),
     no_privileges: bool = typer.Option(False, "--no-privileges", help=NO_PRIVILEGES_HELP),
+    trust_restored_config: bool = typer.Option(
+        False,
+        "--trust-restored-config",
+        help="postgres-cluster: start the restored server with the backup's configuration as it is. By default"
+        " settings that run commands or load code (*_command, *_preload_libraries, archive_*, include*, files"
+        " outside the data directory) are disabled and a data directory holding a program is refused; with this"
+        " option whoever wrote the backup runs code as the postgres OS user here. Only for a trusted source.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -80,6 +88,8 @@ the target server lacks is refused before anything is created (exit 5).
     """
     options: dict[str, object] = {"jobs": jobs} if jobs else {}
     options.update(ownership_options(no_owners=no_owners, no_privileges=no_privileges))
+    if trust_restored_config:
+        options["trust_restored_config"] = True
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)
@@ -171,6 +181,10 @@ def report(job: Job, json_output: bool) -> None:
         _report_copy(job)
     elif job.state.finished:
         output.console.print(f"Restore job {job.id} {job.state.value}: restored to {job.result.get('target')}")
+        for entry in job.result.get("disabled_on_restore") or []:
+            output.console.print(f"  disabled on restore: {entry}", markup=False)
+        for note in job.result.get("notes") or []:
+            output.console.print(f"  note: {note}", markup=False)
     else:
         output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
 

@@ -7,7 +7,8 @@ reference stay in the text and are resolved only when their step runs:
 
 - ``${steps.NAME.FIELD}``: an output of an earlier step (e.g. ``${steps.restore.port}``);
 - ``${run.id}``, ``${run.rehearsal}``; and ``${secret.NAME.FIELD}`` (only in ``run``/``restart_app``
-  ``env`` and ``http`` ``headers``/``url``), read from the secret store at that moment and never stored.
+  ``env`` and ``http`` ``headers``/``url``), read from the secret store at that moment and never stored;
+  the name may hold variables (``${secret.${var.APP}/db}``), resolved when the file is read.
 
 ``when: {VARIABLE: VALUE, ...}`` runs a step only when every variable has that value (the seed's two
 credential modes are two steps, one of them skipped).
@@ -26,11 +27,12 @@ from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, Valida
 from strongroom.config.loader import _variables, validation_problems
 from strongroom.config.schema import Strict
 from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
-from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues
+from strongroom.config.variables import REFERENCE, AccountIdentity, Interpolator, VariableValues
 
 STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 RUNTIME_ROOTS = ("steps", "run", "secret")
+SECRET_START = "${secret."
 
 
 def _pattern(pattern: re.Pattern[str], what: str) -> AfterValidator:
@@ -55,6 +57,9 @@ def _aware(value: datetime | None) -> datetime | None:
 StepName = Annotated[str, _pattern(STEP_NAME, "step name (lowercase letters, digits, '-' and '_')")]
 Identifier = Annotated[str, _pattern(IDENTIFIER, "identifier (lowercase letters, digits, '-' and '_', at most 63)")]
 Command = list[str] | str
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
+# Names (or PREFIX*) of Strongroom's own environment variables a hook receives as they are.
+PassEnv = list[Annotated[str, _pattern(ENV_NAME, "environment variable name (NAME or PREFIX*)")]]
 Timeout = Annotated[int, Field(ge=1, le=7 * 86400)]
 
 
@@ -83,6 +88,8 @@ class RestoreStep(StepBase):
     recovery_point: str | None = None  # default: the previous select_recovery_point step's
     no_owners: bool = False  # postgres: as restore start --no-owners
     no_privileges: bool = False  # postgres: as restore start --no-privileges
+    # postgres-cluster: keep the backup's *_command, preload and include settings (runs its code as postgres)
+    trust_restored_config: bool = False
 
 
 class WaitHealthyStep(StepBase):
@@ -120,6 +127,7 @@ class RunStep(StepBase):
     type: Literal["run"]
     command: Command
     env: dict[str, str] = Field(default_factory=dict)
+    pass_env: PassEnv = Field(default_factory=list)
     cwd: str | None = None
     timeout_seconds: Timeout = 3600
     rehearse: bool = False
@@ -140,6 +148,7 @@ class RestartAppStep(StepBase):
     type: Literal["restart_app"]
     command: Command | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    pass_env: PassEnv = Field(default_factory=list)
     health_url: str | None = None
     timeout_seconds: Timeout = 120
     rehearse: bool = False
@@ -263,12 +272,42 @@ def _secret_allowed(path: Path_) -> bool:
     return any(part in ("env", "headers", "url") for part in path[2:3])
 
 
+def _closing_brace(text: str, index: int) -> int:
+    """Where the ``${`` just before ``index`` closes (nested ``${...}`` counted), or -1."""
+    depth = 1
+    while index < len(text):
+        if text.startswith("${", index):
+            depth, index = depth + 1, index + 2
+            continue
+        if text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+        index += 1
+    return -1
+
+
 class _RunbookInterpolator(Interpolator):
     """Resolves ${var.*} and ${account.*} now; keeps ${steps.*}, ${run.*}, ${secret.*} for run time."""
 
     def __init__(self, values: VariableValues, identity: AccountIdentity, source: SourceMap, names: list[str]):
         super().__init__(values, identity, set(), source)
         self.names = names
+
+    def _string(self, text: str, path: Path_) -> Any:
+        return super()._string(self._inside_secrets(text, path) if SECRET_START in text else text, path)
+
+    def _inside_secrets(self, text: str, path: Path_) -> str:
+        """``${secret.${var.APP}/db}``: references inside a secret's name are resolved now, the secret later."""
+        pieces, position = [], 0
+        while (start := text.find(SECRET_START, position)) >= 0:
+            end = _closing_brace(text, start + 2)
+            if end < 0:
+                break
+            name = REFERENCE.sub(lambda match: self._piece(match, path), text[start + 2:end])
+            pieces.append(text[position:start] + "${" + name + "}")
+            position = end + 1
+        return "".join(pieces) + text[position:]
 
     def _lookup(self, expression: str, path: Path_) -> Any:
         parts = expression.strip().split(".")

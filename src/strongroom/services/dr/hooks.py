@@ -1,8 +1,14 @@
 """Steps that reach outside Strongroom: ``run`` (a command, e.g. ``terraform import``), ``http`` (a
 webhook) and ``restart_app`` (a deploy or restart command, then a health URL until it answers).
 
-Commands get an argv list (a string runs under ``sh -c``), the runbook's ``env`` on top of ours and
-``STRONGROOM_DR_*`` variables; their output goes to the run's log directory, never to the catalog
+Commands get an argv list (a string runs under ``sh -c``) and an environment of their own, not
+Strongroom's (which holds ``STRONGROOM_PASSPHRASE``, the key to every vault and secret of the
+account): ``PATH``, ``HOME``, ``USER``, ``LOGNAME``, ``SHELL``, ``LANG``, ``LC_*``, ``TZ``, ``TMPDIR``,
+``TERM`` and the CA bundle variables (``SSL_CERT_FILE`` ...) of ours; the variables the step names
+in ``pass_env`` (``NAME`` or ``PREFIX*``; a pattern never matches a ``STRONGROOM_*`` name, which must
+be named exactly); the step's ``env``
+(``${secret.NAME.FIELD}`` read at that moment: how a hook gets a credential it needs); and the
+``STRONGROOM_DR_*`` variables. Their output goes to the run's log directory, never to the catalog
 beyond a short tail. A rehearsal skips them unless the step says ``rehearse: true`` (then
 ``STRONGROOM_DR_REHEARSAL=1`` tells the command it is a rehearsal).
 """
@@ -24,6 +30,9 @@ from strongroom.errors import HookFailedError
 from strongroom.services.dr.context import StepContext, resolve_secrets
 
 TAIL_BYTES = 2000
+HOOK_ENVIRONMENT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM",
+                              "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})
+STRONGROOM_PREFIX = "STRONGROOM_"
 
 
 class RunCommand:
@@ -99,7 +108,7 @@ class RestartApp:
 def run_command(ctx: StepContext, command: list[str] | str) -> dict[str, Any]:
     argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
     log = _log_file(ctx)
-    env = {**os.environ, **resolve_secrets(ctx.step.get("env") or {}, ctx.account), **_dr_environment(ctx)}
+    env = hook_environment(ctx)
     with log.open("ab") as out:
         out.write(f"--- {ctx.step['name']}: {_shown(command)}\n".encode())
         out.flush()
@@ -117,6 +126,22 @@ def run_command(ctx: StepContext, command: list[str] | str) -> dict[str, Any]:
         raise HookFailedError(f"{_shown(command)} exited with status {completed.returncode}: {last}",
                               hint=f"see {log}")
     return {"exit_status": 0, "log": str(log)}
+
+
+def hook_environment(ctx: StepContext) -> dict[str, str]:
+    """What a hook's command sees: a minimal environment, what the step passes or declares, the DR variables."""
+    patterns = list(ctx.step.get("pass_env") or [])
+    inherited = {name: value for name, value in os.environ.items()
+                 if name in HOOK_ENVIRONMENT or name.startswith("LC_") or _passed(name, patterns)}
+    return {**inherited, **resolve_secrets(ctx.step.get("env") or {}, ctx.account), **_dr_environment(ctx)}
+
+
+def _passed(name: str, patterns: list[str]) -> bool:
+    if name in patterns:
+        return True
+    if name.startswith(STRONGROOM_PREFIX):
+        return False  # the passphrase and its kin are passed only when named exactly
+    return any(pattern.endswith("*") and name.startswith(pattern[:-1]) for pattern in patterns)
 
 
 def _skipped(ctx: StepContext) -> bool:

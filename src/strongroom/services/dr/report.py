@@ -53,7 +53,8 @@ def _point(selected: dict[str, Any] | None, restored: dict[str, Any] | None) -> 
 def _restored(restored: dict[str, Any] | None) -> dict[str, Any] | None:
     if not restored:
         return None
-    keys = ("identifier", "resource_type", "host", "port", "dbname", "data_directory", "stop_command")
+    keys = ("identifier", "resource_type", "host", "port", "dbname", "data_directory", "stop_command",
+            "disabled_on_restore")
     return {key: restored.get(key) for key in keys if restored.get(key) is not None}
 
 

@@ -45,6 +45,8 @@ class Restore:
         outputs = _outputs(ctx, rp, request, job.id)
         ctx.changes.append(f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on"
                            f" {outputs['host']}:{outputs['port']}")
+        if outputs.get("disabled_on_restore"):
+            ctx.changes.append(f"disabled in the restored configuration: {', '.join(outputs['disabled_on_restore'])}")
         return outputs
 
     def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
@@ -58,6 +60,8 @@ class Restore:
             copy = f"copy it back into vault {step['copy_back_vault']} of this account, then "
         resource_type = selected.get("resource_type") or "postgres-cluster"
         text = f"{copy}restore {arn} as a new {resource_type} named {identifier}"
+        if step.get("trust_restored_config") and resource_type == "postgres-cluster":
+            text += ", trusting its configuration (its commands and libraries run here)"
         predicted = {"identifier": identifier, "host": "127.0.0.1", "port": step.get("port") or "<a free port>",
                      "resource_type": resource_type}
         try:
@@ -175,6 +179,8 @@ def _request_for(ctx: StepContext, resource_type: str, resource_id: str | None, 
     step = ctx.step
     options: dict[str, Any] = {"jobs": step["jobs"]} if step.get("jobs") else {}
     if resource_type == "postgres-cluster":
+        if step.get("trust_restored_config"):
+            options["trust_restored_config"] = True
         return RestoreRequest(step.get("target"), identifier, step.get("port"), False, options)
     # The app must find its tables as it left them: owners and grants come back unless the step drops them.
     options.update(ownership_options(no_owners=bool(step.get("no_owners")),
@@ -214,7 +220,8 @@ def _outputs(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest, job_i
         dsn = parse_dsn(result["dsn"])
         outputs.update(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
                        login=dsn.user, data_directory=result["data_directory"],
-                       stop_command=result["stop_command"], log=result["log"])
+                       stop_command=result["stop_command"], log=result["log"],
+                       disabled_on_restore=result.get("disabled_on_restore") or [])
     else:
         target = parse_dsn(result["target"])
         outputs.update(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
