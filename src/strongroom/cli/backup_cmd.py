@@ -57,11 +57,18 @@ def restore_start(
     port: int | None = typer.Option(None, "--port", help="Port of a restored cluster."),
     allow_non_empty: bool = typer.Option(False, "--allow-non-empty", help="Restore into a non-empty target."),
     jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
+    preserve_special: bool = typer.Option(
+        False, "--preserve-special",
+        help="Keep set-user-ID/set-group-ID bits of files from a copied recovery point (directory): "
+        "whoever can run such a file acts as its owner, so only for points you trust.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Restore a recovery point into a NEW database, cluster or path."""
     options = {"jobs": jobs} if jobs else {}
+    if preserve_special:
+        options["preserve_special"] = True
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)
@@ -153,6 +160,9 @@ def report(job: Job, json_output: bool) -> None:
         _report_copy(job)
     elif job.state.finished:
         output.console.print(f"Restore job {job.id} {job.state.value}: restored to {job.result.get('target')}")
+        if job.result.get("setid_bits_dropped"):
+            output.console.print(f"{job.result['setid_bits_dropped']} files lost set-user-ID/set-group-ID bits "
+                                 "(the recovery point is a copy); pass --preserve-special to keep them")
     else:
         output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
 
