@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from strongroom.adapters.base import RestoreRequest
-from strongroom.errors import FormatError, StrongroomError, TargetError
+from strongroom.adapters.base import ResourceSpec, RestoreRequest
+from strongroom.errors import FormatError, IntegrityError, StrongroomError, TargetError
 from strongroom.vault import Vault
 from strongroom.vault.writer import RecoveryPointWriter
 from tests.support.trees import diff_snapshots, snapshot_tree
@@ -187,7 +187,7 @@ def test_set_id_bits_of_a_copied_point_are_dropped_unless_asked(
 ) -> None:
     source = setid_tree(tmp_path / "source")
     expected = snapshot_tree(source)
-    manifest, _ = backup(vault, _spec(source), tmp_path / "tmp")
+    manifest, _ = backup(vault, ResourceSpec("files", "directory", {"path": str(source)}), tmp_path / "tmp")
     target = tmp_path / "restored"
     result = restore(vault, manifest.recovery_point_id, RestoreRequest(target=str(target), options=options),
                      tmp_path / "scratch", tmp_path, from_copy=from_copy)
@@ -221,7 +221,20 @@ def test_a_forged_point_cannot_plant_a_device_node(tmp_path: Path, vault: Vault,
     assert os.listdir(tmp_path / "b") == []
 
 
-def _spec(path: Path) -> Any:
-    from strongroom.adapters.base import ResourceSpec
+def test_hard_links_between_subdirectories_are_restored_and_links_to_directories_refused(
+    tmp_path: Path, vault: Vault
+) -> None:
+    linked = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755), entry("a", "dir", stat.S_IFDIR | 0o755),
+                           entry("b", "dir", stat.S_IFDIR | 0o755), entry("a/f", "file", stat.S_IFREG | 0o640),
+                           {"path": "b/g", "type": "hardlink", "link": "a/f"}], {"a/f": b"shared\n"})
+    target = tmp_path / "linked"
+    restore(vault, linked, RestoreRequest(target=str(target)), tmp_path / "s", tmp_path)
+    assert os.stat(target / "a" / "f").st_ino == os.stat(target / "b" / "g").st_ino
+    assert (target / "b" / "g").read_bytes() == b"shared\n"
 
-    return ResourceSpec(id="files", type="directory", settings={"path": str(path)})
+    to_dir = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755), entry("a", "dir", stat.S_IFDIR | 0o755),
+                           entry("a/d", "dir", stat.S_IFDIR | 0o755), entry("b", "dir", stat.S_IFDIR | 0o755),
+                           {"path": "b/g", "type": "hardlink", "link": "a/d"}], {})
+    with pytest.raises(IntegrityError, match="hard link to a directory"):
+        restore(vault, to_dir, RestoreRequest(target=str(tmp_path / "to-dir")), tmp_path / "s", tmp_path)
+    assert os.listdir(tmp_path / "to-dir" / "b") == []
