@@ -43,6 +43,8 @@ from strongroom.vault.reader import RecoveryPointReader
 FORGED_HINT = "The recovery point is damaged or forged; nothing was written outside the target"
 _REPLACED_HINT = "Another process changed the target while it was restored; restore into a new path only you can write"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Components passed on the way only need search permission (a traverse-only /home, 0711), not read.
+_PASS_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SETID = stat.S_ISUID | stat.S_ISGID
 _SWAPPED = (errno.ELOOP, errno.ENOTDIR, errno.ENOENT)  # what opening a name that stopped being our directory gives
@@ -169,10 +171,11 @@ def _create_target(target: str) -> int:
 
 def _open_path(path: str) -> int:
     """A descriptor of the directory ``path`` resolves to now, reached from ``/`` without following links."""
-    fd = os.open("/", _DIR_FLAGS)
+    parts = [part for part in os.path.realpath(path).split("/") if part]
+    fd = os.open("/", _PASS_FLAGS if parts else _DIR_FLAGS)
     try:
-        for part in filter(None, os.path.realpath(path).split("/")):
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        for number, part in enumerate(parts, 1):
+            child = os.open(part, _DIR_FLAGS if number == len(parts) else _PASS_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
     except OSError as exc:
@@ -276,12 +279,12 @@ class _Restorer:
 
     def _open_dir(self, rel: str) -> int:
         """A new descriptor of directory ``rel``, each component still the directory this restore knows."""
-        fd, reached = os.dup(self.root_fd), ""
+        fd, reached, parts = os.dup(self.root_fd), "", rel.split("/")
         try:
-            for part in rel.split("/"):
+            for number, part in enumerate(parts, 1):
                 reached = f"{reached}/{part}" if reached else part
                 try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    child = os.open(part, _DIR_FLAGS if number == len(parts) else _PASS_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in _SWAPPED:
                         raise _replaced(reached) from exc
