@@ -237,4 +237,15 @@ def test_hard_links_between_subdirectories_are_restored_and_links_to_directories
                            {"path": "b/g", "type": "hardlink", "link": "a/d"}], {})
     with pytest.raises(IntegrityError, match="hard link to a directory"):
         restore(vault, to_dir, RestoreRequest(target=str(tmp_path / "to-dir")), tmp_path / "s", tmp_path)
-    assert os.listdir(tmp_path / "to-dir" / "b") == []
+    assert os.listdir(tmp_path / "to-dir") == []
+
+
+def test_a_failed_restore_leaves_the_target_it_created_empty(tmp_path: Path, vault: Vault) -> None:
+    forged = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755), entry("a", "dir", stat.S_IFDIR | 0o755),
+                           entry("a/f", "file", stat.S_IFREG | 0o644), entry("top.txt", "file", stat.S_IFREG | 0o644),
+                           entry("../escape.txt", "file", stat.S_IFREG | 0o644)], {"a/f": b"x" * 100_000})
+    target = tmp_path / "new"
+    with pytest.raises(IntegrityError, match="would leave the restore target"):
+        restore(vault, forged, RestoreRequest(target=str(target)), tmp_path / "s", tmp_path)
+    assert os.listdir(target) == []  # nothing half-written: a retry may use the same path
+    assert not (tmp_path / "escape.txt").exists()

@@ -15,6 +15,7 @@ the restore may run as root on a machine where other users act while it runs. So
   directories are applied at the end, deepest first, through their descriptors; files, symlinks and
   fifos get theirs under a temporary name inside such a directory, then are renamed into place;
 - owners are applied only when restoring as root;
+- a failed restore empties a target it created (nobody else could have put anything there);
 - set-user-ID and set-group-ID bits of files and fifos are dropped when the recovery point arrived
   through a copy (:attr:`RestoreContext.from_copy`), unless the request's ``preserve_special`` option
   asks for them; directories keep theirs (set-group-ID on a directory passes its group to new entries,
@@ -29,6 +30,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -66,12 +68,16 @@ def tree_records(reader: RecoveryPointReader) -> Iterator[dict[str, Any]]:
 
 def restore_tree(ctx: RestoreContext, request: RestoreRequest) -> RestoreResult:
     """Recreate the recovery point's tree at ``request.target`` (absent or empty unless allowed)."""
-    target, root_fd = _open_target(request)
+    target, root_fd, created = _open_target(request)
     restorer = _Restorer(target, root_fd, ctx, request)
     try:
         for record in tree_records(ctx.reader):
             restorer.apply(_parse(record))
         restorer.finish()
+    except BaseException:
+        if created:  # private to this restore from the start: only what it wrote is there
+            _empty(root_fd)
+        raise
     finally:
         restorer.close()
     return RestoreResult(target=target, details=restorer.counts)
@@ -137,13 +143,14 @@ def _data_refs(reader: RecoveryPointReader) -> Iterator[ChunkRef]:
 
 
 # The target -----------------------------------------------------------------------------------
-def _open_target(request: RestoreRequest) -> tuple[str, int]:
-    """The target's path (for people) and a descriptor of its directory; created (0700, ours) when absent."""
+def _open_target(request: RestoreRequest) -> tuple[str, int, bool]:
+    """The target's path (for people), a descriptor of its directory, and whether this restore created it
+    (0700, the restoring user's) because it was absent."""
     if not request.target:
         raise TargetError("a directory restore needs a target path", hint="Pass --target with a new directory path")
     target = os.path.abspath(os.path.expanduser(request.target))
     if not os.path.lexists(target):
-        return target, _create_target(target)
+        return target, _create_target(target), True
     if not os.path.isdir(target):
         raise TargetError(f"target {target} exists and is not a directory", hint="Choose a new path")
     fd = _open_path(target)
@@ -153,7 +160,7 @@ def _open_target(request: RestoreRequest) -> tuple[str, int]:
             f"target directory {target} is not empty",
             hint="Choose a new path, or pass --allow-non-empty to restore over its content",
         )
-    return target, fd
+    return target, fd, False
 
 
 def _create_target(target: str) -> int:
@@ -182,6 +189,17 @@ def _open_path(path: str) -> int:
         os.close(fd)
         raise TargetError(f"cannot open target directory {path}: {exc.strerror or exc}", hint=_REPLACED_HINT) from exc
     return fd
+
+
+def _empty(fd: int) -> None:
+    """Remove what a failed restore wrote below ``fd``, never following a symlink; best effort."""
+    with suppress(OSError), os.scandir(fd) as entries:
+        for entry in list(entries):
+            with suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.name, dir_fd=fd)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
 
 
 def _has_entries(fd: int) -> bool:
