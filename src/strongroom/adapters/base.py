@@ -50,6 +50,9 @@ class RestoreContext:
     home: Path  # the account home; adapters keep restored clusters etc. under it by default
     progress: Callable[[int], None] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    # The recovery point arrived through a copy (from another vault or account): what it says about
+    # privilege (set-id bits) is not trusted unless the operator asks (option ``preserve_special``).
+    from_copy: bool = False
 
 
 @dataclass(frozen=True)

@@ -26,24 +26,20 @@ Decisions:
 - a previous recovery point whose tree cannot be read only costs time: every file is read again;
 - owners are always recorded and restored only when running as root.
 
-Restore refuses records whose path is absolute, has ``.``/``..``/empty components, or lies under
-anything but a directory this restore created or checked, so a forged tree cannot write outside
-the target (a symlink in the tree is never traversed).
+Restore (``directory_restore``) trusts no record: it never writes outside the target, even when the
+tree is forged and another local user races it, and drops set-id bits of a copied recovery point.
 """
 
 from __future__ import annotations
 
 import errno
 import grp
-import io
 import json
 import os
 import pwd
-import secrets
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
@@ -57,14 +53,12 @@ from strongroom.adapters.base import (
     RestoreResult,
     register_adapter,
 )
+from strongroom.adapters.directory_restore import restore_tree, tree_records
 from strongroom.errors import (
     ConfigError,
     FormatError,
-    IntegrityError,
     SourceError,
     StrongroomError,
-    TargetError,
-    TargetNotEmptyError,
 )
 from strongroom.vault.manifest import ChunkRef
 from strongroom.vault.reader import RecoveryPointReader
@@ -80,7 +74,6 @@ _BACKUP_COUNTS = (
     *("files", "dirs", "symlinks", "hardlinks", "fifos", "bytes"),
     *("files_reused", "files_read", "files_changed", "skipped"),
 )
-_FORGED_HINT = "The recovery point is damaged or forged; nothing was written outside the target"
 
 
 # Settings -------------------------------------------------------------------------------------
@@ -125,7 +118,7 @@ def _load_previous(previous: RecoveryPointReader | None, root: str) -> dict[str,
         return {}
     found: dict[str, _Previous] = {}
     try:
-        for record in _tree_records(previous):
+        for record in tree_records(previous):
             if record.get("type") != "file" or record.get("unsettled"):
                 continue
             with suppress(KeyError, TypeError):
@@ -135,18 +128,6 @@ def _load_previous(previous: RecoveryPointReader | None, root: str) -> dict[str,
     except StrongroomError:
         return None  # a damaged previous recovery point must not block new backups: read every file
     return found
-
-
-def _tree_records(reader: RecoveryPointReader) -> Iterator[dict[str, Any]]:
-    with io.TextIOWrapper(reader.open_stream("tree"), encoding="utf-8", newline="\n") as lines:
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise IntegrityError(f"tree record {number} is not valid JSON", hint=_FORGED_HINT) from None
-            if not isinstance(record, dict):
-                raise IntegrityError(f"tree record {number} is not an object", hint=_FORGED_HINT)
-            yield record
 
 
 class _OwnerNames:
@@ -424,260 +405,6 @@ def _changed(before: os.stat_result, after: os.stat_result) -> bool:
     return _identity(before) != _identity(after)
 
 
-# Restore --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Entry:
-    path: str
-    type: str
-    mode: int = 0
-    uid: int = 0
-    gid: int = 0
-    atime_ns: int = 0
-    mtime_ns: int = 0
-    size: int = 0
-    chunks: tuple[ChunkRef, ...] = ()
-    target: str | None = None
-    link: str | None = None
-
-
-def _data_refs(reader: RecoveryPointReader) -> Iterator[ChunkRef]:
-    """The data stream's chunk list, read alongside the tree so a damaged index fails the restore too."""
-    if "data" not in reader.manifest.streams:
-        return iter(())
-    return reader.iter_refs(reader.stream_ref("data"))
-
-
-def _safe_path(value: Any, *, root_allowed: bool = False) -> str:
-    """A record path that stays inside the target (``"."``, the target itself, only if allowed), or IntegrityError."""
-    if not isinstance(value, str) or not value or "\0" in value:
-        raise IntegrityError(f"tree record path {value!r} is not a valid path", hint=_FORGED_HINT)
-    if value == "." and root_allowed:
-        return value
-    if value.startswith("/") or any(part in ("", ".", "..") for part in value.split("/")):
-        raise IntegrityError(f"tree record path {value!r} would leave the restore target", hint=_FORGED_HINT)
-    return value
-
-
-def _parse(record: dict[str, Any]) -> _Entry:
-    kind = str(record.get("type"))
-    path = _safe_path(record.get("path"), root_allowed=kind == "dir")
-    try:
-        if kind == "hardlink":
-            return _Entry(path, kind, link=_safe_path(record.get("link")))
-        chunks = tuple(ChunkRef(bytes.fromhex(h), int(n)) for h, n in record.get("chunks", []))
-        target = record.get("target")
-        if kind == "symlink" and not isinstance(target, str):
-            raise TypeError("symlink without a target")
-        fields = ("mode", "uid", "gid", "atime_ns", "mtime_ns", "size")
-        numbers = {name: int(record.get(name, 0)) for name in fields}
-        return _Entry(path, kind, chunks=chunks, target=target, **numbers)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IntegrityError(f"tree record for {path!r} is malformed ({exc})", hint=_FORGED_HINT) from None
-
-
-def _prepare_target(request: RestoreRequest) -> str:
-    if not request.target:
-        raise TargetError("a directory restore needs a target path", hint="Pass --target with a new directory path")
-    target = os.path.abspath(os.path.expanduser(request.target))
-    if os.path.lexists(target):
-        if not os.path.isdir(target):
-            raise TargetError(f"target {target} exists and is not a directory", hint="Choose a new path")
-        if not request.allow_non_empty and _has_entries(target):
-            raise TargetNotEmptyError(
-                f"target directory {target} is not empty",
-                hint="Choose a new path, or pass --allow-non-empty to restore over its content",
-            )
-        return target
-    try:
-        os.makedirs(target, mode=0o700)
-    except OSError as exc:
-        raise TargetError(f"cannot create target directory {target}: {exc.strerror or exc}") from exc
-    return target
-
-
-def _has_entries(directory: str) -> bool:
-    with os.scandir(directory) as entries:
-        return next(entries, None) is not None
-
-
-def _unlink_quietly(path: str) -> None:
-    with suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-class _Restorer:
-    """Applies tree records in order; directory modes and times are set last, deepest first."""
-
-    def __init__(self, target: str, ctx: RestoreContext, fsync: bool) -> None:
-        self.target = target
-        self.reader = ctx.reader
-        self.progress = ctx.progress
-        self.data_refs = _data_refs(ctx.reader)
-        self.fsync = fsync
-        self.as_root = os.geteuid() == 0
-        self.dirs: set[str] = {"."}  # real directories created or checked by this restore
-        self.dir_entries: list[_Entry] = []
-        self.counts = dict.fromkeys(("files", "dirs", "symlinks", "hardlinks", "fifos", "bytes"), 0)
-        self.handlers: dict[str, Callable[[_Entry], None]] = {
-            "dir": self._dir,
-            "file": self._file,
-            "symlink": self._symlink,
-            "hardlink": self._hardlink,
-            "fifo": self._fifo,
-        }
-
-    def apply(self, entry: _Entry) -> None:
-        handler = self.handlers.get(entry.type)
-        if handler is None:
-            what = f"tree record for {entry.path!r} has unknown type '{entry.type}'"
-            raise FormatError(what, hint="Restore with a newer Strongroom")
-        if entry.path != ".":
-            self._check_parent(entry.path)
-        try:
-            handler(entry)
-        except OSError as exc:
-            raise TargetError(
-                f"cannot restore '{entry.path}' into {self.target}: {exc.strerror or exc}",
-                hint="Check free space and permissions of the target, then restore into a new path",
-            ) from exc
-
-    def finish(self) -> None:
-        if next(self.data_refs, None) is not None:
-            raise IntegrityError("the data stream holds chunks that no tree record names", hint=_FORGED_HINT)
-        for entry in reversed(self.dir_entries):
-            try:
-                self._settle_dir(entry)
-            except OSError as exc:
-                raise TargetError(f"cannot set mode and times of '{entry.path}': {exc.strerror or exc}") from exc
-
-    # Helpers -------------------------------------------------------------------------------------
-    def _abs(self, rel: str) -> str:
-        return self.target if rel == "." else os.path.join(self.target, rel)
-
-    def _check_parent(self, rel: str) -> None:
-        parent = rel.rpartition("/")[0] or "."
-        if parent not in self.dirs:
-            raise IntegrityError(f"tree record {rel!r} is not inside a directory restored before it", hint=_FORGED_HINT)
-
-    def _temp_beside(self, rel: str) -> str:
-        parent = os.path.dirname(self._abs(rel))
-        return os.path.join(parent, f".strongroom-{secrets.token_hex(6)}.tmp")
-
-    def _chown(self, path: str | int, entry: _Entry) -> None:
-        if not self.as_root:
-            return
-        if isinstance(path, int):
-            os.fchown(path, entry.uid, entry.gid)
-        else:
-            os.lchown(path, entry.uid, entry.gid)
-
-    def _settle(self, path: str, entry: _Entry) -> None:
-        """Owner, then mode (chown clears setuid), then times, of a fifo or symlink at ``path``."""
-        self._chown(path, entry)
-        if entry.type != "symlink":
-            os.chmod(path, stat.S_IMODE(entry.mode))
-        os.utime(path, ns=(entry.atime_ns, entry.mtime_ns), follow_symlinks=False)
-
-    def _place(self, temp: str, rel: str, settle: Callable[[], None]) -> None:
-        try:
-            settle()
-            os.replace(temp, self._abs(rel))
-        finally:
-            _unlink_quietly(temp)  # also when rename was a no-op: both names were links to one inode
-
-    # Entry types ---------------------------------------------------------------------------------
-    def _dir(self, entry: _Entry) -> None:
-        path = self._abs(entry.path)
-        if entry.path != ".":
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    raise TargetError(
-                        f"cannot restore directory '{entry.path}': something else exists there",
-                        hint="Restore into a new, empty path",
-                    ) from None
-        self._chown(path, entry)
-        self.dirs.add(entry.path)
-        self.dir_entries.append(entry)
-        self.counts["dirs"] += 1
-
-    def _settle_dir(self, entry: _Entry) -> None:
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if entry.path == "." else os.O_NOFOLLOW)
-        fd = os.open(self._abs(entry.path), flags)
-        try:
-            if self.fsync:
-                os.fsync(fd)
-            os.chmod(fd, stat.S_IMODE(entry.mode))
-            os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
-        finally:
-            os.close(fd)
-
-    def _file(self, entry: _Entry) -> None:
-        if sum(ref.size for ref in entry.chunks) != entry.size:
-            raise IntegrityError(f"tree record for {entry.path!r} lists chunks that do not add up to its size")
-        refs = self._take_data_refs(entry)
-        temp = self._temp_beside(entry.path)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as out:
-            self._place(temp, entry.path, lambda: self._write_content(out, entry, refs))
-        self.counts["files"] += 1
-        self.counts["bytes"] += entry.size
-
-    def _take_data_refs(self, entry: _Entry) -> list[ChunkRef]:
-        """The file's chunks from the data stream: files are chunked on their own, so they end on a boundary.
-
-        The content comes from the data stream, not from the chunk ids in the tree record: those name
-        chunks of the vault that made the backup, and a copy in another vault has other ids.
-        """
-        refs: list[ChunkRef] = []
-        covered = 0
-        while covered < entry.size:
-            ref = next(self.data_refs, None)
-            if ref is None or covered + ref.size > entry.size:
-                what = f"tree record for {entry.path!r} disagrees with the recovery point's data stream"
-                raise IntegrityError(what, hint=_FORGED_HINT)
-            refs.append(ref)
-            covered += ref.size
-        return refs
-
-    def _write_content(self, out: BinaryIO, entry: _Entry, refs: list[ChunkRef]) -> None:
-        for data in self.reader.iter_chunk_data(refs):
-            out.write(data)
-            if self.progress:
-                self.progress(len(data))
-        out.flush()
-        fd = out.fileno()
-        self._chown(fd, entry)
-        os.chmod(fd, stat.S_IMODE(entry.mode))
-        os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
-        if self.fsync:
-            os.fsync(fd)
-
-    def _symlink(self, entry: _Entry) -> None:
-        temp = self._temp_beside(entry.path)
-        os.symlink(entry.target or "", temp)
-        self._place(temp, entry.path, lambda: self._settle(temp, entry))
-        self.counts["symlinks"] += 1
-
-    def _fifo(self, entry: _Entry) -> None:
-        temp = self._temp_beside(entry.path)
-        os.mkfifo(temp, 0o600)
-        self._place(temp, entry.path, lambda: self._settle(temp, entry))
-        self.counts["fifos"] += 1
-
-    def _hardlink(self, entry: _Entry) -> None:
-        first = entry.link or ""
-        self._check_parent(first)
-        source = self._abs(first)
-        if stat.S_ISDIR(os.lstat(source).st_mode):
-            raise IntegrityError(f"tree record {entry.path!r} is a hard link to a directory", hint=_FORGED_HINT)
-        temp = self._temp_beside(entry.path)
-        os.link(source, temp, follow_symlinks=False)
-        self._place(temp, entry.path, lambda: None)
-        self.counts["hardlinks"] += 1
-
-
 # The adapter ----------------------------------------------------------------------------------
 @register_adapter
 class DirectoryAdapter(ResourceAdapter):
@@ -705,9 +432,4 @@ class DirectoryAdapter(ResourceAdapter):
         version = metadata.get("tree_format", TREE_FORMAT)
         if version != TREE_FORMAT:
             raise FormatError(f"directory tree format {version} is unknown; this Strongroom reads {TREE_FORMAT}")
-        target = _prepare_target(request)
-        restorer = _Restorer(target, ctx, fsync=bool(request.options.get("fsync", True)))
-        for record in _tree_records(ctx.reader):
-            restorer.apply(_parse(record))
-        restorer.finish()
-        return RestoreResult(target=target, details=restorer.counts)
+        return restore_tree(ctx, request)

@@ -78,6 +78,11 @@ def restore_start(
         " outside the data directory) are disabled and a data directory holding a program is refused; with this"
         " option whoever wrote the backup runs code as the postgres OS user here. Only for a trusted source.",
     ),
+    preserve_special: bool = typer.Option(
+        False, "--preserve-special",
+        help="Keep set-user-ID/set-group-ID bits of files from a copied recovery point (directory): "
+        "whoever can run such a file acts as its owner, so only for points you trust.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -90,6 +95,8 @@ the target server lacks is refused before anything is created (exit 5).
     options.update(ownership_options(no_owners=no_owners, no_privileges=no_privileges))
     if trust_restored_config:
         options["trust_restored_config"] = True
+    if preserve_special:
+        options["preserve_special"] = True
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)
@@ -185,6 +192,9 @@ def report(job: Job, json_output: bool) -> None:
             output.console.print(f"  disabled on restore: {entry}", markup=False)
         for note in job.result.get("notes") or []:
             output.console.print(f"  note: {note}", markup=False)
+        if job.result.get("setid_bits_dropped"):
+            output.console.print(f"{job.result['setid_bits_dropped']} files lost set-user-ID/set-group-ID bits "
+                                 "(the recovery point is a copy); pass --preserve-special to keep them")
     else:
         output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
 

@@ -62,7 +62,8 @@ def run_restore_job(
         vault = account.vault(rp.vault_name)
         manifest = load_manifest(vault, rp.id)
         with RecoveryPointReader(vault, manifest) as reader:
-            context = RestoreContext(reader=reader, temp_dir=temp_dir, home=account.home, progress=progress)
+            context = RestoreContext(reader=reader, temp_dir=temp_dir, home=account.home, progress=progress,
+                                     from_copy=rp.source_recovery_point_arn is not None)
             result = get_adapter(manifest.resource_type).restore(manifest.metadata, context, request)
         account.catalog.update_job(
             job.id,
