@@ -100,16 +100,18 @@ class CopySessions:
         context = {"backup:CopySources": [request.source_vault_arn]}
         vault_ops.authorize_action(self.account, principal_arn, "CopyIntoBackupVault", vault, context)
         _check_source_arns(principal_arn, request)
-        retention = vault_ops.new_point_retention(vault, iso(request.creation_date) or "", request.delete_after_days)
-        session = self._open_incoming(principal_arn, vault, request, retention)
+        # Time comes from this account's clock: the source's creation date is kept as information only.
+        arrival = now()
+        created = vault_ops.claimed_creation_date(request.creation_date, arrival, "the source")
+        retention = vault_ops.new_point_retention(vault, iso(arrival) or "", request.delete_after_days)
+        session = self._open_incoming(principal_arn, vault, request, created, retention)
         self.incoming[session.job.id] = session
         return {"copy_job_id": session.job.id, "recovery_point_arn": session.rp.arn}
 
     def _open_incoming(
-        self, principal_arn: str, vault: VaultRecord, request: CopyInRequest, retention: dict[str, Any]
+        self, principal_arn: str, vault: VaultRecord, request: CopyInRequest, created: str, retention: dict[str, Any]
     ) -> IncomingCopy:
         account = self.account
-        created = iso(request.creation_date) or ""
         job = Job(new_id(), JobType.COPY, JobState.RUNNING, request.resource_id, vault.name, None, iso(now()) or "",
                   start_date=iso(now()), parameters={
                       "direction": "in", "principal_arn": principal_arn,
