@@ -7,8 +7,9 @@ thread, and a copy's work is CPU-bound anyway. Wire format: docs/wire-protocol.m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -28,19 +29,26 @@ from strongroom.services.account import Account
 from strongroom.services.copy_in import CopySessions
 from strongroom.services.credentials import NonceCache, authenticate
 from strongroom.services.jobs import recover_dead_jobs
+from strongroom.services.session_limits import SessionLimits
 
 API_VERSION = "1"
 
 
-def create_app(account: Account) -> FastAPI:
+def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI:
     nonces = NonceCache()
-    sessions = CopySessions(account)
+    sessions = CopySessions(account, limits)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         recover_dead_jobs(account)
-        yield
-        sessions.close()
+        reaper = asyncio.create_task(_reap(sessions))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with suppress(asyncio.CancelledError):
+                await reaper
+            sessions.close()
 
     # No unauthenticated routes at all, not even generated docs: docs/wire-protocol.md is the specification.
     app = FastAPI(title="Strongroom account API", version=API_VERSION, lifespan=lifespan,
@@ -60,6 +68,14 @@ def create_app(account: Account) -> FastAPI:
     _vault_routes(app, account, principal)
     _copy_routes(app, sessions, principal)
     return app
+
+
+async def _reap(sessions: CopySessions) -> None:
+    """End expired copy sessions even when no request comes (on the event loop, between requests: the
+    catalog connection stays on one thread)."""
+    while True:
+        await asyncio.sleep(sessions.limits.reap_every_seconds)
+        sessions.reap_expired()
 
 
 def _account_routes(app: FastAPI, account: Account, principal: Any) -> None:
