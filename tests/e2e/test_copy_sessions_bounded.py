@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,11 +45,12 @@ class Copier:
     server: Server
     client: AccountClient
     source_point: str
+    source_vault_id: str
 
     def open_session(self) -> str:
         announce = {
             "source_recovery_point_arn": self.source_point, "source_vault_arn": vault_arn(self.source),
-            "source_vault_id": self.source.json("vaults", "describe", "Default")["vault_id"],
+            "source_vault_id": self.source_vault_id,
             "resource_id": "files", "resource_type": "directory", "creation_date": datetime.now(UTC).isoformat(),
             "delete_after_days": 30, "metadata": {}, "streams": {"tree": {"size": 0, "chunk_count": 0}},
         }
@@ -82,7 +83,9 @@ def copier(source: Cli, destination: Cli, credential: dict[str, Any], *serve_opt
         register(source, "destination", server, credential)
         client = AccountClient(server.endpoint, credential["access_key_id"], credential["secret_access_key"])
         try:
-            yield Copier(source, destination, server, client, source.backup("files")["recovery_point_arn"])
+            point = source.backup("files")["recovery_point_arn"]
+            vault_id = source.json("vaults", "describe", "Default")["vault_id"]
+            yield Copier(source, destination, server, client, point, vault_id)
         finally:
             client.close()
 
@@ -160,6 +163,28 @@ def test_a_session_kept_alive_ends_at_the_maximum_lifetime_and_gc_proceeds(tmp_p
         assert job["state"] == "FAILED" and "maximum session lifetime" in job["status_message"], job
         assert writers_lock_free(destination.home)
         gc = collect(destination)
+        assert gc["status"] == "COMPLETED" and gc["objects_deleted"] >= 1, gc
+
+
+def test_overlapping_sessions_cannot_keep_gc_out(tmp_path: Path) -> None:
+    """Each session is capped, so the attacker chains them, a new one before the last ends. Once the collector
+    asks for the vault, new sessions wait for it (the API goes on answering), so it gets in."""
+    source, destination, credential = make_accounts(tmp_path)
+    with copier(source, destination, credential, "--copy-idle-timeout", "600", "--copy-max-lifetime", "3") as attacker:
+        opened = [attacker.open_session()]
+        attacker.send_chunk(opened[0])
+        collector = destination.popen("lifecycle", "run", "--gc-wait", "30", "--json")
+        for _ in range(200):
+            if collector.poll() is not None:
+                break
+            opened.append(attacker.open_session())  # waits while the collector holds the vault
+            for session in opened:
+                with suppress(NotFoundError):
+                    attacker.client.missing(session, [os.urandom(32)])  # keep every live session alive
+            time.sleep(0.5)
+        out, err = collector.communicate(timeout=600)
+        assert collector.returncode == 0, err
+        [gc] = json.loads(out)["garbage_collection"]
         assert gc["status"] == "COMPLETED" and gc["objects_deleted"] >= 1, gc
 
 

@@ -19,6 +19,7 @@ from strongroom.errors import (
     AccessError,
     AlreadyExistsError,
     AuthenticationError,
+    BusyError,
     NotFoundError,
     RemoteError,
     StrongroomError,
@@ -32,6 +33,8 @@ from strongroom.services.jobs import recover_dead_jobs
 from strongroom.services.session_limits import SessionLimits
 
 API_VERSION = "1"
+ADMISSION_POLL_SECONDS = 0.1
+ADMISSION_POLLS = 600  # a copy waits up to a minute for a garbage collection of its vault, then gets 503
 
 
 def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI:
@@ -139,7 +142,13 @@ def _vault_routes(app: FastAPI, account: Account, principal: Any) -> None:
 def _copy_routes(app: FastAPI, sessions: CopySessions, principal: Any) -> None:
     @app.post("/v1/vaults/{vault}/copy-in")
     async def start_copy_in(vault: str, request: Request, who: str = Depends(principal)) -> dict[str, Any]:
-        return sessions.start_incoming(who, vault, await _json(request))
+        raw = await _json(request)
+        for _ in range(ADMISSION_POLLS):  # while the vault's collector runs, other requests go on
+            try:
+                return sessions.start_incoming(who, vault, raw)
+            except BusyError:
+                await asyncio.sleep(ADMISSION_POLL_SECONDS)
+        return sessions.start_incoming(who, vault, raw)
 
     @app.post("/v1/copy-in/{session}/missing")
     async def missing(session: str, request: Request, who: str = Depends(principal)) -> Response:
@@ -196,7 +205,7 @@ async def _json(request: Request) -> dict[str, Any]:
 
 def _status(exc: StrongroomError) -> int:
     for cls, status in ((AuthenticationError, 401), (AccessError, 403), (NotFoundError, 404),
-                        (AlreadyExistsError, 409), (UsageError, 400), (RemoteError, 400)):
+                        (AlreadyExistsError, 409), (UsageError, 400), (RemoteError, 400), (BusyError, 503)):
         if isinstance(exc, cls):
             return status
     return 500

@@ -43,7 +43,7 @@ from strongroom.services.copy_receive import CopyReceiver
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import fail_job, lock_path
 from strongroom.services.session_limits import SessionLimits
-from strongroom.services.writers import hold_writer
+from strongroom.services.writers import try_hold_writer
 from strongroom.transport import wire
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, load_manifest
@@ -147,6 +147,9 @@ class CopySessions:
                       "destination_backup_vault_arn": vault.arn, "delete_after_days": request.delete_after_days,
                       "session_ends_by": iso(ends_by)})
         resources = ExitStack()
+        # The writers lock first, before any job exists: BusyError while a garbage collection runs (the server
+        # retries without blocking its event loop).
+        resources.callback(try_hold_writer(account, vault.name).release)
         try:
             lock = JobLock.acquire(lock_path(account, job.id))
             resources.callback(lock.release)
@@ -157,7 +160,6 @@ class CopySessions:
             raise
         try:
             notifications.job_started(account, job.id)
-            resources.enter_context(hold_writer(account, vault.name))
             rp = RecoveryPoint(
                 id=new_id(), arn="", vault_name=vault.name, resource_id=request.resource_id,
                 resource_type=request.resource_type, status=RecoveryPointStatus.CREATING, creation_date=created,
