@@ -32,6 +32,7 @@ from strongroom.transport.client import AccountClient
 from tests.e2e.test_copy import make_files
 from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
 from tests.support.cli import Cli
+from tests.support.hostile import stolen_announcement
 
 POLLS = 1200  # bound of every wait below (at 0.05 s each: a minute)
 
@@ -45,15 +46,9 @@ class Copier:
     server: Server
     client: AccountClient
     source_point: str
-    source_vault_id: str
 
     def open_session(self) -> str:
-        announce = {
-            "source_recovery_point_arn": self.source_point, "source_vault_arn": vault_arn(self.source),
-            "source_vault_id": self.source_vault_id,
-            "resource_id": "files", "resource_type": "directory", "creation_date": datetime.now(UTC).isoformat(),
-            "delete_after_days": 30, "metadata": {}, "streams": {"tree": {"size": 0, "chunk_count": 0}},
-        }
+        announce = stolen_announcement(self.client, self.source, self.source_point, datetime.now(UTC).isoformat(), 30)
         return str(self.client.start_copy_in("Default", announce)["copy_job_id"])
 
     def send_chunk(self, session: str, size: int = 200_000) -> None:
@@ -83,9 +78,7 @@ def copier(source: Cli, destination: Cli, credential: dict[str, Any], *serve_opt
         register(source, "destination", server, credential)
         client = AccountClient(server.endpoint, credential["access_key_id"], credential["secret_access_key"])
         try:
-            point = source.backup("files")["recovery_point_arn"]
-            vault_id = source.json("vaults", "describe", "Default")["vault_id"]
-            yield Copier(source, destination, server, client, point, vault_id)
+            yield Copier(source, destination, server, client, source.backup("files")["recovery_point_arn"])
         finally:
             client.close()
 

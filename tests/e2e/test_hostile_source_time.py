@@ -26,6 +26,7 @@ from strongroom.transport.client import AccountClient
 from tests.e2e.test_copy import make_files
 from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
 from tests.support.cli import Cli, assert_one_line_error
+from tests.support.hostile import stolen_announcement
 
 MIN_DAYS, MAX_DAYS = 7, 365
 
@@ -41,12 +42,8 @@ class Hostile:
 
     def forge_copy(self, creation_date: str, delete_after_days: int) -> dict[str, Any]:
         """A whole copy-in session as the attacker runs it: announce, commit (an empty stream)."""
-        announce = {
-            "source_recovery_point_arn": self.source_point, "source_vault_arn": vault_arn(self.source),
-            "source_vault_id": self.source.json("vaults", "describe", "Default")["vault_id"],
-            "resource_id": "files", "resource_type": "directory", "creation_date": creation_date,
-            "delete_after_days": delete_after_days, "metadata": {}, "streams": {"tree": {"size": 0, "chunk_count": 0}},
-        }
+        announce = stolen_announcement(self.attacker, self.source, self.source_point, creation_date,
+                                       delete_after_days)
         session = self.attacker.start_copy_in("Default", announce)["copy_job_id"]
         return dict(self.attacker.commit_copy_in(session))
 
