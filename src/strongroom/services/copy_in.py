@@ -249,6 +249,9 @@ class CopySessions:
     def _record_failure(self, job_id: str, message: str) -> None:
         try:
             fail_job(self.account, self.account.catalog.get_job(job_id), message)
+        except NotFoundError:  # never recorded (its creation failed): nothing to mark
+            self.unrecorded.pop(job_id, None)
+            return
         except Exception as exc:  # e.g. "database or disk is full": the reaper tries again
             self.unrecorded[job_id] = message
             _LOG.warning("copy job %s failed (%s); recording that failed too, will retry: %s", job_id, message,
