@@ -158,10 +158,13 @@ class RecoveryPoint:
     backup_job_id: str | None = None
     status_message: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    delete_after_days: int | None = None  # retention counted from creation_date; None keeps it forever
+    delete_after_days: int | None = None  # retention counted from arrival_date; None keeps it forever
     delete_at: str | None = None
     lock_applies: bool = False  # created while the vault was locked: the lock governs its deletion
     source_recovery_point_arn: str | None = None  # set on copies
+    # This account's clock when the point began to arrive here: a backup's creation_date, or the start of a copy
+    # (whose creation_date is what the other account said, kept as information). Retention counts from it.
+    arrival_date: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,8 +176,9 @@ class RecoveryPoint:
             "status": self.status.value,
             "status_message": self.status_message,
             "creation_date": self.creation_date,
+            "arrival_date": self.arrival_date or self.creation_date,
             "completion_date": self.completion_date,
-            "duration_seconds": _duration(self.creation_date, self.completion_date),
+            "duration_seconds": _duration(self.arrival_date or self.creation_date, self.completion_date),
             "source_bytes": self.source_bytes,
             "stored_bytes": self.stored_bytes,
             "new_bytes": self.new_bytes,

@@ -4,15 +4,15 @@ The source account (examples/mavis/source) backs up a real database with the Sch
 on a driven clock, with jobs run in-process; the destination account (examples/mavis/destination) is a
 real `strongroom serve` in its own process, reached over HTTP. The plan fires at 07:00 and 19:00 UTC, keeps
 every backup 60 days and copies it to the destination, kept 60 days there too. After 60 days the plan is
-switched off and the daemon keeps sweeping: every recovery point must go exactly on its day in each vault.
+switched off and the daemon keeps sweeping: every backup must go exactly on its day in the source vault.
 
-Why the destination vault has the blueprint's policy but no lock here: a vault lock is enforced against
-the real clock — `lifecycle run --now` counts a later time as the real one for locked points (docs/
-lifecycle.md) — so no simulated date may remove what a lock protects. An unlocked vault lets the
-destination's expiry be simulated with `strongroom lifecycle run --now T` at each simulated day, as its
-own daemon would run it on that day; the lock's refusals are tested in test_policy_matrix and
-test_seed_bootstrap. The simulation starts 30 days after today, so the destination daemon's own sweep,
-which uses the real clock, never finds anything due.
+The destination takes time from its own (real) clock, never from the source's: a copy's retention counts
+from its arrival there (docs/lifecycle.md), and a copy announced as created in the destination's future is
+refused. So the simulated days lie in the past (they end 30 days before today), every copy arrives during
+the test's real minutes, and the destination's sweeps on the simulated days remove nothing; its copies go
+60 days after they arrived, each on its own instant. The destination vault has the blueprint's policy but
+no lock, so that `lifecycle run --now` can show that expiry (a lock is enforced against the real clock);
+the lock's refusals are tested in test_policy_matrix and test_seed_bootstrap.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ class Simulation:
     scheduler: Scheduler = field(init=False)
     backups: dict[datetime, str] = field(default_factory=dict)  # creation instant -> source recovery point
     copies: dict[datetime, str] = field(default_factory=dict)  # creation instant -> destination recovery point
-    gone: set[str] = field(default_factory=set)  # copies the destination's sweeps removed
     restarts: int = 0
 
     def __post_init__(self) -> None:
@@ -130,18 +129,18 @@ class Simulation:
             assert later["acted"] and not later.get("runs_created") and not later.get("jobs_started"), later
 
     def destination_sweep(self, moment: datetime) -> None:
-        """The destination's expiry on this simulated day: exactly the copies made 60 days before go."""
+        """The destination's expiry on this simulated day (in the past): nothing goes, whatever the copies'
+        claimed creation dates; they are kept 60 days from their arrival."""
         report = self.destination.json("lifecycle", "run", "--now", moment.isoformat())
-        due = [arn for created, arn in self.copies.items() if created + RETENTION <= moment and arn not in self.gone]
-        assert sorted(report["expired_recovery_points"]) == sorted(due), (moment, report)
-        self.gone |= set(due)
+        assert report["expired_recovery_points"] == [], (moment, report)
 
 
 def test_sixty_days_of_the_seeds_production_plan_with_copies_and_retention_in_both_vaults(
     tmp_path: Path, pg_cluster: PgCluster, pg_databases: Callable[..., str]
 ) -> None:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    clock = ManualClock(today + timedelta(days=30))
+    clock = ManualClock(today - timedelta(days=SIMULATED_DAYS + 30))
+    arrivals_from = datetime.now(UTC)
     database = pg_databases("mavis")
     pg_cluster.execute("CREATE TABLE vaccinations (id serial PRIMARY KEY, patient text, given_on int)",
                        dbname=database)
@@ -163,7 +162,7 @@ def test_sixty_days_of_the_seeds_production_plan_with_copies_and_retention_in_bo
                 simulation = Simulation(source, destination, clock, clock.moment, add_data,
                                         lambda: _disable_plan(source, *source_config))
                 simulation.run()
-                _check_the_end(simulation)
+                _check_the_end(simulation, arrivals_from)
                 assert server.process.poll() is None
         finally:
             source.close()
@@ -213,7 +212,7 @@ def _disable_plan(source: Account, config: dict[str, Any], var_file: Path) -> No
     apply_config(source, path, var_files=[var_file])
 
 
-def _check_the_end(simulation: Simulation) -> None:
+def _check_the_end(simulation: Simulation, arrivals_from: datetime) -> None:
     source, last_day = simulation.source, SIMULATED_DAYS - 1
     fired = sorted(simulation.backups)
     expected = [simulation.at(day, hour) for day in range(FIRING_DAYS) for hour in FIRES_AT]
@@ -228,25 +227,31 @@ def _check_the_end(simulation: Simulation) -> None:
     assert len(set(simulation.copies.values())) == 120
     assert simulation.restarts == 4
 
-    # The newest backup (day 59, 19:00) and its copy are still there just before their instant...
+    # The newest backup (day 59, 19:00) is still there just before its instant, and goes at it.
     last = simulation.at(last_day, 19)
-    simulation.destination_sweep(last - timedelta(seconds=1))
     points = {p.arn: p for p in source.catalog.list_recovery_points(vault_name="mavis-production")}
     assert [p.status for p in points.values()].count(RecoveryPointStatus.COMPLETED) == 1
     assert points[simulation.backups[last - RETENTION]].status == RecoveryPointStatus.COMPLETED
-    copies = _destination_points(simulation.destination)
-    assert [p["status"] for p in copies.values()].count("COMPLETED") == 1
-    assert copies[simulation.copies[last - RETENTION]]["status"] == "COMPLETED"
-    # ...and go at it, in both vaults.
     simulation.fire(last_day, 19)
-    simulation.destination_sweep(last)
     for point in source.catalog.list_recovery_points(vault_name="mavis-production"):
         assert point.status == RecoveryPointStatus.DELETED
         assert point.status_message == f"retention of 60 days ended at {point.delete_at}"
+
+    # The destination kept every copy, each 60 days from its arrival (by its own clock, during this test)...
     copies = _destination_points(simulation.destination)
-    assert len(copies) == 120 and {p["status"] for p in copies.values()} == {"DELETED"}
+    assert len(copies) == 120 and {p["status"] for p in copies.values()} == {"COMPLETED"}
     created = {p["creation_date"] for p in copies.values()}
-    assert created == {m.isoformat() for m in expected}  # each copy counts its retention from its backup
+    assert created == {m.isoformat() for m in expected}  # the source's creation dates, kept as information
+    arrived = {arn: datetime.fromisoformat(p["arrival_date"]) for arn, p in copies.items()}
+    ends = {arn: datetime.fromisoformat(p["calculated_lifecycle"]["delete_at"]) for arn, p in copies.items()}
+    assert all(arrivals_from <= arrived[arn] <= datetime.now(UTC) for arn in copies)
+    assert all(ends[arn] == arrived[arn] + RETENTION for arn in copies)
+    # ...so none goes just before the first of those instants, and all have gone at the last.
+    first, final = min(ends.values()), max(ends.values())
+    early = simulation.destination.json("lifecycle", "run", "--now", (first - timedelta(seconds=1)).isoformat())
+    assert early["expired_recovery_points"] == []
+    due = simulation.destination.json("lifecycle", "run", "--now", final.isoformat())
+    assert sorted(due["expired_recovery_points"]) == sorted(copies)
 
     # The seed's notifications: every event to the machines' log, nothing to people (all completed).
     log = simulation.source.home.parent / "events.jsonl"

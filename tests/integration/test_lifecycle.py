@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
@@ -25,7 +26,7 @@ from strongroom.services.resources import add_resource
 from strongroom.services.restore import create_restore_job, run_restore_job
 from strongroom.services.vault_ops import put_vault_lock
 from strongroom.services.verify import verify
-from strongroom.services.writers import exclusive_writers_lock, hold_writer
+from strongroom.services.writers import admission_lock_path, exclusive_writers_lock, hold_writer
 from strongroom.vault import gc
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import decode_index, load_manifest
@@ -251,36 +252,58 @@ def test_a_writer_waits_while_the_collector_holds_the_vault(account: Account) ->
     thread.join()
 
 
-def test_a_backup_committed_while_gc_waits_keeps_the_chunks_it_reused(account: Account, tmp_path: Path) -> None:
-    """The dangerous interleaving: GC marks chunks of an expired point as garbage, then a backup that was
-    already running commits a recovery point that reuses them. The re-check under the lock spares them."""
+def test_a_backup_started_while_gc_waits_enters_after_it_and_loses_nothing(account: Account, tmp_path: Path) -> None:
+    """A backup that would reuse chunks GC has marked as garbage starts while GC waits for a writer in flight:
+    it waits at the admission gate (so GC is not kept out by writers that keep starting), enters once GC has
+    deleted, finds the chunks gone and writes them again. (Writers already in flight when GC marked and
+    committing while it waits are the re-check's business: tests/e2e/test_gc_safety.py.)"""
     write_files(tmp_path / "tree", ["a", "b", "c"], seed=12)
     back_up(account, resource(account, "files", tmp_path / "tree"), days=1)
     run_lifecycle(account, now=FAR_FUTURE)
-    shutil.copytree(tmp_path / "tree", tmp_path / "same")  # same content, new resource: reuses every chunk
+    shutil.copytree(tmp_path / "tree", tmp_path / "same")  # same content, new resource: would reuse every chunk
     same = resource(account, "same", tmp_path / "same")
     results: list[dict[str, Any]] = []
+    reused: list[RecoveryPoint] = []
 
-    def collector() -> None:
-        other = open_account(account.home, lambda: PASSPHRASE)  # one catalog connection per thread
-        try:
-            results.append(collect_garbage(other, DEFAULT_VAULT, wait_seconds=60))
-        finally:
-            other.close()
+    def in_own_account(action: Any) -> Any:
+        def run() -> None:
+            other = open_account(account.home, lambda: PASSPHRASE)  # one catalog connection per thread
+            try:
+                action(other)
+            finally:
+                other.close()
+        return threading.Thread(target=run)
 
-    with hold_writer(account, DEFAULT_VAULT):  # a writer already in flight when the collector starts
-        thread = threading.Thread(target=collector)
-        thread.start()
-        time.sleep(1.5)  # the collector marks (a few objects: milliseconds), then waits for the lock
-        reused = back_up(account, same)
-    thread.join()
+    collector = in_own_account(lambda a: results.append(collect_garbage(a, DEFAULT_VAULT, wait_seconds=60)))
+    backup = in_own_account(lambda a: reused.append(back_up(a, same)))
+    with hold_writer(account, DEFAULT_VAULT):  # a writer in flight when the collector starts
+        collector.start()
+        _wait_until_gate_closed(account)
+        backup.start()
+        backup.join(0.5)
+        assert backup.is_alive() and not reused  # held at the gate while the collector waits
+    collector.join()
+    backup.join()
 
-    result = results[0]
-    assert result["writers_waited_for"] == 1
-    assert result["spared"] > 0  # the file chunks; only the old tree listing and index objects were garbage
-    assert result["objects_deleted"] == result["candidates"] - result["spared"]
-    assert restored(account, reused, tmp_path / "restored") == snapshot_tree(tmp_path / "tree")
+    [result] = results
+    assert result["status"] == "COMPLETED" and result["writers_waited_for"] == 1
+    assert result["objects_deleted"] == result["candidates"] > 0
+    assert restored(account, reused[0], tmp_path / "restored") == snapshot_tree(tmp_path / "tree")
     assert verify(account, read_data=True).ok
+
+
+def _wait_until_gate_closed(account: Account) -> None:
+    path = admission_lock_path(account, DEFAULT_VAULT)
+    for _ in range(1000):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        finally:
+            os.close(fd)
+        time.sleep(0.01)
+    raise AssertionError("the collector never closed the admission gate")
 
 
 def test_gc_refuses_when_a_present_manifest_cannot_be_read(account: Account, tmp_path: Path) -> None:

@@ -137,3 +137,19 @@ def test_choice_of_the_recovery_point(recovery_point: str, at_or_before: str | N
     step = {"resource": "db", "recovery_point": recovery_point, "at_or_before": at_or_before}
     found = _choose(POINTS, step)
     assert (found["recovery_point_arn"] if found else None) == chosen
+
+
+def test_choice_ranks_by_the_vaults_own_completion_date_never_a_claimed_creation_date() -> None:
+    """A copy's creation_date is what the sending account claimed (2099, or just before an incident); the
+    vault's own completion_date decides."""
+    def completed(arn: str, created: str, done: str) -> dict[str, str]:
+        return {**point(arn, "db", "COMPLETED", created), "completion_date": done}
+
+    points = [completed("clean", "2026-11-24T07:00:00+00:00", "2026-11-24T07:05:00+00:00"),
+              completed("forged", "2099-01-01T00:00:00+00:00", "2026-11-24T08:00:00+00:00"),
+              completed("next", "2026-11-24T19:00:00+00:00", "2026-11-24T19:05:00+00:00"),
+              completed("backdated", "2026-11-24T07:01:00+00:00", "2026-11-24T20:00:00+00:00")]
+    latest = {"resource": "db", "recovery_point": "latest", "at_or_before": None}
+    assert _choose(points, latest)["recovery_point_arn"] == "backdated"  # type: ignore[index]
+    for incident, chosen in (("2026-11-24T07:30:00+00:00", "clean"), ("2026-11-24T19:30:00+00:00", "next")):
+        assert _choose(points, {**latest, "at_or_before": incident})["recovery_point_arn"] == chosen  # type: ignore[index]

@@ -206,4 +206,12 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX seen_nonces_expiry ON seen_nonces(expires_at);
     """,
+    # 8: arrival_date of recovery points: this account's clock when a point began to arrive here (a backup's
+    # creation, a copy's start); retention counts from it. Older rows take the earlier of creation and completion.
+    """
+    ALTER TABLE recovery_points ADD COLUMN arrival_date TEXT;
+    UPDATE recovery_points SET arrival_date = CASE
+        WHEN completion_date IS NOT NULL AND completion_date < creation_date THEN completion_date
+        ELSE creation_date END;
+    """,
 ]

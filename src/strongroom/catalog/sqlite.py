@@ -166,11 +166,11 @@ class Catalog:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
-                " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata,"
+                " arrival_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rp.id, rp.arn, rp.vault_name, rp.resource_id, rp.resource_type, rp.status.value,
                  rp.creation_date, rp.backup_job_id, rp.delete_after_days, rp.delete_at, int(rp.lock_applies),
-                 rp.source_recovery_point_arn, json.dumps(rp.metadata)),
+                 rp.source_recovery_point_arn, json.dumps(rp.metadata), rp.arrival_date or rp.creation_date),
             )
 
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
@@ -682,4 +682,5 @@ def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
         delete_at=row["delete_at"],
         lock_applies=bool(row["lock_applies"]),
         source_recovery_point_arn=row["source_recovery_point_arn"],
+        arrival_date=row["arrival_date"],
     )

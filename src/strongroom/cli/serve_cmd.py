@@ -15,6 +15,7 @@ from strongroom.cli import context, output
 from strongroom.errors import UsageError
 from strongroom.services.account import Account
 from strongroom.services.scheduler import STOP_GRACE_SECONDS, start_daemon
+from strongroom.services.session_limits import IDLE_SESSION_SECONDS, MAX_SESSION_SECONDS, SessionLimits
 
 DEFAULT_PORT = 8443
 DEFAULT_POLL_SECONDS = 30.0
@@ -46,6 +47,15 @@ def serve(
         STOP_GRACE_SECONDS, "--stop-timeout", min=0,
         help="On SIGTERM, seconds to wait for running scheduled jobs before they are aborted.",
     ),
+    copy_idle_timeout: float = typer.Option(
+        IDLE_SESSION_SECONDS, "--copy-idle-timeout", min=0.1,
+        help="Seconds a copy session may go without a request before it is aborted (its locks released).",
+    ),
+    copy_max_lifetime: float = typer.Option(
+        MAX_SESSION_SECONDS, "--copy-max-lifetime", min=0.1,
+        help="Seconds a copy session may last in all, however active; then it is aborted (bounds how long "
+             "it can hold the vault's writers lock, which garbage collection waits for).",
+    ),
 ) -> None:
     """Serve this account's API (copies in and out, policy-checked vault operations) and run its backup plans,
     until stopped by SIGTERM or Ctrl-C."""
@@ -53,6 +63,7 @@ def serve(
         raise UsageError("--no-scheduler and --scheduler-only exclude each other: that would run nothing")
     if not scheduler_only:
         _check_listener(host, tls_cert, tls_key, allow_plaintext)
+    limits = SessionLimits(copy_idle_timeout, copy_max_lifetime)
     stop = threading.Event()
     with context.account(ctx) as account:
         account.passphrase()  # asked here, in the main thread, and checked before anything starts
@@ -67,20 +78,22 @@ def serve(
             if scheduler_only:
                 _wait(stop, daemon)
             else:
-                _serve_api(account, host, port, tls_cert, tls_key)
+                _serve_api(account, host, port, tls_cert, tls_key, limits)
         finally:
             stop.set()
             if daemon is not None:
                 daemon.join()
 
 
-def _serve_api(account: Account, host: str, port: int, tls_cert: Path | None, tls_key: Path | None) -> None:
+def _serve_api(
+    account: Account, host: str, port: int, tls_cert: Path | None, tls_key: Path | None, limits: SessionLimits
+) -> None:
     import uvicorn
 
     from strongroom.server.app import create_app
 
     scheme = "https" if tls_cert else "http"
-    app = create_app(account)
+    app = create_app(account, limits)
     output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
     # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
     uvicorn.run(

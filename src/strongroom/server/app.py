@@ -8,8 +8,9 @@ thread, and a copy's work is CPU-bound anyway. Wire format: docs/wire-protocol.m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -20,6 +21,7 @@ from strongroom.errors import (
     AccessError,
     AlreadyExistsError,
     AuthenticationError,
+    BusyError,
     NotFoundError,
     RemoteError,
     RequestTooLargeError,
@@ -41,20 +43,29 @@ from strongroom.services import vault_ops
 from strongroom.services.account import Account
 from strongroom.services.copy_in import CopySessions
 from strongroom.services.jobs import recover_dead_jobs
+from strongroom.services.session_limits import SessionLimits
 from strongroom.transport import wire
 
 API_VERSION = "2"  # 2: a copy-in announcement carries the source vault's chunk-id key
 Signed = Callable[..., Any]  # intake.signed_requests: signed(limit) is the dependency of a route
+ADMISSION_POLL_SECONDS = 0.1
+ADMISSION_POLLS = 600  # a copy waits up to a minute for a garbage collection of its vault, then gets 503
 
 
-def create_app(account: Account) -> FastAPI:
-    sessions = CopySessions(account)
+def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI:
+    sessions = CopySessions(account, limits)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         recover_dead_jobs(account)
-        yield
-        sessions.close()
+        reaper = asyncio.create_task(_reap(sessions))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with suppress(asyncio.CancelledError):
+                await reaper
+            sessions.close()
 
     # No unauthenticated routes at all, not even generated docs: docs/wire-protocol.md is the specification.
     app = FastAPI(title="Strongroom account API", version=API_VERSION, lifespan=lifespan,
@@ -81,6 +92,14 @@ def create_app(account: Account) -> FastAPI:
     _vault_routes(app, account, signed)
     _copy_routes(app, sessions, signed)
     return app
+
+
+async def _reap(sessions: CopySessions) -> None:
+    """End expired copy sessions even when no request comes (on the event loop, between requests: the
+    catalog connection stays on one thread)."""
+    while True:
+        await asyncio.sleep(sessions.limits.reap_every_seconds)
+        sessions.reap_expired()
 
 
 def _account_routes(app: FastAPI, account: Account, signed: Signed) -> None:
@@ -144,7 +163,13 @@ def _vault_routes(app: FastAPI, account: Account, signed: Signed) -> None:
 def _copy_routes(app: FastAPI, sessions: CopySessions, signed: Signed) -> None:
     @app.post("/v1/vaults/{vault}/copy-in")
     async def start_copy_in(vault: str, who: Caller = Depends(signed(JSON_LIMIT))) -> dict[str, Any]:
-        return sessions.start_incoming(who.principal_arn, vault, json_object(who.body))
+        raw = json_object(who.body)
+        for _ in range(ADMISSION_POLLS):  # while the vault's collector runs, other requests go on
+            try:
+                return sessions.start_incoming(who.principal_arn, vault, raw)
+            except BusyError:
+                await asyncio.sleep(ADMISSION_POLL_SECONDS)
+        return sessions.start_incoming(who.principal_arn, vault, raw)
 
     @app.post("/v1/copy-in/{session}/missing")
     async def missing(session: str, who: Caller = Depends(signed(ID_LIST_LIMIT))) -> Response:
@@ -218,7 +243,7 @@ def _error_response(exc: StrongroomError) -> JSONResponse:
 def _status(exc: StrongroomError) -> int:
     for cls, status in ((AuthenticationError, 401), (AccessError, 403), (NotFoundError, 404),
                         (AlreadyExistsError, 409), (UsageError, 400), (RequestTooLargeError, 413),
-                        (RemoteError, 400)):
+                        (RemoteError, 400), (BusyError, 503)):
         if isinstance(exc, cls):
             return status
     return 500

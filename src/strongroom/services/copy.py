@@ -221,8 +221,11 @@ def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict
         days = params.get("delete_after_days") or (remote_rp.get("lifecycle") or {}).get("delete_after_days")
         vault_ops.authorize_action(account, root_arn(account.account_id), "CopyIntoBackupVault", vault,
                                    {"backup:CopySources": [info["source_vault_arn"]]})
-        retention = vault_ops.new_point_retention(vault, info["recovery_point"]["creation_date"], days)
-        rp = _pulled_point(account, job, vault.name, info, retention)
+        # As for a push: retention counts from this account's clock, the other account's date is information.
+        arrival = now()
+        created = vault_ops.claimed_creation_date(remote_rp.get("creation_date"), arrival, "the other account")
+        retention = vault_ops.new_point_retention(vault, iso(arrival) or "", days)
+        rp = _pulled_point(account, job, vault.name, info, created, retention)
         stack.enter_context(hold_writer(account, vault.name))
         receiver = _receiver(account, vault.name, info, rp)
         stack.callback(receiver.close)
@@ -243,9 +246,8 @@ def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict
 
 
 def _pulled_point(
-    account: Account, job: Job, vault_name: str, info: dict[str, Any], retention: dict[str, Any]
+    account: Account, job: Job, vault_name: str, info: dict[str, Any], created: str, retention: dict[str, Any]
 ) -> RecoveryPoint:
-    created = info["recovery_point"]["creation_date"]
     rp_id = new_id()
     rp = RecoveryPoint(
         id=rp_id, arn=account.recovery_point_arn(rp_id), vault_name=vault_name, resource_id=info["resource_id"],

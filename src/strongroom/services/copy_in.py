@@ -1,13 +1,23 @@
 """Copy sessions served by this account: copies coming in (CopyIntoBackupVault) and going out
-(CopyFromBackupVault), each authorised against the vault's access policy and lock."""
+(CopyFromBackupVault), each authorised against the vault's access policy and lock.
+
+An incoming session holds its job's lock and the vault's writers lock (which the garbage collector
+waits for), so no session may outlive the limits the destination's operator sets (``SessionLimits``:
+an idle timeout and a maximum lifetime, enforced on every request and by the server's periodic
+reaper). Whenever a session ends unsuccessfully its locks are released first, then its failure is
+recorded: a full disk that refuses the catalog's write never keeps the vault locked.
+"""
 
 from __future__ import annotations
 
 import base64
+import logging
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import zstandard
@@ -33,16 +43,20 @@ from strongroom.services.backup import _previous_reader
 from strongroom.services.copy_receive import CopyReceiver, SourceCheck
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import fail_job, lock_path
+from strongroom.services.session_limits import SessionLimits
 from strongroom.services.source_keys import pin_source_key
-from strongroom.services.writers import hold_writer
+from strongroom.services.writers import try_hold_writer
 from strongroom.transport import wire
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, load_manifest
 from strongroom.vault.reader import RecoveryPointReader, read_object
 from strongroom.vault.source import ID_KEY_SIZE
 
-IDLE_SESSION_SECONDS = 30 * 60
+Session = TypeVar("Session", "IncomingCopy", "OutgoingCopy")
+
 MAX_REFS_PER_PAGE = 16384
+ENDED_REMEMBERED = 256  # why recent sessions ended, told to a caller that still uses one
+_LOG = logging.getLogger(__name__)
 
 
 class StreamShape(BaseModel):
@@ -91,7 +105,8 @@ class IncomingCopy:
     receiver: CopyReceiver
     resources: ExitStack
     principal_arn: str
-    touched: float = field(default_factory=time.monotonic)
+    started: float
+    touched: float
 
 
 @dataclass
@@ -99,53 +114,74 @@ class OutgoingCopy:
     principal_arn: str
     manifest: Manifest
     reader: RecoveryPointReader
+    started: float
+    touched: float
     positions: dict[str, int] = field(default_factory=dict)
     iterators: dict[str, Any] = field(default_factory=dict)
-    touched: float = field(default_factory=time.monotonic)
 
 
 class CopySessions:
-    """The copy sessions one ``strongroom serve`` process holds, keyed by id; idle ones are aborted."""
+    """The copy sessions one ``strongroom serve`` process holds, keyed by id; expired ones are ended.
 
-    def __init__(self, account: Account) -> None:
+    ``clock`` (monotonic seconds) is what the limits are measured with; tests may drive it.
+    """
+
+    def __init__(
+        self, account: Account, limits: SessionLimits | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.account = account
+        self.limits = limits or SessionLimits()
+        self.clock = clock
         self.incoming: dict[str, IncomingCopy] = {}
         self.outgoing: dict[str, OutgoingCopy] = {}
+        self.ended: OrderedDict[str, str] = OrderedDict()
+        self.unrecorded: dict[str, str] = {}  # failed jobs whose failure the catalog refused to record yet
 
     # Incoming --------------------------------------------------------------------------------
     def start_incoming(self, principal_arn: str, vault_name: str, raw: dict[str, Any]) -> dict[str, Any]:
-        self.reap_idle()
+        self.reap_expired()
         request = _parse(CopyInRequest, raw)
         vault = self.account.catalog.get_vault(vault_name)
         context = {"backup:CopySources": [request.source_vault_arn]}
         vault_ops.authorize_action(self.account, principal_arn, "CopyIntoBackupVault", vault, context)
         _check_source_arns(principal_arn, request)
         request.chunk_id_key()  # an old or malformed source is refused before any job exists
-        retention = vault_ops.new_point_retention(vault, iso(request.creation_date) or "", request.delete_after_days)
-        session = self._open_incoming(principal_arn, vault, request, retention)
+        # Time comes from this account's clock: the source's creation date is kept as information only.
+        arrival = now()
+        created = vault_ops.claimed_creation_date(request.creation_date, arrival, "the source")
+        retention = vault_ops.new_point_retention(vault, iso(arrival) or "", request.delete_after_days)
+        session = self._open_incoming(principal_arn, vault, request, created, retention)
         self.incoming[session.job.id] = session
         return {"copy_job_id": session.job.id, "recovery_point_arn": session.rp.arn}
 
     def _open_incoming(
-        self, principal_arn: str, vault: VaultRecord, request: CopyInRequest, retention: dict[str, Any]
+        self, principal_arn: str, vault: VaultRecord, request: CopyInRequest, created: str, retention: dict[str, Any]
     ) -> IncomingCopy:
         account = self.account
-        created = iso(request.creation_date) or ""
-        job = Job(new_id(), JobType.COPY, JobState.RUNNING, request.resource_id, vault.name, None, iso(now()) or "",
-                  start_date=iso(now()), parameters={
+        started = now()
+        ends_by = started + timedelta(seconds=self.limits.max_lifetime_seconds)
+        job = Job(new_id(), JobType.COPY, JobState.RUNNING, request.resource_id, vault.name, None, iso(started) or "",
+                  start_date=iso(started), parameters={
                       "direction": "in", "principal_arn": principal_arn,
                       "source_recovery_point_arn": request.source_recovery_point_arn,
                       "source_backup_vault_arn": request.source_vault_arn,
-                      "destination_backup_vault_arn": vault.arn, "delete_after_days": request.delete_after_days})
+                      "destination_backup_vault_arn": vault.arn, "delete_after_days": request.delete_after_days,
+                      "session_ends_by": iso(ends_by)})
         resources = ExitStack()
-        lock = JobLock.acquire(lock_path(account, job.id))
-        resources.callback(lock.release)
-        resources.callback(lambda: lock_path(account, job.id).unlink(missing_ok=True))
-        account.catalog.add_job(job)
-        notifications.job_started(account, job.id)
+        # The writers lock first, before any job exists: BusyError while a garbage collection runs (the server
+        # retries without blocking its event loop).
+        resources.callback(try_hold_writer(account, vault.name).release)
         try:
+            lock = JobLock.acquire(lock_path(account, job.id))
+            resources.callback(lock.release)
+            resources.callback(lambda: lock_path(account, job.id).unlink(missing_ok=True))
+            account.catalog.add_job(job)
+        except BaseException:
+            resources.close()
+            raise
+        try:
+            notifications.job_started(account, job.id)
             pin_source_key(account, account_of(principal_arn), request.source_vault_id, request.chunk_id_key())
-            resources.enter_context(hold_writer(account, vault.name))
             rp = RecoveryPoint(
                 id=new_id(), arn="", vault_name=vault.name, resource_id=request.resource_id,
                 resource_type=request.resource_type, status=RecoveryPointStatus.CREATING, creation_date=created,
@@ -162,14 +198,19 @@ class CopySessions:
             source = SourceCheck(request.chunk_id_key(), request.source_recovery_point_arn, request.source_vault_arn)
             receiver = CopyReceiver(account, vault.name, request.source_vault_id, rp.id, created, base, source)
         except BaseException as exc:
-            fail_job(account, account.catalog.get_job(job.id), _message(exc))
-            notifications.job_finished(account, job.id)
-            resources.close()
+            resources.close()  # the locks first: recording the failure may fail too (a full disk)
+            self._record_failure(job.id, _message(exc))
             raise
-        return IncomingCopy(job, rp, request, receiver, resources, principal_arn)
+        moment = self.clock()
+        return IncomingCopy(job, rp, request, receiver, resources, principal_arn, moment, moment)
 
     def incoming_session(self, principal_arn: str, session_id: str) -> IncomingCopy:
-        return _open_session(self.incoming, principal_arn, session_id)
+        session = self.incoming.get(session_id)
+        if session is not None and session.principal_arn == principal_arn:
+            expired = self._expired(session)
+            if expired:
+                self._fail(session, expired)
+        return self._open_session(self.incoming, principal_arn, session_id)
 
     def missing(self, principal_arn: str, session_id: str, body: bytes) -> bytes:
         session = self.incoming_session(principal_arn, session_id)
@@ -187,10 +228,15 @@ class CopySessions:
 
     def commit(self, principal_arn: str, session_id: str) -> dict[str, Any]:
         session = self.incoming_session(principal_arn, session_id)
+        stats = self._guard(session, lambda: self._complete(session))
+        self._close(session_id, "committed")
+        notifications.job_finished(self.account, session.job.id)
+        return {"copy_job_id": session.job.id, "recovery_point_arn": session.rp.arn, **stats}
+
+    def _complete(self, session: IncomingCopy) -> dict[str, int]:
         request = session.request
         shapes = {name: shape.model_dump() for name, shape in request.streams.items()}
-        manifest = self._guard(session, lambda: session.receiver.commit(
-            request.resource_id, request.resource_type, request.metadata, shapes))
+        manifest = session.receiver.commit(request.resource_id, request.resource_type, request.metadata, shapes)
         stats = session.receiver.stats_dict()
         catalog = self.account.catalog
         catalog.update_recovery_point(
@@ -200,9 +246,7 @@ class CopySessions:
         catalog.update_job(session.job.id, state=JobState.COMPLETED, completion_date=iso(now()),
                            bytes_processed=stats["plaintext_bytes_received"],
                            result={"destination_recovery_point_arn": session.rp.arn, **stats})
-        self._close(session_id)
-        notifications.job_finished(self.account, session.job.id)
-        return {"copy_job_id": session.job.id, "recovery_point_arn": session.rp.arn, **stats}
+        return stats
 
     def abort(self, principal_arn: str, session_id: str, reason: str) -> None:
         session = self.incoming_session(principal_arn, session_id)
@@ -214,24 +258,53 @@ class CopySessions:
         except StrongroomError as exc:
             self._fail(session, exc.one_line())
             raise
-        except Exception as exc:
-            self._fail(session, f"internal error: {type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            self._fail(session, _message(exc))
             raise
 
     def _fail(self, session: IncomingCopy, message: str) -> None:
-        fail_job(self.account, self.account.catalog.get_job(session.job.id), message)
-        self._close(session.job.id)
-        notifications.job_finished(self.account, session.job.id)
+        """End the session unsuccessfully: release its locks, then record the failure (retried when refused)."""
+        try:
+            self._close(session.job.id, message)
+        finally:
+            self._record_failure(session.job.id, message)
 
-    def _close(self, session_id: str) -> None:
+    def _record_failure(self, job_id: str, message: str) -> None:
+        try:
+            fail_job(self.account, self.account.catalog.get_job(job_id), message)
+        except NotFoundError:  # never recorded (its creation failed): nothing to mark
+            self.unrecorded.pop(job_id, None)
+            return
+        except Exception as exc:  # e.g. "database or disk is full": the reaper tries again
+            self.unrecorded[job_id] = message
+            _LOG.warning("copy job %s failed (%s); recording that failed too, will retry: %s", job_id, message,
+                         _message(exc))
+            return
+        self.unrecorded.pop(job_id, None)
+        try:
+            notifications.job_finished(self.account, job_id)
+        except Exception as exc:
+            _LOG.warning("copy job %s: queueing its notification failed: %s", job_id, _message(exc))
+
+    def _close(self, session_id: str, why: str) -> None:
         session = self.incoming.pop(session_id, None)
         if session:
-            session.receiver.close()
-            session.resources.close()
+            self._remember(session_id, why)
+            try:
+                session.receiver.close()
+            except Exception as exc:  # e.g. the write that failed the copy, raised again by the writer's threads
+                _LOG.warning("copy session %s: closing its writer: %s", session_id, _message(exc))
+            finally:
+                session.resources.close()  # the job lock and the vault's writers lock
+
+    def _remember(self, session_id: str, why: str) -> None:
+        self.ended[session_id] = why
+        while len(self.ended) > ENDED_REMEMBERED:
+            self.ended.popitem(last=False)
 
     # Outgoing --------------------------------------------------------------------------------
     def start_outgoing(self, principal_arn: str, rp_id: str, raw: dict[str, Any]) -> dict[str, Any]:
-        self.reap_idle()
+        self.reap_expired()
         target = str(raw.get("destination_vault_arn") or "")
         Arn.parse(target)
         rp = self.account.catalog.get_recovery_point(rp_id)
@@ -244,7 +317,9 @@ class CopySessions:
         store_vault = self.account.vault(vault.name)
         manifest = load_manifest(store_vault, rp.id)
         session_id = new_id()
-        self.outgoing[session_id] = OutgoingCopy(principal_arn, manifest, RecoveryPointReader(store_vault, manifest))
+        moment = self.clock()
+        self.outgoing[session_id] = OutgoingCopy(
+            principal_arn, manifest, RecoveryPointReader(store_vault, manifest), moment, moment)
         return {
             "session_id": session_id, "recovery_point": rp.as_dict(), "source_vault_arn": vault.arn,
             "source_vault_id": manifest.vault_id, "resource_id": manifest.resource_id,
@@ -253,7 +328,12 @@ class CopySessions:
         }
 
     def outgoing_session(self, principal_arn: str, session_id: str) -> OutgoingCopy:
-        return _open_session(self.outgoing, principal_arn, session_id)
+        session = self.outgoing.get(session_id)
+        if session is not None and session.principal_arn == principal_arn:
+            expired = self._expired(session)
+            if expired:
+                self._end_outgoing(session_id, expired)
+        return self._open_session(self.outgoing, principal_arn, session_id)
 
     def outgoing_refs(self, principal_arn: str, session_id: str, stream: str, start: int, count: int) -> bytes:
         session = self.outgoing_session(principal_arn, session_id)
@@ -277,27 +357,72 @@ class CopySessions:
         return encode_chunks(session.reader.vault, wire.decode_ids(body))
 
     def end_outgoing(self, principal_arn: str, session_id: str) -> None:
-        session = self.outgoing_session(principal_arn, session_id)
-        session.reader.close()
-        self.outgoing.pop(session_id, None)
+        self.outgoing_session(principal_arn, session_id)
+        self._end_outgoing(session_id, "ended by the caller")
+
+    def _end_outgoing(self, session_id: str, why: str) -> None:
+        session = self.outgoing.pop(session_id, None)
+        if session:
+            self._remember(session_id, why)
+            session.reader.close()
 
     # Housekeeping ------------------------------------------------------------------------------
-    def reap_idle(self) -> None:
-        limit = time.monotonic() - IDLE_SESSION_SECONDS
+    def reap_expired(self) -> None:
+        """End every session past its idle timeout or maximum lifetime; retry recording refused failures.
+
+        Runs on every session start and periodically (server/app.py); never raises, so the reaper lives on.
+        """
         for session in list(self.incoming.values()):
-            if session.touched < limit:
-                self._fail(session, "the source stopped sending for 30 minutes")
+            self._guarded(lambda s=session: self._reap_incoming(s))
         for session_id, out in list(self.outgoing.items()):
-            if out.touched < limit:
-                out.reader.close()
-                self.outgoing.pop(session_id, None)
+            expired = self._expired(out)
+            if expired:
+                self._guarded(lambda i=session_id, why=expired: self._end_outgoing(i, why))
+        for job_id, message in list(self.unrecorded.items()):
+            self._guarded(lambda j=job_id, m=message: self._record_failure(j, m))
+
+    def _reap_incoming(self, session: IncomingCopy) -> None:
+        expired = self._expired(session)
+        if expired:
+            self._fail(session, expired)
+
+    def _expired(self, session: IncomingCopy | OutgoingCopy) -> str | None:
+        """Why the session must end now (past a limit), or None."""
+        moment, limits = self.clock(), self.limits
+        if moment - session.started >= limits.max_lifetime_seconds:
+            return (f"the copy session reached the destination's maximum session lifetime of "
+                    f"{_seconds(limits.max_lifetime_seconds)} (strongroom serve --copy-max-lifetime)")
+        if moment - session.touched >= limits.idle_seconds:
+            return (f"the source sent nothing for {_seconds(limits.idle_seconds)}, the destination's idle timeout "
+                    f"(strongroom serve --copy-idle-timeout)")
+        return None
 
     def close(self) -> None:
+        """Server shutdown: end every session, each one whatever happens to the others."""
         for session in list(self.incoming.values()):
-            self._fail(session, "the destination's server shut down during the copy")
-        for out in self.outgoing.values():
-            out.reader.close()
-        self.outgoing.clear()
+            self._guarded(lambda s=session: self._fail(s, "the destination's server shut down during the copy"))
+        for session_id in list(self.outgoing):
+            self._guarded(lambda i=session_id: self._end_outgoing(i, "the server shut down"))
+        for job_id, message in list(self.unrecorded.items()):
+            self._guarded(lambda j=job_id, m=message: self._record_failure(j, m))
+
+    @staticmethod
+    def _guarded(action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            _LOG.warning("copy sessions: %s", _message(exc))
+
+    def _open_session(self, sessions: dict[str, Session], principal_arn: str, session_id: str) -> Session:
+        """A session by id, only for the principal that opened it; using it keeps it from idling out."""
+        session = sessions.get(session_id)
+        if session is None or session.principal_arn != principal_arn:
+            ended = self.ended.get(session_id) if session is None else None
+            if ended:
+                raise NotFoundError(f"copy session '{session_id}' has ended: {ended}", hint="Start the copy again")
+            raise NotFoundError(f"no open copy session '{session_id}'", hint="Start the copy again")
+        session.touched = self.clock()
+        return session
 
 
 _COMPRESSOR_LEVEL = 3
@@ -313,16 +438,8 @@ def encode_chunks(vault: Any, ids: list[bytes]) -> bytes:
     return b"".join(frames)
 
 
-Session = TypeVar("Session", IncomingCopy, OutgoingCopy)
-
-
-def _open_session(sessions: dict[str, Session], principal_arn: str, session_id: str) -> Session:
-    """A session by id, only for the principal that opened it; using it keeps it from being reaped."""
-    session = sessions.get(session_id)
-    if session is None or session.principal_arn != principal_arn:
-        raise NotFoundError(f"no open copy session '{session_id}'", hint="Start the copy again")
-    session.touched = time.monotonic()
-    return session
+def _seconds(value: float) -> str:
+    return f"{value / 60:g} minutes" if value >= 120 else f"{value:g} s"
 
 
 def _check_source_arns(principal_arn: str, request: CopyInRequest) -> None:

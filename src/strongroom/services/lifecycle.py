@@ -9,13 +9,14 @@ nothing uncommitted can reference what it deletes.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import model
 from strongroom.errors import IntegrityError, StorageError, UsageError
-from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
+from strongroom.model import JobState, JobType, RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
 from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.writers import active_writers, exclusive_writers_lock
@@ -24,6 +25,7 @@ from strongroom.vault.vault import manifest_key
 
 EXPIRABLE = (RecoveryPointStatus.COMPLETED, RecoveryPointStatus.PARTIAL, RecoveryPointStatus.EXPIRED)
 GC_COMPLETED, GC_POSTPONED, GC_REFUSED = "COMPLETED", "POSTPONED", "REFUSED"
+_LOG = logging.getLogger(__name__)
 
 
 def remove_recovery_point(account: Account, rp: RecoveryPoint, reason: str) -> None:
@@ -73,6 +75,7 @@ def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 
         "backup_vault_name": record.name, "status": GC_COMPLETED, "message": "nothing to collect",
         "objects_stored": 0, "live_recovery_points": 0, "candidates": 0, "spared": 0, "objects_deleted": 0,
         "bytes_deleted": 0, "writers_waited_for": 0, "waited_seconds": 0.0, "active_writers": None,
+        "held_by": [],
     }
     try:
         marking = gc.mark(vault)
@@ -113,8 +116,12 @@ def _delete_under_lock(
         if not acquired:
             writers = active_writers(account, record.name)
             count = "some" if writers is None else str(writers)
-            return {**report, "status": GC_POSTPONED, "active_writers": writers,
-                    "message": f"GC postponed: {count} writers active after {wait_seconds:g} s; run it again later"}
+            held_by = writer_jobs(account, record.name)
+            message = (f"GC postponed: {count} writers active after {wait_seconds:g} s"
+                       f"{_holders_text(held_by)}; run it again later")
+            _LOG.warning("vault %s: %s", record.name, message)
+            return {**report, "status": GC_POSTPONED, "active_writers": writers, "held_by": held_by,
+                    "message": message}
         gc.mark(vault, marking)  # manifests committed since the mark, by writers that have now finished
         spared = len(doomed)
         doomed = gc.candidates(marking, doomed)
@@ -123,6 +130,31 @@ def _delete_under_lock(
         deleted = gc.delete_objects(vault, doomed)
     return {**report, "status": GC_COMPLETED, "spared": spared - len(doomed), "objects_deleted": deleted.objects,
             "bytes_deleted": deleted.bytes, "message": f"deleted {deleted.objects} unreferenced objects"}
+
+
+def writer_jobs(account: Account, vault_name: str) -> list[dict[str, Any]]:
+    """The running jobs that write into the vault (so hold its writers lock): backups, incoming copy sessions
+    and pulls; each with who started it and, for a copy session, the latest it can last (its lifetime cap)."""
+    held = []
+    for job in account.catalog.list_jobs(states=[JobState.CREATED, JobState.RUNNING]):
+        direction = job.parameters.get("direction")
+        writes = job.job_type == JobType.BACKUP or (job.job_type == JobType.COPY and direction in ("in", "pull"))
+        if writes and job.vault_name == vault_name:
+            held.append({"job_id": job.id, "job_type": job.job_type.value, "direction": direction,
+                         "principal_arn": job.parameters.get("principal_arn"), "start_date": job.start_date,
+                         "ends_by": job.parameters.get("session_ends_by")})
+    return held
+
+
+def _holders_text(held_by: list[dict[str, Any]]) -> str:
+    if not held_by:
+        return ""
+    parts = []
+    for job in held_by:
+        who = f" from {job['principal_arn']}" if job["principal_arn"] else ""
+        ends = f", ended by {job['ends_by']} at the latest" if job["ends_by"] else ""
+        parts.append(f"{job['job_type'].lower()} job {job['job_id']}{who}{ends}")
+    return f" ({'; '.join(parts)})"
 
 
 def _expire(account: Account, rp: RecoveryPoint, expired: list[str], failed: dict[str, str]) -> None:

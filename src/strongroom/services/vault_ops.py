@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strongroom import model
-from strongroom.errors import NotFoundError, UsageError, VaultLockedError
+from strongroom.errors import NotFoundError, RemoteError, UsageError, VaultLockedError
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
 from strongroom.policy.document import AccessRequest, PolicyDocument, authorize, explicitly_allows
 from strongroom.policy.lock import GOVERNANCE, VaultLock
@@ -27,6 +27,8 @@ from strongroom.store.local import LocalStore
 
 Clock = Callable[[], datetime]
 MAX_RETENTION_DAYS = 36500
+# How far another account's clock may run ahead of ours: the window request signing allows (credentials.py).
+CLOCK_SKEW = timedelta(seconds=300)
 LOCK_FIELDS = ("locked", "lock_mode", "lock_state", "min_retention_days", "max_retention_days", "changeable_for_days",
                "lock_date")
 GOVERNANCE_HINT = "Only principals an Allow statement of the vault's access policy names may bypass a governance lock"
@@ -41,11 +43,12 @@ def lock_of(record: VaultRecord) -> VaultLock | None:
     return VaultLock.from_dict(record.lock) if record.lock else None
 
 
-def delete_at(creation_date: str, delete_after_days: int | None) -> str | None:
-    """When a recovery point's retention ends: its creation plus the days; None keeps it forever."""
+def delete_at(arrival_date: str, delete_after_days: int | None) -> str | None:
+    """When a recovery point's retention ends: its arrival (by this account's clock) plus the days; None keeps
+    it forever."""
     if delete_after_days is None:
         return None
-    return iso(_aware(datetime.fromisoformat(creation_date)) + timedelta(days=delete_after_days))
+    return iso(_aware(datetime.fromisoformat(arrival_date)) + timedelta(days=delete_after_days))
 
 
 def check_retention_days(delete_after_days: int | None) -> None:
@@ -54,13 +57,30 @@ def check_retention_days(delete_after_days: int | None) -> None:
                          hint=f"Give 1 to {MAX_RETENTION_DAYS} days")
 
 
-def new_point_retention(record: VaultRecord, creation_date: str, delete_after_days: int | None) -> dict[str, Any]:
-    """Retention fields of a recovery point created now; RetentionError when the vault's lock forbids it."""
+def new_point_retention(record: VaultRecord, arrival_date: str, delete_after_days: int | None) -> dict[str, Any]:
+    """Retention fields of a recovery point arriving now, ``arrival_date`` by this account's own clock (never a
+    date another account claims); RetentionError when the vault's lock forbids it. Counting from the arrival
+    keeps the end within [arrival + the lock's min, arrival + its max] whatever the point says of itself."""
     lock = lock_of(record)
     if lock:
         lock.check_retention(delete_after_days)
-    return {"delete_after_days": delete_after_days, "delete_at": delete_at(creation_date, delete_after_days),
-            "lock_applies": lock is not None}
+    return {"delete_after_days": delete_after_days, "delete_at": delete_at(arrival_date, delete_after_days),
+            "lock_applies": lock is not None, "arrival_date": arrival_date}
+
+
+def claimed_creation_date(claimed: datetime | str, arrival: datetime, who: str) -> str:
+    """The creation date another account claims for a point it copies here, as information: refused when it lies
+    in this account's future (beyond the clock skew request signing allows) or cannot be read."""
+    try:
+        moment = _aware(claimed if isinstance(claimed, datetime) else datetime.fromisoformat(claimed))
+    except (TypeError, ValueError):
+        raise RemoteError(f"{who} sent a creation date that is not an ISO 8601 date and time: {claimed!r}") from None
+    if moment - arrival > CLOCK_SKEW:
+        raise RemoteError(
+            f"{who} claims a creation date of {iso(moment)}, later than this account's clock ({iso(arrival)}) by "
+            f"more than {CLOCK_SKEW.seconds} s: a recovery point cannot come from the future",
+            hint="Check the sending machine's clock (NTP); a copy's time is always taken from the receiving account")
+    return iso(moment) or ""
 
 
 def retention_ended(rp: RecoveryPoint, now: datetime) -> bool:
@@ -222,7 +242,7 @@ def delete_recovery_point(account: Account, principal_arn: str, arn: str, *, clo
 def update_recovery_point_lifecycle(
     account: Account, principal_arn: str, arn: str, delete_after_days: int | None, *, clock: Clock = model.now
 ) -> RecoveryPoint:
-    """Set a recovery point's retention (counted from its creation); a lock forbids shortening it."""
+    """Set a recovery point's retention (counted from its arrival here); a lock forbids shortening it."""
     rp = account.catalog.get_recovery_point(arn)
     record = account.catalog.get_vault(rp.vault_name)
     authorized = _authorize(account, principal_arn, "UpdateRecoveryPointLifecycle", record, rp.arn)
@@ -239,7 +259,8 @@ def update_recovery_point_lifecycle(
                 hint=_lock_hint(lock, clock()),
             )
     account.catalog.update_recovery_point(
-        rp.id, delete_after_days=delete_after_days, delete_at=delete_at(rp.creation_date, delete_after_days)
+        rp.id, delete_after_days=delete_after_days,
+        delete_at=delete_at(rp.arrival_date or rp.creation_date, delete_after_days)
     )
     notifications.recovery_point_modified(account, rp.id, f"retention set to {_days(delete_after_days)}")
     return account.catalog.get_recovery_point(rp.id)

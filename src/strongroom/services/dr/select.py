@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from strongroom.errors import NoRecoveryPointError, StrongroomError
@@ -67,10 +67,22 @@ def _choose(points: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, Any
     if step["recovery_point"] != LATEST:
         return next((p for p in completed if p["recovery_point_arn"] == step["recovery_point"]
                      and p["resource_id"] == step["resource"]), None)
-    limit = datetime.fromisoformat(step["at_or_before"]) if step.get("at_or_before") else None
+    limit = _aware(datetime.fromisoformat(step["at_or_before"])) if step.get("at_or_before") else None
     matching = [p for p in completed if p["resource_id"] == step["resource"]
-                and (limit is None or datetime.fromisoformat(p["creation_date"]) <= limit)]
-    return max(matching, key=lambda p: datetime.fromisoformat(p["creation_date"]), default=None)
+                and (limit is None or vouched_time(p) <= limit)]
+    return max(matching, key=vouched_time, default=None)
+
+
+def vouched_time(point: dict[str, Any]) -> datetime:
+    """When the vault's own account recorded the point complete (``completion_date``, its clock): what selection
+    ranks by. A copy's ``creation_date`` is what the sending account claimed, so a forged date (2099, or just
+    before an incident) can neither make a point "latest" nor slip it under ``at_or_before``."""
+    moment = point.get("completion_date") or point.get("arrival_date") or point["creation_date"]
+    return _aware(datetime.fromisoformat(moment))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _vault_name(vault: str) -> str:
