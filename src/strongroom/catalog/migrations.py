@@ -184,4 +184,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, position)
     );
     """,
+    # 6: MACs of the security-relevant rows (catalog/integrity.py) and each vault's change sequence
+    """
+    ALTER TABLE vaults ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vaults ADD COLUMN mac TEXT;
+    ALTER TABLE recovery_points ADD COLUMN mac TEXT;
+    ALTER TABLE credentials ADD COLUMN mac TEXT;
+    """,
 ]

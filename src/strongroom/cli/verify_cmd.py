@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from strongroom.cli import context, output
-from strongroom.errors import IntegrityError
+from strongroom.errors import CatalogIntegrityError, IntegrityError
 
 
 def register(app: typer.Typer) -> None:
@@ -30,11 +30,18 @@ def verify(
             output.console.print(f"[red]damaged[/] {key}: {problem}", highlight=False)
         for arn, keys in sorted(report.damaged_recovery_points.items()):
             output.console.print(f"[red]affected[/] {arn} ({len(keys)} damaged objects)", highlight=False)
+        for finding in report.catalog_findings:
+            output.console.print(f"[red]catalog[/] {finding}", highlight=False, soft_wrap=True)
         mode = "read and re-hashed" if read_data else "checked present"
         output.console.print(
             f"{report.recovery_points_checked} recovery points, {report.objects_checked} objects {mode}, "
             f"{len(report.damaged_objects)} damaged"
         )
+    if report.catalog_findings:
+        raise CatalogIntegrityError(
+            f"the catalog disagrees with its vaults ({len(report.catalog_findings)} findings above)",
+            hint="Nothing relies on the catalog until it is fixed: restore catalog.db from a copy you trust "
+                 "(docs/operations.md, 'Catalog integrity')")
     if not report.ok:
         raise IntegrityError(
             f"{len(report.damaged_objects)} damaged objects affect {len(report.damaged_recovery_points)} "
