@@ -213,8 +213,8 @@ class Catalog:
             db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*encoded.values(), row_id))
             if secured and table == "recovery_points":
                 self._sign(db, table, row_id)
-            if vault_name is not None:
-                self._bump_and_sign_vault(db, vault_name)
+            if vault_name is not None:  # a vault row was checked above, before it changed
+                self._bump_and_sign_vault(db, vault_name, new=table == "vaults")
         if vault_name is not None:
             self._mirror(vault_name, row_id if table == "recovery_points" else None)
 
@@ -304,7 +304,9 @@ class Catalog:
             db.execute(f"UPDATE {table} SET mac = ? WHERE {integrity.SECURED[table][0]} = ?", (mac, key_value))
 
     def _bump_and_sign_vault(self, db: sqlite3.Connection, vault_name: str, *, new: bool = False) -> None:
-        if not new:  # an edited vault row must fail here, not be signed again with the point's change
+        """Count a change of the vault; unless ``new`` (just written), its row is checked first: an edited
+        vault row must fail here, not be signed again along with a point's change."""
+        if not new:
             self._checked("vaults", self._row(db, "vaults", vault_name))
         db.execute("UPDATE vaults SET seq = seq + 1 WHERE name = ?", (vault_name,))
         self._sign(db, "vaults", vault_name)
