@@ -164,6 +164,37 @@ def test_a_rolled_back_catalog_is_found_by_verify_and_refused(governance: World)
                                     ok=False), "older than vault 'Default'")
 
 
+def test_a_catalog_rolled_back_to_before_a_revocation_is_refused(governance: World) -> None:
+    world = governance
+    older = world.tmp_path / "catalog-older.db"
+    _copy_catalog(world.destination.home / "catalog.db", older)
+    world.destination.run("credentials", "revoke", _key_id(world, "operator"))
+    _copy_catalog(older, world.destination.home / "catalog.db")  # the revocation undone, MACs all valid
+    with pytest.raises(StrongroomError) as refused:
+        world.clients["operator"].whoami()
+    assert refused.value.code == "CATALOG_INTEGRITY" and "older than vault 'Default'" in refused.value.message
+
+
+def test_trusting_a_catalog_put_back_on_purpose_keeps_every_older_copy_refused(governance: World) -> None:
+    world = governance
+    destination = world.destination
+    oldest, older = world.tmp_path / "catalog-oldest.db", world.tmp_path / "catalog-older.db"
+    _copy_catalog(destination.home / "catalog.db", oldest)
+    destination.run("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "40")
+    _copy_catalog(destination.home / "catalog.db", older)
+    destination.run("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "50")
+    destination.run("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "60")
+
+    _copy_catalog(oldest, destination.home / "catalog.db")  # the operator puts an old catalog back on purpose
+    assert destination.run("verify", ok=False).returncode == INTEGRITY_EXIT
+    assert destination.json("verify", "--trust-catalog")["ok"]
+    assert world.clients["admin"].whoami()
+    # Numbered higher than the catalog trusted, yet older than that moment: still refused.
+    _copy_catalog(older, destination.home / "catalog.db")
+    found = destination.run("verify", ok=False)
+    assert found.returncode == INTEGRITY_EXIT and "older than vault 'Default'" in found.stdout, found.stdout
+
+
 def test_points_missing_from_the_catalog_or_the_vault_are_found_by_verify(governance: World) -> None:
     world = governance
     destination = world.destination

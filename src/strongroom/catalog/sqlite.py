@@ -248,7 +248,11 @@ class Catalog:
 
 
     # Credentials this account issued ----------------------------------------------------------
-    def add_credential(self, key_id: str, principal_arn: str, created_at: str, expires_at: str | None) -> None:
+    def add_credential(
+        self, key_id: str, principal_arn: str, created_at: str, expires_at: str | None, *, counted_in: str
+    ) -> None:
+        """Record a credential; the change counts in vault ``counted_in``'s sequence (a rollback to before
+        it, or to before a revocation, is then found like any other)."""
         self._key_before_writing()
         with self.transaction() as db:
             db.execute(
@@ -256,6 +260,8 @@ class Catalog:
                 (key_id, principal_arn, created_at, expires_at),
             )
             self._sign(db, "credentials", key_id)
+            self._bump_and_sign_vault(db, counted_in)
+        self._mirror(counted_in, None)
 
     def get_credential(self, key_id: str) -> dict[str, Any] | None:
         """The credential row, checked against its MAC (who it acts as, expiry and revocation)."""
@@ -266,7 +272,7 @@ class Catalog:
         rows = self._db.execute("SELECT * FROM credentials ORDER BY created_at")
         return [_without_mac(self._checked("credentials", r)) for r in rows]
 
-    def revoke_credential(self, key_id: str, revoked_at: str) -> bool:
+    def revoke_credential(self, key_id: str, revoked_at: str, *, counted_in: str) -> bool:
         self._key_before_writing()
         with self.transaction() as db:
             self._checked("credentials", self._row(db, "credentials", key_id))
@@ -274,6 +280,8 @@ class Catalog:
                 "UPDATE credentials SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (revoked_at, key_id)
             )
             self._sign(db, "credentials", key_id)
+            self._bump_and_sign_vault(db, counted_in)
+        self._mirror(counted_in, None)
         return cursor.rowcount == 1
 
     # Row MACs (catalog/integrity.py) ---------------------------------------------------------
@@ -333,6 +341,11 @@ class Catalog:
                 for row in db.execute(f"SELECT * FROM {table}").fetchall():
                     mac = integrity.row_mac(key, table, row)
                     db.execute(f"UPDATE {table} SET mac = ? WHERE {key_column} = ?", (mac, row[key_column]))
+
+    def raise_vault_sequence(self, name: str, at_least: int) -> None:
+        """Unsigned: only :meth:`resign_all_rows` follows it."""
+        with self.transaction() as db:
+            db.execute("UPDATE vaults SET seq = MAX(seq, ?) WHERE name = ?", (at_least, name))
 
     def unauthentic_rows(self, key: bytes) -> list[str]:
         """One line per secured row whose MAC fails (``verify``)."""

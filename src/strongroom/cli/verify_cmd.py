@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from strongroom.cli import context, output
-from strongroom.errors import CatalogIntegrityError, IntegrityError
+from strongroom.errors import CatalogIntegrityError, IntegrityError, UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -17,11 +17,21 @@ def verify(
     recovery_point: str | None = typer.Option(None, "--recovery-point", help="ARN; default: every one."),
     read_data: bool = typer.Option(False, "--read-data", help="Decrypt and re-hash every chunk."),
     json_output: bool = typer.Option(False, "--json"),
+    trust_catalog: bool = typer.Option(
+        False, "--trust-catalog",
+        help="First vouch for the catalog as it is now: sign its records with the account key and rewrite the "
+             "vaults' records from it. Only after reading the findings, for a catalog you put back on purpose."),
 ) -> None:
-    """Check that recovery points are whole; with --read-data, that every byte is intact."""
+    """Check that recovery points are whole and that the catalog agrees with the vaults; with --read-data,
+    that every byte is intact."""
+    from strongroom.services.catalog_integrity import trust_catalog_as_is
     from strongroom.services.verify import verify as run_verify
 
     with context.account(ctx) as account, output.progress_bar("Verifying", None, not json_output) as progress:
+        if trust_catalog:
+            if recovery_point:
+                raise UsageError("--trust-catalog applies to the whole catalog: leave out --recovery-point")
+            trust_catalog_as_is(account)
         report = run_verify(account, recovery_point, read_data=read_data, progress=progress)
     if json_output:
         output.emit_json(report.as_dict())

@@ -112,7 +112,13 @@ def trust_catalog_as_is(account: Account) -> None:
     """
     guard = account.catalog.guard
     assert isinstance(guard, AccountGuard)
-    account.catalog.resign_all_rows(guard.write_key())
+    key = guard.write_key()
+    for name in account.catalog.vault_names():
+        # Past every sequence the vault recorded: a copy of the catalog from before this moment, even one
+        # numbered higher than the catalog trusted now, stays older than the vault's record.
+        stored = read_record(account.vault(name), VAULT_RECORD_KEY)
+        account.catalog.raise_vault_sequence(name, stored["seq"] + 1 if stored else 0)
+    account.catalog.resign_all_rows(key)
     for record in account.catalog.list_vaults():
         vault = account.vault(record.name)
         with account.catalog.transaction():
