@@ -113,6 +113,7 @@ def trust_catalog_as_is(account: Account) -> None:
     guard = account.catalog.guard
     assert isinstance(guard, AccountGuard)
     key = guard.write_key()
+    account.catalog.resign_all_rows(key)  # first: opening a vault reads its (perhaps edited) row
     for name in account.catalog.vault_names():
         # Past every sequence the vault recorded: a copy of the catalog from before this moment, even one
         # numbered higher than the catalog trusted now, stays older than the vault's record.
