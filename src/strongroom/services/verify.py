@@ -28,7 +28,7 @@ def verify(
         points = [account.catalog.get_recovery_point(recovery_point)]
     else:
         total.catalog_findings = catalog_findings(account)
-        points = [row for row in _completed_points(account)]
+        points = _completed_points(account)
     by_vault: dict[str, list[str]] = {}
     for rp in points:
         by_vault.setdefault(rp.vault_name, []).append(rp.id)
@@ -45,9 +45,13 @@ def verify(
 
 
 def _completed_points(account: Account) -> list[RecoveryPoint]:
-    """The COMPLETED points whose rows pass their MAC (the others are findings already)."""
+    """The COMPLETED points whose rows, and their vault's, pass their MAC (the others are findings already)."""
     found = []
     for vault_name in account.catalog.vault_names():
+        try:
+            account.catalog.get_vault(vault_name)
+        except CatalogIntegrityError:
+            continue
         for row in account.catalog.raw_point_rows(vault_name):
             if row["status"] != RecoveryPointStatus.COMPLETED.value:
                 continue
