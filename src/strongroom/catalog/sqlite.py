@@ -289,8 +289,11 @@ class Catalog:
         if row is None:
             raise NotFoundError(f"the {integrity.WHAT[table]} disappeared from the catalog")
         key = self.guard.read_key() if self.guard else None
-        if key is not None:
-            integrity.check_row(key, table, row)
+        if key is None:
+            return row
+        if row["mac"] is None:  # read before the first key fetch signed an older catalog: read it again
+            row = self._row(self._db, table, row[integrity.SECURED[table][0]]) or row
+        integrity.check_row(key, table, row)
         return row
 
     def _key_before_writing(self) -> None:
@@ -355,6 +358,11 @@ class Catalog:
                 if not integrity.row_is_authentic(key, table, row):
                     found.append(integrity.failure(table, row))
         return found
+
+    def any_vault_store_url(self) -> str | None:
+        """Unchecked: only to test a passphrase against a vault's keys."""
+        row = self._db.execute("SELECT store_url FROM vaults ORDER BY name LIMIT 1").fetchone()
+        return str(row[0]) if row else None
 
     def vault_names(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM vaults ORDER BY name")]

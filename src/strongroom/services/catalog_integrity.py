@@ -28,6 +28,7 @@ from strongroom.model import RecoveryPointStatus
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
 from strongroom.services.files import write_durably
+from strongroom.store.base import open_store
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.vault import Vault
@@ -58,10 +59,20 @@ class AccountGuard:
 
     def write_key(self) -> bytes:
         if self._key is None:
+            self._check_passphrase_before_creating_the_account_key()
             own = account_keys(self.account)
             self._key = hmac.new(own.id_key, MAC_KEY_CONTEXT, hashlib.sha256).digest()
             self._sign_older_catalog(self._key)
         return self._key
+
+    def _check_passphrase_before_creating_the_account_key(self) -> None:
+        """An account from before account keys gets one on first use: a wrong passphrase must not wrap it.
+        A vault's keys check the passphrase (its row cannot be checked yet: there is no key to check with)."""
+        if (self.account.home / "keys" / "account.key").exists():
+            return
+        store_url = self.account.catalog.any_vault_store_url()
+        if store_url is not None:
+            Vault.open(open_store(store_url), self.account.passphrase())
 
     def _sign_older_catalog(self, key: bytes) -> None:
         """Sign the rows of a catalog made before row MACs, once: the upgrade trusts it as it is now."""
