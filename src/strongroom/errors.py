@@ -19,6 +19,7 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     ├── StorageError               the object store failed (exit 6)
     │   └── StorageFullError
     ├── IntegrityError             stored data is damaged or forged (exit 7)
+    │   └── CatalogIntegrityError  a catalog record fails its MAC, or the catalog disagrees with the vault
     ├── FormatError                a vault object of an unknown format version (exit 7)
     ├── AccessError                who may do what (exit 8)
     │   ├── AuthenticationError    missing, unknown, expired, revoked or wrongly signed credentials
@@ -116,6 +117,12 @@ class IntegrityError(StrongroomError):
     code = "INTEGRITY"
     exit_code = 7
     hint = "Run 'strongroom verify --read-data' to list every damaged object and recovery point"
+
+
+class CatalogIntegrityError(IntegrityError):
+    code = "CATALOG_INTEGRITY"
+    hint = ("Run 'strongroom verify' to list every finding; the catalog was edited outside Strongroom or put "
+            "back from an older copy: nothing relies on it until it is restored (docs/operations.md)")
 
 
 class FormatError(StrongroomError):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import Cli, assert_one_line_error
+from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "mavis"
 CONFIG = """
@@ -67,9 +67,8 @@ def backdate_lock(cli: Cli, vault: str, days: int) -> None:
     created = datetime.now(UTC) - timedelta(days=days)
     lock["created_at"] = created.isoformat()
     lock["lock_date"] = (created + timedelta(days=lock["changeable_for_days"])).isoformat()
-    db.execute("UPDATE vaults SET lock = ? WHERE name = ?", (json.dumps(lock), vault))
-    db.commit()
     db.close()
+    edit_catalog_as_owner(cli, "UPDATE vaults SET lock = ? WHERE name = ?", json.dumps(lock), vault)
 
 
 def test_plan_apply_and_a_second_apply_changes_nothing(cli: Cli, tmp_path: Path) -> None:

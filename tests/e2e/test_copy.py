@@ -23,7 +23,7 @@ from tests.support.accounts import (
     serving,
     vault_arn,
 )
-from tests.support.cli import Cli, assert_one_line_error
+from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.trees import snapshot_tree
 
 
@@ -164,13 +164,11 @@ def test_revoked_and_wrong_credentials_are_refused(pair: Pair) -> None:
 
 
 def test_expired_credential_is_refused(pair: Pair) -> None:
-    import sqlite3
-
     credential = issue_credential(pair.destination, "short", "--account-id", account_id(pair.source),
                                   "--expires-in-days", "1")
-    with sqlite3.connect(pair.destination.home / "catalog.db") as db:  # a day passes
-        db.execute("UPDATE credentials SET expires_at = '2000-01-01T00:00:00+00:00' WHERE key_id = ?",
-                   (credential["access_key_id"],))
+    edit_catalog_as_owner(pair.destination,  # a day passes
+                          "UPDATE credentials SET expires_at = '2000-01-01T00:00:00+00:00' WHERE key_id = ?",
+                          credential["access_key_id"])
     result = pair.source.run(
         "accounts", "add", "other", "--endpoint", pair.server.endpoint, "--key-id", credential["access_key_id"],
         env={"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]}, ok=False)

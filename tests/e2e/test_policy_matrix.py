@@ -35,7 +35,7 @@ from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
 from tests.e2e.test_copy import make_files
 from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
-from tests.support.cli import Cli, assert_one_line_error
+from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.trees import snapshot_tree
 
 ALLOWED = None
@@ -99,7 +99,8 @@ def _cooling_off_passes(destination: Cli) -> None:
     with sqlite3.connect(destination.home / "catalog.db") as db:
         raw = json.loads(db.execute("SELECT lock FROM vaults WHERE name = 'Default'").fetchone()[0])
         raw["created_at"] = (datetime.now(UTC) - timedelta(days=4)).isoformat()
-        db.execute("UPDATE vaults SET lock = ? WHERE name = 'Default'", (json.dumps(raw),))
+    db.close()
+    edit_catalog_as_owner(destination, "UPDATE vaults SET lock = ? WHERE name = 'Default'", json.dumps(raw))
 
 
 Action = Callable[[AccountClient, World], Any]

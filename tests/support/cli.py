@@ -76,3 +76,22 @@ def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def edit_catalog_as_owner(cli: Cli, sql: str, *params: Any) -> None:
+    """The account's owner edits its catalog directly (tests move time so), then vouches for the result
+    with the account key, as ``trust_catalog_as_is`` does: the rows are signed and the vaults' records
+    rewritten. Without that last step the edit is what an attacker's would be, and is refused."""
+    import sqlite3
+
+    from strongroom.services.account import open_account
+    from strongroom.services.catalog_integrity import trust_catalog_as_is
+
+    with sqlite3.connect(cli.home / "catalog.db") as db:
+        db.execute(sql, params)
+    db.close()
+    account = open_account(cli.home, lambda: cli.env["STRONGROOM_PASSPHRASE"])
+    try:
+        trust_catalog_as_is(account)
+    finally:
+        account.close()

@@ -53,3 +53,43 @@ def test_arn_round_trip_and_rejection() -> None:
     assert Arn.parse(str(arn)) == arn
     with pytest.raises(UsageError):
         Arn.parse("arn:aws:backup:eu-west-2:1:recovery-point:x")
+
+
+class _KeyOnly:
+    """A guard with a fixed key and no vault to mirror into: the row MACs by themselves."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def read_key(self) -> bytes:
+        return self.key
+
+    def write_key(self) -> bytes:
+        return self.key
+
+    def mirror(self, vault_name: str, point_id: str | None) -> None:
+        return None
+
+
+def test_a_mac_binds_its_row_table_and_key(tmp_path: Path) -> None:
+    from strongroom.errors import CatalogIntegrityError
+
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.guard = _KeyOnly(b"k" * 32)
+    catalog.add_vault(VaultRecord("Default", "arn:v", "file:///v", "vid", "t"))
+    catalog.add_credential("KEYA", "arn:user/a", "t", None, counted_in="Default")
+    catalog.add_credential("KEYB", "arn:user/b", "t", None, counted_in="Default")
+    assert catalog.get_credential("KEYA")["principal_arn"] == "arn:user/a"  # type: ignore[index]
+    with sqlite3.connect(tmp_path / "c.db") as db:  # B's principal and MAC onto A's row
+        db.execute("UPDATE credentials SET principal_arn = 'arn:user/b', mac = (SELECT mac FROM credentials "
+                   "WHERE key_id = 'KEYB') WHERE key_id = 'KEYA'")
+    db.close()
+    with pytest.raises(CatalogIntegrityError, match="credential record 'KEYA' fails its MAC"):
+        catalog.get_credential("KEYA")
+    with pytest.raises(CatalogIntegrityError):
+        catalog.revoke_credential("KEYA", "t", counted_in="Default")  # a change never signs an edited row
+    assert catalog.get_credential("KEYB")["principal_arn"] == "arn:user/b"  # type: ignore[index]
+    catalog.guard = _KeyOnly(b"x" * 32)  # another account's key: nothing verifies
+    with pytest.raises(CatalogIntegrityError):
+        catalog.get_vault("Default")
+    catalog.close()

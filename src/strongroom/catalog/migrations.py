@@ -214,4 +214,11 @@ MIGRATIONS: list[str] = [
         WHEN completion_date IS NOT NULL AND completion_date < creation_date THEN completion_date
         ELSE creation_date END;
     """,
+    # 9: MACs of the security-relevant rows (catalog/integrity.py) and each vault's change sequence
+    """
+    ALTER TABLE vaults ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vaults ADD COLUMN mac TEXT;
+    ALTER TABLE recovery_points ADD COLUMN mac TEXT;
+    ALTER TABLE credentials ADD COLUMN mac TEXT;
+    """,
 ]

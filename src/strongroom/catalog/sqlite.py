@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from strongroom.catalog import integrity
 from strongroom.catalog.migrations import MIGRATIONS
 from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError
 from strongroom.model import (
@@ -28,8 +29,12 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 class Catalog:
+    """The account's catalog. With a :class:`~strongroom.catalog.integrity.Guard` attached (every account
+    has one) the security-relevant rows are signed on write and checked on read."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.guard: integrity.Guard | None = None
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,6 +75,7 @@ class Catalog:
 
     # Vaults ----------------------------------------------------------------------------------
     def add_vault(self, vault: VaultRecord) -> None:
+        self._key_before_writing()
         with self.transaction() as db:
             try:
                 db.execute(
@@ -80,15 +86,24 @@ class Catalog:
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExistsError(f"vault '{vault.name}' already exists") from None
+            self._bump_and_sign_vault(db, vault.name, new=True)
+        self._mirror(vault.name, None)
 
     def get_vault(self, name: str) -> VaultRecord:
         row = self._db.execute("SELECT * FROM vaults WHERE name = ? OR arn = ?", (name, name)).fetchone()
         if row is None:
             raise NotFoundError(f"no backup vault named '{name}'", hint="List vaults with 'strongroom vaults list'")
-        return _vault(row)
+        return _vault(self._checked("vaults", row))
 
     def list_vaults(self) -> list[VaultRecord]:
-        return [_vault(r) for r in self._db.execute("SELECT * FROM vaults ORDER BY name")]
+        return [_vault(self._checked("vaults", r)) for r in self._db.execute("SELECT * FROM vaults ORDER BY name")]
+
+    def vault_sequence(self, name: str) -> int:
+        """How many security-relevant changes the vault has seen (checked against its store's record)."""
+        row = self._db.execute("SELECT * FROM vaults WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no backup vault named '{name}'")
+        return int(self._checked("vaults", row)["seq"])
 
     def update_vault(self, name: str, **fields: Any) -> None:
         self._update("vaults", name, fields, json_columns=("access_policy", "lock", "notifications"), key="name")
@@ -163,6 +178,7 @@ class Catalog:
 
     # Recovery points -------------------------------------------------------------------------
     def add_recovery_point(self, rp: RecoveryPoint) -> None:
+        self._key_before_writing()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
@@ -172,6 +188,9 @@ class Catalog:
                  rp.creation_date, rp.backup_job_id, rp.delete_after_days, rp.delete_at, int(rp.lock_applies),
                  rp.source_recovery_point_arn, json.dumps(rp.metadata), rp.arrival_date or rp.creation_date),
             )
+            self._sign(db, "recovery_points", rp.id)
+            self._bump_and_sign_vault(db, rp.vault_name)
+        self._mirror(rp.vault_name, rp.id)
 
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
         self._update("recovery_points", rp_id, fields, json_columns=("metadata",))
@@ -182,8 +201,22 @@ class Catalog:
         """Set ``fields`` (column names from this module's callers, never from users) on one row."""
         encoded = {k: (_json_or_null(v) if k in json_columns else _plain(v)) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in encoded)
+        secured = table in integrity.SECURED and bool(set(encoded) & set(integrity.SECURED[table][1]))
+        vault_name = None
+        if secured:
+            self._key_before_writing()
         with self.transaction() as db:
+            if secured:
+                # The row is checked before it changes: signing it again must never launder an edit.
+                current = self._checked(table, self._row(db, table, row_id))
+                vault_name = current["vault_name"] if table == "recovery_points" else current["name"]
             db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*encoded.values(), row_id))
+            if secured and table == "recovery_points":
+                self._sign(db, table, row_id)
+            if vault_name is not None:  # a vault row was checked above, before it changed
+                self._bump_and_sign_vault(db, vault_name, new=table == "vaults")
+        if vault_name is not None:
+            self._mirror(vault_name, row_id if table == "recovery_points" else None)
 
     def get_recovery_point(self, arn_or_id: str) -> RecoveryPoint:
         row = self._db.execute(
@@ -193,7 +226,7 @@ class Catalog:
             raise NotFoundError(
                 f"unknown recovery point '{arn_or_id}'", hint="List them with 'strongroom recovery-points list'"
             )
-        return _recovery_point(row)
+        return _recovery_point(self._checked("recovery_points", row))
 
     def list_recovery_points(
         self,
@@ -210,30 +243,142 @@ class Catalog:
         if status is not None:
             sql += " AND status = ?"
             args.append(status.value)
-        return [_recovery_point(r) for r in self._db.execute(sql + " ORDER BY creation_date", args)]
+        rows = self._db.execute(sql + " ORDER BY creation_date", args)
+        return [_recovery_point(self._checked("recovery_points", r)) for r in rows]
 
 
     # Credentials this account issued ----------------------------------------------------------
-    def add_credential(self, key_id: str, principal_arn: str, created_at: str, expires_at: str | None) -> None:
+    def add_credential(
+        self, key_id: str, principal_arn: str, created_at: str, expires_at: str | None, *, counted_in: str
+    ) -> None:
+        """Record a credential; the change counts in vault ``counted_in``'s sequence (a rollback to before
+        it, or to before a revocation, is then found like any other)."""
+        self._key_before_writing()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO credentials (key_id, principal_arn, created_at, expires_at) VALUES (?, ?, ?, ?)",
                 (key_id, principal_arn, created_at, expires_at),
             )
+            self._sign(db, "credentials", key_id)
+            self._bump_and_sign_vault(db, counted_in)
+        self._mirror(counted_in, None)
 
     def get_credential(self, key_id: str) -> dict[str, Any] | None:
+        """The credential row, checked against its MAC (who it acts as, expiry and revocation)."""
         row = self._db.execute("SELECT * FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
-        return dict(row) if row else None
+        return _without_mac(self._checked("credentials", row)) if row else None
 
     def list_credentials(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM credentials ORDER BY created_at")]
+        rows = self._db.execute("SELECT * FROM credentials ORDER BY created_at")
+        return [_without_mac(self._checked("credentials", r)) for r in rows]
 
-    def revoke_credential(self, key_id: str, revoked_at: str) -> bool:
+    def revoke_credential(self, key_id: str, revoked_at: str, *, counted_in: str) -> bool:
+        self._key_before_writing()
         with self.transaction() as db:
+            self._checked("credentials", self._row(db, "credentials", key_id))
             cursor = db.execute(
                 "UPDATE credentials SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (revoked_at, key_id)
             )
+            self._sign(db, "credentials", key_id)
+            self._bump_and_sign_vault(db, counted_in)
+        self._mirror(counted_in, None)
         return cursor.rowcount == 1
+
+    # Row MACs (catalog/integrity.py) ---------------------------------------------------------
+    def _checked(self, table: str, row: sqlite3.Row | None) -> sqlite3.Row:
+        if row is None:
+            raise NotFoundError(f"the {integrity.WHAT[table]} disappeared from the catalog")
+        key = self.guard.read_key() if self.guard else None
+        if key is None:
+            return row
+        if row["mac"] is None:  # read before the first key fetch signed an older catalog: read it again
+            row = self._row(self._db, table, row[integrity.SECURED[table][0]]) or row
+        integrity.check_row(key, table, row)
+        return row
+
+    def _key_before_writing(self) -> None:
+        """Fetch the key outside any transaction (the first fetch may sign an older catalog's rows)."""
+        if self.guard is not None:
+            self.guard.write_key()
+
+    @staticmethod
+    def _row(db: sqlite3.Connection, table: str, key_value: str) -> sqlite3.Row | None:
+        key_column = integrity.SECURED[table][0]
+        return db.execute(f"SELECT * FROM {table} WHERE {key_column} = ?", (key_value,)).fetchone()
+
+    def _sign(self, db: sqlite3.Connection, table: str, key_value: str) -> None:
+        if self.guard is None:
+            return  # a catalog opened outside an account (tools, unit tests): nothing to sign with
+        row = self._row(db, table, key_value)
+        if row is not None:
+            mac = integrity.row_mac(self.guard.write_key(), table, row)
+            db.execute(f"UPDATE {table} SET mac = ? WHERE {integrity.SECURED[table][0]} = ?", (mac, key_value))
+
+    def _bump_and_sign_vault(self, db: sqlite3.Connection, vault_name: str, *, new: bool = False) -> None:
+        """Count a change of the vault; unless ``new`` (just written), its row is checked first: an edited
+        vault row must fail here, not be signed again along with a point's change."""
+        if not new:
+            self._checked("vaults", self._row(db, "vaults", vault_name))
+        db.execute("UPDATE vaults SET seq = seq + 1 WHERE name = ?", (vault_name,))
+        self._sign(db, "vaults", vault_name)
+
+    def _mirror(self, vault_name: str, point_id: str | None) -> None:
+        if self.guard is not None:
+            self.guard.mirror(vault_name, point_id)
+
+    def sign_unsigned_rows(self, key: bytes) -> int:
+        """Sign every secured row that has no MAC yet (the one-time upgrade of an older catalog); how many."""
+        signed = 0
+        with self.transaction() as db:
+            for table, (key_column, _) in integrity.SECURED.items():
+                for row in db.execute(f"SELECT * FROM {table} WHERE mac IS NULL").fetchall():
+                    mac = integrity.row_mac(key, table, row)
+                    db.execute(f"UPDATE {table} SET mac = ? WHERE {key_column} = ?", (mac, row[key_column]))
+                    signed += 1
+        return signed
+
+    def resign_all_rows(self, key: bytes) -> None:
+        """Sign every secured row as it is now: the account's owner vouches for the catalog (tests, repair)."""
+        with self.transaction() as db:
+            for table, (key_column, _) in integrity.SECURED.items():
+                for row in db.execute(f"SELECT * FROM {table}").fetchall():
+                    mac = integrity.row_mac(key, table, row)
+                    db.execute(f"UPDATE {table} SET mac = ? WHERE {key_column} = ?", (mac, row[key_column]))
+
+    def raise_vault_sequence(self, name: str, at_least: int) -> None:
+        """Unsigned: only :meth:`resign_all_rows` follows it."""
+        with self.transaction() as db:
+            db.execute("UPDATE vaults SET seq = MAX(seq, ?) WHERE name = ?", (at_least, name))
+
+    def unauthentic_rows(self, key: bytes) -> list[str]:
+        """One line per secured row whose MAC fails (``verify``)."""
+        found = []
+        for table in integrity.SECURED:
+            for row in self._db.execute(f"SELECT * FROM {table}"):
+                if not integrity.row_is_authentic(key, table, row):
+                    found.append(integrity.failure(table, row))
+        return found
+
+    def any_vault_store_url(self) -> str | None:
+        """Unchecked: only to test a passphrase against a vault's keys."""
+        row = self._db.execute("SELECT store_url FROM vaults ORDER BY name LIMIT 1").fetchone()
+        return str(row[0]) if row else None
+
+    def vault_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM vaults ORDER BY name")]
+
+    def point_row(self, point_id: str) -> dict[str, Any]:
+        return dict(self._checked("recovery_points", self._row(self._db, "recovery_points", point_id)))
+
+    def raw_point_rows(self, vault_name: str) -> list[dict[str, Any]]:
+        """As stored, unchecked: ``verify`` reports failing MACs by themselves."""
+        rows = self._db.execute("SELECT * FROM recovery_points WHERE vault_name = ?", (vault_name,))
+        return [dict(r) for r in rows]
+
+    def point_rows(self, vault_name: str) -> list[dict[str, Any]]:
+        """The recovery points of a vault as stored (for comparing with the vault's records), checked."""
+        rows = self._db.execute("SELECT * FROM recovery_points WHERE vault_name = ?", (vault_name,))
+        return [dict(self._checked("recovery_points", r)) for r in rows]
 
     # Other accounts this account talks to ---------------------------------------------------
     def put_remote_account(self, remote: dict[str, Any]) -> None:
@@ -598,6 +743,12 @@ def _decoded(row: sqlite3.Row, json_columns: tuple[str, ...]) -> dict[str, Any]:
     data = dict(row)
     for column in json_columns:
         data[column] = json.loads(data[column]) if data.get(column) else None
+    return data
+
+
+def _without_mac(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data.pop("mac", None)
     return data
 
 

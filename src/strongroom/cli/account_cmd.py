@@ -51,7 +51,7 @@ def _checked_chunk(size: int | None) -> int | None:
 @vaults_app.command("list")
 def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """List the account's backup vaults."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         records = [v.as_dict() for v in account.catalog.list_vaults()]
     if json_output:
         output.emit_json({"backup_vaults": records})
@@ -66,7 +66,7 @@ def vaults_describe(
     ctx: typer.Context, name: str = typer.Argument("Default"), json_output: bool = typer.Option(False, "--json")
 ) -> None:
     """Show one vault: how many recovery points it holds, its lock's mode, state and lock date."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         record = vault_ops.describe_vault(account, root_arn(account.account_id), name)
     if json_output:
         output.emit_json(record)

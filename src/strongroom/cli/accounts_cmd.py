@@ -45,7 +45,7 @@ def add(
 @accounts_app.command("list")
 def list_accounts(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """Registered accounts (never their secrets)."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         rows = list_remote_accounts(account)
     if json_output:
         output.emit_json({"accounts": rows})

@@ -31,6 +31,10 @@ class CliState:
             self._passphrase = read_passphrase(confirm=False)
         return self._passphrase
 
+    def known_passphrase(self) -> str | None:
+        """The passphrase if it is at hand without asking (given, or in the environment)."""
+        return self._passphrase or os.environ.get(ENV_PASSPHRASE) or None
+
 
 def read_passphrase(*, confirm: bool) -> str:
     value = os.environ.get(ENV_PASSPHRASE)
@@ -51,11 +55,18 @@ def state(ctx: typer.Context) -> CliState:
 
 
 @contextmanager
-def account(ctx: typer.Context) -> Iterator[Account]:
+def account(ctx: typer.Context, *, display: bool = False) -> Iterator[Account]:
+    """The account, its catalog's security records checked with the account key on every read.
+
+    ``display``: a command that only shows the catalog. Without the passphrase at hand it works as
+    before row MACs existed, showing rows as stored (it decides nothing); with it, rows are checked.
+    """
     cli = state(ctx)
-    opened = open_account(cli.home, cli.passphrase)
+    known = cli.known_passphrase if display else None
+    opened = open_account(cli.home, cli.passphrase, known_passphrase=known)
     try:
-        recover_dead_jobs(opened)
+        if not display or cli.known_passphrase():  # recovering a job changes its point: needs the key
+            recover_dead_jobs(opened)
         yield opened
     finally:
         opened.close()

@@ -41,7 +41,7 @@ def create(
 @credentials_app.command("list")
 def list_credentials(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """Access keys this account issued (never their secrets)."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         rows = account.catalog.list_credentials()
     if json_output:
         output.emit_json({"credentials": rows})

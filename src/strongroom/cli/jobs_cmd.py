@@ -22,7 +22,7 @@ def list_(
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """List jobs, oldest first."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         jobs = [j.as_dict() for j in account.catalog.list_jobs(states=[state] if state else None, job_type=job_type)]
     if json_output:
         output.emit_json({"jobs": jobs})
@@ -36,6 +36,6 @@ def list_(
 @jobs_app.command("describe")
 def describe(ctx: typer.Context, job_id: str, json_output: bool = typer.Option(False, "--json")) -> None:
     """Show one job."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         job = account.catalog.get_job(job_id).as_dict()
     output.emit_json(job) if json_output else output.details(job)

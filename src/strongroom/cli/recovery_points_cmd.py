@@ -23,7 +23,7 @@ def list_(
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """List recovery points, oldest first."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         vault_name = account.catalog.get_vault(vault).name if vault else None
         points = [p.as_dict() for p in account.catalog.list_recovery_points(
             resource_id=resource, vault_name=vault_name, status=status)]
@@ -43,6 +43,6 @@ def describe(
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show one recovery point."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         point = account.catalog.get_recovery_point(recovery_point).as_dict()
     output.emit_json(point) if json_output else output.details(point)

@@ -50,7 +50,7 @@ def add(
 @resources_app.command("list")
 def list_(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """List registered resources."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         resources = [r.as_dict() for r in account.catalog.list_resources()]
     if json_output:
         output.emit_json({"resources": resources})
@@ -66,7 +66,7 @@ def describe(
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show one resource."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         resource = account.catalog.get_resource(resource_id).as_dict()
     output.emit_json(resource) if json_output else output.details(resource)
 

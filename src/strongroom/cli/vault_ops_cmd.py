@@ -95,7 +95,7 @@ def get_access_policy(
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show a vault's access policy."""
-    with context.account(ctx) as account:
+    with context.account(ctx, display=True) as account:
         shown = _policy_view(account, name)
     if json_output:
         output.emit_json(shown)

@@ -98,6 +98,7 @@ def init_account(
     account_id = f"{secrets.randbelow(10**12):012d}"
     catalog = Catalog(home / "catalog.db")
     account = Account(home, account_id, region, catalog, lambda: passphrase)
+    _guard_catalog(account, None)
     chunker = ChunkerSettings.for_average(average_chunk_size) if average_chunk_size else None
     create_vault(account, DEFAULT_VAULT, chunker=chunker, scrypt_params=scrypt_params)
     identity = {"format": ACCOUNT_FORMAT, "account_id": account_id, "region": region, "created_at": iso(now())}
@@ -118,12 +119,20 @@ def create_vault(
         shutil.rmtree(root)  # left by an unfinished init or create; never holds a catalogued vault
     vault = Vault.create(LocalStore(root), account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
     record = VaultRecord(name, account.vault_arn(name), LocalStore(root).url, vault.config.vault_id, iso(now()) or "")
-    account.catalog.add_vault(record)
-    account._open_vaults[name] = vault
+    account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault
+    try:
+        account.catalog.add_vault(record)
+    except BaseException:
+        account._open_vaults.pop(name, None)
+        raise
     return record
 
 
-def open_account(home: Path, passphrase: PassphraseSource) -> Account:
+def open_account(
+    home: Path, passphrase: PassphraseSource, *, known_passphrase: Callable[[], str | None] | None = None
+) -> Account:
+    """Open the account at ``home``. With ``known_passphrase`` (listings) catalog rows are checked only
+    when it returns a passphrase; otherwise every secured row read is checked, asking ``passphrase``."""
     home = home.expanduser().absolute()
     identity_path = home / "account.json"
     if not identity_path.exists():
@@ -135,4 +144,12 @@ def open_account(home: Path, passphrase: PassphraseSource) -> Account:
     if identity.get("format") != ACCOUNT_FORMAT:
         raise AccountError(f"{identity_path} has an unknown format", hint="Upgrade Strongroom")
     catalog = Catalog(home / "catalog.db")
-    return Account(home, identity["account_id"], identity["region"], catalog, passphrase)
+    account = Account(home, identity["account_id"], identity["region"], catalog, passphrase)
+    _guard_catalog(account, known_passphrase)
+    return account
+
+
+def _guard_catalog(account: Account, known_passphrase: Callable[[], str | None] | None) -> None:
+    from strongroom.services.catalog_integrity import attach  # it builds on this module
+
+    attach(account, known_passphrase)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from strongroom.errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
 from strongroom.model import iso, now
 from strongroom.policy.principals import account_of, user_arn
-from strongroom.services.account import Account
+from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.files import write_durably
 from strongroom.transport import signing
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
@@ -81,7 +81,7 @@ def create_credential(
     key_id = "SR" + "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(18))
     created = now()
     expires = iso(created + timedelta(days=expires_in_days)) if expires_in_days else None
-    account.catalog.add_credential(key_id, principal, iso(created) or "", expires)
+    account.catalog.add_credential(key_id, principal, iso(created) or "", expires, counted_in=DEFAULT_VAULT)
     return IssuedCredential(key_id, _secret_for(account, key_id), principal, expires)
 
 
@@ -90,7 +90,7 @@ def revoke_credential(account: Account, key_id: str) -> None:
         raise NotFoundError(
             f"no credential with access key id '{key_id}'", hint="List them with 'strongroom credentials list'"
         )
-    account.catalog.revoke_credential(key_id, iso(now()) or "")
+    account.catalog.revoke_credential(key_id, iso(now()) or "", counted_in=DEFAULT_VAULT)
 
 
 class SeenNonces:
@@ -122,7 +122,7 @@ def authenticate(
             "the request is not signed",
             hint="Register this account's endpoint with 'strongroom accounts add' and a credential",
         )
-    record = account.catalog.get_credential(parts.key_id)
+    record = account.catalog.get_credential(parts.key_id)  # checked against its MAC
     if record is None:
         raise AuthenticationError(f"access key {parts.key_id} is unknown to account {account.account_id}")
     if record["revoked_at"]:
@@ -136,9 +136,18 @@ def authenticate(
             hint="Ask the account's administrator for a new credential ('strongroom credentials create')",
         )
     _check_signature(account, parts, method, path, query)
+    _check_catalog_fresh(account)  # after the signature: an unsigned caller costs no store read
     if not nonces.first_use(parts.nonce, parts.timestamp):
         raise AuthenticationError("the request was replayed (its nonce was seen before)")
     return str(record["principal_arn"])
+
+
+def _check_catalog_fresh(account: Account) -> None:
+    """Credentials count their changes in the Default vault: a catalog rolled back to before a
+    revocation is refused there (services/catalog_integrity.py)."""
+    from strongroom.services.catalog_integrity import check_fresh  # it builds on this module's account_keys
+
+    check_fresh(account, DEFAULT_VAULT)
 
 
 def _check_signature(account: Account, parts: signing.SignedParts, method: str, path: str, query: str) -> None:

@@ -19,6 +19,7 @@ from strongroom.errors import IntegrityError, StorageError, UsageError
 from strongroom.model import JobState, JobType, RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
 from strongroom.services import notifications
 from strongroom.services.account import Account
+from strongroom.services.catalog_integrity import check_fresh
 from strongroom.services.writers import active_writers, exclusive_writers_lock
 from strongroom.vault import gc
 from strongroom.vault.vault import manifest_key
@@ -55,6 +56,7 @@ def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: 
     expired: list[str] = []
     failed: dict[str, str] = {}
     for vault in _vaults(account, vault_name):
+        check_fresh(account, vault.name)  # expiry never acts on a rolled-back catalog
         for rp in account.catalog.list_recovery_points(vault_name=vault.name):
             if _due(rp, moment):
                 _expire(account, rp, expired, failed)

@@ -21,6 +21,7 @@ from strongroom.policy.document import AccessRequest, PolicyDocument, authorize,
 from strongroom.policy.lock import GOVERNANCE, VaultLock
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
+from strongroom.services.catalog_integrity import check_fresh
 from strongroom.services.lifecycle import remove_recovery_point
 from strongroom.store.base import open_store
 from strongroom.store.local import LocalStore
@@ -293,6 +294,7 @@ def _authorize(
     resource_arn: str | None = None,
     context: dict[str, list[str]] | None = None,
 ) -> _Authorized:
+    check_fresh(account, record.name)  # a catalog put back from an older copy decides nothing
     request = AccessRequest(principal_arn, f"backup:{action}", resource_arn or record.arn, context or {})
     policy = policy_of(record)
     authorize(policy, request, owner_account_id=account.account_id)

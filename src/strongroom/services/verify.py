@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from strongroom.model import RecoveryPointStatus
+from strongroom.errors import CatalogIntegrityError
+from strongroom.model import RecoveryPoint, RecoveryPointStatus
 from strongroom.services.account import Account
+from strongroom.services.catalog_integrity import catalog_findings
 from strongroom.vault.verify import VerifyReport, verify_recovery_points
 
 
@@ -16,12 +18,17 @@ def verify(
     read_data: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
-    """Check one recovery point, or every COMPLETED one; damaged recovery points are reported by ARN."""
+    """Check one recovery point, or every COMPLETED one; damaged recovery points are reported by ARN.
+
+    Checking them all also compares the catalog with its vaults (services/catalog_integrity.py): rows
+    whose MAC fails, a catalog older than a vault's record, points missing or added, retention changed.
+    """
+    total = VerifyReport()
     if recovery_point:
         points = [account.catalog.get_recovery_point(recovery_point)]
     else:
-        points = account.catalog.list_recovery_points(status=RecoveryPointStatus.COMPLETED)
-    total = VerifyReport()
+        total.catalog_findings = catalog_findings(account)
+        points = _completed_points(account)
     by_vault: dict[str, list[str]] = {}
     for rp in points:
         by_vault.setdefault(rp.vault_name, []).append(rp.id)
@@ -36,3 +43,21 @@ def verify(
         for rp_id, keys in report.damaged_recovery_points.items():
             total.damaged_recovery_points[arns[rp_id]] = [f"{vault_name}/{k}" for k in keys]
     return total
+
+
+def _completed_points(account: Account) -> list[RecoveryPoint]:
+    """The COMPLETED points whose rows, and their vault's, pass their MAC (the others are findings already)."""
+    found = []
+    for vault_name in account.catalog.vault_names():
+        try:
+            account.catalog.get_vault(vault_name)
+        except CatalogIntegrityError:
+            continue
+        for row in account.catalog.raw_point_rows(vault_name):
+            if row["status"] != RecoveryPointStatus.COMPLETED.value:
+                continue
+            try:
+                found.append(account.catalog.get_recovery_point(row["id"]))
+            except CatalogIntegrityError:
+                continue
+    return found

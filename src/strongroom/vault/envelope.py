@@ -4,7 +4,7 @@ Layout (all integers big-endian), see docs/vault-format.md §4::
 
     0   4  magic  b"SRGM"
     4   1  format version (1)
-    5   1  kind   (1 chunk, 2 index, 3 manifest, 4 vault config)
+    5   1  kind   (1 chunk, 2 index, 3 manifest, 4 vault config, 5 catalog record)
     6   1  compression (0 none, 1 zstd, 2 zstd delta against a base chunk)
     7   1  reserved, 0
     8  16  salt   random; object key = BLAKE3-derive-key(CONTEXT, encryption_key || salt)
@@ -65,6 +65,7 @@ class Kind(IntEnum):
     INDEX = 2
     MANIFEST = 3
     CONFIG = 4
+    RECORD = 5  # the catalog's security records mirrored into the vault (services/catalog_integrity.py)
 
 
 class Compression(IntEnum):

@@ -22,10 +22,11 @@ class VerifyReport:
     bytes_read: int = 0
     damaged_objects: dict[str, str] = field(default_factory=dict)  # object key -> what is wrong
     damaged_recovery_points: dict[str, list[str]] = field(default_factory=dict)  # rp id -> damaged keys
+    catalog_findings: list[str] = field(default_factory=list)  # where the catalog disagrees with the vaults
 
     @property
     def ok(self) -> bool:
-        return not self.damaged_objects
+        return not self.damaged_objects and not self.catalog_findings
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -36,6 +37,7 @@ class VerifyReport:
             "bytes_read": self.bytes_read,
             "damaged_objects": self.damaged_objects,
             "damaged_recovery_points": self.damaged_recovery_points,
+            "catalog_findings": self.catalog_findings,
         }
 
 
