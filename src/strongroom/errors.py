@@ -113,6 +113,18 @@ class StorageFullError(StorageError):
     hint = "Free space on the vault's disk, then run the command again; nothing was committed"
 
 
+class RequestUnrecordedError(StorageFullError):
+    """An authenticated request refused because the catalog has no room to record its nonce (replay
+    refusal cannot be kept, so nothing is done): ``principal_arn`` says who sent it."""
+
+    code = "REQUEST_UNRECORDED"
+    hint = "Free space on the account's disk; the destination ended the caller's copy session so GC can run"
+
+    def __init__(self, message: str, *, hint: str | None = None, principal_arn: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.principal_arn = principal_arn
+
+
 class IntegrityError(StrongroomError):
     code = "INTEGRITY"
     exit_code = 7

@@ -29,10 +29,11 @@ from strongroom.policy.document import default_destination_policy
 from strongroom.policy.principals import root_arn
 from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
+from strongroom.vault.source import source_chunk_id
 from tests.e2e.test_copy import make_files
 from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
 from tests.support.cli import Cli
-from tests.support.hostile import stolen_announcement
+from tests.support.hostile import stolen_announcement, stolen_id_key
 
 POLLS = 1200  # bound of every wait below (at 0.05 s each: a minute)
 
@@ -52,8 +53,9 @@ class Copier:
         return str(self.client.start_copy_in("Default", announce)["copy_job_id"])
 
     def send_chunk(self, session: str, size: int = 200_000) -> None:
-        data = os.urandom(size)
-        self.client.put_chunks(session, wire.encode_frame(os.urandom(32), len(data), zstandard.compress(data)))
+        data = os.urandom(size)  # new junk under its true id: what a source may always send
+        chunk_id = source_chunk_id(stolen_id_key(self.source), data)
+        self.client.put_chunks(session, wire.encode_frame(chunk_id, len(data), zstandard.compress(data)))
 
 
 def make_accounts(tmp_path: Path) -> tuple[Cli, Cli, dict[str, Any]]:

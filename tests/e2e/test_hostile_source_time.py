@@ -10,7 +10,6 @@ date (kept longer than the lock's maximum, picked by every DR ``latest``) nor a 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from strongroom.policy.principals import root_arn
 from strongroom.transport.client import AccountClient
 from tests.e2e.test_copy import make_files
 from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
-from tests.support.cli import Cli, assert_one_line_error
+from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.hostile import stolen_announcement
 
 MIN_DAYS, MAX_DAYS = 7, 365
@@ -156,9 +155,9 @@ def test_dr_at_or_before_an_incident_skips_a_point_backdated_after_it(hostile: H
 
 
 def _set_creation_date(cli: Cli, arn: str, creation_date: str) -> None:
-    """What a lying (compromised, or pre-fix) account's catalog says of one of its points."""
-    with sqlite3.connect(cli.home / "catalog.db") as db:
-        db.execute("UPDATE recovery_points SET creation_date = ? WHERE arn = ?", (creation_date, arn))
+    """What a lying (compromised, or pre-fix) account's catalog says of one of its points: its owner (who
+    holds its passphrase) edits the catalog and vouches for it."""
+    edit_catalog_as_owner(cli, "UPDATE recovery_points SET creation_date = ? WHERE arn = ?", creation_date, arn)
 
 
 def test_a_pull_takes_time_from_the_receiving_account_too(hostile: Hostile) -> None:

@@ -11,6 +11,15 @@ from tests.support.accounts import vault_arn
 from tests.support.cli import PASSPHRASE, Cli
 
 
+def stolen_id_key(source: Cli) -> bytes:
+    """The source vault's chunk-id key, read with the stolen passphrase: frames the destination accepts."""
+    account = open_account(source.home, lambda: PASSPHRASE)
+    try:
+        return account.vault("Default").keys.id_key
+    finally:
+        account.close()
+
+
 def stolen_announcement(
     client: AccountClient, source: Cli, source_point: str, creation_date: str, delete_after_days: int
 ) -> dict[str, Any]:

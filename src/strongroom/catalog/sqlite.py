@@ -12,7 +12,7 @@ from typing import Any
 
 from strongroom.catalog import integrity
 from strongroom.catalog.migrations import MIGRATIONS
-from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError
+from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError, StorageFullError
 from strongroom.model import (
     Job,
     JobState,
@@ -569,10 +569,15 @@ class Catalog:
         """Record ``nonce`` until ``expires_at`` (Unix seconds), forgetting those expired at ``moment``;
         False when it is already recorded: the request is a replay. One transaction, so two servers of
         one home never both accept it."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (moment,))
-            inserted = db.execute("INSERT OR IGNORE INTO seen_nonces (nonce, expires_at) VALUES (?, ?)",
-                                  (nonce, expires_at))
+        try:
+            with self.transaction() as db:
+                db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (moment,))
+                inserted = db.execute("INSERT OR IGNORE INTO seen_nonces (nonce, expires_at) VALUES (?, ?)",
+                                      (nonce, expires_at))
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            raise StorageFullError(f"no space left on device for the catalog {self.path} ({exc})") from exc
         return inserted.rowcount == 1
 
     # Scheduler: its lease, rule cursors and schedule runs (services/scheduler.py) ----------------

@@ -25,6 +25,8 @@ from strongroom.errors import (
     NotFoundError,
     RemoteError,
     RequestTooLargeError,
+    RequestUnrecordedError,
+    StorageFullError,
     StrongroomError,
     UsageError,
 )
@@ -73,7 +75,11 @@ def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI
     app.add_middleware(CloseWhenBodyUnread)
 
     @app.exception_handler(StrongroomError)
-    async def strongroom_error(_: Request, exc: StrongroomError) -> JSONResponse:
+    async def strongroom_error(request: Request, exc: StrongroomError) -> JSONResponse:
+        if isinstance(exc, RequestUnrecordedError):
+            # Nothing can progress without room in the catalog: end the caller's copy session now, so its
+            # locks do not keep the garbage collector (which frees space) waiting for the idle timeout.
+            sessions.storage_full(exc.principal_arn, request.url.path, exc.message)
         return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -243,7 +249,7 @@ def _error_response(exc: StrongroomError) -> JSONResponse:
 def _status(exc: StrongroomError) -> int:
     for cls, status in ((AuthenticationError, 401), (AccessError, 403), (NotFoundError, 404),
                         (AlreadyExistsError, 409), (UsageError, 400), (RequestTooLargeError, 413),
-                        (RemoteError, 400), (BusyError, 503)):
+                        (RemoteError, 400), (BusyError, 503), (StorageFullError, 507)):
         if isinstance(exc, cls):
             return status
     return 500

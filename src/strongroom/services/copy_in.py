@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -367,6 +368,14 @@ class CopySessions:
             session.reader.close()
 
     # Housekeeping ------------------------------------------------------------------------------
+    def storage_full(self, principal_arn: str, path: str, message: str) -> None:
+        """A request of ``principal_arn`` to ``path`` was refused for want of space: end the copy-in session it
+        names (only the caller's own), releasing its locks at once."""
+        match = _COPY_IN_SESSION_PATH.match(path)
+        session = self.incoming.get(match.group(1)) if match else None
+        if session is not None and session.principal_arn == principal_arn:
+            self._guarded(lambda: self._fail(session, message))
+
     def reap_expired(self) -> None:
         """End every session past its idle timeout or maximum lifetime; retry recording refused failures.
 
@@ -426,6 +435,7 @@ class CopySessions:
 
 
 _COMPRESSOR_LEVEL = 3
+_COPY_IN_SESSION_PATH = re.compile(r"^/v1/copy-in/([^/]+)/")
 
 
 def encode_chunks(vault: Any, ids: list[bytes]) -> bytes:

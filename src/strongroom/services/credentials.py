@@ -23,7 +23,14 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from strongroom.errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
+from strongroom.errors import (
+    AuthenticationError,
+    IntegrityError,
+    NotFoundError,
+    RequestUnrecordedError,
+    StorageFullError,
+    UsageError,
+)
 from strongroom.model import iso, now
 from strongroom.policy.principals import account_of, user_arn
 from strongroom.services.account import DEFAULT_VAULT, Account
@@ -137,7 +144,13 @@ def authenticate(
         )
     _check_signature(account, parts, method, path, query)
     _check_catalog_fresh(account)  # after the signature: an unsigned caller costs no store read
-    if not nonces.first_use(parts.nonce, parts.timestamp):
+    try:
+        first_use = nonces.first_use(parts.nonce, parts.timestamp)
+    except StorageFullError as exc:
+        raise RequestUnrecordedError(
+            f"the request cannot be recorded: {exc.message}", principal_arn=str(record["principal_arn"])
+        ) from None
+    if not first_use:
         raise AuthenticationError("the request was replayed (its nonce was seen before)")
     return str(record["principal_arn"])
 
