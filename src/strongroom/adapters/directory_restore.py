@@ -26,7 +26,6 @@ the restore may run as root on a machine where other users act while it runs. So
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import secrets
@@ -55,11 +54,11 @@ _COUNTS = ("files", "dirs", "symlinks", "hardlinks", "fifos", "bytes", "setid_bi
 
 def tree_records(reader: RecoveryPointReader) -> Iterator[dict[str, Any]]:
     """The ``tree`` stream's records, in order; IntegrityError on a line that is not a JSON object."""
-    with io.TextIOWrapper(reader.open_stream("tree"), encoding="utf-8", newline="\n") as lines:
+    with reader.open_stream("tree") as lines:
         for number, line in enumerate(lines, 1):
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = json.loads(line.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError included: a forged stream of junk is one line, no traceback
                 raise IntegrityError(f"tree record {number} is not valid JSON", hint=FORGED_HINT) from None
             if not isinstance(record, dict):
                 raise IntegrityError(f"tree record {number} is not an object", hint=FORGED_HINT)
