@@ -215,7 +215,7 @@ class VaultRecord:
     access_policy: dict[str, Any] | None = None  # AWS-shaped policy document; None: the account's own only
     lock: dict[str, Any] | None = None  # policy.lock.VaultLock.as_dict(); None: unlocked
     managed: bool = False
-    notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications.py)
+    notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications/)
 
     def as_dict(self) -> dict[str, Any]:
         return {"backup_vault_name": self.name, "backup_vault_arn": self.arn, "store_url": self.store_url,
