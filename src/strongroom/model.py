@@ -215,7 +215,7 @@ class VaultRecord:
     access_policy: dict[str, Any] | None = None  # AWS-shaped policy document; None: the account's own only
     lock: dict[str, Any] | None = None  # policy.lock.VaultLock.as_dict(); None: unlocked
     managed: bool = False
-    notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications.py)
+    notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications/)
 
     def as_dict(self) -> dict[str, Any]:
         return {"backup_vault_name": self.name, "backup_vault_arn": self.arn, "store_url": self.store_url,
@@ -229,7 +229,7 @@ def _duration(start: str | None, end: str | None) -> float | None:
     return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
 
 
-# Vault notifications (services/notifications.py, docs/notifications.md).
+# Vault notifications (services/notifications/, docs/notifications.md).
 # AWS Backup's vault event names; the S3_* ones are accepted so the blueprint's list pastes unchanged
 # (Strongroom has no S3 resources, so they never fire).
 NOTIFICATION_EVENTS = (
@@ -239,3 +239,31 @@ NOTIFICATION_EVENTS = (
 )
 # The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
 NOTIFICATION_STATES = tuple(dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus)]))
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"  # not delivered yet; retried with backoff
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"  # every attempt failed
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One event for one sink (a row of ``notifications``); ``sink`` is the JSON ``{"display", "sealed"}``:
+    the masked URL and the URL sealed with the account key. Times are UTC in one fixed format."""
+
+    vault_name: str
+    event: str
+    payload: dict[str, Any]
+    sink: str
+    next_attempt_at: str
+    created_at: str
+    id: int = 0  # 0 until the catalog stored it
+    attempts: int = 0
+    delivered_at: str | None = None
+    last_error: str | None = None
+
+    def status(self, max_attempts: int) -> DeliveryStatus:
+        if self.delivered_at:
+            return DeliveryStatus.DELIVERED
+        return DeliveryStatus.FAILED if self.attempts >= max_attempts else DeliveryStatus.PENDING

@@ -20,7 +20,7 @@ from strongroom import model
 from strongroom.adapters.pgtools import free_port
 from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import open_account
-from strongroom.services.scheduler import Run, Scheduler, list_runs
+from strongroom.services.scheduler import Scheduler, ScheduleRun, list_runs
 from tests.support.accounts import vault_arn
 from tests.support.cli import PASSPHRASE, Cli
 from tests.support.clock import ManualClock
@@ -169,7 +169,7 @@ def latest_run(cli: Cli) -> str:
     return str(runs[-1]["run_id"])
 
 
-def scheduled_runs(cli: Cli, schedule: str = "cron(0 7,19 * * ? *)") -> list[Run]:
+def scheduled_runs(cli: Cli, schedule: str = "cron(0 7,19 * * ? *)") -> list[ScheduleRun]:
     """The account's scheduler (in this process, clock driven) at the plan's next fire time: what it ran."""
     account = open_account(cli.home, lambda: PASSPHRASE)
     try:

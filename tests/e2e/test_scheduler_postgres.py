@@ -22,7 +22,7 @@ from strongroom.model import JobState, RecoveryPointStatus
 from strongroom.services.account import Account, init_account
 from strongroom.services.apply import apply_config
 from strongroom.services.runners import SpawningRunner, job_alive
-from strongroom.services.scheduler import Run, Scheduler, list_runs, start_daemon
+from strongroom.services.scheduler import Scheduler, ScheduleRun, list_runs, start_daemon
 from tests.support.cli import PASSPHRASE
 from tests.support.clock import ManualClock
 from tests.support.pgcluster import PgCluster
@@ -75,7 +75,7 @@ def at(clock: ManualClock, hhmm: str, day: int = 0) -> None:
     clock.moment = DAY.replace(day=DAY.day + day, hour=int(hhmm[:2]), minute=int(hhmm[3:]))
 
 
-def runs(account: Account) -> dict[str, Run]:
+def runs(account: Account) -> dict[str, ScheduleRun]:
     return {run.resource_id: run for run in list_runs(account, limit=2)}
 
 

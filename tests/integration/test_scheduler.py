@@ -20,7 +20,7 @@ from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import Account, create_vault, init_account, open_account
 from strongroom.services.apply import apply_config
 from strongroom.services.resources import add_resource
-from strongroom.services.scheduler import Run, Scheduler, describe_plans, list_runs
+from strongroom.services.scheduler import Scheduler, ScheduleRun, describe_plans, list_runs
 from tests.support.cli import PASSPHRASE, Cli
 from tests.support.clock import ManualClock
 from tests.support.vaults import FAST_SCRYPT
@@ -57,7 +57,7 @@ class Setup:
         add_resource(self.account, name, resource_type, {"path": str(root)}, tags or {"backup": "True"})
         return root
 
-    def runs(self, **where: Any) -> list[Run]:
+    def runs(self, **where: Any) -> list[ScheduleRun]:
         found = sorted(list_runs(self.account, limit=None), key=lambda r: (r.occurrence, r.rule_name, r.resource_id))
         return [run for run in found if all(getattr(run, k) == v for k, v in where.items())]
 

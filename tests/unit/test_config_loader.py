@@ -228,7 +228,7 @@ DESTINATION = "destination:\n  vault_arn: arn:strongroom:backup:local:2222222222
 
 def test_backup_plan_in_the_blueprint_shape(tmp_path: Path) -> None:
     path = write(tmp_path, PLAN.format(destination=DESTINATION, delete_after=60, cold=""))
-    plan = load(path).backup_plans["daily"]
+    plan = load(path).stored_backup_plans()["daily"]
     assert plan["selection_tag_value"] == "True" and plan["enable"] is True
     rule = plan["rules"][0]
     assert rule["target_vault_name"] == "archive"  # the config's only vault

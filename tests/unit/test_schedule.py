@@ -307,6 +307,6 @@ def test_the_configuration_keeps_a_valid_schedule_and_its_time_zone(tmp_path: Pa
     path = tmp_path / "account.yaml"
     path.write_text(textwrap.dedent(PLAN.format(schedule="rate(2 hours)", zone="Europe/London")).lstrip())
     loaded = load_config(path, identity=ACCOUNT)
-    rule = loaded.backup_plans["daily"]["rules"][0]
+    rule = loaded.stored_backup_plans()["daily"]["rules"][0]
     assert (rule["schedule"], rule["schedule_expression_timezone"]) == ("rate(2 hours)", "Europe/London")
     assert any("rate() is a Strongroom extension" in warning for warning in loaded.warnings)

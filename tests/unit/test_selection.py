@@ -6,12 +6,22 @@ from typing import Any
 
 import pytest
 
-from strongroom.plans.selection import required_tags, selects
+from strongroom.plans import selection
+from strongroom.plans.records import BackupPlan
 
 # The seed's plans, in the stored (blueprint-shaped) form: PostgreSQL on, DynamoDB switched off.
 POSTGRES: dict[str, Any] = {"enable": True, "selection_tag": "BackupSource", "selection_tag_value": "True",
                             "selection_tags": [], "compliance_resource_types": ["postgres"], "rules": []}
 DYNAMODB: dict[str, Any] = {**POSTGRES, "enable": False, "compliance_resource_types": ["dynamodb"]}
+
+
+def selects(plan: dict[str, Any], resource_type: str, tags: dict[str, str]) -> bool:
+    """``selection.selects`` of the plan stored as ``plan``."""
+    return selection.selects(BackupPlan.of(plan), resource_type, tags)
+
+
+def required_tags(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    return selection.required_tags(BackupPlan.of(plan))
 
 
 @pytest.mark.parametrize(("value", "selected"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from strongroom.model import (
     Job,
     JobState,
     JobType,
+    OutboxRow,
     RecoveryPoint,
     RecoveryPointStatus,
     Resource,
@@ -24,6 +25,7 @@ from strongroom.model import (
     iso,
     now,
 )
+from strongroom.plans.records import Lease, RunKey, ScheduleRun
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -516,24 +518,24 @@ class Catalog:
             db.executemany("DELETE FROM chunk_map WHERE vault_name = ? AND chunk_id = ?",
                            [(vault_name, c) for c in chunk_ids])
 
-    # Notification outbox (services/notifications.py) -------------------------------------------
+    # Notification outbox (services/notifications/outbox.py) ----------------------------------
     # Times are UTC ISO strings of one fixed format, so they compare as text; ``sink`` holds the sealed URL.
-    def add_notifications(self, rows: list[dict[str, Any]]) -> list[int]:
+    def add_notifications(self, rows: list[OutboxRow]) -> list[int]:
         columns = ("vault_name", "event", "payload", "sink", "next_attempt_at", "created_at")
         ids = []
         with self.transaction() as db:
             for row in rows:
                 cursor = db.execute(
                     f"INSERT INTO notifications ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                    (row["vault_name"], row["event"], json.dumps(row["payload"]), row["sink"],
-                     row["next_attempt_at"], row["created_at"]),
+                    (row.vault_name, row.event, json.dumps(row.payload), row.sink, row.next_attempt_at,
+                     row.created_at),
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids
 
     def due_notifications(
         self, moment: str, max_attempts: int, *, ids: list[int] | None = None, limit: int = 500
-    ) -> list[dict[str, Any]]:
+    ) -> list[OutboxRow]:
         sql = "SELECT * FROM notifications WHERE delivered_at IS NULL AND attempts < ? AND next_attempt_at <= ?"
         args: list[Any] = [max_attempts, moment]
         if ids is not None:
@@ -557,7 +559,7 @@ class Catalog:
                 "UPDATE notifications SET attempts = ?, next_attempt_at = ?, delivered_at = ?, last_error = ?"
                 " WHERE id = ?", (attempts, next_attempt_at, delivered_at, last_error, row_id))
 
-    def list_notifications(self, *, pending_only: bool = False, max_attempts: int = 0) -> list[dict[str, Any]]:
+    def list_notifications(self, *, pending_only: bool = False, max_attempts: int = 0) -> list[OutboxRow]:
         sql, args = "SELECT * FROM notifications", []
         if pending_only:
             sql += " WHERE delivered_at IS NULL AND attempts < ?"
@@ -580,34 +582,34 @@ class Catalog:
             raise StorageFullError(f"no space left on device for the catalog {self.path} ({exc})") from exc
         return inserted.rowcount == 1
 
-    # Scheduler: its lease, rule cursors and schedule runs (services/scheduler.py) ----------------
-    # A run is a dict keyed by (plan, rule, occurrence, resource); its ``details`` are JSON.
-    def acquire_lease(self, name: str, holder: str, moment: datetime, expires_at: datetime) -> dict[str, Any]:
+    # Scheduler: its lease, rule cursors and schedule runs (services/scheduler/) -----------------
+    # A run is keyed by (plan, rule, occurrence, resource); its ``details`` are JSON.
+    def acquire_lease(self, name: str, holder: str, moment: datetime, expires_at: datetime) -> Lease:
         """Take or renew lease ``name`` unless another holder's is still live; returns the lease as it now is."""
         with self.transaction() as db:
             row = db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
             if row is not None and row["holder"] != holder and datetime.fromisoformat(row["expires_at"]) > moment:
-                return dict(row)
+                return _lease(row)
             db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, holder, expires_at.isoformat()))
-        return {"name": name, "holder": holder, "expires_at": expires_at.isoformat()}
+        return Lease(name, holder, expires_at.isoformat())
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
-    def get_lease(self, name: str) -> dict[str, Any] | None:
+    def get_lease(self, name: str) -> Lease | None:
         row = self._db.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
-        return dict(row) if row else None
+        return _lease(row) if row else None
 
     def scheduler_cursors(self, plan_name: str | None = None) -> dict[tuple[str, str], str]:
         """(plan, rule) -> the instant up to which the rule's occurrences have been handled."""
-        sql, args = "SELECT * FROM scheduler_cursor", ()
+        sql, args = "SELECT * FROM scheduler_cursor", tuple[str, ...]()
         if plan_name is not None:
             sql, args = sql + " WHERE plan_name = ?", (plan_name,)
         return {(r["plan_name"], r["rule_name"]): r["last_occurrence"] for r in self._db.execute(sql, args)}
 
     def record_occurrences(
-        self, plan_name: str, expected: dict[str, str | None], until: str, runs: list[dict[str, Any]]
+        self, plan_name: str, expected: dict[str, str | None], until: str, runs: list[ScheduleRun]
     ) -> bool:
         """Insert ``runs`` (existing keys are kept) and move the plan's rule cursors from ``expected`` to
         ``until``, atomically; False, changing nothing, when a cursor is no longer what the caller read."""
@@ -620,7 +622,7 @@ class Catalog:
             db.executemany(
                 f"INSERT OR IGNORE INTO schedule_runs ({', '.join(RUN_COLUMNS)})"
                 f" VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
-                [tuple(_json_or_null(run[c]) if c == "details" else run[c] for c in RUN_COLUMNS) for run in runs],
+                [_run_values(run) for run in runs],
             )
             db.executemany("INSERT OR REPLACE INTO scheduler_cursor VALUES (?, ?, ?)",
                            [(plan_name, rule, until) for rule in expected])
@@ -633,13 +635,13 @@ class Catalog:
             db.executemany("DELETE FROM scheduler_cursor WHERE plan_name = ? AND rule_name = ?", stale)
 
     def list_schedule_runs(
-        self, *, states: list[str] | None = None, plan_name: str | None = None, limit: int | None = None,
+        self, *, states: Sequence[str] | None = None, plan_name: str | None = None, limit: int | None = None,
         newest_first: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ScheduleRun]:
         sql, args = "SELECT * FROM schedule_runs WHERE 1=1", []
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
-            args += states
+            args += [_plain(state) for state in states]
         if plan_name is not None:
             sql += " AND plan_name = ?"
             args.append(plan_name)
@@ -650,14 +652,14 @@ class Catalog:
             args.append(limit)
         return [_schedule_run(r) for r in self._db.execute(sql, args)]
 
-    def get_schedule_run(self, key: tuple[str, str, str, str]) -> dict[str, Any]:
+    def get_schedule_run(self, key: RunKey) -> ScheduleRun:
         row = self._db.execute(f"SELECT * FROM schedule_runs WHERE {_RUN_WHERE}", key).fetchone()
         if row is None:
             raise NotFoundError(f"no schedule run {'/'.join(key)}")
         return _schedule_run(row)
 
     def update_schedule_run(
-        self, key: tuple[str, str, str, str], *, expected_state: str | None = None,
+        self, key: RunKey, *, expected_state: str | None = None,
         expected_attempts: int | None = None, **fields: Any,
     ) -> bool:
         """Set ``fields`` on one run, only while it is in ``expected_state`` (and ``expected_attempts``)."""
@@ -667,7 +669,7 @@ class Catalog:
         for column, value in (("state", expected_state), ("attempts", expected_attempts)):
             if value is not None:
                 sql += f" AND {column} = ?"
-                args.append(value)
+                args.append(_plain(value))
         with self.transaction() as db:
             return db.execute(sql, args).rowcount == 1
 
@@ -806,8 +808,8 @@ def _job(row: sqlite3.Row) -> Job:
     )
 
 
-def _notification(row: sqlite3.Row) -> dict[str, Any]:
-    return {**dict(row), "payload": json.loads(row["payload"])}
+def _notification(row: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(**{**dict(row), "payload": json.loads(row["payload"])})
 
 
 RUN_COLUMNS = ("plan_name", "rule_name", "occurrence", "resource_id", "state", "job_id", "attempts", "next_attempt_at",
@@ -815,8 +817,17 @@ RUN_COLUMNS = ("plan_name", "rule_name", "occurrence", "resource_id", "state", "
 _RUN_WHERE = "plan_name = ? AND rule_name = ? AND occurrence = ? AND resource_id = ?"
 
 
-def _schedule_run(row: sqlite3.Row) -> dict[str, Any]:
-    return {**dict(row), "details": json.loads(row["details"])}
+def _schedule_run(row: sqlite3.Row) -> ScheduleRun:
+    return ScheduleRun.of({**dict(row), "details": json.loads(row["details"])})
+
+
+def _run_values(run: ScheduleRun) -> tuple[Any, ...]:
+    columns = run.columns()
+    return tuple(_json_or_null(columns[c]) if c == "details" else _plain(columns[c]) for c in RUN_COLUMNS)
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(row["name"], row["holder"], row["expires_at"])
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
     return RecoveryPoint(

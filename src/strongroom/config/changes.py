@@ -80,7 +80,7 @@ def compute_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]
     changes += _resource_changes(loaded, current)
     changes += _setting_changes(DESTINATION, {"default": current.destination} if current.destination else {},
                                 {"default": _destination(loaded)} if loaded.config.destination else {})
-    changes += _setting_changes(BACKUP_PLAN, current.backup_plans, loaded.backup_plans)
+    changes += _setting_changes(BACKUP_PLAN, current.backup_plans, loaded.stored_backup_plans())
     changes += [Change(DELETE, VAULT, name, before=_vault_view(record)) for name, record in current.vaults.items()
                 if record.managed and name not in loaded.config.vaults]
     changes += _output_changes(current.outputs, loaded.outputs)

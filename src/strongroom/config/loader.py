@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
 from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues, resolve_variables
 from strongroom.errors import StrongroomError
 from strongroom.model import now
+from strongroom.plans.records import BackupPlan, BackupRule
 from strongroom.plans.schedule import parse_schedule
 from strongroom.policy.document import PolicyDocument, default_destination_policy
 from strongroom.policy.lock import VaultLock
@@ -47,13 +48,17 @@ class LoadedConfig:
     identity: AccountIdentity
     policies: dict[str, dict[str, Any] | None]  # vault -> normalised policy document
     resource_settings: dict[str, dict[str, Any]]  # resource -> settings as its adapter normalised them
-    backup_plans: dict[str, dict[str, Any]]  # plan -> JSON shape stored for the scheduler
+    backup_plans: dict[str, BackupPlan]  # plan -> as the scheduler fires it
     outputs: dict[str, dict[str, Any]]  # name -> {"value", "description", "sensitive"}
     sensitive_values: frozenset[str] = frozenset()
     warnings: tuple[str, ...] = ()
 
     def where(self, path: Path_) -> str:
         return self.source.where(path)
+
+    def stored_backup_plans(self) -> dict[str, dict[str, Any]]:
+        """The plans as the catalog setting ``backup_plans`` stores them (JSON)."""
+        return {name: plan.as_dict() for name, plan in self.backup_plans.items()}
 
 
 @dataclass
@@ -223,22 +228,22 @@ def _settings(resource_id: str, type_name: str, settings: dict[str, Any], checks
 
 
 # Backup plans ---------------------------------------------------------------------------------
-def _backup_plans(config: AccountConfig, identity: AccountIdentity, checks: _Checks) -> dict[str, dict[str, Any]]:
+def _backup_plans(config: AccountConfig, identity: AccountIdentity, checks: _Checks) -> dict[str, BackupPlan]:
     known_vaults = set(config.vaults) | set(identity.vault_names)
     default_target = next(iter(config.vaults)) if len(config.vaults) == 1 else DEFAULT_VAULT
-    stored = {}
+    plans = {}
     for name, plan in config.backup_plans.items():
-        rules = [_rule(("backup_plans", name, "rules", index), rule, config, known_vaults, default_target, checks)
-                 for index, rule in enumerate(plan.rules)]
-        stored[name] = {**plan.model_dump(mode="json"), "rules": rules}
+        rules = tuple(_rule(("backup_plans", name, "rules", index), rule, config, known_vaults, default_target,
+                            checks) for index, rule in enumerate(plan.rules))
+        plans[name] = replace(BackupPlan.of({**plan.model_dump(mode="json"), "rules": []}), rules=rules)
         _plan_warnings(("backup_plans", name), plan, checks)
-    return stored
+    return plans
 
 
 def _rule(
     path: Path_, rule: RuleConfig, config: AccountConfig, known_vaults: set[str], default_target: str,
     checks: _Checks,
-) -> dict[str, Any]:
+) -> BackupRule:
     target = rule.target_vault_name or default_target
     if target not in known_vaults:
         checks.add((*path, "target_vault_name"), f"no vault '{target}' is declared under vaults or exists in the"
@@ -249,7 +254,7 @@ def _rule(
     vault = config.vaults.get(target)
     if vault is not None and vault.lock is not None:
         _check_rule_retention((*path, "lifecycle", "delete_after"), rule.lifecycle.delete_after, vault.lock, checks)
-    return {**rule.model_dump(mode="json"), "target_vault_name": target}
+    return BackupRule.of({**rule.model_dump(mode="json"), "target_vault_name": target})
 
 
 def _check_rule_retention(path: Path_, days: int | None, lock: LockConfig, checks: _Checks) -> None:

@@ -128,7 +128,7 @@ class LockConfig(Strict):
         return self.min_retention_days, self.max_retention_days, self.changeable_for_days
 
 
-# Vault notifications (services/notifications.py, docs/notifications.md) ------------------------------
+# Vault notifications (services/notifications/, docs/notifications.md) ---------------------------------
 
 
 def _choice(allowed: tuple[str, ...], what: str) -> AfterValidator:

@@ -1,1 +1,1 @@
-"""Backup plans as pure rules: AWS cron/rate schedules and tag selection (no I/O)."""
+"""Backup plans as pure rules (no I/O, stdlib only): AWS cron/rate schedules, tag selection, firing, records."""

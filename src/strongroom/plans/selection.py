@@ -1,6 +1,6 @@
 """Which resources a backup plan selects: the NHS blueprint's tag selection, exactly.
 
-A plan (the stored, blueprint-shaped dict of config/schema.py ``BackupPlanConfig``) selects a resource
+A plan (plans/records.py ``BackupPlan``, from config/schema.py ``BackupPlanConfig``) selects a resource
 when all of these hold:
 
 - ``enable`` is not false;
@@ -14,27 +14,24 @@ Tag keys and values compare exactly, case included: ``True`` is not ``true``, as
 
 from __future__ import annotations
 
-from typing import Any
+from strongroom.plans.records import BackupPlan
 
 DEFAULT_TAG_VALUE = "True"
 
 
-def selects(plan: dict[str, Any], resource_type: str, tags: dict[str, str]) -> bool:
+def selects(plan: BackupPlan, resource_type: str, tags: dict[str, str]) -> bool:
     """True when ``plan`` selects a resource of ``resource_type`` carrying ``tags``."""
-    if not plan.get("enable", True):
+    if not plan.enable:
         return False
-    types = plan.get("compliance_resource_types") or []
+    types = plan.compliance_resource_types
     if types and resource_type not in types:
         return False
     wanted = required_tags(plan)
     return bool(wanted) and all(tags.get(key) == value for key, value in wanted)
 
 
-def required_tags(plan: dict[str, Any]) -> list[tuple[str, str]]:
+def required_tags(plan: BackupPlan) -> list[tuple[str, str]]:
     """The (key, value) pairs a resource must carry, all of them: the selection tag, then ``selection_tags``."""
-    key = plan.get("selection_tag")
-    if not key:
+    if not plan.selection_tag:
         return []
-    value = plan.get("selection_tag_value")
-    first = (key, DEFAULT_TAG_VALUE if value is None else value)
-    return [first, *((item["key"], item["value"]) for item in plan.get("selection_tags") or [])]
+    return [(plan.selection_tag, plan.selection_tag_value), *plan.selection_tags]

@@ -45,7 +45,7 @@ from strongroom.config.variables import AccountIdentity
 from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError
 from strongroom.model import Resource, VaultRecord, iso
 from strongroom.policy.principals import root_arn
-from strongroom.services import notifications, vault_ops
+from strongroom.services import vault_ops
 from strongroom.services.account import (
     SETTING_BACKUP_PLANS,
     SETTING_DESTINATION,
@@ -53,6 +53,7 @@ from strongroom.services.account import (
     Account,
     create_vault,
 )
+from strongroom.services.notifications import plan as notifications_plan
 
 APPLY_LOCK = "apply.lock"
 LOCK_POLL_SECONDS = 0.1
@@ -96,7 +97,7 @@ def make_plan(account: Account, loaded: LoadedConfig, *, clock: Clock = model.no
     current = current_state(account)
     moment = clock()
     changes = [_judged(account, change, current, moment) for change in compute_changes(loaded, current)]
-    changes += notifications.planned_changes(account, loaded)  # after the vaults they belong to
+    changes += notifications_plan.planned_changes(account, loaded)  # after the vaults they belong to
     return Plan(tuple(changes), loaded.warnings)
 
 
@@ -174,11 +175,11 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
         account.catalog.set_setting(SETTING_DESTINATION, destination.vault_arn if destination else None)
         account.catalog.set_setting(SETTING_DESTINATION_ACCOUNT, destination.account if destination else None)
     elif change.kind == BACKUP_PLAN:
-        account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.backup_plans or None)
+        account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.stored_backup_plans() or None)
     elif change.kind == OUTPUT:
         account.catalog.set_outputs(loaded.outputs)
-    elif change.kind == notifications.CHANGE_KIND:
-        notifications.apply_change(account, loaded, change.name)
+    elif change.kind == notifications_plan.CHANGE_KIND:
+        notifications_plan.apply_change(account, loaded, change.name)
 
 
 def _execute_vault(account: Account, change: Change, root: str, clock: Clock) -> None:

@@ -88,8 +88,8 @@ def _resource_id(ctx: StepContext, restored: dict[str, Any], original: Resource 
 def _selecting_rules(ctx: StepContext, resource_type: str, tags: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
     destination = ctx.account.catalog.get_setting("destination_vault_arn")
     plans = sorted(applied_plans(ctx.account).items())
-    rules = [(name, {**rule_snapshot(rule, destination), "rule_name": rule["name"]})
-             for name, plan in plans if selects(plan, resource_type, tags) for rule in plan.get("rules") or []]
+    rules = [(name, {**rule_snapshot(rule, destination).as_dict(), "rule_name": rule.name})
+             for name, plan in plans if selects(plan, resource_type, tags) for rule in plan.rules]
     if not rules and ctx.step["require_plan"]:
         shown = ", ".join(f"{key}={value}" for key, value in sorted(tags.items())) or "no tags"
         raise ConfigError(f"no backup plan of this account selects a {resource_type} resource with {shown}",
