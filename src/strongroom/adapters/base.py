@@ -105,8 +105,8 @@ def register_adapter(cls: type[ResourceAdapter]) -> type[ResourceAdapter]:
 
 
 BUILTIN_MODULES = {
-    "postgres": "postgres",
-    "postgres-cluster": "postgres_cluster",
+    "postgres": "postgres.logical",
+    "postgres-cluster": "postgres.cluster",
     "directory": "directory",
     "sqlite": "sqlite",
 }

@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 
 from strongroom.adapters.base import RestoreRequest, get_adapter
-from strongroom.adapters.pgdump_roles import ownership_options
-from strongroom.adapters.pgtools import parse_dsn
-from strongroom.adapters.postgres_cluster import data_directory
+from strongroom.adapters.postgres.cluster import data_directory
+from strongroom.adapters.postgres.dump_roles import ownership_options
+from strongroom.adapters.postgres.tools import parse_dsn
 from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
 from strongroom.faults import fault_point
 from strongroom.model import Arn, Job, JobState, RecoveryPoint

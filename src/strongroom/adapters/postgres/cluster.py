@@ -1,7 +1,7 @@
 """``postgres-cluster``: a whole PostgreSQL cluster (the "DB cluster"), physical.
 
 Setting ``method``: ``auto`` (default) reads the data directory's files directly when the cluster
-runs on this machine and the role may (``strongroom.adapters.pgdirect``: the same tar stream, a
+runs on this machine and the role may (``strongroom.adapters.postgres.direct``: the same tar stream, a
 fraction of the CPU), else uses ``pg_basebackup``; ``direct`` refuses to fall back; ``pg_basebackup``
 never reads files. The recovery point records the ``method`` used and why direct was not possible.
 
@@ -23,7 +23,7 @@ configured in ``postgresql.auto.conf``: ``port`` (``request.port`` or a free one
 configuration outside the data directory (Debian), minimal files are written (``pg_hba.conf``:
 local ``peer``, 127.0.0.1 ``scram-sha-256``).
 
-A restore never runs what the backup carries (``strongroom.adapters.restoredconf``): unless the
+A restore never runs what the backup carries (``strongroom.adapters.postgres.restored_conf``): unless the
 request's option ``trust_restored_config`` is set, settings that run commands or load code are
 commented out of the configuration files, the same settings are overridden on the server's command
 line, and a data directory holding a program (an ELF file) is refused. The job result lists what was
@@ -53,7 +53,6 @@ from typing import IO, Any
 
 import psycopg
 
-from strongroom.adapters import pgdirect, restoredconf, tarextract
 from strongroom.adapters.base import (
     BackupContext,
     ResourceAdapter,
@@ -63,7 +62,8 @@ from strongroom.adapters.base import (
     RestoreResult,
     register_adapter,
 )
-from strongroom.adapters.pgtools import (
+from strongroom.adapters.postgres import direct, restored_conf, tar
+from strongroom.adapters.postgres.tools import (
     OsUser,
     PgDsn,
     ToolProcess,
@@ -127,8 +127,8 @@ class PostgresClusterAdapter(ResourceAdapter):
         dsn, method = parse_dsn(settings["dsn"]), settings.get("method", "auto")
         with connect(dsn, ctx.environment, SourceError) as conn:
             info = cluster_info(conn, dsn, ctx.environment)
-            local = pgdirect.eligibility(conn) if method != "pg_basebackup" else "method: pg_basebackup"
-            if isinstance(local, pgdirect.LocalCluster):
+            local = direct.eligibility(conn) if method != "pg_basebackup" else "method: pg_basebackup"
+            if isinstance(local, direct.LocalCluster):
                 return self._direct_backup(conn, local, resource, ctx, info)
         if method == "direct":
             raise SourceError(
@@ -139,7 +139,7 @@ class PostgresClusterAdapter(ResourceAdapter):
     def _direct_backup(
         self,
         conn: Any,
-        local: pgdirect.LocalCluster,
+        local: direct.LocalCluster,
         resource: ResourceSpec,
         ctx: BackupContext,
         info: dict[str, Any],
@@ -151,7 +151,7 @@ class PostgresClusterAdapter(ResourceAdapter):
             ctx.writer.store_stream(STREAM, watchers[0])
 
         try:
-            done = pgdirect.run_direct_backup(conn, local, f"strongroom {resource.id}", consume)
+            done = direct.run_direct_backup(conn, local, f"strongroom {resource.id}", consume)
         except psycopg.Error as exc:
             raise describe_failure(str(exc), info["server"], SourceError, action="direct backup") from None
         extra = {"vanished_during_backup": done.skipped[:100]} if done.skipped else {}
@@ -453,7 +453,7 @@ def socket_directory(data_dir: Path, name: str) -> Path:
 
 
 def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
-    """Unpack the base tar as it streams (``tarextract``: nothing may land outside ``data_dir``)."""
+    """Unpack the base tar as it streams (``tar``: nothing may land outside ``data_dir``)."""
 
     def chunks() -> Iterator[bytes]:
         for chunk in ctx.reader.iter_stream(STREAM):
@@ -461,7 +461,7 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
                 ctx.progress(len(chunk))
             yield chunk
 
-    members = set(tarextract.extract(chunks(), data_dir, what=f"the recovery point's {STREAM}"))
+    members = set(tar.extract(chunks(), data_dir, what=f"the recovery point's {STREAM}"))
     missing = [name for name in ("PG_VERSION", "global/pg_control", "backup_label") if name not in members]
     if missing:
         raise IntegrityError(f"the recovery point's {STREAM} has no {', '.join(missing)}", hint="")
@@ -469,11 +469,11 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
 
 def refuse_untrusted_content(data_dir: Path) -> None:
     """Refuse what a base backup of ours never holds and what would act outside the data directory: a
-    program (one in a backup is there to be loaded, ``restoredconf``) or a non-empty ``tablespace_map`` (recovery
+    program (one in a backup is there to be loaded, ``restored_conf``) or a non-empty ``tablespace_map`` (recovery
     would turn its lines into links to any directory and write there; clusters with tablespaces are
     refused at backup)."""
     trust = "restore it only if you trust its source, with --trust-restored-config"
-    found = restoredconf.programs(data_dir)
+    found = restored_conf.programs(data_dir)
     if found:
         raise IntegrityError(f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
                              hint=f"a PostgreSQL data directory holds none; {trust}")
@@ -502,11 +502,11 @@ def configure(plan: RestorePlan) -> None:
         "archive_mode": "off",
     }
     if not plan.trusted:
-        plan.disabled = restoredconf.neutralise(data_dir)
-        plan.overrides = restoredconf.server_overrides(data_dir, plan.major, plan.disabled)
+        plan.disabled = restored_conf.neutralise(data_dir)
+        plan.overrides = restored_conf.server_overrides(data_dir, plan.major, plan.disabled)
         if "ssl" in plan.overrides:
             settings["ssl"] = plan.overrides["ssl"]
-    plan.notes += restoredconf.hba_warnings(data_dir)
+    plan.notes += restored_conf.hba_warnings(data_dir)
     append_settings(data_dir, settings)
     data_dir.chmod(0o700)
     if not plan.socket_dir.exists():

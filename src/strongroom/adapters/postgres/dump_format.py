@@ -24,7 +24,7 @@ restore still works, only without offsets.
 
 :func:`read_toc` reads the table of contents from the front of a stream that cannot seek (a recovery
 point's ``dump`` stream), so that a restore can learn which roles the archive names before any data
-moves (``adapters/pgdump_roles.py``).
+moves (``adapters/postgres/dump_roles.py``).
 """
 
 from __future__ import annotations

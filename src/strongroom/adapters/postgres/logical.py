@@ -16,10 +16,10 @@ Owners and privileges are restored: a restore must not widen access. Without the
 would belong to the restoring (often super)user — a ``SECURITY DEFINER`` function would then run as
 it — and a ``REVOKE … FROM PUBLIC`` would be lost, so PostgreSQL's defaults (anyone may execute a
 function) would apply. Before any database is created, the roles the dump names (owners, grantees,
-policy roles: its table of contents, ``adapters/pgdump_roles.py``) are looked up on the target
+policy roles: its table of contents, ``adapters/postgres/dump_roles.py``) are looked up on the target
 server; missing ones refuse the restore (:class:`TargetRolesMissingError`). Options ``no_owners`` /
 ``no_privileges`` (``restore start --no-owners/--no-privileges``, the runbook step's fields of the
-same names; both built by ``pgdump_roles.ownership_options``) drop them explicitly.
+same names; both built by ``dump_roles.ownership_options``) drop them explicitly.
 
 Passwords never appear in a DSN or in argv: they come from ``ctx.environment`` (``PGPASSWORD``,
 ``PGPASSFILE``) or the process environment.
@@ -49,9 +49,9 @@ from strongroom.adapters.base import (
     RestoreResult,
     register_adapter,
 )
-from strongroom.adapters.pgdump_format import add_data_offsets, read_toc
-from strongroom.adapters.pgdump_roles import Ownership, RoleNeeds, role_needs
-from strongroom.adapters.pgtools import (
+from strongroom.adapters.postgres.dump_format import add_data_offsets, read_toc
+from strongroom.adapters.postgres.dump_roles import Ownership, RoleNeeds, role_needs
+from strongroom.adapters.postgres.tools import (
     PgDsn,
     ToolProcess,
     connect,
@@ -77,7 +77,7 @@ FROM (SELECT pg_table_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON
       WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')) s
 """
 # Parallel pg_restore needs a seekable copy of the dump (written to scratch space first, its data
-# offsets then filled in by pgdump_format), which costs about a tenth of the restore; it pays off when
+# offsets then filled in by dump_format), which costs about a tenth of the restore; it pays off when
 # the work outside the largest table is larger than that: restore time with N jobs is at least the
 # largest table's COPY and index builds. Measured in docs/performance.md.
 PARALLEL_WHEN_LARGEST_TABLE_BELOW = 0.8
