@@ -55,11 +55,13 @@ import psycopg
 
 from strongroom.adapters.base import (
     BackupContext,
+    Endpoint,
     ResourceAdapter,
     ResourceSpec,
     RestoreContext,
     RestoreRequest,
     RestoreResult,
+    RunbookRestore,
     register_adapter,
 )
 from strongroom.adapters.postgres import direct, restored_conf, tar
@@ -111,6 +113,7 @@ SELECT current_setting('server_version'), current_setting('server_version_num'):
 class PostgresClusterAdapter(ResourceAdapter):
     type_name = "postgres-cluster"
     description = "A whole PostgreSQL cluster, physical (pg_basebackup; restore = a new cluster, new identifier)"
+    supports_runbooks = True
 
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         normalised = dsn_settings(self.type_name, settings, also=("method",))
@@ -201,6 +204,28 @@ class PostgresClusterAdapter(ResourceAdapter):
         if request.port and not port_is_free(request.port):
             return f"port {request.port} on 127.0.0.1 is already in use"
         return None
+
+    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
+                                original: ResourceSpec | None) -> RestoreRequest:
+        options: dict[str, Any] = {"jobs": step.jobs} if step.jobs else {}
+        if step.trust_restored_config:
+            options["trust_restored_config"] = True
+        return RestoreRequest(step.target, identifier, step.port, False, options)
+
+    def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
+        return Endpoint(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
+                        login=parse_dsn(result["dsn"]).user,
+                        extra={"data_directory": result["data_directory"], "stop_command": result["stop_command"],
+                               "log": result["log"],
+                               "disabled_on_restore": result.get("disabled_on_restore") or []})
+
+    def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
+        return {"data_directory": str(data_directory(request, home))}
+
+    def restore_caveat(self, request: RestoreRequest) -> str:
+        if request.options.get("trust_restored_config"):
+            return ", trusting its configuration (its commands and libraries run here)"
+        return ""
 
     def discard_restore(self, request: RestoreRequest, home: Path, details: dict[str, Any]) -> list[str]:
         """Stop the restored cluster if it runs; remove its data directory, log and socket directory."""

@@ -42,15 +42,17 @@ from psycopg import sql
 
 from strongroom.adapters.base import (
     BackupContext,
+    Endpoint,
     ResourceAdapter,
     ResourceSpec,
     RestoreContext,
     RestoreRequest,
     RestoreResult,
+    RunbookRestore,
     register_adapter,
 )
 from strongroom.adapters.postgres.dump_format import add_data_offsets, read_toc
-from strongroom.adapters.postgres.dump_roles import Ownership, RoleNeeds, role_needs
+from strongroom.adapters.postgres.dump_roles import Ownership, RoleNeeds, ownership_options, role_needs
 from strongroom.adapters.postgres.tools import (
     PgDsn,
     ToolProcess,
@@ -111,6 +113,7 @@ PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 class PostgresAdapter(ResourceAdapter):
     type_name = "postgres"
     description = "One PostgreSQL database, logical (pg_dump / pg_restore into a new database)"
+    supports_runbooks = True
 
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         return dsn_settings(self.type_name, settings)
@@ -172,6 +175,35 @@ class PostgresAdapter(ResourceAdapter):
         with connect(target, {}, TargetError, dbname="postgres") as conn:
             conn.execute(statement)
         return [f"dropped database {target.dbname} on {target.where()}"]
+
+    # Runbooks -----------------------------------------------------------------------------------
+    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
+                                original: ResourceSpec | None) -> RestoreRequest:
+        options: dict[str, Any] = {"jobs": step.jobs} if step.jobs else {}
+        # The app must find its tables as it left them: owners and grants come back unless the step drops them.
+        options.update(ownership_options(no_owners=step.no_owners, no_privileges=step.no_privileges))
+        return RestoreRequest(_database_on(step.target, original, identifier), identifier, None, False, options)
+
+    def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
+        target = parse_dsn(result["target"])
+        return Endpoint(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
+                        dsn=result["target"], dbname=target.dbname, login=target.user,
+                        extra={"database": target.dbname})
+
+    def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
+        return {"database": request.target_identifier}
+
+
+def _database_on(server: str | None, original: ResourceSpec | None, identifier: str) -> str:
+    """The new database ``identifier`` on ``server``, or on the original's server."""
+    if not server:
+        server = (original.settings if original else {}).get("dsn")
+        if not server:  # the original may be gone with its account
+            raise ConfigError("a postgres restore needs target: the DSN of the server to create the database on",
+                              hint="e.g. target: postgresql://postgres@db.internal:5432/postgres")
+    params = dict(parse_dsn(server, field="target").params)
+    params["dbname"] = identifier
+    return psycopg.conninfo.make_conninfo(**params)
 
 
 def server_info(dsn: PgDsn, environment: Mapping[str, str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom.config.runbook import Runbook
+from strongroom.config.runbook import Runbook, RunbookStep, StepModel
 from strongroom.errors import BusyError, StrongroomError, UsageError
 from strongroom.faults import fault_point
 from strongroom.model import iso, new_id, now
@@ -38,7 +38,7 @@ def start_run(account: Account, runbook: Runbook, *, rehearsal: bool = False,
     moment = iso(now()) or ""
     run = {"id": run_id, "runbook_name": runbook.name, "runbook": runbook.as_dict(), "rehearsal": rehearsal,
            "state": RUNNING, "incident_time": iso(incident_time) if incident_time else moment, "created_at": moment}
-    steps = [{"position": index, "name": step["name"], "type": step["type"], "state": PENDING}
+    steps = [{"position": index, "name": step.name, "type": step.type, "state": PENDING}
              for index, step in enumerate(runbook.steps)]
     account.catalog.add_dr_run(run, steps)
     return run_id
@@ -76,19 +76,19 @@ def dry_run(account: Account, runbook: Runbook, *, rehearsal: bool = False) -> d
     earlier: list[dict[str, Any]] = []
     entries = []
     for index, record in enumerate(runbook.steps):
-        entry: dict[str, Any] = {"position": index + 1, "name": record["name"], "type": record["type"]}
-        if not record["enabled"]:
+        entry: dict[str, Any] = {"position": index + 1, "name": record.name, "type": record.type}
+        if not record.enabled:
             entries.append({**entry, "action": f"skip (when: {_when(record)})", "problems": []})
             continue
         outputs = {e["name"]: e["outputs"] for e in earlier}
-        resolved = resolve_runtime(record, outputs, {"id": DRY_RUN_ID, "rehearsal": rehearsal, "dry_run": True})
+        resolved = _resolved(record, outputs, {"id": DRY_RUN_ID, "rehearsal": rehearsal, "dry_run": True})
         ctx = StepContext(account, DRY_RUN_ID, rehearsal, resolved, earlier, dry_run=True)
         try:
-            text, predicted, problems = HANDLERS[record["type"]].describe(ctx)
+            text, predicted, problems = HANDLERS[record.type].describe(ctx)
         except StrongroomError as exc:
-            text, predicted, problems = f"{record['type']}", {}, [exc.one_line()]
+            text, predicted, problems = f"{record.type}", {}, [exc.one_line()]
         entries.append({**entry, "action": text, "problems": problems})
-        earlier.append({"name": record["name"], "type": record["type"], "outputs": predicted})
+        earlier.append({"name": record.name, "type": record.type, "outputs": predicted})
     problems = sum(len(e["problems"]) for e in entries)
     return {"runbook": runbook.name, "file": runbook.file, "rehearsal": rehearsal, "variables": runbook.variables,
             "steps": entries, "problems": problems}
@@ -126,7 +126,7 @@ def _execute_steps(account: Account, run: dict[str, Any], observer: Observer) ->
         if row["state"] in (COMPLETED, SKIPPED):
             continue
         record = runbook.steps[row["position"]]
-        if not record["enabled"]:
+        if not record.enabled:
             account.catalog.update_dr_step(run["id"], row["position"], state=SKIPPED,
                                            changes=[f"skipped: when {_when(record)} does not hold"])
             observer("skip", row)
@@ -138,11 +138,11 @@ def _execute_steps(account: Account, run: dict[str, Any], observer: Observer) ->
         fault_point(f"dr.after:{row['name']}")
 
 
-def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record: dict[str, Any]) -> None:
+def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record: RunbookStep) -> None:
     run_id, position = run["id"], row["position"]
     earlier = _earlier(account, run_id, position)
     outputs = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
-    resolved = resolve_runtime(record, outputs, {"id": run_id, "rehearsal": bool(run["rehearsal"])})
+    resolved = _resolved(record, outputs, {"id": run_id, "rehearsal": bool(run["rehearsal"])})
     checkpoint = dict(row.get("checkpoint") or {})
     ctx = StepContext(account, run_id, bool(run["rehearsal"]), resolved, earlier, checkpoint=checkpoint,
                       changes=list(checkpoint.get("changes") or []),
@@ -152,7 +152,7 @@ def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record
                                    started_at=iso(now()), error=None)
     started = time.monotonic()
     try:
-        result = HANDLERS[record["type"]].run(ctx)
+        result = HANDLERS[record.type].run(ctx)
     except StrongroomError as exc:
         account.catalog.update_dr_step(run_id, position, state=FAILED, error=exc.one_line(),
                                        changes=list(dict.fromkeys(ctx.changes)),
@@ -194,9 +194,9 @@ def _clean_up(account: Account, run: dict[str, Any]) -> list[str]:
             continue
         earlier = _earlier(account, run["id"], row["position"])
         known = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
-        record = resolve_runtime(runbook.steps[row["position"]], known, {"id": run["id"], "rehearsal": True,
-                                                                         "dry_run": True})
-        ctx = StepContext(account, run["id"], True, record, earlier, checkpoint=dict(row.get("checkpoint") or {}))
+        fields = _resolved(runbook.steps[row["position"]], known, {"id": run["id"], "rehearsal": True,
+                                                                   "dry_run": True})
+        ctx = StepContext(account, run["id"], True, fields, earlier, checkpoint=dict(row.get("checkpoint") or {}))
         outputs = row.get("outputs") or _partial_outputs(row)
         try:
             done += HANDLERS[row["type"]].clean_up(ctx, outputs)
@@ -226,5 +226,11 @@ def _summary(account: Account, run: dict[str, Any]) -> dict[str, Any]:
             "current_step": current, "error": run["error"]}
 
 
-def _when(record: dict[str, Any]) -> str:
-    return ", ".join(f"{key} = {value}" for key, value in (record.get("when") or {}).items())
+def _when(record: RunbookStep) -> str:
+    return ", ".join(f"{key} = {value}" for key, value in record.fields.when.items())
+
+
+def _resolved(record: RunbookStep, outputs: dict[str, Any], run: dict[str, Any]) -> StepModel:
+    """The step's fields with ${steps.*} and ${run.*} substituted, for its handler."""
+    resolved: StepModel = resolve_runtime(record.fields, outputs, run)
+    return resolved
