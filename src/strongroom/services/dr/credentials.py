@@ -26,7 +26,7 @@ class UpdateSecret:
         name, target = ctx.step.secret, ctx.scratch_name(ctx.step.secret)
         current = _existing(ctx, name, required=True)
         values = ctx.step.values or _location(restored)
-        updated = {**current, **values}
+        updated = {**(current or {}), **values}
         if _existing(ctx, target, required=False) != updated:  # a resumed step does not add a version
             secrets.put_secret(ctx.account, target, updated)
         version = secrets.describe_secret(ctx.account, target)["version"]
