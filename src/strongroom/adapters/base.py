@@ -133,7 +133,8 @@ class ResourceAdapter(ABC):
                                 original: ResourceSpec | None) -> RestoreRequest:
         """The request a runbook's restore ``step`` makes for the new ``identifier``; ``original`` is the
         resource the point was taken of, when this account still has it."""
-        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook")
+        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook",
+                          hint="restore it with 'strongroom restore start'")
 
     def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
         """Where the resource a restore job made (its ``result``) answers."""
