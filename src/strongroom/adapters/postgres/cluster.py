@@ -166,7 +166,7 @@ class PostgresClusterAdapter(ResourceAdapter):
     ) -> dict[str, Any]:
         env = tool_environment(ctx.environment)
         pg_basebackup = find_tool("pg_basebackup", env)
-        argv = [
+        argv: list[str | Path] = [
             pg_basebackup, "--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast",
             "--no-password", f"--label=strongroom {resource.id}", f"--dbname={dsn.text}",
         ]  # fmt: skip
@@ -235,7 +235,7 @@ class PostgresClusterAdapter(ResourceAdapter):
             major = details.get("server_major")
             pg_ctl = find_tool("pg_ctl", tool_environment(), major=int(major) if major else None)
             user = server_user(request.options.get("os_user"))
-            argv = [pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"]
+            argv: list[str | Path] = [pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"]
             run_tool(argv, env=server_environment(), user=user, cwd=Path("/"))
             removed.append(f"stopped cluster {name}")
         if data_dir.exists():
@@ -554,7 +554,7 @@ def append_settings(data_dir: Path, settings: dict[str, str]) -> None:
 def start(plan: RestorePlan) -> None:
     """``pg_ctl start``; if a port picked here was taken meanwhile (another server started), pick another."""
     for attempt in range(START_ATTEMPTS):
-        argv = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT]
+        argv: list[str | Path] = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT]
         if plan.overrides:  # pg_ctl hands -o to postgres through the shell: each word quoted
             words = [word for key, value in plan.overrides.items() for word in ("-c", f"{key}={value}")]
             argv += ["-o", shlex.join(words)]
@@ -597,7 +597,7 @@ def check_answers(plan: RestorePlan, ctx: RestoreContext) -> None:
 def abandon(plan: RestorePlan, *, remove: bool) -> None:
     """Undo a failed restore: stop the server if it runs, remove the directory if this restore made it."""
     if plan.started or (plan.data_dir / "postmaster.pid").exists():
-        argv = [plan.pg_ctl, "-D", plan.data_dir, "-m", "immediate", "-w", "stop"]
+        argv: list[str | Path] = [plan.pg_ctl, "-D", plan.data_dir, "-m", "immediate", "-w", "stop"]
         run_tool(argv, env=plan.env, user=plan.user, cwd=Path("/"))
     if plan.made_socket_dir:
         shutil.rmtree(plan.socket_dir, ignore_errors=True)

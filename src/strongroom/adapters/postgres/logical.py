@@ -124,7 +124,7 @@ class PostgresAdapter(ResourceAdapter):
         env = tool_environment(ctx.environment)
         pg_dump = find_tool("pg_dump", env)
         info = server_info(dsn, ctx.environment)
-        argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", f"--dbname={dsn.text}"]
+        argv: list[str | Path] = [pg_dump, "--format=custom", "--compress=0", "--no-password", f"--dbname={dsn.text}"]
         with ToolProcess(argv, env=env, stdout=subprocess.PIPE) as tool:
             ctx.writer.store_stream("dump", tool.stdout)
             code = tool.wait()

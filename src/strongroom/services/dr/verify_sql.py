@@ -49,7 +49,7 @@ def _connect(ctx: StepContext[VerifySqlStep]) -> psycopg.Connection[Any]:
                                    password=value["password"], dbname=ctx.step.database or value["dbname"],
                                    connect_timeout=10, autocommit=True)
         database = ctx.step.database
-        extra = {"dbname": database} if database else {}
+        extra: dict[str, Any] = {"dbname": database} if database else {}
         return psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True, **extra)
     except psycopg.Error as exc:
         raise TargetError(f"connecting to {restored['identifier']} failed: {first_line(exc)}") from None
