@@ -17,7 +17,7 @@ import psycopg
 import yaml
 
 from strongroom import model
-from strongroom.adapters.pgtools import free_port
+from strongroom.adapters.postgres.tools import free_port
 from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import open_account
 from strongroom.services.scheduler import Scheduler, ScheduleRun, list_runs

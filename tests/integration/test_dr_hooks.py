@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from strongroom.config.runbook import RunbookStep
 from strongroom.errors import HookFailedError
 from strongroom.services import secrets
 from strongroom.services.account import Account, init_account
@@ -62,7 +63,8 @@ def account(tmp_path: Path) -> Iterator[Account]:
 def context(account: Account, step: dict[str, Any], *, rehearsal: bool = False) -> StepContext:
     earlier = [{"name": "restore", "type": "restore", "state": "COMPLETED",
                 "outputs": {"identifier": "mavis-x-restored", "host": "127.0.0.1", "port": 5499}}]
-    return StepContext(account, "run12345-abcd", rehearsal, {"name": "hook", **step}, earlier)
+    fields = RunbookStep.of({"name": "hook", **step}).fields  # validated as a loaded runbook's step
+    return StepContext(account, "run12345-abcd", rehearsal, fields, earlier)
 
 
 def http_step(url: str, **fields: Any) -> dict[str, Any]:
@@ -121,8 +123,7 @@ def test_failing_command_and_unhealthy_app_are_hook_failures(account: Account, s
 def environment_seen_by(tmp_path: Path, account: Account, step_type: str, **fields: Any) -> dict[str, str]:
     """What a hook's command finds in its environment (it dumps it to a file)."""
     out = tmp_path / f"{step_type}.env"
-    step = {"type": step_type, "command": f"env > {out}", "timeout_seconds": 10, "rehearse": False,
-            "health_url": None, **fields}
+    step = {"type": step_type, "command": f"env > {out}", "timeout_seconds": 10, "rehearse": False, **fields}
     (RunCommand() if step_type == "run" else RestartApp()).run(context(account, step))
     return dict(line.partition("=")[::2] for line in out.read_text().splitlines() if "=" in line)
 

@@ -20,7 +20,7 @@ import pytest
 
 from strongroom import model
 from strongroom.adapters.base import RestoreRequest
-from strongroom.adapters.pgtools import free_port
+from strongroom.adapters.postgres.tools import free_port
 from strongroom.errors import ConfigError, SourceError
 from strongroom.model import JobState
 from strongroom.policy.principals import root_arn

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from strongroom.adapters.pgdump_format import add_data_offsets, data_offsets, read_toc
-from strongroom.adapters.pgdump_roles import role_needs
-from strongroom.adapters.pgtools import find_tool
+from strongroom.adapters.postgres.dump_format import add_data_offsets, data_offsets, read_toc
+from strongroom.adapters.postgres.dump_roles import role_needs
+from strongroom.adapters.postgres.tools import find_tool
 from tests.support.pgcluster import PgCluster, sample_database
 
 pytestmark = pytest.mark.postgres

@@ -13,8 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from strongroom.adapters import ResourceSpec, RestoreContext, RestoreRequest, get_adapter, postgres_cluster
-from strongroom.adapters.pgtools import free_port
+from strongroom.adapters import ResourceSpec, RestoreContext, RestoreRequest, get_adapter
+from strongroom.adapters.postgres import cluster as postgres_cluster
+from strongroom.adapters.postgres.tools import free_port
 from strongroom.errors import ConfigError, IntegrityError, SourceError, TargetError, TargetNotEmptyError
 from strongroom.vault import Vault
 from strongroom.vault.writer import RecoveryPointWriter

@@ -13,8 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from strongroom.adapters import ResourceSpec, RestoreRequest, get_adapter, tarextract
-from strongroom.adapters.pgtools import find_tool, tool_environment
+from strongroom.adapters import ResourceSpec, RestoreRequest, get_adapter
+from strongroom.adapters.postgres import tar
+from strongroom.adapters.postgres.tools import find_tool, tool_environment
 from strongroom.errors import ConfigError, SourceError
 from strongroom.vault import Vault
 from strongroom.vault.manifest import load_manifest
@@ -68,7 +69,7 @@ def test_auto_reads_a_local_cluster_directly_and_pg_verifybackup_accepts_the_res
 
     unpacked = tmp_path / "unpacked"
     with RecoveryPointReader(vault, manifest) as reader:
-        members = tarextract.extract(reader.iter_stream("base.tar"), unpacked)
+        members = tar.extract(reader.iter_stream("base.tar"), unpacked)
     verified = subprocess.run(
         [find_tool("pg_verifybackup", tool_environment({})), str(unpacked)], capture_output=True, text=True, check=False
     )

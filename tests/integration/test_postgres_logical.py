@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from strongroom.adapters import ResourceSpec, RestoreRequest, get_adapter
-from strongroom.adapters.pgtools import find_tool
+from strongroom.adapters.postgres.tools import find_tool
 from strongroom.errors import (
     ConfigError,
     SourceError,
@@ -224,7 +224,7 @@ def test_a_password_in_the_dsn_is_refused_without_echoing_it(
 
 
 def test_an_unreachable_server_is_a_clear_source_error(pg_bindir: Path, vault: Vault, tmp_path: Path) -> None:
-    from strongroom.adapters.pgtools import free_port
+    from strongroom.adapters.postgres.tools import free_port
 
     port = free_port()
     with pytest.raises(SourceError) as failed:

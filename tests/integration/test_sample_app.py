@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from strongroom.adapters.pgtools import free_port
+from strongroom.adapters.postgres.tools import free_port
 from tests.support.cli import Cli, Result
 from tests.support.pgcluster import PgCluster
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strongroom.adapters.pgtools import free_port
+from strongroom.adapters.postgres.tools import free_port
 from tests.support.cli import Cli
 
 

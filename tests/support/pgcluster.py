@@ -32,7 +32,7 @@ import pytest
 from psycopg import sql
 
 from strongroom.adapters import BackupContext, ResourceSpec, get_adapter
-from strongroom.adapters.pgtools import OsUser, find_tool, free_port, run_tool, server_user, tool_environment
+from strongroom.adapters.postgres.tools import OsUser, find_tool, free_port, run_tool, server_user, tool_environment
 from strongroom.errors import ToolMissingError
 from strongroom.vault import Vault
 from strongroom.vault.manifest import Manifest

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from strongroom.adapters.pgdirect import (
+from strongroom.adapters.postgres.direct import (
     ManifestEntry,
     StopResult,
     backup_manifest,

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from strongroom.adapters.postgres import default_jobs, restore_jobs
+from strongroom.adapters.postgres.logical import default_jobs, restore_jobs
 from strongroom.errors import ConfigError
 
 

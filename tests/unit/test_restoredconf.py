@@ -1,4 +1,4 @@
-"""The rewrite of a restored cluster's configuration files (``adapters/restoredconf.py``) on real files:
+"""The rewrite of a restored cluster's configuration files (``adapters/postgres/restored_conf.py``) on real files:
 every spelling PostgreSQL's parser accepts for a setting that runs or loads code is caught; settings
 that do neither, and files inside the data directory, are kept byte for byte."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.adapters import restoredconf
+from strongroom.adapters.postgres import restored_conf
 
 KEPT = """\
 # a comment mentioning ssl_passphrase_command = 'x'
@@ -61,10 +61,10 @@ def data_dir(tmp_path: Path) -> Path:
 def test_a_setting_that_runs_loads_or_reaches_outside_is_commented_out(data_dir: Path, line: str) -> None:
     kept = KEPT.format(data=data_dir)
     (data_dir / "postgresql.auto.conf").write_text(kept + line + "\n")
-    disabled = restoredconf.neutralise(data_dir)
-    name = restoredconf.FIRST_WORD.match(line.encode()).group(1).decode().lower()  # type: ignore[union-attr]
+    disabled = restored_conf.neutralise(data_dir)
+    name = restored_conf.FIRST_WORD.match(line.encode()).group(1).decode().lower()  # type: ignore[union-attr]
     assert disabled == [f"postgresql.auto.conf:{kept.count(chr(10)) + 1}: {name}"]
-    assert (data_dir / "postgresql.auto.conf").read_text() == kept + restoredconf.MARKER + line + "\n"
+    assert (data_dir / "postgresql.auto.conf").read_text() == kept + restored_conf.MARKER + line + "\n"
 
 
 def test_harmless_settings_and_files_inside_the_data_directory_are_kept(data_dir: Path) -> None:
@@ -72,7 +72,7 @@ def test_harmless_settings_and_files_inside_the_data_directory_are_kept(data_dir
     for name in ("postgresql.conf", "postgresql.auto.conf"):
         (data_dir / name).write_text(kept)
     before = {path.name: path.stat().st_mtime_ns for path in data_dir.iterdir()}
-    assert restoredconf.neutralise(data_dir) == []
+    assert restored_conf.neutralise(data_dir) == []
     assert (data_dir / "postgresql.conf").read_text() == kept
     assert {path.name: path.stat().st_mtime_ns for path in data_dir.iterdir()} == before
 
@@ -80,26 +80,26 @@ def test_harmless_settings_and_files_inside_the_data_directory_are_kept(data_dir
 def test_includes_in_the_authentication_files_are_commented_out(data_dir: Path) -> None:
     (data_dir / "pg_hba.conf").write_text("local all all peer\ninclude_dir /etc/evil-hba.d\n")
     (data_dir / "pg_ident.conf").write_text("include '/tmp/ident'\nmap os db\n")
-    assert restoredconf.neutralise(data_dir) == ["pg_hba.conf:2: include_dir", "pg_ident.conf:1: include"]
-    assert (data_dir / "pg_hba.conf").read_text().splitlines()[1].startswith(restoredconf.MARKER)
+    assert restored_conf.neutralise(data_dir) == ["pg_hba.conf:2: include_dir", "pg_ident.conf:1: include"]
+    assert (data_dir / "pg_hba.conf").read_text().splitlines()[1].startswith(restored_conf.MARKER)
 
 
 def test_overrides_turn_ssl_off_only_when_an_ssl_setting_was_disabled(data_dir: Path) -> None:
-    plain = restoredconf.server_overrides(data_dir, 15, ["postgresql.conf:3: archive_command"])
+    plain = restored_conf.server_overrides(data_dir, 15, ["postgresql.conf:3: archive_command"])
     assert "ssl" not in plain and plain["ssl_passphrase_command"] == "" and plain["archive_library"] == ""
     assert plain["shared_preload_libraries"] == "" and plain["config_file"] == str(data_dir / "postgresql.conf")
-    assert "archive_library" not in restoredconf.server_overrides(data_dir, 14, [])
-    assert restoredconf.server_overrides(data_dir, 15, ["x.conf:1: ssl_passphrase_command"])["ssl"] == "off"
+    assert "archive_library" not in restored_conf.server_overrides(data_dir, 14, [])
+    assert restored_conf.server_overrides(data_dir, 15, ["x.conf:1: ssl_passphrase_command"])["ssl"] == "off"
 
 
 def test_programs_and_trusting_pg_hba_lines_are_found(data_dir: Path) -> None:
     (data_dir / "base" / "1").mkdir(parents=True)
     (data_dir / "base" / "1" / "1259").write_bytes(b"\0" * 8192)
-    assert restoredconf.programs(data_dir) == []
+    assert restored_conf.programs(data_dir) == []
     (data_dir / "base" / "1" / "16384").write_bytes(Path("/bin/true").read_bytes())
-    assert restoredconf.programs(data_dir) == ["base/1/16384"]
+    assert restored_conf.programs(data_dir) == ["base/1/16384"]
 
     (data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
                                           "host all all 127.0.0.1 255.255.255.255 trust  # old style\n")
-    (warning,) = restoredconf.hba_warnings(data_dir)
+    (warning,) = restored_conf.hba_warnings(data_dir)
     assert "(line 3)" in warning and "any user of this machine" in warning

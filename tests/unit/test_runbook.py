@@ -4,10 +4,11 @@ the choice of a recovery point."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from strongroom.config.runbook import load_runbook
+from strongroom.config.runbook import SelectRecoveryPointStep, load_runbook
 from strongroom.config.variables import AccountIdentity
 from strongroom.errors import ConfigError
 from strongroom.services.dr.context import resolve_runtime
@@ -15,6 +16,10 @@ from strongroom.services.dr.select import _choose
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mavis" / "dr-runbook.yaml"
 IDENTITY = AccountIdentity("123456789012", "local")
+
+
+def select_step(**fields: Any) -> SelectRecoveryPointStep:
+    return SelectRecoveryPointStep(name="select", type="select_recovery_point", **fields)
 
 
 def load(path: Path, *cli_vars: str):
@@ -29,17 +34,17 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_example_reproduces_the_seeds_steps_in_order() -> None:
     runbook = load(EXAMPLE)
-    assert [s["type"] for s in runbook.steps] == [
+    assert [s.type for s in runbook.steps] == [
         "select_recovery_point", "restore", "wait_healthy", "update_secret", "rotate_credentials", "run",
         "adopt_resource", "run", "run", "restart_app", "verify_sql"]
-    enabled = {s["name"]: s["enabled"] for s in runbook.steps}
+    enabled = {s.name: s.enabled for s in runbook.steps}
     assert enabled["credentials"] and not enabled["managed-credentials"]
-    assert runbook.steps[1]["target_identifier"] == "mavis-production-restored"
+    assert runbook.steps[1].fields.target_identifier == "mavis-production-restored"
 
     managed = load(EXAMPLE, "CREDENTIALS=managed", "ENV=staging")
-    enabled = {s["name"]: s["enabled"] for s in managed.steps}
+    enabled = {s.name: s.enabled for s in managed.steps}
     assert not enabled["credentials"] and enabled["managed-credentials"]
-    assert managed.steps[1]["target_identifier"] == "mavis-staging-restored"
+    assert managed.steps[1].fields.target_identifier == "mavis-staging-restored"
 
 
 BASE = """runbook: test
@@ -85,7 +90,7 @@ def test_runbooks_have_no_sensitive_variables(tmp_path: Path) -> None:
 def test_secret_references_stay_for_the_moment_of_use(tmp_path: Path) -> None:
     runbook = load(write(tmp_path, BASE + "  - name: r\n    type: run\n    command: [deploy]\n"
                                           "    env: {TOKEN: '${secret.ci.token}', WHO: '${var.X}'}\n"))
-    assert runbook.steps[1]["env"] == {"TOKEN": "${secret.ci.token}", "WHO": "one"}
+    assert runbook.steps[1].fields.env == {"TOKEN": "${secret.ci.token}", "WHO": "one"}
 
 
 def test_a_secret_name_may_be_built_from_variables_and_hooks_name_what_they_pass(tmp_path: Path) -> None:
@@ -94,10 +99,10 @@ def test_a_secret_name_may_be_built_from_variables_and_hooks_name_what_they_pass
                                           "    env: {DB: '${secret.${var.X}/db}',\n"
                                           "          PW: 'x${secret.${var.X}/db.password}'}\n"),
                    "X=mavis/prod")
-    assert runbook.steps[1]["env"] == {"DB": "${secret.mavis/prod/db}", "PW": "x${secret.mavis/prod/db.password}"}
-    assert runbook.steps[1]["pass_env"] == ["AWS_*", "KUBECONFIG"]
-    deploy = next(step for step in load(EXAMPLE).steps if step["name"] == "deploy")
-    assert deploy["env"] == {"APP_DB_SECRET": "${secret.mavis/production/db}"}
+    assert runbook.steps[1].fields.env == {"DB": "${secret.mavis/prod/db}", "PW": "x${secret.mavis/prod/db.password}"}
+    assert runbook.steps[1].fields.pass_env == ["AWS_*", "KUBECONFIG"]
+    deploy = next(step for step in load(EXAMPLE).steps if step.name == "deploy")
+    assert deploy.fields.env == {"APP_DB_SECRET": "${secret.mavis/production/db}"}
     with pytest.raises(ConfigError, match=r"steps\[1\].pass_env\[0\]: 'AWS-\*' is not a valid environment variable"):
         load(write(tmp_path, BASE + "  - name: r\n    type: run\n    command: [x]\n    pass_env: [AWS-*]\n"))
 
@@ -134,7 +139,7 @@ POINTS = [
     ("d", None, None),  # an ARN of another resource
 ])
 def test_choice_of_the_recovery_point(recovery_point: str, at_or_before: str | None, chosen: str | None) -> None:
-    step = {"resource": "db", "recovery_point": recovery_point, "at_or_before": at_or_before}
+    step = select_step(resource="db", recovery_point=recovery_point, at_or_before=at_or_before)
     found = _choose(POINTS, step)
     assert (found["recovery_point_arn"] if found else None) == chosen
 
@@ -149,7 +154,8 @@ def test_choice_ranks_by_the_vaults_own_completion_date_never_a_claimed_creation
               completed("forged", "2099-01-01T00:00:00+00:00", "2026-11-24T08:00:00+00:00"),
               completed("next", "2026-11-24T19:00:00+00:00", "2026-11-24T19:05:00+00:00"),
               completed("backdated", "2026-11-24T07:01:00+00:00", "2026-11-24T20:00:00+00:00")]
-    latest = {"resource": "db", "recovery_point": "latest", "at_or_before": None}
+    latest = select_step(resource="db", recovery_point="latest", at_or_before=None)
     assert _choose(points, latest)["recovery_point_arn"] == "backdated"  # type: ignore[index]
     for incident, chosen in (("2026-11-24T07:30:00+00:00", "clean"), ("2026-11-24T19:30:00+00:00", "next")):
-        assert _choose(points, {**latest, "at_or_before": incident})["recovery_point_arn"] == chosen  # type: ignore[index]
+        at = select_step(resource="db", recovery_point="latest", at_or_before=incident)
+        assert _choose(points, at)["recovery_point_arn"] == chosen  # type: ignore[index]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.adapters.tarextract import extract
+from strongroom.adapters.postgres.tar import extract
 from strongroom.errors import IntegrityError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.adapters.pgtools import ToolProcess, server_environment, tool_environment
+from strongroom.adapters.postgres.tools import ToolProcess, server_environment, tool_environment
 
 ENV = Path("/usr/bin/env")
 

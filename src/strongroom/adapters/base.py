@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from strongroom.errors import ConfigError
 from strongroom.vault.reader import RecoveryPointReader
@@ -70,9 +70,43 @@ class RestoreResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a restored resource answers, as a runbook's later steps use it (``${steps.restore.port}``)."""
+
+    host: str
+    port: int
+    dsn: str
+    dbname: str | None
+    login: str | None
+    extra: dict[str, Any] = field(default_factory=dict)  # type-specific outputs (data_directory, ...)
+
+    def as_outputs(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "dsn": self.dsn, "dbname": self.dbname,
+                "login": self.login, **self.extra}
+
+
+class RunbookRestore(Protocol):
+    """The fields of a runbook's ``restore`` step an adapter turns into a :class:`RestoreRequest`."""
+
+    @property
+    def target(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def jobs(self) -> int | None: ...
+    @property
+    def no_owners(self) -> bool: ...
+    @property
+    def no_privileges(self) -> bool: ...
+    @property
+    def trust_restored_config(self) -> bool: ...
+
+
 class ResourceAdapter(ABC):
     type_name: ClassVar[str]
     description: ClassVar[str] = ""
+    supports_runbooks: ClassVar[bool] = False  # a DR runbook's restore step may restore this type
 
     @abstractmethod
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +129,25 @@ class ResourceAdapter(ABC):
         """Remove what a restore to ``request`` made (a retried or rehearsed restore); what was removed."""
         raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook")
 
+    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
+                                original: ResourceSpec | None) -> RestoreRequest:
+        """The request a runbook's restore ``step`` makes for the new ``identifier``; ``original`` is the
+        resource the point was taken of, when this account still has it."""
+        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook",
+                          hint="restore it with 'strongroom restore start'")
+
+    def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
+        """Where the resource a restore job made (its ``result``) answers."""
+        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook")
+
+    def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
+        """Where ``request`` would put the restored resource, for a dry run's predicted outputs."""
+        return {}
+
+    def restore_caveat(self, request: RestoreRequest) -> str:
+        """What a dry run should say about ``request`` beyond "restore as a new X" (", trusting ...")."""
+        return ""
+
 
 _registry: dict[str, type[ResourceAdapter]] = {}
 
@@ -105,8 +158,8 @@ def register_adapter(cls: type[ResourceAdapter]) -> type[ResourceAdapter]:
 
 
 BUILTIN_MODULES = {
-    "postgres": "postgres",
-    "postgres-cluster": "postgres_cluster",
+    "postgres": "postgres.logical",
+    "postgres-cluster": "postgres.cluster",
     "directory": "directory",
     "sqlite": "sqlite",
 }
@@ -135,3 +188,9 @@ def get_adapter(type_name: str) -> ResourceAdapter:
 def adapter_types() -> list[str]:
     _load_builtin_adapters()
     return sorted(_registry)
+
+
+def runbook_types() -> list[str]:
+    """The types a runbook's restore step restores, in the order messages name them."""
+    _load_builtin_adapters()
+    return sorted((name for name, cls in _registry.items() if cls.supports_runbooks), reverse=True)

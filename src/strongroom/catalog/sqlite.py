@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.catalog import integrity
+from strongroom.catalog.dr_records import DrRun, DrStep
 from strongroom.catalog.migrations import MIGRATIONS
 from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError, StorageFullError
 from strongroom.model import (
@@ -704,36 +705,43 @@ class Catalog:
 
 
     # Disaster-recovery runs (services/dr) ------------------------------------------------------
-    def add_dr_run(self, run: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+    def add_dr_run(self, run: DrRun, steps: list[DrStep]) -> None:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO dr_runs (id, runbook_name, runbook, rehearsal, state, incident_time, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run["id"], run["runbook_name"], json.dumps(run["runbook"]), int(run["rehearsal"]), run["state"],
-                 run["incident_time"], run["created_at"], run["created_at"]),
+                (run.id, run.runbook_name, json.dumps(run.runbook), int(run.rehearsal), run.state.value,
+                 run.incident_time, run.created_at, run.updated_at),
             )
             db.executemany(
                 "INSERT INTO dr_steps (run_id, position, name, type, state) VALUES (?, ?, ?, ?, ?)",
-                [(run["id"], step["position"], step["name"], step["type"], step["state"]) for step in steps],
+                [(run.id, step.position, step.name, step.type, step.state.value) for step in steps],
             )
 
-    def get_dr_run(self, run_id: str) -> dict[str, Any]:
+    def get_dr_run(self, run_id: str) -> DrRun:
         row = self._db.execute("SELECT * FROM dr_runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"unknown disaster-recovery run '{run_id}'",
                                 hint="List the runs with 'strongroom dr list'")
-        return _decoded(row, ("runbook", "report"))
+        return DrRun.from_row(_decoded(row, ("runbook", "report")))
 
-    def list_dr_runs(self) -> list[dict[str, Any]]:
+    def list_dr_runs(self) -> list[DrRun]:
         rows = self._db.execute("SELECT * FROM dr_runs ORDER BY created_at")
-        return [_decoded(row, ("runbook", "report")) for row in rows]
+        return [DrRun.from_row(_decoded(row, ("runbook", "report"))) for row in rows]
 
     def update_dr_run(self, run_id: str, **fields: Any) -> None:
         self._update("dr_runs", run_id, fields, json_columns=("runbook", "report"))
 
-    def list_dr_steps(self, run_id: str) -> list[dict[str, Any]]:
+    def list_dr_steps(self, run_id: str) -> list[DrStep]:
         rows = self._db.execute("SELECT * FROM dr_steps WHERE run_id = ? ORDER BY position", (run_id,))
-        return [_decoded(row, _DR_STEP_JSON) for row in rows]
+        return [DrStep.from_row(_decoded(row, _DR_STEP_JSON)) for row in rows]
+
+    def get_dr_step(self, run_id: str, position: int) -> DrStep:
+        row = self._db.execute("SELECT * FROM dr_steps WHERE run_id = ? AND position = ?",
+                               (run_id, position)).fetchone()
+        if row is None:
+            raise NotFoundError(f"disaster-recovery run '{run_id}' has no step {position + 1}")
+        return DrStep.from_row(_decoded(row, _DR_STEP_JSON))
 
     def update_dr_step(self, run_id: str, position: int, **fields: Any) -> None:
         encoded = {k: (_json_or_null(v) if k in _DR_STEP_JSON else _plain(v)) for k, v in fields.items()}

@@ -9,7 +9,7 @@ import sys
 import typer
 
 from strongroom.adapters.base import RestoreRequest
-from strongroom.adapters.pgdump_roles import ownership_options
+from strongroom.adapters.postgres.dump_roles import ownership_options
 from strongroom.cli import context, output
 from strongroom.cli.context import ENV_PASSPHRASE
 from strongroom.errors import StrongroomError

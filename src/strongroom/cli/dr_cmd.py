@@ -14,6 +14,7 @@ from strongroom.errors import UsageError
 from strongroom.services.account import Account
 
 if TYPE_CHECKING:
+    from strongroom.catalog.dr_records import DrStep
     from strongroom.config.runbook import Runbook
 
 # The runbook model and the engine (psycopg, httpx, pydantic models) load only when a dr command runs:
@@ -126,14 +127,14 @@ def _execute(account: Account, run_id: str, json_output: bool, *, resumed: bool)
         _print_report(report)
 
 
-def _progress(event: str, row: dict[str, Any]) -> None:
-    label = f"{row['position'] + 1}. {row['name']} ({row['type']})"
+def _progress(event: str, row: DrStep) -> None:
+    label = f"{row.position + 1}. {row.name} ({row.type})"
     if event == "start":
         output.console.print(f"  {label} ...", markup=False, highlight=False)
     elif event == "skip":
         output.console.print(f"  {label} skipped", markup=False, highlight=False)
     else:
-        output.console.print(f"  {label} done in {_duration(row['duration_seconds'])}", markup=False,
+        output.console.print(f"  {label} done in {_duration(row.duration_seconds)}", markup=False,
                              highlight=False)
 
 

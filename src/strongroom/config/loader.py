@@ -88,7 +88,7 @@ def load_config(
     """Read, resolve and validate the account configuration at ``path``; ConfigError on any problem."""
     data, source = read_yaml(path)
     data = _top_mapping(data, source)
-    values = _variables(data, source, list(cli_vars), list(var_files))
+    values = variables(data, source, list(cli_vars), list(var_files))
     interpolator = Interpolator(values, identity, set(_mapping(data.get("vaults"))), source)
     resolved = {key: interpolator.resolve(value, (str(key),)) for key, value in data.items() if key != "variables"}
     raise_problems(interpolator.problems)
@@ -147,7 +147,7 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _variables(data: dict[str, Any], source: SourceMap, cli_vars: list[str], var_files: list[Path]) -> VariableValues:
+def variables(data: dict[str, Any], source: SourceMap, cli_vars: list[str], var_files: list[Path]) -> VariableValues:
     try:
         declared = _VARIABLES.validate_python(data.get("variables") or {})
     except ValidationError as exc:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from strongroom.config.loader import _variables, validation_problems
+from strongroom.config.loader import validation_problems, variables
 from strongroom.config.schema import Strict
 from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
 from strongroom.config.variables import REFERENCE, AccountIdentity, Interpolator, VariableValues
@@ -171,6 +171,8 @@ Step = Annotated[
     | AdoptResourceStep | RunStep | HttpStep | RestartAppStep | VerifySqlStep,
     Field(discriminator="type"),
 ]
+StepModel = (SelectRecoveryPointStep | RestoreStep | WaitHealthyStep | UpdateSecretStep | RotateCredentialsStep
+             | AdoptResourceStep | RunStep | HttpStep | RestartAppStep | VerifySqlStep)
 STEP_TYPES = ("select_recovery_point", "restore", "wait_healthy", "update_secret", "rotate_credentials",
               "adopt_resource", "run", "http", "restart_app", "verify_sql")
 
@@ -183,24 +185,50 @@ class RunbookConfig(Strict):
 
 
 @dataclass(frozen=True)
+class RunbookStep:
+    """One step of a loaded runbook: its typed fields (variables resolved) and whether its ``when`` holds."""
+
+    fields: StepModel
+    enabled: bool
+
+    @property
+    def name(self) -> str:
+        return self.fields.name
+
+    @property
+    def type(self) -> str:
+        return self.fields.type
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a run stores it in the catalog: the fields, ``enabled``, then ``when``."""
+        return {**self.fields.model_dump(mode="json", exclude={"when"}), "enabled": self.enabled,
+                "when": self.fields.when}
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> RunbookStep:
+        fields = {key: value for key, value in data.items() if key != "enabled"}
+        return cls(_STEP.validate_python(fields), bool(data.get("enabled", True)))
+
+
+@dataclass(frozen=True)
 class Runbook:
     name: str
     description: str
     file: str
-    steps: list[dict[str, Any]]  # each step's fields, variables resolved; 'enabled' from its 'when'
+    steps: list[RunbookStep]
     variables: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "file": self.file, "steps": self.steps,
-                "variables": self.variables}
+        return {"name": self.name, "description": self.description, "file": self.file,
+                "steps": [step.as_dict() for step in self.steps], "variables": self.variables}
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Runbook:
-        return cls(data["name"], data.get("description", ""), data.get("file", ""), data["steps"],
-                   data.get("variables") or {})
+        return cls(data["name"], data.get("description", ""), data.get("file", ""),
+                   [RunbookStep.of(step) for step in data["steps"]], data.get("variables") or {})
 
 
-_STEP = TypeAdapter(Step)
+_STEP: TypeAdapter[StepModel] = TypeAdapter(Step)
 
 
 def load_runbook(path: Path, *, identity: AccountIdentity, cli_vars: list[str], var_files: list[Path]) -> Runbook:
@@ -208,7 +236,7 @@ def load_runbook(path: Path, *, identity: AccountIdentity, cli_vars: list[str], 
     data, source = read_yaml(path)
     if not isinstance(data, dict):
         raise_problems([f"{source.file}:1: a runbook is a mapping with keys runbook, variables and steps"])
-    values = _variables(data, source, cli_vars, var_files)
+    values = variables(data, source, cli_vars, var_files)
     problems = [source.problem(("variables", name), "runbooks have no sensitive variables; read secrets with"
                                " ${secret.NAME.FIELD} where a step allows it") for name in values.sensitive]
     raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
@@ -220,7 +248,8 @@ def load_runbook(path: Path, *, identity: AccountIdentity, cli_vars: list[str], 
     except ValidationError as exc:
         raise_problems(_step_problems(exc, source))
         raise
-    steps = [_step_record(step, values, source, index, problems) for index, step in enumerate(config.steps)]
+    steps = [RunbookStep(step, _enabled(step, values, source, index, problems))
+             for index, step in enumerate(config.steps)]
     _check_names(config, source, problems)
     raise_problems(problems)
     return Runbook(config.runbook, config.description, source.file, steps, dict(values.values))
@@ -248,16 +277,15 @@ def _step_problems(exc: ValidationError, source: SourceMap) -> list[str]:
     return problems or validation_problems(exc, source)
 
 
-def _step_record(step: Any, values: VariableValues, source: SourceMap, index: int, problems: list[str]) -> dict:
-    record = step.model_dump(mode="json", exclude={"when"})
-    record["enabled"] = True
+def _enabled(step: StepModel, values: VariableValues, source: SourceMap, index: int, problems: list[str]) -> bool:
+    """Whether every ``when`` variable has its value (undeclared ones are problems)."""
+    enabled = True
     for name, expected in step.when.items():
         if name not in values.declared:
             problems.append(source.problem(("steps", index, "when", name), f"variable '{name}' is not declared"))
         elif values.values.get(name) != expected:
-            record["enabled"] = False
-    record["when"] = step.when
-    return record
+            enabled = False
+    return enabled
 
 
 def _check_names(config: RunbookConfig, source: SourceMap, problems: list[str]) -> None:

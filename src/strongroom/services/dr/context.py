@@ -6,8 +6,11 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic import BaseModel
+
+from strongroom.config.runbook import StepBase
 from strongroom.errors import ConfigError
 from strongroom.services.account import Account
 from strongroom.services.secrets import field_of, get_secret
@@ -15,14 +18,15 @@ from strongroom.services.secrets import field_of, get_secret
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 WHOLE = re.compile(r"^\$\{([^}]*)\}$")
 UNKNOWN = "<unknown until it runs>"
+S = TypeVar("S", bound=StepBase)
 
 
 @dataclass
-class StepContext:
+class StepContext(Generic[S]):
     account: Account
     run_id: str
     rehearsal: bool
-    step: dict[str, Any]  # this step's fields, ${steps.*} and ${run.*} resolved
+    step: S  # this step's fields (config/runbook.py's model), ${steps.*} and ${run.*} resolved
     earlier: list[dict[str, Any]]  # earlier steps: name, type, state, outputs
     checkpoint: dict[str, Any] = field(default_factory=dict)
     save_checkpoint: Callable[[dict[str, Any]], None] = lambda _: None
@@ -39,7 +43,7 @@ class StepContext:
     def required(self, step_type: str) -> dict[str, Any]:
         found = self.previous(step_type)
         if found is None:
-            raise ConfigError(f"step '{self.step['name']}' ({self.step['type']}) needs an earlier {step_type} step",
+            raise ConfigError(f"step '{self.step.name}' ({_type(self.step)}) needs an earlier {step_type} step",
                               hint=f"add a {step_type} step before it in the runbook")
         return found
 
@@ -54,6 +58,10 @@ class StepContext:
         return f"{name}-rehearsal-{self.run_id[:8]}" if self.rehearsal else name
 
 
+def _type(step: StepBase) -> str:
+    return str(getattr(step, "type", ""))
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's message for a one-line error: its first line, or its type when it has none."""
     text = str(exc).strip()
@@ -61,18 +69,23 @@ def first_line(exc: BaseException) -> str:
 
 
 class StepHandler(Protocol):
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[Any]) -> dict[str, Any]:
         """Do the step; return its outputs (JSON, no secrets). Re-run after a crash: must converge."""
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[Any]) -> tuple[str, dict[str, Any], list[str]]:
         """For a dry run: what it would do (a sentence), the outputs it predicts, problems it sees now."""
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[Any], outputs: dict[str, Any]) -> list[str]:
         """After a rehearsal: remove what the step made; return what was removed."""
 
 
 def resolve_runtime(value: Any, outputs: dict[str, dict[str, Any]], run: dict[str, Any]) -> Any:
-    """Substitute ${steps.NAME.FIELD} and ${run.*}; ${secret.*} stays for the step to read at use."""
+    """Substitute ${steps.NAME.FIELD} and ${run.*}; ${secret.*} stays for the step to read at use.
+    A step model comes back as a copy with its fields substituted (not validated again: an output may
+    be a number where the runbook held text, as the step expects)."""
+    if isinstance(value, BaseModel):
+        fields = {name: resolve_runtime(getattr(value, name), outputs, run) for name in type(value).model_fields}
+        return value.model_copy(update=fields)
     if isinstance(value, dict):
         return {key: resolve_runtime(item, outputs, run) for key, item in value.items()}
     if isinstance(value, list):

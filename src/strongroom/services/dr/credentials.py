@@ -5,26 +5,28 @@ old cluster: a new password set on the restored cluster and stored as the app's 
 from __future__ import annotations
 
 import secrets as random
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
+from strongroom.config.runbook import RotateCredentialsStep, UpdateSecretStep
 from strongroom.errors import ConfigError, NotFoundError, TargetError
 from strongroom.services import secrets
 from strongroom.services.dr.context import StepContext, first_line
 
+SecretStep = TypeVar("SecretStep", UpdateSecretStep, RotateCredentialsStep)
 SECRET_HINT = ("put it first ('strongroom secrets put NAME --rds', value on stdin), or use a rotate_credentials step"
                " (managed credentials) that writes a new one")
 
 
 class UpdateSecret:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[UpdateSecretStep]) -> dict[str, Any]:
         restored = ctx.required("restore")
-        name, target = ctx.step["secret"], ctx.scratch_name(ctx.step["secret"])
+        name, target = ctx.step.secret, ctx.scratch_name(ctx.step.secret)
         current = _existing(ctx, name, required=True)
-        values = ctx.step.get("values") or _location(restored)
-        updated = {**current, **values}
+        values = ctx.step.values or _location(restored)
+        updated = {**(current or {}), **values}
         if _existing(ctx, target, required=False) != updated:  # a resumed step does not add a version
             secrets.put_secret(ctx.account, target, updated)
         version = secrets.describe_secret(ctx.account, target)["version"]
@@ -32,31 +34,31 @@ class UpdateSecret:
                            f" {restored['identifier']}")
         return {"secret": target, "version": version, "fields": sorted(values)}
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[UpdateSecretStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
-        name = ctx.step["secret"]
-        fields = sorted(ctx.step.get("values") or _location(restored))
+        name = ctx.step.secret
+        fields = sorted(ctx.step.values or _location(restored))
         problems = [] if ctx.account.catalog.get_secret_row(name) else [f"secret '{name}' does not exist"]
         where = "" if not ctx.rehearsal else f" (the rehearsal writes a copy, {ctx.scratch_name(name)})"
         text = f"set {', '.join(fields)} of secret {name} to the restored {restored.get('identifier', 'target')}{where}"
         return text, {"secret": ctx.scratch_name(name)}, problems
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[UpdateSecretStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
 
 
 class RotateCredentials:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[RotateCredentialsStep]) -> dict[str, Any]:
         restored = ctx.required("restore")
-        target = ctx.scratch_name(ctx.step["secret"])
-        existing = _existing(ctx, ctx.step["secret"], required=False) or {}
-        username = ctx.step.get("username") or existing.get("username")
+        target = ctx.scratch_name(ctx.step.secret)
+        existing = _existing(ctx, ctx.step.secret, required=False) or {}
+        username = ctx.step.username or existing.get("username")
         if not username:
             raise ConfigError(f"rotate_credentials needs a username: give username, or keep it in secret"
-                              f" '{ctx.step['secret']}'")
-        password = random.token_urlsafe(ctx.step["password_length"])[: ctx.step["password_length"]]
+                              f" '{ctx.step.secret}'")
+        password = random.token_urlsafe(ctx.step.password_length)[: ctx.step.password_length]
         _set_password(restored, username, password)
-        dbname = ctx.step.get("dbname") or restored.get("database") or existing.get("dbname") or "postgres"
+        dbname = ctx.step.dbname or restored.get("database") or existing.get("dbname") or "postgres"
         value = {"engine": "postgres", "host": restored["host"], "port": int(restored["port"]),
                  "username": username, "password": password, "dbname": dbname}
         version = secrets.put_secret(ctx.account, target, value)["version"]
@@ -64,22 +66,22 @@ class RotateCredentials:
                            f" version {version} holds it")
         return {"secret": target, "version": version, "username": username}
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[RotateCredentialsStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
-        name = ctx.step["secret"]
+        name = ctx.step.secret
         row = ctx.account.catalog.get_secret_row(name)
-        user = ctx.step.get("username") or ("the secret's username" if row else None)
+        user = ctx.step.username or ("the secret's username" if row else None)
         problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
         target = restored.get("identifier", "the restored target")
         text = (f"set a new random password for role {user or '?'} on {target}"
                 f" and store the credentials as secret {ctx.scratch_name(name)}")
         return text, {"secret": ctx.scratch_name(name), "username": user}, problems
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[RotateCredentialsStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
 
 
-def _existing(ctx: StepContext, name: str, *, required: bool) -> dict[str, Any] | None:
+def _existing(ctx: StepContext[SecretStep], name: str, *, required: bool) -> dict[str, Any] | None:
     try:
         value = secrets.get_secret(ctx.account, name)
     except NotFoundError:
@@ -115,9 +117,9 @@ def _set_password(restored: dict[str, Any], username: str, password: str) -> Non
         raise TargetError(f"setting the password of {username} on {where} failed: {first_line(exc)}") from None
 
 
-def _delete_scratch(ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+def _delete_scratch(ctx: StepContext[SecretStep], outputs: dict[str, Any]) -> list[str]:
     name = outputs.get("secret")
-    if not ctx.rehearsal or not name or name == ctx.step["secret"]:
+    if not ctx.rehearsal or not name or name == ctx.step.secret:
         return []
     if ctx.account.catalog.delete_secret(name):
         return [f"deleted secret {name}"]

@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom.config.runbook import Runbook
+from strongroom.catalog.dr_records import DrRun, DrState, DrStep
+from strongroom.config.runbook import Runbook, RunbookStep, StepModel
 from strongroom.errors import BusyError, StrongroomError, UsageError
 from strongroom.faults import fault_point
 from strongroom.model import iso, new_id, now
@@ -26,8 +27,7 @@ from strongroom.services.dr.report import build_report
 from strongroom.services.dr.steps import HANDLERS
 from strongroom.services.joblock import JobLock, is_held
 
-RUNNING, COMPLETED, FAILED, INTERRUPTED = "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED"
-PENDING, SKIPPED = "PENDING", "SKIPPED"
+RUNNING, COMPLETED, FAILED, SKIPPED = DrState.RUNNING, DrState.COMPLETED, DrState.FAILED, DrState.SKIPPED
 DRY_RUN_ID = "dryrun00"
 
 
@@ -36,15 +36,15 @@ def start_run(account: Account, runbook: Runbook, *, rehearsal: bool = False,
     """Record a new run (every step PENDING); execute it with :func:`execute`."""
     run_id = new_id()
     moment = iso(now()) or ""
-    run = {"id": run_id, "runbook_name": runbook.name, "runbook": runbook.as_dict(), "rehearsal": rehearsal,
-           "state": RUNNING, "incident_time": iso(incident_time) if incident_time else moment, "created_at": moment}
-    steps = [{"position": index, "name": step["name"], "type": step["type"], "state": PENDING}
-             for index, step in enumerate(runbook.steps)]
+    run = DrRun(id=run_id, runbook_name=runbook.name, runbook=runbook.as_dict(), rehearsal=rehearsal,
+                state=RUNNING, incident_time=iso(incident_time) or moment, created_at=moment,
+                updated_at=moment)
+    steps = [DrStep(run_id, index, step.name, step.type) for index, step in enumerate(runbook.steps)]
     account.catalog.add_dr_run(run, steps)
     return run_id
 
 
-Observer = Callable[[str, dict[str, Any]], None]  # ("start" | "done" | "skip", the step's row)
+Observer = Callable[[str, DrStep], None]  # ("start" | "done" | "skip", the step's row)
 
 
 def execute(account: Account, run_id: str, observer: Observer | None = None) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def execute(account: Account, run_id: str, observer: Observer | None = None) -> 
         except StrongroomError as exc:
             _fail(account, run, exc)
             raise
-        finish = _clean_up(account, run) if run["rehearsal"] else []
+        finish = _clean_up(account, run) if run.rehearsal else []
         account.catalog.update_dr_run(run_id, state=COMPLETED, completed_at=iso(now()), updated_at=iso(now()))
         report = build_report(account, run_id, cleanup=finish)
         account.catalog.update_dr_run(run_id, report=report)
@@ -76,22 +76,22 @@ def dry_run(account: Account, runbook: Runbook, *, rehearsal: bool = False) -> d
     earlier: list[dict[str, Any]] = []
     entries = []
     for index, record in enumerate(runbook.steps):
-        entry: dict[str, Any] = {"position": index + 1, "name": record["name"], "type": record["type"]}
-        if not record["enabled"]:
+        entry: dict[str, Any] = {"position": index + 1, "name": record.name, "type": record.type}
+        if not record.enabled:
             entries.append({**entry, "action": f"skip (when: {_when(record)})", "problems": []})
             continue
         outputs = {e["name"]: e["outputs"] for e in earlier}
-        resolved = resolve_runtime(record, outputs, {"id": DRY_RUN_ID, "rehearsal": rehearsal, "dry_run": True})
+        resolved = _resolved(record, outputs, {"id": DRY_RUN_ID, "rehearsal": rehearsal, "dry_run": True})
         ctx = StepContext(account, DRY_RUN_ID, rehearsal, resolved, earlier, dry_run=True)
         try:
-            text, predicted, problems = HANDLERS[record["type"]].describe(ctx)
+            text, predicted, problems = HANDLERS[record.type].describe(ctx)
         except StrongroomError as exc:
-            text, predicted, problems = f"{record['type']}", {}, [exc.one_line()]
+            text, predicted, problems = f"{record.type}", {}, [exc.one_line()]
         entries.append({**entry, "action": text, "problems": problems})
-        earlier.append({"name": record["name"], "type": record["type"], "outputs": predicted})
-    problems = sum(len(e["problems"]) for e in entries)
+        earlier.append({"name": record.name, "type": record.type, "outputs": predicted})
+    count = sum(len(e["problems"]) for e in entries)
     return {"runbook": runbook.name, "file": runbook.file, "rehearsal": rehearsal, "variables": runbook.variables,
-            "steps": entries, "problems": problems}
+            "steps": entries, "problems": count}
 
 
 def list_runs(account: Account) -> list[dict[str, Any]]:
@@ -100,8 +100,8 @@ def list_runs(account: Account) -> list[dict[str, Any]]:
 
 def describe_run(account: Account, run_id: str) -> dict[str, Any]:
     run = account.catalog.get_dr_run(run_id)
-    if run["state"] == COMPLETED and run.get("report"):
-        return {**run["report"], "state": COMPLETED}
+    if run.state == COMPLETED and run.report:
+        return {**run.report, "state": COMPLETED.value}
     report = build_report(account, run_id, cleanup=[])
     return {**report, "state": _state(account, run)}
 
@@ -111,53 +111,53 @@ def lock_path(account: Account, run_id: str) -> Path:
 
 
 # Executing ----------------------------------------------------------------------------------------
-def _check_resumable(run: dict[str, Any]) -> None:
-    if run["state"] == COMPLETED:
-        raise UsageError(f"disaster-recovery run {run['id']} is already COMPLETED",
+def _check_resumable(run: DrRun) -> None:
+    if run.state == COMPLETED:
+        raise UsageError(f"disaster-recovery run {run.id} is already COMPLETED",
                          hint="see its report with 'strongroom dr describe'")
-    if run["rehearsal"] and run["state"] == FAILED:
-        raise UsageError(f"rehearsal {run['id']} failed and was cleaned up; it cannot be resumed",
+    if run.rehearsal and run.state == FAILED:
+        raise UsageError(f"rehearsal {run.id} failed and was cleaned up; it cannot be resumed",
                          hint="fix the cause and run 'strongroom dr rehearse' again")
 
 
-def _execute_steps(account: Account, run: dict[str, Any], observer: Observer) -> None:
-    runbook = Runbook.of(run["runbook"])
-    for row in account.catalog.list_dr_steps(run["id"]):
-        if row["state"] in (COMPLETED, SKIPPED):
+def _execute_steps(account: Account, run: DrRun, observer: Observer) -> None:
+    runbook = Runbook.of(run.runbook)
+    for row in account.catalog.list_dr_steps(run.id):
+        if row.state in (COMPLETED, SKIPPED):
             continue
-        record = runbook.steps[row["position"]]
-        if not record["enabled"]:
-            account.catalog.update_dr_step(run["id"], row["position"], state=SKIPPED,
+        record = runbook.steps[row.position]
+        if not record.enabled:
+            account.catalog.update_dr_step(run.id, row.position, state=SKIPPED,
                                            changes=[f"skipped: when {_when(record)} does not hold"])
             observer("skip", row)
             continue
-        fault_point(f"dr.before:{row['name']}")
+        fault_point(f"dr.before:{row.name}")
         observer("start", row)
         _run_step(account, run, row, record)
-        observer("done", account.catalog.list_dr_steps(run["id"])[row["position"]])
-        fault_point(f"dr.after:{row['name']}")
+        observer("done", account.catalog.get_dr_step(run.id, row.position))
+        fault_point(f"dr.after:{row.name}")
 
 
-def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record: dict[str, Any]) -> None:
-    run_id, position = run["id"], row["position"]
+def _run_step(account: Account, run: DrRun, row: DrStep, record: RunbookStep) -> None:
+    run_id, position = run.id, row.position
     earlier = _earlier(account, run_id, position)
     outputs = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
-    resolved = resolve_runtime(record, outputs, {"id": run_id, "rehearsal": bool(run["rehearsal"])})
-    checkpoint = dict(row.get("checkpoint") or {})
-    ctx = StepContext(account, run_id, bool(run["rehearsal"]), resolved, earlier, checkpoint=checkpoint,
+    resolved = _resolved(record, outputs, {"id": run_id, "rehearsal": run.rehearsal})
+    checkpoint = dict(row.checkpoint or {})
+    ctx = StepContext(account, run_id, run.rehearsal, resolved, earlier, checkpoint=checkpoint,
                       changes=list(checkpoint.get("changes") or []),
                       save_checkpoint=lambda checkpoint: account.catalog.update_dr_step(run_id, position,
                                                                                          checkpoint=checkpoint))
-    account.catalog.update_dr_step(run_id, position, state=RUNNING, attempts=row["attempts"] + 1,
+    account.catalog.update_dr_step(run_id, position, state=RUNNING, attempts=row.attempts + 1,
                                    started_at=iso(now()), error=None)
     started = time.monotonic()
     try:
-        result = HANDLERS[record["type"]].run(ctx)
+        result = HANDLERS[record.type].run(ctx)
     except StrongroomError as exc:
         account.catalog.update_dr_step(run_id, position, state=FAILED, error=exc.one_line(),
                                        changes=list(dict.fromkeys(ctx.changes)),
                                        duration_seconds=round(time.monotonic() - started, 3))
-        exc.message = f"step '{row['name']}' ({row['type']}) failed: {exc.message}"
+        exc.message = f"step '{row.name}' ({row.type}) failed: {exc.message}"
         raise
     account.catalog.update_dr_step(run_id, position, state=COMPLETED, completed_at=iso(now()), outputs=result,
                                    changes=list(dict.fromkeys(ctx.changes)),
@@ -165,66 +165,72 @@ def _run_step(account: Account, run: dict[str, Any], row: dict[str, Any], record
 
 
 def _earlier(account: Account, run_id: str, position: int) -> list[dict[str, Any]]:
-    return [{"name": r["name"], "type": r["type"], "state": r["state"],
-             "outputs": r["outputs"] if r["state"] == COMPLETED else None}
-            for r in account.catalog.list_dr_steps(run_id) if r["position"] < position]
+    return [{"name": r.name, "type": r.type, "state": r.state.value,
+             "outputs": r.outputs if r.state == COMPLETED else None}
+            for r in account.catalog.list_dr_steps(run_id) if r.position < position]
 
 
-def _fail(account: Account, run: dict[str, Any], exc: StrongroomError) -> None:
-    if run["rehearsal"]:
+def _fail(account: Account, run: DrRun, exc: StrongroomError) -> None:
+    if run.rehearsal:
         cleanup = _clean_up(account, run)
         exc.hint = "the rehearsal cleaned up after itself; fix the cause and rehearse again"
-        account.catalog.update_dr_run(run["id"], state=FAILED, error=exc.one_line(), updated_at=iso(now()),
+        account.catalog.update_dr_run(run.id, state=FAILED, error=exc.one_line(), updated_at=iso(now()),
                                       completed_at=iso(now()))
-        account.catalog.update_dr_run(run["id"], report=build_report(account, run["id"], cleanup=cleanup))
+        account.catalog.update_dr_run(run.id, report=build_report(account, run.id, cleanup=cleanup))
         return
     if "dr resume" not in exc.hint:
         exc.hint = f"{exc.hint.rstrip('.') + '; then ' if exc.hint else 'fix the cause, then '}" \
-                   f"run 'strongroom dr resume {run['id']}' (finished steps are not repeated)"
-    account.catalog.update_dr_run(run["id"], state=FAILED, error=exc.one_line(), updated_at=iso(now()))
+                   f"run 'strongroom dr resume {run.id}' (finished steps are not repeated)"
+    account.catalog.update_dr_run(run.id, state=FAILED, error=exc.one_line(), updated_at=iso(now()))
 
 
-def _clean_up(account: Account, run: dict[str, Any]) -> list[str]:
+def _clean_up(account: Account, run: DrRun) -> list[str]:
     """Undo a rehearsal: every finished step's clean-up, last step first. Failures are reported, not raised."""
-    runbook = Runbook.of(run["runbook"])
+    runbook = Runbook.of(run.runbook)
     done: list[str] = []
-    rows = account.catalog.list_dr_steps(run["id"])
+    rows = account.catalog.list_dr_steps(run.id)
     for row in reversed(rows):
-        if row["state"] not in (COMPLETED, RUNNING, FAILED):
+        if row.state not in (COMPLETED, RUNNING, FAILED):
             continue
-        earlier = _earlier(account, run["id"], row["position"])
+        earlier = _earlier(account, run.id, row.position)
         known = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
-        record = resolve_runtime(runbook.steps[row["position"]], known, {"id": run["id"], "rehearsal": True,
-                                                                         "dry_run": True})
-        ctx = StepContext(account, run["id"], True, record, earlier, checkpoint=dict(row.get("checkpoint") or {}))
-        outputs = row.get("outputs") or _partial_outputs(row)
+        fields = _resolved(runbook.steps[row.position], known, {"id": run.id, "rehearsal": True,
+                                                                   "dry_run": True})
+        ctx = StepContext(account, run.id, True, fields, earlier, checkpoint=dict(row.checkpoint or {}))
+        outputs = row.outputs or _partial_outputs(row)
         try:
-            done += HANDLERS[row["type"]].clean_up(ctx, outputs)
+            done += HANDLERS[row.type].clean_up(ctx, outputs)
         except StrongroomError as exc:
-            done.append(f"could not clean up step {row['name']}: {exc.one_line()}")
+            done.append(f"could not clean up step {row.name}: {exc.one_line()}")
     return done
 
 
-def _partial_outputs(row: dict[str, Any]) -> dict[str, Any]:
+def _partial_outputs(row: DrStep) -> dict[str, Any]:
     """What a step that did not finish may have made, from its checkpoint (a restore's target)."""
-    checkpoint = row.get("checkpoint") or {}
+    checkpoint = row.checkpoint or {}
     return {"partial": True, **checkpoint}
 
 
 # Describing ---------------------------------------------------------------------------------------
-def _state(account: Account, run: dict[str, Any]) -> str:
-    if run["state"] == RUNNING and not is_held(lock_path(account, run["id"])):
-        return INTERRUPTED
-    return str(run["state"])
+def _state(account: Account, run: DrRun) -> str:
+    if run.state == RUNNING and not is_held(lock_path(account, run.id)):
+        return DrState.INTERRUPTED.value
+    return run.state.value
 
 
-def _summary(account: Account, run: dict[str, Any]) -> dict[str, Any]:
-    steps = account.catalog.list_dr_steps(run["id"])
-    current = next((s["name"] for s in steps if s["state"] not in (COMPLETED, SKIPPED)), None)
-    return {"run_id": run["id"], "runbook": run["runbook_name"], "rehearsal": bool(run["rehearsal"]),
-            "state": _state(account, run), "created_at": run["created_at"], "completed_at": run["completed_at"],
-            "current_step": current, "error": run["error"]}
+def _summary(account: Account, run: DrRun) -> dict[str, Any]:
+    steps = account.catalog.list_dr_steps(run.id)
+    current = next((s.name for s in steps if s.state not in (COMPLETED, SKIPPED)), None)
+    return {"run_id": run.id, "runbook": run.runbook_name, "rehearsal": run.rehearsal,
+            "state": _state(account, run), "created_at": run.created_at, "completed_at": run.completed_at,
+            "current_step": current, "error": run.error}
 
 
-def _when(record: dict[str, Any]) -> str:
-    return ", ".join(f"{key} = {value}" for key, value in (record.get("when") or {}).items())
+def _when(record: RunbookStep) -> str:
+    return ", ".join(f"{key} = {value}" for key, value in record.fields.when.items())
+
+
+def _resolved(record: RunbookStep, outputs: dict[str, Any], run: dict[str, Any]) -> StepModel:
+    """The step's fields with ${steps.*} and ${run.*} substituted, for its handler."""
+    resolved: StepModel = resolve_runtime(record.fields, outputs, run)
+    return resolved

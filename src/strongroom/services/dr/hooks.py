@@ -22,13 +22,16 @@ import subprocess
 import time
 from pathlib import Path
 from shutil import which
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from strongroom.config.runbook import HttpStep, RestartAppStep, RunStep
 from strongroom.errors import HookFailedError
 from strongroom.services.dr.context import StepContext, resolve_secrets
 
+AnyHook = TypeVar("AnyHook", RunStep, HttpStep, RestartAppStep)
+CommandHook = TypeVar("CommandHook", RunStep, RestartAppStep)
 TAIL_BYTES = 2000
 HOOK_ENVIRONMENT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM",
                               "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})
@@ -36,89 +39,89 @@ STRONGROOM_PREFIX = "STRONGROOM_"
 
 
 class RunCommand:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[RunStep]) -> dict[str, Any]:
         if _skipped(ctx):
             return {"skipped": "rehearsal"}
-        outputs = run_command(ctx, ctx.step["command"])
-        ctx.changes.append(f"ran {_shown(ctx.step['command'])} (exit 0)")
+        outputs = run_command(ctx, ctx.step.command)
+        ctx.changes.append(f"ran {_shown(ctx.step.command)} (exit 0)")
         return outputs
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[RunStep]) -> tuple[str, dict[str, Any], list[str]]:
         verb = "skip (rehearsal):" if _skipped(ctx) else "run"
-        return f"{verb} {_shown(ctx.step['command'])}", {}, _command_problems(ctx.step["command"])
+        return f"{verb} {_shown(ctx.step.command)}", {}, _command_problems(ctx.step.command)
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[RunStep], outputs: dict[str, Any]) -> list[str]:
         return []
 
 
 class HttpCall:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[HttpStep]) -> dict[str, Any]:
         if _skipped(ctx):
             return {"skipped": "rehearsal"}
         step = ctx.step
-        url = resolve_secrets(step["url"], ctx.account)
-        headers = resolve_secrets(step["headers"], ctx.account)
+        url = resolve_secrets(step.url, ctx.account)
+        headers = resolve_secrets(step.headers, ctx.account)
         try:
-            response = httpx.request(step["method"], url, json=step.get("body"), headers=headers,
-                                     timeout=step["timeout_seconds"])
+            response = httpx.request(step.method, url, json=step.body, headers=headers,
+                                     timeout=step.timeout_seconds)
         except httpx.HTTPError as exc:
-            raise HookFailedError(f"{step['method']} {_safe_url(step['url'])} failed: {exc}") from None
-        expected = step["expect_status"]
+            raise HookFailedError(f"{step.method} {_safe_url(step.url)} failed: {exc}") from None
+        expected = step.expect_status
         if (expected and response.status_code not in expected) or (not expected and not response.is_success):
-            raise HookFailedError(f"{step['method']} {_safe_url(step['url'])} answered {response.status_code}"
+            raise HookFailedError(f"{step.method} {_safe_url(step.url)} answered {response.status_code}"
                                   f" ({'expected ' + ', '.join(map(str, expected)) if expected else 'expected 2xx'})")
-        ctx.changes.append(f"{step['method']} {_safe_url(step['url'])}: {response.status_code}")
+        ctx.changes.append(f"{step.method} {_safe_url(step.url)}: {response.status_code}")
         return {"status": response.status_code}
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[HttpStep]) -> tuple[str, dict[str, Any], list[str]]:
         verb = "skip (rehearsal):" if _skipped(ctx) else "call"
-        return f"{verb} {ctx.step['method']} {_safe_url(ctx.step['url'])}", {}, []
+        return f"{verb} {ctx.step.method} {_safe_url(ctx.step.url)}", {}, []
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[HttpStep], outputs: dict[str, Any]) -> list[str]:
         return []
 
 
 class RestartApp:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[RestartAppStep]) -> dict[str, Any]:
         if _skipped(ctx):
             return {"skipped": "rehearsal"}
         outputs: dict[str, Any] = {}
-        if ctx.step.get("command"):
-            outputs = run_command(ctx, ctx.step["command"])
-            ctx.changes.append(f"restarted the app: {_shown(ctx.step['command'])}")
-        if ctx.step.get("health_url"):
-            outputs["health"] = _wait_for(ctx.step["health_url"], ctx.step["timeout_seconds"])
+        if ctx.step.command:
+            outputs = run_command(ctx, ctx.step.command)
+            ctx.changes.append(f"restarted the app: {_shown(ctx.step.command)}")
+        if ctx.step.health_url:
+            outputs["health"] = _wait_for(ctx.step.health_url, ctx.step.timeout_seconds)
         return outputs
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[RestartAppStep]) -> tuple[str, dict[str, Any], list[str]]:
         step = ctx.step
-        parts = [f"run {_shown(step['command'])}"] if step.get("command") else []
-        if step.get("health_url"):
-            parts.append(f"wait up to {step['timeout_seconds']} s for {step['health_url']} to answer 2xx")
+        parts = [f"run {_shown(step.command)}"] if step.command else []
+        if step.health_url:
+            parts.append(f"wait up to {step.timeout_seconds} s for {step.health_url} to answer 2xx")
         verb = "skip (rehearsal): " if _skipped(ctx) else ""
-        problems = _command_problems(step["command"]) if step.get("command") else []
-        if not step.get("command") and not step.get("health_url"):
+        problems = _command_problems(step.command) if step.command else []
+        if not step.command and not step.health_url:
             problems.append("restart_app needs a command, a health_url or both")
         return verb + " then ".join(parts), {}, problems
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[RestartAppStep], outputs: dict[str, Any]) -> list[str]:
         return []
 
 
-def run_command(ctx: StepContext, command: list[str] | str) -> dict[str, Any]:
+def run_command(ctx: StepContext[CommandHook], command: list[str] | str) -> dict[str, Any]:
     argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
     log = _log_file(ctx)
     env = hook_environment(ctx)
     with log.open("ab") as out:
-        out.write(f"--- {ctx.step['name']}: {_shown(command)}\n".encode())
+        out.write(f"--- {ctx.step.name}: {_shown(command)}\n".encode())
         out.flush()
         try:
-            completed = subprocess.run(argv, env=env, cwd=ctx.step.get("cwd"), stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=out, timeout=ctx.step.get("timeout_seconds"), check=False)
+            completed = subprocess.run(argv, env=env, cwd=getattr(ctx.step, "cwd", None), stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=out, timeout=ctx.step.timeout_seconds, check=False)
         except FileNotFoundError:
             raise HookFailedError(f"{argv[0]}: command not found", hint="install it or fix the step") from None
         except subprocess.TimeoutExpired:
-            raise HookFailedError(f"{_shown(command)} did not finish within {ctx.step['timeout_seconds']} s",
+            raise HookFailedError(f"{_shown(command)} did not finish within {ctx.step.timeout_seconds} s",
                                   hint=f"see {log}") from None
     tail = _tail(log)
     if completed.returncode != 0:
@@ -128,12 +131,12 @@ def run_command(ctx: StepContext, command: list[str] | str) -> dict[str, Any]:
     return {"exit_status": 0, "log": str(log)}
 
 
-def hook_environment(ctx: StepContext) -> dict[str, str]:
+def hook_environment(ctx: StepContext[CommandHook]) -> dict[str, str]:
     """What a hook's command sees: a minimal environment, what the step passes or declares, the DR variables."""
-    patterns = list(ctx.step.get("pass_env") or [])
+    patterns = list(ctx.step.pass_env or [])
     inherited = {name: value for name, value in os.environ.items()
                  if name in HOOK_ENVIRONMENT or name.startswith("LC_") or _passed(name, patterns)}
-    return {**inherited, **resolve_secrets(ctx.step.get("env") or {}, ctx.account), **_dr_environment(ctx)}
+    return {**inherited, **resolve_secrets(ctx.step.env or {}, ctx.account), **_dr_environment(ctx)}
 
 
 def _passed(name: str, patterns: list[str]) -> bool:
@@ -144,11 +147,11 @@ def _passed(name: str, patterns: list[str]) -> bool:
     return any(pattern.endswith("*") and name.startswith(pattern[:-1]) for pattern in patterns)
 
 
-def _skipped(ctx: StepContext) -> bool:
-    return ctx.rehearsal and not ctx.step.get("rehearse")
+def _skipped(ctx: StepContext[AnyHook]) -> bool:
+    return ctx.rehearsal and not ctx.step.rehearse
 
 
-def _dr_environment(ctx: StepContext) -> dict[str, str]:
+def _dr_environment(ctx: StepContext[AnyHook]) -> dict[str, str]:
     env = {"STRONGROOM_DR_RUN_ID": ctx.run_id, "STRONGROOM_DR_REHEARSAL": "1" if ctx.rehearsal else "0",
            "STRONGROOM_HOME": str(ctx.account.home)}
     restored = ctx.previous("restore") or {}
@@ -158,7 +161,7 @@ def _dr_environment(ctx: StepContext) -> dict[str, str]:
     return env
 
 
-def _log_file(ctx: StepContext) -> Path:
+def _log_file(ctx: StepContext[AnyHook]) -> Path:
     directory = ctx.account.home / "logs" / "dr"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = directory / f"{ctx.run_id}.log"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from strongroom.catalog.dr_records import DrStep
 from strongroom.model import iso, now
 from strongroom.services.account import Account
 
@@ -13,27 +14,27 @@ from strongroom.services.account import Account
 def build_report(account: Account, run_id: str, *, cleanup: list[str]) -> dict[str, Any]:
     run = account.catalog.get_dr_run(run_id)
     steps = account.catalog.list_dr_steps(run_id)
-    selected = next((s["outputs"] for s in steps if s["type"] == "select_recovery_point" and s["outputs"]), None)
-    restored = next((s["outputs"] for s in steps if s["type"] == "restore" and s["outputs"]), None)
-    incident = _at(run["incident_time"])
-    finished = _at(run["completed_at"]) if run["completed_at"] else now()
+    selected = next((s.outputs for s in steps if s.type == "select_recovery_point" and s.outputs), None)
+    restored = next((s.outputs for s in steps if s.type == "restore" and s.outputs), None)
+    incident = _at(run.incident_time)
+    finished = _at(run.completed_at) if run.completed_at else now()
     report: dict[str, Any] = {
         "run_id": run_id,
-        "runbook": run["runbook_name"],
-        "runbook_file": (run["runbook"] or {}).get("file"),
-        "rehearsal": bool(run["rehearsal"]),
-        "state": run["state"],
-        "error": run["error"],
-        "incident_time": run["incident_time"],
-        "started_at": run["created_at"],
-        "completed_at": run["completed_at"],
+        "runbook": run.runbook_name,
+        "runbook_file": run.runbook.get("file"),
+        "rehearsal": run.rehearsal,
+        "state": run.state.value,
+        "error": run.error,
+        "incident_time": run.incident_time,
+        "started_at": run.created_at,
+        "completed_at": run.completed_at,
         "recovery_point": _point(selected, restored),
         "rpo_seconds": _seconds(incident - _at(selected["creation_date"])) if selected else None,
-        "rto_seconds": _seconds(finished - _at(run["created_at"])),
-        "steps_seconds": round(sum(s["duration_seconds"] or 0 for s in steps), 3),
+        "rto_seconds": _seconds(finished - _at(run.created_at)),
+        "steps_seconds": round(sum(s.duration_seconds or 0 for s in steps), 3),
         "restored": _restored(restored),
         "steps": [_step(s) for s in steps],
-        "changes": [change for s in steps for change in (s["changes"] or [])],
+        "changes": [change for s in steps for change in (s.changes or [])],
         "cleanup": cleanup,
         "report_time": iso(now()),
     }
@@ -58,10 +59,10 @@ def _restored(restored: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: restored.get(key) for key in keys if restored.get(key) is not None}
 
 
-def _step(row: dict[str, Any]) -> dict[str, Any]:
-    return {"name": row["name"], "type": row["type"], "state": row["state"], "attempts": row["attempts"],
-            "started_at": row["started_at"], "completed_at": row["completed_at"],
-            "duration_seconds": row["duration_seconds"], "changes": row["changes"] or [], "error": row["error"]}
+def _step(row: DrStep) -> dict[str, Any]:
+    return {"name": row.name, "type": row.type, "state": row.state.value, "attempts": row.attempts,
+            "started_at": row.started_at, "completed_at": row.completed_at,
+            "duration_seconds": row.duration_seconds, "changes": row.changes or [], "error": row.error}
 
 
 def _at(text: str) -> datetime:

@@ -4,15 +4,12 @@ account) and ``wait_healthy`` (the restored database answers and is out of recov
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from strongroom.adapters.base import RestoreRequest, get_adapter
-from strongroom.adapters.pgdump_roles import ownership_options
-from strongroom.adapters.pgtools import parse_dsn
-from strongroom.adapters.postgres_cluster import data_directory
+from strongroom.adapters.base import ResourceSpec, RestoreRequest, get_adapter, runbook_types
+from strongroom.config.runbook import RestoreStep, WaitHealthyStep
 from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
 from strongroom.faults import fault_point
 from strongroom.model import Arn, Job, JobState, RecoveryPoint
@@ -22,12 +19,13 @@ from strongroom.services.copy import create_copy_job, run_copy_job
 from strongroom.services.dr.context import StepContext, first_line
 from strongroom.services.restore import create_restore_job, run_restore_job
 
-RUNBOOK_TYPES = ("postgres-cluster", "postgres")
+# What a dry run predicts when no earlier step says which type the point is (the common runbook's).
+PREDICTED_TYPE = "postgres-cluster"
 FAULT_AFTER_BYTES = 1 << 20  # the crash tests' "middle" of a restore or copy: after its first MiB
 
 
 class Restore:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[RestoreStep]) -> dict[str, Any]:
         rp = self._local_point(ctx)
         request = _request(ctx, rp)
         adapter = get_adapter(rp.resource_type)
@@ -49,37 +47,37 @@ class Restore:
             ctx.changes.append(f"disabled in the restored configuration: {', '.join(outputs['disabled_on_restore'])}")
         return outputs
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[RestoreStep]) -> tuple[str, dict[str, Any], list[str]]:
         step = ctx.step
-        identifier = ctx.scratch_name(step["target_identifier"])
+        identifier = ctx.scratch_name(step.target_identifier)
         selected = ctx.previous("select_recovery_point") or {}
-        arn = step.get("recovery_point") or selected.get("recovery_point_arn") or "the selected recovery point"
+        arn = step.recovery_point or selected.get("recovery_point_arn") or "the selected recovery point"
         problems: list[str] = []
         copy = ""
         if _is_remote(ctx, arn):
-            copy = f"copy it back into vault {step['copy_back_vault']} of this account, then "
-        resource_type = selected.get("resource_type") or "postgres-cluster"
+            copy = f"copy it back into vault {step.copy_back_vault} of this account, then "
+        resource_type = selected.get("resource_type") or PREDICTED_TYPE
         text = f"{copy}restore {arn} as a new {resource_type} named {identifier}"
-        if step.get("trust_restored_config") and resource_type == "postgres-cluster":
-            text += ", trusting its configuration (its commands and libraries run here)"
-        predicted = {"identifier": identifier, "host": "127.0.0.1", "port": step.get("port") or "<a free port>",
+        predicted = {"identifier": identifier, "host": "127.0.0.1", "port": step.port or "<a free port>",
                      "resource_type": resource_type}
         try:
+            adapter = get_adapter(resource_type)
             request = _request_for(ctx, resource_type, selected.get("resource_id"), identifier)
-            reason = get_adapter(resource_type).restore_target_in_use(request, ctx.account.home)
+            text += adapter.restore_caveat(request)
+            reason = adapter.restore_target_in_use(request, ctx.account.home)
             if reason:
                 problems.append(reason)
-            predicted.update(_where(resource_type, request, ctx.account.home))
+            predicted.update(adapter.restore_location(request, ctx.account.home))
         except StrongroomError as exc:  # a dry run lists every problem
             problems.append(exc.one_line())
         return text, predicted, problems
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[RestoreStep], outputs: dict[str, Any]) -> list[str]:
         if outputs.get("partial") and not outputs.get("owned_target"):
             return []  # stopped before it made anything
         selected = ctx.previous("select_recovery_point") or {}
         arn = outputs.get("recovery_point_arn") or outputs.get("local_recovery_point_arn") or \
-            ctx.step.get("recovery_point") or selected.get("recovery_point_arn")
+            ctx.step.recovery_point or selected.get("recovery_point_arn")
         if not arn or _is_remote(ctx, arn):
             return []
         rp = ctx.account.catalog.get_recovery_point(arn)
@@ -92,18 +90,18 @@ class Restore:
                 removed.append(f"kept the copied-back recovery point {rp.arn}: {exc.one_line()}")
         return removed
 
-    def _local_point(self, ctx: StepContext) -> RecoveryPoint:
+    def _local_point(self, ctx: StepContext[RestoreStep]) -> RecoveryPoint:
         """The point to restore, in this account: copied back (CopyFromBackupVault) when it is elsewhere."""
         selected = ctx.previous("select_recovery_point") or {}
-        arn = ctx.step.get("recovery_point") or selected.get("recovery_point_arn")
+        arn = ctx.step.recovery_point or selected.get("recovery_point_arn")
         if not arn:
-            raise ConfigError(f"step '{ctx.step['name']}' has no recovery point to restore",
+            raise ConfigError(f"step '{ctx.step.name}' has no recovery point to restore",
                               hint="add a select_recovery_point step before it, or give recovery_point: ARN")
         if not _is_remote(ctx, arn):
             return ctx.account.catalog.get_recovery_point(arn)
         if ctx.checkpoint.get("local_recovery_point_arn"):
             return ctx.account.catalog.get_recovery_point(ctx.checkpoint["local_recovery_point_arn"])
-        vault = ctx.account.catalog.get_vault(ctx.step["copy_back_vault"])
+        vault = ctx.account.catalog.get_vault(ctx.step.copy_back_vault)
         finished = _finished_copy(ctx)  # a copy an interrupted attempt completed is not made twice
         if finished is None:
             job, lock = create_copy_job(ctx.account, arn, vault.arn)
@@ -117,9 +115,9 @@ class Restore:
 
 
 class WaitHealthy:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[WaitHealthyStep]) -> dict[str, Any]:
         restored = ctx.required("restore")
-        deadline = time.monotonic() + ctx.step["timeout_seconds"]
+        deadline = time.monotonic() + ctx.step.timeout_seconds
         started, attempts, reason = time.monotonic(), 0, ""
         while True:
             attempts += 1
@@ -128,17 +126,17 @@ class WaitHealthy:
                 return {"healthy": True, "attempts": attempts, "waited_seconds": round(time.monotonic() - started, 3)}
             if time.monotonic() >= deadline:
                 raise TargetError(f"{restored['identifier']} did not become healthy within"
-                                  f" {ctx.step['timeout_seconds']} s: {reason}",
+                                  f" {ctx.step.timeout_seconds} s: {reason}",
                                   hint="see the restored cluster's log; raise timeout_seconds if it is still"
                                        " recovering")
-            time.sleep(ctx.step["interval_seconds"])
+            time.sleep(ctx.step.interval_seconds)
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[WaitHealthyStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
-        return (f"wait up to {ctx.step['timeout_seconds']} s until {restored.get('identifier', 'the restored target')}"
+        return (f"wait up to {ctx.step.timeout_seconds} s until {restored.get('identifier', 'the restored target')}"
                 " accepts connections and is out of recovery"), {"healthy": True}, []
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[WaitHealthyStep], outputs: dict[str, Any]) -> list[str]:
         return []
 
 
@@ -152,11 +150,11 @@ def _health(dsn: str) -> str:
     return "still in recovery" if row and row[0] else ""
 
 
-def _is_remote(ctx: StepContext, arn: str) -> bool:
+def _is_remote(ctx: StepContext[RestoreStep], arn: str) -> bool:
     return arn.startswith("arn:") and Arn.parse(arn).account_id != ctx.account.account_id
 
 
-def _check_free(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest) -> None:
+def _check_free(ctx: StepContext[RestoreStep], rp: RecoveryPoint, request: RestoreRequest) -> None:
     identifier = request.target_identifier or ""
     known = {resource.id for resource in ctx.account.catalog.list_resources()}
     if identifier in known:
@@ -168,47 +166,28 @@ def _check_free(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest) ->
                                    hint="choose a new target_identifier (or --var); the original is never touched")
 
 
-def _request(ctx: StepContext, rp: RecoveryPoint) -> RestoreRequest:
-    if rp.resource_type not in RUNBOOK_TYPES:
-        raise ConfigError(f"a runbook restores {', '.join(RUNBOOK_TYPES)} recovery points, not {rp.resource_type}",
+def _request(ctx: StepContext[RestoreStep], rp: RecoveryPoint) -> RestoreRequest:
+    if not get_adapter(rp.resource_type).supports_runbooks:
+        raise ConfigError(f"a runbook restores {', '.join(runbook_types())} recovery points, not {rp.resource_type}",
                           hint="restore it with 'strongroom restore start'")
-    return _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step["target_identifier"]))
+    return _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step.target_identifier))
 
 
-def _request_for(ctx: StepContext, resource_type: str, resource_id: str | None, identifier: str) -> RestoreRequest:
-    step = ctx.step
-    options: dict[str, Any] = {"jobs": step["jobs"]} if step.get("jobs") else {}
-    if resource_type == "postgres-cluster":
-        if step.get("trust_restored_config"):
-            options["trust_restored_config"] = True
-        return RestoreRequest(step.get("target"), identifier, step.get("port"), False, options)
-    # The app must find its tables as it left them: owners and grants come back unless the step drops them.
-    options.update(ownership_options(no_owners=bool(step.get("no_owners")),
-                                     no_privileges=bool(step.get("no_privileges"))))
-    return RestoreRequest(_database_target(ctx, step.get("target"), resource_id, identifier), identifier,
-                          None, False, options)
+def _request_for(ctx: StepContext[RestoreStep], resource_type: str, resource_id: str | None,
+                 identifier: str) -> RestoreRequest:
+    return get_adapter(resource_type).runbook_restore_request(ctx.step, identifier, _original(ctx, resource_id))
 
 
-def _database_target(ctx: StepContext, server: str | None, resource_id: str | None, identifier: str) -> str:
-    """postgres: the new database ``identifier`` on ``target``'s server, or on the original's server."""
-    if not server:
-        try:
-            server = ctx.account.catalog.get_resource(resource_id or "").settings["dsn"]
-        except (NotFoundError, KeyError):  # the original may be gone with its account
-            raise ConfigError("a postgres restore needs target: the DSN of the server to create the database on",
-                              hint="e.g. target: postgresql://postgres@db.internal:5432/postgres") from None
-    params = dict(parse_dsn(server, field="target").params)
-    params["dbname"] = identifier
-    return psycopg.conninfo.make_conninfo(**params)
+def _original(ctx: StepContext[RestoreStep], resource_id: str | None) -> ResourceSpec | None:
+    """The resource the point was taken of, when this account still has it (it may be gone with its account)."""
+    try:
+        resource = ctx.account.catalog.get_resource(resource_id or "")
+    except NotFoundError:
+        return None
+    return ResourceSpec(resource.id, resource.type, resource.settings, resource.tags)
 
 
-def _where(resource_type: str, request: RestoreRequest, home: Path) -> dict[str, Any]:
-    if resource_type == "postgres-cluster":
-        return {"data_directory": str(data_directory(request, home))}
-    return {"database": request.target_identifier}
-
-
-def _outputs(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest, job_id: str) -> dict[str, Any]:
+def _outputs(ctx: StepContext[RestoreStep], rp: RecoveryPoint, request: RestoreRequest, job_id: str) -> dict[str, Any]:
     result = ctx.account.catalog.get_job(job_id).result
     selected = ctx.previous("select_recovery_point") or {}
     outputs: dict[str, Any] = {
@@ -216,20 +195,11 @@ def _outputs(ctx: StepContext, rp: RecoveryPoint, request: RestoreRequest, job_i
         "recovery_point_arn": rp.arn, "selected_recovery_point_arn": selected.get("recovery_point_arn", rp.arn),
         "copied_back": bool(ctx.checkpoint.get("local_recovery_point_arn")), "restore_job_id": job_id,
     }
-    if rp.resource_type == "postgres-cluster":
-        dsn = parse_dsn(result["dsn"])
-        outputs.update(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
-                       login=dsn.user, data_directory=result["data_directory"],
-                       stop_command=result["stop_command"], log=result["log"],
-                       disabled_on_restore=result.get("disabled_on_restore") or [])
-    else:
-        target = parse_dsn(result["target"])
-        outputs.update(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
-                       dsn=result["target"], dbname=target.dbname, login=target.user, database=target.dbname)
+    outputs.update(get_adapter(rp.resource_type).restored_endpoint(result).as_outputs())
     return outputs
 
 
-def _finished_copy(ctx: StepContext) -> Job | None:
+def _finished_copy(ctx: StepContext[RestoreStep]) -> Job | None:
     job_id = ctx.checkpoint.get("copy_job_id")
     if not job_id:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from strongroom.config.runbook import SelectRecoveryPointStep
 from strongroom.errors import NoRecoveryPointError, StrongroomError
 from strongroom.model import Arn, RecoveryPointStatus
 from strongroom.services import remote
@@ -15,33 +16,33 @@ LATEST = "latest"
 
 
 class SelectRecoveryPoint:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[SelectRecoveryPointStep]) -> dict[str, Any]:
         step = ctx.step
         points = _candidates(ctx)
         chosen = _choose(points, step)
         if chosen is None:
             raise NoRecoveryPointError(_nothing_matches(step), hint=_hint(step))
-        where = f"account {step['account']}" if step.get("account") else "this account"
+        where = f"account {step.account}" if step.account else "this account"
         ctx.changes.append(f"selected {chosen['recovery_point_arn']} (created {chosen['creation_date']}) in vault"
-                           f" {_vault_name(step['vault'])} of {where}")
+                           f" {_vault_name(step.vault)} of {where}")
         return {
             "recovery_point_arn": chosen["recovery_point_arn"],
             "creation_date": chosen["creation_date"],
             "resource_id": chosen["resource_id"],
             "resource_type": chosen["resource_type"],
-            "vault": _vault_name(step["vault"]),
-            "account": step.get("account"),
+            "vault": _vault_name(step.vault),
+            "account": step.account,
             "account_id": Arn.parse(chosen["recovery_point_arn"]).account_id,
-            "remote": bool(step.get("account")),
+            "remote": bool(step.account),
             "source_bytes": chosen.get("source_bytes"),
         }
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
+    def describe(self, ctx: StepContext[SelectRecoveryPointStep]) -> tuple[str, dict[str, Any], list[str]]:
         step = ctx.step
         which = _which(step)
-        where = f"vault {_vault_name(step['vault'])} of account {step['account']}" if step.get("account") else \
-            f"vault {_vault_name(step['vault'])} of this account"
-        text = f"select {which} recovery point of resource {step['resource']} in {where}"
+        where = f"vault {_vault_name(step.vault)} of account {step.account}" if step.account else \
+            f"vault {_vault_name(step.vault)} of this account"
+        text = f"select {which} recovery point of resource {step.resource} in {where}"
         try:
             outputs = self.run(ctx)
         except StrongroomError as exc:  # a dry run lists every problem
@@ -49,26 +50,26 @@ class SelectRecoveryPoint:
         ctx.changes.clear()
         return f"{text}: {outputs['recovery_point_arn']} (created {outputs['creation_date']})", outputs, []
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[SelectRecoveryPointStep], outputs: dict[str, Any]) -> list[str]:
         return []
 
 
-def _candidates(ctx: StepContext) -> list[dict[str, Any]]:
-    step, vault = ctx.step, _vault_name(ctx.step["vault"])
-    if step.get("account"):
-        with remote.client_for(ctx.account, step["account"]) as client:
+def _candidates(ctx: StepContext[SelectRecoveryPointStep]) -> list[dict[str, Any]]:
+    step, vault = ctx.step, _vault_name(ctx.step.vault)
+    if step.account:
+        with remote.client_for(ctx.account, step.account) as client:
             return client.list_recovery_points(vault)
     ctx.account.catalog.get_vault(vault)
     return [rp.as_dict() for rp in ctx.account.catalog.list_recovery_points(vault_name=vault)]
 
 
-def _choose(points: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, Any] | None:
+def _choose(points: list[dict[str, Any]], step: SelectRecoveryPointStep) -> dict[str, Any] | None:
     completed = [p for p in points if p["status"] == RecoveryPointStatus.COMPLETED.value]
-    if step["recovery_point"] != LATEST:
-        return next((p for p in completed if p["recovery_point_arn"] == step["recovery_point"]
-                     and p["resource_id"] == step["resource"]), None)
-    limit = _aware(datetime.fromisoformat(step["at_or_before"])) if step.get("at_or_before") else None
-    matching = [p for p in completed if p["resource_id"] == step["resource"]
+    if step.recovery_point != LATEST:
+        return next((p for p in completed if p["recovery_point_arn"] == step.recovery_point
+                     and p["resource_id"] == step.resource), None)
+    limit = _aware(step.at_or_before) if step.at_or_before else None
+    matching = [p for p in completed if p["resource_id"] == step.resource
                 and (limit is None or vouched_time(p) <= limit)]
     return max(matching, key=vouched_time, default=None)
 
@@ -89,23 +90,28 @@ def _vault_name(vault: str) -> str:
     return Arn.parse(vault).name if vault.startswith("arn:") else vault
 
 
-def _which(step: dict[str, Any]) -> str:
-    if step["recovery_point"] != LATEST:
-        return f"the COMPLETED {step['recovery_point']}"
-    if step.get("at_or_before"):
-        return f"the latest COMPLETED (at or before {step['at_or_before']})"
+def _which(step: SelectRecoveryPointStep) -> str:
+    if step.recovery_point != LATEST:
+        return f"the COMPLETED {step.recovery_point}"
+    if step.at_or_before:
+        return f"the latest COMPLETED (at or before {_as_written(step)})"
     return "the latest COMPLETED"
 
 
-def _nothing_matches(step: dict[str, Any]) -> str:
-    where = f" of account {step['account']}" if step.get("account") else ""
-    return f"no recovery point matches: {_which(step)} of resource {step['resource']} in vault " \
-           f"{_vault_name(step['vault'])}{where}"
+def _as_written(step: SelectRecoveryPointStep) -> str:
+    """``at_or_before`` as the runbook's JSON form writes it (``2026-11-25T09:30:00Z``)."""
+    return str(step.model_dump(mode="json", include={"at_or_before"})["at_or_before"])
 
 
-def _hint(step: dict[str, Any]) -> str:
-    if step["recovery_point"] != LATEST:
+def _nothing_matches(step: SelectRecoveryPointStep) -> str:
+    where = f" of account {step.account}" if step.account else ""
+    return f"no recovery point matches: {_which(step)} of resource {step.resource} in vault " \
+           f"{_vault_name(step.vault)}{where}"
+
+
+def _hint(step: SelectRecoveryPointStep) -> str:
+    if step.recovery_point != LATEST:
         return "check the ARN (a COMPLETED point of this resource) with 'strongroom recovery-points list'"
-    if step.get("at_or_before"):
+    if step.at_or_before:
         return "choose a later at_or_before, or select from the other vault"
     return "check the resource id and the vault ('strongroom recovery-points list'), or select from the other vault"

@@ -7,48 +7,49 @@ from typing import Any
 
 import psycopg
 
+from strongroom.config.runbook import VerifySqlStep
 from strongroom.errors import IntegrityError, TargetError
 from strongroom.services import secrets
 from strongroom.services.dr.context import StepContext, first_line
 
 
 class VerifySql:
-    def run(self, ctx: StepContext) -> dict[str, Any]:
+    def run(self, ctx: StepContext[VerifySqlStep]) -> dict[str, Any]:
         results = []
         with _connect(ctx) as conn:
-            for check in ctx.step["checks"]:
-                rows = _query(conn, check["sql"])
-                if not _matches(rows, check["expect"]):
-                    raise IntegrityError(f"query {check['sql']!r} returned {_shown(rows)}, expected"
-                                         f" {_shown(check['expect'])}",
+            for check in ctx.step.checks:
+                rows = _query(conn, check.sql)
+                if not _matches(rows, check.expect):
+                    raise IntegrityError(f"query {check.sql!r} returned {_shown(rows)}, expected"
+                                         f" {_shown(check.expect)}",
                                          hint="the restored data is not what the runbook expects; check the"
                                               " recovery point chosen")
-                results.append({"sql": check["sql"], "rows": len(rows)})
+                results.append({"sql": check.sql, "rows": len(rows)})
         ctx.changes.append(f"verified {len(results)} quer{'y' if len(results) == 1 else 'ies'}")
         return {"checks": results}
 
-    def describe(self, ctx: StepContext) -> tuple[str, dict[str, Any], list[str]]:
-        who = f"with secret {ctx.scratch_name(ctx.step['secret'])}" if ctx.step.get("secret") else \
+    def describe(self, ctx: StepContext[VerifySqlStep]) -> tuple[str, dict[str, Any], list[str]]:
+        who = f"with secret {ctx.scratch_name(ctx.step.secret)}" if ctx.step.secret else \
             "as the restore's login"
-        queries = "; ".join(f"{c['sql']} = {_shown(c['expect'])}" for c in ctx.step["checks"])
+        queries = "; ".join(f"{c.sql} = {_shown(c.expect)}" for c in ctx.step.checks)
         return f"check on the restored database ({who}): {queries}", {}, []
 
-    def clean_up(self, ctx: StepContext, outputs: dict[str, Any]) -> list[str]:
+    def clean_up(self, ctx: StepContext[VerifySqlStep], outputs: dict[str, Any]) -> list[str]:
         return []
 
 
-def _connect(ctx: StepContext) -> psycopg.Connection[Any]:
+def _connect(ctx: StepContext[VerifySqlStep]) -> psycopg.Connection[Any]:
     restored = ctx.required("restore")
     try:
-        if ctx.step.get("secret"):
-            value = secrets.get_secret(ctx.account, ctx.scratch_name(ctx.step["secret"]))
+        if ctx.step.secret:
+            value = secrets.get_secret(ctx.account, ctx.scratch_name(ctx.step.secret))
             if not isinstance(value, dict):
-                raise TargetError(f"secret {ctx.step['secret']} is not database credentials")
+                raise TargetError(f"secret {ctx.step.secret} is not database credentials")
             return psycopg.connect(host=value["host"], port=value["port"], user=value["username"],
-                                   password=value["password"], dbname=ctx.step.get("database") or value["dbname"],
+                                   password=value["password"], dbname=ctx.step.database or value["dbname"],
                                    connect_timeout=10, autocommit=True)
-        database = ctx.step.get("database")
-        extra = {"dbname": database} if database else {}
+        database = ctx.step.database
+        extra: dict[str, Any] = {"dbname": database} if database else {}
         return psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True, **extra)
     except psycopg.Error as exc:
         raise TargetError(f"connecting to {restored['identifier']} failed: {first_line(exc)}") from None

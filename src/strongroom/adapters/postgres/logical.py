@@ -16,10 +16,10 @@ Owners and privileges are restored: a restore must not widen access. Without the
 would belong to the restoring (often super)user — a ``SECURITY DEFINER`` function would then run as
 it — and a ``REVOKE … FROM PUBLIC`` would be lost, so PostgreSQL's defaults (anyone may execute a
 function) would apply. Before any database is created, the roles the dump names (owners, grantees,
-policy roles: its table of contents, ``adapters/pgdump_roles.py``) are looked up on the target
+policy roles: its table of contents, ``adapters/postgres/dump_roles.py``) are looked up on the target
 server; missing ones refuse the restore (:class:`TargetRolesMissingError`). Options ``no_owners`` /
 ``no_privileges`` (``restore start --no-owners/--no-privileges``, the runbook step's fields of the
-same names; both built by ``pgdump_roles.ownership_options``) drop them explicitly.
+same names; both built by ``dump_roles.ownership_options``) drop them explicitly.
 
 Passwords never appear in a DSN or in argv: they come from ``ctx.environment`` (``PGPASSWORD``,
 ``PGPASSFILE``) or the process environment.
@@ -42,16 +42,18 @@ from psycopg import sql
 
 from strongroom.adapters.base import (
     BackupContext,
+    Endpoint,
     ResourceAdapter,
     ResourceSpec,
     RestoreContext,
     RestoreRequest,
     RestoreResult,
+    RunbookRestore,
     register_adapter,
 )
-from strongroom.adapters.pgdump_format import add_data_offsets, read_toc
-from strongroom.adapters.pgdump_roles import Ownership, RoleNeeds, role_needs
-from strongroom.adapters.pgtools import (
+from strongroom.adapters.postgres.dump_format import add_data_offsets, read_toc
+from strongroom.adapters.postgres.dump_roles import Ownership, RoleNeeds, ownership_options, role_needs
+from strongroom.adapters.postgres.tools import (
     PgDsn,
     ToolProcess,
     connect,
@@ -77,7 +79,7 @@ FROM (SELECT pg_table_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON
       WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')) s
 """
 # Parallel pg_restore needs a seekable copy of the dump (written to scratch space first, its data
-# offsets then filled in by pgdump_format), which costs about a tenth of the restore; it pays off when
+# offsets then filled in by dump_format), which costs about a tenth of the restore; it pays off when
 # the work outside the largest table is larger than that: restore time with N jobs is at least the
 # largest table's COPY and index builds. Measured in docs/performance.md.
 PARALLEL_WHEN_LARGEST_TABLE_BELOW = 0.8
@@ -111,6 +113,7 @@ PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 class PostgresAdapter(ResourceAdapter):
     type_name = "postgres"
     description = "One PostgreSQL database, logical (pg_dump / pg_restore into a new database)"
+    supports_runbooks = True
 
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         return dsn_settings(self.type_name, settings)
@@ -121,7 +124,7 @@ class PostgresAdapter(ResourceAdapter):
         env = tool_environment(ctx.environment)
         pg_dump = find_tool("pg_dump", env)
         info = server_info(dsn, ctx.environment)
-        argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", f"--dbname={dsn.text}"]
+        argv: list[str | Path] = [pg_dump, "--format=custom", "--compress=0", "--no-password", f"--dbname={dsn.text}"]
         with ToolProcess(argv, env=env, stdout=subprocess.PIPE) as tool:
             ctx.writer.store_stream("dump", tool.stdout)
             code = tool.wait()
@@ -172,6 +175,35 @@ class PostgresAdapter(ResourceAdapter):
         with connect(target, {}, TargetError, dbname="postgres") as conn:
             conn.execute(statement)
         return [f"dropped database {target.dbname} on {target.where()}"]
+
+    # Runbooks -----------------------------------------------------------------------------------
+    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
+                                original: ResourceSpec | None) -> RestoreRequest:
+        options: dict[str, Any] = {"jobs": step.jobs} if step.jobs else {}
+        # The app must find its tables as it left them: owners and grants come back unless the step drops them.
+        options.update(ownership_options(no_owners=step.no_owners, no_privileges=step.no_privileges))
+        return RestoreRequest(_database_on(step.target, original, identifier), identifier, None, False, options)
+
+    def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
+        target = parse_dsn(result["target"])
+        return Endpoint(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
+                        dsn=result["target"], dbname=target.dbname, login=target.user,
+                        extra={"database": target.dbname})
+
+    def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
+        return {"database": request.target_identifier}
+
+
+def _database_on(server: str | None, original: ResourceSpec | None, identifier: str) -> str:
+    """The new database ``identifier`` on ``server``, or on the original's server."""
+    if not server:
+        server = (original.settings if original else {}).get("dsn")
+        if not server:  # the original may be gone with its account
+            raise ConfigError("a postgres restore needs target: the DSN of the server to create the database on",
+                              hint="e.g. target: postgresql://postgres@db.internal:5432/postgres")
+    params = dict(parse_dsn(server, field="target").params)
+    params["dbname"] = identifier
+    return psycopg.conninfo.make_conninfo(**params)
 
 
 def server_info(dsn: PgDsn, environment: Mapping[str, str]) -> dict[str, Any]:

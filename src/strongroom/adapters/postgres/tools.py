@@ -375,7 +375,9 @@ def connect(
     dbname: str | None = None,
 ) -> psycopg.Connection[Any]:
     """An autocommit psycopg connection; secrets come from ``environment`` (never from the DSN)."""
-    extra = {LIBPQ_ENVIRONMENT[key]: value for key, value in (environment or {}).items() if key in LIBPQ_ENVIRONMENT}
+    extra: dict[str, Any] = {
+        LIBPQ_ENVIRONMENT[key]: value for key, value in (environment or {}).items() if key in LIBPQ_ENVIRONMENT
+    }
     extra = {key: value for key, value in extra.items() if key not in dsn.params or key == "password"}
     if "connect_timeout" not in dsn.params:
         extra.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)

@@ -24,11 +24,12 @@ restore still works, only without offsets.
 
 :func:`read_toc` reads the table of contents from the front of a stream that cannot seek (a recovery
 point's ``dump`` stream), so that a restore can learn which roles the archive names before any data
-moves (``adapters/pgdump_roles.py``).
+moves (``adapters/postgres/dump_roles.py``).
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -84,15 +85,15 @@ class _Reader:
         value = int.from_bytes(self.bytes(self.int_size), "little")
         return -value if sign else value
 
-    def string(self) -> bytes | None:
+    def string(self) -> builtins.bytes | None:
         length = self.int()
         return None if length < 0 else self.bytes(length)
 
-    def skip(self, count: int) -> None:
+    def skip(self, count: builtins.int) -> None:
         if self.handle.seek(count, os.SEEK_CUR) > self.size:
             raise ValueError("archive ends early")
 
-    def tell(self) -> int:
+    def tell(self) -> builtins.int:
         return self.handle.tell()
 
 
@@ -112,7 +113,7 @@ class _StreamReader(_Reader):
         self.position += count
         return data
 
-    def skip(self, count: int) -> None:
+    def skip(self, count: builtins.int) -> None:
         self.bytes(count)
 
     def tell(self) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from strongroom.adapters.pgdump_format import TocEntry
+from strongroom.adapters.postgres.dump_format import TocEntry
 from strongroom.errors import ConfigError
 
 ACL_ENTRIES = {"ACL", "DEFAULT ACL", "ACL LANGUAGE"}

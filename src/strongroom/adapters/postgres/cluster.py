@@ -1,7 +1,7 @@
 """``postgres-cluster``: a whole PostgreSQL cluster (the "DB cluster"), physical.
 
 Setting ``method``: ``auto`` (default) reads the data directory's files directly when the cluster
-runs on this machine and the role may (``strongroom.adapters.pgdirect``: the same tar stream, a
+runs on this machine and the role may (``strongroom.adapters.postgres.direct``: the same tar stream, a
 fraction of the CPU), else uses ``pg_basebackup``; ``direct`` refuses to fall back; ``pg_basebackup``
 never reads files. The recovery point records the ``method`` used and why direct was not possible.
 
@@ -23,7 +23,7 @@ configured in ``postgresql.auto.conf``: ``port`` (``request.port`` or a free one
 configuration outside the data directory (Debian), minimal files are written (``pg_hba.conf``:
 local ``peer``, 127.0.0.1 ``scram-sha-256``).
 
-A restore never runs what the backup carries (``strongroom.adapters.restoredconf``): unless the
+A restore never runs what the backup carries (``strongroom.adapters.postgres.restored_conf``): unless the
 request's option ``trust_restored_config`` is set, settings that run commands or load code are
 commented out of the configuration files, the same settings are overridden on the server's command
 line, and a data directory holding a program (an ELF file) is refused. The job result lists what was
@@ -53,17 +53,19 @@ from typing import IO, Any
 
 import psycopg
 
-from strongroom.adapters import pgdirect, restoredconf, tarextract
 from strongroom.adapters.base import (
     BackupContext,
+    Endpoint,
     ResourceAdapter,
     ResourceSpec,
     RestoreContext,
     RestoreRequest,
     RestoreResult,
+    RunbookRestore,
     register_adapter,
 )
-from strongroom.adapters.pgtools import (
+from strongroom.adapters.postgres import direct, restored_conf, tar
+from strongroom.adapters.postgres.tools import (
     OsUser,
     PgDsn,
     ToolProcess,
@@ -111,6 +113,7 @@ SELECT current_setting('server_version'), current_setting('server_version_num'):
 class PostgresClusterAdapter(ResourceAdapter):
     type_name = "postgres-cluster"
     description = "A whole PostgreSQL cluster, physical (pg_basebackup; restore = a new cluster, new identifier)"
+    supports_runbooks = True
 
     def validate_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         normalised = dsn_settings(self.type_name, settings, also=("method",))
@@ -127,8 +130,8 @@ class PostgresClusterAdapter(ResourceAdapter):
         dsn, method = parse_dsn(settings["dsn"]), settings.get("method", "auto")
         with connect(dsn, ctx.environment, SourceError) as conn:
             info = cluster_info(conn, dsn, ctx.environment)
-            local = pgdirect.eligibility(conn) if method != "pg_basebackup" else "method: pg_basebackup"
-            if isinstance(local, pgdirect.LocalCluster):
+            local = direct.eligibility(conn) if method != "pg_basebackup" else "method: pg_basebackup"
+            if isinstance(local, direct.LocalCluster):
                 return self._direct_backup(conn, local, resource, ctx, info)
         if method == "direct":
             raise SourceError(
@@ -139,7 +142,7 @@ class PostgresClusterAdapter(ResourceAdapter):
     def _direct_backup(
         self,
         conn: Any,
-        local: pgdirect.LocalCluster,
+        local: direct.LocalCluster,
         resource: ResourceSpec,
         ctx: BackupContext,
         info: dict[str, Any],
@@ -151,7 +154,7 @@ class PostgresClusterAdapter(ResourceAdapter):
             ctx.writer.store_stream(STREAM, watchers[0])
 
         try:
-            done = pgdirect.run_direct_backup(conn, local, f"strongroom {resource.id}", consume)
+            done = direct.run_direct_backup(conn, local, f"strongroom {resource.id}", consume)
         except psycopg.Error as exc:
             raise describe_failure(str(exc), info["server"], SourceError, action="direct backup") from None
         extra = {"vanished_during_backup": done.skipped[:100]} if done.skipped else {}
@@ -163,7 +166,7 @@ class PostgresClusterAdapter(ResourceAdapter):
     ) -> dict[str, Any]:
         env = tool_environment(ctx.environment)
         pg_basebackup = find_tool("pg_basebackup", env)
-        argv = [
+        argv: list[str | Path] = [
             pg_basebackup, "--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast",
             "--no-password", f"--label=strongroom {resource.id}", f"--dbname={dsn.text}",
         ]  # fmt: skip
@@ -202,6 +205,28 @@ class PostgresClusterAdapter(ResourceAdapter):
             return f"port {request.port} on 127.0.0.1 is already in use"
         return None
 
+    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
+                                original: ResourceSpec | None) -> RestoreRequest:
+        options: dict[str, Any] = {"jobs": step.jobs} if step.jobs else {}
+        if step.trust_restored_config:
+            options["trust_restored_config"] = True
+        return RestoreRequest(step.target, identifier, step.port, False, options)
+
+    def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
+        return Endpoint(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
+                        login=parse_dsn(result["dsn"]).user,
+                        extra={"data_directory": result["data_directory"], "stop_command": result["stop_command"],
+                               "log": result["log"],
+                               "disabled_on_restore": result.get("disabled_on_restore") or []})
+
+    def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
+        return {"data_directory": str(data_directory(request, home))}
+
+    def restore_caveat(self, request: RestoreRequest) -> str:
+        if request.options.get("trust_restored_config"):
+            return ", trusting its configuration (its commands and libraries run here)"
+        return ""
+
     def discard_restore(self, request: RestoreRequest, home: Path, details: dict[str, Any]) -> list[str]:
         """Stop the restored cluster if it runs; remove its data directory, log and socket directory."""
         name, data_dir = request.target_identifier or "", data_directory(request, home)
@@ -210,7 +235,7 @@ class PostgresClusterAdapter(ResourceAdapter):
             major = details.get("server_major")
             pg_ctl = find_tool("pg_ctl", tool_environment(), major=int(major) if major else None)
             user = server_user(request.options.get("os_user"))
-            argv = [pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"]
+            argv: list[str | Path] = [pg_ctl, "-D", data_dir, "-m", "fast", "-w", "stop"]
             run_tool(argv, env=server_environment(), user=user, cwd=Path("/"))
             removed.append(f"stopped cluster {name}")
         if data_dir.exists():
@@ -453,7 +478,7 @@ def socket_directory(data_dir: Path, name: str) -> Path:
 
 
 def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
-    """Unpack the base tar as it streams (``tarextract``: nothing may land outside ``data_dir``)."""
+    """Unpack the base tar as it streams (``tar``: nothing may land outside ``data_dir``)."""
 
     def chunks() -> Iterator[bytes]:
         for chunk in ctx.reader.iter_stream(STREAM):
@@ -461,7 +486,7 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
                 ctx.progress(len(chunk))
             yield chunk
 
-    members = set(tarextract.extract(chunks(), data_dir, what=f"the recovery point's {STREAM}"))
+    members = set(tar.extract(chunks(), data_dir, what=f"the recovery point's {STREAM}"))
     missing = [name for name in ("PG_VERSION", "global/pg_control", "backup_label") if name not in members]
     if missing:
         raise IntegrityError(f"the recovery point's {STREAM} has no {', '.join(missing)}", hint="")
@@ -469,11 +494,11 @@ def extract_base_tar(ctx: RestoreContext, data_dir: Path) -> None:
 
 def refuse_untrusted_content(data_dir: Path) -> None:
     """Refuse what a base backup of ours never holds and what would act outside the data directory: a
-    program (one in a backup is there to be loaded, ``restoredconf``) or a non-empty ``tablespace_map`` (recovery
+    program (one in a backup is there to be loaded, ``restored_conf``) or a non-empty ``tablespace_map`` (recovery
     would turn its lines into links to any directory and write there; clusters with tablespaces are
     refused at backup)."""
     trust = "restore it only if you trust its source, with --trust-restored-config"
-    found = restoredconf.programs(data_dir)
+    found = restored_conf.programs(data_dir)
     if found:
         raise IntegrityError(f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
                              hint=f"a PostgreSQL data directory holds none; {trust}")
@@ -502,11 +527,11 @@ def configure(plan: RestorePlan) -> None:
         "archive_mode": "off",
     }
     if not plan.trusted:
-        plan.disabled = restoredconf.neutralise(data_dir)
-        plan.overrides = restoredconf.server_overrides(data_dir, plan.major, plan.disabled)
+        plan.disabled = restored_conf.neutralise(data_dir)
+        plan.overrides = restored_conf.server_overrides(data_dir, plan.major, plan.disabled)
         if "ssl" in plan.overrides:
             settings["ssl"] = plan.overrides["ssl"]
-    plan.notes += restoredconf.hba_warnings(data_dir)
+    plan.notes += restored_conf.hba_warnings(data_dir)
     append_settings(data_dir, settings)
     data_dir.chmod(0o700)
     if not plan.socket_dir.exists():
@@ -529,7 +554,7 @@ def append_settings(data_dir: Path, settings: dict[str, str]) -> None:
 def start(plan: RestorePlan) -> None:
     """``pg_ctl start``; if a port picked here was taken meanwhile (another server started), pick another."""
     for attempt in range(START_ATTEMPTS):
-        argv = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT]
+        argv: list[str | Path] = [plan.pg_ctl, "-D", plan.data_dir, "-l", plan.log_file, "-w", "-t", START_TIMEOUT]
         if plan.overrides:  # pg_ctl hands -o to postgres through the shell: each word quoted
             words = [word for key, value in plan.overrides.items() for word in ("-c", f"{key}={value}")]
             argv += ["-o", shlex.join(words)]
@@ -572,7 +597,7 @@ def check_answers(plan: RestorePlan, ctx: RestoreContext) -> None:
 def abandon(plan: RestorePlan, *, remove: bool) -> None:
     """Undo a failed restore: stop the server if it runs, remove the directory if this restore made it."""
     if plan.started or (plan.data_dir / "postmaster.pid").exists():
-        argv = [plan.pg_ctl, "-D", plan.data_dir, "-m", "immediate", "-w", "stop"]
+        argv: list[str | Path] = [plan.pg_ctl, "-D", plan.data_dir, "-m", "immediate", "-w", "stop"]
         run_tool(argv, env=plan.env, user=plan.user, cwd=Path("/"))
     if plan.made_socket_dir:
         shutil.rmtree(plan.socket_dir, ignore_errors=True)
