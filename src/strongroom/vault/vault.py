@@ -135,7 +135,8 @@ class Vault:
 
     def record_keys(self, prefix: str) -> list[str]:
         """Keys of the catalog records under ``prefix`` (itself under ``catalog/``), sorted."""
-        _check_record_key(prefix)
+        if not prefix.startswith(RECORDS_PREFIX):
+            raise StorageError(f"'{prefix}' is not under {RECORDS_PREFIX}")
         return sorted(self.store.list(prefix))
 
     def read_record(self, key: str) -> bytes | None:
