@@ -2,8 +2,10 @@
 
 Each operation runs in one order: authorise the principal against the vault's access policy (explicit
 Deny wins; other accounts need an explicit Allow), apply the vault lock's rules, then act. The local CLI
-calls these as the account's root, the API server as the authenticated principal. ``clock`` lets tests
-move time (docs/access-policy-and-lock.md has the rules as a table).
+calls these as the account's root, the API server as the authenticated principal. The retention rules
+themselves are pure, in policy/retention.py; the vault's objects are deleted only through the vault
+(``Vault.withdraw_manifest``, ``Vault.destroy_store``). ``clock`` lets tests move time
+(docs/access-policy-and-lock.md has the rules as a table).
 """
 
 from __future__ import annotations
