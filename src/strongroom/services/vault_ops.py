@@ -56,11 +56,6 @@ def retention_ended(rp: RecoveryPoint, now: datetime) -> bool:
     return retention.retention_ended(rp.delete_at, now)
 
 
-def retention_of(rp: RecoveryPoint, record: VaultRecord, now: datetime) -> dict[str, Any]:
-    """What protects a recovery point now: its retention and whether (and in which mode) a lock governs it."""
-    return retention.retention_of(rp.delete_after_days, rp.delete_at, _governing_lock(record, rp), now)
-
-
 def lock_fields(record: VaultRecord, now: datetime) -> dict[str, Any]:
     """The lock as ``vaults describe`` shows it."""
     return retention.lock_fields(lock_of(record), now)
