@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+# The clock lives in strongroom.clock (below every layer); services keep calling model.now().
+from strongroom.clock import Clock as Clock
+from strongroom.clock import driven_clock as driven_clock
+from strongroom.clock import now as now
+from strongroom.clock import system_clock as system_clock
 from strongroom.errors import UsageError
 
 
@@ -39,36 +42,6 @@ class JobType(StrEnum):
     BACKUP = "BACKUP"
     RESTORE = "RESTORE"
     COPY = "COPY"
-
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
-
-
-_clock: Clock = system_clock
-
-
-def now() -> datetime:
-    """The current time for every record the services write (jobs, recovery points, schedules).
-
-    The scheduler's tests drive it (``driven_clock``) to simulate weeks of schedules in seconds; only code
-    running in the same process can, so no command-line flag or environment variable moves it.
-    """
-    return _clock()
-
-
-@contextmanager
-def driven_clock(clock: Clock) -> Iterator[None]:
-    """Within the block, ``now()`` is ``clock()`` (one process; for simulations and tests)."""
-    global _clock
-    previous, _clock = _clock, clock
-    try:
-        yield
-    finally:
-        _clock = previous
 
 
 def iso(moment: datetime | None) -> str | None:

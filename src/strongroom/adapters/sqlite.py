@@ -40,6 +40,7 @@ from strongroom.errors import (
     TargetError,
     TargetNotEmptyError,
 )
+from strongroom.fsutil import fsync_dir
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -169,14 +170,6 @@ def _copy_stream(source: BinaryIO, out: BinaryIO, progress: Callable[[int], None
             progress(len(block))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_restored(target: Path, ctx: RestoreContext, mode: int) -> Path:
     """The database, written and fsynced under a temporary name beside ``target``."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=".strongroom-", suffix=".tmp")
@@ -239,7 +232,7 @@ class SQLiteAdapter(ResourceAdapter):
             except BaseException:
                 _remove_with_side_files(temp)
                 raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             raise TargetError(f"cannot restore SQLite database to {target}: {exc.strerror or exc}") from exc
         details = {key: metadata[key] for key in ("page_size", "page_count", "journal_mode") if key in metadata}

@@ -17,17 +17,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
+from strongroom.fsutil import write_durably
 from strongroom.model import Arn, VaultRecord, iso, now
-from strongroom.services.files import write_durably
 from strongroom.store.base import open_store
-from strongroom.store.local import LocalStore
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
 
@@ -57,6 +55,10 @@ class Account:
         if record.name not in self._open_vaults:
             self._open_vaults[record.name] = Vault.open(open_store(record.store_url), self.passphrase())
         return self._open_vaults[record.name]
+
+    def forget_vault(self, name: str) -> None:
+        """Drop the open vault ``name`` from this account's cache (the vault was deleted or never recorded)."""
+        self._open_vaults.pop(name, None)
 
     def vault_arn(self, name: str) -> str:
         return str(Arn(self.region, self.account_id, "backup-vault", name))
@@ -115,15 +117,16 @@ def create_vault(
     scrypt_params: dict[str, int] | None = None,
 ) -> VaultRecord:
     root = account.home / "vaults" / name
+    store = open_store(root.as_uri())
     if root.exists() and any(root.iterdir()):
-        shutil.rmtree(root)  # left by an unfinished init or create; never holds a catalogued vault
-    vault = Vault.create(LocalStore(root), account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
-    record = VaultRecord(name, account.vault_arn(name), LocalStore(root).url, vault.config.vault_id, iso(now()) or "")
+        Vault.destroy_store(store)  # left by an unfinished init or create; never holds a catalogued vault
+    vault = Vault.create(store, account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
+    record = VaultRecord(name, account.vault_arn(name), store.url, vault.config.vault_id, iso(now()) or "")
     account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault
     try:
         account.catalog.add_vault(record)
     except BaseException:
-        account._open_vaults.pop(name, None)
+        account.forget_vault(name)
         raise
     return record
 

@@ -11,10 +11,8 @@ on ``HOME/locks/apply.lock``, whose content names the holder's pid and start tim
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -43,6 +41,7 @@ from strongroom.config.changes import (
 from strongroom.config.loader import LoadedConfig, load_config
 from strongroom.config.variables import AccountIdentity
 from strongroom.errors import ERRORS_BY_CODE, BusyError, StrongroomError
+from strongroom.fsutil import FileLock
 from strongroom.model import Resource, VaultRecord, iso
 from strongroom.policy.principals import root_arn
 from strongroom.services import vault_ops
@@ -56,7 +55,6 @@ from strongroom.services.account import (
 from strongroom.services.notifications import plan as notifications_plan
 
 APPLY_LOCK = "apply.lock"
-LOCK_POLL_SECONDS = 0.1
 Clock = Callable[[], datetime]
 Approve = Callable[[Plan], bool]
 
@@ -221,28 +219,13 @@ def shown_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
 def apply_lock(account: Account, timeout: float = 0) -> Iterator[None]:
     """Hold the account's apply lock; BusyError naming the holder if it is not free within ``timeout`` s."""
     path = account.locks_dir / APPLY_LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        _acquire(fd, path, account.home, timeout)
+    with FileLock(path) as lock:
+        if not lock.acquire(timeout=timeout):
+            raise _busy(path, account.home, timeout)
         holder = json.dumps({"pid": os.getpid(), "started_at": iso(model.now())}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder, 0)
+        os.ftruncate(lock.fd, 0)
+        os.pwrite(lock.fd, holder, 0)
         yield
-    finally:
-        os.close(fd)
-
-
-def _acquire(fd: int, path: Path, home: Path, timeout: float) -> None:
-    deadline = time.monotonic() + max(timeout, 0)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise _busy(path, home, timeout) from None
-            time.sleep(LOCK_POLL_SECONDS)
 
 
 def _busy(path: Path, home: Path, timeout: float) -> BusyError:

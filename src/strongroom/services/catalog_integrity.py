@@ -23,19 +23,17 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from strongroom.errors import CatalogIntegrityError, NotFoundError
+from strongroom.errors import CatalogIntegrityError
+from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPointStatus
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
-from strongroom.services.files import write_durably
 from strongroom.store.base import open_store
-from strongroom.vault import envelope
-from strongroom.vault.envelope import Kind
-from strongroom.vault.vault import Vault
+from strongroom.vault.vault import RECORDS_PREFIX, Vault
 
 RECORD_FORMAT = 1
-VAULT_RECORD_KEY = "catalog/vault"
-POINT_RECORDS_PREFIX = "catalog/points/"
+VAULT_RECORD_KEY = f"{RECORDS_PREFIX}vault"
+POINT_RECORDS_PREFIX = f"{RECORDS_PREFIX}points/"
 MAC_KEY_CONTEXT = b"strongroom catalog row MAC key v1"
 SEALED_MARKER = "catalog.sealed"
 POINT_FIELDS = ("status", "creation_date", "arrival_date", "completion_date", "delete_after_days", "delete_at",
@@ -203,20 +201,15 @@ def _point_finding(
 
 # Records in the vault's store ---------------------------------------------------------------------
 def read_record(vault: Vault, key: str) -> dict[str, Any] | None:
-    try:
-        sealed = vault.store.get(key)
-    except NotFoundError:
+    body = vault.read_record(key)
+    if body is None:
         return None
-    opened = envelope.open_sealed(vault.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}")
-    if opened.kind != Kind.RECORD:
-        raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
-    record: dict[str, Any] = json.loads(opened.plaintext)
+    record: dict[str, Any] = json.loads(body)
     return record
 
 
 def _write_record(vault: Vault, key: str, record: dict[str, Any]) -> None:
-    body = json.dumps({"format": RECORD_FORMAT, **record}, sort_keys=True).encode()
-    vault.store.put(key, envelope.seal(vault.keys.encryption_key, Kind.RECORD, key.encode(), body))
+    vault.write_record(key, json.dumps({"format": RECORD_FORMAT, **record}, sort_keys=True).encode())
 
 
 def _write_records(account: Account, vault: Vault, vault_name: str, point_ids: list[str], *,
@@ -236,7 +229,7 @@ def _write_records(account: Account, vault: Vault, vault_name: str, point_ids: l
 
 
 def _point_records(vault: Vault) -> Iterator[tuple[str, dict[str, Any]]]:
-    for key in sorted(vault.store.list(POINT_RECORDS_PREFIX)):
+    for key in vault.record_keys(POINT_RECORDS_PREFIX):
         record = read_record(vault, key)
         if record is not None:
             yield key[len(POINT_RECORDS_PREFIX):], record

@@ -31,7 +31,7 @@ from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef
 from strongroom.vault.reader import RecoveryPointReader, read_object
 from strongroom.vault.source import SourceRecord, StreamDigest, key_fingerprint, source_chunk_id
-from strongroom.vault.vault import Vault, chunk_key
+from strongroom.vault.vault import Vault
 from strongroom.vault.writer import RecoveryPointWriter, StreamBuilder
 
 
@@ -93,7 +93,7 @@ class CopyReceiver:
         mapped = self.account.catalog.mapped_chunks(self.vault_name, self.peer_vault_id, unknown)
         unchecked = []
         for peer_id, (own_id, checked_under) in mapped.items():
-            if self.vault.store.head(chunk_key(own_id)) is None:  # the collector may have removed it
+            if not self.vault.has_object(own_id):  # the collector may have removed it
                 continue
             if self.source is None or checked_under == self.source.fingerprint:
                 self.known[peer_id] = own_id

@@ -6,58 +6,44 @@ the job CREATED or RUNNING with a free lock knows it is dead and marks it FAILED
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
+from strongroom.fsutil import FileLock, is_held
+
 ENV_LOCK_FD = "STRONGROOM_JOB_LOCK_FD"
+
+__all__ = ["ENV_LOCK_FD", "JobLock", "is_held"]
 
 
 class JobLock:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    """A job's exclusive lock (a :class:`~strongroom.fsutil.FileLock`); its ``fd`` is handed to the worker
+    process that runs the job."""
+
+    def __init__(self, lock: FileLock) -> None:
+        self._lock = lock
+
+    @property
+    def fd(self) -> int:
+        return self._lock.fd
 
     @classmethod
     def acquire(cls, path: Path) -> JobLock:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return cls(fd)
+        lock = FileLock(path)
+        lock.acquire()
+        return cls(lock)
 
     @classmethod
     def try_acquire(cls, path: Path) -> JobLock | None:
         """The lock, or None at once when a live process holds it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return cls(fd)
+        lock = FileLock(path)
+        return cls(lock) if lock.try_acquire() else None
 
     @classmethod
     def inherited(cls) -> JobLock | None:
-        """The lock a parent process handed down (see services/backup.py: spawn)."""
+        """The lock a parent process handed down (see services/runners.py: spawn)."""
         value = os.environ.pop(ENV_LOCK_FD, None)
-        return cls(int(value)) if value else None
+        return cls(FileLock(Path(), int(value))) if value else None
 
     def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def is_held(path: Path) -> bool:
-    """True while some live process holds the lock at ``path``."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+        self._lock.release()

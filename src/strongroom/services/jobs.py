@@ -12,7 +12,6 @@ from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, n
 from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.joblock import JobLock, is_held
-from strongroom.vault.vault import manifest_key
 
 DEAD_JOB_MESSAGE = "the process running this job stopped before it finished (killed or crashed)"
 
@@ -44,7 +43,7 @@ def fail_job(account: Account, job: Job, message: str, state: JobState = JobStat
         if rp.status == RecoveryPointStatus.CREATING:
             # The catalog never said COMPLETED, so a manifest (written just before a crash) is withdrawn.
             with suppress(StrongroomError):
-                account.vault(rp.vault_name).store.delete(manifest_key(rp.id))
+                account.vault(rp.vault_name).withdraw_manifest(rp.id)
             why = f"{job.job_type.value.lower()} job {job.id} failed: {message}"
             account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.PARTIAL, status_message=why)
     account.catalog.update_job(job.id, state=state, status_message=message, completion_date=iso(now()))

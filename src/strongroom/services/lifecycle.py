@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from strongroom import model
 from strongroom.errors import IntegrityError, StorageError, UsageError
 from strongroom.model import JobState, JobType, RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
+from strongroom.policy.retention import aware, retention_ended
 from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.catalog_integrity import check_fresh
 from strongroom.services.writers import active_writers, exclusive_writers_lock
 from strongroom.vault import gc
-from strongroom.vault.vault import manifest_key
 
 EXPIRABLE = (RecoveryPointStatus.COMPLETED, RecoveryPointStatus.PARTIAL, RecoveryPointStatus.EXPIRED)
 GC_COMPLETED, GC_POSTPONED, GC_REFUSED = "COMPLETED", "POSTPONED", "REFUSED"
@@ -40,7 +40,7 @@ def remove_recovery_point(account: Account, rp: RecoveryPoint, reason: str) -> N
     if rp.status == RecoveryPointStatus.CREATING:
         raise UsageError(f"recovery point {rp.arn} is still being created",
                          hint="Wait for its job to finish, then remove it")
-    account.vault(rp.vault_name).store.delete(manifest_key(rp.id))
+    account.vault(rp.vault_name).withdraw_manifest(rp.id)
     account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.DELETED, status_message=reason)
     notifications.recovery_point_modified(account, rp.id, reason)
 
@@ -52,7 +52,7 @@ def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: 
     ``now`` later than the real clock counts as the real clock: nothing a lock protects is ever removed
     before its retention really ends.
     """
-    moment = _aware(now) if now else model.now()
+    moment = aware(now) if now else model.now()
     expired: list[str] = []
     failed: dict[str, str] = {}
     for vault in _vaults(account, vault_name):
@@ -176,11 +176,11 @@ def _due(rp: RecoveryPoint, moment: datetime) -> bool:
         return False
     if rp.lock_applies:  # anyone may delete a point no lock governs, so only these need the real clock
         moment = min(moment, model.now())
-    return _aware(datetime.fromisoformat(rp.delete_at)) <= moment
+    return retention_ended(rp.delete_at, moment)
 
 
 def _reason(rp: RecoveryPoint) -> str:
-    ended = iso(_aware(datetime.fromisoformat(rp.delete_at or "")))
+    ended = iso(aware(datetime.fromisoformat(rp.delete_at or "")))
     if rp.delete_after_days is None:
         return f"retention ended at {ended}"
     return f"retention of {rp.delete_after_days} days ended at {ended}"
@@ -188,8 +188,3 @@ def _reason(rp: RecoveryPoint) -> str:
 
 def _vaults(account: Account, vault_name: str | None) -> list[VaultRecord]:
     return [account.catalog.get_vault(vault_name)] if vault_name else account.catalog.list_vaults()
-
-
-def _aware(moment: datetime) -> datetime:
-    """Timestamps without a zone are UTC, as everywhere in the catalog."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

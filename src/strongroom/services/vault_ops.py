@@ -2,36 +2,39 @@
 
 Each operation runs in one order: authorise the principal against the vault's access policy (explicit
 Deny wins; other accounts need an explicit Allow), apply the vault lock's rules, then act. The local CLI
-calls these as the account's root, the API server as the authenticated principal. ``clock`` lets tests
-move time (docs/access-policy-and-lock.md has the rules as a table).
+calls these as the account's root, the API server as the authenticated principal. The retention rules
+themselves are pure, in policy/retention.py; the vault's objects are deleted only through the vault
+(``Vault.withdraw_manifest``, ``Vault.destroy_store``). ``clock`` lets tests move time
+(docs/access-policy-and-lock.md has the rules as a table).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from strongroom import model
-from strongroom.errors import NotFoundError, RemoteError, UsageError, VaultLockedError
+from strongroom.errors import NotFoundError, UsageError, VaultLockedError
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
+from strongroom.policy import retention
 from strongroom.policy.document import AccessRequest, PolicyDocument, authorize, explicitly_allows
 from strongroom.policy.lock import GOVERNANCE, VaultLock
+
+# Re-exported: backup, copy and the CLI take these from here.
+from strongroom.policy.retention import LOCK_FIELDS as LOCK_FIELDS
+from strongroom.policy.retention import check_retention_days as check_retention_days
+from strongroom.policy.retention import claimed_creation_date as claimed_creation_date
+from strongroom.policy.retention import delete_at
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.catalog_integrity import check_fresh
 from strongroom.services.lifecycle import remove_recovery_point
 from strongroom.store.base import open_store
-from strongroom.store.local import LocalStore
+from strongroom.vault import Vault
 
 Clock = Callable[[], datetime]
-MAX_RETENTION_DAYS = 36500
-# How far another account's clock may run ahead of ours: the window request signing allows (credentials.py).
-CLOCK_SKEW = timedelta(seconds=300)
-LOCK_FIELDS = ("locked", "lock_mode", "lock_state", "min_retention_days", "max_retention_days", "changeable_for_days",
-               "lock_date")
 GOVERNANCE_HINT = "Only principals an Allow statement of the vault's access policy names may bypass a governance lock"
 
 
@@ -44,65 +47,18 @@ def lock_of(record: VaultRecord) -> VaultLock | None:
     return VaultLock.from_dict(record.lock) if record.lock else None
 
 
-def delete_at(arrival_date: str, delete_after_days: int | None) -> str | None:
-    """When a recovery point's retention ends: its arrival (by this account's clock) plus the days; None keeps
-    it forever."""
-    if delete_after_days is None:
-        return None
-    return iso(_aware(datetime.fromisoformat(arrival_date)) + timedelta(days=delete_after_days))
-
-
-def check_retention_days(delete_after_days: int | None) -> None:
-    if delete_after_days is not None and not 1 <= delete_after_days <= MAX_RETENTION_DAYS:
-        raise UsageError(f"a retention of {delete_after_days} days is out of range",
-                         hint=f"Give 1 to {MAX_RETENTION_DAYS} days")
-
-
 def new_point_retention(record: VaultRecord, arrival_date: str, delete_after_days: int | None) -> dict[str, Any]:
-    """Retention fields of a recovery point arriving now, ``arrival_date`` by this account's own clock (never a
-    date another account claims); RetentionError when the vault's lock forbids it. Counting from the arrival
-    keeps the end within [arrival + the lock's min, arrival + its max] whatever the point says of itself."""
-    lock = lock_of(record)
-    if lock:
-        lock.check_retention(delete_after_days)
-    return {"delete_after_days": delete_after_days, "delete_at": delete_at(arrival_date, delete_after_days),
-            "lock_applies": lock is not None, "arrival_date": arrival_date}
-
-
-def claimed_creation_date(claimed: datetime | str, arrival: datetime, who: str) -> str:
-    """The creation date another account claims for a point it copies here, as information: refused when it lies
-    in this account's future (beyond the clock skew request signing allows) or cannot be read."""
-    try:
-        moment = _aware(claimed if isinstance(claimed, datetime) else datetime.fromisoformat(claimed))
-    except (TypeError, ValueError):
-        raise RemoteError(f"{who} sent a creation date that is not an ISO 8601 date and time: {claimed!r}") from None
-    if moment - arrival > CLOCK_SKEW:
-        raise RemoteError(
-            f"{who} claims a creation date of {iso(moment)}, later than this account's clock ({iso(arrival)}) by "
-            f"more than {CLOCK_SKEW.seconds} s: a recovery point cannot come from the future",
-            hint="Check the sending machine's clock (NTP); a copy's time is always taken from the receiving account")
-    return iso(moment) or ""
+    """Retention fields of a recovery point arriving in ``record``'s vault (policy/retention.py)."""
+    return retention.new_point_retention(lock_of(record), arrival_date, delete_after_days)
 
 
 def retention_ended(rp: RecoveryPoint, now: datetime) -> bool:
-    return rp.delete_at is not None and _aware(datetime.fromisoformat(rp.delete_at)) <= now
-
-
-def retention_of(rp: RecoveryPoint, record: VaultRecord, now: datetime) -> dict[str, Any]:
-    """What protects a recovery point now: its retention and whether (and in which mode) a lock governs it."""
-    lock = _governing_lock(record, rp)
-    return {"delete_after_days": rp.delete_after_days, "delete_at": rp.delete_at,
-            "retention_ended": retention_ended(rp, now), "locked_by": lock.mode if lock else None}
+    return retention.retention_ended(rp.delete_at, now)
 
 
 def lock_fields(record: VaultRecord, now: datetime) -> dict[str, Any]:
-    """The lock as ``vaults describe`` shows it (AWS DescribeBackupVault's Locked, Min/MaxRetentionDays, LockDate)."""
-    lock = lock_of(record)
-    if lock is None:
-        return dict.fromkeys(LOCK_FIELDS) | {"locked": False, "lock_state": "UNLOCKED"}
-    values = (True, lock.mode, lock.state(now), lock.min_retention_days, lock.max_retention_days,
-              lock.changeable_for_days, iso(lock.lock_date))
-    return dict(zip(LOCK_FIELDS, values, strict=True))
+    """The lock as ``vaults describe`` shows it."""
+    return retention.lock_fields(lock_of(record), now)
 
 
 # Vaults -------------------------------------------------------------------------------------------
@@ -302,9 +258,7 @@ def _authorize(
 
 
 def _governing_lock(record: VaultRecord, rp: RecoveryPoint) -> VaultLock | None:
-    """The vault's lock, if it governs this point (points stored before any lock are not governed)."""
-    lock = lock_of(record)
-    return lock if lock and rp.lock_applies else None
+    return retention.governing_lock(lock_of(record), rp.lock_applies)
 
 
 def _bypasses(lock: VaultLock, authorized: _Authorized) -> bool:
@@ -337,9 +291,7 @@ def _lock_hint(lock: VaultLock, now: datetime) -> str:
 
 
 def _shortens(rp: RecoveryPoint, delete_after_days: int | None) -> bool:
-    if delete_after_days is None:
-        return False
-    return rp.delete_after_days is None or delete_after_days < rp.delete_after_days
+    return retention.shortens(rp.delete_after_days, delete_after_days)
 
 
 def _days(days: int | None) -> str:
@@ -348,20 +300,6 @@ def _days(days: int | None) -> str:
 
 def _forget_vault(account: Account, record: VaultRecord, *, had_points: bool) -> None:
     account.catalog.remove_vault(record.name)
-    account._open_vaults.pop(record.name, None)
+    account.forget_vault(record.name)
     if not had_points:
-        _remove_files(record.store_url)
-
-
-def _remove_files(store_url: str) -> None:
-    store = open_store(store_url)
-    if isinstance(store, LocalStore):
-        shutil.rmtree(store.root, ignore_errors=True)
-        return
-    for key in list(store.list()):
-        store.delete(key)
-
-
-def _aware(moment: datetime) -> datetime:
-    """Timestamps without a zone are UTC, as everywhere in the catalog."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        Vault.destroy_store(open_store(record.store_url))

@@ -15,8 +15,6 @@ session by its maximum lifetime, services/session_limits.py).
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +22,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from strongroom.errors import BusyError
+from strongroom.fsutil import FileLock, holders
 from strongroom.services.account import Account
-
-POLL_SECONDS = 0.05
 
 
 def writers_lock_path(account: Account, vault_name: str) -> Path:
@@ -40,13 +37,11 @@ def admission_lock_path(account: Account, vault_name: str) -> Path:
 class WriterHold:
     """A writer's shared hold of the vault's writers lock, until :meth:`release` (or the ``with`` block's end)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, lock: FileLock) -> None:
+        self._lock = lock
 
     def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._lock.release()
 
     def __enter__(self) -> WriterHold:
         return self
@@ -58,20 +53,20 @@ class WriterHold:
 @contextmanager
 def hold_writer(account: Account, vault_name: str) -> Iterator[None]:
     """Hold the vault's writers lock (shared) for the whole of a write; waits while a collector waits or deletes."""
-    fd = _enter(account, vault_name, blocking=True)
-    assert fd is not None
-    with WriterHold(fd):
+    lock = _enter(account, vault_name, blocking=True)
+    assert lock is not None
+    with WriterHold(lock):
         yield
 
 
 def try_hold_writer(account: Account, vault_name: str) -> WriterHold:
     """Hold the vault's writers lock now, or raise BusyError at once while a collector holds the admission gate
     (for the API server, whose event loop must never block on a lock)."""
-    fd = _enter(account, vault_name, blocking=False)
-    if fd is None:
+    lock = _enter(account, vault_name, blocking=False)
+    if lock is None:
         raise BusyError(f"garbage collection of vault '{vault_name}' is running; no new writer may start now",
                         hint="Try again in a minute")
-    return WriterHold(fd)
+    return WriterHold(lock)
 
 
 @contextmanager
@@ -80,63 +75,24 @@ def exclusive_writers_lock(account: Account, vault_name: str, wait_seconds: floa
 
     While it waits it holds the admission gate: writers that were not in flight when it asked wait for it.
     """
-    gate = _open(admission_lock_path(account, vault_name))
-    fd = _open(writers_lock_path(account, vault_name))
-    try:
+    with FileLock(admission_lock_path(account, vault_name)) as gate, \
+            FileLock(writers_lock_path(account, vault_name)) as writers:
         deadline = time.monotonic() + max(wait_seconds, 0)
-        yield _lock_within(gate, wait_seconds) and _lock_within(fd, deadline - time.monotonic())
-    finally:
-        os.close(fd)
-        os.close(gate)
+        yield gate.acquire(timeout=wait_seconds) and writers.acquire(timeout=deadline - time.monotonic())
 
 
-def _enter(account: Account, vault_name: str, *, blocking: bool) -> int | None:
+def _enter(account: Account, vault_name: str, *, blocking: bool) -> FileLock | None:
     """Pass the admission gate (shared, for an instant), then take the writers lock shared; None when the gate
     is closed and ``blocking`` is False. Past the gate the writers lock is free of collectors at once: a
     collector holds it only while it holds the gate."""
-    gate = _open(admission_lock_path(account, vault_name))
-    try:
-        try:
-            fcntl.flock(gate, fcntl.LOCK_SH | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
+    with FileLock(admission_lock_path(account, vault_name)) as gate:
+        if not (gate.acquire(shared=True) if blocking else gate.try_acquire(shared=True)):
             return None
-        fd = _open(writers_lock_path(account, vault_name))
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        return fd
-    finally:
-        os.close(gate)
+        writers = FileLock(writers_lock_path(account, vault_name))
+        writers.acquire(shared=True)
+        return writers
 
 
 def active_writers(account: Account, vault_name: str) -> int | None:
     """How many writers hold the vault's lock now (from /proc/locks); None where that cannot be known."""
-    try:
-        info = writers_lock_path(account, vault_name).stat()
-        with open("/proc/locks") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    return sum(1 for line in lines if _is_shared_holder(line, device))
-
-
-def _is_shared_holder(line: str, device: str) -> bool:
-    fields = line.split()
-    # "1: FLOCK  ADVISORY  READ  4242 08:01:1234 0 EOF"; waiters are listed as "1: -> FLOCK ..."
-    return len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "READ" and fields[5] == device
-
-
-def _lock_within(fd: int, wait_seconds: float) -> bool:
-    deadline = time.monotonic() + max(wait_seconds, 0)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_SECONDS)
-
-
-def _open(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    return holders(writers_lock_path(account, vault_name), shared=True)

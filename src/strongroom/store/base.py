@@ -25,6 +25,8 @@ class StoreCapabilities:
     conditional_write: bool = True
     atomic_replace: bool = True
     object_lock: bool = False
+    # remove_all() drops the whole store at once (a directory tree); otherwise objects go one delete at a time.
+    bulk_removal: bool = False
 
 
 class ObjectStore(ABC):
@@ -58,6 +60,10 @@ class ObjectStore(ABC):
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def remove_all(self) -> None:
+        """Remove the store itself with every object in it, where ``capabilities.bulk_removal`` says it can."""
+        raise NotImplementedError(f"{type(self).__name__} cannot remove itself at once; delete its objects")
 
     @property
     @abstractmethod

@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from strongroom.errors import NotFoundError, StorageError, StorageFullError
+from strongroom.fsutil import fsync_dir
 from strongroom.store.base import ObjectStore, StoreCapabilities, register_store
 
 
@@ -21,7 +23,7 @@ class LocalStore(ObjectStore):
     swept by :meth:`sweep_temporary` (left behind only by a crash).
     """
 
-    capabilities = StoreCapabilities(conditional_write=True, atomic_replace=True, object_lock=False)
+    capabilities = StoreCapabilities(conditional_write=True, atomic_replace=True, object_lock=False, bulk_removal=True)
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -121,6 +123,11 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def remove_all(self) -> None:
+        """Remove the store's directory tree; what cannot be removed is left (the catalog no longer names it)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._made_dirs.clear()
+
     def sweep_temporary(self) -> int:
         """Remove temporary files a crashed writer left; returns how many."""
         count = 0
@@ -143,14 +150,6 @@ def _load_syncfs():  # type: ignore[no-untyped-def]
 
 
 _libc_syncfs = _load_syncfs()
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _from_url(url: str) -> ObjectStore:

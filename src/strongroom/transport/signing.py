@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from strongroom.clock import system_clock
+
 ALGORITHM = "SR1-HMAC-SHA256"
 DATE_HEADER = "x-strongroom-date"
 NONCE_HEADER = "x-strongroom-nonce"
@@ -44,7 +46,7 @@ def signature(secret: str, canonical: bytes) -> str:
 
 
 def sign_headers(key_id: str, secret: str, method: str, path: str, query: str, body: bytes) -> dict[str, str]:
-    timestamp = datetime.now(UTC).strftime(DATE_FORMAT)
+    timestamp = system_clock().strftime(DATE_FORMAT)
     nonce = secrets.token_hex(16)
     body_sha256 = hashlib.sha256(body).hexdigest()
     sig = signature(secret, canonical_request(method, path, query, timestamp, nonce, body_sha256))
@@ -78,7 +80,7 @@ def skew_seconds(timestamp: str, now: datetime | None = None) -> float | None:
     moment = signed_time(timestamp)
     if moment is None:
         return None
-    return abs(((now or datetime.now(UTC)) - moment).total_seconds())
+    return abs(((now or system_clock()) - moment).total_seconds())
 
 
 def unix_time(timestamp: str) -> int | None:

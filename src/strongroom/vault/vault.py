@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextlib import suppress
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
-from strongroom.errors import AccountError, FormatError, NotFoundError, StorageError
+from strongroom.clock import now
+from strongroom.errors import AccountError, CatalogIntegrityError, FormatError, NotFoundError, StorageError
 from strongroom.store.base import ObjectStore
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -18,6 +19,7 @@ CONFIG_KEY = "config"
 KEYS_PREFIX = "keys/"
 CHUNKS_PREFIX = "chunks/"
 MANIFESTS_PREFIX = "manifests/"
+RECORDS_PREFIX = "catalog/"
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class Vault:
         config = VaultConfig(
             vault_id=secrets.token_hex(8),
             format=VAULT_FORMAT,
-            created_at=datetime.now(UTC).isoformat(),
+            created_at=now().isoformat(),
             chunker=chunker or ChunkerSettings(),
         )
         store.put(f"{KEYS_PREFIX}{keys.key_id}", wrap_keyset(keys, passphrase, scrypt_params), if_absent=True)
@@ -115,8 +117,68 @@ class Vault:
 
         return blake3.blake3(plaintext, key=self.keys.id_key, max_threads=1).digest()
 
+    def has_object(self, object_id: bytes) -> bool:
+        """Does the vault hold the chunk or index object ``object_id`` (the collector may have removed it)?"""
+        return self.store.exists(chunk_key(object_id))
+
     def list_chunk_ids(self) -> set[bytes]:
         return {chunk_id_from_key(key) for key in self.store.list(CHUNKS_PREFIX)}
 
     def list_manifest_ids(self) -> list[str]:
         return sorted(key[len(MANIFESTS_PREFIX) :] for key in self.store.list(MANIFESTS_PREFIX))
+
+    # Catalog records (docs/vault-format.md, "Catalog records") --------------------------------
+    def write_record(self, key: str, body: bytes) -> None:
+        """Seal ``body`` as the catalog record ``key`` (under ``catalog/``), replacing the one before."""
+        _check_record_key(key)
+        self.store.put(key, envelope.seal(self.keys.encryption_key, Kind.RECORD, key.encode(), body))
+
+    def record_keys(self, prefix: str) -> list[str]:
+        """Keys of the catalog records under ``prefix`` (itself under ``catalog/``), sorted."""
+        if not prefix.startswith(RECORDS_PREFIX):
+            raise StorageError(f"'{prefix}' is not under {RECORDS_PREFIX}")
+        return sorted(self.store.list(prefix))
+
+    def read_record(self, key: str) -> bytes | None:
+        """The catalog record ``key``, opened, or None when the vault holds none."""
+        _check_record_key(key)
+        try:
+            sealed = self.store.get(key)
+        except NotFoundError:
+            return None
+        opened = envelope.open_sealed(self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}")
+        if opened.kind != Kind.RECORD:
+            raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
+        return opened.plaintext
+
+    # Deleting (docs/vault-format.md §7, "Deletion order") -------------------------------------
+    def withdraw_manifest(self, recovery_point_id: str) -> None:
+        """Remove a recovery point's manifest, so it can no longer be restored; its objects stay for the
+        collector (vault/gc.py), which frees only what no remaining manifest references. Idempotent."""
+        self.store.delete(manifest_key(recovery_point_id))
+
+    def destroy(self) -> None:
+        """Remove the whole vault; see :meth:`destroy_store`."""
+        Vault.destroy_store(self.store)
+
+    @staticmethod
+    def destroy_store(store: ObjectStore) -> None:
+        """Remove every object of the vault in ``store`` (which need not open: an unfinished create is removed
+        the same way). The config goes first, so a destroy cut short leaves no vault that opens with objects
+        missing; then manifests, catalog records, chunks and, last, the keys."""
+        if store.capabilities.bulk_removal:  # best effort, as the store removes what it can
+            with suppress(OSError):
+                store.delete(CONFIG_KEY)
+            store.remove_all()
+            return
+        store.delete(CONFIG_KEY)
+        for prefix in (MANIFESTS_PREFIX, RECORDS_PREFIX, CHUNKS_PREFIX, ""):
+            for key in sorted(k for k in store.list(prefix) if not k.startswith(KEYS_PREFIX)):
+                store.delete(key)
+        for key in list(store.list(KEYS_PREFIX)):
+            store.delete(key)
+
+
+def _check_record_key(key: str) -> None:
+    if not key.startswith(RECORDS_PREFIX) or len(key) == len(RECORDS_PREFIX):
+        raise StorageError(f"'{key}' is not a catalog record key (they live under {RECORDS_PREFIX})")

@@ -22,12 +22,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import blake3
 from pyfastcdc import FastCDC
 
+from strongroom.clock import now
 from strongroom.errors import IntegrityError
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Compression, Kind
@@ -118,7 +118,7 @@ class RecoveryPointWriter:
     ) -> None:
         self.vault = vault
         self.recovery_point_id = recovery_point_id
-        self.created_at = datetime.now(UTC).isoformat()
+        self.created_at = now().isoformat()
         settings = vault.config.chunker
         self.chunker = FastCDC(
             settings.avg_size, min_size=settings.min_size, max_size=settings.max_size, seed=vault.keys.chunker_seed
@@ -344,7 +344,7 @@ class RecoveryPointWriter:
             resource_id=resource_id,
             resource_type=resource_type,
             created_at=self.created_at,
-            completed_at=datetime.now(UTC).isoformat(),
+            completed_at=now().isoformat(),
             chunker=asdict(self.vault.config.chunker),
             streams=dict(self.streams),
             metadata=metadata,
