@@ -11,13 +11,14 @@ from strongroom.model import Job, JobType
 from strongroom.services.account import Account
 from strongroom.services.job_runner import execute_job, expected_bytes, spawn_job
 from strongroom.services.joblock import JobLock
+from strongroom.services.jobs import get_job
 
 
 def run_or_spawn(account: Account, job: Job, lock: JobLock, wait: bool, json_output: bool, verb: str) -> Job:
     """Run a CREATED job (its lock handed over): in a detached process, or here when ``wait``; the job after."""
     if not wait:
         spawn_job(account, job, lock)
-        return account.catalog.get_job(job.id)
+        return get_job(account, job.id)
     with output.progress_bar(verb, expected_bytes(account, job), enabled=not json_output) as progress:
         return execute_job(account, job, lock, progress)
 

@@ -10,7 +10,7 @@ import typer
 from strongroom.cli import context, output
 from strongroom.model import RecoveryPointStatus
 from strongroom.policy.principals import root_arn
-from strongroom.services import vault_ops
+from strongroom.services import recovery_points, vault_ops
 
 rp_app = typer.Typer(help="Recovery points in the account's vaults.", no_args_is_help=True)
 
@@ -29,9 +29,8 @@ def list_(
 ) -> None:
     """List recovery points, oldest first."""
     with context.account(ctx, display=True) as account:
-        vault_name = account.catalog.get_vault(vault).name if vault else None
-        points = [p.as_dict() for p in account.catalog.list_recovery_points(
-            resource_id=resource, vault_name=vault_name, status=status)]
+        points = [p.as_dict() for p in recovery_points.list_recovery_points(
+            account, resource_id=resource, vault=vault, status=status)]
     if json_output:
         output.emit_json({"recovery_points": points})
         return
@@ -49,7 +48,7 @@ def describe(
 ) -> None:
     """Show one recovery point."""
     with context.account(ctx, display=True) as account:
-        point = account.catalog.get_recovery_point(recovery_point).as_dict()
+        point = recovery_points.get_recovery_point(account, recovery_point).as_dict()
     output.emit_json(point) if json_output else output.details(point)
 
 

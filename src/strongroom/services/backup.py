@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from strongroom.adapters.base import BackupContext, ResourceSpec, get_adapter
-from strongroom.errors import StrongroomError
 from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
+from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.vault_ops import check_retention_days, new_point_retention
 from strongroom.services.writers import hold_writer
-from strongroom.vault.manifest import load_manifest
-from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.writer import RecoveryPointWriter
 
 
@@ -83,18 +81,3 @@ def _new_recovery_point(account: Account, job: Job, resource_type: str) -> Recov
     account.catalog.add_recovery_point(rp)
     account.catalog.update_job(job.id, recovery_point_arn=rp.arn)
     return rp
-
-
-def latest_intact_reader(account: Account, resource_id: str, vault_name: str) -> RecoveryPointReader | None:
-    """A reader of the newest intact COMPLETED recovery point of the resource in the vault, for incremental
-    reuse by a backup or an arriving copy (the caller closes it); None when there is none."""
-    completed = account.catalog.list_recovery_points(
-        resource_id=resource_id, vault_name=vault_name, status=RecoveryPointStatus.COMPLETED
-    )
-    vault = account.vault(vault_name)
-    for rp in reversed(completed):
-        try:
-            return RecoveryPointReader(vault, load_manifest(vault, rp.id))
-        except StrongroomError:
-            continue
-    return None

@@ -19,10 +19,10 @@ from strongroom.model import Arn, Job, JobType, RecoveryPoint, RecoveryPointStat
 from strongroom.policy.principals import root_arn
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
-from strongroom.services.backup import latest_intact_reader
 from strongroom.services.copy_receive import CopyReceiver
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
+from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.remote import client_for
 from strongroom.services.writers import hold_writer
 from strongroom.transport import wire

@@ -39,9 +39,9 @@ from strongroom.model import (
 from strongroom.policy.principals import account_of
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
-from strongroom.services.backup import latest_intact_reader
 from strongroom.services.copy_receive import CopyReceiver, SourceCheck
 from strongroom.services.jobs import complete_job, complete_recovery_point, create_job, fail_job, lock_path
+from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.session_limits import SessionLimits
 from strongroom.services.source_keys import pin_source_key
 from strongroom.services.writers import try_hold_writer

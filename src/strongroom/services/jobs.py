@@ -77,6 +77,15 @@ def complete_job(account: Account, job_id: str, *, bytes_processed: int, result:
     )
 
 
+def list_jobs(account: Account, *, state: JobState | None = None, job_type: JobType | None = None) -> list[Job]:
+    """The account's jobs, oldest first."""
+    return account.catalog.list_jobs(states=[state] if state else None, job_type=job_type)
+
+
+def get_job(account: Account, job_id: str) -> Job:
+    return account.catalog.get_job(job_id)
+
+
 def recover_dead_jobs(account: Account) -> list[str]:
     """Mark every CREATED/RUNNING job whose process is gone as FAILED; returns their ids."""
     recovered = []
