@@ -29,6 +29,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(vaults_app, name="vaults")
 
 
+def _root(account: Account) -> str:
+    return root_arn(account.account_id)
+
+
 @vaults_app.command("list")
 def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """List the account's backup vaults."""
@@ -48,15 +52,11 @@ def vaults_describe(
 ) -> None:
     """Show one vault: how many recovery points it holds, its lock's mode, state and lock date."""
     with context.account(ctx, display=True) as account:
-        record = vault_ops.describe_vault(account, root_arn(account.account_id), name)
+        record = vault_ops.describe_vault(account, _root(account), name)
     if json_output:
         output.emit_json(record)
     else:
         output.details(record)
-
-
-def _root(account: Account) -> str:
-    return root_arn(account.account_id)
 
 
 @vaults_app.command("put-access-policy")
