@@ -54,6 +54,8 @@ def new_id() -> str:
     return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
 
 
+DEFAULT_VAULT = "Default"  # the vault every account has from ``init`` on, and every name's default
+
 ARN_PATTERN = re.compile(
     r"^arn:strongroom:backup:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<kind>[a-z-]+):(?P<name>.+)$"
 )

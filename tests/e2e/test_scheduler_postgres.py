@@ -95,7 +95,7 @@ def waiting_for_lock(cluster: PgCluster, dbname: str) -> bool:
 
 
 def process_group_gone(pid: int) -> bool:
-    """No process is left of the job's group: neither ``run-job`` nor its pg_dump."""
+    """No process is left of the job's group: neither the job worker nor its pg_dump."""
     try:
         os.killpg(pid, 0)
     except ProcessLookupError:

@@ -13,11 +13,10 @@ from pathlib import Path
 import typer
 
 from strongroom.errors import AccountError
-from strongroom.services.account import Account, open_account
+from strongroom.services.account import ENV_PASSPHRASE, Account, open_account
 from strongroom.services.jobs import recover_dead_jobs
 
 ENV_HOME = "STRONGROOM_HOME"
-ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"
 DEFAULT_HOME = Path("~/.strongroom")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from strongroom.cli import backup_cmd, context
+from strongroom.cli import context
+from strongroom.cli.job_output import report, run_or_spawn
 from strongroom.services.copy import create_copy_job
 
 copy_app = typer.Typer(help="Copy jobs between accounts.", no_args_is_help=True)
@@ -30,5 +31,5 @@ def copy_start(
     """Copy a recovery point into a vault of another account (or back from one), incrementally."""
     with context.account(ctx) as account:
         job, lock = create_copy_job(account, recovery_point, destination_vault, delete_after)
-        finished = backup_cmd.run_or_spawn(ctx, account, job, lock, wait, json_output, "Copying")
-    backup_cmd.report(finished, json_output)
+        finished = run_or_spawn(account, job, lock, wait, json_output, "Copying")
+    report(finished, json_output)

@@ -6,6 +6,7 @@ import typer
 
 from strongroom.cli import context, output
 from strongroom.model import JobState, JobType
+from strongroom.services import jobs as job_records
 
 jobs_app = typer.Typer(help="Backup and restore jobs.", no_args_is_help=True)
 
@@ -23,7 +24,7 @@ def list_(
 ) -> None:
     """List jobs, oldest first."""
     with context.account(ctx, display=True) as account:
-        jobs = [j.as_dict() for j in account.catalog.list_jobs(states=[state] if state else None, job_type=job_type)]
+        jobs = [j.as_dict() for j in job_records.list_jobs(account, state=state, job_type=job_type)]
     if json_output:
         output.emit_json({"jobs": jobs})
         return
@@ -37,5 +38,5 @@ def list_(
 def describe(ctx: typer.Context, job_id: str, json_output: bool = typer.Option(False, "--json")) -> None:
     """Show one job."""
     with context.account(ctx, display=True) as account:
-        job = account.catalog.get_job(job_id).as_dict()
+        job = job_records.get_job(account, job_id).as_dict()
     output.emit_json(job) if json_output else output.details(job)

@@ -9,23 +9,24 @@ import typer
 from rich.markup import escape
 
 from strongroom.cli import (
-    account_cmd,
     accounts_cmd,
     backup_cmd,
     config_cmd,
     copy_cmd,
     credentials_cmd,
     dr_cmd,
+    init_cmd,
     jobs_cmd,
     lifecycle_cmd,
     notifications_cmd,
     plans_cmd,
     recovery_points_cmd,
     resources_cmd,
+    restore_cmd,
     schedule_cmd,
     secrets_cmd,
     serve_cmd,
-    vault_ops_cmd,
+    vaults_cmd,
     verify_cmd,
 )
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
@@ -51,14 +52,16 @@ def main(
     ctx.obj = CliState(home=home.expanduser())
 
 
-account_cmd.register(app)
+# Each command group X lives in cli/X_cmd.py (tests/unit/test_cli_modules.py holds it).
+init_cmd.register(app)
+vaults_cmd.register(app)
 resources_cmd.register(app)
 backup_cmd.register(app)
+restore_cmd.register(app)
 recovery_points_cmd.register(app)
 jobs_cmd.register(app)
 verify_cmd.register(app)
 config_cmd.register(app)
-vault_ops_cmd.register(app)
 notifications_cmd.register(app)
 lifecycle_cmd.register(app)
 copy_cmd.register(app)

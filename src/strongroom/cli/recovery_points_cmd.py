@@ -1,4 +1,7 @@
-"""``strongroom recovery-points list|describe``."""
+"""``strongroom recovery-points list|describe|delete|update-lifecycle``.
+
+Deleting and changing retention are authorised as for any caller: the CLI acts as the account's root
+principal (services/vault_ops.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import typer
 
 from strongroom.cli import context, output
 from strongroom.model import RecoveryPointStatus
+from strongroom.policy.principals import root_arn
+from strongroom.services import recovery_points, vault_ops
 
 rp_app = typer.Typer(help="Recovery points in the account's vaults.", no_args_is_help=True)
 
@@ -24,9 +29,8 @@ def list_(
 ) -> None:
     """List recovery points, oldest first."""
     with context.account(ctx, display=True) as account:
-        vault_name = account.catalog.get_vault(vault).name if vault else None
-        points = [p.as_dict() for p in account.catalog.list_recovery_points(
-            resource_id=resource, vault_name=vault_name, status=status)]
+        points = [p.as_dict() for p in recovery_points.list_recovery_points(
+            account, resource_id=resource, vault=vault, status=status)]
     if json_output:
         output.emit_json({"recovery_points": points})
         return
@@ -44,5 +48,32 @@ def describe(
 ) -> None:
     """Show one recovery point."""
     with context.account(ctx, display=True) as account:
-        point = account.catalog.get_recovery_point(recovery_point).as_dict()
+        point = recovery_points.get_recovery_point(account, recovery_point).as_dict()
     output.emit_json(point) if json_output else output.details(point)
+
+
+@rp_app.command("delete")
+def delete_recovery_point(
+    ctx: typer.Context, recovery_point: str = typer.Argument(..., help="Recovery point ARN (or id).")
+) -> None:
+    """Delete a recovery point (its chunks go at the next garbage collection)."""
+    with context.account(ctx) as account:
+        vault_ops.delete_recovery_point(account, root_arn(account.account_id), recovery_point)
+    output.console.print(f"Deleted recovery point {recovery_point}")
+
+
+@rp_app.command("update-lifecycle")
+def update_lifecycle(
+    ctx: typer.Context,
+    recovery_point: str = typer.Argument(..., help="Recovery point ARN (or id)."),
+    delete_after: int = typer.Option(..., "--delete-after", help="Days to keep it, counted from its creation."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change how long a recovery point is kept (a vault lock forbids shortening it)."""
+    with context.account(ctx) as account:
+        root = root_arn(account.account_id)
+        point = vault_ops.update_recovery_point_lifecycle(account, root, recovery_point, delete_after)
+    if json_output:
+        output.emit_json(point.as_dict())
+    else:
+        output.console.print(f"Recovery point {point.arn} is kept {delete_after} days, until {point.delete_at}")

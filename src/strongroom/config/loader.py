@@ -26,14 +26,13 @@ from strongroom.config.schema import (
 from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
 from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues, resolve_variables
 from strongroom.errors import StrongroomError
-from strongroom.model import now
+from strongroom.model import DEFAULT_VAULT, now
 from strongroom.plans.records import BackupPlan, BackupRule
 from strongroom.plans.schedule import parse_schedule
 from strongroom.policy.document import PolicyDocument, default_destination_policy
 from strongroom.policy.lock import VaultLock
 from strongroom.policy.principals import is_principal_arn
 
-DEFAULT_VAULT = "Default"
 DEFAULT_DESTINATION_KEY = "default_destination"
 _VARIABLES = TypeAdapter(dict[str, VariableConfig])
 M = TypeVar("M", bound=BaseModel)

@@ -1,6 +1,6 @@
 """The account API: every request is signed and authenticated from its headers before its body is read,
 the body held to its route's size limit (server/intake.py, services/credentials.py), and every action
-authorised against the vault's access policy and lock (services/vault_ops.py, services/copy_in.py).
+authorised against the vault's access policy and lock (services/vault_ops.py, services/copy_sessions.py).
 
 Handlers are ``async`` and run one at a time on the event loop: the catalog connection belongs to one
 thread, and a copy's work is CPU-bound anyway. Wire format: docs/wire-protocol.md.
@@ -43,7 +43,7 @@ from strongroom.server.intake import (
 )
 from strongroom.services import vault_ops
 from strongroom.services.account import Account
-from strongroom.services.copy_in import CopySessions
+from strongroom.services.copy_sessions import CopySessions
 from strongroom.services.jobs import recover_dead_jobs
 from strongroom.services.session_limits import SessionLimits
 from strongroom.transport import wire

@@ -24,7 +24,7 @@ from pathlib import Path
 from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
 from strongroom.fsutil import write_durably
-from strongroom.model import Arn, VaultRecord, iso, now
+from strongroom.model import DEFAULT_VAULT, Arn, VaultRecord, iso, now
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
@@ -35,7 +35,7 @@ SETTING_DESTINATION_ACCOUNT = "destination_account"
 SETTING_BACKUP_PLANS = "backup_plans"
 
 ACCOUNT_FORMAT = 1
-DEFAULT_VAULT = "Default"
+ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"  # how a passphrase reaches a process without a terminal
 DEFAULT_REGION = "local"
 
 PassphraseSource = Callable[[], str]

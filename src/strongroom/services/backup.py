@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from strongroom.adapters.base import BackupContext, ResourceSpec, get_adapter
-from strongroom.errors import StrongroomError
-from strongroom.model import Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
-from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
+from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.vault_ops import check_retention_days, new_point_retention
 from strongroom.services.writers import hold_writer
-from strongroom.vault.manifest import load_manifest
-from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.writer import RecoveryPointWriter
 
 
@@ -29,11 +27,7 @@ def create_backup_job(
     vault = account.catalog.get_vault(vault_name)
     account.vault(vault.name)  # unlock now: a wrong passphrase fails before any job exists
     parameters = {} if delete_after_days is None else {"delete_after_days": delete_after_days}
-    job = Job(new_id(), JobType.BACKUP, JobState.CREATED, resource_id, vault.name, None, iso(now()) or "",
-              parameters=parameters)
-    lock = JobLock.acquire(lock_path(account, job.id))
-    account.catalog.add_job(job)
-    return job, lock
+    return create_job(account, JobType.BACKUP, resource_id=resource_id, vault_name=vault.name, parameters=parameters)
 
 
 def run_backup_job(
@@ -49,7 +43,7 @@ def run_backup_job(
         vault = account.vault(job.vault_name or DEFAULT_VAULT)
         rp = _new_recovery_point(account, job, resource.type)
         spec = ResourceSpec(resource.id, resource.type, resource.settings, resource.tags)
-        previous = _previous_reader(account, resource.id, job.vault_name or DEFAULT_VAULT)
+        previous = latest_intact_reader(account, resource.id, job.vault_name or DEFAULT_VAULT)
         try:
             base = previous.manifest if previous else None
             with RecoveryPointWriter(vault, rp.id, progress, previous=base) as writer:
@@ -60,22 +54,10 @@ def run_backup_job(
             if previous:
                 previous.close()
         stats = writer.stats
-        account.catalog.update_recovery_point(
-            rp.id,
-            status=RecoveryPointStatus.COMPLETED,
-            completion_date=manifest.completed_at,
-            source_bytes=stats.source_bytes,
-            stored_bytes=stats.stored_bytes,
-            new_bytes=stats.new_bytes,
-            metadata=metadata,
-        )
-        account.catalog.update_job(
-            job.id,
-            state=JobState.COMPLETED,
-            completion_date=iso(now()),
-            bytes_processed=stats.source_bytes,
-            result={"recovery_point_arn": rp.arn, **stats.as_dict()},
-        )
+        complete_recovery_point(account, rp.id, manifest, source_bytes=stats.source_bytes,
+                                stored_bytes=stats.stored_bytes, new_bytes=stats.new_bytes, metadata=metadata)
+        complete_job(account, job.id, bytes_processed=stats.source_bytes,
+                     result={"recovery_point_arn": rp.arn, **stats.as_dict()})
     return account.catalog.get_job(job.id)
 
 
@@ -99,17 +81,3 @@ def _new_recovery_point(account: Account, job: Job, resource_type: str) -> Recov
     account.catalog.add_recovery_point(rp)
     account.catalog.update_job(job.id, recovery_point_arn=rp.arn)
     return rp
-
-
-def _previous_reader(account: Account, resource_id: str, vault_name: str) -> RecoveryPointReader | None:
-    """The newest intact COMPLETED recovery point of the resource, for incremental reuse."""
-    completed = account.catalog.list_recovery_points(
-        resource_id=resource_id, vault_name=vault_name, status=RecoveryPointStatus.COMPLETED
-    )
-    vault = account.vault(vault_name)
-    for rp in reversed(completed):
-        try:
-            return RecoveryPointReader(vault, load_manifest(vault, rp.id))
-        except StrongroomError:
-            continue
-    return None

@@ -15,14 +15,14 @@ from typing import Any
 import zstandard
 
 from strongroom.errors import RemoteError, StrongroomError, UsageError
-from strongroom.model import Arn, Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.model import Arn, Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
 from strongroom.policy.principals import root_arn
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
-from strongroom.services.backup import _previous_reader
 from strongroom.services.copy_receive import CopyReceiver
 from strongroom.services.joblock import JobLock
-from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
+from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.remote import client_for
 from strongroom.services.writers import hold_writer
 from strongroom.transport import wire
@@ -69,11 +69,7 @@ def create_copy_job(
         account.catalog.get_remote_account(source.account_id)
         resource_id, vault_name = None, account.catalog.get_vault(target.name).name
     account.vault(vault_name)  # unlock now: a wrong passphrase fails before any job exists
-    job = Job(new_id(), JobType.COPY, JobState.CREATED, resource_id, vault_name, None, iso(now()) or "",
-              parameters=parameters)
-    lock = JobLock.acquire(lock_path(account, job.id))
-    account.catalog.add_job(job)
-    return job, lock
+    return create_job(account, JobType.COPY, resource_id=resource_id, vault_name=vault_name, parameters=parameters)
 
 
 def _direction(account: Account, source: Arn, target: Arn) -> str:
@@ -99,10 +95,7 @@ def run_copy_job(
             result = _push(account, job, progress)
         else:
             result = _pull(account, job, progress)
-        account.catalog.update_job(
-            job.id, state=JobState.COMPLETED, completion_date=iso(now()),
-            bytes_processed=result.get("bytes_transferred", 0), result=result,
-        )
+        complete_job(account, job.id, bytes_processed=result.get("bytes_transferred", 0), result=result)
     return account.catalog.get_job(job.id)
 
 
@@ -233,10 +226,9 @@ def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict
             _pull_stream(client, info["session_id"], receiver, name, int(shape["chunk_count"]), progress)
         manifest = receiver.commit(info["resource_id"], info["resource_type"], info["metadata"], info["streams"])
         stats = receiver.stats_dict()
-        account.catalog.update_recovery_point(
-            rp.id, status=RecoveryPointStatus.COMPLETED, completion_date=manifest.completed_at,
-            source_bytes=sum(s.size for s in manifest.streams.values()), stored_bytes=stats["stored_stored_bytes"],
-            new_bytes=stats["stored_new_bytes"], metadata=info["metadata"],
+        complete_recovery_point(
+            account, rp.id, manifest, source_bytes=sum(s.size for s in manifest.streams.values()),
+            stored_bytes=stats["stored_stored_bytes"], new_bytes=stats["stored_new_bytes"], metadata=info["metadata"],
         )
         wire_bytes = client.bytes_sent + client.bytes_received
     return {
@@ -260,7 +252,7 @@ def _pulled_point(
 
 
 def _receiver(account: Account, vault_name: str, info: dict[str, Any], rp: RecoveryPoint) -> CopyReceiver:
-    previous = _previous_reader(account, rp.resource_id, vault_name)
+    previous = latest_intact_reader(account, rp.resource_id, vault_name)
     base = previous.manifest if previous else None
     if previous:
         previous.close()

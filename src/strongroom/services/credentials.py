@@ -31,10 +31,10 @@ from strongroom.errors import (
     StorageFullError,
     UsageError,
 )
+from strongroom.fsutil import write_durably
 from strongroom.model import iso, now
 from strongroom.policy.principals import account_of, user_arn
 from strongroom.services.account import DEFAULT_VAULT, Account
-from strongroom.services.files import write_durably
 from strongroom.transport import signing
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
 

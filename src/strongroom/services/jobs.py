@@ -1,23 +1,88 @@
-"""Job bookkeeping shared by backup and restore: states, locks, and recovery after a crash."""
+"""Job bookkeeping shared by every job kind: creation with its lock, states, completion, and recovery
+after a crash."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from strongroom.errors import StrongroomError
-from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, now
+from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, new_id, now
 from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.joblock import JobLock, is_held
+from strongroom.vault.manifest import Manifest
 
 DEAD_JOB_MESSAGE = "the process running this job stopped before it finished (killed or crashed)"
 
 
 def lock_path(account: Account, job_id: str) -> Path:
     return account.locks_dir / f"job-{job_id}.lock"
+
+
+def create_job(
+    account: Account,
+    job_type: JobType,
+    *,
+    resource_id: str | None,
+    vault_name: str,
+    parameters: dict[str, Any],
+    recovery_point_arn: str | None = None,
+    running_since: datetime | None = None,
+) -> tuple[Job, JobLock]:
+    """Record a new job and hold its lock (hand the lock to whoever runs the job).
+
+    CREATED, or RUNNING from ``running_since`` for a job its creator runs at once (an incoming copy).
+    The lock is taken before the job is recorded, so no other process ever sees the job without one.
+    """
+    created = running_since or now()
+    job = Job(new_id(), job_type, JobState.RUNNING if running_since else JobState.CREATED, resource_id, vault_name,
+              recovery_point_arn, iso(created) or "", start_date=iso(running_since), parameters=parameters)
+    path = lock_path(account, job.id)
+    lock = JobLock.acquire(path)
+    try:
+        account.catalog.add_job(job)
+    except BaseException:
+        lock.release()
+        path.unlink(missing_ok=True)
+        raise
+    return job, lock
+
+
+def complete_recovery_point(
+    account: Account, rp_id: str, manifest: Manifest, *, source_bytes: int, stored_bytes: int, new_bytes: int,
+    metadata: dict[str, Any],
+) -> None:
+    """Mark a recovery point COMPLETED once its manifest is durable in the vault (never before)."""
+    account.catalog.update_recovery_point(
+        rp_id,
+        status=RecoveryPointStatus.COMPLETED,
+        completion_date=manifest.completed_at,
+        source_bytes=source_bytes,
+        stored_bytes=stored_bytes,
+        new_bytes=new_bytes,
+        metadata=metadata,
+    )
+
+
+def complete_job(account: Account, job_id: str, *, bytes_processed: int, result: dict[str, Any]) -> None:
+    """Mark a job COMPLETED with what it did (the ``result`` shown by ``jobs describe``)."""
+    account.catalog.update_job(
+        job_id, state=JobState.COMPLETED, completion_date=iso(now()), bytes_processed=bytes_processed, result=result
+    )
+
+
+def list_jobs(account: Account, *, state: JobState | None = None, job_type: JobType | None = None) -> list[Job]:
+    """The account's jobs, oldest first."""
+    return account.catalog.list_jobs(states=[state] if state else None, job_type=job_type)
+
+
+def get_job(account: Account, job_id: str) -> Job:
+    return account.catalog.get_job(job_id)
 
 
 def recover_dead_jobs(account: Account) -> list[str]:

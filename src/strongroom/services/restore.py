@@ -6,12 +6,12 @@ from typing import Any
 
 from strongroom.adapters.base import RestoreContext, RestoreRequest, get_adapter
 from strongroom.errors import UsageError
-from strongroom.model import Job, JobState, JobType, RecoveryPointStatus, iso, new_id, now
+from strongroom.model import Job, JobType, RecoveryPointStatus
 from strongroom.policy.principals import root_arn
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.joblock import JobLock
-from strongroom.services.jobs import ProgressCallback, lock_path, running
+from strongroom.services.jobs import ProgressCallback, complete_job, create_job, running
 from strongroom.vault.manifest import load_manifest
 from strongroom.vault.reader import RecoveryPointReader
 
@@ -38,11 +38,8 @@ def create_restore_job(
         "allow_non_empty": request.allow_non_empty,
         "options": request.options,
     }
-    job = Job(new_id(), JobType.RESTORE, JobState.CREATED, rp.resource_id, rp.vault_name, rp.arn,
-              iso(now()) or "", parameters=parameters)
-    lock = JobLock.acquire(lock_path(account, job.id))
-    account.catalog.add_job(job)
-    return job, lock
+    return create_job(account, JobType.RESTORE, resource_id=rp.resource_id, vault_name=rp.vault_name,
+                      recovery_point_arn=rp.arn, parameters=parameters)
 
 
 def run_restore_job(
@@ -65,13 +62,8 @@ def run_restore_job(
             context = RestoreContext(reader=reader, temp_dir=temp_dir, home=account.home, progress=progress,
                                      from_copy=rp.source_recovery_point_arn is not None)
             result = get_adapter(manifest.resource_type).restore(manifest.metadata, context, request)
-        account.catalog.update_job(
-            job.id,
-            state=JobState.COMPLETED,
-            completion_date=iso(now()),
-            bytes_processed=sum(stream.size for stream in manifest.streams.values()),
-            result={"target": result.target, **result.details},
-        )
+        complete_job(account, job.id, bytes_processed=sum(stream.size for stream in manifest.streams.values()),
+                     result={"target": result.target, **result.details})
     return account.catalog.get_job(job.id)
 
 

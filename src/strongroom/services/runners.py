@@ -1,4 +1,5 @@
-"""How the scheduler runs the jobs it creates: in its own process, or each in a detached process.
+"""How the scheduler runs the jobs it creates: in its own process, or each in a detached process, both
+through services/job_runner.py as the CLI does.
 
 A job's liveness is its lock (services/joblock.py): whoever runs the job holds ``locks/job-ID.lock``, and
 the kernel drops it when that process dies. The scheduler watches jobs through the catalog and the lock
@@ -13,21 +14,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from typing import Protocol
 
 from strongroom.errors import StrongroomError
-from strongroom.model import Job, JobState, JobType
+from strongroom.model import Job, JobState
 from strongroom.services.account import Account
-from strongroom.services.backup import run_backup_job
-from strongroom.services.copy import run_copy_job
-from strongroom.services.joblock import ENV_LOCK_FD, JobLock, is_held
+from strongroom.services.job_runner import execute_job, spawn_job
+from strongroom.services.joblock import JobLock, is_held
 from strongroom.services.jobs import fail_job, job_temp_dir, lock_path
 
 log = logging.getLogger("strongroom.scheduler")
 
-ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"
 POLL_SECONDS = 0.1
 
 
@@ -62,7 +60,8 @@ class InProcessRunner:
 
 
 class SpawningRunner:
-    """Hands each job and its lock to a detached ``strongroom run-job`` process, as ``backup start`` does."""
+    """Hands each job and its lock to a detached worker process (``job_runner.spawn_job``), as ``backup start``
+    does."""
 
     def __init__(self, max_jobs: int | None = 2) -> None:
         self.max_jobs = max_jobs
@@ -70,16 +69,7 @@ class SpawningRunner:
 
     def start(self, account: Account, job: Job, lock: JobLock) -> int | None:
         self.reap()
-        environment = {**os.environ, ENV_LOCK_FD: str(lock.fd), ENV_PASSPHRASE: account.passphrase()}
-        log_dir = job_temp_dir(account, job.id).parent
-        log_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "strongroom.cli.main", "--home", str(account.home), "run-job", job.id]
-        try:
-            with open(log_dir / f"job-{job.id}.log", "ab") as job_log:
-                child = subprocess.Popen(command, env=environment, pass_fds=[lock.fd], stdin=subprocess.DEVNULL,
-                                         stdout=job_log, stderr=job_log, start_new_session=True)
-        finally:
-            lock.release()
+        child = spawn_job(account, job, lock)
         self._children[job.id] = child
         return child.pid
 
@@ -89,14 +79,6 @@ class SpawningRunner:
                 child.wait(wait)
             if child.returncode is not None:
                 del self._children[job_id]
-
-
-def execute_job(account: Account, job: Job, lock: JobLock | None) -> Job:
-    if job.job_type == JobType.BACKUP:
-        return run_backup_job(account, job.id, lock)
-    if job.job_type == JobType.COPY:
-        return run_copy_job(account, job.id, lock)
-    raise StrongroomError(f"the scheduler does not run {job.job_type.value} jobs")
 
 
 def job_alive(account: Account, job_id: str) -> bool:

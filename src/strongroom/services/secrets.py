@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError, UsageError
+from strongroom.fsutil import write_durably
 from strongroom.model import iso, now
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys, open_secret, seal_secret
-from strongroom.services.files import write_durably
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 NAME_RULE = "secret names are 1 to 512 letters, digits and /_+=.@- (like AWS Secrets Manager names)"

@@ -1,5 +1,5 @@
 """How long a copy session may live on the destination: set by its operator (``strongroom serve
---copy-idle-timeout/--copy-max-lifetime``), enforced by services/copy_in.py. Kept apart so the CLI can show
+--copy-idle-timeout/--copy-max-lifetime``), enforced by services/copy_sessions.py. Kept apart so the CLI can show
 the defaults without loading the copy machinery."""
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from strongroom.errors import NotFoundError, RemoteError, StrongroomError, Usage
 from strongroom.model import (
     Arn,
     Job,
-    JobState,
     JobType,
     RecoveryPoint,
     RecoveryPointStatus,
@@ -40,10 +39,9 @@ from strongroom.model import (
 from strongroom.policy.principals import account_of
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
-from strongroom.services.backup import _previous_reader
 from strongroom.services.copy_receive import CopyReceiver, SourceCheck
-from strongroom.services.joblock import JobLock
-from strongroom.services.jobs import fail_job, lock_path
+from strongroom.services.jobs import complete_job, complete_recovery_point, create_job, fail_job, lock_path
+from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.session_limits import SessionLimits
 from strongroom.services.source_keys import pin_source_key
 from strongroom.services.writers import try_hold_writer
@@ -161,25 +159,24 @@ class CopySessions:
         account = self.account
         started = now()
         ends_by = started + timedelta(seconds=self.limits.max_lifetime_seconds)
-        job = Job(new_id(), JobType.COPY, JobState.RUNNING, request.resource_id, vault.name, None, iso(started) or "",
-                  start_date=iso(started), parameters={
-                      "direction": "in", "principal_arn": principal_arn,
-                      "source_recovery_point_arn": request.source_recovery_point_arn,
-                      "source_backup_vault_arn": request.source_vault_arn,
-                      "destination_backup_vault_arn": vault.arn, "delete_after_days": request.delete_after_days,
-                      "session_ends_by": iso(ends_by)})
+        parameters = {
+            "direction": "in", "principal_arn": principal_arn,
+            "source_recovery_point_arn": request.source_recovery_point_arn,
+            "source_backup_vault_arn": request.source_vault_arn,
+            "destination_backup_vault_arn": vault.arn, "delete_after_days": request.delete_after_days,
+            "session_ends_by": iso(ends_by)}
         resources = ExitStack()
         # The writers lock first, before any job exists: BusyError while a garbage collection runs (the server
         # retries without blocking its event loop).
         resources.callback(try_hold_writer(account, vault.name).release)
         try:
-            lock = JobLock.acquire(lock_path(account, job.id))
-            resources.callback(lock.release)
-            resources.callback(lambda: lock_path(account, job.id).unlink(missing_ok=True))
-            account.catalog.add_job(job)
+            job, lock = create_job(account, JobType.COPY, resource_id=request.resource_id, vault_name=vault.name,
+                                   parameters=parameters, running_since=started)
         except BaseException:
             resources.close()
             raise
+        resources.callback(lock.release)
+        resources.callback(lambda: lock_path(account, job.id).unlink(missing_ok=True))
         try:
             notifications.job_started(account, job.id)
             pin_source_key(account, account_of(principal_arn), request.source_vault_id, request.chunk_id_key())
@@ -192,7 +189,7 @@ class CopySessions:
             account.catalog.add_recovery_point(rp)
             account.catalog.update_job(job.id, recovery_point_arn=rp.arn)
             job.recovery_point_arn = rp.arn
-            previous = _previous_reader(account, request.resource_id, vault.name)
+            previous = latest_intact_reader(account, request.resource_id, vault.name)
             base = previous.manifest if previous else None
             if previous:
                 previous.close()
@@ -239,14 +236,12 @@ class CopySessions:
         shapes = {name: shape.model_dump() for name, shape in request.streams.items()}
         manifest = session.receiver.commit(request.resource_id, request.resource_type, request.metadata, shapes)
         stats = session.receiver.stats_dict()
-        catalog = self.account.catalog
-        catalog.update_recovery_point(
-            session.rp.id, status=RecoveryPointStatus.COMPLETED, completion_date=manifest.completed_at,
-            source_bytes=sum(s.size for s in manifest.streams.values()),
-            stored_bytes=stats["stored_stored_bytes"], new_bytes=stats["stored_new_bytes"], metadata=request.metadata)
-        catalog.update_job(session.job.id, state=JobState.COMPLETED, completion_date=iso(now()),
-                           bytes_processed=stats["plaintext_bytes_received"],
-                           result={"destination_recovery_point_arn": session.rp.arn, **stats})
+        source_bytes = sum(s.size for s in manifest.streams.values())
+        complete_recovery_point(self.account, session.rp.id, manifest, source_bytes=source_bytes,
+                                stored_bytes=stats["stored_stored_bytes"], new_bytes=stats["stored_new_bytes"],
+                                metadata=request.metadata)
+        complete_job(self.account, session.job.id, bytes_processed=stats["plaintext_bytes_received"],
+                     result={"destination_recovery_point_arn": session.rp.arn, **stats})
         return stats
 
     def abort(self, principal_arn: str, session_id: str, reason: str) -> None:

@@ -1,20 +1,17 @@
-"""``strongroom init`` and ``strongroom vaults``."""
+"""``strongroom init``: a new account home."""
 
 from __future__ import annotations
 
 import typer
 
 from strongroom.cli import context, output
-from strongroom.policy.principals import root_arn
-from strongroom.services import vault_ops
+from strongroom.errors import ConfigError
+from strongroom.model import DEFAULT_VAULT
 from strongroom.services.account import DEFAULT_REGION, init_account
-
-vaults_app = typer.Typer(help="Backup vaults of this account.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
-    app.add_typer(vaults_app, name="vaults")
 
 
 def init(
@@ -29,7 +26,7 @@ def init(
     cli = context.state(ctx)
     passphrase = context.read_passphrase(confirm=True)
     account = init_account(cli.home, passphrase, region=region, average_chunk_size=_checked_chunk(chunk_size))
-    vault = account.catalog.get_vault("Default")
+    vault = account.catalog.get_vault(DEFAULT_VAULT)
     result = {"home": str(account.home), "account_id": account.account_id, "region": account.region,
               "backup_vault_arn": vault.arn}
     account.close()
@@ -41,34 +38,6 @@ def init(
 
 
 def _checked_chunk(size: int | None) -> int | None:
-    from strongroom.errors import ConfigError
-
     if size is not None and not 64 * 1024 <= size <= 4 * 1024 * 1024:
         raise ConfigError(f"chunk size {size} is out of range", hint="Use 65536 to 4194304 bytes")
     return size
-
-
-@vaults_app.command("list")
-def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
-    """List the account's backup vaults."""
-    with context.account(ctx, display=True) as account:
-        records = [v.as_dict() for v in account.catalog.list_vaults()]
-    if json_output:
-        output.emit_json({"backup_vaults": records})
-        return
-    output.table("Backup vaults", ["Name", "ARN", "Store"], [
-        (v["backup_vault_name"], v["backup_vault_arn"], v["store_url"]) for v in records
-    ])
-
-
-@vaults_app.command("describe")
-def vaults_describe(
-    ctx: typer.Context, name: str = typer.Argument("Default"), json_output: bool = typer.Option(False, "--json")
-) -> None:
-    """Show one vault: how many recovery points it holds, its lock's mode, state and lock date."""
-    with context.account(ctx, display=True) as account:
-        record = vault_ops.describe_vault(account, root_arn(account.account_id), name)
-    if json_output:
-        output.emit_json(record)
-    else:
-        output.details(record)

@@ -1,8 +1,8 @@
-"""Access policies, locks and deletions: ``strongroom vaults put-access-policy|get-access-policy|
-delete-access-policy|put-lock|delete-lock|delete`` and ``strongroom recovery-points delete|update-lifecycle``.
+"""``strongroom vaults``: list, describe, access policies, locks, notifications and deletion.
 
 The local CLI acts as the account's root principal, so the vault's access policy and lock judge it as
-they would any other caller (services/vault_ops.py).
+they would any other caller (services/vault_ops.py). Notification sink URLs hold secrets, so they are read
+from STRONGROOM_NOTIFICATION_URLS or stdin (cli/notification_urls.py) and shown only masked.
 """
 
 from __future__ import annotations
@@ -14,31 +14,52 @@ from typing import Any
 import typer
 
 from strongroom.cli import context, output
-from strongroom.cli.account_cmd import vaults_app
-from strongroom.cli.recovery_points_cmd import rp_app
+from strongroom.cli.notification_urls import sink, url_lines
 from strongroom.errors import UsageError
+from strongroom.model import DEFAULT_VAULT
 from strongroom.policy.document import PolicyDocument, default_destination_policy
 from strongroom.policy.principals import root_arn
-from strongroom.services import vault_ops
+from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
+
+vaults_app = typer.Typer(help="Backup vaults of this account.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the commands to the existing ``vaults`` and ``recovery-points`` groups (``app`` holds both)."""
-    vaults_app.command("put-access-policy")(put_access_policy)
-    vaults_app.command("get-access-policy")(get_access_policy)
-    vaults_app.command("delete-access-policy")(delete_access_policy)
-    vaults_app.command("put-lock")(put_lock)
-    vaults_app.command("delete-lock")(delete_lock)
-    vaults_app.command("delete")(delete_vault)
-    rp_app.command("delete")(delete_recovery_point)
-    rp_app.command("update-lifecycle")(update_lifecycle)
+    app.add_typer(vaults_app, name="vaults")
 
 
 def _root(account: Account) -> str:
     return root_arn(account.account_id)
 
 
+@vaults_app.command("list")
+def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
+    """List the account's backup vaults."""
+    with context.account(ctx, display=True) as account:
+        records = [v.as_dict() for v in account.catalog.list_vaults()]
+    if json_output:
+        output.emit_json({"backup_vaults": records})
+        return
+    output.table("Backup vaults", ["Name", "ARN", "Store"], [
+        (v["backup_vault_name"], v["backup_vault_arn"], v["store_url"]) for v in records
+    ])
+
+
+@vaults_app.command("describe")
+def vaults_describe(
+    ctx: typer.Context, name: str = typer.Argument(DEFAULT_VAULT), json_output: bool = typer.Option(False, "--json")
+) -> None:
+    """Show one vault: how many recovery points it holds, its lock's mode, state and lock date."""
+    with context.account(ctx, display=True) as account:
+        record = vault_ops.describe_vault(account, _root(account), name)
+    if json_output:
+        output.emit_json(record)
+    else:
+        output.details(record)
+
+
+@vaults_app.command("put-access-policy")
 def put_access_policy(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Vault name or ARN."),
@@ -89,6 +110,7 @@ def _policy_to_put(
     )
 
 
+@vaults_app.command("get-access-policy")
 def get_access_policy(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Vault name or ARN."),
@@ -111,6 +133,7 @@ def _policy_view(account: Account, name: str) -> dict[str, Any]:
     return {"backup_vault_name": record.name, "backup_vault_arn": record.arn, "policy": policy}
 
 
+@vaults_app.command("delete-access-policy")
 def delete_access_policy(
     ctx: typer.Context, name: str = typer.Argument(..., help="Vault name or ARN.")
 ) -> None:
@@ -120,6 +143,7 @@ def delete_access_policy(
     output.console.print(f"Removed the access policy of vault {name}")
 
 
+@vaults_app.command("put-lock")
 def put_lock(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Vault name or ARN."),
@@ -150,6 +174,7 @@ def _lock_view(account: Account, name: str) -> dict[str, Any]:
     return {key: described[key] for key in ("backup_vault_name", "backup_vault_arn", *vault_ops.LOCK_FIELDS)}
 
 
+@vaults_app.command("delete-lock")
 def delete_lock(ctx: typer.Context, name: str = typer.Argument(..., help="Vault name or ARN.")) -> None:
     """Remove a vault's lock (governance: named principals only; compliance: only before its lock date)."""
     with context.account(ctx) as account:
@@ -157,6 +182,7 @@ def delete_lock(ctx: typer.Context, name: str = typer.Argument(..., help="Vault 
     output.console.print(f"Removed the lock of vault {name}")
 
 
+@vaults_app.command("delete")
 def delete_vault(ctx: typer.Context, name: str = typer.Argument(..., help="Vault name or ARN.")) -> None:
     """Delete an empty vault."""
     with context.account(ctx) as account:
@@ -164,25 +190,52 @@ def delete_vault(ctx: typer.Context, name: str = typer.Argument(..., help="Vault
     output.console.print(f"Deleted vault {name}")
 
 
-def delete_recovery_point(
-    ctx: typer.Context, recovery_point: str = typer.Argument(..., help="Recovery point ARN (or id).")
-) -> None:
-    """Delete a recovery point (its chunks go at the next garbage collection)."""
-    with context.account(ctx) as account:
-        vault_ops.delete_recovery_point(account, _root(account), recovery_point)
-    output.console.print(f"Deleted recovery point {recovery_point}")
-
-
-def update_lifecycle(
+@vaults_app.command("put-notifications")
+def put_notifications(
     ctx: typer.Context,
-    recovery_point: str = typer.Argument(..., help="Recovery point ARN (or id)."),
-    delete_after: int = typer.Option(..., "--delete-after", help="Days to keep it, counted from its creation."),
+    name: str = typer.Argument(..., help="Vault name or ARN."),
+    events: list[str] = typer.Option(..., "--event", help="AWS Backup vault event to send (repeatable)."),
+    exclude_states: list[str] = typer.Option(
+        [], "--exclude-state", help="Do not send events carrying this state, e.g. COMPLETED (repeatable)."
+    ),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Change how long a recovery point is kept (a vault lock forbids shortening it)."""
+    """Set a vault's notifications. Sink URLs: one per line from STRONGROOM_NOTIFICATION_URLS or stdin."""
+    sinks = [sink(line) for line in url_lines()]
+    wanted = notifications.settings([e.upper() for e in events], [s.upper() for s in exclude_states], sinks)
     with context.account(ctx) as account:
-        point = vault_ops.update_recovery_point_lifecycle(account, _root(account), recovery_point, delete_after)
+        shown = notifications.put_notifications(account, name, wanted)
     if json_output:
-        output.emit_json(point.as_dict())
-    else:
-        output.console.print(f"Recovery point {point.arn} is kept {delete_after} days, until {point.delete_at}")
+        output.emit_json(shown)
+        return
+    count = len(shown["sinks"])
+    output.console.print(f"Notifications of vault {shown['backup_vault_name']} set: {count} sink{'s' * (count != 1)}"
+                         f", events {', '.join(shown['events'])}", highlight=False)
+
+
+@vaults_app.command("get-notifications")
+def get_notifications(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Vault name or ARN."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show a vault's notification settings (sink URLs masked: scheme and host)."""
+    with context.account(ctx) as account:
+        shown = notifications.get_notifications(account, name)
+    if json_output:
+        output.emit_json(shown)
+        return
+    output.details({"vault": shown["backup_vault_name"], "events": ", ".join(shown["events"]) or "(none)",
+                    "exclude_states": ", ".join(shown["exclude_states"]) or "(none)"})
+    output.table("Sinks", ["sink", "events", "exclude_states"], [
+        (s["sink"], ", ".join(s["events"]) if s["events"] is not None else "(vault's)",
+         ", ".join(s["exclude_states"]) if s["exclude_states"] is not None else "(vault's)")
+        for s in shown["sinks"]])
+
+
+@vaults_app.command("delete-notifications")
+def delete_notifications(ctx: typer.Context, name: str = typer.Argument(..., help="Vault name or ARN.")) -> None:
+    """Remove a vault's notification settings (queued events are still delivered)."""
+    with context.account(ctx) as account:
+        notifications.delete_notifications(account, name)
+    output.console.print(f"Notifications of vault {name} removed", highlight=False)

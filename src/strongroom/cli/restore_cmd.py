@@ -1,0 +1,72 @@
+"""``strongroom restore start``."""
+
+from __future__ import annotations
+
+import typer
+
+from strongroom.adapters.base import RestoreRequest
+from strongroom.adapters.postgres.dump_roles import ownership_options
+from strongroom.cli import context
+from strongroom.cli.job_output import report, run_or_spawn
+from strongroom.services.restore import create_restore_job
+
+NO_OWNERS_HELP = (
+    "postgres: do not restore owners. Every object becomes owned by the restoring role: SECURITY DEFINER "
+    "functions then run with its rights (a superuser's, if it is one), and the original owners lose control of them."
+)
+NO_PRIVILEGES_HELP = (
+    "postgres: do not restore GRANTs and REVOKEs. Roles lose the access they were granted, and every REVOKE "
+    "from PUBLIC is lost, so PostgreSQL's defaults apply: anyone who can connect may EXECUTE every function "
+    "and use every type."
+)
+
+restore_app = typer.Typer(help="Restore jobs.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(restore_app, name="restore")
+
+
+@restore_app.command("start")
+def restore_start(
+    ctx: typer.Context,
+    recovery_point: str = typer.Option(..., "--recovery-point", help="ARN of a COMPLETED recovery point."),
+    target: str | None = typer.Option(None, "--target", help="New database URI or new path."),
+    target_identifier: str | None = typer.Option(None, "--target-identifier", help="New cluster identifier."),
+    port: int | None = typer.Option(None, "--port", help="Port of a restored cluster."),
+    allow_non_empty: bool = typer.Option(False, "--allow-non-empty", help="Restore into a non-empty target."),
+    jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
+    no_owners: bool = typer.Option(False, "--no-owners", help=NO_OWNERS_HELP),
+    no_privileges: bool = typer.Option(False, "--no-privileges", help=NO_PRIVILEGES_HELP),
+    trust_restored_config: bool = typer.Option(
+        False,
+        "--trust-restored-config",
+        help="postgres-cluster: start the restored server with the backup's configuration as it is. By default"
+        " settings that run commands or load code (*_command, *_preload_libraries, archive_*, include*, files"
+        " outside the data directory) are disabled and a data directory holding a program is refused; with this"
+        " option whoever wrote the backup runs code as the postgres OS user here. Only for a trusted source.",
+    ),
+    preserve_special: bool = typer.Option(
+        False, "--preserve-special",
+        help="Keep set-user-ID/set-group-ID bits of files from a copied recovery point (directory): "
+        "whoever can run such a file acts as its owner, so only for points you trust.",
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Restore a recovery point into a NEW database, cluster or path.
+
+    postgres: owners and privileges (GRANT/REVOKE) are restored as they were; a dump that names roles \
+the target server lacks is refused before anything is created (exit 5).
+    """
+    options: dict[str, object] = {"jobs": jobs} if jobs else {}
+    options.update(ownership_options(no_owners=no_owners, no_privileges=no_privileges))
+    if trust_restored_config:
+        options["trust_restored_config"] = True
+    if preserve_special:
+        options["preserve_special"] = True
+    request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
+    with context.account(ctx) as account:
+        job, lock = create_restore_job(account, recovery_point, request)
+        finished = run_or_spawn(account, job, lock, wait, json_output, "Restoring")
+    report(finished, json_output)
