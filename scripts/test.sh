@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install what the tests need, then run lint, the layer contract and the whole test suite.
+# Install what the tests need, then run lint, the layer contract, the type check and the whole test suite.
 # Extra arguments go to pytest (e.g. scripts/test.sh -m slow for the full crash matrix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/ruff check src tests
 .venv/bin/lint-imports
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

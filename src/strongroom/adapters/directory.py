@@ -42,7 +42,7 @@ import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar
+from typing import IO, Any, ClassVar
 
 from strongroom.adapters.base import (
     BackupContext,
@@ -165,7 +165,7 @@ class _Scanner:
     """One walk of the source tree: writes tree records to ``out`` and file content to the data stream."""
 
     def __init__(
-        self, root: str, writer: RecoveryPointWriter, previous: dict[str, _Previous], one_fs: bool, out: BinaryIO
+        self, root: str, writer: RecoveryPointWriter, previous: dict[str, _Previous], one_fs: bool, out: IO[bytes]
     ) -> None:
         self.root = root
         self.writer = writer
@@ -418,7 +418,7 @@ class DirectoryAdapter(ResourceAdapter):
         settings = _settings(resource.settings, SourceError)
         root = settings["path"]
         previous = _load_previous(ctx.previous, root)
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES, dir=ctx.temp_dir) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.temp_dir)) as spool:
             scanner = _Scanner(root, ctx.writer, previous or {}, settings.get("one_file_system", False), spool)
             if previous is None:
                 scanner.warn("the previous recovery point is damaged; every file was read again")

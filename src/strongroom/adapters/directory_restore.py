@@ -127,9 +127,10 @@ def _parse(record: dict[str, Any]) -> _Entry:
         target = record.get("target")
         if kind == "symlink" and not isinstance(target, str):
             raise TypeError("symlink without a target")
-        fields = ("mode", "uid", "gid", "atime_ns", "mtime_ns", "size")
-        numbers = {name: int(record.get(name, 0)) for name in fields}
-        return _Entry(path, kind, chunks=chunks, target=target, **numbers)
+        number = {name: int(record.get(name, 0)) for name in ("mode", "uid", "gid", "atime_ns", "mtime_ns", "size")}
+        return _Entry(path, kind, chunks=chunks, target=target, mode=number["mode"], uid=number["uid"],
+                      gid=number["gid"], atime_ns=number["atime_ns"], mtime_ns=number["mtime_ns"],
+                      size=number["size"])
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"tree record for {path!r} is malformed ({exc})", hint=FORGED_HINT) from None
 

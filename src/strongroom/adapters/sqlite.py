@@ -235,5 +235,7 @@ class SQLiteAdapter(ResourceAdapter):
             fsync_dir(target.parent)
         except OSError as exc:
             raise TargetError(f"cannot restore SQLite database to {target}: {exc.strerror or exc}") from exc
-        details = {key: metadata[key] for key in ("page_size", "page_count", "journal_mode") if key in metadata}
+        details: dict[str, Any] = {
+            key: metadata[key] for key in ("page_size", "page_count", "journal_mode") if key in metadata
+        }
         return RestoreResult(target=str(target), details={**details, "bytes": target.stat().st_size})

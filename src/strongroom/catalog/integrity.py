@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -28,6 +29,8 @@ SECURED: dict[str, tuple[str, tuple[str, ...]]] = {
                                "delete_at", "lock_applies", "source_recovery_point_arn")),
     "credentials": ("key_id", ("key_id", "principal_arn", "created_at", "expires_at", "revoked_at")),
 }
+# sqlite3.Row reads by column name like a mapping but is not one for the type checker.
+RowLike = Mapping[str, Any] | sqlite3.Row
 WHAT = {"vaults": "vault", "recovery_points": "recovery point", "credentials": "credential"}
 
 
@@ -44,27 +47,27 @@ class Guard(Protocol):
         """Copy the vault's (and the point's) committed security state into the vault's store."""
 
 
-def canonical(table: str, row: Mapping[str, Any]) -> bytes:
+def canonical(table: str, row: RowLike) -> bytes:
     key_column, columns = SECURED[table]
     values = [row[column] for column in columns]
     return json.dumps([table, row[key_column], values], separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def row_mac(key: bytes, table: str, row: Mapping[str, Any]) -> str:
+def row_mac(key: bytes, table: str, row: RowLike) -> str:
     return hmac.new(key, MAC_CONTEXT + canonical(table, row), hashlib.sha256).hexdigest()
 
 
-def row_is_authentic(key: bytes, table: str, row: Mapping[str, Any]) -> bool:
+def row_is_authentic(key: bytes, table: str, row: RowLike) -> bool:
     stored = row["mac"]
     return bool(stored) and hmac.compare_digest(str(stored), row_mac(key, table, row))
 
 
-def check_row(key: bytes, table: str, row: Mapping[str, Any]) -> None:
+def check_row(key: bytes, table: str, row: RowLike) -> None:
     if not row_is_authentic(key, table, row):
         raise CatalogIntegrityError(failure(table, row))
 
 
-def failure(table: str, row: Mapping[str, Any]) -> str:
+def failure(table: str, row: RowLike) -> str:
     key_column = SECURED[table][0]
     state = "has no MAC" if not row["mac"] else "fails its MAC"
     return (f"the catalog's {WHAT[table]} record '{row[key_column]}' {state}: it was changed outside Strongroom; "

@@ -108,7 +108,8 @@ class CopyReceiver:
         source = self.source
         if source is None:
             return
-        good, bad = [], []
+        good: list[tuple[bytes, bytes]] = []
+        bad: list[tuple[bytes, bytes]] = []
         for peer_id, own_id in pairs:
             try:
                 plaintext = read_object(self.vault, own_id, Kind.CHUNK)
@@ -175,7 +176,8 @@ class CopyReceiver:
     def commit(self, resource_id: str, resource_type: str, metadata: dict[str, object],
                expected: dict[str, dict[str, int]]) -> Manifest:
         for name in expected:
-            self.writer.add_stream(name, self.builders.pop(name, None) or self.writer.stream())
+            builder = self.builders.pop(name) if name in self.builders else self.writer.stream()
+            self.writer.add_stream(name, builder)
         if self.builders:
             raise RemoteError(f"the copy sent streams that were not announced: {', '.join(sorted(self.builders))}")
         _check_shape(self.writer.streams, expected)

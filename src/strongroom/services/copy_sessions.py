@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import zstandard
@@ -377,13 +378,13 @@ class CopySessions:
         Runs on every session start and periodically (server/app.py); never raises, so the reaper lives on.
         """
         for session in list(self.incoming.values()):
-            self._guarded(lambda s=session: self._reap_incoming(s))
+            self._guarded(partial(self._reap_incoming, session))
         for session_id, out in list(self.outgoing.items()):
             expired = self._expired(out)
             if expired:
-                self._guarded(lambda i=session_id, why=expired: self._end_outgoing(i, why))
+                self._guarded(partial(self._end_outgoing, session_id, expired))
         for job_id, message in list(self.unrecorded.items()):
-            self._guarded(lambda j=job_id, m=message: self._record_failure(j, m))
+            self._guarded(partial(self._record_failure, job_id, message))
 
     def _reap_incoming(self, session: IncomingCopy) -> None:
         expired = self._expired(session)
@@ -404,11 +405,11 @@ class CopySessions:
     def close(self) -> None:
         """Server shutdown: end every session, each one whatever happens to the others."""
         for session in list(self.incoming.values()):
-            self._guarded(lambda s=session: self._fail(s, "the destination's server shut down during the copy"))
+            self._guarded(partial(self._fail, session, "the destination's server shut down during the copy"))
         for session_id in list(self.outgoing):
-            self._guarded(lambda i=session_id: self._end_outgoing(i, "the server shut down"))
+            self._guarded(partial(self._end_outgoing, session_id, "the server shut down"))
         for job_id, message in list(self.unrecorded.items()):
-            self._guarded(lambda j=job_id, m=message: self._record_failure(j, m))
+            self._guarded(partial(self._record_failure, job_id, message))
 
     @staticmethod
     def _guarded(action: Callable[[], None]) -> None:

@@ -8,6 +8,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from strongroom.errors import NotFoundError, StorageError, StorageFullError
@@ -138,7 +139,7 @@ class LocalStore(ObjectStore):
         return count
 
 
-def _load_syncfs():  # type: ignore[no-untyped-def]
+def _load_syncfs() -> Any:
     import ctypes
     import ctypes.util
 

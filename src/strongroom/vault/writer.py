@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any
 
 import blake3
-from pyfastcdc import FastCDC
+from pyfastcdc import BinaryStreamReader, FastCDC
 
 from strongroom.clock import now
 from strongroom.errors import IntegrityError
@@ -76,7 +76,7 @@ class StreamBuilder:
     pending: list[ChunkRef] = field(default_factory=list)
     index: list[bytes] = field(default_factory=list)
 
-    def write_from(self, reader: BinaryIO) -> list[ChunkRef]:
+    def write_from(self, reader: BinaryStreamReader) -> list[ChunkRef]:
         """Chunk everything ``reader`` yields into this stream; returns the new references."""
         refs = [self.writer.store_chunk(bytes(piece.data)) for piece in self.writer.chunker.cut_stream(reader)]
         self.append_refs(refs)
@@ -149,7 +149,7 @@ class RecoveryPointWriter:
         self.streams[name] = ref
         return ref
 
-    def store_stream(self, name: str, reader: BinaryIO) -> StreamRef:
+    def store_stream(self, name: str, reader: BinaryStreamReader) -> StreamRef:
         builder = self.stream()
         builder.write_from(reader)
         return self.add_stream(name, builder)

@@ -277,7 +277,7 @@ class ToolProcess:
 
     def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
-        while piece := self.process.stderr.read1(65536):
+        while piece := self.process.stderr.read1(65536):  # type: ignore[attr-defined]  # a BufferedReader
             room = STDERR_LIMIT - len(self._stderr)
             if room > 0:
                 self._stderr += piece[:room]

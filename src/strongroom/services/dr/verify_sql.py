@@ -57,7 +57,7 @@ def _connect(ctx: StepContext[VerifySqlStep]) -> psycopg.Connection[Any]:
 
 def _query(conn: psycopg.Connection[Any], statement: str) -> list[list[Any]]:
     try:
-        return [list(row) for row in conn.execute(statement.encode()).fetchall()]  # type: ignore[arg-type]
+        return [list(row) for row in conn.execute(statement.encode()).fetchall()]
     except psycopg.Error as exc:
         raise TargetError(f"query {statement!r} failed: {first_line(exc)}") from None
 
