@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.faults import ENV_FAULT_KILL_AT
 from tests.support.cli import Cli, assert_one_line_error
 from tests.support.trees import snapshot_tree
 
@@ -85,12 +86,13 @@ def test_sigkill_full_matrix(account: tuple[Cli, Path]) -> None:
 def test_sigkill_during_restore_marks_the_job_failed(account: tuple[Cli, Path]) -> None:
     cli, tree = account
     arn = cli.backup("files")["recovery_point_arn"]
-    process = cli.popen("restore", "start", "--recovery-point", arn, "--target", str(tree.parent / "r1"), "--wait")
-    time.sleep(0.8)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    killed = cli.run("restore", "start", "--recovery-point", arn, "--target", str(tree.parent / "r1"), "--wait",
+                     env={ENV_FAULT_KILL_AT: "read:after-first-chunk"}, ok=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    written = [p for p in (tree.parent / "r1").rglob("*") if p.is_file()]
+    assert written, "the kill lands once the restore has written part of a file"
     restores = [j for j in cli.json("jobs", "list")["jobs"] if j["job_type"] == "RESTORE"]
-    assert [j["state"] for j in restores] in (["FAILED"], ["COMPLETED"])
+    assert [j["state"] for j in restores] == ["FAILED"]
     assert_consistent(cli)
     cli.run("restore", "start", "--recovery-point", arn, "--target", str(tree.parent / "r2"), "--wait")
     assert snapshot_tree(tree.parent / "r2") == snapshot_tree(tree)
