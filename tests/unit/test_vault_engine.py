@@ -20,6 +20,7 @@ from strongroom.vault.vault import CHUNKS_PREFIX, MANIFESTS_PREFIX
 from strongroom.vault.verify import verify_recovery_points
 from strongroom.vault.writer import RecoveryPointWriter
 from tests.support.data import mixed_data
+from tests.support.faulty_store import FaultyStore, flip_byte
 from tests.support.vaults import make_vault
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,32 +84,28 @@ def _objects(vault: Vault) -> list[str]:
 def test_a_flipped_byte_in_any_object_is_caught_by_verify_and_restore(small_vault: Vault) -> None:
     data = mixed_data(600_000)
     write(small_vault, "rp1", {"s": data})
-    root = Path(small_vault.store.root)  # type: ignore[attr-defined]
-    for key in _objects(small_vault):
-        path = root / key
-        original = path.read_bytes()
-        damaged = bytearray(original)
-        damaged[random.Random(key).randrange(len(damaged))] ^= 0x40
-        path.write_bytes(bytes(damaged))
-        try:
-            report = verify_recovery_points(small_vault, ["rp1"], read_data=True)
+    store = FaultyStore(small_vault.store)
+    vault = Vault.open(store, "test-passphrase")
+    for key in _objects(vault):
+        position = random.Random(key).randrange(store.head(key) or 0)
+        with store.tampered(key, flip_byte(position)):
+            report = verify_recovery_points(vault, ["rp1"], read_data=True)
             assert not report.ok, key
             assert any(key in k for k in report.damaged_objects), (key, report.damaged_objects)
             assert report.damaged_recovery_points == {"rp1": list(report.damaged_objects)}
             with pytest.raises(IntegrityError):
-                read(small_vault, "rp1", "s")
-        finally:
-            path.write_bytes(original)
-    assert verify_recovery_points(small_vault, ["rp1"], read_data=True).ok
+                read(vault, "rp1", "s")
+    assert verify_recovery_points(vault, ["rp1"], read_data=True).ok
 
 
 def test_a_chunk_swapped_for_another_is_caught(small_vault: Vault) -> None:
     write(small_vault, "rp1", {"s": mixed_data(600_000)})
-    root = Path(small_vault.store.root)  # type: ignore[attr-defined]
-    chunks = [k for k in _objects(small_vault) if k.startswith(CHUNKS_PREFIX)]
-    (root / chunks[0]).write_bytes((root / chunks[1]).read_bytes())
+    store = FaultyStore(small_vault.store)
+    vault = Vault.open(store, "test-passphrase")
+    chunks = [k for k in _objects(vault) if k.startswith(CHUNKS_PREFIX)]
+    store.tamper(chunks[0], lambda _: store.inner.get(chunks[1]))
     with pytest.raises(IntegrityError):
-        read(small_vault, "rp1", "s")
+        read(vault, "rp1", "s")
 
 
 def test_missing_chunk_is_named_without_read_data(small_vault: Vault) -> None:
