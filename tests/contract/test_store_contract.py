@@ -8,16 +8,31 @@ from pathlib import Path
 import pytest
 
 from strongroom.errors import NotFoundError, StorageError
-from strongroom.store.base import ObjectStore, open_store
+from strongroom.store.base import ObjectStore, open_store, store_schemes
 from strongroom.store.local import LocalStore
 from strongroom.store.memory import MemoryStore
+from tests.support.faulty_store import FaultyStore
+
+# How to make an empty store of each registered scheme. A scheme registered without a recipe here fails
+# every test below: no store joins the registry without passing this suite.
+EMPTY_STORE_URL = {
+    "file": lambda tmp: (tmp / "store").as_uri(),
+    "memory": lambda tmp: f"memory://contract-{tmp.name}",
+    "faulty+memory": lambda tmp: f"faulty+memory://contract-{tmp.name}",  # tests/support/faulty_store.py
+}
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=store_schemes())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    return MemoryStore(f"contract-{tmp_path.name}")
+    recipe = EMPTY_STORE_URL.get(request.param)
+    if recipe is None:
+        pytest.fail(f"store scheme '{request.param}' is registered but has no contract fixture here")
+    return open_store(recipe(tmp_path))
+
+
+def test_the_suite_covers_every_registered_store_and_the_faulty_wrapper() -> None:
+    assert {"file", "memory", "faulty+memory"} <= set(store_schemes())
+    assert isinstance(open_store("faulty+memory://x"), FaultyStore)
 
 
 def test_put_then_get_returns_the_same_bytes(store: ObjectStore) -> None:
@@ -102,3 +117,17 @@ def test_open_store_by_url(tmp_path: Path) -> None:
     store.put("k", b"v")
     assert open_store(str(tmp_path / "s")).get("k") == b"v"
     assert isinstance(open_store("memory://x"), MemoryStore)
+
+
+def test_the_faulty_store_fails_the_nth_put_and_alters_only_what_is_read(tmp_path: Path) -> None:
+    store = FaultyStore(LocalStore(tmp_path / "store"))
+    store.fail_put(after=2, error=OSError(28, "No space left on device"))
+    assert store.put("a", b"1") and store.put("b", b"2")
+    with pytest.raises(OSError, match="No space"):
+        store.put("c", b"3")
+    assert store.head("c") is None
+    store.heal()
+    with store.tampered("a", lambda data: data + b"!"):
+        assert store.get("a") == b"1!"
+        assert store.inner.get("a") == b"1"  # the stored object is untouched
+    assert store.get("a") == b"1"

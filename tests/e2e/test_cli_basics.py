@@ -109,3 +109,21 @@ def test_resources_add_takes_a_types_other_settings(cli: Cli, tmp_path: Path) ->
                          "--setting", setting, ok=False)
         assert_one_line_error(result, 2, message)
     assert [r["resource_id"] for r in cli.json("resources", "list")["resources"]] == ["db", "tree"]
+
+
+def _key_costs(home: Path) -> list[int]:
+    files = [*(home / "vaults").glob("*/keys/*"), *(home / "keys").glob("*.key")]
+    return sorted(json.loads(path.read_text())["kdf"]["n"] for path in files)
+
+
+def test_the_test_kdf_profile_is_written_into_the_key_files_and_init_warns(tmp_path: Path) -> None:
+    cheap = Cli(tmp_path / "cheap")  # the suite's default: STRONGROOM_KDF_PROFILE=insecure-fast
+    result = cheap.run("init")
+    assert "warning: STRONGROOM_KDF_PROFILE=insecure-fast" in result.stderr, result.stderr
+    assert cheap.json("credentials", "create", "--principal", "ops")["secret_access_key"]
+    assert _key_costs(cheap.home) == [2**10, 2**10]  # the Default vault's and the account's
+    strong = Cli(tmp_path / "strong")
+    result = strong.run("init", env={"STRONGROOM_KDF_PROFILE": ""})
+    assert result.stderr == ""
+    assert _key_costs(strong.home) == [2**15, 2**15]
+    assert strong.json("vaults", "list")["backup_vaults"]  # unlocking follows the file, not the profile

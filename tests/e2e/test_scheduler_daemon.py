@@ -143,12 +143,15 @@ def test_serve_runs_the_api_and_the_scheduler_together_or_either_alone(tmp_path:
     cli.run("init")
     with serving(cli, scheduler=True) as server:
         assert _wait_for(lambda: cli.json("plans", "list")["scheduler"]["lease_holder"], 30, server.log)
+        assert "scheduler running" in server.log.read_text()
         assert cli.json("accounts", "list") is not None
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0, server.log.read_text()
     assert cli.json("plans", "list")["scheduler"]["lease_holder"] is None
     with serving(cli, "--poll-seconds", "0.1") as server:  # serving() passes --no-scheduler
-        time.sleep(1)
+        # serve starts its scheduler (and says so) before it listens: up without the line means none runs
+        assert "serving on" in server.log.read_text()
+        assert "scheduler running" not in server.log.read_text()
         assert cli.json("plans", "list")["scheduler"]["lease_holder"] is None
     both = cli.run("serve", "--no-scheduler", "--no-api", ok=False)
     assert_one_line_error(both, 2, "exclude each other")

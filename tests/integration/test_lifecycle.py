@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import shutil
@@ -31,6 +30,7 @@ from strongroom.vault import gc
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import decode_index, load_manifest
 from strongroom.vault.reader import read_object
+from tests.support.locks import held_exclusively, wait_until, waiters
 from tests.support.trees import snapshot_tree
 from tests.support.vaults import FAST_SCRYPT
 
@@ -278,9 +278,10 @@ def test_a_backup_started_while_gc_waits_enters_after_it_and_loses_nothing(accou
     backup = in_own_account(lambda a: reused.append(back_up(a, same)))
     with hold_writer(account, DEFAULT_VAULT):  # a writer in flight when the collector starts
         collector.start()
-        _wait_until_gate_closed(account)
+        gate = admission_lock_path(account, DEFAULT_VAULT)
+        wait_until(lambda: held_exclusively(gate), "the collector closes the admission gate")
         backup.start()
-        backup.join(0.5)
+        wait_until(lambda: waiters(gate) == 1, "the backup queues at the gate")
         assert backup.is_alive() and not reused  # held at the gate while the collector waits
     collector.join()
     backup.join()
@@ -290,20 +291,6 @@ def test_a_backup_started_while_gc_waits_enters_after_it_and_loses_nothing(accou
     assert result["objects_deleted"] == result["candidates"] > 0
     assert restored(account, reused[0], tmp_path / "restored") == snapshot_tree(tmp_path / "tree")
     assert verify(account, read_data=True).ok
-
-
-def _wait_until_gate_closed(account: Account) -> None:
-    path = admission_lock_path(account, DEFAULT_VAULT)
-    for _ in range(1000):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
-        finally:
-            os.close(fd)
-        time.sleep(0.01)
-    raise AssertionError("the collector never closed the admission gate")
 
 
 def test_gc_refuses_when_a_present_manifest_cannot_be_read(account: Account, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from strongroom.errors import ConfigError, SourceError
 from strongroom.vault import Vault
 from strongroom.vault.manifest import load_manifest
 from strongroom.vault.reader import RecoveryPointReader
-from strongroom.vault.writer import RecoveryPointWriter
+from tests.support.faulty_store import FaultyStore
 from tests.support.pgcluster import Janitor, PgCluster, backup_with_environment, table_checksums
 from tests.support.vaults import backup, restore
 
@@ -167,18 +167,12 @@ def test_direct_is_refused_clearly_and_auto_falls_back_when_the_role_may_not(
 
 
 def test_a_direct_backup_that_fails_midway_leaves_the_server_as_it_was(
-    pg_cluster: PgCluster, vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_cluster: PgCluster, vault: Vault, tmp_path: Path
 ) -> None:
-    original = RecoveryPointWriter.store_stream
-
-    def broken(self: RecoveryPointWriter, name: str, reader: Any) -> Any:
-        reader.read(1 << 20)
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(RecoveryPointWriter, "store_stream", broken)
-    with pytest.raises(OSError):
-        backup(vault, spec(pg_cluster.dsn(), "direct"), tmp_path / "tmp")
-    monkeypatch.setattr(RecoveryPointWriter, "store_stream", original)
+    store = FaultyStore(vault.store)
+    store.fail_put(after=0, error=OSError(28, "No space left on device"))  # the vault's disk is full
+    with pytest.raises(OSError, match="No space left"):
+        backup(Vault.open(store, "test-passphrase"), spec(pg_cluster.dsn(), "direct"), tmp_path / "tmp")
     assert slots(pg_cluster) == []
     assert pg_cluster.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'strongroom'") == [(0,)]
     manifest, _ = backup(vault, spec(pg_cluster.dsn(), "direct"), tmp_path / "tmp")  # no backup left in progress

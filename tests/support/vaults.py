@@ -16,12 +16,13 @@ from strongroom.adapters.base import (
 )
 from strongroom.store.local import LocalStore
 from strongroom.vault import Vault
+from strongroom.vault.keys import INSECURE_FAST_PROFILE, KDF_PROFILES
 from strongroom.vault.manifest import Manifest, load_manifest
 from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.vault import ChunkerSettings
 from strongroom.vault.writer import RecoveryPointWriter
 
-FAST_SCRYPT = {"n": 2**12, "r": 8, "p": 1}  # tests only: unlock in milliseconds
+FAST_SCRYPT = KDF_PROFILES[INSECURE_FAST_PROFILE]  # tests only: unlock in milliseconds (docs/testing.md)
 
 
 def make_vault(root: Path, *, average_chunk: int | None = None) -> Vault:

@@ -17,26 +17,9 @@ from strongroom.vault.reader import RecoveryPointReader, read_object
 from strongroom.vault.vault import chunk_key
 from strongroom.vault.verify import verify_recovery_points
 from strongroom.vault.writer import RecoveryPointWriter
+from tests.support.data import table_dump
+from tests.support.faulty_store import FaultyStore
 from tests.support.vaults import make_vault
-
-
-def table_dump(rows: int, moved_every: int | None, seed: int = 5) -> bytes:
-    """Rows like pgbench_accounts; with ``moved_every``, every n-th row is updated and moved to
-    the end of its 60-row page, as PostgreSQL does with a HOT update."""
-    rng = random.Random(seed)
-    page: list[bytes] = []
-    moved: list[bytes] = []
-    out = bytearray()
-    for aid in range(1, rows + 1):
-        balance = rng.randint(-5000, 5000)
-        if moved_every and aid % moved_every == 0:
-            moved.append(f"{aid}\t{aid % 7}\t{balance + 1}\t{' ' * 84}\n".encode())
-        else:
-            page.append(f"{aid}\t{aid % 7}\t{balance}\t{' ' * 84}\n".encode())
-        if aid % 60 == 0:
-            out += b"".join(page) + b"".join(moved)
-            page, moved = [], []
-    return bytes(out + b"".join(page) + b"".join(moved))
 
 
 def backup(vault: Vault, rp_id: str, data: bytes, previous: Manifest | None = None) -> tuple[Manifest, dict]:
@@ -87,10 +70,9 @@ def test_a_damaged_base_is_blamed_on_every_recovery_point_that_needs_it(vault: V
     first, _ = backup(vault, "rp1", table_dump(30_000, None))
     second, _ = backup(vault, "rp2", table_dump(30_000, 100), previous=first)
     base = _delta_refs(vault, second)[0].base
-    path = Path(vault.store.root) / chunk_key(base)  # type: ignore[attr-defined]
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0xFF
-    path.write_bytes(bytes(data))
+    store = FaultyStore(vault.store)
+    vault = Vault.open(store, "test-passphrase")
+    store.tamper(chunk_key(base), lambda data: data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:])
     report = verify_recovery_points(vault, ["rp1", "rp2"], read_data=True)
     assert chunk_key(base) in report.damaged_objects
     assert set(report.damaged_recovery_points) == {"rp1", "rp2"}

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from strongroom.errors import FormatError, IntegrityError, WrongPassphraseError
+from strongroom.errors import ConfigError, FormatError, IntegrityError, WrongPassphraseError
 from strongroom.vault import envelope
 from strongroom.vault.envelope import HEADER_SIZE, Kind
-from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
+from strongroom.vault.keys import (
+    ENV_KDF_PROFILE,
+    INSECURE_FAST_PROFILE,
+    KDF_PROFILES,
+    KeySet,
+    unwrap_keyset,
+    wrap_keyset,
+)
 
 FAST = {"n": 2**12, "r": 8, "p": 1}
 KEY = os.urandom(32)
@@ -57,3 +65,38 @@ def test_keyset_wrapping_needs_the_passphrase() -> None:
     assert unwrap_keyset(document, "correct horse") == keys
     with pytest.raises(WrongPassphraseError):
         unwrap_keyset(document, "wrong horse")
+
+
+def _kdf(document: bytes) -> dict[str, int]:
+    kdf = json.loads(document)["kdf"]
+    return {name: kdf[name] for name in ("n", "r", "p")}
+
+
+def test_new_key_files_use_the_default_cost_unless_the_test_profile_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_KDF_PROFILE, raising=False)
+    assert _kdf(wrap_keyset(KeySet.generate(), "pw")) == {"n": 2**15, "r": 8, "p": 1}
+    monkeypatch.setenv(ENV_KDF_PROFILE, "default")
+    assert _kdf(wrap_keyset(KeySet.generate(), "pw")) == {"n": 2**15, "r": 8, "p": 1}
+    monkeypatch.setenv(ENV_KDF_PROFILE, INSECURE_FAST_PROFILE)
+    assert _kdf(wrap_keyset(KeySet.generate(), "pw")) == KDF_PROFILES[INSECURE_FAST_PROFILE]
+
+
+def test_unlocking_uses_the_parameters_in_the_file_whatever_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = KeySet.generate()
+    monkeypatch.delenv(ENV_KDF_PROFILE, raising=False)
+    strong = wrap_keyset(keys, "pw")
+    monkeypatch.setenv(ENV_KDF_PROFILE, INSECURE_FAST_PROFILE)
+    assert unwrap_keyset(strong, "pw") == keys  # the profile does not weaken a file that exists
+    cheap = wrap_keyset(keys, "pw")
+    monkeypatch.delenv(ENV_KDF_PROFILE)
+    assert unwrap_keyset(cheap, "pw") == keys
+    lowered = json.loads(strong)
+    lowered["kdf"]["n"] = 2**10  # an attacker lowering the cost in the file only breaks it
+    with pytest.raises(WrongPassphraseError):
+        unwrap_keyset(json.dumps(lowered).encode(), "pw")
+
+
+def test_an_unknown_profile_is_refused_before_any_key_file_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_KDF_PROFILE, "fast")
+    with pytest.raises(ConfigError, match="unknown STRONGROOM_KDF_PROFILE 'fast'"):
+        wrap_keyset(KeySet.generate(), "pw")

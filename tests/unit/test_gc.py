@@ -16,8 +16,8 @@ from strongroom.vault.reader import RecoveryPointReader, read_object
 from strongroom.vault.vault import chunk_key, manifest_key
 from strongroom.vault.verify import verify_recovery_points
 from strongroom.vault.writer import RecoveryPointWriter
+from tests.support.data import table_dump
 from tests.support.vaults import make_vault
-from tests.unit.test_delta_chunks import table_dump
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from strongroom.cli import context, output
 from strongroom.errors import ConfigError
 from strongroom.model import DEFAULT_VAULT
 from strongroom.services.account import DEFAULT_REGION, init_account
+from strongroom.vault.keys import ENV_KDF_PROFILE, INSECURE_FAST_PROFILE, kdf_profile_for_new_keys
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +27,11 @@ def init(
     cli = context.state(ctx)
     passphrase = context.read_passphrase(confirm=True)
     account = init_account(cli.home, passphrase, region=region, average_chunk_size=_checked_chunk(chunk_size))
+    if kdf_profile_for_new_keys() == INSECURE_FAST_PROFILE:  # tests only: say so where a person would see it
+        output.error_console.print(
+            f"warning: {ENV_KDF_PROFILE}={INSECURE_FAST_PROFILE}: this account's keys are cheap to brute-force; "
+            "use it for tests only", highlight=False, soft_wrap=True, markup=False,
+        )
     vault = account.catalog.get_vault(DEFAULT_VAULT)
     result = {"home": str(account.home), "account_id": account.account_id, "region": account.region,
               "backup_vault_arn": vault.arn}

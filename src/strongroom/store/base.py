@@ -89,5 +89,11 @@ def open_store(url: str) -> ObjectStore:
     return factory(url)
 
 
+def store_schemes() -> list[str]:
+    """The URL schemes of every registered store: the built-in ones and any registered since."""
+    _load_builtin_stores()
+    return sorted(_factories)
+
+
 def _load_builtin_stores() -> None:
     from strongroom.store import local, memory  # noqa: F401  (they register themselves)

@@ -3,6 +3,11 @@
 A vault has one :class:`KeySet` of random keys. It is stored in the vault as ``keys/<key-id>``,
 encrypted with AES-256-GCM under a key-encryption key that scrypt derives from the passphrase;
 without the passphrase nothing on disk reveals the keys.
+
+The scrypt parameters are chosen when a key file is *created* and written into it; unlocking always uses
+the parameters the file names. ``STRONGROOM_KDF_PROFILE=insecure-fast`` (tests only, docs/testing.md)
+makes new key files cheap to unlock, and therefore cheap to brute-force: it weakens only the files made
+while it is set, never the ones that exist.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from strongroom.errors import FormatError, WrongPassphraseError
+from strongroom.errors import ConfigError, FormatError, WrongPassphraseError
 
 KEY_FILE_FORMAT = "strongroom-keyfile/1"
 # scrypt cost: 2**15 * 8 * 128 bytes = 32 MiB of memory and ~0.1 s per unlock on one core.
 DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+ENV_KDF_PROFILE = "STRONGROOM_KDF_PROFILE"
+INSECURE_FAST_PROFILE = "insecure-fast"
+# insecure-fast: 2**10 * 8 * 128 bytes = 1 MiB, ~3 ms: a stolen key file costs an attacker 32 times less
+# per guess. For test suites that run the CLI hundreds of times; never for a vault that holds real data.
+KDF_PROFILES = {"default": DEFAULT_SCRYPT, INSECURE_FAST_PROFILE: {"n": 2**10, "r": 8, "p": 1}}
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,19 @@ class KeySet:
         )
 
 
+def kdf_profile_for_new_keys() -> str:
+    """The profile new key files are made with: ``STRONGROOM_KDF_PROFILE``, or ``default``."""
+    name = os.environ.get(ENV_KDF_PROFILE) or "default"
+    if name not in KDF_PROFILES:
+        raise ConfigError(
+            f"unknown {ENV_KDF_PROFILE} '{name}'", hint=f"Unset it (or use one of: {', '.join(KDF_PROFILES)})"
+        )
+    return name
+
+
 def wrap_keyset(keyset: KeySet, passphrase: str, scrypt_params: dict[str, int] | None = None) -> bytes:
-    params = dict(scrypt_params or DEFAULT_SCRYPT)
+    """The key file of ``keyset``, with ``scrypt_params`` or else those of :func:`kdf_profile_for_new_keys`."""
+    params = dict(scrypt_params or KDF_PROFILES[kdf_profile_for_new_keys()])
     salt = os.urandom(16)
     kek = _derive_kek(passphrase, salt, params)
     nonce = os.urandom(12)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from strongroom.errors import IntegrityError, NotFoundError
+from strongroom.faults import fault_point
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef, decode_index
@@ -52,11 +53,14 @@ class RecoveryPointReader:
     def iter_chunk_data(self, refs: Iterable[ChunkRef]) -> Iterator[bytes]:
         """Verified plaintext of each chunk in order, fetched a few chunks ahead."""
         window: deque[tuple[ChunkRef, Future[bytes]]] = deque()
+        delivered = 0
         for ref in refs:
             window.append((ref, self._pool.submit(read_object, self.vault, ref.id, Kind.CHUNK)))
             if len(window) >= READ_AHEAD:
+                delivered = _fault_after_first(delivered)
                 yield _checked(*window.popleft())
         while window:
+            delivered = _fault_after_first(delivered)
             yield _checked(*window.popleft())
 
     def open_stream(self, name: str) -> io.BufferedReader:
@@ -71,6 +75,14 @@ class RecoveryPointReader:
             yield data
         if delivered != stream.size:
             raise IntegrityError(f"stream ended after {delivered} bytes, manifest says {stream.size}")
+
+
+def _fault_after_first(delivered: int) -> int:
+    """Count a delivered chunk; the crash tests' point ``read:after-first-chunk`` fires before the second,
+    once the consumer has used the first (a restore has written some of its target)."""
+    if delivered == 1:
+        fault_point("read:after-first-chunk")
+    return delivered + 1
 
 
 def _fetch(vault: Vault, key: str, what: str) -> bytes:

@@ -29,6 +29,7 @@ from pyfastcdc import BinaryStreamReader, FastCDC
 
 from strongroom.clock import now
 from strongroom.errors import IntegrityError
+from strongroom.faults import fault_point
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Compression, Kind
 from strongroom.vault.manifest import (
@@ -231,6 +232,7 @@ class RecoveryPointWriter:
         if not self.vault.store.put(key, sealed, if_absent=True, sync=False):  # a concurrent backup was first
             self._count(self.vault.store.head(key) or 0, written=False)
             return self._count_base(self._resolve_existing(ref))
+        fault_point("write:after-new-chunk")  # crash tests: a chunk written, no manifest names it yet
         delta = compression == Compression.ZSTD_DELTA
         self._count(len(sealed), written=True, delta=delta)
         final = replace(ref, base=base[0] if base and delta else None)
@@ -353,7 +355,9 @@ class RecoveryPointWriter:
         )
         sealed = seal_manifest(self.vault, manifest)
         self.vault.store.flush()  # rule 2: every chunk and index object is durable before the manifest
+        fault_point("write:before-manifest")
         self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True)
+        fault_point("write:after-manifest")  # crash tests: committed in the vault, not yet in the catalog
         self.stats.new_bytes += len(sealed)
         return manifest
 
