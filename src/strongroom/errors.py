@@ -8,16 +8,21 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     ├── UsageError                 bad input from the user (exit 2)
     │   ├── ConfigError
     │   ├── NotFoundError          unknown resource, recovery point, job, vault
-    │   └── AlreadyExistsError
+    │   │   └── NoRecoveryPointError  a runbook's selection matches no recovery point
+    │   ├── AlreadyExistsError
+    │   └── RetentionError         a job's retention falls outside the vault lock's range
     ├── AccountError               home missing / not initialised / locked (exit 3)
-    │   └── WrongPassphraseError
+    │   ├── WrongPassphraseError
+    │   └── BusyError              another process holds the apply lock, or a collection the vault (HTTP 503)
     ├── SourceError                the resource cannot be read (exit 4)
     │   └── ToolMissingError       pg_dump, pg_basebackup ... not installed
     ├── TargetError                restore target refused or failed (exit 5)
     │   ├── TargetNotEmptyError
-    │   └── TargetRolesMissingError roles a logical dump's owners, grants or policies name are missing
+    │   ├── TargetRolesMissingError  roles a logical dump's owners, grants or policies name are missing
+    │   └── IdentifierInUseError   a DR restore's new identifier is taken
     ├── StorageError               the object store failed (exit 6)
-    │   └── StorageFullError
+    │   └── StorageFullError       no space left (HTTP 507)
+    │       └── RequestUnrecordedError  the catalog has no room to record a request's nonce
     ├── IntegrityError             stored data is damaged or forged (exit 7)
     │   └── CatalogIntegrityError  a catalog record fails its MAC, or the catalog disagrees with the vault
     ├── FormatError                a vault object of an unknown format version (exit 7)
@@ -25,10 +30,9 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     │   ├── AuthenticationError    missing, unknown, expired, revoked or wrongly signed credentials
     │   ├── AccessDeniedError      the vault access policy refuses the action
     │   └── VaultLockedError       the vault lock forbids it (retention, lock removal, early deletion)
-    ├── RetentionError             a job's retention falls outside the vault lock's range (exit 2)
-    ├── BusyError                  another process holds the apply lock (exit 3)
-    └── RemoteError                another account's endpoint is unreachable or answered nonsense (exit 9)
-        └── RequestTooLargeError   a request body over its route's limit (HTTP 413)
+    ├── RemoteError                another account's endpoint is unreachable or answered nonsense (exit 9)
+    │   └── RequestTooLargeError   a request body over its route's limit (HTTP 413)
+    └── HookFailedError            a runbook hook failed or timed out (exit 10)
 """
 
 from __future__ import annotations

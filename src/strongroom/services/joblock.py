@@ -41,7 +41,7 @@ class JobLock:
 
     @classmethod
     def inherited(cls) -> JobLock | None:
-        """The lock a parent process handed down (see services/runners.py: spawn)."""
+        """The lock a parent process handed down (services/job_runner.spawn_job)."""
         value = os.environ.pop(ENV_LOCK_FD, None)
         return cls(FileLock(Path(), int(value))) if value else None
 
