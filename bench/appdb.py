@@ -78,29 +78,91 @@ declined bank transfer direct debit setup mandate amended cancelled balance outs
 """.split()
 
 SENTENCES = [
-    "Patient reported feeling better after the new medication.", "Follow-up appointment booked for next week.",
-    "Called about the overdue invoice; reminder sent by email.", "Address changed at the customer's request.",
-    "Identity verified with two documents.", "Referral letter received from the practice and scanned.",
-    "Discharge summary added to the record.", "Blood pressure within the normal range.",
-    "Repeat prescription requested through the app.", "Appointment rescheduled at short notice.",
-    "No answer; voicemail left asking to call back.", "Spoke with daughter, who will pass the message on.",
-    "Advised to contact the surgery again if symptoms persist.", "Order dispatched with tracked courier.",
-    "Item reported damaged on arrival; replacement arranged.", "Refund issued to the original card.",
-    "Direct debit mandate set up and confirmed.", "Payment declined by the bank; customer informed.",
-    "Complaint logged and escalated to the team lead.", "Issue resolved; case closed.",
-    "Customer asked for a copy of their records.", "Consent form signed and uploaded.",
-    "Test results normal; no further action needed.", "Results reviewed by the clinician; letter to follow.",
-    "Stock low; reorder placed with the supplier.", "Delivery slot changed to Saturday morning.",
-    "Account balance outstanding; payment plan agreed.", "Survey completed; feedback positive.",
-    "Duplicate record merged.", "Phone number updated and verified by text message.",
+    "Patient reported feeling better after the new medication.",
+    "Follow-up appointment booked for next week.",
+    "Called about the overdue invoice; reminder sent by email.",
+    "Address changed at the customer's request.",
+    "Identity verified with two documents.",
+    "Referral letter received from the practice and scanned.",
+    "Discharge summary added to the record.",
+    "Blood pressure within the normal range.",
+    "Repeat prescription requested through the app.",
+    "Appointment rescheduled at short notice.",
+    "No answer; voicemail left asking to call back.",
+    "Spoke with daughter, who will pass the message on.",
+    "Advised to contact the surgery again if symptoms persist.",
+    "Order dispatched with tracked courier.",
+    "Item reported damaged on arrival; replacement arranged.",
+    "Refund issued to the original card.",
+    "Direct debit mandate set up and confirmed.",
+    "Payment declined by the bank; customer informed.",
+    "Complaint logged and escalated to the team lead.",
+    "Issue resolved; case closed.",
+    "Customer asked for a copy of their records.",
+    "Consent form signed and uploaded.",
+    "Test results normal; no further action needed.",
+    "Results reviewed by the clinician; letter to follow.",
+    "Stock low; reorder placed with the supplier.",
+    "Delivery slot changed to Saturday morning.",
+    "Account balance outstanding; payment plan agreed.",
+    "Survey completed; feedback positive.",
+    "Duplicate record merged.",
+    "Phone number updated and verified by text message.",
 ]
 
-SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "sor", "vel", "da", "pri", "no", "gal", "fen", "tri", "ma",
-             "shu", "bel", "cor", "ind", "lux", "ver", "tam", "qui", "ros", "nel", "dor", "phe", "ash", "ux"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ten",
+    "sor",
+    "vel",
+    "da",
+    "pri",
+    "no",
+    "gal",
+    "fen",
+    "tri",
+    "ma",
+    "shu",
+    "bel",
+    "cor",
+    "ind",
+    "lux",
+    "ver",
+    "tam",
+    "qui",
+    "ros",
+    "nel",
+    "dor",
+    "phe",
+    "ash",
+    "ux",
+]
 
-EVENT_KINDS = ["login", "logout", "payment", "refund", "appointment", "prescription", "referral", "message",
-               "call", "visit", "order", "delivery", "complaint", "review", "update", "consent", "test",
-               "result", "invoice", "reminder"]
+EVENT_KINDS = [
+    "login",
+    "logout",
+    "payment",
+    "refund",
+    "appointment",
+    "prescription",
+    "referral",
+    "message",
+    "call",
+    "visit",
+    "order",
+    "delivery",
+    "complaint",
+    "review",
+    "update",
+    "consent",
+    "test",
+    "result",
+    "invoice",
+    "reminder",
+]
 STATUSES = ["new", "pending", "approved", "declined", "completed", "cancelled", "settled", "on_hold"]
 DOC_TYPES = ["order", "assessment", "care_plan", "invoice", "questionnaire", "consent_form", "letter"]
 DOMAINS = ["example.com", "mail.example.org", "post.example.net", "nhs.example.uk", "inbox.example.co.uk"]
@@ -126,14 +188,24 @@ def sql_array(items: list[str]) -> str:
 def setup_sql() -> str:
     """Word lists as immutable SQL functions (array constants, parsed once per statement)."""
     lists = {
-        "sentences": SENTENCES, "first_names": FIRST_NAMES, "surnames": SURNAMES, "towns": TOWNS, "streets": STREETS,
-        "street_kinds": STREET_KINDS, "vocab": vocabulary(), "event_kinds": EVENT_KINDS,
-        "statuses": STATUSES, "doc_types": DOC_TYPES, "domains": DOMAINS,
+        "sentences": SENTENCES,
+        "first_names": FIRST_NAMES,
+        "surnames": SURNAMES,
+        "towns": TOWNS,
+        "streets": STREETS,
+        "street_kinds": STREET_KINDS,
+        "vocab": vocabulary(),
+        "event_kinds": EVENT_KINDS,
+        "statuses": STATUSES,
+        "doc_types": DOC_TYPES,
+        "domains": DOMAINS,
     }
     parts = ["CREATE SCHEMA IF NOT EXISTS gen;"]
     for name, items in lists.items():
-        parts.append(f"CREATE OR REPLACE FUNCTION gen.{name}() RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE "
-                     f"AS $$ SELECT {sql_array(items)} $$;")
+        parts.append(
+            f"CREATE OR REPLACE FUNCTION gen.{name}() RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+            f"AS $$ SELECT {sql_array(items)} $$;"
+        )
     parts.append("""
 -- pick(a, skew): a random element; skew > 1 favours the start of the list (Zipf-like word use).
 CREATE OR REPLACE FUNCTION gen.pick(a text[], skew float8 DEFAULT 1) RETURNS text LANGUAGE sql VOLATILE
@@ -302,8 +374,10 @@ def change_sql(max_ids: dict[str, int], percent: float = 1.0) -> list[str]:
     ]
 
 
-MAX_IDS_SQL = ("SELECT (SELECT max(id) FROM people) || ' ' || (SELECT max(id) FROM events) || ' ' || "
-               "(SELECT max(id) FROM documents);")
+MAX_IDS_SQL = (
+    "SELECT (SELECT max(id) FROM people) || ' ' || (SELECT max(id) FROM events) || ' ' || "
+    "(SELECT max(id) FROM documents);"
+)
 
 
 def parse_max_ids(text: str) -> dict[str, int]:

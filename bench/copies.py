@@ -72,8 +72,13 @@ class Serve:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         env = {**os.environ, **self.bench.sr_env(self.home)}
         self.proc = subprocess.Popen(
-            [self.bench.strongroom, "serve", "--port", str(self.port)], env=env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            [self.bench.strongroom, "serve", "--port", str(self.port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.bench.log(f"  strongroom serve (pid {self.proc.pid}) for {self.home.name} on {self.endpoint}")
         deadline = time.monotonic() + timeout
@@ -83,8 +88,7 @@ class Serve:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"strongroom serve not listening on {self.port} after {timeout}s: "
-                                   f"{self.log_tail()}")
+                raise TimeoutError(f"strongroom serve not listening on {self.port} after {timeout}s: {self.log_tail()}")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -113,7 +117,7 @@ class Serve:
                 data = handle.read()
         except OSError:
             return None
-        fields = data[data.rfind(b")") + 2:].split()
+        fields = data[data.rfind(b")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
     def peak_rss(self) -> int | None:
@@ -146,28 +150,71 @@ def _identity(home: Path) -> tuple[str, str]:
 
 
 def _destination_policy(bench: Bench, dst: Path, src_id: str, src_vault: str, dst_id: str) -> None:
-    bench.sr(dst, "vaults", "put-access-policy", "Default", "--default-destination", "--source-account-id", src_id,
-             "--source-vault-arn", src_vault, "--admin", f"arn:strongroom:iam::{dst_id}:root", "--json")
+    bench.sr(
+        dst,
+        "vaults",
+        "put-access-policy",
+        "Default",
+        "--default-destination",
+        "--source-account-id",
+        src_id,
+        "--source-vault-arn",
+        src_vault,
+        "--admin",
+        f"arn:strongroom:iam::{dst_id}:root",
+        "--json",
+    )
 
 
 def _connect(bench: Bench, src: Path, dst: Path, src_id: str, dst_id: str, endpoint: str) -> None:
     """The destination issues a credential to the source account; the source registers the destination."""
-    issued = json.loads(bench.sr(dst, "credentials", "create", "--principal", "copier", "--account-id", src_id,
-                                 "--json").stdout)
-    bench.run([bench.strongroom, "accounts", "add", "destination", "--endpoint", endpoint,
-               "--key-id", issued["access_key_id"], "--account-id", dst_id, "--json"],
-              env={**bench.sr_env(src), "STRONGROOM_REMOTE_SECRET": issued["secret_access_key"]})
+    issued = json.loads(
+        bench.sr(dst, "credentials", "create", "--principal", "copier", "--account-id", src_id, "--json").stdout
+    )
+    bench.run(
+        [
+            bench.strongroom,
+            "accounts",
+            "add",
+            "destination",
+            "--endpoint",
+            endpoint,
+            "--key-id",
+            issued["access_key_id"],
+            "--account-id",
+            dst_id,
+            "--json",
+        ],
+        env={**bench.sr_env(src), "STRONGROOM_REMOTE_SECRET": issued["secret_access_key"]},
+    )
 
 
 # Measured steps ------------------------------------------------------------------------------------------
-def sr_copy(bench: Bench, ctx: dict[str, Any], op: str, src: Path, dst: Path, dst_vault_arn: str, serve: Serve,
-            recovery_point_arn: str) -> dict[str, Any] | None:
+def sr_copy(
+    bench: Bench,
+    ctx: dict[str, Any],
+    op: str,
+    src: Path,
+    dst: Path,
+    dst_vault_arn: str,
+    serve: Serve,
+    recovery_point_arn: str,
+) -> dict[str, Any] | None:
     vault = dst / "vaults" / "Default"
     before = measure.dir_bytes(vault)
     cpu_before = serve.cpu_seconds()
     try:
-        res = bench.sr(src, "copy", "start", "--recovery-point", recovery_point_arn,
-                       "--destination-vault", dst_vault_arn, "--wait", "--json")
+        res = bench.sr(
+            src,
+            "copy",
+            "start",
+            "--recovery-point",
+            recovery_point_arn,
+            "--destination-vault",
+            dst_vault_arn,
+            "--wait",
+            "--json",
+        )
         job = json.loads(res.stdout)
         if job.get("state") != "COMPLETED":
             raise RuntimeError(f"copy job {job.get('job_id')} is {job.get('state')}: {job.get('status_message')}")
@@ -176,17 +223,28 @@ def sr_copy(bench: Bench, ctx: dict[str, Any], op: str, src: Path, dst: Path, ds
         result = job.get("result") or {}
         job_seconds = job.get("duration_seconds")
         return bench.record(
-            ctx, "strongroom", op, res, bytes=added["disk"], bytes_apparent=added["apparent"],
-            bytes_on_wire=result.get("bytes_on_wire"), chunks_sent=result.get("chunks_sent"),
-            chunks_skipped=result.get("chunks_skipped"), plaintext_bytes_sent=result.get("plaintext_bytes_sent"),
+            ctx,
+            "strongroom",
+            op,
+            res,
+            bytes=added["disk"],
+            bytes_apparent=added["apparent"],
+            bytes_on_wire=result.get("bytes_on_wire"),
+            chunks_sent=result.get("chunks_sent"),
+            chunks_skipped=result.get("chunks_skipped"),
+            plaintext_bytes_sent=result.get("plaintext_bytes_sent"),
             bytes_transferred=result.get("bytes_transferred"),
             destination_recovery_point_arn=result.get("destination_recovery_point_arn"),
-            server_cpu_seconds=(round(cpu_after - cpu_before, 3)
-                                if cpu_before is not None and cpu_after is not None else None),
-            server_peak_rss=serve.peak_rss(), job_seconds=job_seconds,
-            overhead_seconds=round(res.seconds - job_seconds, 4) if job_seconds is not None else None, job=job,
+            server_cpu_seconds=(
+                round(cpu_after - cpu_before, 3) if cpu_before is not None and cpu_after is not None else None
+            ),
+            server_peak_rss=serve.peak_rss(),
+            job_seconds=job_seconds,
+            overhead_seconds=round(res.seconds - job_seconds, 4) if job_seconds is not None else None,
+            job=job,
             description="strongroom copy start --recovery-point ARN --destination-vault ARN --wait --json "
-                        "(push to the destination's strongroom serve on loopback)")
+            "(push to the destination's strongroom serve on loopback)",
+        )
     except Exception as exc:
         bench.failed(ctx, "strongroom", op, exc)
         if serve.proc is not None and serve.proc.poll() is not None:
@@ -221,9 +279,16 @@ def restic_copy(bench: Bench, ctx: dict[str, Any], op: str, repo_a: Path, repo_b
     try:
         res = bench.run(["restic", "copy", "--host", "bench"], env=restic_copy_env(bench, repo_a, repo_b))
         added = measure.delta(before, measure.dir_bytes(repo_b))
-        bench.record(ctx, "restic", op, res, bytes=added["disk"], bytes_apparent=added["apparent"],
-                     output=res.stdout.strip()[-800:],
-                     description="restic -r B copy --from-repo A (local repositories)")
+        bench.record(
+            ctx,
+            "restic",
+            op,
+            res,
+            bytes=added["disk"],
+            bytes_apparent=added["apparent"],
+            output=res.stdout.strip()[-800:],
+            description="restic -r B copy --from-repo A (local repositories)",
+        )
     except Exception as exc:
         bench.failed(ctx, "restic", op, exc)
 
@@ -231,8 +296,14 @@ def restic_copy(bench: Bench, ctx: dict[str, Any], op: str, repo_a: Path, repo_b
 def sr_verify_destination(bench: Bench, ctx: dict[str, Any], dst: Path) -> None:
     try:
         res = bench.sr(dst, "verify", "--read-data", "--json")
-        bench.record(ctx, "strongroom", "verify_destination", res, verify=json.loads(res.stdout),
-                     bytes=measure.dir_bytes(dst / "vaults" / "Default")["disk"])
+        bench.record(
+            ctx,
+            "strongroom",
+            "verify_destination",
+            res,
+            verify=json.loads(res.stdout),
+            bytes=measure.dir_bytes(dst / "vaults" / "Default")["disk"],
+        )
     except Exception as exc:
         bench.failed(ctx, "strongroom", "verify_destination", exc)
 
@@ -305,20 +376,33 @@ def markdown_lines(rec: report.Records) -> list[str]:
     def med(field: str, tool: str, op: str) -> float | None:
         return rec.median(field, tool=tool, op=op, **w)
 
-    m = {f"{t}_{op}_{f}": med(f, tool, op)
-         for t, tool in (("r", "restic"), ("s", "strongroom"))
-         for op in ("backup1", "copy1", "backup2", "copy2")
-         for f in ("seconds", "bytes")}
+    m = {
+        f"{t}_{op}_{f}": med(f, tool, op)
+        for t, tool in (("r", "restic"), ("s", "strongroom"))
+        for op in ("backup1", "copy1", "backup2", "copy2")
+        for f in ("seconds", "bytes")
+    }
     for op in ("copy1", "copy2"):
-        for f in ("bytes_on_wire", "chunks_sent", "chunks_skipped", "plaintext_bytes_sent", "server_cpu_seconds",
-                  "server_peak_rss", "peak_rss_tree", "overhead_seconds", "bytes_transferred"):
+        for f in (
+            "bytes_on_wire",
+            "chunks_sent",
+            "chunks_skipped",
+            "plaintext_bytes_sent",
+            "server_cpu_seconds",
+            "server_peak_rss",
+            "peak_rss_tree",
+            "overhead_seconds",
+            "bytes_transferred",
+        ):
             m[f"s_{op}_{f}"] = med(f, "strongroom", op)
     for op in ("backup1", "backup2"):
         for f in ("new_bytes", "stored_bytes", "new_chunks", "chunks", "source_bytes"):
             m[f"s_{op}_{f}"] = med(f, "strongroom", op)
     for op in ("backup1", "backup2"):
-        values = [((r.get("job") or {}).get("result") or {}).get("delta_chunks")
-                  for r in rec.select(tool="strongroom", op=op, **w)]
+        values = [
+            ((r.get("job") or {}).get("result") or {}).get("delta_chunks")
+            for r in rec.select(tool="strongroom", op=op, **w)
+        ]
         values = [v for v in values if v is not None]
         m[f"s_{op}_delta_chunks"] = statistics.median(values) if values else None
     verify_ok = [r.get("verify") for r in rec.select(tool="strongroom", op="verify_destination", **w)]
@@ -335,62 +419,98 @@ def markdown_lines(rec: report.Records) -> list[str]:
     add = lines.append
     add("### Copies between accounts (pgbench, application-like 1% change) vs restic copy")
     add("")
-    add("Strongroom: source account → destination account's `strongroom serve` on loopback (HTTP, signed "
+    add(
+        "Strongroom: source account → destination account's `strongroom serve` on loopback (HTTP, signed "
         "requests); bytes on the wire as counted by the copy job. restic: local repository A → local "
         "repository B (`restic copy --from-repo A`, B initialised with `--copy-chunker-params`); its "
-        "upload equals B's growth. Bytes added = growth on disk (allocated blocks).")
+        "upload equals B's growth. Bytes added = growth on disk (allocated blocks)."
+    )
     add("")
-    add("| Step | restic: time | restic: bytes added | Strongroom: time | Strongroom: bytes added | "
-        "Strongroom: bytes on the wire |")
+    add(
+        "| Step | restic: time | restic: bytes added | Strongroom: time | Strongroom: bytes added | "
+        "Strongroom: bytes on the wire |"
+    )
     add("|---|---|---|---|---|---|")
-    add(f"| first backup (into the source) | {report.secs(m['r_backup1_seconds'])} | "
+    add(
+        f"| first backup (into the source) | {report.secs(m['r_backup1_seconds'])} | "
         f"{report.mib(m['r_backup1_bytes'])} (repo A) | {report.secs(m['s_backup1_seconds'])} | "
-        f"{report.mib(m['s_backup1_bytes'])} (source vault) | — |")
-    add(f"| **first copy** | {report.secs(m['r_copy1_seconds'])} | {report.mib(m['r_copy1_bytes'])} (repo B) | "
+        f"{report.mib(m['s_backup1_bytes'])} (source vault) | — |"
+    )
+    add(
+        f"| **first copy** | {report.secs(m['r_copy1_seconds'])} | {report.mib(m['r_copy1_bytes'])} (repo B) | "
         f"{report.secs(m['s_copy1_seconds'])} | {report.mib(m['s_copy1_bytes'])} (destination vault) | "
-        f"{report.mib(m['s_copy1_bytes_on_wire'])} |")
-    add(f"| second backup, after the 1% change | {report.secs(m['r_backup2_seconds'])} | "
+        f"{report.mib(m['s_copy1_bytes_on_wire'])} |"
+    )
+    add(
+        f"| second backup, after the 1% change | {report.secs(m['r_backup2_seconds'])} | "
         f"{report.mib(m['r_backup2_bytes'])} | {report.secs(m['s_backup2_seconds'])} | "
-        f"{report.mib(m['s_backup2_bytes'])} | — |")
-    add(f"| **second copy** | {report.secs(m['r_copy2_seconds'])} | {report.mib(m['r_copy2_bytes'])} | "
+        f"{report.mib(m['s_backup2_bytes'])} | — |"
+    )
+    add(
+        f"| **second copy** | {report.secs(m['r_copy2_seconds'])} | {report.mib(m['r_copy2_bytes'])} | "
         f"{report.secs(m['s_copy2_seconds'])} | {report.mib(m['s_copy2_bytes'])} | "
-        f"{report.mib(m['s_copy2_bytes_on_wire'])} |")
-    add(f"| second copy as % of the first | {report.pct(report.ratio(m['r_copy2_seconds'], m['r_copy1_seconds']))} "
+        f"{report.mib(m['s_copy2_bytes_on_wire'])} |"
+    )
+    add(
+        f"| second copy as % of the first | {report.pct(report.ratio(m['r_copy2_seconds'], m['r_copy1_seconds']))} "
         f"| {report.pct(report.ratio(m['r_copy2_bytes'], m['r_copy1_bytes']))} | "
         f"{report.pct(report.ratio(m['s_copy2_seconds'], m['s_copy1_seconds']))} | "
         f"{report.pct(report.ratio(m['s_copy2_bytes'], m['s_copy1_bytes']))} | "
-        f"{report.pct(report.ratio(m['s_copy2_bytes_on_wire'], m['s_copy1_bytes_on_wire']))} |")
+        f"{report.pct(report.ratio(m['s_copy2_bytes_on_wire'], m['s_copy1_bytes_on_wire']))} |"
+    )
     add("")
-    add(f"Second copy, Strongroom / restic: time "
+    add(
+        f"Second copy, Strongroom / restic: time "
         f"{report.times(report.ratio(m['s_copy2_seconds'], m['r_copy2_seconds']))}, bytes added to the "
         f"destination {report.times(report.ratio(m['s_copy2_bytes'], m['r_copy2_bytes']))}, bytes on the wire "
         f"(against restic's upload) {report.times(report.ratio(m['s_copy2_bytes_on_wire'], m['r_copy2_bytes']))}. "
         f"First copy: time {report.times(report.ratio(m['s_copy1_seconds'], m['r_copy1_seconds']))}, "
-        f"bytes added {report.times(report.ratio(m['s_copy1_bytes'], m['r_copy1_bytes']))}.")
+        f"bytes added {report.times(report.ratio(m['s_copy1_bytes'], m['r_copy1_bytes']))}."
+    )
     add("")
     add("| Strongroom copy detail | first copy | second copy |")
     add("|---|---|---|")
-    add(f"| chunks sent / skipped (already held by the destination) | {n(m['s_copy1_chunks_sent'])} / "
-        f"{n(m['s_copy1_chunks_skipped'])} | {n(m['s_copy2_chunks_sent'])} / {n(m['s_copy2_chunks_skipped'])} |")
-    add(f"| chunks in the recovery point (cut points depend on the vault's chunker key) | {n(m['s_backup1_chunks'])} "
-        f"| {n(m['s_backup2_chunks'])} |")
-    add(f"| new objects the backup being copied wrote (`new_chunks`) | {n(m['s_backup1_new_chunks'])} | "
-        f"{n(m['s_backup2_new_chunks'])} |")
-    add(f"| of those, stored as deltas in the source (`delta_chunks`; they cross as delta frames when the destination holds the base) | "
-        f"{n(m['s_backup1_delta_chunks'])} | {n(m['s_backup2_delta_chunks'])} |")
-    add(f"| plaintext of the chunks sent | {report.mib(m['s_copy1_plaintext_bytes_sent'])} | "
-        f"{report.mib(m['s_copy2_plaintext_bytes_sent'])} |")
-    add(f"| recovery point size (dump) | {report.mib(m['s_copy1_bytes_transferred'])} | "
-        f"{report.mib(m['s_copy2_bytes_transferred'])} |")
-    add(f"| backup's `new_bytes` in the source vault | {report.mib(m['s_backup1_new_bytes'])} | "
-        f"{report.mib(m['s_backup2_new_bytes'])} |")
-    add(f"| destination `serve` CPU time during the copy | {report.secs(m['s_copy1_server_cpu_seconds'])} | "
-        f"{report.secs(m['s_copy2_server_cpu_seconds'])} |")
-    add(f"| peak RSS: source CLI process / destination `serve` (since start) | "
+    add(
+        f"| chunks sent / skipped (already held by the destination) | {n(m['s_copy1_chunks_sent'])} / "
+        f"{n(m['s_copy1_chunks_skipped'])} | {n(m['s_copy2_chunks_sent'])} / {n(m['s_copy2_chunks_skipped'])} |"
+    )
+    add(
+        f"| chunks in the recovery point (cut points depend on the vault's chunker key) | {n(m['s_backup1_chunks'])} "
+        f"| {n(m['s_backup2_chunks'])} |"
+    )
+    add(
+        f"| new objects the backup being copied wrote (`new_chunks`) | {n(m['s_backup1_new_chunks'])} | "
+        f"{n(m['s_backup2_new_chunks'])} |"
+    )
+    add(
+        f"| of those, stored as deltas in the source (`delta_chunks`; they cross as delta frames when the destination holds the base) | "
+        f"{n(m['s_backup1_delta_chunks'])} | {n(m['s_backup2_delta_chunks'])} |"
+    )
+    add(
+        f"| plaintext of the chunks sent | {report.mib(m['s_copy1_plaintext_bytes_sent'])} | "
+        f"{report.mib(m['s_copy2_plaintext_bytes_sent'])} |"
+    )
+    add(
+        f"| recovery point size (dump) | {report.mib(m['s_copy1_bytes_transferred'])} | "
+        f"{report.mib(m['s_copy2_bytes_transferred'])} |"
+    )
+    add(
+        f"| backup's `new_bytes` in the source vault | {report.mib(m['s_backup1_new_bytes'])} | "
+        f"{report.mib(m['s_backup2_new_bytes'])} |"
+    )
+    add(
+        f"| destination `serve` CPU time during the copy | {report.secs(m['s_copy1_server_cpu_seconds'])} | "
+        f"{report.secs(m['s_copy2_server_cpu_seconds'])} |"
+    )
+    add(
+        f"| peak RSS: source CLI process / destination `serve` (since start) | "
         f"{report.mib(m['s_copy1_peak_rss_tree'])} / {report.mib(m['s_copy1_server_peak_rss'])} | "
-        f"{report.mib(m['s_copy2_peak_rss_tree'])} / {report.mib(m['s_copy2_server_peak_rss'])} |")
-    add(f"| CLI overhead (wall time minus the job's own duration) | {report.secs(m['s_copy1_overhead_seconds'])} | "
-        f"{report.secs(m['s_copy2_overhead_seconds'])} |")
+        f"{report.mib(m['s_copy2_peak_rss_tree'])} / {report.mib(m['s_copy2_server_peak_rss'])} |"
+    )
+    add(
+        f"| CLI overhead (wall time minus the job's own duration) | {report.secs(m['s_copy1_overhead_seconds'])} | "
+        f"{report.secs(m['s_copy2_overhead_seconds'])} |"
+    )
     add("")
     if len(runs) > 1:
         parts = []
@@ -401,14 +521,20 @@ def markdown_lines(rec: report.Records) -> list[str]:
                 f"{report.mib(one('strongroom', 'copy2', 'bytes', k))} added vs restic "
                 f"{report.mib(one('restic', 'copy2', 'bytes', k))}, "
                 f"{report.secs(one('strongroom', 'copy2', 'seconds', k))} vs "
-                f"{report.secs(one('restic', 'copy2', 'seconds', k))}")
-        add("Second copy per repetition (fresh accounts and repositories each time, so fresh chunker keys): "
-            + "; ".join(parts) + ".")
+                f"{report.secs(one('restic', 'copy2', 'seconds', k))}"
+            )
+        add(
+            "Second copy per repetition (fresh accounts and repositories each time, so fresh chunker keys): "
+            + "; ".join(parts)
+            + "."
+        )
         add("")
     if verify_ok:
         good = sum(1 for v in verify_ok if v and v.get("ok"))
         points = sorted({v.get("recovery_points_checked") for v in verify_ok if v})
-        add(f"`strongroom verify --read-data` in the destination after the second copy: clean in {good} of "
-            f"{len(verify_ok)} repetition(s) ({'/'.join(str(p) for p in points)} recovery points read and re-hashed).")
+        add(
+            f"`strongroom verify --read-data` in the destination after the second copy: clean in {good} of "
+            f"{len(verify_ok)} repetition(s) ({'/'.join(str(p) for p in points)} recovery points read and re-hashed)."
+        )
         add("")
     return lines

@@ -62,8 +62,8 @@ def _ppid_map() -> dict[int, tuple[int, bytes]]:
         except OSError:
             continue
         # "pid (comm) state ppid ..." — comm may contain spaces and parentheses.
-        comm = data[data.find(b"(") + 1:data.rfind(b")")]
-        rest = data[data.rfind(b")") + 2:].split()
+        comm = data[data.find(b"(") + 1 : data.rfind(b")")]
+        rest = data[data.rfind(b")") + 2 :].split()
         if len(rest) > 1:
             parents[int(name)] = (int(rest[1]), comm)
     return parents
@@ -142,8 +142,13 @@ def run(
         full_env.update(env)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        argv, env=full_env, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE,
-        stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL, text=True,
+        argv,
+        env=full_env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+        text=True,
     )
     sampler = _Sampler(proc.pid, interval)
     sampler.start()
@@ -155,8 +160,15 @@ def run(
         raise
     seconds = time.perf_counter() - started
     sampler.stop()
-    result = RunResult(shown, proc.returncode, seconds, sampler.peak_tree, sampler.peak_proc,
-                       out if isinstance(out, str) else "", err or "")
+    result = RunResult(
+        shown,
+        proc.returncode,
+        seconds,
+        sampler.peak_tree,
+        sampler.peak_proc,
+        out if isinstance(out, str) else "",
+        err or "",
+    )
     if check and not result.ok:
         raise CommandFailed(result)
     return result

@@ -23,8 +23,10 @@ def find_bindir() -> Path:
     env = os.environ.get("PG_BINDIR")
     if env:
         return Path(env)
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if not candidates:
         raise SystemExit("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (set PG_BINDIR)")
     return candidates[-1].parent
@@ -105,8 +107,22 @@ class Cluster:
     def initdb(self, settings: dict[str, str] | None = None) -> None:
         make_postgres_dir(self.datadir.parent, 0o755)
         make_postgres_dir(self.sockdir, 0o777)
-        as_postgres([self.bin("initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                     "-E", "UTF8", "--locale=C", "--no-sync"], check=True, capture_output=True)
+        as_postgres(
+            [
+                self.bin("initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
         conf = dict(BASE_SETTINGS)
         conf.update({"port": str(self.port), "unix_socket_directories": f"'{self.sockdir}'"})
         conf.update(settings or {})
@@ -118,13 +134,31 @@ class Cluster:
 
     def start(self, extra_options: str = "") -> None:
         options = f"-p {self.port} -k {self.sockdir} {extra_options}".strip()
-        as_postgres([self.bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-o", options,
-                     "-w", "-t", "600", "start"], check=True, capture_output=True)
+        as_postgres(
+            [
+                self.bin("pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "600",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def start_nowait(self, extra_options: str = "") -> None:
         options = f"-p {self.port} -k {self.sockdir} {extra_options}".strip()
-        as_postgres([self.bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-o", options,
-                     "-W", "start"], check=True, capture_output=True)
+        as_postgres(
+            [self.bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-o", options, "-W", "start"],
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self, mode: str = "fast") -> None:
         stop_datadir(self.bindir, self.datadir, mode)
@@ -140,8 +174,21 @@ class Cluster:
 
     # SQL --------------------------------------------------------------------------------------
     def psql(self, sql: str, dbname: str = "postgres", *, quiet: bool = True) -> str:
-        argv = [self.bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(self.port),
-                "-U", "postgres", "-d", dbname]
+        argv = [
+            self.bin("psql"),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+        ]
         if quiet:
             argv.append("-q")
         result = subprocess.run(argv, input=sql, capture_output=True, text=True)
@@ -154,11 +201,25 @@ class Cluster:
         return wait_select1(self.bindir, self.port, timeout=timeout, dbname=dbname)
 
 
-def wait_select1(bindir: Path, port: int, *, timeout: float = 600, dbname: str = "postgres",
-                 host: str = "127.0.0.1") -> float:
+def wait_select1(
+    bindir: Path, port: int, *, timeout: float = 600, dbname: str = "postgres", host: str = "127.0.0.1"
+) -> float:
     deadline = time.monotonic() + timeout
-    argv = [str(bindir / "psql"), "-X", "-At", "-h", host, "-p", str(port), "-U", "postgres", "-d", dbname,
-            "-c", "SELECT 1"]
+    argv = [
+        str(bindir / "psql"),
+        "-X",
+        "-At",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+        "-d",
+        dbname,
+        "-c",
+        "SELECT 1",
+    ]
     while True:
         result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PGCONNECT_TIMEOUT": "2"})
         if result.returncode == 0 and result.stdout.strip() == "1":
@@ -172,8 +233,9 @@ def stop_datadir(bindir: Path, datadir: Path, mode: str = "fast") -> bool:
     """Stop whatever postmaster runs on ``datadir``; True when one was running."""
     if not (Path(datadir) / "postmaster.pid").exists():
         return False
-    result = as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", mode, "-w", "-t", "120", "stop"],
-                         capture_output=True)
+    result = as_postgres(
+        [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", mode, "-w", "-t", "120", "stop"], capture_output=True
+    )
     if result.returncode != 0 and (Path(datadir) / "postmaster.pid").exists():
         # Not ours to stop through pg_ctl (e.g. a different owner): signal the postmaster directly.
         try:

@@ -82,9 +82,11 @@ def markdown(data: dict[str, Any]) -> str:
 
     add(f"## Strongroom benchmark — {data.get('started_at')} ({data.get('status')})")
     add("")
-    add(f"pgbench scale {args.get('scale')}, application-like database {args.get('app_mb')} MB, "
+    add(
+        f"pgbench scale {args.get('scale')}, application-like database {args.get('app_mb')} MB, "
         f"{args.get('repeat')} repetition(s), medians shown; sections: {', '.join(args.get('only', []))}; "
-        f"total {data.get('total_seconds')} s.")
+        f"total {data.get('total_seconds')} s."
+    )
     add("")
     add("| Machine | |")
     add("|---|---|")
@@ -95,12 +97,21 @@ def markdown(data: dict[str, Any]) -> str:
         ("Memory", machine.get("memory")),
         ("Kernel", machine.get("kernel")),
         ("PostgreSQL", machine.get("postgresql")),
-        ("restic", f"{machine.get('restic')}; repository format {restic_cfg.get('repository_version', '?')}, "
-                   f"compression {restic_cfg.get('compression', '?')}"),
-        ("pgBackRest", f"{machine.get('pgbackrest')}; compress-type {args.get('pgbackrest_compress')}, "
-                       f"process-max {args.get('pgbackrest_process_max')}"),
-        ("Strongroom", f"{machine.get('strongroom')} (commit {machine.get('strongroom_commit')}"
-                       f"{', uncommitted changes in src/' if machine.get('strongroom_dirty') else ''})"),
+        (
+            "restic",
+            f"{machine.get('restic')}; repository format {restic_cfg.get('repository_version', '?')}, "
+            f"compression {restic_cfg.get('compression', '?')}",
+        ),
+        (
+            "pgBackRest",
+            f"{machine.get('pgbackrest')}; compress-type {args.get('pgbackrest_compress')}, "
+            f"process-max {args.get('pgbackrest_process_max')}",
+        ),
+        (
+            "Strongroom",
+            f"{machine.get('strongroom')} (commit {machine.get('strongroom_commit')}"
+            f"{', uncommitted changes in src/' if machine.get('strongroom_dirty') else ''})",
+        ),
         ("Load average at start", ", ".join(f"{x:.2f}" for x in machine.get("load_average_at_start", []))),
     ]:
         add(f"| {label} | {value} |")
@@ -124,47 +135,84 @@ def markdown(data: dict[str, Any]) -> str:
         row("**Floor**: `pg_dump -Fc -Z0 > /dev/null`", [secs(cols[d]["floor1"]) for d in logical])
         row("`pg_dump -Fc` to a file: time", [secs(cols[d]["dump_s"]) for d in logical])
         row("`pg_dump -Fc` file size", [mib(cols[d]["dump_bytes"]) for d in logical])
-        row("restic first backup (`pg_dump -Z0 \\| restic --stdin`): time",
-            [secs(cols[d]["restic1_s"]) for d in logical])
+        row(
+            "restic first backup (`pg_dump -Z0 \\| restic --stdin`): time",
+            [secs(cols[d]["restic1_s"]) for d in logical],
+        )
         row("restic first backup: repository bytes added", [mib(cols[d]["restic1_b"]) for d in logical])
-        row("**Strongroom first backup**: time", [f"{secs(cols[d]['sr1_s'])} ({times(cols[d]['sr1_x'])} floor)"
-                                                  for d in logical])
-        row("Strongroom first backup: stored bytes", [
-            f"{mib(cols[d]['sr1_stored'])} ({times(ratio(cols[d]['sr1_stored'], cols[d]['dump_bytes']))} "
-            f"pg_dump -Fc)" for d in logical])
+        row(
+            "**Strongroom first backup**: time",
+            [f"{secs(cols[d]['sr1_s'])} ({times(cols[d]['sr1_x'])} floor)" for d in logical],
+        )
+        row(
+            "Strongroom first backup: stored bytes",
+            [
+                f"{mib(cols[d]['sr1_stored'])} ({times(ratio(cols[d]['sr1_stored'], cols[d]['dump_bytes']))} "
+                f"pg_dump -Fc)"
+                for d in logical
+            ],
+        )
         row("Strongroom first backup: vault bytes on disk", [mib(cols[d]["sr1_disk"]) for d in logical])
         row("Strongroom first backup: peak RSS (process tree)", [mib(cols[d]["sr1_rss"]) for d in logical])
-        row("Strongroom CLI overhead (wall time minus the job's own duration)",
-            [secs(cols[d]["sr_overhead"]) for d in logical])
+        row(
+            "Strongroom CLI overhead (wall time minus the job's own duration)",
+            [secs(cols[d]["sr_overhead"]) for d in logical],
+        )
         row("restic first backup: peak RSS (pg_dump + restic)", [mib(cols[d]["restic1_rss"]) for d in logical])
         row("Floor after the 1% change (application-like)", [secs(cols[d]["floor2"]) for d in logical])
         row("restic second backup: time", [secs(cols[d]["restic2_s"]) for d in logical])
         row("restic second backup: bytes added", [mib(cols[d]["restic2_b"]) for d in logical])
-        row("**Strongroom second backup**: time", [f"{secs(cols[d]['sr2_s'])} ({times(cols[d]['sr2_x'])} floor)"
-                                                   for d in logical])
-        row("Strongroom second backup: new bytes", [
-            f"{mib(cols[d]['sr2_new'])} ({pct(ratio(cols[d]['sr2_new'], cols[d]['sr1_stored']))} of first)"
-            for d in logical])
+        row(
+            "**Strongroom second backup**: time",
+            [f"{secs(cols[d]['sr2_s'])} ({times(cols[d]['sr2_x'])} floor)" for d in logical],
+        )
+        row(
+            "Strongroom second backup: new bytes",
+            [
+                f"{mib(cols[d]['sr2_new'])} ({pct(ratio(cols[d]['sr2_new'], cols[d]['sr1_stored']))} of first)"
+                for d in logical
+            ],
+        )
         row("`pg_restore -j2` from the local file (createdb + restore)", [secs(cols[d]["pgr_s"]) for d in logical])
-        row("**Strongroom restore** (into a new database)", [
-            f"{secs(cols[d]['srr_s'])} ({times(cols[d]['srr_x'])} pg_restore -j2)" for d in logical])
+        row(
+            "**Strongroom restore** (into a new database)",
+            [f"{secs(cols[d]['srr_s'])} ({times(cols[d]['srr_x'])} pg_restore -j2)" for d in logical],
+        )
         row("Strongroom restore: peak RSS (process tree)", [mib(cols[d]["srr_rss"]) for d in logical])
-        row("`strongroom verify --read-data` (both recovery points)", [
-            f"{secs(cols[d]['verify_s'])} ({mib(cols[d]['verify_bytes'])} vault)" for d in logical])
+        row(
+            "`strongroom verify --read-data` (both recovery points)",
+            [f"{secs(cols[d]['verify_s'])} ({mib(cols[d]['verify_bytes'])} vault)" for d in logical],
+        )
         for label, values in rows:
             add(f"| {label} | " + " | ".join(values) + " |")
         add("")
         for d in logical:
             c = cols[d]
-            targets.append((f"{d}: full logical backup ≤ {FLOOR_FACTOR}x floor", times(c["sr1_x"]),
-                            None if c["sr1_x"] is None else c["sr1_x"] <= FLOOR_FACTOR))
+            targets.append(
+                (
+                    f"{d}: full logical backup ≤ {FLOOR_FACTOR}x floor",
+                    times(c["sr1_x"]),
+                    None if c["sr1_x"] is None else c["sr1_x"] <= FLOOR_FACTOR,
+                )
+            )
             stored_x = ratio(c["sr1_stored"], c["dump_bytes"])
-            targets.append((f"{d}: stored ≤ pg_dump -Fc file", times(stored_x),
-                            None if stored_x is None else stored_x <= 1.0))
-            targets.append((f"{d}: second backup ≤ {FLOOR_FACTOR}x floor", times(c["sr2_x"]),
-                            None if c["sr2_x"] is None else c["sr2_x"] <= FLOOR_FACTOR))
-            targets.append((f"{d}: logical restore ≤ {RESTORE_FACTOR}x pg_restore -j2", times(c["srr_x"]),
-                            None if c["srr_x"] is None else c["srr_x"] <= RESTORE_FACTOR))
+            targets.append(
+                (f"{d}: stored ≤ pg_dump -Fc file", times(stored_x), None if stored_x is None else stored_x <= 1.0)
+            )
+            targets.append(
+                (
+                    f"{d}: second backup ≤ {FLOOR_FACTOR}x floor",
+                    times(c["sr2_x"]),
+                    None if c["sr2_x"] is None else c["sr2_x"] <= FLOOR_FACTOR,
+                )
+            )
+            targets.append(
+                (
+                    f"{d}: logical restore ≤ {RESTORE_FACTOR}x pg_restore -j2",
+                    times(c["srr_x"]),
+                    None if c["srr_x"] is None else c["srr_x"] <= RESTORE_FACTOR,
+                )
+            )
 
     dedup_rows = []
     for d, w in (("pgbench", "worst"), ("pgbench", "applike"), ("app", "applike")):
@@ -181,39 +229,57 @@ def markdown(data: dict[str, Any]) -> str:
     if dedup_rows:
         add("### Second backup after a 1% change: bytes added")
         add("")
-        add("| Dataset / change | restic: repository growth | Strongroom: vault growth | Strongroom / restic | "
+        add(
+            "| Dataset / change | restic: repository growth | Strongroom: vault growth | Strongroom / restic | "
             "Strongroom `new_bytes` | `new_bytes` as % of first backup's `stored_bytes` | "
-            "Strongroom second backup time | x floor |")
+            "Strongroom second backup time | x floor |"
+        )
         add("|---|---|---|---|---|---|---|---|")
         for d, w, restic_b, sr_disk, sr_new, sr_first, sr_s, floor2 in dedup_rows:
-            label = {"worst": "worst case: `abalance + 1 WHERE aid % 100 = 0`",
-                     "applike": "application-like: +1% rows, 1% contiguous updates"}[w]
-            add(f"| {d}: {label} | {mib(restic_b)} | {mib(sr_disk)} | {times(ratio(sr_disk, restic_b))} | "
-                f"{mib(sr_new)} | {pct(ratio(sr_new, sr_first))} | {secs(sr_s)} | {times(ratio(sr_s, floor2))} |")
+            label = {
+                "worst": "worst case: `abalance + 1 WHERE aid % 100 = 0`",
+                "applike": "application-like: +1% rows, 1% contiguous updates",
+            }[w]
+            add(
+                f"| {d}: {label} | {mib(restic_b)} | {mib(sr_disk)} | {times(ratio(sr_disk, restic_b))} | "
+                f"{mib(sr_new)} | {pct(ratio(sr_new, sr_first))} | {secs(sr_s)} | {times(ratio(sr_s, floor2))} |"
+            )
             share = ratio(sr_disk, restic_b)
-            targets.append((f"{d}/{w}: second backup adds ≤ restic", times(share),
-                            None if share is None else share <= 1.0))
+            targets.append(
+                (f"{d}/{w}: second backup adds ≤ restic", times(share), None if share is None else share <= 1.0)
+            )
             if w == "applike":
                 part = ratio(sr_new, sr_first)
-                targets.append((f"{d}/{w}: second backup adds ≤ {SECOND_BACKUP_SHARE:.0%} of first stored",
-                                pct(part), None if part is None else part <= SECOND_BACKUP_SHARE))
+                targets.append(
+                    (
+                        f"{d}/{w}: second backup adds ≤ {SECOND_BACKUP_SHARE:.0%} of first stored",
+                        pct(part),
+                        None if part is None else part <= SECOND_BACKUP_SHARE,
+                    )
+                )
         add("")
-        add("Repository and vault growth are measured on disk (allocated blocks) around the second backup; "
-            "`new_bytes` / `stored_bytes` come from Strongroom's job result (sealed, compressed objects).")
+        add(
+            "Repository and vault growth are measured on disk (allocated blocks) around the second backup; "
+            "`new_bytes` / `stored_bytes` come from Strongroom's job result (sealed, compressed objects)."
+        )
         add("")
 
     if rec.select(section="physical"):
         add("### Physical backup (postgres-cluster resource) vs pg_basebackup and pgBackRest")
         add("")
-        add(f"Whole cluster ({mib(sizes.get('cluster_bytes'))} data directory). Restore = until the new cluster "
-            "answers `SELECT 1`. Incremental = after the application-like 1% change on pgbench.")
+        add(
+            f"Whole cluster ({mib(sizes.get('cluster_bytes'))} data directory). Restore = until the new cluster "
+            "answers `SELECT 1`. Incremental = after the application-like 1% change on pgbench."
+        )
         add("")
         add("| Tool | Full backup | Backup size | Peak RSS | Restore | Incremental | Incremental bytes |")
         add("|---|---|---|---|---|---|---|")
         phys: dict[str, dict[str, float | None]] = {}
-        for tool, label in (("pg_basebackup", "`pg_basebackup -Ft -X fetch -c fast`"),
-                            ("pgbackrest", "pgBackRest (full / incr)"),
-                            ("strongroom_cluster", "**Strongroom postgres-cluster**")):
+        for tool, label in (
+            ("pg_basebackup", "`pg_basebackup -Ft -X fetch -c fast`"),
+            ("pgbackrest", "pgBackRest (full / incr)"),
+            ("strongroom_cluster", "**Strongroom postgres-cluster**"),
+        ):
             w = {"section": "physical", "tool": tool}
             size_field = "new_bytes" if tool == "strongroom_cluster" else "bytes"
             p = {
@@ -227,33 +293,48 @@ def markdown(data: dict[str, Any]) -> str:
             phys[tool] = p
             if not rec.select(**w):
                 continue
-            add(f"| {label} | {secs(p['b1'])} | {mib(p['size'])} | {mib(p['rss'])} | {secs(p['restore'])} | "
+            add(
+                f"| {label} | {secs(p['b1'])} | {mib(p['size'])} | {mib(p['rss'])} | {secs(p['restore'])} | "
                 f"{secs(p['b2']) if tool != 'pg_basebackup' else 'n/a'} | "
-                f"{mib(p['b2_bytes']) if tool != 'pg_basebackup' else 'n/a'} |")
+                f"{mib(p['b2_bytes']) if tool != 'pg_basebackup' else 'n/a'} |"
+            )
         add("")
         s, b, r = phys["strongroom_cluster"], phys["pg_basebackup"], phys["pgbackrest"]
-        add(f"Strongroom / pg_basebackup: backup {times(ratio(s['b1'], b['b1']))}, "
+        add(
+            f"Strongroom / pg_basebackup: backup {times(ratio(s['b1'], b['b1']))}, "
             f"restore {times(ratio(s['restore'], b['restore']))}. "
             f"Strongroom / pgBackRest: backup {times(ratio(s['b1'], r['b1']))}, "
             f"restore {times(ratio(s['restore'], r['restore']))}, incremental {times(ratio(s['b2'], r['b2']))}, "
-            f"incremental bytes {times(ratio(s['b2_bytes'], r['b2_bytes']))}.")
+            f"incremental bytes {times(ratio(s['b2_bytes'], r['b2_bytes']))}."
+        )
         add("")
         for key, label in (("b1", "physical backup"), ("restore", "physical restore"), ("b2", "physical incremental")):
             x = ratio(s[key], r[key])
             targets.append((f"{label} no slower than pgBackRest", times(x), None if x is None else x <= 1.0))
 
-    rss = [r.get("peak_rss_tree") for r in rec.select() if str(r.get("tool", "")).startswith("strongroom")
-           and r.get("peak_rss_tree")]
+    rss = [
+        r.get("peak_rss_tree")
+        for r in rec.select()
+        if str(r.get("tool", "")).startswith("strongroom") and r.get("peak_rss_tree")
+    ]
     if rss:
         worst = max(rss)
-        worst_rec = next(r for r in rec.select() if r.get("peak_rss_tree") == worst
-                         and str(r.get("tool", "")).startswith("strongroom"))
-        targets.append((f"peak memory < {mib(MEMORY_LIMIT)} (max over Strongroom runs, process tree incl. pg_dump/"
-                        "pg_restore children)",
-                        f"{mib(worst)} ({worst_rec['tool']} {worst_rec['op']} {worst_rec.get('dataset')})",
-                        worst < MEMORY_LIMIT))
-        procs = [r.get("peak_rss_max_proc") or 0 for r in rec.select()
-                 if str(r.get("tool", "")).startswith("strongroom")]
+        worst_rec = next(
+            r
+            for r in rec.select()
+            if r.get("peak_rss_tree") == worst and str(r.get("tool", "")).startswith("strongroom")
+        )
+        targets.append(
+            (
+                f"peak memory < {mib(MEMORY_LIMIT)} (max over Strongroom runs, process tree incl. pg_dump/"
+                "pg_restore children)",
+                f"{mib(worst)} ({worst_rec['tool']} {worst_rec['op']} {worst_rec.get('dataset')})",
+                worst < MEMORY_LIMIT,
+            )
+        )
+        procs = [
+            r.get("peak_rss_max_proc") or 0 for r in rec.select() if str(r.get("tool", "")).startswith("strongroom")
+        ]
         add(f"Largest single Strongroom-tree process seen: {mib(max(procs))}.")
         add("")
 
@@ -288,8 +369,11 @@ def markdown(data: dict[str, Any]) -> str:
             if key in seen:
                 continue
             seen.add(key)
-            count = sum(1 for e in errors if (e.get("tool"), e.get("op"),
-                                              ((e.get("error") or "").strip().splitlines() or [""])[-1]) == key)
+            count = sum(
+                1
+                for e in errors
+                if (e.get("tool"), e.get("op"), ((e.get("error") or "").strip().splitlines() or [""])[-1]) == key
+            )
             where = f"{r.get('dataset')}/{r.get('workload')}"
             add(f"- {r.get('tool')} {r.get('op')} ({where}, {count}x): `{message[:300]}`")
         for note in data.get("notes", []):

@@ -51,17 +51,22 @@ class Dataset:
         self.name, self.dbname, self.check_sql, self.workloads = name, dbname, check_sql, workloads
 
 
-PGBENCH = Dataset("pgbench", "pgbench",
-                  "SELECT count(*) || ' ' || sum(abalance) FROM pgbench_accounts", ["applike", "worst"])
-APP = Dataset("app", "appdb",
-              "SELECT (SELECT count(*) FROM people) || ' ' || (SELECT count(*) || ' ' || coalesce(sum(amount), 0) "
-              "FROM events) || ' ' || (SELECT count(*) FROM documents)", ["applike"])
+PGBENCH = Dataset(
+    "pgbench", "pgbench", "SELECT count(*) || ' ' || sum(abalance) FROM pgbench_accounts", ["applike", "worst"]
+)
+APP = Dataset(
+    "app",
+    "appdb",
+    "SELECT (SELECT count(*) FROM people) || ' ' || (SELECT count(*) || ' ' || coalesce(sum(amount), 0) "
+    "FROM events) || ' ' || (SELECT count(*) FROM documents)",
+    ["applike"],
+)
 
 WORKLOAD_TEXT = {
     ("pgbench", "worst"): "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0",
     ("pgbench", "applike"): "1% new pgbench_accounts rows appended; 1% of rows updated in one contiguous aid range",
     ("app", "applike"): "1% new rows appended to people/events/documents; "
-                        "1% of each updated in one contiguous id range",
+    "1% of each updated in one contiguous id range",
 }
 
 
@@ -96,12 +101,17 @@ class Bench:
             self.notes.append(message)
         self.log(f"NOTE: {message}")
 
-    def record(self, ctx: dict[str, Any], tool: str, op: str, result: measure.RunResult | None = None,
-               **fields: Any) -> dict[str, Any]:
+    def record(
+        self, ctx: dict[str, Any], tool: str, op: str, result: measure.RunResult | None = None, **fields: Any
+    ) -> dict[str, Any]:
         rec: dict[str, Any] = {**ctx, "tool": tool, "op": op, "ok": True}
         if result is not None:
-            rec.update(seconds=round(result.seconds, 4), peak_rss_tree=result.peak_rss_tree,
-                       peak_rss_max_proc=result.peak_rss_max_proc, command=result.command)
+            rec.update(
+                seconds=round(result.seconds, 4),
+                peak_rss_tree=result.peak_rss_tree,
+                peak_rss_max_proc=result.peak_rss_max_proc,
+                command=result.command,
+            )
         rec.update(fields)
         rec["at"] = round(time.perf_counter() - self.t0, 1)
         self.records.append(rec)
@@ -150,8 +160,9 @@ class Bench:
             for line in handle:
                 if line.startswith("MemTotal"):
                     mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-        strongroom_version = out([str(Path(sys.executable)), "-c",
-                                  "import importlib.metadata as m; print(m.version('strongroom'))"])
+        strongroom_version = out(
+            [str(Path(sys.executable)), "-c", "import importlib.metadata as m; print(m.version('strongroom'))"]
+        )
         return {
             "nproc": os.cpu_count(),
             "cpu_model": cpu,
@@ -256,15 +267,21 @@ class Bench:
                 f"INSERT INTO pgbench_accounts (aid, bid, abalance, filler) "
                 f"SELECT a, (a - 1) / 100000 + 1, 0, '' FROM generate_series({n + 1}, {n + k}) AS a;"
                 f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN {start} AND {start + k - 1};",
-                ds.dbname)
+                ds.dbname,
+            )
         elif ds is APP and workload == "applike":
             ids = appdb.parse_max_ids(self.cluster.psql(appdb.MAX_IDS_SQL, ds.dbname))
             for statement in appdb.change_sql(ids):
                 self.cluster.psql(statement, ds.dbname)
         else:
             raise ValueError(f"no workload {workload} for {ds.name}")
-        self.record(ctx, "workload", "apply", seconds=round(time.perf_counter() - started, 3),
-                    description=WORKLOAD_TEXT[(ds.name, workload)])
+        self.record(
+            ctx,
+            "workload",
+            "apply",
+            seconds=round(time.perf_counter() - started, 3),
+            description=WORKLOAD_TEXT[(ds.name, workload)],
+        )
 
     # pg_dump / pg_restore -----------------------------------------------------------------------
     def floor(self, ctx: dict[str, Any], op: str, ds: Dataset) -> None:
@@ -292,8 +309,10 @@ class Bench:
         assert self.cluster
         target = self.unique(f"{ds.dbname}_pgrestore_")
         try:
-            res = self.run(f"{self.pg('createdb')} {target} && {self.pg('pg_restore')} -j2 -d {target} {dump}",
-                           env=self.client_env())
+            res = self.run(
+                f"{self.pg('createdb')} {target} && {self.pg('pg_restore')} -j2 -d {target} {dump}",
+                env=self.client_env(),
+            )
             ok = self.check_restored(ds, target)
             self.record(ctx, "pg_restore_j2", "restore", res, verified=ok)
         except Exception as exc:
@@ -316,8 +335,12 @@ class Bench:
 
     # restic -----------------------------------------------------------------------------------
     def restic_env(self, repo: Path) -> dict[str, str]:
-        return {**self.client_env(), "RESTIC_PASSWORD": RESTIC_PASSWORD, "RESTIC_REPOSITORY": str(repo),
-                "RESTIC_CACHE_DIR": str(self.work / "restic-cache")}
+        return {
+            **self.client_env(),
+            "RESTIC_PASSWORD": RESTIC_PASSWORD,
+            "RESTIC_REPOSITORY": str(repo),
+            "RESTIC_CACHE_DIR": str(self.work / "restic-cache"),
+        }
 
     def restic_init(self, repo: Path) -> None:
         shutil.rmtree(repo, ignore_errors=True)
@@ -333,8 +356,11 @@ class Bench:
     def restic_backup(self, ctx: dict[str, Any], op: str, ds: Dataset, repo: Path) -> None:
         before = measure.dir_bytes(repo)
         try:
-            res = self.run(f"{self.pg('pg_dump')} -Fc -Z0 {ds.dbname} | restic backup --json --host bench "
-                           f"--stdin --stdin-filename db.dump", env=self.restic_env(repo))
+            res = self.run(
+                f"{self.pg('pg_dump')} -Fc -Z0 {ds.dbname} | restic backup --json --host bench "
+                f"--stdin --stdin-filename db.dump",
+                env=self.restic_env(repo),
+            )
             summary = {}
             for line in res.stdout.splitlines():
                 with contextlib.suppress(ValueError):
@@ -342,8 +368,16 @@ class Bench:
                     if message.get("message_type") == "summary":
                         summary = message
             added = measure.delta(before, measure.dir_bytes(repo))
-            self.record(ctx, "restic", op, res, bytes=added["disk"], bytes_apparent=added["apparent"],
-                        restic_data_added=summary.get("data_added"), restic_summary=summary)
+            self.record(
+                ctx,
+                "restic",
+                op,
+                res,
+                bytes=added["disk"],
+                bytes_apparent=added["apparent"],
+                restic_data_added=summary.get("data_added"),
+                restic_summary=summary,
+            )
         except Exception as exc:
             self.failed(ctx, "restic", op, exc)
 
@@ -372,8 +406,9 @@ class Bench:
             self.note(f"strongroom resources add --type {type_name} failed: {res.stderr.strip()[-500:]}")
         return res.ok
 
-    def sr_backup(self, ctx: dict[str, Any], op: str, home: Path, resource: str, tool: str = "strongroom"
-                  ) -> dict[str, Any] | None:
+    def sr_backup(
+        self, ctx: dict[str, Any], op: str, home: Path, resource: str, tool: str = "strongroom"
+    ) -> dict[str, Any] | None:
         vault = home / "vaults" / "Default"
         before = measure.dir_bytes(vault)
         try:
@@ -385,12 +420,23 @@ class Bench:
                 raise RuntimeError(f"job {job.get('job_id')} is {job.get('state')}: {job.get('status_message')}")
             job_seconds = job.get("duration_seconds")
             overhead = round(res.seconds - job_seconds, 4) if job_seconds is not None else None
-            rec = self.record(ctx, tool, op, res, new_bytes=result.get("new_bytes"),
-                              stored_bytes=result.get("stored_bytes"), source_bytes=result.get("source_bytes"),
-                              chunks=result.get("chunks"), new_chunks=result.get("new_chunks"),
-                              bytes=added["disk"], bytes_apparent=added["apparent"],
-                              recovery_point_arn=job.get("recovery_point_arn"), job_seconds=job_seconds,
-                              overhead_seconds=overhead, job=job)
+            rec = self.record(
+                ctx,
+                tool,
+                op,
+                res,
+                new_bytes=result.get("new_bytes"),
+                stored_bytes=result.get("stored_bytes"),
+                source_bytes=result.get("source_bytes"),
+                chunks=result.get("chunks"),
+                new_chunks=result.get("new_chunks"),
+                bytes=added["disk"],
+                bytes_apparent=added["apparent"],
+                recovery_point_arn=job.get("recovery_point_arn"),
+                job_seconds=job_seconds,
+                overhead_seconds=overhead,
+                job=job,
+            )
             return rec
         except Exception as exc:
             self.failed(ctx, tool, op, exc)
@@ -421,8 +467,14 @@ class Bench:
         try:
             res = self.sr(home, "verify", "--read-data", "--json")
             report_ = json.loads(res.stdout)
-            self.record(ctx, "strongroom", "verify", res, verify=report_,
-                        bytes=measure.dir_bytes(home / "vaults" / "Default")["disk"])
+            self.record(
+                ctx,
+                "strongroom",
+                "verify",
+                res,
+                verify=report_,
+                bytes=measure.dir_bytes(home / "vaults" / "Default")["disk"],
+            )
         except Exception as exc:
             self.failed(ctx, "strongroom", "verify", exc)
 
@@ -474,16 +526,42 @@ class Bench:
         assert self.cluster
         ok = True
         for ds in self.datasets():
-            argv = [self.pg("psql"), "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                    "-d", ds.dbname, "-c", ds.check_sql]
+            argv = [
+                self.pg("psql"),
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                ds.dbname,
+                "-c",
+                ds.check_sql,
+            ]
             got = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.timeout).stdout.strip()
             ok = ok and got == self.cluster.psql(ds.check_sql, ds.dbname)
         return ok
 
     def start_restored(self, datadir: Path, port: int) -> None:
         options = f"-p {port} -k {self.work / 'sock'} -c archive_mode=off -c listen_addresses=127.0.0.1"
-        pgcluster.as_postgres([self.pg("pg_ctl"), "-D", str(datadir), "-l", str(datadir.parent / f"{datadir.name}.log"),
-                               "-o", options, "-W", "start"], check=True, capture_output=True)
+        pgcluster.as_postgres(
+            [
+                self.pg("pg_ctl"),
+                "-D",
+                str(datadir),
+                "-l",
+                str(datadir.parent / f"{datadir.name}.log"),
+                "-o",
+                options,
+                "-W",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def physical_basebackup(self, ctx: dict[str, Any]) -> None:
         assert self.cluster
@@ -492,9 +570,28 @@ class Bench:
         shutil.rmtree(backup, ignore_errors=True)
         self.cluster.psql("CHECKPOINT")
         try:
-            res = self.run(["runuser", "-u", "postgres", "--", self.pg("pg_basebackup"), "-h", "127.0.0.1",
-                            "-p", str(self.cluster.port), "-U", "postgres", "-D", str(backup), "-Ft", "-X", "fetch",
-                            "-c", "fast"])
+            res = self.run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    self.pg("pg_basebackup"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.cluster.port),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    str(backup),
+                    "-Ft",
+                    "-X",
+                    "fetch",
+                    "-c",
+                    "fast",
+                ]
+            )
             self.record(ctx, "pg_basebackup", "backup1", res, bytes=measure.dir_bytes(backup)["disk"])
         except Exception as exc:
             self.failed(ctx, "pg_basebackup", "backup1", exc)
@@ -504,13 +601,19 @@ class Bench:
         started = time.perf_counter()
         try:
             pgcluster.make_postgres_dir(restored)
-            pgcluster.as_postgres(["tar", "-xf", str(backup / "base.tar"), "-C", str(restored)], check=True,
-                                  capture_output=True)
+            pgcluster.as_postgres(
+                ["tar", "-xf", str(backup / "base.tar"), "-C", str(restored)], check=True, capture_output=True
+            )
             self.start_restored(restored, port)
             answered = pgcluster.wait_select1(self.bindir, port, timeout=self.args.timeout)
-            self.record(ctx, "pg_basebackup", "restore", seconds=round(answered - started, 4),
-                        verified=self.verify_cluster(port),
-                        description="tar -xf base.tar, pg_ctl start, until SELECT 1 answers")
+            self.record(
+                ctx,
+                "pg_basebackup",
+                "restore",
+                seconds=round(answered - started, 4),
+                verified=self.verify_cluster(port),
+                description="tar -xf base.tar, pg_ctl start, until SELECT 1 answers",
+            )
         except Exception as exc:
             self.failed(ctx, "pg_basebackup", "restore", exc)
         finally:
@@ -542,8 +645,9 @@ class Bench:
         return conf
 
     def pgbackrest(self, conf: Path, *argv: str, check: bool = True) -> measure.RunResult:
-        return self.run(["runuser", "-u", "postgres", "--", "pgbackrest", f"--config={conf}", "--stanza=bench", *argv],
-                        check=check)
+        return self.run(
+            ["runuser", "-u", "postgres", "--", "pgbackrest", f"--config={conf}", "--stanza=bench", *argv], check=check
+        )
 
     def set_archive_command(self, command: str) -> None:
         assert self.cluster
@@ -571,8 +675,9 @@ class Bench:
 
     def physical_pgbackrest_backup(self, ctx: dict[str, Any], conf: Path, op: str) -> None:
         assert self.cluster
-        repo = Path(next(line.split("=", 1)[1] for line in conf.read_text().splitlines()
-                         if line.startswith("repo1-path=")))
+        repo = Path(
+            next(line.split("=", 1)[1] for line in conf.read_text().splitlines() if line.startswith("repo1-path="))
+        )
         self.cluster.psql("CHECKPOINT")
         before = measure.dir_bytes(repo)
         try:
@@ -592,10 +697,16 @@ class Bench:
             res = self.pgbackrest(conf, f"--pg1-path={restored}", "--archive-mode=off", "restore")
             self.start_restored(restored, port)
             answered = pgcluster.wait_select1(self.bindir, port, timeout=self.args.timeout)
-            self.record(ctx, "pgbackrest", "restore", seconds=round(answered - started, 4),
-                        restore_command_seconds=round(res.seconds, 4), peak_rss_tree=res.peak_rss_tree,
-                        verified=self.verify_cluster(port),
-                        description="pgbackrest restore, pg_ctl start, until SELECT 1 answers")
+            self.record(
+                ctx,
+                "pgbackrest",
+                "restore",
+                seconds=round(answered - started, 4),
+                restore_command_seconds=round(res.seconds, 4),
+                peak_rss_tree=res.peak_rss_tree,
+                verified=self.verify_cluster(port),
+                description="pgbackrest restore, pg_ctl start, until SELECT 1 answers",
+            )
         except Exception as exc:
             self.failed(ctx, "pgbackrest", "restore", exc)
         finally:
@@ -607,8 +718,19 @@ class Bench:
         identifier = self.unique("benchrestore")
         started = time.perf_counter()
         try:
-            res = self.sr(home, "restore", "start", "--recovery-point", arn, "--target-identifier", identifier,
-                          "--port", str(port), "--wait", "--json")
+            res = self.sr(
+                home,
+                "restore",
+                "start",
+                "--recovery-point",
+                arn,
+                "--target-identifier",
+                identifier,
+                "--port",
+                str(port),
+                "--wait",
+                "--json",
+            )
             job = json.loads(res.stdout)
             if job.get("state") != "COMPLETED":
                 raise RuntimeError(f"job {job.get('job_id')} is {job.get('state')}: {job.get('status_message')}")
@@ -617,10 +739,17 @@ class Bench:
             ok = self.verify_cluster(port)
             if not ok:
                 self.note("a Strongroom postgres-cluster restore does not match the source")
-            self.record(ctx, "strongroom_cluster", "restore", res, seconds=round(answered - started, 4),
-                        verified=ok,
-                        restore_command_seconds=round(command_done - started, 4), job=job,
-                        description="strongroom restore start --target-identifier --port --wait, until SELECT 1")
+            self.record(
+                ctx,
+                "strongroom_cluster",
+                "restore",
+                res,
+                seconds=round(answered - started, 4),
+                verified=ok,
+                restore_command_seconds=round(command_done - started, 4),
+                job=job,
+                description="strongroom restore start --target-identifier --port --wait, until SELECT 1",
+            )
         except Exception as exc:
             self.failed(ctx, "strongroom_cluster", "restore", exc)
         finally:
@@ -633,9 +762,26 @@ class Bench:
     def stop_by_port(self, port: int) -> None:
         """A restored cluster outside the home: find its data directory through SQL and stop it."""
         try:
-            datadir = subprocess.run([self.pg("psql"), "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U",
-                                      "postgres", "-d", "postgres", "-c", "SHOW data_directory"],
-                                     capture_output=True, text=True, timeout=10).stdout.strip()
+            datadir = subprocess.run(
+                [
+                    self.pg("psql"),
+                    "-X",
+                    "-At",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "SHOW data_directory",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
         except subprocess.TimeoutExpired:
             return
         if datadir:
@@ -760,19 +906,31 @@ class Bench:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale factor (100 = 1.6 GB). Default 100.")
-    parser.add_argument("--app-mb", type=int, default=1000,
-                        help="Size of the generated application-like database in MB (0 = skip). Default 1000.")
+    parser.add_argument(
+        "--app-mb",
+        type=int,
+        default=1000,
+        help="Size of the generated application-like database in MB (0 = skip). Default 1000.",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="Repetitions of every measurement (medians). Default 3.")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"Comma-separated sections out of {','.join(SECTIONS)}. Default: all.")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"Comma-separated sections out of {','.join(SECTIONS)}. Default: all.",
+    )
     parser.add_argument("--out", default=str(BENCH / "results"), help="Directory for the JSON, Markdown and log.")
     parser.add_argument("--workdir", default=str(BENCH / "work"), help="Scratch directory (removed at the end).")
     parser.add_argument("--keep-work", action="store_true", help="Keep the scratch directory (debugging).")
-    parser.add_argument("--strongroom", default=str(REPO / ".venv" / "bin" / "strongroom"),
-                        help="The strongroom executable.")
+    parser.add_argument(
+        "--strongroom", default=str(REPO / ".venv" / "bin" / "strongroom"), help="The strongroom executable."
+    )
     parser.add_argument("--chunk-size", type=int, default=None, help="strongroom init --chunk-size (default: its own).")
-    parser.add_argument("--restore-jobs", type=int, default=None,
-                        help="Pass --jobs N to strongroom restore (postgres). Default: Strongroom's own default.")
+    parser.add_argument(
+        "--restore-jobs",
+        type=int,
+        default=None,
+        help="Pass --jobs N to strongroom restore (postgres). Default: Strongroom's own default.",
+    )
     parser.add_argument("--no-pgbackrest", action="store_true", help="Skip pgBackRest in the physical section.")
     parser.add_argument("--pgbackrest-process-max", type=int, default=2, help="pgBackRest process-max. Default 2.")
     parser.add_argument("--pgbackrest-compress", default="zst", help="pgBackRest compress-type. Default zst.")

@@ -18,5 +18,6 @@ os.environ[ENV_KDF_PROFILE] = INSECURE_FAST_PROFILE
 def vault(tmp_path: Path) -> Vault:
     return make_vault(tmp_path / "vault")
 
+
 # Fixtures for throwaway PostgreSQL clusters live in tests/support/pgcluster.py.
 pytest_plugins = ["tests.support.pgcluster"]

@@ -137,8 +137,10 @@ class IntegrityError(StrongroomError):
 
 class CatalogIntegrityError(IntegrityError):
     code = "CATALOG_INTEGRITY"
-    hint = ("Run 'strongroom verify' to list every finding; the catalog was edited outside Strongroom or put "
-            "back from an older copy: nothing relies on it until it is restored (docs/operations.md)")
+    hint = (
+        "Run 'strongroom verify' to list every finding; the catalog was edited outside Strongroom or put "
+        "back from an older copy: nothing relies on it until it is restored (docs/operations.md)"
+    )
 
 
 class FormatError(StrongroomError):

@@ -176,8 +176,14 @@ class Resource:
     managed: bool = False  # created by 'apply': a later apply may change or remove it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"resource_id": self.id, "resource_type": self.type, "settings": self.settings,
-                "tags": self.tags, "creation_date": self.created_at, "managed_by_config": self.managed}
+        return {
+            "resource_id": self.id,
+            "resource_type": self.type,
+            "settings": self.settings,
+            "tags": self.tags,
+            "creation_date": self.created_at,
+            "managed_by_config": self.managed,
+        }
 
 
 @dataclass
@@ -193,9 +199,16 @@ class VaultRecord:
     notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications/)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backup_vault_name": self.name, "backup_vault_arn": self.arn, "store_url": self.store_url,
-                "vault_id": self.vault_id, "creation_date": self.created_at, "access_policy": self.access_policy,
-                "lock": self.lock, "managed_by_config": self.managed}
+        return {
+            "backup_vault_name": self.name,
+            "backup_vault_arn": self.arn,
+            "store_url": self.store_url,
+            "vault_id": self.vault_id,
+            "creation_date": self.created_at,
+            "access_policy": self.access_policy,
+            "lock": self.lock,
+            "managed_by_config": self.managed,
+        }
 
 
 def _duration(start: str | None, end: str | None) -> float | None:
@@ -208,8 +221,15 @@ def _duration(start: str | None, end: str | None) -> float | None:
 # AWS Backup's vault event names; the S3_* ones are accepted so the blueprint's list pastes unchanged
 # (Strongroom has no S3 resources, so they never fire).
 NOTIFICATION_EVENTS = (
-    "BACKUP_JOB_STARTED", "BACKUP_JOB_COMPLETED", "COPY_JOB_STARTED", "COPY_JOB_SUCCESSFUL", "COPY_JOB_FAILED",
-    "RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED", "RECOVERY_POINT_MODIFIED", "S3_BACKUP_OBJECT_FAILED",
+    "BACKUP_JOB_STARTED",
+    "BACKUP_JOB_COMPLETED",
+    "COPY_JOB_STARTED",
+    "COPY_JOB_SUCCESSFUL",
+    "COPY_JOB_FAILED",
+    "RESTORE_JOB_STARTED",
+    "RESTORE_JOB_COMPLETED",
+    "RECOVERY_POINT_MODIFIED",
+    "S3_BACKUP_OBJECT_FAILED",
     "S3_RESTORE_OBJECT_FAILED",
 )
 # The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.

@@ -59,13 +59,22 @@ def checksum(port: int, password: str = APP_PASSWORD) -> tuple[int, str]:
 
 def add_rows(port: int, count: int) -> None:
     with psycopg.connect(**app_params(port), autocommit=True) as conn:
-        conn.execute("INSERT INTO patients (id, name) SELECT 100000 + i, 'after the backup' "
-                     "FROM generate_series(1, %s) i ON CONFLICT DO NOTHING", (count,))
+        conn.execute(
+            "INSERT INTO patients (id, name) SELECT 100000 + i, 'after the backup' "
+            "FROM generate_series(1, %s) i ON CONFLICT DO NOTHING",
+            (count,),
+        )
 
 
 def put_app_secret(cli: Cli, name: str, port: int) -> None:
-    value = {"engine": "postgres", "host": "127.0.0.1", "port": port, "username": "mavis",
-             "password": APP_PASSWORD, "dbname": "mavis"}
+    value = {
+        "engine": "postgres",
+        "host": "127.0.0.1",
+        "port": port,
+        "username": "mavis",
+        "password": APP_PASSWORD,
+        "dbname": "mavis",
+    }
     cli.run("secrets", "put", name, "--rds", env={"STRONGROOM_SECRET_VALUE": json.dumps(value)})
 
 
@@ -76,18 +85,29 @@ def secret(cli: Cli, name: str) -> dict[str, Any]:
 def apply_source(cli: Cli, base: Path, cluster: PgCluster, destination_vault: str) -> None:
     """examples/mavis/source with the cluster as the physical mavis-db resource."""
     values = yaml.safe_load((EXAMPLES / "source" / "env" / "production.yaml").read_text())
-    values.update(destination_vault_arn=destination_vault, database_type="postgres-cluster",
-                  database_dsn=cluster.dsn(), people_notification_url=f"log://{base}/people.jsonl",
-                  events_log=f"log://{base}/events.jsonl")
+    values.update(
+        destination_vault_arn=destination_vault,
+        database_type="postgres-cluster",
+        database_dsn=cluster.dsn(),
+        people_notification_url=f"log://{base}/people.jsonl",
+        events_log=f"log://{base}/events.jsonl",
+    )
     var_file = base / f"source-{cli.home.name}.yaml"
     var_file.write_text(yaml.safe_dump(values))
     cli.run("apply", "-f", str(EXAMPLES / "source" / "source.yaml"), "--var-file", str(var_file), "--auto-approve")
 
 
 def apply_destination(cli: Cli, source_account_id: str) -> str:
-    cli.run("apply", "-f", str(EXAMPLES / "destination" / "destination.yaml"),
-            "--var-file", str(EXAMPLES / "destination" / "env" / "production.yaml"),
-            "--var", f"source_account_id={source_account_id}", "--auto-approve")
+    cli.run(
+        "apply",
+        "-f",
+        str(EXAMPLES / "destination" / "destination.yaml"),
+        "--var-file",
+        str(EXAMPLES / "destination" / "env" / "production.yaml"),
+        "--var",
+        f"source_account_id={source_account_id}",
+        "--auto-approve",
+    )
     return vault_arn(cli, "mavis-destination")
 
 
@@ -105,8 +125,20 @@ class App:
     def start_command(self, secret_name: str) -> list[str]:
         """The app reads its secret from APP_DB_SECRET: the runbook's deploy step sets it (hooks never get
         the passphrase, so the app cannot ask the secret store itself)."""
-        return [sys.executable, str(SAMPLE_APP / "appctl.py"), "start", "--state", str(self.state), "--",
-                "--secret-env", APP_SECRET_ENV, "--secret", secret_name, "--port", str(self.port)]
+        return [
+            sys.executable,
+            str(SAMPLE_APP / "appctl.py"),
+            "start",
+            "--state",
+            str(self.state),
+            "--",
+            "--secret-env",
+            APP_SECRET_ENV,
+            "--secret",
+            secret_name,
+            "--port",
+            str(self.port),
+        ]
 
     def restart_command(self) -> str:
         return shlex.join([sys.executable, str(SAMPLE_APP / "appctl.py"), "restart", "--state", str(self.state)])
@@ -121,8 +153,12 @@ class App:
 
     def stop(self) -> None:
         if self.state.exists():
-            subprocess.run([sys.executable, str(SAMPLE_APP / "appctl.py"), "stop", "--state", str(self.state)],
-                           check=False, timeout=60, capture_output=True)
+            subprocess.run(
+                [sys.executable, str(SAMPLE_APP / "appctl.py"), "stop", "--state", str(self.state)],
+                check=False,
+                timeout=60,
+                capture_output=True,
+            )
 
     @property
     def health_url(self) -> str:

@@ -119,19 +119,24 @@ def test_removing_a_locked_vault_is_refused_and_nothing_changes(cli: Cli, tmp_pa
     apply(cli, write_config(tmp_path, "files"))
     backdate_lock(cli, "archive", days=10)
     without_vault = tmp_path / "no-vault.yaml"
-    without_vault.write_text(textwrap.dedent(f"""
+    without_vault.write_text(
+        textwrap.dedent(f"""
         variables:
           environment: {{type: string}}
         resources:
           new-one: {{type: directory, settings: {{path: '{tmp_path}'}}}}
-    """))
+    """)
+    )
     planned = cli.run("plan", "-f", str(without_vault), "--var", "environment=x").stdout
-    assert "! refused: destroy vault archive: nobody can delete vault 'archive': its compliance-mode lock is" \
-           " immutable since" in planned
+    assert (
+        "! refused: destroy vault archive: nobody can delete vault 'archive': its compliance-mode lock is"
+        " immutable since" in planned
+    )
     assert "1 refused" in planned
     result = apply(cli, without_vault, ok=False)
-    assert_one_line_error(result, 8, "nothing was changed", "delete vault 'archive' is refused",
-                          "compliance-mode lock is immutable")
+    assert_one_line_error(
+        result, 8, "nothing was changed", "delete vault 'archive' is refused", "compliance-mode lock is immutable"
+    )
     ids = [r["resource_id"] for r in cli.json("resources", "list")["resources"]]
     assert ids == ["files"]  # neither the deletion of 'files' nor the creation of 'new-one' happened
     assert cli.json("vaults", "describe", "archive")["lock_state"] == "COMPLIANCE_IMMUTABLE"
@@ -141,8 +146,9 @@ def test_changing_an_immutable_compliance_lock_is_refused(cli: Cli, tmp_path: Pa
     apply(cli, write_config(tmp_path, min_days=30))
     backdate_lock(cli, "archive", days=4)
     result = apply(cli, write_config(tmp_path, min_days=7), ok=False)
-    assert_one_line_error(result, 8, "update vault_lock 'archive' is refused",
-                          "nobody can change the lock of vault 'archive'")
+    assert_one_line_error(
+        result, 8, "update vault_lock 'archive' is refused", "nobody can change the lock of vault 'archive'"
+    )
     assert cli.json("vaults", "describe", "archive")["min_retention_days"] == 30
 
 
@@ -160,8 +166,12 @@ def test_a_policy_change_its_own_policy_denies_is_refused(cli: Cli, tmp_path: Pa
     config.write_text(policy.format(ids="'222222222222', '333333333333'"))
     planned = cli.run("plan", "-f", str(config)).stdout
     assert "! refused: update access_policy copies:" in planned and "DenyBackupVaultAccess" in planned
-    assert_one_line_error(cli.run("apply", "-f", str(config), "--auto-approve", ok=False), 8,
-                          "update access_policy 'copies' is refused", "denied by statement 'DenyBackupVaultAccess'")
+    assert_one_line_error(
+        cli.run("apply", "-f", str(config), "--auto-approve", ok=False),
+        8,
+        "update access_policy 'copies' is refused",
+        "denied by statement 'DenyBackupVaultAccess'",
+    )
 
 
 def test_an_unlocked_managed_vault_removed_from_the_config_is_deleted(cli: Cli, tmp_path: Path) -> None:
@@ -192,8 +202,12 @@ def test_a_second_apply_fails_at_once_while_another_holds_the_lock(cli: Cli, tmp
         started = time.monotonic()
         result = apply(cli, config, ok=False)
         assert time.monotonic() - started < 10
-    assert_one_line_error(result, 3, f"another apply (pid {os.getpid()}, started 2030-01-01T00:00:00+00:00) holds"
-                                     f" the apply lock of {cli.home}", "--lock-timeout")
+    assert_one_line_error(
+        result,
+        3,
+        f"another apply (pid {os.getpid()}, started 2030-01-01T00:00:00+00:00) holds the apply lock of {cli.home}",
+        "--lock-timeout",
+    )
     assert cli.json("resources", "list")["resources"] == []
 
 
@@ -218,8 +232,9 @@ def test_apply_without_a_terminal_needs_auto_approve(cli: Cli, tmp_path: Path) -
 def run_in_terminal(cli: Cli, answer: str, *args: str) -> tuple[int, str]:
     """Run strongroom on a pseudo-terminal, answering its question with ``answer``."""
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen(cli.command(*args), env={**cli.env, "NO_COLOR": "1"}, stdin=terminal, stdout=terminal,
-                            stderr=terminal)
+    proc = subprocess.Popen(
+        cli.command(*args), env={**cli.env, "NO_COLOR": "1"}, stdin=terminal, stdout=terminal, stderr=terminal
+    )
     os.close(terminal)
     seen = b""
     while b"Enter a value" not in seen:
@@ -250,8 +265,10 @@ def test_apply_asks_for_yes_on_a_terminal(cli: Cli, tmp_path: Path, answer: str,
 
 def test_output_raw_json_and_sensitive(cli: Cli, tmp_path: Path) -> None:
     apply(cli, write_config(tmp_path))
-    arn = f"arn:strongroom:backup:local:{json.loads((cli.home / 'account.json').read_text())['account_id']}" \
-          ":backup-vault:archive"
+    arn = (
+        f"arn:strongroom:backup:local:{json.loads((cli.home / 'account.json').read_text())['account_id']}"
+        ":backup-vault:archive"
+    )
     assert cli.run("output", "archive_arn", "--raw").stdout == arn + "\n"
     assert cli.json("output", "archive_arn") == arn
     assert cli.json("output") == {"archive_arn": arn, "token": "(sensitive)"}
@@ -266,8 +283,9 @@ def test_a_config_error_is_one_line_with_file_and_line(cli: Cli, tmp_path: Path)
     config = tmp_path / "bad.yaml"
     config.write_text("vaults:\n  archive:\n    lock:\n      min_retention_days: soon\n")
     result = cli.run("plan", "-f", str(config), ok=False)
-    assert_one_line_error(result, 2, f"{config}:4: vaults.archive.lock.min_retention_days: Input should be a valid"
-                                     " integer")
+    assert_one_line_error(
+        result, 2, f"{config}:4: vaults.archive.lock.min_retention_days: Input should be a valid integer"
+    )
     missing = cli.run("apply", "-f", str(write_config(tmp_path)), "--auto-approve", ok=False)
     assert_one_line_error(missing, 2, "variables.environment: no value given for variable 'environment'")
 
@@ -280,13 +298,21 @@ def test_the_mavis_example_bootstraps_in_the_seeds_order(tmp_path: Path) -> None
     destination.run("init")
     source.run("init")
     source_id = json.loads((source.home / "account.json").read_text())["account_id"]
-    destination.run("apply", "-f", str(examples / "destination/destination.yaml"), "--var-file",
-                    str(examples / "destination/env/production.yaml"), "--var", f"source_account_id={source_id}",
-                    "--auto-approve")
+    destination.run(
+        "apply",
+        "-f",
+        str(examples / "destination/destination.yaml"),
+        "--var-file",
+        str(examples / "destination/env/production.yaml"),
+        "--var",
+        f"source_account_id={source_id}",
+        "--auto-approve",
+    )
     arn = destination.run("output", "destination_vault_arn", "--raw").stdout.strip()
     var_file = examples / "source/env/production.yaml"
-    subprocess.run(["sed", "-i", f"s|^destination_vault_arn:.*|destination_vault_arn: {arn}|", str(var_file)],
-                   check=True)
+    subprocess.run(
+        ["sed", "-i", f"s|^destination_vault_arn:.*|destination_vault_arn: {arn}|", str(var_file)], check=True
+    )
     source_args = ("-f", str(examples / "source/source.yaml"), "--var-file", str(var_file))
     source.run("apply", *source_args, "--auto-approve")
 
@@ -294,15 +320,32 @@ def test_the_mavis_example_bootstraps_in_the_seeds_order(tmp_path: Path) -> None
     assert (vault["lock_mode"], vault["min_retention_days"], vault["max_retention_days"]) == ("compliance", 7, 365)
     copy_in = next(s for s in vault["access_policy"]["Statement"] if s["Sid"] == "AllowSourceAccountCopyIn")
     assert copy_in["Principal"] == {"AWS": [f"arn:strongroom:iam::{source_id}:root"]}
-    assert source.json("resources", "describe", "mavis-db")["tags"] == {"BackupSource": "True",
-                                                                         "environment": "production"}
+    assert source.json("resources", "describe", "mavis-db")["tags"] == {
+        "BackupSource": "True",
+        "environment": "production",
+    }
     assert source.json("output", "source_vault_arn").endswith(":backup-vault:mavis-production")
     assert source.json("plan", *source_args)["changes"] == []
-    assert "No changes." in destination.run(
-        "plan", "-f", str(examples / "destination/destination.yaml"), "--var-file",
-        str(examples / "destination/env/production.yaml"), "--var", f"source_account_id={source_id}").stdout
-    stored = sqlite3.connect(source.home / "catalog.db").execute(
-        "SELECT value FROM account_settings WHERE name = 'backup_plans'").fetchone()[0]
+    assert (
+        "No changes."
+        in destination.run(
+            "plan",
+            "-f",
+            str(examples / "destination/destination.yaml"),
+            "--var-file",
+            str(examples / "destination/env/production.yaml"),
+            "--var",
+            f"source_account_id={source_id}",
+        ).stdout
+    )
+    stored = (
+        sqlite3.connect(source.home / "catalog.db")
+        .execute("SELECT value FROM account_settings WHERE name = 'backup_plans'")
+        .fetchone()[0]
+    )
     rule = json.loads(stored)["mavis-postgres"]["rules"][0]
     assert (rule["schedule"], rule["lifecycle"]["delete_after"], rule["copy_action"]["delete_after"]) == (
-        "cron(0 7,19 * * ? *)", 60, 60)
+        "cron(0 7,19 * * ? *)",
+        60,
+        60,
+    )

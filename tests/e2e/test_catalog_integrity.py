@@ -42,8 +42,16 @@ def compliance(tmp_path: Path) -> Iterator[World]:
 
 
 def _world(built: Accounts, tmp_path: Path) -> World:
-    return World(built.server, built.source, built.destination, built.clients,
-                 built.point_arn.rsplit(":", 1)[1], built.point_arn, built.tree, tmp_path)
+    return World(
+        built.server,
+        built.source,
+        built.destination,
+        built.clients,
+        built.point_arn.rsplit(":", 1)[1],
+        built.point_arn,
+        built.tree,
+        tmp_path,
+    )
 
 
 def _attack(cli: Cli, sql: str, *params: object) -> None:
@@ -65,8 +73,9 @@ def _refused_for_integrity(world: World, caller: str, action: str) -> None:
 def _point_still_kept(world: World, days: int = 30) -> None:
     """The copy is there, COMPLETED, its manifest in the vault (``days``: its retention in the catalog)."""
     stored = sqlite3.connect(world.destination.home / "catalog.db")
-    status, kept = stored.execute("SELECT status, delete_after_days FROM recovery_points WHERE id = ?",
-                                  (world.point_id,)).fetchone()
+    status, kept = stored.execute(
+        "SELECT status, delete_after_days FROM recovery_points WHERE id = ?", (world.point_id,)
+    ).fetchone()
     stored.close()
     assert (status, kept) == ("COMPLETED", days)
     assert (world.destination.home / "vaults" / "Default" / "manifests" / world.point_id).exists()
@@ -76,8 +85,9 @@ def test_a_credential_rebound_to_the_root_principal_grants_nothing(governance: W
     world = governance
     copier = world.clients["source"]
     root = root_arn(account_id(world.destination))
-    _attack(world.destination, "UPDATE credentials SET principal_arn = ? WHERE key_id = ?", root,
-            _key_id(world, "copier"))
+    _attack(
+        world.destination, "UPDATE credentials SET principal_arn = ? WHERE key_id = ?", root, _key_id(world, "copier")
+    )
 
     with pytest.raises(StrongroomError) as refused:
         copier.whoami()
@@ -93,9 +103,14 @@ def test_a_new_credential_row_or_one_copied_from_another_key_is_refused(governan
     world = governance
     admin = world.clients["admin"]
     # The admin credential's MAC onto the copier's row (same principal then): bound to its key id, it fails.
-    _attack(world.destination, "UPDATE credentials SET principal_arn = (SELECT principal_arn FROM credentials "
-            "WHERE key_id = ?), mac = (SELECT mac FROM credentials WHERE key_id = ?) WHERE key_id = ?",
-            _key_id(world, "admin"), _key_id(world, "admin"), _key_id(world, "copier"))
+    _attack(
+        world.destination,
+        "UPDATE credentials SET principal_arn = (SELECT principal_arn FROM credentials "
+        "WHERE key_id = ?), mac = (SELECT mac FROM credentials WHERE key_id = ?) WHERE key_id = ?",
+        _key_id(world, "admin"),
+        _key_id(world, "admin"),
+        _key_id(world, "copier"),
+    )
     _refused_for_integrity(world, "source", "delete recovery point")
     assert admin.whoami()["principal_arn"].endswith(":user/admin")  # the untouched row still works
     _point_still_kept(world)
@@ -113,16 +128,20 @@ def test_an_edited_lock_still_binds(compliance: World, edit: str) -> None:
 
     for action in ("remove lock", "delete recovery point", "update lifecycle shorter"):
         _refused_for_integrity(world, "admin", action)
-    for command in (("recovery-points", "delete", world.point_arn), ("vaults", "delete-lock", "Default"),
-                    ("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "1")):
+    for command in (
+        ("recovery-points", "delete", world.point_arn),
+        ("vaults", "delete-lock", "Default"),
+        ("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "1"),
+    ):
         _integrity_line(world.destination.run(*command, ok=False), "vault record 'Default'")
     _point_still_kept(world)
 
 
 def test_an_edited_access_policy_is_refused(governance: World) -> None:
     world = governance
-    _attack(world.destination, "UPDATE vaults SET access_policy = ? WHERE name = 'Default'",
-            json.dumps(_allow_everything()))
+    _attack(
+        world.destination, "UPDATE vaults SET access_policy = ? WHERE name = 'Default'", json.dumps(_allow_everything())
+    )
     for caller in ("source", "operator"):
         for action in ("delete recovery point", "remove lock", "change policy", "copy out elsewhere"):
             _refused_for_integrity(world, caller, action)
@@ -131,8 +150,12 @@ def test_an_edited_access_policy_is_refused(governance: World) -> None:
 
 def test_shortened_retention_is_neither_expired_nor_deletable(compliance: World) -> None:
     world = compliance
-    _attack(world.destination, "UPDATE recovery_points SET delete_after_days = 1, delete_at = ? WHERE id = ?",
-            (datetime.now(UTC) - timedelta(days=1)).isoformat(), world.point_id)
+    _attack(
+        world.destination,
+        "UPDATE recovery_points SET delete_after_days = 1, delete_at = ? WHERE id = ?",
+        (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+        world.point_id,
+    )
     _integrity_line(world.destination.run("lifecycle", "run", ok=False), world.point_id)
     _integrity_line(world.destination.run("recovery-points", "delete", world.point_arn, ok=False), world.point_id)
     _refused_for_integrity(world, "admin", "delete recovery point")
@@ -145,8 +168,17 @@ def test_a_rolled_back_catalog_is_found_by_verify_and_refused(governance: World)
     older = world.tmp_path / "catalog-older.db"
     _copy_catalog(destination.home / "catalog.db", older)
     # After the copy: a second copy arrives, and the first one's retention is made longer.
-    second = world.source.json("copy", "start", "--recovery-point", world.source.backup("files")[
-        "recovery_point_arn"], "--destination-vault", _vault_arn(destination), "--delete-after", "30", "--wait")
+    second = world.source.json(
+        "copy",
+        "start",
+        "--recovery-point",
+        world.source.backup("files")["recovery_point_arn"],
+        "--destination-vault",
+        _vault_arn(destination),
+        "--delete-after",
+        "30",
+        "--wait",
+    )
     second_id = second["result"]["destination_recovery_point_arn"].rsplit(":", 1)[1]
     destination.run("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "60")
 
@@ -160,8 +192,10 @@ def test_a_rolled_back_catalog_is_found_by_verify_and_refused(governance: World)
     assert any(world.point_id in line and "delete_after_days 30 (vault: 60)" in line for line in findings), findings
     # Nothing relies on it: the rolled-back retention (30 days) cannot be used to shorten or delete.
     _refused_for_integrity(world, "admin", "delete recovery point")
-    _integrity_line(destination.run("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "31",
-                                    ok=False), "older than vault 'Default'")
+    _integrity_line(
+        destination.run("recovery-points", "update-lifecycle", world.point_arn, "--delete-after", "31", ok=False),
+        "older than vault 'Default'",
+    )
 
 
 def test_a_catalog_rolled_back_to_before_a_revocation_is_refused(governance: World) -> None:
@@ -202,8 +236,10 @@ def test_points_missing_from_the_catalog_or_the_vault_are_found_by_verify(govern
     _attack(destination, "DELETE FROM recovery_points WHERE id = ?", world.point_id)
     found = destination.run("verify", ok=False)
     assert found.returncode == INTEGRITY_EXIT
-    assert f"catalog recovery point {world.point_id} is recorded in vault 'Default' (COMPLETED) but missing " \
-           "from the catalog" in found.stdout, found.stdout
+    assert (
+        f"catalog recovery point {world.point_id} is recorded in vault 'Default' (COMPLETED) but missing "
+        "from the catalog" in found.stdout
+    ), found.stdout
 
     # The other way round: the source's own point is in its catalog, its manifest gone from the vault.
     source_point = world.source.json("recovery-points", "list")["recovery_points"][0]
@@ -211,15 +247,18 @@ def test_points_missing_from_the_catalog_or_the_vault_are_found_by_verify(govern
     (world.source.home / "vaults" / "Default" / "manifests" / source_id).unlink()
     found = world.source.run("verify", ok=False)
     assert found.returncode == INTEGRITY_EXIT
-    assert f"{source_point['recovery_point_arn']} is COMPLETED in the catalog but vault 'Default' holds no " \
-           "manifest" in found.stdout, found.stdout
+    assert (
+        f"{source_point['recovery_point_arn']} is COMPLETED in the catalog but vault 'Default' holds no "
+        "manifest" in found.stdout
+    ), found.stdout
 
 
 def test_listings_without_the_passphrase_still_work(governance: World) -> None:
     """Showing the catalog never needed the passphrase and still does not (nothing is decided on it)."""
     bare = Cli(world_home(governance), passphrase=None)
     assert [p["recovery_point_arn"] for p in bare.json("recovery-points", "list")["recovery_points"]] == [
-        governance.point_arn]
+        governance.point_arn
+    ]
     assert bare.json("vaults", "describe", "Default")["locked"]
     assert len(bare.json("credentials", "list")["credentials"]) == 3
     # A change needs the key, so the passphrase: without it one clear line, nothing changed.

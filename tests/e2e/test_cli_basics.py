@@ -46,8 +46,9 @@ def test_command_without_account_says_how_to_create_one(tmp_path: Path) -> None:
 def test_wrong_passphrase_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "tree").mkdir()
     cli.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
-    result = cli.run("backup", "start", "--resource", "files", "--wait", ok=False,
-                     env={"STRONGROOM_PASSPHRASE": "not it"})
+    result = cli.run(
+        "backup", "start", "--resource", "files", "--wait", ok=False, env={"STRONGROOM_PASSPHRASE": "not it"}
+    )
     assert_one_line_error(result, 3, "wrong passphrase")
     assert cli.json("jobs", "list")["jobs"] == []
     assert cli.json("recovery-points", "list")["recovery_points"] == []
@@ -69,8 +70,19 @@ def test_unknown_resource_type(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_resources_add_list_describe_remove(cli: Cli, tmp_path: Path) -> None:
-    cli.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path),
-            "--tag", "backup=True", "--tag", "env=prod")
+    cli.run(
+        "resources",
+        "add",
+        "files",
+        "--type",
+        "directory",
+        "--path",
+        str(tmp_path),
+        "--tag",
+        "backup=True",
+        "--tag",
+        "env=prod",
+    )
     listed = cli.json("resources", "list")["resources"]
     assert [(r["resource_id"], r["resource_type"], r["tags"]) for r in listed] == [
         ("files", "directory", {"backup": "True", "env": "prod"})
@@ -78,15 +90,17 @@ def test_resources_add_list_describe_remove(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("resources", "describe", "files")["settings"] == {"path": str(tmp_path)}
     assert_one_line_error(
         cli.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path), ok=False),
-        2, "already exists",
+        2,
+        "already exists",
     )
     cli.run("resources", "remove", "files")
     assert cli.json("resources", "list")["resources"] == []
 
 
 def test_bad_tag_and_bad_arn(cli: Cli, tmp_path: Path) -> None:
-    result = cli.run("resources", "add", "x", "--type", "directory", "--path", str(tmp_path), "--tag", "novalue",
-                     ok=False)
+    result = cli.run(
+        "resources", "add", "x", "--type", "directory", "--path", str(tmp_path), "--tag", "novalue", ok=False
+    )
     assert_one_line_error(result, 2, "KEY=VALUE")
     result = cli.run("recovery-points", "describe", "--recovery-point", "arn:nope", ok=False)
     assert_one_line_error(result, 2, "unknown recovery point")
@@ -94,19 +108,40 @@ def test_bad_tag_and_bad_arn(cli: Cli, tmp_path: Path) -> None:
 
 def test_resources_add_takes_a_types_other_settings(cli: Cli, tmp_path: Path) -> None:
     dsn = "postgresql://replicator@127.0.0.1:5999/postgres"
-    added = cli.json("resources", "add", "db", "--type", "postgres-cluster", "--dsn", dsn,
-                     "--setting", "method=pg_basebackup", "--json")
+    added = cli.json(
+        "resources",
+        "add",
+        "db",
+        "--type",
+        "postgres-cluster",
+        "--dsn",
+        dsn,
+        "--setting",
+        "method=pg_basebackup",
+        "--json",
+    )
     assert added["settings"] == {"dsn": dsn, "method": "pg_basebackup"}
-    tree = cli.json("resources", "add", "tree", "--type", "directory", "--path", str(tmp_path),
-                    "--setting", "one_file_system=true", "--json")
+    tree = cli.json(
+        "resources",
+        "add",
+        "tree",
+        "--type",
+        "directory",
+        "--path",
+        str(tmp_path),
+        "--setting",
+        "one_file_system=true",
+        "--json",
+    )
     assert tree["settings"] == {"path": str(tmp_path), "one_file_system": True}
     for setting, message in [
         ("method=fast", "unknown method 'fast' for postgres-cluster"),
         ("compress=yes", "unknown setting(s) for postgres-cluster: compress"),
         ("method", "setting 'method' is not KEY=VALUE"),
     ]:
-        result = cli.run("resources", "add", "db2", "--type", "postgres-cluster", "--dsn", dsn,
-                         "--setting", setting, ok=False)
+        result = cli.run(
+            "resources", "add", "db2", "--type", "postgres-cluster", "--dsn", dsn, "--setting", setting, ok=False
+        )
         assert_one_line_error(result, 2, message)
     assert [r["resource_id"] for r in cli.json("resources", "list")["resources"]] == ["db", "tree"]
 

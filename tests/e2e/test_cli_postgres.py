@@ -38,8 +38,7 @@ def test_logical_round_trip_through_the_cli(cli: Cli, pg_cluster: PgCluster, pg_
     assert table_checksums(pg_cluster, target) == table_checksums(pg_cluster, source)
     assert schema_fingerprint(pg_cluster, target) == schema_fingerprint(pg_cluster, source)
 
-    again = cli.run("restore", "start", "--recovery-point", arn, "--target", pg_cluster.dsn(target), "--wait",
-                    ok=False)
+    again = cli.run("restore", "start", "--recovery-point", arn, "--target", pg_cluster.dsn(target), "--wait", ok=False)
     assert_one_line_error(again, 5, "not empty", "--allow-non-empty")
 
 
@@ -57,15 +56,18 @@ def test_physical_round_trip_through_the_cli(
     restored = pg_janitor.adopt(details["data_directory"], details["port"])
     assert details["port"] != pg_cluster.port
     assert table_checksums(restored, source) == table_checksums(pg_cluster, source)
-    again = cli.run("restore", "start", "--recovery-point", arn, "--target-identifier", "shop-restored", "--wait",
-                    ok=False)
+    again = cli.run(
+        "restore", "start", "--recovery-point", arn, "--target-identifier", "shop-restored", "--wait", ok=False
+    )
     assert_one_line_error(again, 5, "shop-restored", "already in use")
 
 
 def test_unreachable_database_is_one_line(cli: Cli) -> None:
     from strongroom.adapters.postgres.tools import free_port
 
-    cli.run("resources", "add", "gone", "--type", "postgres", "--dsn", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    cli.run(
+        "resources", "add", "gone", "--type", "postgres", "--dsn", f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    )
     result = cli.run("backup", "start", "--resource", "gone", "--wait", ok=False)
     assert_one_line_error(result, 4, "127.0.0.1")
     points = cli.json("recovery-points", "list")["recovery_points"]
@@ -83,8 +85,9 @@ def test_missing_pg_dump_is_one_line(cli: Cli, pg_cluster: PgCluster, tmp_path: 
 
 
 def test_password_in_dsn_is_refused(cli: Cli) -> None:
-    result = cli.run("resources", "add", "db", "--type", "postgres", "--dsn",
-                     "postgresql://app:s3cret@127.0.0.1:5432/app", ok=False)
+    result = cli.run(
+        "resources", "add", "db", "--type", "postgres", "--dsn", "postgresql://app:s3cret@127.0.0.1:5432/app", ok=False
+    )
     assert_one_line_error(result, 2, "PGPASSWORD")
     assert "s3cret" not in result.stderr
     assert cli.json("resources", "list")["resources"] == []

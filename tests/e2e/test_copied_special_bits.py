@@ -39,8 +39,11 @@ def test_set_id_bits_of_a_copy_are_dropped_unless_the_operator_asks(tmp_path: Pa
     source.run("init")
     destination.run("init")
     source_id = account_id(source)
-    policy = default_destination_policy(source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
-                                        admin_principal_arns=[root_arn(account_id(destination))])
+    policy = default_destination_policy(
+        source_account_ids=[source_id],
+        source_vault_arns=[vault_arn(source)],
+        admin_principal_arns=[root_arn(account_id(destination))],
+    )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
     destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
     tree = planted_tree(tmp_path / "tree")
@@ -48,8 +51,9 @@ def test_set_id_bits_of_a_copy_are_dropped_unless_the_operator_asks(tmp_path: Pa
     point = source.backup("files")["recovery_point_arn"]
     with serving(destination) as server:
         register(source, "destination", server, issue_credential(destination, "copier", "--account-id", source_id))
-        job = source.json("copy", "start", "--recovery-point", point, "--destination-vault",
-                          vault_arn(destination), "--wait")
+        job = source.json(
+            "copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination), "--wait"
+        )
     assert job["state"] == "COMPLETED", job
     copied = job["result"]["destination_recovery_point_arn"]
 
@@ -57,16 +61,19 @@ def test_set_id_bits_of_a_copy_are_dropped_unless_the_operator_asks(tmp_path: Pa
     said = destination.run("restore", "start", "--recovery-point", copied, "--target", str(by_default), "--wait")
     assert permission_bits(by_default) == {"groupshell": 0o755, "notes.txt": 0o640, "rootshell": 0o755}
     assert "2 files lost set-user-ID/set-group-ID bits" in said.stdout and "--preserve-special" in said.stdout
-    described = destination.json("restore", "start", "--recovery-point", copied, "--target",
-                                 str(tmp_path / "again"), "--wait", "--json")
+    described = destination.json(
+        "restore", "start", "--recovery-point", copied, "--target", str(tmp_path / "again"), "--wait", "--json"
+    )
     assert described["result"]["setid_bits_dropped"] == 2
 
     asked = tmp_path / "restored-preserving"
-    destination.run("restore", "start", "--recovery-point", copied, "--target", str(asked), "--wait",
-                    "--preserve-special")
+    destination.run(
+        "restore", "start", "--recovery-point", copied, "--target", str(asked), "--wait", "--preserve-special"
+    )
     assert permission_bits(asked) == permission_bits(tree)
 
     own = tmp_path / "restored-in-source"
     source.run("restore", "start", "--recovery-point", point, "--target", str(own), "--wait")
-    assert permission_bits(own) == permission_bits(tree) == {"groupshell": 0o2755, "notes.txt": 0o640,
-                                                             "rootshell": 0o4755}
+    assert (
+        permission_bits(own) == permission_bits(tree) == {"groupshell": 0o2755, "notes.txt": 0o640, "rootshell": 0o4755}
+    )

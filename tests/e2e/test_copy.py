@@ -39,7 +39,12 @@ class Pair:
 
     def __init__(self, tmp_path: Path, server: Server, source: Cli, destination: Cli, tree: Path) -> None:
         self.tmp_path, self.server, self.source, self.destination, self.tree = (
-            tmp_path, server, source, destination, tree)
+            tmp_path,
+            server,
+            source,
+            destination,
+            tree,
+        )
 
     @property
     def destination_vault(self) -> str:
@@ -59,7 +64,8 @@ def two_accounts(tmp_path: Path) -> Iterator[Pair]:
     destination.run("init")
     source_id, destination_id = account_id(source), account_id(destination)
     policy = default_destination_policy(
-        source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
+        source_account_ids=[source_id],
+        source_vault_arns=[vault_arn(source)],
         admin_principal_arns=[root_arn(destination_id)],
     )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
@@ -113,8 +119,9 @@ def test_second_copy_sends_only_new_chunks(pair: Pair) -> None:
 
 
 def test_copy_back_into_a_new_source_account(pair: Pair) -> None:
-    copied = copy(pair.source, pair.source.backup("files")["recovery_point_arn"],
-                  pair.destination_vault)["result"]["destination_recovery_point_arn"]
+    copied = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)["result"][
+        "destination_recovery_point_arn"
+    ]
     expected = snapshot_tree(pair.tree)
     shutil.rmtree(pair.source.home)
     # A new source account with the old one's id cannot exist; the destination trusts the new one explicitly.
@@ -122,7 +129,8 @@ def test_copy_back_into_a_new_source_account(pair: Pair) -> None:
     fresh.run("init")
     fresh_id = account_id(fresh)
     policy = default_destination_policy(
-        source_account_ids=[fresh_id], source_vault_arns=[vault_arn(fresh)],
+        source_account_ids=[fresh_id],
+        source_vault_arns=[vault_arn(fresh)],
         admin_principal_arns=[root_arn(account_id(pair.destination))],
     )
     (pair.tmp_path / "policy2.json").write_text(json.dumps(policy))
@@ -141,8 +149,9 @@ def test_copy_back_into_a_new_source_account(pair: Pair) -> None:
 def test_unreachable_endpoint_is_one_clear_line(pair: Pair) -> None:
     point = pair.source.backup("files")["recovery_point_arn"]
     pair.server.stop()
-    failed = pair.source.run("copy", "start", "--recovery-point", point, "--destination-vault",
-                             pair.destination_vault, "--wait", ok=False)
+    failed = pair.source.run(
+        "copy", "start", "--recovery-point", point, "--destination-vault", pair.destination_vault, "--wait", ok=False
+    )
     assert_one_line_error(failed, 9, "cannot reach account endpoint", pair.server.endpoint)
     jobs = [j for j in pair.source.json("jobs", "list")["jobs"] if j["job_type"] == "COPY"]
     assert [j["state"] for j in jobs] == ["FAILED"]
@@ -152,26 +161,46 @@ def test_revoked_and_wrong_credentials_are_refused(pair: Pair) -> None:
     point = pair.source.backup("files")["recovery_point_arn"]
     key = pair.source.json("accounts", "list")["accounts"][0]["key_id"]
     pair.destination.run("credentials", "revoke", key)
-    failed = pair.source.run("copy", "start", "--recovery-point", point, "--destination-vault",
-                             pair.destination_vault, "--wait", ok=False)
+    failed = pair.source.run(
+        "copy", "start", "--recovery-point", point, "--destination-vault", pair.destination_vault, "--wait", ok=False
+    )
     assert_one_line_error(failed, 8, "revoked")
 
     wrong = issue_credential(pair.destination, "copier2", "--account-id", account_id(pair.source))
     result = pair.source.run(
-        "accounts", "add", "destination", "--endpoint", pair.server.endpoint, "--key-id", wrong["access_key_id"],
-        env={"STRONGROOM_REMOTE_SECRET": "not-the-secret"}, ok=False)
+        "accounts",
+        "add",
+        "destination",
+        "--endpoint",
+        pair.server.endpoint,
+        "--key-id",
+        wrong["access_key_id"],
+        env={"STRONGROOM_REMOTE_SECRET": "not-the-secret"},
+        ok=False,
+    )
     assert_one_line_error(result, 8, "signature")
 
 
 def test_expired_credential_is_refused(pair: Pair) -> None:
-    credential = issue_credential(pair.destination, "short", "--account-id", account_id(pair.source),
-                                  "--expires-in-days", "1")
-    edit_catalog_as_owner(pair.destination,  # a day passes
-                          "UPDATE credentials SET expires_at = '2000-01-01T00:00:00+00:00' WHERE key_id = ?",
-                          credential["access_key_id"])
+    credential = issue_credential(
+        pair.destination, "short", "--account-id", account_id(pair.source), "--expires-in-days", "1"
+    )
+    edit_catalog_as_owner(
+        pair.destination,  # a day passes
+        "UPDATE credentials SET expires_at = '2000-01-01T00:00:00+00:00' WHERE key_id = ?",
+        credential["access_key_id"],
+    )
     result = pair.source.run(
-        "accounts", "add", "other", "--endpoint", pair.server.endpoint, "--key-id", credential["access_key_id"],
-        env={"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]}, ok=False)
+        "accounts",
+        "add",
+        "other",
+        "--endpoint",
+        pair.server.endpoint,
+        "--key-id",
+        credential["access_key_id"],
+        env={"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]},
+        ok=False,
+    )
     assert_one_line_error(result, 8, "expired")
 
 
@@ -183,12 +212,24 @@ def test_wrong_endpoints_are_one_clear_line(pair: Pair, tmp_path: Path) -> None:
     secret = {"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]}
     key = credential["access_key_id"]
 
-    wrong_account = pair.source.run("accounts", "add", "d2", "--endpoint", pair.server.endpoint, "--key-id", key,
-                                    "--account-id", "123456789012", env=secret, ok=False)
+    wrong_account = pair.source.run(
+        "accounts",
+        "add",
+        "d2",
+        "--endpoint",
+        pair.server.endpoint,
+        "--key-id",
+        key,
+        "--account-id",
+        "123456789012",
+        env=secret,
+        ok=False,
+    )
     assert_one_line_error(wrong_account, 9, "serves account", "not 123456789012")
 
-    not_a_url = pair.source.run("accounts", "add", "d3", "--endpoint", "ftp://example", "--key-id", key,
-                                env=secret, ok=False)
+    not_a_url = pair.source.run(
+        "accounts", "add", "d3", "--endpoint", "ftp://example", "--key-id", key, env=secret, ok=False
+    )
     assert_one_line_error(not_a_url, 9, "not an account endpoint URL")
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
@@ -196,8 +237,9 @@ def test_wrong_endpoints_are_one_clear_line(pair: Pair, tmp_path: Path) -> None:
     thread.start()
     try:
         other = f"http://127.0.0.1:{server.server_address[1]}"
-        not_strongroom = pair.source.run("accounts", "add", "d4", "--endpoint", other, "--key-id", key, env=secret,
-                                         ok=False)
+        not_strongroom = pair.source.run(
+            "accounts", "add", "d4", "--endpoint", other, "--key-id", key, env=secret, ok=False
+        )
         assert_one_line_error(not_strongroom, 9, other, "without an error body")
     finally:
         server.shutdown()
@@ -229,8 +271,16 @@ def test_copy_over_tls_with_a_pinned_certificate(tmp_path: Path) -> None:
     source.run("init")
     destination.run("init")
     source_id = account_id(source)
-    destination.run("vaults", "put-access-policy", "Default", "--default-destination", "--source-account-id",
-                    source_id, "--source-vault-arn", vault_arn(source))
+    destination.run(
+        "vaults",
+        "put-access-policy",
+        "Default",
+        "--default-destination",
+        "--source-account-id",
+        source_id,
+        "--source-vault-arn",
+        vault_arn(source),
+    )
     make_files(tmp_path / "tree", count=3)
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
     cert, key = self_signed_certificate(tmp_path)
@@ -238,11 +288,30 @@ def test_copy_over_tls_with_a_pinned_certificate(tmp_path: Path) -> None:
         assert server.endpoint.startswith("https://")
         credential = issue_credential(destination, "copier", "--account-id", source_id)
         secret = {"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]}
-        unpinned = source.run("accounts", "add", "destination", "--endpoint", server.endpoint, "--key-id",
-                              credential["access_key_id"], env=secret, ok=False)
+        unpinned = source.run(
+            "accounts",
+            "add",
+            "destination",
+            "--endpoint",
+            server.endpoint,
+            "--key-id",
+            credential["access_key_id"],
+            env=secret,
+            ok=False,
+        )
         assert_one_line_error(unpinned, 9, "cannot reach account endpoint", "certificate verify failed", "--ca-file")
-        source.run("accounts", "add", "destination", "--endpoint", server.endpoint, "--key-id",
-                   credential["access_key_id"], "--ca-file", str(cert), env=secret)
+        source.run(
+            "accounts",
+            "add",
+            "destination",
+            "--endpoint",
+            server.endpoint,
+            "--key-id",
+            credential["access_key_id"],
+            "--ca-file",
+            str(cert),
+            env=secret,
+        )
         job = copy(source, source.backup("files")["recovery_point_arn"], vault_arn(destination))
         assert job["state"] == "COMPLETED", job
 

@@ -69,9 +69,13 @@ def announcement(account: Account, arn: str, manifest: Manifest, id_key: bytes |
     import base64
 
     announce: dict[str, Any] = {
-        "source_recovery_point_arn": arn, "source_vault_arn": account.vault_arn("Default"),
-        "source_vault_id": manifest.vault_id, "resource_id": manifest.resource_id,
-        "resource_type": manifest.resource_type, "creation_date": manifest.created_at, "delete_after_days": None,
+        "source_recovery_point_arn": arn,
+        "source_vault_arn": account.vault_arn("Default"),
+        "source_vault_id": manifest.vault_id,
+        "resource_id": manifest.resource_id,
+        "resource_type": manifest.resource_type,
+        "creation_date": manifest.created_at,
+        "delete_after_days": None,
         "metadata": manifest.metadata,
         "streams": {n: {"size": s.size, "chunk_count": s.chunk_count} for n, s in manifest.streams.items()},
     }
@@ -80,14 +84,19 @@ def announcement(account: Account, arn: str, manifest: Manifest, id_key: bytes |
     return announce
 
 
-def send_copy(client: AccountClient, announce: dict[str, Any], refs: dict[str, list[ChunkRef]],
-              data: dict[bytes, bytes]) -> StrongroomError | None:
+def send_copy(
+    client: AccountClient, announce: dict[str, Any], refs: dict[str, list[ChunkRef]], data: dict[bytes, bytes]
+) -> StrongroomError | None:
     """Start a copy, send ``data`` under the given ids, append the refs and commit, as far as allowed."""
     compressor = zstandard.ZstdCompressor()
     try:
         session = client.start_copy_in("Default", announce)["copy_job_id"]
-        client.put_chunks(session, b"".join(
-            wire.encode_frame(chunk_id, len(body), compressor.compress(body)) for chunk_id, body in data.items()))
+        client.put_chunks(
+            session,
+            b"".join(
+                wire.encode_frame(chunk_id, len(body), compressor.compress(body)) for chunk_id, body in data.items()
+            ),
+        )
         for name, stream_refs in refs.items():
             client.append_refs(session, name, [(ref.id, ref.size) for ref in stream_refs])
         client.commit_copy_in(session)
@@ -177,8 +186,9 @@ def test_a_wrongly_trusted_mapping_fails_the_copy_and_is_dropped(pair: Pair) -> 
     poison_mapping(pair, victim, checked_under=fingerprint)
 
     point = pair.source.backup("files")["recovery_point_arn"]
-    failed = pair.source.run("copy", "start", "--recovery-point", point, "--destination-vault",
-                             pair.destination_vault, "--wait", ok=False)
+    failed = pair.source.run(
+        "copy", "start", "--recovery-point", point, "--destination-vault", pair.destination_vault, "--wait", ok=False
+    )
     assert failed.returncode == 7, failed.stderr
     assert "holds other data than the source described" in failed.stderr
     healed = copy(pair.source, point, pair.destination_vault)
@@ -207,8 +217,10 @@ def test_another_id_key_for_a_pinned_source_vault_is_refused(pair: Pair) -> None
         own_key = secrets.token_bytes(32)  # junk whose ids check out under a key of the attacker's choosing
         junk = {ref.id: os.urandom(ref.size) for stream in refs.values() for ref in stream}
         forged = {source_chunk_id(own_key, body): body for body in junk.values()}
-        forged_refs = {name: [ChunkRef(source_chunk_id(own_key, junk[r.id]), r.size) for r in stream]
-                       for name, stream in refs.items()}
+        forged_refs = {
+            name: [ChunkRef(source_chunk_id(own_key, junk[r.id]), r.size) for r in stream]
+            for name, stream in refs.items()
+        }
         swapped = send_copy(client, announcement(account, arn, manifest, own_key), forged_refs, forged)
         keyless = send_copy(client, announcement(account, arn, manifest, None), refs, junk)
 

@@ -63,7 +63,8 @@ def make_accounts(tmp_path: Path) -> tuple[Cli, Cli, dict[str, Any]]:
     source.run("init")
     destination.run("init")
     policy = default_destination_policy(
-        source_account_ids=[account_id(source)], source_vault_arns=[vault_arn(source)],
+        source_account_ids=[account_id(source)],
+        source_vault_arns=[vault_arn(source)],
         admin_principal_arns=[root_arn(account_id(destination))],
     )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
@@ -204,8 +205,15 @@ def test_a_full_disk_during_a_copy_releases_the_vault_at_once(tmp_path: Path) ->
             filler.unlink()
             job = wait_for_job_state(destination, session, "FAILED")
             assert "no space left" in job["status_message"], job
-            job = source.json("copy", "start", "--recovery-point", attacker.source_point, "--destination-vault",
-                              vault_arn(destination), "--wait")
+            job = source.json(
+                "copy",
+                "start",
+                "--recovery-point",
+                attacker.source_point,
+                "--destination-vault",
+                vault_arn(destination),
+                "--wait",
+            )
             assert job["state"] == "COMPLETED", job
             assert destination.json("verify", "--read-data")["ok"]
     finally:

@@ -63,8 +63,12 @@ def world(pg_bindir: Path) -> Iterator[World]:
     reports: list[dict] = []
     try:
         with serving(destination) as server:
-            register(source, "destination", server,
-                     issue_credential(destination, "source-copier", "--account-id", account_id(source)))
+            register(
+                source,
+                "destination",
+                server,
+                issue_credential(destination, "source-copier", "--account-id", account_id(source)),
+            )
             apply_source(source, base, cluster, destination_vault)
             put_app_secret(source, SECRET, cluster.port)
             app.start(source, SECRET)
@@ -80,8 +84,9 @@ def world(pg_bindir: Path) -> Iterator[World]:
 
 
 def back_up_and_copy(world: World) -> tuple[str, str]:
-    backup = world.source.json("backup", "start", "--resource", "mavis-db", "--vault", "mavis-production",
-                               "--delete-after", "60", "--wait")
+    backup = world.source.json(
+        "backup", "start", "--resource", "mavis-db", "--vault", "mavis-production", "--delete-after", "60", "--wait"
+    )
     assert backup["state"] == "COMPLETED", backup
     copy = world.source.json("copy", "start", "--recovery-point", backup["recovery_point_arn"], "--wait")
     assert copy["state"] == "COMPLETED", copy
@@ -105,9 +110,16 @@ def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world:
     assert not world.app.healthy()
 
     report = world.source.json(
-        "dr", "run", str(RUNBOOK), *runbook_vars(FROM_ACCOUNT="destination", VAULT="mavis-destination",
-                                                 DEPLOY_COMMAND=world.app.restart_command(),
-                                                 HEALTH_URL=world.app.health_url))
+        "dr",
+        "run",
+        str(RUNBOOK),
+        *runbook_vars(
+            FROM_ACCOUNT="destination",
+            VAULT="mavis-destination",
+            DEPLOY_COMMAND=world.app.restart_command(),
+            HEALTH_URL=world.app.health_url,
+        ),
+    )
     world.reports.append(report)  # type: ignore[attr-defined]
     assert report["state"] == "COMPLETED", report
     assert report["recovery_point"]["recovery_point_arn"] == copied
@@ -122,8 +134,13 @@ def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world:
     assert world.app.checksum() == served_at_backup
     assert checksum(restored["port"]) == served_at_backup
     assert secret(world.source, SECRET) | {"port": 0} == {
-        "engine": "postgres", "host": "127.0.0.1", "port": 0, "username": "mavis", "password": APP_PASSWORD,
-        "dbname": "mavis"}
+        "engine": "postgres",
+        "host": "127.0.0.1",
+        "port": 0,
+        "username": "mavis",
+        "password": APP_PASSWORD,
+        "dbname": "mavis",
+    }
     assert secret(world.source, SECRET)["port"] == restored["port"] != world.cluster.port
 
     # Adopted: the original plan selects the restored cluster (not the dead one) and backed it up.
@@ -134,7 +151,8 @@ def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world:
     adopted = world.source.json("resources", "describe", "mavis-production-restored")
     assert adopted["tags"] == {"BackupSource": "True", "environment": "production"}
     assert world.source.json("resources", "describe", "mavis-db")["tags"] == {
-        "strongroom:replaced-by": "mavis-production-restored"}
+        "strongroom:replaced-by": "mavis-production-restored"
+    }
     # ...and at the plan's next fire time its scheduler backs up the restored cluster (not the dead one) and
     # copies that backup to the destination: backups continue.
     runs = scheduled_runs(world.source)
@@ -158,14 +176,27 @@ def test_dr_run_with_managed_credentials_after_the_source_account_is_lost(world:
     fresh = Cli(world.base / "new-source")
     fresh.run("init")
     apply_destination(world.destination, account_id(fresh))
-    register(fresh, "destination", world.server,
-             issue_credential(world.destination, "restorer", "--account-id", account_id(fresh)))
+    register(
+        fresh,
+        "destination",
+        world.server,
+        issue_credential(world.destination, "restorer", "--account-id", account_id(fresh)),
+    )
     apply_source(fresh, world.base, world.cluster, world.destination_vault)
     deploy = " ".join(world.app.start_command(SECRET))
 
-    report = fresh.json("dr", "run", str(RUNBOOK), *runbook_vars(
-        FROM_ACCOUNT="destination", VAULT="mavis-destination", CREDENTIALS="managed", DEPLOY_COMMAND=deploy,
-        HEALTH_URL=world.app.health_url))
+    report = fresh.json(
+        "dr",
+        "run",
+        str(RUNBOOK),
+        *runbook_vars(
+            FROM_ACCOUNT="destination",
+            VAULT="mavis-destination",
+            CREDENTIALS="managed",
+            DEPLOY_COMMAND=deploy,
+            HEALTH_URL=world.app.health_url,
+        ),
+    )
     world.reports.append(report)  # type: ignore[attr-defined]
     assert report["state"] == "COMPLETED", report
     states = {s["name"]: s["state"] for s in report["steps"]}
@@ -194,9 +225,19 @@ def test_dr_run_inside_the_destination_account_with_its_credentials(world: World
     shutil.rmtree(world.source.home)
     deploy = " ".join(world.app.start_command(SECRET))
 
-    report = world.destination.json("dr", "run", str(RUNBOOK), *runbook_vars(
-        VAULT="mavis-destination", CREDENTIALS="managed", REQUIRE_PLAN="false", BACKUP_NOW="false",
-        DEPLOY_COMMAND=deploy, HEALTH_URL=world.app.health_url))
+    report = world.destination.json(
+        "dr",
+        "run",
+        str(RUNBOOK),
+        *runbook_vars(
+            VAULT="mavis-destination",
+            CREDENTIALS="managed",
+            REQUIRE_PLAN="false",
+            BACKUP_NOW="false",
+            DEPLOY_COMMAND=deploy,
+            HEALTH_URL=world.app.health_url,
+        ),
+    )
     world.reports.append(report)  # type: ignore[attr-defined]
     assert report["state"] == "COMPLETED", report
     assert report["recovery_point"]["recovery_point_arn"] == copied
@@ -211,10 +252,13 @@ def test_run_killed_during_or_after_the_copy_back_resumes_without_a_second_copy(
     served_at_backup = world.app.checksum()
     _, copied = back_up_and_copy(world)
     destroy_cluster(world.cluster)
-    variables = runbook_vars(FROM_ACCOUNT="destination", VAULT="mavis-destination",
-                             DEPLOY_COMMAND=world.app.restart_command(), HEALTH_URL=world.app.health_url)
-    killed = world.source.run("dr", "run", str(RUNBOOK), *variables, env={"STRONGROOM_FAULT_KILL_AT": point},
-                              ok=False)
+    variables = runbook_vars(
+        FROM_ACCOUNT="destination",
+        VAULT="mavis-destination",
+        DEPLOY_COMMAND=world.app.restart_command(),
+        HEALTH_URL=world.app.health_url,
+    )
+    killed = world.source.run("dr", "run", str(RUNBOOK), *variables, env={"STRONGROOM_FAULT_KILL_AT": point}, ok=False)
     assert killed.returncode == -9, killed.stderr
     run_id = world.source.json("dr", "list")["runs"][-1]["run_id"]
 
@@ -222,10 +266,14 @@ def test_run_killed_during_or_after_the_copy_back_resumes_without_a_second_copy(
     world.reports.append(report)  # type: ignore[attr-defined]
     assert report["state"] == "COMPLETED", report
     assert world.app.checksum() == served_at_backup
-    copies = [p for p in world.source.json("recovery-points", "list", "--resource", "mavis-db")["recovery_points"]
-              if p.get("source_recovery_point_arn") == copied]
+    copies = [
+        p
+        for p in world.source.json("recovery-points", "list", "--resource", "mavis-db")["recovery_points"]
+        if p.get("source_recovery_point_arn") == copied
+    ]
     expected = ["PARTIAL", "COMPLETED"] if point.endswith("middle") else ["COMPLETED"]
     assert [p["status"] for p in copies] == expected  # a finished copy is never made twice
     assert report["recovery_point"]["copied_back_as"] == next(
-        p["recovery_point_arn"] for p in copies if p["status"] == "COMPLETED")
+        p["recovery_point_arn"] for p in copies if p["status"] == "COMPLETED"
+    )
     assert any(change.startswith(f"copied {copied} back") for change in report["changes"])

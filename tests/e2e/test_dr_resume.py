@@ -34,8 +34,18 @@ from tests.support.pgcluster import PgCluster, traversable_tempdir
 pytestmark = pytest.mark.postgres
 
 FAKE_DESTINATION = "arn:strongroom:backup:local:000000000000:backup-vault:mavis-destination"
-STEPS = ["select", "restore", "wait", "credentials", "terraform-refresh", "adopt", "terraform-import",
-         "terraform-apply", "deploy", "verify"]  # managed-credentials is skipped (self-managed)
+STEPS = [
+    "select",
+    "restore",
+    "wait",
+    "credentials",
+    "terraform-refresh",
+    "adopt",
+    "terraform-import",
+    "terraform-apply",
+    "deploy",
+    "verify",
+]  # managed-credentials is skipped (self-managed)
 
 
 @dataclass
@@ -50,10 +60,22 @@ class Local:
     def case(self, name: str) -> dict[str, str]:
         """A fresh original resource, its recovery point and the app's secret, for one run of the runbook."""
         resource = f"db-{name}"
-        self.cli.run("resources", "add", resource, "--type", "postgres-cluster", "--dsn", self.cluster.dsn(),
-                     "--tag", "BackupSource=True", "--tag", f"environment={name}")
-        backup = self.cli.json("backup", "start", "--resource", resource, "--vault", "mavis-production",
-                               "--delete-after", "60", "--wait")
+        self.cli.run(
+            "resources",
+            "add",
+            resource,
+            "--type",
+            "postgres-cluster",
+            "--dsn",
+            self.cluster.dsn(),
+            "--tag",
+            "BackupSource=True",
+            "--tag",
+            f"environment={name}",
+        )
+        backup = self.cli.json(
+            "backup", "start", "--resource", resource, "--vault", "mavis-production", "--delete-after", "60", "--wait"
+        )
         assert backup["state"] == "COMPLETED", backup
         put_app_secret(self.cli, f"mavis/{name}/db", self.cluster.port)
         return {"ENV": name, "RESOURCE": resource, "DEPLOY_COMMAND": "true"}
@@ -152,8 +174,18 @@ def test_dry_run_prints_every_step_and_changes_nothing(local: Local) -> None:
     lines = result.stdout.splitlines()
     numbered = [line for line in lines if line[:3].strip().rstrip(".").isdigit()]
     assert [line.split(".", 1)[1].split("(")[0].strip() for line in numbered] == [
-        "select", "restore", "wait", "credentials", "managed-credentials", "terraform-refresh", "adopt",
-        "terraform-import", "terraform-apply", "deploy", "verify"]
+        "select",
+        "restore",
+        "wait",
+        "credentials",
+        "managed-credentials",
+        "terraform-refresh",
+        "adopt",
+        "terraform-import",
+        "terraform-apply",
+        "deploy",
+        "verify",
+    ]
     point = local.cli.json("recovery-points", "list", "--resource", "db-dry")["recovery_points"][0]
     assert point["recovery_point_arn"] in numbered[0]
     assert "mavis-dry-restored" in numbered[1] and "skip (when: CREDENTIALS = managed)" in numbered[4]
@@ -161,8 +193,9 @@ def test_dry_run_prints_every_step_and_changes_nothing(local: Local) -> None:
     assert local.cli.json("dr", "list")["runs"] == runs_before
     assert not (local.cli.home / "clusters" / "mavis-dry-restored").exists()
 
-    planned = local.cli.run("dr", "run", str(RUNBOOK), *runbook_vars(**{**variables, "ENV": "nosecret"}), "--dry-run",
-                            "--json", ok=False)
+    planned = local.cli.run(
+        "dr", "run", str(RUNBOOK), *runbook_vars(**{**variables, "ENV": "nosecret"}), "--dry-run", "--json", ok=False
+    )
     assert planned.returncode == 2
     problems = [p for step in json.loads(planned.stdout)["steps"] for p in step["problems"]]
     assert "secret 'mavis/nosecret/db' does not exist" in problems
@@ -262,8 +295,19 @@ def test_logical_recovery_point_is_restored_as_a_new_database_beside_the_origina
     """postgres (pg_dump) resources: the identifier is a NEW database on the original's server; the
     original database is not touched; owners and grants come back, so the app's role reads its tables."""
     dsn = local.cluster.dsn("mavis")
-    local.cli.run("resources", "add", "db-logical", "--type", "postgres", "--dsn", dsn,
-                  "--tag", "BackupSource=True", "--tag", "environment=logical")
+    local.cli.run(
+        "resources",
+        "add",
+        "db-logical",
+        "--type",
+        "postgres",
+        "--dsn",
+        dsn,
+        "--tag",
+        "BackupSource=True",
+        "--tag",
+        "environment=logical",
+    )
     backup = local.cli.json("backup", "start", "--resource", "db-logical", "--vault", "mavis-production", "--wait")
     assert backup["state"] == "COMPLETED", backup
     put_app_secret(local.cli, "mavis/logical/db", local.cluster.port)
@@ -274,8 +318,13 @@ def test_logical_recovery_point_is_restored_as_a_new_database_beside_the_origina
     assert report["restored"]["dbname"] == "mavis-logical-restored"
     value = secret(local.cli, "mavis/logical/db")
     assert (value["dbname"], value["port"]) == ("mavis-logical-restored", local.cluster.port)
-    restored = psycopg.connect(host="127.0.0.1", port=local.cluster.port, user="mavis",
-                               password=value["password"], dbname="mavis-logical-restored")
+    restored = psycopg.connect(
+        host="127.0.0.1",
+        port=local.cluster.port,
+        user="mavis",
+        password=value["password"],
+        dbname="mavis-logical-restored",
+    )
     with restored as conn:
         row = conn.execute(CHECKSUM).fetchone()
     assert (int(row[0]), str(row[1])) == original == checksum(local.cluster.port)

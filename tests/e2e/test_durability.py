@@ -86,8 +86,9 @@ def test_sigkill_at_each_commit_step_of_a_backup_never_corrupts_the_vault(
     cli, tree = account
     cli.backup("files")
     (tree / "d0" / "f0.bin").write_bytes(os.urandom(1_500_000))  # a new chunk to write
-    killed = cli.run("backup", "start", "--resource", "files", "--wait", "--json", env={ENV_FAULT_KILL_AT: point},
-                     ok=False)
+    killed = cli.run(
+        "backup", "start", "--resource", "files", "--wait", "--json", env={ENV_FAULT_KILL_AT: point}, ok=False
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert_consistent(cli)
     final = cli.backup("files")
@@ -106,8 +107,17 @@ def test_sigkill_full_matrix(account: tuple[Cli, Path]) -> None:
 def test_sigkill_during_restore_marks_the_job_failed(account: tuple[Cli, Path]) -> None:
     cli, tree = account
     arn = cli.backup("files")["recovery_point_arn"]
-    killed = cli.run("restore", "start", "--recovery-point", arn, "--target", str(tree.parent / "r1"), "--wait",
-                     env={ENV_FAULT_KILL_AT: "read:after-first-chunk"}, ok=False)
+    killed = cli.run(
+        "restore",
+        "start",
+        "--recovery-point",
+        arn,
+        "--target",
+        str(tree.parent / "r1"),
+        "--wait",
+        env={ENV_FAULT_KILL_AT: "read:after-first-chunk"},
+        ok=False,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     written = [p for p in (tree.parent / "r1").rglob("*") if p.is_file()]
     assert written, "the kill lands once the restore has written part of a file"

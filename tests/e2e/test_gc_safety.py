@@ -54,7 +54,8 @@ def accounts(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
     source.run("init")
     destination.run("init")
     policy = default_destination_policy(
-        source_account_ids=[account_id(source)], source_vault_arns=[vault_arn(source)],
+        source_account_ids=[account_id(source)],
+        source_vault_arns=[vault_arn(source)],
         admin_principal_arns=[root_arn(account_id(destination))],
     )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
@@ -129,8 +130,17 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     write_files(tree_s, [f"gone{n}" for n in range(4)], seed=2)
     source.run("resources", "add", "app", "--type", "directory", "--path", str(tree_s))
     p1 = source.backup("app")["recovery_point_arn"]
-    expired_copy = source.json("copy", "start", "--recovery-point", p1, "--destination-vault", destination_vault,
-                               "--delete-after", "1", "--wait")["result"]["destination_recovery_point_arn"]
+    expired_copy = source.json(
+        "copy",
+        "start",
+        "--recovery-point",
+        p1,
+        "--destination-vault",
+        destination_vault,
+        "--delete-after",
+        "1",
+        "--wait",
+    )["result"]["destination_recovery_point_arn"]
     for n in range(4):
         (tree_s / f"gone{n}").unlink()
     write_files(tree_s, [f"new{n:02}" for n in range(20)], seed=3)
@@ -142,8 +152,9 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     tree_d, tree_big = tmp_path / "tree-d", tmp_path / "tree-big"
     write_files(tree_d, [f"b{n:02}" for n in range(8)], seed=4)
     destination.run("resources", "add", "local", "--type", "directory", "--path", str(tree_d))
-    expired_backup = destination.json("backup", "start", "--resource", "local", "--delete-after", "1",
-                                      "--wait")["recovery_point_arn"]
+    expired_backup = destination.json("backup", "start", "--resource", "local", "--delete-after", "1", "--wait")[
+        "recovery_point_arn"
+    ]
     tree_big.mkdir()
     for name in ("b04", "b05"):
         shutil.copy2(tree_d / name, tree_big / name)
@@ -154,8 +165,9 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     expected = {"s": snapshot_tree(tree_s), "d": snapshot_tree(tree_d), "big": snapshot_tree(tree_big)}
 
     backup = destination.popen("backup", "start", "--resource", "big", "--wait", "--json")
-    copy = source.popen("copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault,
-                        "--wait", "--json")
+    copy = source.popen(
+        "copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault, "--wait", "--json"
+    )
     wait_until_writing(destination, JobType.BACKUP)
     with frozen(backup):
         wait_until_writing(destination, JobType.COPY)
@@ -182,8 +194,9 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     assert restores_to(destination, live_backup, tmp_path / "r-live") == expected["d"]
     assert restores_to(destination, backup_job["recovery_point_arn"], tmp_path / "r-big") == expected["big"]
     assert destination.json("verify", "--read-data")["ok"]
-    gone = destination.run("restore", "start", "--recovery-point", expired_copy, "--target",
-                           str(tmp_path / "r-gone"), "--wait", ok=False)
+    gone = destination.run(
+        "restore", "start", "--recovery-point", expired_copy, "--target", str(tmp_path / "r-gone"), "--wait", ok=False
+    )
     assert_one_line_error(gone, 2, "DELETED")
     again = destination.json("lifecycle", "run", "--now", FAR_FUTURE)
     assert again["garbage_collection"][0]["objects_deleted"] == 0  # the first collection freed it all

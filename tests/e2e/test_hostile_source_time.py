@@ -41,15 +41,23 @@ class Hostile:
 
     def forge_copy(self, creation_date: str, delete_after_days: int) -> dict[str, Any]:
         """A whole copy-in session as the attacker runs it: announce, commit (an empty stream)."""
-        announce = stolen_announcement(self.attacker, self.source, self.source_point, creation_date,
-                                       delete_after_days)
+        announce = stolen_announcement(self.attacker, self.source, self.source_point, creation_date, delete_after_days)
         session = self.attacker.start_copy_in("Default", announce)["copy_job_id"]
         return dict(self.attacker.commit_copy_in(session))
 
     def copy_for_real(self) -> str:
         point = self.source.backup("files")["recovery_point_arn"]
-        job = self.source.json("copy", "start", "--recovery-point", point, "--destination-vault",
-                               vault_arn(self.destination), "--delete-after", "30", "--wait")
+        job = self.source.json(
+            "copy",
+            "start",
+            "--recovery-point",
+            point,
+            "--destination-vault",
+            vault_arn(self.destination),
+            "--delete-after",
+            "30",
+            "--wait",
+        )
         assert job["state"] == "COMPLETED", job
         return str(job["result"]["destination_recovery_point_arn"])
 
@@ -59,9 +67,22 @@ class Hostile:
     def dr_selects(self, at_or_before: str = "") -> str:
         """The point a DR run in the destination would restore (its dry run, a select step only)."""
         runbook = self.tmp_path / "select.yaml"
-        runbook.write_text(json.dumps({"runbook": "pick", "steps": [
-            {"name": "select", "type": "select_recovery_point", "resource": "files", "vault": "Default",
-             "at_or_before": at_or_before}]}))
+        runbook.write_text(
+            json.dumps(
+                {
+                    "runbook": "pick",
+                    "steps": [
+                        {
+                            "name": "select",
+                            "type": "select_recovery_point",
+                            "resource": "files",
+                            "vault": "Default",
+                            "at_or_before": at_or_before,
+                        }
+                    ],
+                }
+            )
+        )
         plan = self.destination.json("dr", "run", str(runbook), "--dry-run")
         [step] = plan["steps"]
         assert not step["problems"], step
@@ -74,13 +95,23 @@ def hostile(tmp_path: Path) -> Iterator[Hostile]:
     source.run("init")
     destination.run("init")
     policy = default_destination_policy(
-        source_account_ids=[account_id(source)], source_vault_arns=[vault_arn(source)],
+        source_account_ids=[account_id(source)],
+        source_vault_arns=[vault_arn(source)],
         admin_principal_arns=[root_arn(account_id(destination))],
     )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
     destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
-    destination.run("vaults", "put-lock", "Default", "--min-retention-days", str(MIN_DAYS),
-                    "--max-retention-days", str(MAX_DAYS), "--changeable-for-days", "3")
+    destination.run(
+        "vaults",
+        "put-lock",
+        "Default",
+        "--min-retention-days",
+        str(MIN_DAYS),
+        "--max-retention-days",
+        str(MAX_DAYS),
+        "--changeable-for-days",
+        "3",
+    )
     make_files(tmp_path / "tree", count=3, size=50_000)
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
     with serving(destination) as server:
@@ -164,16 +195,36 @@ def test_a_pull_takes_time_from_the_receiving_account_too(hostile: Hostile) -> N
     """Copying back (CopyFromBackupVault) believes the other account's dates no more than a push does."""
     copied = hostile.copy_for_real()
     _set_creation_date(hostile.destination, copied, "2099-01-01T00:00:00+00:00")
-    refused = hostile.source.run("copy", "start", "--recovery-point", copied, "--destination-vault",
-                                 vault_arn(hostile.source), "--delete-after", "3", "--wait", ok=False)
+    refused = hostile.source.run(
+        "copy",
+        "start",
+        "--recovery-point",
+        copied,
+        "--destination-vault",
+        vault_arn(hostile.source),
+        "--delete-after",
+        "3",
+        "--wait",
+        ok=False,
+    )
     assert_one_line_error(refused, 9, "2099-01-01", "cannot come from the future")
 
     _set_creation_date(hostile.destination, copied, "2000-01-01T00:00:00+00:00")
     before = datetime.now(UTC)
-    job = hostile.source.json("copy", "start", "--recovery-point", copied, "--destination-vault",
-                              vault_arn(hostile.source), "--delete-after", "3", "--wait")
-    back = hostile.source.json("recovery-points", "describe", "--recovery-point",
-                               job["result"]["destination_recovery_point_arn"])
+    job = hostile.source.json(
+        "copy",
+        "start",
+        "--recovery-point",
+        copied,
+        "--destination-vault",
+        vault_arn(hostile.source),
+        "--delete-after",
+        "3",
+        "--wait",
+    )
+    back = hostile.source.json(
+        "recovery-points", "describe", "--recovery-point", job["result"]["destination_recovery_point_arn"]
+    )
     assert back["creation_date"].startswith("2000-01-01")  # information
     assert _at(back["arrival_date"]) >= before
     assert _at(back["calculated_lifecycle"]["delete_at"]) >= before + timedelta(days=3)

@@ -53,28 +53,41 @@ def assert_secret_free(*results: Result) -> None:
 
 
 def test_settings_show_sinks_masked_and_never_the_secret(cli: Cli, tmp_path: Path) -> None:
-    urls = (f"webhook+https://hooks.example.com/services/{SECRET}\n"
-            f"slack://T0AAAAAAA/B0BBBBBBB/{SLACK_SECRET} events=BACKUP_JOB_COMPLETED exclude_states=COMPLETED\n"
-            "# a comment\n")
+    urls = (
+        f"webhook+https://hooks.example.com/services/{SECRET}\n"
+        f"slack://T0AAAAAAA/B0BBBBBBB/{SLACK_SECRET} events=BACKUP_JOB_COMPLETED exclude_states=COMPLETED\n"
+        "# a comment\n"
+    )
     shown = put(cli, "Default", "--event", "BACKUP_JOB_COMPLETED", "--event", "copy_job_failed", "--json", urls=urls)
     assert json.loads(shown.stdout)["sinks"] == [
         {"sink": "webhook+https://hooks.example.com", "events": None, "exclude_states": None},
-        {"sink": "slack://***", "events": ["BACKUP_JOB_COMPLETED"], "exclude_states": ["COMPLETED"]}]
+        {"sink": "slack://***", "events": ["BACKUP_JOB_COMPLETED"], "exclude_states": ["COMPLETED"]},
+    ]
     got = cli.json("vaults", "get-notifications", "Default")
     assert got["events"] == ["BACKUP_JOB_COMPLETED", "COPY_JOB_FAILED"] and got["exclude_states"] == []
     plain = cli.run("vaults", "get-notifications", "Default")
     assert "hooks.example.com" in plain.stdout and "slack://***" in plain.stdout
-    assert_secret_free(shown, plain, cli.run("vaults", "describe", "Default", "--json"),
-                       cli.run("vaults", "get-notifications", "Default", "--json"))
+    assert_secret_free(
+        shown,
+        plain,
+        cli.run("vaults", "describe", "Default", "--json"),
+        cli.run("vaults", "get-notifications", "Default", "--json"),
+    )
     catalog = b"".join(path.read_bytes() for path in cli.home.glob("catalog.db*"))
     assert SECRET.encode() not in catalog and SLACK_SECRET.encode() not in catalog
 
     # From stdin, as a secret manager would pipe it.
-    piped = subprocess.run(cli.command("vaults", "put-notifications", "Default", "--event", "BACKUP_JOB_STARTED"),
-                           input=f"log://{tmp_path}/events.jsonl\n", capture_output=True, text=True, env=cli.env)
+    piped = subprocess.run(
+        cli.command("vaults", "put-notifications", "Default", "--event", "BACKUP_JOB_STARTED"),
+        input=f"log://{tmp_path}/events.jsonl\n",
+        capture_output=True,
+        text=True,
+        env=cli.env,
+    )
     assert piped.returncode == 0, piped.stderr
     assert [s["sink"] for s in cli.json("vaults", "get-notifications", "Default")["sinks"]] == [
-        f"log://{tmp_path}/events.jsonl"]
+        f"log://{tmp_path}/events.jsonl"
+    ]
 
     cli.run("vaults", "delete-notifications", "Default")
     assert cli.json("vaults", "get-notifications", "Default")["sinks"] == []
@@ -83,12 +96,18 @@ def test_settings_show_sinks_masked_and_never_the_secret(cli: Cli, tmp_path: Pat
 
 def test_bad_settings_are_refused_without_echoing_the_url(cli: Cli) -> None:
     refusals = [
-        (put(cli, "Default", "--event", "BACKUP_JOB_COMPLETED", urls=f"bogus://{SECRET}@x/y", ok=False),
-         "bogus://*** is not a URL"),
-        (put(cli, "Default", "--event", "BACKUP_JOB_DONE", urls=f"log:///tmp/{SECRET}", ok=False),
-         "unknown event BACKUP_JOB_DONE"),
-        (put(cli, "Default", "--event", "BACKUP_JOB_COMPLETED", urls=f"log:///tmp/x {SECRET}=1", ok=False),
-         "unknown sink option"),
+        (
+            put(cli, "Default", "--event", "BACKUP_JOB_COMPLETED", urls=f"bogus://{SECRET}@x/y", ok=False),
+            "bogus://*** is not a URL",
+        ),
+        (
+            put(cli, "Default", "--event", "BACKUP_JOB_DONE", urls=f"log:///tmp/{SECRET}", ok=False),
+            "unknown event BACKUP_JOB_DONE",
+        ),
+        (
+            put(cli, "Default", "--event", "BACKUP_JOB_COMPLETED", urls=f"log:///tmp/x {SECRET}=1", ok=False),
+            "unknown sink option",
+        ),
         (put(cli, "Default", "--event", "BACKUP_JOB_COMPLETED", urls="", ok=False), "no sink URLs"),
     ]
     for result, fragment in refusals:
@@ -96,15 +115,20 @@ def test_bad_settings_are_refused_without_echoing_the_url(cli: Cli) -> None:
         assert_secret_free(result)
 
 
-def test_cli_backups_reach_the_webhook_and_a_down_sink_is_retried(
-    cli: Cli, tmp_path: Path, webhook: Webhook
-) -> None:
+def test_cli_backups_reach_the_webhook_and_a_down_sink_is_retried(cli: Cli, tmp_path: Path, webhook: Webhook) -> None:
     root = tree(tmp_path)
     cli.run("resources", "add", "files", "--type", "directory", "--path", str(root))
     people = f"{webhook.url('people')} events=BACKUP_JOB_COMPLETED exclude_states=COMPLETED"
     down = Webhook()  # nothing listens on its port yet
-    put(cli, "Default", "--event", "BACKUP_JOB_STARTED", "--event", "BACKUP_JOB_COMPLETED",
-        urls=f"{webhook.url('all')}\n{people}\n{down.url('later')}\n")
+    put(
+        cli,
+        "Default",
+        "--event",
+        "BACKUP_JOB_STARTED",
+        "--event",
+        "BACKUP_JOB_COMPLETED",
+        urls=f"{webhook.url('all')}\n{people}\n{down.url('later')}\n",
+    )
 
     backup = cli.run("backup", "start", "--resource", "files", "--wait", "--json")
     job = json.loads(backup.stdout)
@@ -113,8 +137,12 @@ def test_cli_backups_reach_the_webhook_and_a_down_sink_is_retried(
     failed = cli.run("backup", "start", "--resource", "files", "--wait", ok=False)
     assert_one_line_error(failed, 4)
 
-    assert webhook.events("all") == [("BACKUP_JOB_STARTED", "RUNNING"), ("BACKUP_JOB_COMPLETED", "COMPLETED"),
-                                     ("BACKUP_JOB_STARTED", "RUNNING"), ("BACKUP_JOB_COMPLETED", "FAILED")]
+    assert webhook.events("all") == [
+        ("BACKUP_JOB_STARTED", "RUNNING"),
+        ("BACKUP_JOB_COMPLETED", "COMPLETED"),
+        ("BACKUP_JOB_STARTED", "RUNNING"),
+        ("BACKUP_JOB_COMPLETED", "FAILED"),
+    ]
     [alert] = webhook.bodies("people")
     assert (alert["event"], alert["state"], alert["resource_id"]) == ("BACKUP_JOB_COMPLETED", "FAILED", "files")
     assert str(root) in alert["error"] and alert["resource_type"] == "directory"
@@ -125,7 +153,8 @@ def test_cli_backups_reach_the_webhook_and_a_down_sink_is_retried(
         ("BACKUP_JOB_STARTED", f"webhook+http://127.0.0.1:{down.port}", 1),
         ("BACKUP_JOB_COMPLETED", f"webhook+http://127.0.0.1:{down.port}", 1),
         ("BACKUP_JOB_STARTED", f"webhook+http://127.0.0.1:{down.port}", 1),
-        ("BACKUP_JOB_COMPLETED", f"webhook+http://127.0.0.1:{down.port}", 1)]
+        ("BACKUP_JOB_COMPLETED", f"webhook+http://127.0.0.1:{down.port}", 1),
+    ]
     assert cli.json("notifications", "deliver")["attempted"] == 0  # still backing off
     down.start()
     try:
@@ -136,8 +165,14 @@ def test_cli_backups_reach_the_webhook_and_a_down_sink_is_retried(
         down.stop()
     listing = cli.run("notifications", "list", "--json")
     assert {row["delivery_status"] for row in listing.json()["notifications"]} == {"DELIVERED"}
-    assert_secret_free(backup, failed, listing, cli.run("notifications", "list"),
-                       cli.run("jobs", "describe", job["job_id"], "--json"), cli.run("jobs", "list", "--json"))
+    assert_secret_free(
+        backup,
+        failed,
+        listing,
+        cli.run("notifications", "list"),
+        cli.run("jobs", "describe", job["job_id"], "--json"),
+        cli.run("jobs", "list", "--json"),
+    )
 
 
 CONFIG = """
@@ -164,8 +199,11 @@ def test_apply_sets_notifications_from_a_sensitive_variable(cli: Cli, tmp_path: 
     planned = cli.run("plan", "-f", str(config), *secret_var, "--json")
     applied = cli.run("apply", "-f", str(config), *secret_var, "--auto-approve")
     shown = cli.json("vaults", "get-notifications", "archive")
-    assert shown["sinks"][0] == {"sink": "webhook+https://hooks.example.com", "events": None,
-                                 "exclude_states": ["COMPLETED"]}
+    assert shown["sinks"][0] == {
+        "sink": "webhook+https://hooks.example.com",
+        "events": None,
+        "exclude_states": ["COMPLETED"],
+    }
     again = cli.run("plan", "-f", str(config), *secret_var)
     assert "No changes." in again.stdout
     changed = cli.run("plan", "-f", str(config), "--var", f"alerts_url=webhook+https://hooks.example.com/{SECRET}2")
@@ -184,8 +222,10 @@ def pair(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
     source.run("init")
     destination.run("init")
     policy = default_destination_policy(
-        source_account_ids=[account_id(source)], source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))])
+        source_account_ids=[account_id(source)],
+        source_vault_arns=[vault_arn(source)],
+        admin_principal_arns=[root_arn(account_id(destination))],
+    )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
     destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tree(tmp_path)))
@@ -203,8 +243,9 @@ def test_copy_events_on_both_sides(pair: tuple[Cli, Cli, Server], tmp_path: Path
     put(destination, "Default", *copy_events, urls=f"{webhook.url('destination')}\nlog://{log}")
 
     point = source.backup("files")["recovery_point_arn"]
-    copied = source.json("copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination),
-                         "--wait")
+    copied = source.json(
+        "copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination), "--wait"
+    )
     assert copied["state"] == "COMPLETED"
     assert source_side(webhook) == [("COPY_JOB_STARTED", "RUNNING"), ("COPY_JOB_SUCCESSFUL", "COMPLETED")]
     done = webhook.bodies("source")[1]
@@ -213,21 +254,27 @@ def test_copy_events_on_both_sides(pair: tuple[Cli, Cli, Server], tmp_path: Path
     assert done["bytes_transferred"] > 0 and done["account_id"] == account_id(source)
 
     incoming = webhook.wait_for(2, "destination")
-    assert [(b["event"], b["state"]) for b in incoming] == [("COPY_JOB_STARTED", "RUNNING"),
-                                                            ("COPY_JOB_SUCCESSFUL", "COMPLETED")]
+    assert [(b["event"], b["state"]) for b in incoming] == [
+        ("COPY_JOB_STARTED", "RUNNING"),
+        ("COPY_JOB_SUCCESSFUL", "COMPLETED"),
+    ]
     assert incoming[1]["direction"] == "in" and incoming[1]["account_id"] == account_id(destination)
     assert incoming[1]["recovery_point_arn"] == done["destination_recovery_point_arn"]
     assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == [
-        "COPY_JOB_STARTED", "COPY_JOB_SUCCESSFUL"]
+        "COPY_JOB_STARTED",
+        "COPY_JOB_SUCCESSFUL",
+    ]
 
     server.stop()  # the destination is unreachable: the copy fails, and says so
-    failed = source.run("copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination),
-                        "--wait", ok=False)
+    failed = source.run(
+        "copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination), "--wait", ok=False
+    )
     assert failed.returncode == 9
     assert source_side(webhook)[2:] == [("COPY_JOB_STARTED", "RUNNING"), ("COPY_JOB_FAILED", "FAILED")]
     assert webhook.bodies("source")[3]["error"]
-    assert_secret_free(failed, source.run("notifications", "list", "--json"),
-                       destination.run("notifications", "list", "--json"))
+    assert_secret_free(
+        failed, source.run("notifications", "list", "--json"), destination.run("notifications", "list", "--json")
+    )
     assert SECRET not in server.log.read_text()
 
 

@@ -90,8 +90,16 @@ def world(accounts: Accounts, tmp_path: Path) -> World:
     earlier case changed (policy, lock, the copy's retention or the copy itself) is undone."""
     accounts.restore()
     point_id = accounts.point_arn.rsplit(":", 1)[1]
-    return World(accounts.server, accounts.source, accounts.destination, accounts.clients, point_id,
-                 accounts.point_arn, accounts.tree, tmp_path)
+    return World(
+        accounts.server,
+        accounts.source,
+        accounts.destination,
+        accounts.clients,
+        point_id,
+        accounts.point_arn,
+        accounts.tree,
+        tmp_path,
+    )
 
 
 def _cooling_off_passes(destination: Cli) -> None:
@@ -107,7 +115,8 @@ Action = Callable[[AccountClient, World], Any]
 
 ACTIONS: dict[str, Action] = {
     "copy out elsewhere": lambda c, w: c.start_copy_out(
-        w.point_id, vault_arn(w.source).replace(":backup-vault:Default", ":backup-vault:Elsewhere")),
+        w.point_id, vault_arn(w.source).replace(":backup-vault:Default", ":backup-vault:Elsewhere")
+    ),
     "delete vault": lambda c, w: c.delete_vault("Default"),
     "update lifecycle shorter": lambda c, w: c.update_recovery_point_lifecycle(w.point_id, 10),
     "change policy": lambda c, w: c.put_access_policy("Default", _allow_everything()),
@@ -117,8 +126,10 @@ ACTIONS: dict[str, Action] = {
 
 
 def _allow_everything() -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "Open", "Effect": "Allow", "Principal": "*", "Action": "backup:*", "Resource": "*"}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "Open", "Effect": "Allow", "Principal": "*", "Action": "backup:*", "Resource": "*"}],
+    }
 
 
 def _attempt(world: World, caller: str, action: str) -> type[StrongroomError] | None:
@@ -138,9 +149,14 @@ def test_callers_without_rights_destroy_nothing(world: World, caller: str) -> No
 
 
 def test_unsigned_requests_are_refused(world: World) -> None:
-    routes = [("DELETE", f"/v1/recovery-points/{world.point_id}"), ("DELETE", "/v1/vaults/Default/lock"),
-              ("DELETE", "/v1/vaults/Default"), ("PUT", "/v1/vaults/Default/access-policy"),
-              ("PUT", f"/v1/recovery-points/{world.point_id}/lifecycle"), ("GET", "/v1/vaults/Default")]
+    routes = [
+        ("DELETE", f"/v1/recovery-points/{world.point_id}"),
+        ("DELETE", "/v1/vaults/Default/lock"),
+        ("DELETE", "/v1/vaults/Default"),
+        ("PUT", "/v1/vaults/Default/access-policy"),
+        ("PUT", f"/v1/recovery-points/{world.point_id}/lifecycle"),
+        ("GET", "/v1/vaults/Default"),
+    ]
     for method, path in routes:
         answer = httpx.request(method, world.server.endpoint + path, json={"delete_after_days": 1})
         assert answer.status_code == 401, (method, path, answer.text)
@@ -179,10 +195,16 @@ def test_source_cannot_overwrite_what_the_destination_holds(world: World) -> Non
     client = world.clients["source"]
     source_point = world.source.json("recovery-points", "list")["recovery_points"][0]
     announce = {
-        "source_recovery_point_arn": source_point["recovery_point_arn"], "source_vault_arn": vault_arn(world.source),
-        "source_vault_id": _source_vault_id(world), "resource_id": "files", "resource_type": "directory",
-        "creation_date": datetime.now(UTC).isoformat(), "delete_after_days": 30, "metadata": {},
-        "streams": {"tree": {"size": 0, "chunk_count": 0}}, "source_chunk_id_key": _source_id_key(world),
+        "source_recovery_point_arn": source_point["recovery_point_arn"],
+        "source_vault_arn": vault_arn(world.source),
+        "source_vault_id": _source_vault_id(world),
+        "resource_id": "files",
+        "resource_type": "directory",
+        "creation_date": datetime.now(UTC).isoformat(),
+        "delete_after_days": 30,
+        "metadata": {},
+        "streams": {"tree": {"size": 0, "chunk_count": 0}},
+        "source_chunk_id_key": _source_id_key(world),
     }
     session = client.start_copy_in("Default", announce)["copy_job_id"]
     known = _mapped_peer_ids(world)
@@ -199,8 +221,18 @@ def test_source_cannot_overwrite_what_the_destination_holds(world: World) -> Non
 
 def test_retention_outside_the_lock_range_fails_the_copy(world: World) -> None:
     point = world.source.json("recovery-points", "list")["recovery_points"][0]["recovery_point_arn"]
-    failed = world.source.run("copy", "start", "--recovery-point", point, "--destination-vault",
-                              vault_arn(world.destination), "--delete-after", "2", "--wait", ok=False)
+    failed = world.source.run(
+        "copy",
+        "start",
+        "--recovery-point",
+        point,
+        "--destination-vault",
+        vault_arn(world.destination),
+        "--delete-after",
+        "2",
+        "--wait",
+        ok=False,
+    )
     assert_one_line_error(failed, 2, "2 days", "minimum retention of 7 days")
 
 
@@ -262,8 +294,17 @@ class Accounts:
         if relock:
             self.destination.run("vaults", "put-lock", "Default", *self.lock)
         if point is None or point != known_point:
-            job = self.source.json("copy", "start", "--recovery-point", self.source_point, "--destination-vault",
-                                   self.destination_vault, "--delete-after", "30", "--wait")
+            job = self.source.json(
+                "copy",
+                "start",
+                "--recovery-point",
+                self.source_point,
+                "--destination-vault",
+                self.destination_vault,
+                "--delete-after",
+                "30",
+                "--wait",
+            )
             self.point_arn = job["result"]["destination_recovery_point_arn"]
         if relock and self.mode == "compliance":
             _cooling_off_passes(self.destination)
@@ -311,8 +352,9 @@ def _build(mode: str, tmp_path: Path, stack: ExitStack) -> Accounts:
     destination.run("init")
     source_id, destination_id = account_id(source), account_id(destination)
     admins = [root_arn(destination_id), user_arn(destination_id, "admin")]
-    policy = default_destination_policy(source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
-                                        admin_principal_arns=admins)
+    policy = default_destination_policy(
+        source_account_ids=[source_id], source_vault_arns=[vault_arn(source)], admin_principal_arns=admins
+    )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
     lock = ["--min-retention-days", "7", "--max-retention-days", "365"]
     if mode == "compliance":
@@ -331,8 +373,17 @@ def _build(mode: str, tmp_path: Path, stack: ExitStack) -> Accounts:
     }
     for client in clients.values():
         stack.callback(client.close)
-    built = Accounts(mode, server, source, destination, clients, tree, tmp_path / "policy.json", lock,
-                     source_point=source.backup("files")["recovery_point_arn"],
-                     destination_vault=vault_arn(destination))
+    built = Accounts(
+        mode,
+        server,
+        source,
+        destination,
+        clients,
+        tree,
+        tmp_path / "policy.json",
+        lock,
+        source_point=source.backup("files")["recovery_point_arn"],
+        destination_vault=vault_arn(destination),
+    )
     built.restore()  # the policy, the lock, the copy and, in compliance mode, the cooling-off period passes
     return built

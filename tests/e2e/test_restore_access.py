@@ -95,8 +95,9 @@ def secured(pg_cluster: PgCluster) -> Iterator[Secured]:
     suffix = secrets.token_hex(3)
     world = Secured(pg_cluster, "", f"owner_{suffix}", f"app_{suffix}", f"outsider_{suffix}")
     world.database = pg_cluster.create_database(world.new_database_name("secured"))
-    pg_cluster.execute(f"CREATE ROLE {world.owner} NOLOGIN; CREATE ROLE {world.app} LOGIN; "
-                       f"CREATE ROLE {world.outsider} LOGIN")
+    pg_cluster.execute(
+        f"CREATE ROLE {world.owner} NOLOGIN; CREATE ROLE {world.app} LOGIN; CREATE ROLE {world.outsider} LOGIN"
+    )
     try:
         pg_cluster.execute(SECURED_SCHEMA.format(owner=world.owner, app=world.app), dbname=world.database)
         yield world
@@ -159,22 +160,38 @@ def test_a_default_restore_keeps_owners_grants_and_revokes_so_an_outsider_gains_
     assert secured.as_role(app, target, "SELECT public.purge_patient(1)") == [(secured.owner,)]
     assert secured.as_role(app, target, "SELECT count(name) FROM clinic.patients") == [(50,)]
     assert (job["result"]["owners"], job["result"]["privileges"], job["result"]["roles_checked"]) == (
-        "kept", "kept", True)
+        "kept",
+        "kept",
+        True,
+    )
 
 
-def test_dropping_owners_and_privileges_is_explicit_and_its_help_says_what_it_opens(
-    cli: Cli, secured: Secured
-) -> None:
+def test_dropping_owners_and_privileges_is_explicit_and_its_help_says_what_it_opens(cli: Cli, secured: Secured) -> None:
     help_text = " ".join(cli.run("restore", "start", "--help", env={"COLUMNS": "400"}).stdout.split())
-    for fragment in ("--no-owners", "owned by the restoring role", "SECURITY DEFINER functions then run with its "
-                     "rights", "--no-privileges", "every REVOKE from PUBLIC is lost", "PostgreSQL's defaults apply",
-                     "may EXECUTE every function"):
+    for fragment in (
+        "--no-owners",
+        "owned by the restoring role",
+        "SECURITY DEFINER functions then run with its rights",
+        "--no-privileges",
+        "every REVOKE from PUBLIC is lost",
+        "PostgreSQL's defaults apply",
+        "may EXECUTE every function",
+    ):
         assert fragment in help_text, fragment
 
     arn = backed_up(cli, secured)
     target = secured.new_database_name("opened")
-    job = cli.json("restore", "start", "--recovery-point", arn, "--target", secured.cluster.dsn(target),
-                   "--no-owners", "--no-privileges", "--wait")
+    job = cli.json(
+        "restore",
+        "start",
+        "--recovery-point",
+        arn,
+        "--target",
+        secured.cluster.dsn(target),
+        "--no-owners",
+        "--no-privileges",
+        "--wait",
+    )
     assert job["state"] == "COMPLETED", job
     assert (job["result"]["owners"], job["result"]["privileges"]) == ("restoring user", "not restored")
     assert job["parameters"]["options"] == {"no_owners": True, "no_privileges": True}
@@ -191,18 +208,35 @@ def test_a_server_without_the_roles_is_refused_before_anything_is_created(
     arn = backed_up(cli, secured)
     where = f"127.0.0.1:{bare_cluster.port}"
 
-    result = cli.run("restore", "start", "--recovery-point", arn, "--target", bare_cluster.dsn("clinic_copy"),
-                     "--wait", ok=False)
-    assert_one_line_error(result, 5, f"{where} lacks the roles the dump names: ", f"{secured.app} (grants)",
-                          f"{secured.owner} (owner, grants)", "CREATE ROLE", "--no-owners --no-privileges")
+    result = cli.run(
+        "restore", "start", "--recovery-point", arn, "--target", bare_cluster.dsn("clinic_copy"), "--wait", ok=False
+    )
+    assert_one_line_error(
+        result,
+        5,
+        f"{where} lacks the roles the dump names: ",
+        f"{secured.app} (grants)",
+        f"{secured.owner} (owner, grants)",
+        "CREATE ROLE",
+        "--no-owners --no-privileges",
+    )
     assert secured.outsider not in result.stderr
     assert bare_cluster.query("SELECT count(*) FROM pg_database WHERE datname = 'clinic_copy'") == [(0,)]
     jobs = cli.json("jobs", "list", "--type", "RESTORE")["jobs"]
     assert [job["state"] for job in jobs] == ["FAILED"]
 
     # Dropping owners alone still leaves the grants' roles missing: only those are named now.
-    result = cli.run("restore", "start", "--recovery-point", arn, "--target", bare_cluster.dsn("clinic_copy"),
-                     "--no-owners", "--wait", ok=False)
+    result = cli.run(
+        "restore",
+        "start",
+        "--recovery-point",
+        arn,
+        "--target",
+        bare_cluster.dsn("clinic_copy"),
+        "--no-owners",
+        "--wait",
+        ok=False,
+    )
     assert_one_line_error(result, 5, f"{where} lacks the roles the dump names: ", "restore with --no-privileges")
     assert bare_cluster.query("SELECT count(*) FROM pg_database WHERE datname = 'clinic_copy'") == [(0,)]
 
@@ -247,8 +281,13 @@ def test_a_runbook_restore_gives_what_restore_start_gives(
     assert refused(lambda: secured.as_role(secured.outsider, identifier, "SELECT public.purge_patient(1)"))
 
     elsewhere = cli.run("dr", "run", runbook(tmp_path, "clinic_dr"), "--var", f"SERVER={bare_cluster.dsn()}", ok=False)
-    assert_one_line_error(elsewhere, 5, f"127.0.0.1:{bare_cluster.port} lacks the roles the dump names: ",
-                          f"{secured.owner} (owner, grants)", "no_owners: true, no_privileges: true")
+    assert_one_line_error(
+        elsewhere,
+        5,
+        f"127.0.0.1:{bare_cluster.port} lacks the roles the dump names: ",
+        f"{secured.owner} (owner, grants)",
+        "no_owners: true, no_privileges: true",
+    )
     assert bare_cluster.query("SELECT count(*) FROM pg_database WHERE datname = 'clinic_dr'") == [(0,)]
 
     opened = runbook(tmp_path, "clinic_dr_opened", "\n    no_owners: true\n    no_privileges: true")

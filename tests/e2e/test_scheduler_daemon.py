@@ -62,20 +62,35 @@ def test_a_completed_backup_starts_the_rules_copy_actions_and_failed_copies_are_
 ) -> None:
     destination = Cli(tmp_path / "destination")
     destination.run("init")
-    (tmp_path / "destination.yaml").write_text(yaml.safe_dump(destination_config(source.account_id,
-                                                                                 ["offsite", "archive"])))
+    (tmp_path / "destination.yaml").write_text(
+        yaml.safe_dump(destination_config(source.account_id, ["offsite", "archive"]))
+    )
     destination.run("apply", "-f", str(tmp_path / "destination.yaml"), "--auto-approve")
-    arn = {name: destination.json("vaults", "describe", name)["backup_vault_arn"]
-           for name in ("offsite", "archive", "closed")}
+    arn = {
+        name: destination.json("vaults", "describe", name)["backup_vault_arn"]
+        for name in ("offsite", "archive", "closed")
+    }
     with serving(destination) as server:
-        register(Cli(source.home), "destination", server,
-                 issue_credential(destination, "copier", "--account-id", source.account_id))
-        rule = {"name": "hourly", "schedule": "cron(0 * * * ? *)", "lifecycle": {"delete_after": 14},
-                "copy_action": {"delete_after": 30},
-                "copy_actions": [{"destination_vault_arn": arn["archive"], "delete_after": 90},
-                                 {"destination_vault_arn": arn["closed"]}]}  # its policy lets nobody copy in
-        config = {"destination": {"vault_arn": arn["offsite"]},
-                  "backup_plans": {"hourly": {"selection_tag": "backup", "rules": [rule]}}}
+        register(
+            Cli(source.home),
+            "destination",
+            server,
+            issue_credential(destination, "copier", "--account-id", source.account_id),
+        )
+        rule = {
+            "name": "hourly",
+            "schedule": "cron(0 * * * ? *)",
+            "lifecycle": {"delete_after": 14},
+            "copy_action": {"delete_after": 30},
+            "copy_actions": [
+                {"destination_vault_arn": arn["archive"], "delete_after": 90},
+                {"destination_vault_arn": arn["closed"]},
+            ],
+        }  # its policy lets nobody copy in
+        config = {
+            "destination": {"vault_arn": arn["offsite"]},
+            "backup_plans": {"hourly": {"selection_tag": "backup", "rules": [rule]}},
+        }
         (tmp_path / "source.yaml").write_text(yaml.safe_dump(config))
         apply_config(source, tmp_path / "source.yaml")
         scheduler = Scheduler(source)
@@ -93,13 +108,17 @@ def test_a_completed_backup_starts_the_rules_copy_actions_and_failed_copies_are_
 
     assert run.state == "COMPLETED"
     assert [(copies[arn[n]]["state"], copies[arn[n]]["attempts"]) for n in ("offsite", "archive", "closed")] == [
-        ("COMPLETED", 1), ("COMPLETED", 1), ("FAILED", 3)]
+        ("COMPLETED", 1),
+        ("COMPLETED", 1),
+        ("FAILED", 3),
+    ]
     assert "CopyIntoBackupVault" in copies[arn["closed"]]["message"]
     backup = source.catalog.get_recovery_point(run.details["recovery_point_arn"])
     assert backup.delete_after_days == 14 and backup.creation_date == START.replace(hour=1, minute=0).isoformat()
     for name, days in (("offsite", 30), ("archive", 90)):
-        copied = destination.json("recovery-points", "describe", "--recovery-point",
-                                  copies[arn[name]]["destination_recovery_point_arn"])
+        copied = destination.json(
+            "recovery-points", "describe", "--recovery-point", copies[arn[name]]["destination_recovery_point_arn"]
+        )
         assert copied["backup_vault_name"] == name and copied["lifecycle"]["delete_after_days"] == days
         assert copied["creation_date"] == backup.creation_date  # kept as the source said (its retention counts
         # from its arrival, by the destination's clock: docs/lifecycle.md)
@@ -113,16 +132,23 @@ def test_serve_scheduler_only_fires_a_plan_with_spawned_jobs_and_stops_cleanly_o
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "a.txt").write_text("a" * 1000)
-    config = {"resources": {"files": {"type": "directory", "settings": {"path": str(tree)},
-                                      "tags": {"backup": "True"}}},
-              "backup_plans": {"minutely": {"selection_tag": "backup",
-                                            "rules": [{"name": "minutely", "schedule": "rate(1 minute)"}]}}}
+    config = {
+        "resources": {"files": {"type": "directory", "settings": {"path": str(tree)}, "tags": {"backup": "True"}}},
+        "backup_plans": {
+            "minutely": {"selection_tag": "backup", "rules": [{"name": "minutely", "schedule": "rate(1 minute)"}]}
+        },
+    }
     (tmp_path / "account.yaml").write_text(yaml.safe_dump(config))
     cli.run("apply", "-f", str(tmp_path / "account.yaml"), "--auto-approve")
     log = tmp_path / "daemon.log"
     with open(log, "w") as sink:
-        daemon = subprocess.Popen(cli.command("serve", "--scheduler-only", "--poll-seconds", "0.2"), env=cli.env,
-                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            cli.command("serve", "--scheduler-only", "--poll-seconds", "0.2"),
+            env=cli.env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         holder = _wait_for(lambda: cli.json("plans", "list")["scheduler"]["lease_holder"], 30, log)
         run = _wait_for(lambda: _completed_run(cli), 90, log)  # rate(1 minute) fires at the next whole minute
@@ -171,4 +197,3 @@ def _wait_for(probe: Any, timeout: float, log: Path) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out; daemon log:\n{log.read_text()}")
-

@@ -43,16 +43,16 @@ def clock() -> Iterator[ManualClock]:
 @pytest.fixture
 def account(tmp_path: Path, clock: ManualClock, pg_cluster: PgCluster, pg_database: str) -> Iterator[Account]:
     pg_cluster.execute("CREATE TABLE visits (id serial PRIMARY KEY, patient text)", dbname=pg_database)
-    pg_cluster.execute("INSERT INTO visits (patient) SELECT 'p' || i FROM generate_series(1, 50) i",
-                       dbname=pg_database)
+    pg_cluster.execute("INSERT INTO visits (patient) SELECT 'p' || i FROM generate_series(1, 50) i", dbname=pg_database)
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "a.txt").write_text("files " * 1000)
     rule = {"name": "nightly", "schedule": "cron(0 1 * * ? *)", "start_window": 60, "completion_window": 120}
     config = {
-        "resources": {"db": {"type": "postgres", "settings": {"dsn": pg_cluster.dsn(pg_database)},
-                             "tags": {"backup": "True"}},
-                      "files": {"type": "directory", "settings": {"path": str(tree)}, "tags": {"backup": "True"}}},
+        "resources": {
+            "db": {"type": "postgres", "settings": {"dsn": pg_cluster.dsn(pg_database)}, "tags": {"backup": "True"}},
+            "files": {"type": "directory", "settings": {"path": str(tree)}, "tags": {"backup": "True"}},
+        },
         "backup_plans": {"nightly": {"selection_tag": "backup", "rules": [rule]}},
     }
     (tmp_path / "account.yaml").write_text(yaml.safe_dump(config))
@@ -89,8 +89,11 @@ def wait_until(probe: Callable[[], Any], timeout: float = 30) -> Any:
 
 
 def waiting_for_lock(cluster: PgCluster, dbname: str) -> bool:
-    rows = cluster.query("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                         " WHERE NOT l.granted AND a.datname = %s", (dbname,))
+    rows = cluster.query(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE NOT l.granted AND a.datname = %s",
+        (dbname,),
+    )
     return bool(rows[0][0])
 
 

@@ -15,8 +15,14 @@ from tests.integration.test_secrets import swap_sealed_values
 from tests.support.cli import Cli, assert_one_line_error
 
 PASSWORD = "Pw-9d2e[bold]-never-shown"
-RDS = {"engine": "postgres", "host": "127.0.0.1", "port": 5433, "username": "mavis", "password": PASSWORD,
-       "dbname": "mavis"}
+RDS = {
+    "engine": "postgres",
+    "host": "127.0.0.1",
+    "port": 5433,
+    "username": "mavis",
+    "password": PASSWORD,
+    "dbname": "mavis",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +33,14 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
 
 
 def put_stdin(cli: Cli, name: str, value: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli.command("secrets", "put", name, *extra), input=value, capture_output=True, text=True,
-                          env=cli.env, timeout=120)
+    return subprocess.run(
+        cli.command("secrets", "put", name, *extra),
+        input=value,
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=120,
+    )
 
 
 def test_round_trip_through_stdin_and_the_environment(cli: Cli) -> None:
@@ -55,8 +67,11 @@ def test_list_shows_names_and_versions_never_values(cli: Cli) -> None:
     table = cli.run("secrets", "list").stdout
     listed = cli.json("secrets", "list")["secrets"]
     row = next(r for r in listed if r["name"] == "listed")
-    assert "listed" in table and row["version"] == 1 and set(row) == {
-        "name", "version", "previous_version", "created_at", "updated_at"}
+    assert (
+        "listed" in table
+        and row["version"] == 1
+        and set(row) == {"name", "version", "previous_version", "created_at", "updated_at"}
+    )
     for text in (table, json.dumps(listed)):
         assert "listed-value-4711" not in text
 
@@ -93,8 +108,9 @@ def test_export_writes_a_0600_file_once(cli: Cli, tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert json.loads(target.read_text()) == RDS
     assert target.read_text() == cli.run("secrets", "get", "exported", "--json").stdout
-    assert_one_line_error(cli.run("secrets", "export", "exported", "--file", str(target), ok=False), 2,
-                          "already exists", "--force")
+    assert_one_line_error(
+        cli.run("secrets", "export", "exported", "--file", str(target), ok=False), 2, "already exists", "--force"
+    )
     cli.run("secrets", "export", "exported", "--file", str(target), "--force")
 
 

@@ -29,17 +29,28 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
     destination.run("init")
     source.run("init")
     # Step 3: the destination's configuration, given the source account's id; it outputs the vault ARN.
-    destination.run("apply", "-f", str(EXAMPLES / "destination" / "destination.yaml"),
-                    "--var-file", str(EXAMPLES / "destination" / "env" / "production.yaml"),
-                    "--var", f"source_account_id={account_id(source)}", "--auto-approve")
+    destination.run(
+        "apply",
+        "-f",
+        str(EXAMPLES / "destination" / "destination.yaml"),
+        "--var-file",
+        str(EXAMPLES / "destination" / "env" / "production.yaml"),
+        "--var",
+        f"source_account_id={account_id(source)}",
+        "--auto-approve",
+    )
     destination_vault = destination.run("output", "destination_vault_arn", "--raw").stdout.strip()
     assert destination_vault.endswith(":backup-vault:mavis-destination")
     assert destination.json("vaults", "describe", "mavis-destination")["lock_mode"] == "compliance"
     # Step 4: the ARN goes into the source's var file.
     database = sample_database(pg_cluster, pg_databases("mavis", create=False), create=True)
     values = yaml.safe_load((EXAMPLES / "source" / "env" / "production.yaml").read_text())
-    values.update(destination_vault_arn=destination_vault, database_dsn=pg_cluster.dsn(database),
-                  people_notification_url=f"log://{tmp_path}/people.jsonl", events_log=f"log://{tmp_path}/events.jsonl")
+    values.update(
+        destination_vault_arn=destination_vault,
+        database_dsn=pg_cluster.dsn(database),
+        people_notification_url=f"log://{tmp_path}/people.jsonl",
+        events_log=f"log://{tmp_path}/events.jsonl",
+    )
     var_file = tmp_path / "source-production.yaml"
     var_file.write_text(yaml.safe_dump(values))
 
@@ -48,13 +59,15 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
         credential = issue_credential(destination, "source-copier", "--account-id", account_id(source))
         register(source, "destination", destination_api, credential)
         # Step 5: the source's configuration.
-        source.run("apply", "-f", str(EXAMPLES / "source" / "source.yaml"), "--var-file", str(var_file),
-                   "--auto-approve")
+        source.run(
+            "apply", "-f", str(EXAMPLES / "source" / "source.yaml"), "--var-file", str(var_file), "--auto-approve"
+        )
         again = source.run("plan", "-f", str(EXAMPLES / "source" / "source.yaml"), "--var-file", str(var_file))
         assert "No changes" in again.stdout
 
-        backup = source.json("backup", "start", "--resource", "mavis-db", "--vault", "mavis-production",
-                             "--delete-after", "60", "--wait")
+        backup = source.json(
+            "backup", "start", "--resource", "mavis-db", "--vault", "mavis-production", "--delete-after", "60", "--wait"
+        )
         assert backup["state"] == "COMPLETED", backup
         job = source.json("copy", "start", "--recovery-point", backup["recovery_point_arn"], "--wait")
         assert job["state"] == "COMPLETED", job
@@ -68,15 +81,18 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
         shutil.rmtree(source.home)
 
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert {(e["event"], e["state"]) for e in events} >= {("BACKUP_JOB_COMPLETED", "COMPLETED"),
-                                                          ("COPY_JOB_SUCCESSFUL", "COMPLETED")}
+    assert {(e["event"], e["state"]) for e in events} >= {
+        ("BACKUP_JOB_COMPLETED", "COMPLETED"),
+        ("COPY_JOB_SUCCESSFUL", "COMPLETED"),
+    }
     assert not (tmp_path / "people.jsonl").exists()  # people hear only of what did not complete
 
     refused = destination.run("recovery-points", "delete", copied, ok=False)
     assert_one_line_error(refused, 8, "compliance")
     target = pg_databases("mavis_restored", create=False)
-    restore = destination.json("restore", "start", "--recovery-point", copied, "--target", pg_cluster.dsn(target),
-                               "--wait")
+    restore = destination.json(
+        "restore", "start", "--recovery-point", copied, "--target", pg_cluster.dsn(target), "--wait"
+    )
     assert restore["state"] == "COMPLETED", restore
     assert (table_checksums(pg_cluster, target), schema_fingerprint(pg_cluster, target)) == expected
     assert destination.json("verify", "--read-data")["ok"]

@@ -51,9 +51,14 @@ class Destination:
         source_vault = f"arn:strongroom:backup:local:{SOURCE_ACCOUNT}:backup-vault:Default"
         return {
             "source_recovery_point_arn": source_vault.replace("backup-vault:Default", "recovery-point:p1"),
-            "source_vault_arn": source_vault, "source_vault_id": "v" * 32, "resource_id": "files",
-            "resource_type": "directory", "creation_date": creation_date or datetime.now(UTC).isoformat(),
-            "delete_after_days": 30, "metadata": {}, "streams": {"tree": {"size": 0, "chunk_count": 0}},
+            "source_vault_arn": source_vault,
+            "source_vault_id": "v" * 32,
+            "resource_id": "files",
+            "resource_type": "directory",
+            "creation_date": creation_date or datetime.now(UTC).isoformat(),
+            "delete_after_days": 30,
+            "metadata": {},
+            "streams": {"tree": {"size": 0, "chunk_count": 0}},
             "source_chunk_id_key": base64.b64encode(b"k" * 32).decode(),
         }
 
@@ -146,8 +151,10 @@ def _signed_head(destination: Destination, method: str, path: str, length: int |
     canonical = signing.canonical_request(method, path, "", timestamp, nonce, body_sha256)
     headers = {
         "authorization": f"{signing.ALGORITHM} Credential={destination.key_id}, "
-                         f"Signature={signing.signature(destination.secret, canonical)}",
-        signing.DATE_HEADER: timestamp, signing.NONCE_HEADER: nonce, signing.BODY_HEADER: body_sha256,
+        f"Signature={signing.signature(destination.secret, canonical)}",
+        signing.DATE_HEADER: timestamp,
+        signing.NONCE_HEADER: nonce,
+        signing.BODY_HEADER: body_sha256,
     }
     return _head(method, path, headers, length)
 
@@ -174,8 +181,9 @@ FLOOD_CONNECTIONS = 4
 GROWTH_LIMIT = 48 * MiB  # well below one flood body; main grew by more than the body on the first one
 
 
-def test_a_flood_of_unsigned_and_oversized_bodies_leaves_the_server_small(destination: Destination,
-                                                                          server: Server) -> None:
+def test_a_flood_of_unsigned_and_oversized_bodies_leaves_the_server_small(
+    destination: Destination, server: Server
+) -> None:
     """Rounds of unsigned bodies and of signed bodies larger than their route allows, several connections
     at once: each is refused (401 / 413) after a few MiB at most, and the server's peak memory stays far
     below one body. The flood stops as soon as the server grows past the limit, so on a server that
@@ -187,12 +195,26 @@ def test_a_flood_of_unsigned_and_oversized_bodies_leaves_the_server_small(destin
     kinds = {
         "unsigned, announced": (lambda: _head("POST", "/v1/copy-in/x/chunks", {}, FLOOD_BODY), False, 401),
         "unsigned, chunked": (lambda: _head("PUT", "/v1/vaults/Default/access-policy", {}, None), True, 401),
-        "wrong signature": (lambda: _head("POST", "/v1/copy-in/x/chunks", destination.headers(
-            "POST", "/v1/copy-in/x/chunks", secret="not-the-secret"), FLOOD_BODY), False, 401),
+        "wrong signature": (
+            lambda: _head(
+                "POST",
+                "/v1/copy-in/x/chunks",
+                destination.headers("POST", "/v1/copy-in/x/chunks", secret="not-the-secret"),
+                FLOOD_BODY,
+            ),
+            False,
+            401,
+        ),
         "signed, announced too large": (
-            lambda: _signed_head(destination, "POST", "/v1/copy-in/x/chunks", FLOOD_BODY, zeros), False, 413),
+            lambda: _signed_head(destination, "POST", "/v1/copy-in/x/chunks", FLOOD_BODY, zeros),
+            False,
+            413,
+        ),
         "signed, chunked too large": (
-            lambda: _signed_head(destination, "POST", "/v1/copy-in/x/missing", None, zeros), True, 413),
+            lambda: _signed_head(destination, "POST", "/v1/copy-in/x/missing", None, zeros),
+            True,
+            413,
+        ),
     }
     sent_total = 0
     with ThreadPoolExecutor(FLOOD_CONNECTIONS) as pool:
@@ -216,8 +238,9 @@ SIGNED_BODY = 24 * MiB  # within the chunk frames route's limit: read to the end
 SIGNED_CONNECTIONS = 12
 
 
-def test_a_flood_of_signed_bodies_within_their_limit_shares_one_memory_budget(destination: Destination,
-                                                                             server: Server) -> None:
+def test_a_flood_of_signed_bodies_within_their_limit_shares_one_memory_budget(
+    destination: Destination, server: Server
+) -> None:
     """A compromised source holds a valid credential: many large signed bodies at once are all read (and
     refused, there is no such session), but they queue for one budget of body bytes instead of each
     taking memory; the server's peak stays far below what they add up to."""
@@ -227,16 +250,20 @@ def test_a_flood_of_signed_bodies_within_their_limit_shares_one_memory_budget(de
     zeros = _zeros_sha256(SIGNED_BODY)
     path = "/v1/copy-in/no-such-session/chunks"
     with ThreadPoolExecutor(SIGNED_CONNECTIONS) as pool:
-        attempts = list(pool.map(lambda _: _send(server.port, _signed_head(destination, "POST", path, SIGNED_BODY,
-                                                                             zeros), SIGNED_BODY),
-                                 range(SIGNED_CONNECTIONS)))
+        attempts = list(
+            pool.map(
+                lambda _: _send(server.port, _signed_head(destination, "POST", path, SIGNED_BODY, zeros), SIGNED_BODY),
+                range(SIGNED_CONNECTIONS),
+            )
+        )
     assert [a.status for a in attempts] == [404] * SIGNED_CONNECTIONS, attempts  # read, checked, then refused
     growth = _peak_rss(pid) - baseline
     assert growth < SIGNED_CONNECTIONS * SIGNED_BODY // 2, f"the server grew by {growth // MiB} MiB"
 
 
-def test_unsigned_and_oversized_requests_are_refused_before_the_body_is_read(destination: Destination,
-                                                                           server: Server) -> None:
+def test_unsigned_and_oversized_requests_are_refused_before_the_body_is_read(
+    destination: Destination, server: Server
+) -> None:
     """Headers alone decide: the answers below arrive although not one byte of the announced body was sent,
     and each closes the connection so the body is never read afterwards either."""
     gib = 1 << 30
@@ -333,21 +360,35 @@ def _deep(levels: int) -> bytes:
     return b'{"policy": ' + b"[" * levels + b"]" * levels + b"}"
 
 
-@pytest.mark.parametrize(("name", "method", "path", "body", "message"), [
-    ("nested past the parser", "PUT", "/v1/vaults/Default/access-policy", _deep(100_000), "nested deeper"),
-    ("nested below the parser", "PUT", "/v1/vaults/Default/access-policy", _deep(500), "nested deeper"),
-    ("not an object", "PUT", "/v1/vaults/Default/lock", b"[1, 2]", "not a JSON object"),
-    ("not JSON", "PUT", "/v1/vaults/Default/lock", b"\xff\xfe{", "not JSON"),
-    ("huge integer", "PUT", "/v1/recovery-points/x/lifecycle", b'{"delete_after_days": 1' + b"0" * 40 + b"}",
-     "integer out of range"),
-    ("integer past Python's digit limit", "PUT", "/v1/recovery-points/x/lifecycle",
-     b'{"delete_after_days": ' + b"9" * 5000 + b"}", "integer out of range"),
-    ("NaN", "PUT", "/v1/recovery-points/x/lifecycle", b'{"delete_after_days": NaN}', "not a JSON number"),
-    ("float overflow", "PUT", "/v1/vaults/Default/lock", b'{"min_retention_days": 1e999}', "out of range"),
-    ("boolean days", "PUT", "/v1/recovery-points/x/lifecycle", b'{"delete_after_days": true}', "whole number"),
-])
-def test_malformed_bodies_are_bad_input(destination: Destination, server: Server, name: str, method: str,
-                                        path: str, body: bytes, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "method", "path", "body", "message"),
+    [
+        ("nested past the parser", "PUT", "/v1/vaults/Default/access-policy", _deep(100_000), "nested deeper"),
+        ("nested below the parser", "PUT", "/v1/vaults/Default/access-policy", _deep(500), "nested deeper"),
+        ("not an object", "PUT", "/v1/vaults/Default/lock", b"[1, 2]", "not a JSON object"),
+        ("not JSON", "PUT", "/v1/vaults/Default/lock", b"\xff\xfe{", "not JSON"),
+        (
+            "huge integer",
+            "PUT",
+            "/v1/recovery-points/x/lifecycle",
+            b'{"delete_after_days": 1' + b"0" * 40 + b"}",
+            "integer out of range",
+        ),
+        (
+            "integer past Python's digit limit",
+            "PUT",
+            "/v1/recovery-points/x/lifecycle",
+            b'{"delete_after_days": ' + b"9" * 5000 + b"}",
+            "integer out of range",
+        ),
+        ("NaN", "PUT", "/v1/recovery-points/x/lifecycle", b'{"delete_after_days": NaN}', "not a JSON number"),
+        ("float overflow", "PUT", "/v1/vaults/Default/lock", b'{"min_retention_days": 1e999}', "out of range"),
+        ("boolean days", "PUT", "/v1/recovery-points/x/lifecycle", b'{"delete_after_days": true}', "whole number"),
+    ],
+)
+def test_malformed_bodies_are_bad_input(
+    destination: Destination, server: Server, name: str, method: str, path: str, body: bytes, message: str
+) -> None:
     headers = destination.headers(method, path, body)
     answer = httpx.request(method, server.endpoint + path, content=body, headers=headers)
     assert answer.status_code == 400, (name, answer.status_code, answer.text)
@@ -381,7 +422,8 @@ def test_a_copy_out_asking_for_too_much_at_once_is_refused(tmp_path: Path) -> No
     destination.run("init")
     source_id = account_id(source)
     policy = default_destination_policy(
-        source_account_ids=[source_id], source_vault_arns=[vault_arn(source)],
+        source_account_ids=[source_id],
+        source_vault_arns=[vault_arn(source)],
         admin_principal_arns=[root_arn(account_id(destination))],
     )
     (tmp_path / "policy.json").write_text(json.dumps(policy))
@@ -392,8 +434,9 @@ def test_a_copy_out_asking_for_too_much_at_once_is_refused(tmp_path: Path) -> No
     with serving(destination) as running:
         register(source, "destination", running, credential)
         point = source.backup("files")["recovery_point_arn"]
-        job = source.json("copy", "start", "--recovery-point", point, "--destination-vault",
-                          vault_arn(destination), "--wait")
+        job = source.json(
+            "copy", "start", "--recovery-point", point, "--destination-vault", vault_arn(destination), "--wait"
+        )
         copied = job["result"]["destination_recovery_point_arn"].rsplit(":", 1)[1]
         with AccountClient(running.endpoint, credential["access_key_id"], credential["secret_access_key"]) as client:
             session = client.start_copy_out(copied, vault_arn(source))

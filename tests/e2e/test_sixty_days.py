@@ -142,8 +142,7 @@ def test_sixty_days_of_the_seeds_production_plan_with_copies_and_retention_in_bo
     clock = ManualClock(today - timedelta(days=SIMULATED_DAYS + 30))
     arrivals_from = datetime.now(UTC)
     database = pg_databases("mavis")
-    pg_cluster.execute("CREATE TABLE vaccinations (id serial PRIMARY KEY, patient text, given_on int)",
-                       dbname=database)
+    pg_cluster.execute("CREATE TABLE vaccinations (id serial PRIMARY KEY, patient text, given_on int)", dbname=database)
     destination = Cli(tmp_path / "destination")
     destination.run("init")
     with model.driven_clock(clock):
@@ -152,15 +151,21 @@ def test_sixty_days_of_the_seeds_production_plan_with_copies_and_retention_in_bo
         try:
             vault_arn = _bootstrap_destination(tmp_path, destination, source)
             with serving(destination) as server:
-                source_config = _bootstrap_source(tmp_path, source, destination, server, vault_arn,
-                                                  pg_cluster.dsn(database))
+                source_config = _bootstrap_source(
+                    tmp_path, source, destination, server, vault_arn, pg_cluster.dsn(database)
+                )
 
                 def add_data(day: int) -> None:
-                    pg_cluster.execute("INSERT INTO vaccinations (patient, given_on) SELECT 'patient ' || i, %s"
-                                       " FROM generate_series(1, 20) i", (day,), dbname=database)
+                    pg_cluster.execute(
+                        "INSERT INTO vaccinations (patient, given_on) SELECT 'patient ' || i, %s"
+                        " FROM generate_series(1, 20) i",
+                        (day,),
+                        dbname=database,
+                    )
 
-                simulation = Simulation(source, destination, clock, clock.moment, add_data,
-                                        lambda: _disable_plan(source, *source_config))
+                simulation = Simulation(
+                    source, destination, clock, clock.moment, add_data, lambda: _disable_plan(source, *source_config)
+                )
                 simulation.run()
                 _check_the_end(simulation, arrivals_from)
                 assert server.process.poll() is None
@@ -178,9 +183,16 @@ def _bootstrap_destination(tmp_path: Path, destination: Cli, source: Account) ->
     values = {key: value for key, value in values.items() if not key.startswith("lock_")}
     (tmp_path / "destination.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "destination-values.yaml").write_text(yaml.safe_dump(values))
-    destination.run("apply", "-f", str(tmp_path / "destination.yaml"), "--var-file",
-                    str(tmp_path / "destination-values.yaml"), "--var", f"source_account_id={source.account_id}",
-                    "--auto-approve")
+    destination.run(
+        "apply",
+        "-f",
+        str(tmp_path / "destination.yaml"),
+        "--var-file",
+        str(tmp_path / "destination-values.yaml"),
+        "--var",
+        f"source_account_id={source.account_id}",
+        "--auto-approve",
+    )
     described = destination.json("vaults", "describe", "mavis-destination")
     assert described["access_policy"] and not described["locked"]
     return destination.run("output", "destination_vault_arn", "--raw").stdout.strip()
@@ -189,18 +201,29 @@ def _bootstrap_destination(tmp_path: Path, destination: Cli, source: Account) ->
 def _bootstrap_source(
     tmp_path: Path, source: Account, destination: Cli, server: Server, vault_arn: str, dsn: str
 ) -> tuple[dict[str, Any], Path]:
-    register(Cli(source.home), "destination", server,
-             issue_credential(destination, "source-copier", "--account-id", source.account_id))
+    register(
+        Cli(source.home),
+        "destination",
+        server,
+        issue_credential(destination, "source-copier", "--account-id", source.account_id),
+    )
     assert account_id(destination) == vault_arn.split(":")[4]
     values = yaml.safe_load((EXAMPLES / "source" / "env" / "production.yaml").read_text())
-    values.update(destination_vault_arn=vault_arn, database_dsn=dsn, people_notification_url=f"log://{tmp_path}/people.jsonl",
-                  events_log=f"log://{tmp_path}/events.jsonl")
+    values.update(
+        destination_vault_arn=vault_arn,
+        database_dsn=dsn,
+        people_notification_url=f"log://{tmp_path}/people.jsonl",
+        events_log=f"log://{tmp_path}/events.jsonl",
+    )
     var_file = tmp_path / "source-values.yaml"
     var_file.write_text(yaml.safe_dump(values))
     apply_config(source, EXAMPLES / "source" / "source.yaml", var_files=[var_file])
     [rule] = source.catalog.get_setting("backup_plans")["mavis-postgres"]["rules"]
     assert (rule["schedule"], rule["lifecycle"]["delete_after"], rule["copy_action"]["delete_after"]) == (
-        "cron(0 7,19 * * ? *)", 60, 60)
+        "cron(0 7,19 * * ? *)",
+        60,
+        60,
+    )
     return yaml.safe_load((EXAMPLES / "source" / "source.yaml").read_text()), var_file
 
 

@@ -304,9 +304,7 @@ def test_unreadable_entries_fail_the_backup_naming_them(tmp_path: Path, source: 
 
 
 @pytest.mark.parametrize("junk", [b"\xff\xfe not utf-8 \x80\n", b'{"path": "a"\n', b"[1, 2]\n"])
-def test_a_tree_stream_of_junk_is_an_integrity_error_not_a_traceback(
-    tmp_path: Path, vault: Vault, junk: bytes
-) -> None:
+def test_a_tree_stream_of_junk_is_an_integrity_error_not_a_traceback(tmp_path: Path, vault: Vault, junk: bytes) -> None:
     """A forged point whose tree stream is not UTF-8 JSON objects fails with one IntegrityError, writing nothing."""
     rp_id = secrets.token_hex(8)
     with RecoveryPointWriter(vault, rp_id) as writer:

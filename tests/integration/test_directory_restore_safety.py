@@ -71,8 +71,15 @@ def python_for(user: pwd.struct_passwd) -> str:
     """An interpreter the racing user may run (the test's own may live under a private home)."""
     for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3"):
         try:
-            subprocess.run([candidate, "-I", "-c", "pass"], user=user.pw_uid, group=user.pw_gid,
-                           extra_groups=[], cwd="/", capture_output=True, check=True)
+            subprocess.run(
+                [candidate, "-I", "-c", "pass"],
+                user=user.pw_uid,
+                group=user.pw_gid,
+                extra_groups=[],
+                cwd="/",
+                capture_output=True,
+                check=True,
+            )
         except (OSError, subprocess.CalledProcessError):
             continue
         return candidate
@@ -123,8 +130,15 @@ def test_a_racing_local_user_cannot_make_a_restore_write_outside_its_target(
         os.chown(target, racer.pw_uid, racer.pw_gid)
 
     attacker = subprocess.Popen(
-        [python_for(racer), "-I", "-c", ATTACKER, str(target), str(outside)], user=racer.pw_uid,
-        group=racer.pw_gid, extra_groups=[], cwd="/", env={}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [python_for(racer), "-I", "-c", ATTACKER, str(target), str(outside)],
+        user=racer.pw_uid,
+        group=racer.pw_gid,
+        extra_groups=[],
+        cwd="/",
+        env={},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     rounds: list[str] = []
 
@@ -189,8 +203,14 @@ def test_set_id_bits_of_a_copied_point_are_dropped_unless_asked(
     expected = snapshot_tree(source)
     manifest, _ = backup(vault, ResourceSpec("files", "directory", {"path": str(source)}), tmp_path / "tmp")
     target = tmp_path / "restored"
-    result = restore(vault, manifest.recovery_point_id, RestoreRequest(target=str(target), options=options),
-                     tmp_path / "scratch", tmp_path, from_copy=from_copy)
+    result = restore(
+        vault,
+        manifest.recovery_point_id,
+        RestoreRequest(target=str(target), options=options),
+        tmp_path / "scratch",
+        tmp_path,
+        from_copy=from_copy,
+    )
 
     restored = modes(target)
     if dropped:
@@ -207,43 +227,91 @@ def test_set_id_bits_of_a_copied_point_are_dropped_unless_asked(
 @pytest.mark.parametrize("preserve", [False, True])
 def test_a_forged_point_cannot_plant_a_device_node(tmp_path: Path, vault: Vault, preserve: bool) -> None:
     options = {"preserve_special": True} if preserve else {}
-    as_fifo = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755),
-                            {**entry("mem", "fifo", stat.S_IFCHR | 0o666), "rdev": os.makedev(1, 1)}], {})
-    restore(vault, as_fifo, RestoreRequest(target=str(tmp_path / "a"), options=options), tmp_path / "s", tmp_path,
-            from_copy=True)
+    as_fifo = forge(
+        vault,
+        [
+            entry(".", "dir", stat.S_IFDIR | 0o755),
+            {**entry("mem", "fifo", stat.S_IFCHR | 0o666), "rdev": os.makedev(1, 1)},
+        ],
+        {},
+    )
+    restore(
+        vault,
+        as_fifo,
+        RestoreRequest(target=str(tmp_path / "a"), options=options),
+        tmp_path / "s",
+        tmp_path,
+        from_copy=True,
+    )
     assert stat.S_ISFIFO(os.lstat(tmp_path / "a" / "mem").st_mode)  # a fifo, whatever its record claims
 
-    as_device = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755),
-                              {**entry("mem", "chardev", stat.S_IFCHR | 0o666), "rdev": os.makedev(1, 1)}], {})
+    as_device = forge(
+        vault,
+        [
+            entry(".", "dir", stat.S_IFDIR | 0o755),
+            {**entry("mem", "chardev", stat.S_IFCHR | 0o666), "rdev": os.makedev(1, 1)},
+        ],
+        {},
+    )
     with pytest.raises(FormatError, match="unknown type 'chardev'"):
-        restore(vault, as_device, RestoreRequest(target=str(tmp_path / "b"), options=options), tmp_path / "s",
-                tmp_path, from_copy=True)
+        restore(
+            vault,
+            as_device,
+            RestoreRequest(target=str(tmp_path / "b"), options=options),
+            tmp_path / "s",
+            tmp_path,
+            from_copy=True,
+        )
     assert os.listdir(tmp_path / "b") == []
 
 
 def test_hard_links_between_subdirectories_are_restored_and_links_to_directories_refused(
     tmp_path: Path, vault: Vault
 ) -> None:
-    linked = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755), entry("a", "dir", stat.S_IFDIR | 0o755),
-                           entry("b", "dir", stat.S_IFDIR | 0o755), entry("a/f", "file", stat.S_IFREG | 0o640),
-                           {"path": "b/g", "type": "hardlink", "link": "a/f"}], {"a/f": b"shared\n"})
+    linked = forge(
+        vault,
+        [
+            entry(".", "dir", stat.S_IFDIR | 0o755),
+            entry("a", "dir", stat.S_IFDIR | 0o755),
+            entry("b", "dir", stat.S_IFDIR | 0o755),
+            entry("a/f", "file", stat.S_IFREG | 0o640),
+            {"path": "b/g", "type": "hardlink", "link": "a/f"},
+        ],
+        {"a/f": b"shared\n"},
+    )
     target = tmp_path / "linked"
     restore(vault, linked, RestoreRequest(target=str(target)), tmp_path / "s", tmp_path)
     assert os.stat(target / "a" / "f").st_ino == os.stat(target / "b" / "g").st_ino
     assert (target / "b" / "g").read_bytes() == b"shared\n"
 
-    to_dir = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755), entry("a", "dir", stat.S_IFDIR | 0o755),
-                           entry("a/d", "dir", stat.S_IFDIR | 0o755), entry("b", "dir", stat.S_IFDIR | 0o755),
-                           {"path": "b/g", "type": "hardlink", "link": "a/d"}], {})
+    to_dir = forge(
+        vault,
+        [
+            entry(".", "dir", stat.S_IFDIR | 0o755),
+            entry("a", "dir", stat.S_IFDIR | 0o755),
+            entry("a/d", "dir", stat.S_IFDIR | 0o755),
+            entry("b", "dir", stat.S_IFDIR | 0o755),
+            {"path": "b/g", "type": "hardlink", "link": "a/d"},
+        ],
+        {},
+    )
     with pytest.raises(IntegrityError, match="hard link to a directory"):
         restore(vault, to_dir, RestoreRequest(target=str(tmp_path / "to-dir")), tmp_path / "s", tmp_path)
     assert os.listdir(tmp_path / "to-dir") == []
 
 
 def test_a_failed_restore_leaves_the_target_it_created_empty(tmp_path: Path, vault: Vault) -> None:
-    forged = forge(vault, [entry(".", "dir", stat.S_IFDIR | 0o755), entry("a", "dir", stat.S_IFDIR | 0o755),
-                           entry("a/f", "file", stat.S_IFREG | 0o644), entry("top.txt", "file", stat.S_IFREG | 0o644),
-                           entry("../escape.txt", "file", stat.S_IFREG | 0o644)], {"a/f": b"x" * 100_000})
+    forged = forge(
+        vault,
+        [
+            entry(".", "dir", stat.S_IFDIR | 0o755),
+            entry("a", "dir", stat.S_IFDIR | 0o755),
+            entry("a/f", "file", stat.S_IFREG | 0o644),
+            entry("top.txt", "file", stat.S_IFREG | 0o644),
+            entry("../escape.txt", "file", stat.S_IFREG | 0o644),
+        ],
+        {"a/f": b"x" * 100_000},
+    )
     target = tmp_path / "new"
     with pytest.raises(IntegrityError, match="would leave the restore target"):
         restore(vault, forged, RestoreRequest(target=str(target)), tmp_path / "s", tmp_path)

@@ -30,8 +30,9 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        Recorder.received.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                  "body": json.loads(body or b"null")})
+        Recorder.received.append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), "body": json.loads(body or b"null")}
+        )
         self.send_response(Recorder.status)
         self.end_headers()
 
@@ -61,23 +62,38 @@ def account(tmp_path: Path) -> Iterator[Account]:
 
 
 def context(account: Account, step: dict[str, Any], *, rehearsal: bool = False) -> StepContext:
-    earlier = [{"name": "restore", "type": "restore", "state": "COMPLETED",
-                "outputs": {"identifier": "mavis-x-restored", "host": "127.0.0.1", "port": 5499}}]
+    earlier = [
+        {
+            "name": "restore",
+            "type": "restore",
+            "state": "COMPLETED",
+            "outputs": {"identifier": "mavis-x-restored", "host": "127.0.0.1", "port": 5499},
+        }
+    ]
     fields = RunbookStep.of({"name": "hook", **step}).fields  # validated as a loaded runbook's step
     return StepContext(account, "run12345-abcd", rehearsal, fields, earlier)
 
 
 def http_step(url: str, **fields: Any) -> dict[str, Any]:
-    return {"type": "http", "url": url, "method": "POST", "body": {"restored": "mavis-x-restored"},
-            "headers": {"Authorization": "Bearer ${secret.ci/webhook.token}"}, "expect_status": [],
-            "timeout_seconds": 10, "rehearse": False, **fields}
+    return {
+        "type": "http",
+        "url": url,
+        "method": "POST",
+        "body": {"restored": "mavis-x-restored"},
+        "headers": {"Authorization": "Bearer ${secret.ci/webhook.token}"},
+        "expect_status": [],
+        "timeout_seconds": 10,
+        "rehearse": False,
+        **fields,
+    }
 
 
 def test_http_step_posts_json_with_a_header_from_the_secret_store(account: Account, server: str) -> None:
     ctx = context(account, http_step(f"{server}/hooks/dr?sig=abc"))
     assert HttpCall().run(ctx) == {"status": 200}
-    assert Recorder.received == [{"path": "/hooks/dr?sig=abc", "auth": f"Bearer {TOKEN}",
-                                  "body": {"restored": "mavis-x-restored"}}]
+    assert Recorder.received == [
+        {"path": "/hooks/dr?sig=abc", "auth": f"Bearer {TOKEN}", "body": {"restored": "mavis-x-restored"}}
+    ]
     assert all(TOKEN not in change and "sig=abc" not in change for change in ctx.changes)
 
 
@@ -100,8 +116,13 @@ def test_hooks_are_skipped_in_a_rehearsal_unless_they_say_so(account: Account, s
 
 def test_run_step_gets_the_restored_target_in_its_environment(account: Account, tmp_path: Path) -> None:
     out = tmp_path / "env.txt"
-    step = {"type": "run", "command": f"echo $STRONGROOM_DR_RESTORED_PORT $STRONGROOM_DR_RUN_ID $WHO > {out}",
-            "env": {"WHO": "${secret.ci/webhook.token}"}, "timeout_seconds": 10, "rehearse": False}
+    step = {
+        "type": "run",
+        "command": f"echo $STRONGROOM_DR_RESTORED_PORT $STRONGROOM_DR_RUN_ID $WHO > {out}",
+        "env": {"WHO": "${secret.ci/webhook.token}"},
+        "timeout_seconds": 10,
+        "rehearse": False,
+    }
     RunCommand().run(context(account, step))
     assert out.read_text().split() == ["5499", "run12345-abcd", TOKEN]
     log = account.home / "logs" / "dr" / "run12345-abcd.log"
@@ -110,8 +131,7 @@ def test_run_step_gets_the_restored_target_in_its_environment(account: Account, 
 
 def test_failing_command_and_unhealthy_app_are_hook_failures(account: Account, server: str) -> None:
     with pytest.raises(HookFailedError, match="exited with status 4: boom"):
-        RunCommand().run(context(account, {"type": "run", "command": "echo boom >&2; exit 4",
-                                           "timeout_seconds": 10}))
+        RunCommand().run(context(account, {"type": "run", "command": "echo boom >&2; exit 4", "timeout_seconds": 10}))
     with pytest.raises(HookFailedError, match="no-such-deploy-tool: command not found"):
         RunCommand().run(context(account, {"type": "run", "command": ["no-such-deploy-tool"], "timeout_seconds": 5}))
     Recorder.status = 500
@@ -140,8 +160,9 @@ def test_hooks_never_see_the_passphrase_only_what_the_step_declares(
     monkeypatch.setenv("AWS_PROFILE", "dr")
     monkeypatch.setenv("AWS_REGION", "eu-west-2")
     monkeypatch.setenv("UNRELATED_TOKEN", "not for hooks")
-    seen = environment_seen_by(tmp_path, account, step_type, pass_env=["AWS_*", "STRONGROOM_*"],
-                               env={"APP_DB_SECRET": "${secret.ci/webhook}"})
+    seen = environment_seen_by(
+        tmp_path, account, step_type, pass_env=["AWS_*", "STRONGROOM_*"], env={"APP_DB_SECRET": "${secret.ci/webhook}"}
+    )
     assert "hooks passphrase" not in seen.values() and "STRONGROOM_PASSPHRASE" not in seen
     assert not {"STRONGROOM_SECRET_VALUE", "PGPASSWORD", "UNRELATED_TOKEN"} & set(seen)
     assert (seen["AWS_PROFILE"], seen["AWS_REGION"]) == ("dr", "eu-west-2")  # passed: pass_env names them

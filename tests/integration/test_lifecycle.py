@@ -125,8 +125,14 @@ def test_only_the_named_vault_is_swept(account: Account, tmp_path: Path) -> None
 def test_a_simulated_future_never_reaches_points_a_vault_lock_protects(account: Account, tmp_path: Path) -> None:
     write_files(tmp_path / "tree", ["a"], seed=4)
     files = resource(account, "files", tmp_path / "tree")
-    put_vault_lock(account, root_arn(account.account_id), DEFAULT_VAULT, min_retention_days=1,
-                   max_retention_days=90, changeable_for_days=3)
+    put_vault_lock(
+        account,
+        root_arn(account.account_id),
+        DEFAULT_VAULT,
+        min_retention_days=1,
+        max_retention_days=90,
+        changeable_for_days=3,
+    )
     protected = back_up(account, files, days=30)
     past_due = back_up(account, files, days=1)
     assert protected.lock_applies and past_due.lock_applies
@@ -148,8 +154,15 @@ def test_remove_is_idempotent_and_refuses_a_point_being_created(account: Account
     assert (gone.status, gone.status_message) == (RecoveryPointStatus.DELETED, "deleted by a test")
     assert account.vault().list_manifest_ids() == []
 
-    creating = RecoveryPoint("rp-creating", account.recovery_point_arn("rp-creating"), DEFAULT_VAULT, "files",
-                             "directory", RecoveryPointStatus.CREATING, iso(datetime.now(UTC)) or "")
+    creating = RecoveryPoint(
+        "rp-creating",
+        account.recovery_point_arn("rp-creating"),
+        DEFAULT_VAULT,
+        "files",
+        "directory",
+        RecoveryPointStatus.CREATING,
+        iso(datetime.now(UTC)) or "",
+    )
     account.catalog.add_recovery_point(creating)
     with pytest.raises(UsageError, match="still being created"):
         remove_recovery_point(account, creating, "too early")
@@ -200,8 +213,12 @@ def test_delta_bases_of_live_points_survive_gc(account: Account, tmp_path: Path)
 
 def delta_bases_not_listed(account: Account, rp: RecoveryPoint) -> set[bytes]:
     vault = account.vault()
-    refs = [ref for stream in load_manifest(vault, rp.id).streams.values() for index_id in stream.index
-            for ref in decode_index(read_object(vault, index_id, Kind.INDEX), "index")]
+    refs = [
+        ref
+        for stream in load_manifest(vault, rp.id).streams.values()
+        for index_id in stream.index
+        for ref in decode_index(read_object(vault, index_id, Kind.INDEX), "index")
+    ]
     return {ref.base for ref in refs if ref.base} - {ref.id for ref in refs}
 
 
@@ -272,6 +289,7 @@ def test_a_backup_started_while_gc_waits_enters_after_it_and_loses_nothing(accou
                 action(other)
             finally:
                 other.close()
+
         return threading.Thread(target=run)
 
     collector = in_own_account(lambda a: results.append(collect_garbage(a, DEFAULT_VAULT, wait_seconds=60)))

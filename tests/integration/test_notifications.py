@@ -35,8 +35,13 @@ from tests.support.vaults import FAST_SCRYPT
 
 PASSPHRASE = "notifications test passphrase"
 SECRET = "xoxb-SECRET-7a1f0c9e5d"  # stands for a Slack token or a webhook's secret path
-ALL_EVENTS = ["BACKUP_JOB_STARTED", "BACKUP_JOB_COMPLETED", "RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED",
-              "RECOVERY_POINT_MODIFIED"]
+ALL_EVENTS = [
+    "BACKUP_JOB_STARTED",
+    "BACKUP_JOB_COMPLETED",
+    "RESTORE_JOB_STARTED",
+    "RESTORE_JOB_COMPLETED",
+    "RECOVERY_POINT_MODIFIED",
+]
 
 
 class Webhook:
@@ -122,10 +127,13 @@ def configure(account: Account, *sinks: Sink, events: list[str] | None = None, e
 
 def everything_shown(account: Account) -> str:
     """Every place a user or a log could see: settings, outbox, jobs, recovery points, the vault."""
-    shown = [notifications.get_notifications(account, "Default"), notifications.list_outbox(account),
-             [job.as_dict() for job in account.catalog.list_jobs()],
-             [rp.as_dict() for rp in account.catalog.list_recovery_points()],
-             account.catalog.get_vault("Default").as_dict()]
+    shown = [
+        notifications.get_notifications(account, "Default"),
+        notifications.list_outbox(account),
+        [job.as_dict() for job in account.catalog.list_jobs()],
+        [rp.as_dict() for rp in account.catalog.list_recovery_points()],
+        account.catalog.get_vault("Default").as_dict(),
+    ]
     return json.dumps(shown, default=str)
 
 
@@ -140,14 +148,28 @@ def test_a_successful_backup_reaches_the_webhook_with_its_fields(
     assert webhook.events() == [("BACKUP_JOB_STARTED", "RUNNING"), ("BACKUP_JOB_COMPLETED", "COMPLETED")]
     completed = webhook.bodies()[1]
     rp = account.catalog.get_recovery_point(job.recovery_point_arn or "")
-    assert completed | {
-        "event": "BACKUP_JOB_COMPLETED", "state": "COMPLETED", "account_id": account.account_id,
-        "resource_id": "files", "resource_type": "directory", "backup_vault_name": "Default",
-        "backup_vault_arn": account.vault_arn("Default"), "job_id": job.id, "job_type": "BACKUP",
-        "recovery_point_arn": rp.arn, "source_bytes": rp.source_bytes, "stored_bytes": rp.stored_bytes,
-        "new_bytes": rp.new_bytes, "error": None, "creation_date": job.creation_date,
-        "completion_date": job.completion_date,
-    } == completed
+    assert (
+        completed
+        | {
+            "event": "BACKUP_JOB_COMPLETED",
+            "state": "COMPLETED",
+            "account_id": account.account_id,
+            "resource_id": "files",
+            "resource_type": "directory",
+            "backup_vault_name": "Default",
+            "backup_vault_arn": account.vault_arn("Default"),
+            "job_id": job.id,
+            "job_type": "BACKUP",
+            "recovery_point_arn": rp.arn,
+            "source_bytes": rp.source_bytes,
+            "stored_bytes": rp.stored_bytes,
+            "new_bytes": rp.new_bytes,
+            "error": None,
+            "creation_date": job.creation_date,
+            "completion_date": job.completion_date,
+        }
+        == completed
+    )
     assert rp.source_bytes > 0 and completed["duration_seconds"] >= 0
     assert completed["summary"] == (f"Backup job COMPLETED: files in vault Default (account {account.account_id})")
     request = webhook.received[1]
@@ -156,9 +178,7 @@ def test_a_successful_backup_reaches_the_webhook_with_its_fields(
     assert [r["delivery_status"] for r in notifications.list_outbox(account)] == ["DELIVERED", "DELIVERED"]
 
 
-def test_a_failed_backup_reaches_the_webhook_with_the_error(
-    account: Account, tmp_path: Path, webhook: Webhook
-) -> None:
+def test_a_failed_backup_reaches_the_webhook_with_the_error(account: Account, tmp_path: Path, webhook: Webhook) -> None:
     tree = files(account, tmp_path)
     configure(account, Sink(webhook.url()))
     shutil.rmtree(tree)  # the directory vanished
@@ -183,16 +203,25 @@ def test_only_what_is_not_completed_reaches_people(account: Account, tmp_path: P
     with pytest.raises(SourceError):
         back_up(account)
     assert webhook.events("people") == [("BACKUP_JOB_COMPLETED", "FAILED")]
-    assert webhook.events("all") == [("BACKUP_JOB_STARTED", "RUNNING"), ("BACKUP_JOB_COMPLETED", "COMPLETED"),
-                                     ("BACKUP_JOB_STARTED", "RUNNING"), ("BACKUP_JOB_COMPLETED", "FAILED")]
+    assert webhook.events("all") == [
+        ("BACKUP_JOB_STARTED", "RUNNING"),
+        ("BACKUP_JOB_COMPLETED", "COMPLETED"),
+        ("BACKUP_JOB_STARTED", "RUNNING"),
+        ("BACKUP_JOB_COMPLETED", "FAILED"),
+    ]
 
 
 def test_the_vault_wide_filter_applies_to_sinks_without_their_own(
     account: Account, tmp_path: Path, webhook: Webhook
 ) -> None:
     files(account, tmp_path)
-    configure(account, Sink(webhook.url("quiet")), Sink(webhook.url("loud"), exclude_states=()),
-              events=["BACKUP_JOB_COMPLETED"], exclude=["COMPLETED"])
+    configure(
+        account,
+        Sink(webhook.url("quiet")),
+        Sink(webhook.url("loud"), exclude_states=()),
+        events=["BACKUP_JOB_COMPLETED"],
+        exclude=["COMPLETED"],
+    )
     back_up(account)
     assert webhook.events("quiet") == []
     assert webhook.events("loud") == [("BACKUP_JOB_COMPLETED", "COMPLETED")]
@@ -207,7 +236,9 @@ def test_a_sink_that_is_down_is_retried_until_it_is_back(account: Account, tmp_p
     assert job.state == JobState.COMPLETED and job.status_message is None
     pending = notifications.list_outbox(account, pending_only=True)
     assert [(r["event"], r["attempts"], r["delivery_status"]) for r in pending] == [
-        ("BACKUP_JOB_STARTED", 1, "PENDING"), ("BACKUP_JOB_COMPLETED", 1, "PENDING")]
+        ("BACKUP_JOB_STARTED", 1, "PENDING"),
+        ("BACKUP_JOB_COMPLETED", 1, "PENDING"),
+    ]
     assert all(r["last_error"].startswith(f"webhook+http://127.0.0.1:{hook.port}: ") for r in pending)
 
     now = model.now()
@@ -268,8 +299,11 @@ def test_the_log_sink_appends_one_json_line_per_event(account: Account, tmp_path
     first, second = back_up(account), back_up(account)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(line["event"], line["job_id"]) for line in lines] == [
-        ("BACKUP_JOB_STARTED", first.id), ("BACKUP_JOB_COMPLETED", first.id),
-        ("BACKUP_JOB_STARTED", second.id), ("BACKUP_JOB_COMPLETED", second.id)]
+        ("BACKUP_JOB_STARTED", first.id),
+        ("BACKUP_JOB_COMPLETED", first.id),
+        ("BACKUP_JOB_STARTED", second.id),
+        ("BACKUP_JOB_COMPLETED", second.id),
+    ]
     assert lines[3]["recovery_point_arn"] == second.recovery_point_arn
     assert notifications.get_notifications(account, "Default")["sinks"][0]["sink"] == f"log://{log}"
 
@@ -328,16 +362,22 @@ def test_settings_are_sealed_in_the_catalog(account: Account, webhook: Webhook) 
 def test_restore_and_recovery_point_events(account: Account, tmp_path: Path, webhook: Webhook) -> None:
     files(account, tmp_path)
     first = back_up(account)
-    configure(account, Sink(webhook.url()), events=["RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED",
-                                                    "RECOVERY_POINT_MODIFIED"])
-    job, lock = create_restore_job(account, first.recovery_point_arn or "",
-                                   RestoreRequest(target=str(tmp_path / "restored")))
+    configure(
+        account, Sink(webhook.url()), events=["RESTORE_JOB_STARTED", "RESTORE_JOB_COMPLETED", "RECOVERY_POINT_MODIFIED"]
+    )
+    job, lock = create_restore_job(
+        account, first.recovery_point_arn or "", RestoreRequest(target=str(tmp_path / "restored"))
+    )
     run_restore_job(account, job.id, lock)
     root = root_arn(account.account_id)
     update_recovery_point_lifecycle(account, root, first.recovery_point_arn or "", 30)
     delete_recovery_point(account, root, first.recovery_point_arn or "")
-    assert webhook.events() == [("RESTORE_JOB_STARTED", "RUNNING"), ("RESTORE_JOB_COMPLETED", "COMPLETED"),
-                                ("RECOVERY_POINT_MODIFIED", "COMPLETED"), ("RECOVERY_POINT_MODIFIED", "DELETED")]
+    assert webhook.events() == [
+        ("RESTORE_JOB_STARTED", "RUNNING"),
+        ("RESTORE_JOB_COMPLETED", "COMPLETED"),
+        ("RECOVERY_POINT_MODIFIED", "COMPLETED"),
+        ("RECOVERY_POINT_MODIFIED", "DELETED"),
+    ]
     restore, lifecycle, deleted = webhook.bodies()[1:]
     assert restore["source_recovery_point_arn"] == first.recovery_point_arn and restore["resource_id"] == "files"
     assert lifecycle["change"] == "retention set to 30 days"

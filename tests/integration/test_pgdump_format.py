@@ -63,11 +63,21 @@ def test_the_roles_a_restore_needs_are_read_from_the_table_of_contents(
     for role in roles:
         pg_cluster.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
     name = pg_databases("roles")
-    ident = {key: sql.Identifier(value) for key, value in
-             {"owner": owner, "app": app, "grantor": grantor, "admin": admin, "policy": policy_role,
-              "db_role": database_role, "db": name}.items()}
+    ident = {
+        key: sql.Identifier(value)
+        for key, value in {
+            "owner": owner,
+            "app": app,
+            "grantor": grantor,
+            "admin": admin,
+            "policy": policy_role,
+            "db_role": database_role,
+            "db": name,
+        }.items()
+    }
     try:
-        pg_cluster.execute(sql.SQL("""
+        pg_cluster.execute(
+            sql.SQL("""
             CREATE SCHEMA s AUTHORIZATION {owner};
             CREATE TABLE s."to" (a int, "from" int); ALTER TABLE s."to" OWNER TO {owner};
             REVOKE ALL ON s."to" FROM PUBLIC; GRANT SELECT ("from") ON s."to" TO {app};
@@ -78,11 +88,15 @@ def test_the_roles_a_restore_needs_are_read_from_the_table_of_contents(
             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA s GRANT SELECT ON TABLES TO {admin};
             GRANT CONNECT ON DATABASE {db} TO {db_role};
             GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text) TO {app};
-        """).format(**ident), dbname=name)
-        pg_cluster.execute(sql.SQL('SET ROLE {grantor}; GRANT SELECT ON s."to" TO {admin}').format(**ident),
-                           dbname=name)
-        with subprocess.Popen([find_tool("pg_dump"), "-Fc", "-Z0", f"--dbname={pg_cluster.dsn(name)}"],
-                              stdout=subprocess.PIPE) as proc:
+        """).format(**ident),
+            dbname=name,
+        )
+        pg_cluster.execute(
+            sql.SQL('SET ROLE {grantor}; GRANT SELECT ON s."to" TO {admin}').format(**ident), dbname=name
+        )
+        with subprocess.Popen(
+            [find_tool("pg_dump"), "-Fc", "-Z0", f"--dbname={pg_cluster.dsn(name)}"], stdout=subprocess.PIPE
+        ) as proc:
             assert proc.stdout is not None
             entries = read_toc(proc.stdout)  # forward only, as from a recovery point's stream
             proc.stdout.read()

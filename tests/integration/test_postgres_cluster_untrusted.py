@@ -55,8 +55,18 @@ class Attack:
         return str(job["recovery_point_arn"])
 
     def restore(self, arn: str, name: str, *extra: str, ok: bool = True) -> Any:
-        result = self.cli.run("restore", "start", "--recovery-point", arn, "--target-identifier", name, "--wait",
-                              *extra, ok=ok, env={"PGPASSWORD": TARGET_PASSWORD})
+        result = self.cli.run(
+            "restore",
+            "start",
+            "--recovery-point",
+            arn,
+            "--target-identifier",
+            name,
+            "--wait",
+            *extra,
+            ok=ok,
+            env={"PGPASSWORD": TARGET_PASSWORD},
+        )
         return result
 
 
@@ -92,11 +102,21 @@ def plant_ssl_key(cluster: PgCluster) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forged")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.BestAvailableEncryption(KEY_PASSPHRASE))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(KEY_PASSPHRASE),
+    )
     for file_name, data in (("server.key", pem_key), ("server.crt", cert.public_bytes(serialization.Encoding.PEM))):
         path = cluster.data_dir / file_name
         path.write_bytes(data)
@@ -161,8 +181,14 @@ def test_planted_commands_and_libraries_do_not_run_when_a_forged_cluster_is_rest
 
     assert "disabled on restore: postgresql.auto.conf:" in restored.stdout
     disabled = {entry.split(": ", 1)[1] for entry in job["result"]["disabled_on_restore"]}
-    assert {"ssl_passphrase_command", "shared_preload_libraries", "archive_mode", "archive_command",
-            "restore_command", "include"} <= disabled
+    assert {
+        "ssl_passphrase_command",
+        "shared_preload_libraries",
+        "archive_mode",
+        "archive_command",
+        "restore_command",
+        "include",
+    } <= disabled
     assert job["result"]["trusted_restored_config"] is False
     auto_conf = (Path(job["result"]["data_directory"]) / "postgresql.auto.conf").read_text()
     assert f"# strongroom: disabled on restore:    include '{attack.outside_conf}'" in auto_conf
@@ -209,12 +235,18 @@ def test_a_forged_tablespace_map_is_refused_before_the_server_starts(
 ) -> None:
     """Recovery turns each tablespace_map line into a link to any directory and replays WAL into it."""
     outside = pg_workdir / "outside-tablespace"
-    files = {"PG_VERSION": b"15\n", "global/pg_control": b"\0" * 8192, "backup_label": b"LABEL: forged\n",
-             "tablespace_map": f"16400 {outside}\n".encode()}
+    files = {
+        "PG_VERSION": b"15\n",
+        "global/pg_control": b"\0" * 8192,
+        "backup_label": b"LABEL: forged\n",
+        "tablespace_map": f"16400 {outside}\n".encode(),
+    }
     rp_id = forged_recovery_point(vault, [(tarfile.TarInfo(name), data) for name, data in files.items()])
     home = pg_workdir / "home"
     with pytest.raises(IntegrityError) as refused:
         restore(vault, rp_id, RestoreRequest(target_identifier="mapped"), tmp_path / "rtmp", home)
-    assert refused.value.message == "the recovery point's base.tar holds a tablespace_map (tablespaces outside the" \
-                                    " data directory)"
+    assert (
+        refused.value.message == "the recovery point's base.tar holds a tablespace_map (tablespaces outside the"
+        " data directory)"
+    )
     assert not (home / "clusters" / "mapped").exists() and not outside.exists()

@@ -140,8 +140,9 @@ def test_a_missing_owner_is_refused_before_a_database_exists_and_dropping_owners
     assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (lost,)) == [(0,)]
 
     fresh = pg_databases("fresh", create=False)
-    details = restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(fresh),
-                           options={"no_owners": True})
+    details = restore_into(
+        vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(fresh), options={"no_owners": True}
+    )
     assert (details["owners"], details["privileges"]) == ("restoring user", "kept")
     assert pg_cluster.query("SELECT tableowner FROM pg_tables WHERE tablename = 't'", dbname=fresh) == [("postgres",)]
     with pytest.raises(ConfigError, match="option 'no_owners' must be true or false"):
@@ -155,9 +156,13 @@ def test_a_policy_role_is_needed_whatever_the_options(
     reader = f"Reader {secrets.token_hex(3)}"  # a name that must be quoted
     pg_cluster.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(reader)))
     source = pg_databases("rls")
-    pg_cluster.execute(sql.SQL(
-        "CREATE TABLE t (n int); ALTER TABLE t ENABLE ROW LEVEL SECURITY; "
-        "CREATE POLICY mine ON t FOR SELECT TO {} USING (n > 0)").format(sql.Identifier(reader)), dbname=source)
+    pg_cluster.execute(
+        sql.SQL(
+            "CREATE TABLE t (n int); ALTER TABLE t ENABLE ROW LEVEL SECURITY; "
+            "CREATE POLICY mine ON t FOR SELECT TO {} USING (n > 0)"
+        ).format(sql.Identifier(reader)),
+        dbname=source,
+    )
     manifest, _ = backup(vault, spec_for(pg_cluster.dsn(source)), tmp_path / "tmp")
     pg_cluster.drop_database(source)
     pg_cluster.drop_role(reader)
@@ -179,23 +184,33 @@ def test_a_restorer_that_may_not_give_objects_away_is_refused_and_a_failed_resto
     source = pg_databases("evt")
     pg_cluster.execute(
         "CREATE TABLE t (n int); CREATE FUNCTION noop() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$; "
-        "CREATE EVENT TRIGGER watch ON ddl_command_start EXECUTE FUNCTION noop()", dbname=source)
+        "CREATE EVENT TRIGGER watch ON ddl_command_start EXECUTE FUNCTION noop()",
+        dbname=source,
+    )
     manifest, _ = backup(vault, spec_for(pg_cluster.dsn(source)), tmp_path / "tmp")
     target = pg_databases("evt_copy", create=False)
     try:
         with pytest.raises(TargetError) as refused:
             restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(target, user=restorer))
         assert refused.value.message == (
-            f"{restorer} on 127.0.0.1:{pg_cluster.port} may not give objects to postgres, which own them in the dump")
+            f"{restorer} on 127.0.0.1:{pg_cluster.port} may not give objects to postgres, which own them in the dump"
+        )
         assert "--no-owners" in refused.value.hint
         assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
 
         # Without owners, pg_restore gets further and fails on the event trigger: the database it made goes.
         with pytest.raises(TargetError) as failed:
-            restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(target, user=restorer),
-                         options={"no_owners": True})
-        assert failed.value.message.startswith(f"pg_restore into database {target} on 127.0.0.1:{pg_cluster.port} "
-                                               "failed: permission denied to create event trigger")
+            restore_into(
+                vault,
+                manifest.recovery_point_id,
+                tmp_path,
+                pg_cluster.dsn(target, user=restorer),
+                options={"no_owners": True},
+            )
+        assert failed.value.message.startswith(
+            f"pg_restore into database {target} on 127.0.0.1:{pg_cluster.port} "
+            "failed: permission denied to create event trigger"
+        )
         assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
     finally:
         pg_cluster.drop_database(target)

@@ -66,8 +66,14 @@ def databases(pg_cluster: PgCluster) -> Iterator[Callable[..., Database]]:
             conn.execute(SCHEMA)
             if extra_sql:
                 conn.execute(extra_sql)
-        return {"engine": "postgres", "host": "127.0.0.1", "port": pg_cluster.port, "username": role,
-                "password": password, "dbname": dbname}
+        return {
+            "engine": "postgres",
+            "host": "127.0.0.1",
+            "port": pg_cluster.port,
+            "username": role,
+            "password": password,
+            "dbname": dbname,
+        }
 
     yield make
     for role, dbname in made:
@@ -87,8 +93,12 @@ class AppCtl:
         if state not in self.states:
             self.states.append(state)
         proc = subprocess.run(
-            [sys.executable, str(APPCTL), command, "--state", str(state), *args], capture_output=True, text=True,
-            env=self.cli.env, stdin=subprocess.DEVNULL, timeout=120,
+            [sys.executable, str(APPCTL), command, "--state", str(state), *args],
+            capture_output=True,
+            text=True,
+            env=self.cli.env,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -139,7 +139,10 @@ def test_two_daemons_on_one_account_fire_each_occurrence_once_and_the_second_tak
         other_account.close()
     runs = setup.runs()
     assert [(r.occurrence[11:16], r.state) for r in runs] == [
-        ("01:00", "COMPLETED"), ("02:00", "COMPLETED"), ("03:00", "COMPLETED")]
+        ("01:00", "COMPLETED"),
+        ("02:00", "COMPLETED"),
+        ("03:00", "COMPLETED"),
+    ]
     assert len(setup.points()) == 3
     assert len({r.job_id for r in runs}) == 3
 
@@ -183,11 +186,14 @@ def test_a_run_not_started_within_its_start_window_expires_with_an_expired_job_a
 ) -> None:
     tree = setup.tree("files")
     sink = setup.tmp_path / "events.jsonl"
-    notifications = {"events": ["BACKUP_JOB_COMPLETED"], "exclude_states": ["COMPLETED"],
-                     "sinks": [f"log://{sink}"]}
+    notifications = {"events": ["BACKUP_JOB_COMPLETED"], "exclude_states": ["COMPLETED"], "sinks": [f"log://{sink}"]}
     create_vault(setup.account, "scheduled", scrypt_params=FAST_SCRYPT)
-    setup.apply(config({"hourly": plan(rule("hourly", "cron(0 * * * ? *)", target_vault_name="scheduled"))},
-                       vaults={"scheduled": {"notifications": notifications}}))
+    setup.apply(
+        config(
+            {"hourly": plan(rule("hourly", "cron(0 * * * ? *)", target_vault_name="scheduled"))},
+            vaults={"scheduled": {"notifications": notifications}},
+        )
+    )
     scheduler = Scheduler(setup.account)
     setup.tick(scheduler, "00:30")
     tree.rename(tree.with_name("away"))
@@ -203,8 +209,10 @@ def test_a_run_not_started_within_its_start_window_expires_with_an_expired_job_a
     assert job.state == JobState.EXPIRED and job.vault_name == "scheduled"
     assert "not started within the start window of 60 minutes" in (job.status_message or "")
     events = [json.loads(line) for line in sink.read_text().splitlines()]
-    assert [(e["event"], e["state"]) for e in events] == [("BACKUP_JOB_COMPLETED", "FAILED"),
-                                                          ("BACKUP_JOB_COMPLETED", "EXPIRED")]
+    assert [(e["event"], e["state"]) for e in events] == [
+        ("BACKUP_JOB_COMPLETED", "FAILED"),
+        ("BACKUP_JOB_COMPLETED", "EXPIRED"),
+    ]
     assert events[1]["job_id"] == job.id and events[1]["backup_plan_name"] == "hourly"
     assert events[1]["resource_id"] == "files" and events[1]["rule_name"] == "hourly"
 
@@ -213,10 +221,14 @@ def test_after_downtime_only_the_newest_occurrence_still_in_its_window_runs_and_
     setup: Setup,
 ) -> None:
     setup.tree("files")
-    setup.apply(config({
-        "hourly": plan(HOURLY),
-        "nightly": plan(rule("nightly", "cron(0 3 * * ? *)", start_window=60)),
-    }))
+    setup.apply(
+        config(
+            {
+                "hourly": plan(HOURLY),
+                "nightly": plan(rule("nightly", "cron(0 3 * * ? *)", start_window=60)),
+            }
+        )
+    )
     scheduler = Scheduler(setup.account)
     setup.tick(scheduler, "00:30")
     setup.tick(scheduler, "01:00")
@@ -224,8 +236,13 @@ def test_after_downtime_only_the_newest_occurrence_still_in_its_window_runs_and_
 
     report = setup.tick(Scheduler(setup.account), "05:20")  # down from 01:00 to 05:20
     hourly = [(r.occurrence[11:16], r.state) for r in setup.runs(rule_name="hourly")]
-    assert hourly == [("01:00", "COMPLETED"), ("02:00", "MISSED"), ("03:00", "MISSED"), ("04:00", "MISSED"),
-                      ("05:00", "COMPLETED")]
+    assert hourly == [
+        ("01:00", "COMPLETED"),
+        ("02:00", "MISSED"),
+        ("03:00", "MISSED"),
+        ("04:00", "MISSED"),
+        ("05:00", "COMPLETED"),
+    ]
     [nightly] = setup.runs(rule_name="nightly")  # its window (03:00-04:00) ended during the downtime
     assert (nightly.occurrence[11:16], nightly.state) == ("03:00", "MISSED")
     assert "start window ended at" in nightly.details["message"]
@@ -233,27 +250,53 @@ def test_after_downtime_only_the_newest_occurrence_still_in_its_window_runs_and_
     assert len(setup.points()) == 2
     missed = Cli(setup.account.home).json("plans", "runs", "--state", "MISSED")["schedule_runs"]
     assert [(r["rule_name"], r["scheduled_at"][11:16]) for r in missed] == [
-        ("hourly", "04:00"), ("hourly", "03:00"), ("nightly", "03:00"), ("hourly", "02:00")]
+        ("hourly", "04:00"),
+        ("hourly", "03:00"),
+        ("nightly", "03:00"),
+        ("hourly", "02:00"),
+    ]
 
 
 def test_rules_firing_together_for_a_resource_take_one_backup_kept_by_the_longest_retention(setup: Setup) -> None:
     setup.tree("files")
-    setup.apply(config({"tiers": plan(
-        rule("daily", "cron(0 5 * * ? *)", lifecycle={"delete_after": 7}),
-        rule("monthly", "cron(0 5 1 * ? *)", lifecycle={"delete_after": 35}),
-        rule("yearly", "cron(0 5 1 1 ? *)"),  # no delete_after: kept forever, the longest of all
-    )}))
+    setup.apply(
+        config(
+            {
+                "tiers": plan(
+                    rule("daily", "cron(0 5 * * ? *)", lifecycle={"delete_after": 7}),
+                    rule("monthly", "cron(0 5 1 * ? *)", lifecycle={"delete_after": 35}),
+                    rule("yearly", "cron(0 5 1 1 ? *)"),  # no delete_after: kept forever, the longest of all
+                )
+            }
+        )
+    )
     scheduler = Scheduler(setup.account)
-    for when in ("2031-12-30T04:00", "2031-12-31T05:00", "2032-01-01T05:00", "2032-01-02T05:00",
-                 "2032-01-31T05:00", "2032-02-01T05:00"):
+    for when in (
+        "2031-12-30T04:00",
+        "2031-12-31T05:00",
+        "2032-01-01T05:00",
+        "2032-01-02T05:00",
+        "2032-01-31T05:00",
+        "2032-02-01T05:00",
+    ):
         setup.tick(scheduler, when)
-    taken = [(p.creation_date[:10], p.delete_after_days, p.status.value)
-             for p in setup.account.catalog.list_recovery_points()]
-    assert taken == [("2031-12-31", 7, "DELETED"), ("2032-01-01", None, "COMPLETED"), ("2032-01-02", 7, "DELETED"),
-                     ("2032-01-31", 7, "COMPLETED"), ("2032-02-01", 35, "COMPLETED")]  # the sweep ran at each tick
+    taken = [
+        (p.creation_date[:10], p.delete_after_days, p.status.value)
+        for p in setup.account.catalog.list_recovery_points()
+    ]
+    assert taken == [
+        ("2031-12-31", 7, "DELETED"),
+        ("2032-01-01", None, "COMPLETED"),
+        ("2032-01-02", 7, "DELETED"),
+        ("2032-01-31", 7, "COMPLETED"),
+        ("2032-02-01", 35, "COMPLETED"),
+    ]  # the sweep ran at each tick
     new_year = {r.rule_name: r for r in setup.runs(occurrence="2032-01-01T05:00:00+00:00")}
     assert {name: run.state for name, run in new_year.items()} == {
-        "daily": "SKIPPED", "monthly": "SKIPPED", "yearly": "COMPLETED"}
+        "daily": "SKIPPED",
+        "monthly": "SKIPPED",
+        "yearly": "COMPLETED",
+    }
     assert new_year["daily"].details["covered_by_rule"] == "yearly"
     february = {r.rule_name: r.state for r in setup.runs(occurrence="2032-02-01T05:00:00+00:00")}
     assert february == {"daily": "SKIPPED", "monthly": "COMPLETED"}
@@ -263,22 +306,32 @@ def test_resources_are_selected_at_every_tick_so_resources_added_after_apply_are
     setup.tree("tagged")
     setup.tree("lowercase", {"backup": "true"})  # tag values are case-sensitive: not selected
     setup.tree("database-file", resource_type="directory", tags={"backup": "True", "kind": "db"})
-    setup.apply(config({
-        "files": plan(HOURLY, selection_tags=[{"key": "kind", "value": "db"}], compliance_resource_types=["directory"]),
-        "everything": plan(HOURLY, enable=False),
-    }))
+    setup.apply(
+        config(
+            {
+                "files": plan(
+                    HOURLY, selection_tags=[{"key": "kind", "value": "db"}], compliance_resource_types=["directory"]
+                ),
+                "everything": plan(HOURLY, enable=False),
+            }
+        )
+    )
     scheduler = Scheduler(setup.account)
     setup.tick(scheduler, "00:30")
     setup.tick(scheduler, "01:00")
     setup.tree("late", {"backup": "True", "kind": "db"})  # registered after the plan was applied
     setup.tick(scheduler, "02:00")
     assert [(r.occurrence[11:16], r.resource_id, r.state) for r in setup.runs()] == [
-        ("01:00", "database-file", "COMPLETED"), ("02:00", "database-file", "COMPLETED"),
-        ("02:00", "late", "COMPLETED")]
+        ("01:00", "database-file", "COMPLETED"),
+        ("02:00", "database-file", "COMPLETED"),
+        ("02:00", "late", "COMPLETED"),
+    ]
 
     described = describe_plans(setup.account)["backup_plans"]
     assert [(p["backup_plan_name"], p["selected_resources"]) for p in described] == [
-        ("everything", []), ("files", ["database-file", "late"])]
+        ("everything", []),
+        ("files", ["database-file", "late"]),
+    ]
 
 
 def test_a_disabled_plan_stops_firing_and_starts_again_from_now_when_enabled(setup: Setup) -> None:
@@ -300,12 +353,25 @@ def test_plans_commands_show_rules_windows_copies_selection_next_runs_and_runs(s
     setup.tree("files")
     destination = "arn:strongroom:backup:local:210987654321:backup-vault:offsite"
     other = "arn:strongroom:backup:local:210987654321:backup-vault:archive"
-    setup.apply(config(
-        {"mavis": plan(rule("twice_daily", "cron(0 7,19 * * ? *)", start_window=480, completion_window=1440,
-                            lifecycle={"delete_after": 60}, copy_action={"delete_after": 90},
-                            copy_actions=[{"destination_vault_arn": other, "delete_after": 365}]),
-                       rule("weekly", "cron(30 2 ? * SUN *)", schedule_expression_timezone="Europe/London"))},
-        destination={"vault_arn": destination}))
+    setup.apply(
+        config(
+            {
+                "mavis": plan(
+                    rule(
+                        "twice_daily",
+                        "cron(0 7,19 * * ? *)",
+                        start_window=480,
+                        completion_window=1440,
+                        lifecycle={"delete_after": 60},
+                        copy_action={"delete_after": 90},
+                        copy_actions=[{"destination_vault_arn": other, "delete_after": 365}],
+                    ),
+                    rule("weekly", "cron(30 2 ? * SUN *)", schedule_expression_timezone="Europe/London"),
+                )
+            },
+            destination={"vault_arn": destination},
+        )
+    )
     cli = Cli(setup.account.home)
     before = model.system_clock()
     described = cli.json("plans", "describe", "mavis")
@@ -315,11 +381,15 @@ def test_plans_commands_show_rules_windows_copies_selection_next_runs_and_runs(s
     assert described["selection"]["selection_tag"] == "backup"
     assert described["selection"]["selection_tag_value"] == "True"
     assert (twice["schedule_expression"], twice["start_window_minutes"], twice["completion_window_minutes"]) == (
-        "cron(0 7,19 * * ? *)", 480, 1440)
+        "cron(0 7,19 * * ? *)",
+        480,
+        1440,
+    )
     assert twice["lifecycle"]["delete_after_days"] == 60
     assert twice["copy_actions"] == [
         {"destination_backup_vault_arn": destination, "lifecycle": {"delete_after_days": 90}},
-        {"destination_backup_vault_arn": other, "lifecycle": {"delete_after_days": 365}}]
+        {"destination_backup_vault_arn": other, "lifecycle": {"delete_after_days": 365}},
+    ]
     schedule = parse_schedule("cron(0 7,19 * * ? *)")
     assert twice["next_run"] in {schedule.next_after(before).isoformat(), schedule.next_after(after).isoformat()}
     assert weekly["schedule_expression_timezone"] == "Europe/London" and weekly["portable"] is True

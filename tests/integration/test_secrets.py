@@ -24,8 +24,14 @@ from tests.support.vaults import FAST_SCRYPT
 
 PASSPHRASE = "secret store passphrase"
 PASSWORD = "s3cr3t-Pa55word-7f1c"
-RDS = {"engine": "postgres", "host": "127.0.0.1", "port": 5432, "username": "mavis", "password": PASSWORD,
-       "dbname": "mavis"}
+RDS = {
+    "engine": "postgres",
+    "host": "127.0.0.1",
+    "port": 5432,
+    "username": "mavis",
+    "password": PASSWORD,
+    "dbname": "mavis",
+}
 
 
 @pytest.fixture
@@ -102,10 +108,17 @@ def test_an_old_version_replayed_as_current_does_not_open(account: Account) -> N
         secrets.get_secret(account, "a")
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"port": "5432"}, "port"), ({"port": True}, "port"), ({"port": 70000}, "port"), ({"engine": "mysql"}, "engine"),
-    ({"password": ""}, "password"), ({"host": None}, "host"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"port": "5432"}, "port"),
+        ({"port": True}, "port"),
+        ({"port": 70000}, "port"),
+        ({"engine": "mysql"}, "engine"),
+        ({"password": ""}, "password"),
+        ({"host": None}, "host"),
+    ],
+)
 def test_a_bad_rds_shape_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=f"'{field}'") as caught:
         secrets.parse_value(json.dumps({**RDS, **change}), rds=True)

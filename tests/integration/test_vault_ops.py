@@ -116,11 +116,17 @@ def test_a_backup_records_its_retention_and_whether_a_lock_governs_it(account: A
     assert locked.as_dict()["is_locked"] is True
 
 
-@pytest.mark.parametrize(("days", "reason"), [
-    (3, "a retention of 3 days is shorter than the vault lock's minimum retention of 7 days"),
-    (31, "a retention of 31 days is longer than the vault lock's maximum retention of 30 days"),
-    (None, "a recovery point without retention (kept forever) breaks the vault lock's maximum retention of 30 days"),
-])
+@pytest.mark.parametrize(
+    ("days", "reason"),
+    [
+        (3, "a retention of 3 days is shorter than the vault lock's minimum retention of 7 days"),
+        (31, "a retention of 31 days is longer than the vault lock's maximum retention of 30 days"),
+        (
+            None,
+            "a recovery point without retention (kept forever) breaks the vault lock's maximum retention of 30 days",
+        ),
+    ],
+)
 def test_a_retention_outside_the_lock_fails_the_job_before_reading_data(
     account: Account, tmp_path: Path, days: int | None, reason: str
 ) -> None:
@@ -207,12 +213,21 @@ def test_compliance_is_changeable_while_cooling_off_and_immutable_after(account:
     vault_ops.put_vault_lock(account, root(account), name, **lock, clock=clock)
     clock.advance(3)  # the new lock's date has come
     for principal in (root(account), admin(account)):
-        with pytest.raises(VaultLockedError, match="nobody can remove the lock of vault 'Destination': its "
-                                                   "compliance-mode lock is immutable since"):
+        with pytest.raises(
+            VaultLockedError,
+            match="nobody can remove the lock of vault 'Destination': its compliance-mode lock is immutable since",
+        ):
             vault_ops.delete_vault_lock(account, principal, name, clock=clock)
         with pytest.raises(VaultLockedError, match="nobody can change the lock"):  # not even to tighten it
-            vault_ops.put_vault_lock(account, principal, name, min_retention_days=5, max_retention_days=20,
-                                     changeable_for_days=3, clock=clock)
+            vault_ops.put_vault_lock(
+                account,
+                principal,
+                name,
+                min_retention_days=5,
+                max_retention_days=20,
+                changeable_for_days=3,
+                clock=clock,
+            )
         with pytest.raises(VaultLockedError, match="nobody can delete vault 'Destination'"):
             vault_ops.delete_vault(account, principal, name, clock=clock)
         with pytest.raises(VaultLockedError, match="compliance-mode lock"):
@@ -229,8 +244,15 @@ def test_compliance_is_changeable_while_cooling_off_and_immutable_after(account:
 
 def test_points_stored_before_the_lock_are_not_governed(account: Account, clock: Clock) -> None:
     earlier, kept = backup(account), backup(account, 30)
-    vault_ops.put_vault_lock(account, root(account), DEFAULT_VAULT, min_retention_days=7, max_retention_days=30,
-                             changeable_for_days=3, clock=clock)
+    vault_ops.put_vault_lock(
+        account,
+        root(account),
+        DEFAULT_VAULT,
+        min_retention_days=7,
+        max_retention_days=30,
+        changeable_for_days=3,
+        clock=clock,
+    )
     clock.advance(4)
     assert vault_ops.update_recovery_point_lifecycle(account, root(account), kept.arn, 1, clock=clock).delete_at
     vault_ops.delete_recovery_point(account, root(account), earlier.arn, clock=clock)
@@ -240,19 +262,25 @@ def test_points_stored_before_the_lock_are_not_governed(account: Account, clock:
 # Policy -----------------------------------------------------------------------------------------------
 def test_another_account_copies_in_but_destroys_nothing(account: Account) -> None:
     document = default_destination_policy(
-        source_account_ids=[SOURCE], source_vault_arns=[f"arn:strongroom:backup:local:{SOURCE}:backup-vault:Default"],
-        admin_principal_arns=[admin(account)])
+        source_account_ids=[SOURCE],
+        source_vault_arns=[f"arn:strongroom:backup:local:{SOURCE}:backup-vault:Default"],
+        admin_principal_arns=[admin(account)],
+    )
     vault_ops.put_access_policy(account, root(account), DEFAULT_VAULT, document)
     rp = backup(account, 10)
     assert vault_ops.describe_vault(account, COPIER, DEFAULT_VAULT)["backup_vault_name"] == DEFAULT_VAULT
     assert vault_ops.get_recovery_point(account, COPIER, rp.arn).id == rp.id
     attempts: list[tuple[str, Any]] = [
         ("DeleteRecoveryPoint", lambda who: vault_ops.delete_recovery_point(account, who, rp.arn)),
-        ("UpdateRecoveryPointLifecycle",
-         lambda who: vault_ops.update_recovery_point_lifecycle(account, who, rp.arn, 1)),
+        (
+            "UpdateRecoveryPointLifecycle",
+            lambda who: vault_ops.update_recovery_point_lifecycle(account, who, rp.arn, 1),
+        ),
         ("PutBackupVaultAccessPolicy", lambda who: vault_ops.put_access_policy(account, who, DEFAULT_VAULT, None)),
-        ("PutBackupVaultLockConfiguration",
-         lambda who: vault_ops.put_vault_lock(account, who, DEFAULT_VAULT, max_retention_days=1)),
+        (
+            "PutBackupVaultLockConfiguration",
+            lambda who: vault_ops.put_vault_lock(account, who, DEFAULT_VAULT, max_retention_days=1),
+        ),
         ("DeleteBackupVault", lambda who: vault_ops.delete_vault(account, who, DEFAULT_VAULT)),
     ]
     for action, attempt in attempts:
@@ -303,15 +331,29 @@ def test_describe_shows_the_lock_state_and_its_deadline(account: Account, clock:
         return vault_ops.describe_vault(account, root(account), DEFAULT_VAULT, clock=clock)
 
     assert {k: describe()[k] for k in ("locked", "lock_mode", "lock_state", "lock_date")} == {
-        "locked": False, "lock_mode": None, "lock_state": "UNLOCKED", "lock_date": None}
+        "locked": False,
+        "lock_mode": None,
+        "lock_state": "UNLOCKED",
+        "lock_date": None,
+    }
     vault_ops.put_vault_lock(account, root(account), DEFAULT_VAULT, min_retention_days=7, clock=clock)
     assert describe()["lock_state"] == "GOVERNANCE" and describe()["min_retention_days"] == 7
     name_admin(account)  # governance: only a named principal may turn it into compliance
-    vault_ops.put_vault_lock(account, admin(account), DEFAULT_VAULT, min_retention_days=7, max_retention_days=60,
-                             changeable_for_days=3, clock=clock)
+    vault_ops.put_vault_lock(
+        account,
+        admin(account),
+        DEFAULT_VAULT,
+        min_retention_days=7,
+        max_retention_days=60,
+        changeable_for_days=3,
+        clock=clock,
+    )
     described = describe()
     assert (described["locked"], described["lock_mode"], described["lock_state"]) == (
-        True, "compliance", "COMPLIANCE_COOLING_OFF")
+        True,
+        "compliance",
+        "COMPLIANCE_COOLING_OFF",
+    )
     assert described["lock_date"] == model.iso(clock() + timedelta(days=3))
     assert (described["min_retention_days"], described["max_retention_days"]) == (7, 60)
     clock.advance(3)

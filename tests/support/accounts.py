@@ -46,8 +46,11 @@ def serving(cli: Cli, *extra: str, scheduler: bool = False) -> Iterator[Server]:
     with open(log, "w") as sink:
         process = subprocess.Popen(
             cli.command("serve", "--port", str(port), *extra, *(() if scheduler else ("--no-scheduler",))),
-            env=cli.env, stdin=subprocess.DEVNULL,
-            stdout=sink, stderr=subprocess.STDOUT, text=True,
+            env=cli.env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     server = Server(cli, port, process, log, "https" if "--tls-cert" in extra else "http")
     try:
@@ -76,8 +79,16 @@ def issue_credential(cli: Cli, principal: str, *extra: str) -> dict[str, Any]:
 
 def register(source: Cli, name: str, server: Server, credential: dict[str, Any]) -> None:
     """Register ``server``'s account in ``source`` with ``credential`` (secret through the environment)."""
-    source.run("accounts", "add", name, "--endpoint", server.endpoint, "--key-id", credential["access_key_id"],
-               env={"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]})
+    source.run(
+        "accounts",
+        "add",
+        name,
+        "--endpoint",
+        server.endpoint,
+        "--key-id",
+        credential["access_key_id"],
+        env={"STRONGROOM_REMOTE_SECRET": credential["secret_access_key"]},
+    )
 
 
 def account_id(cli: Cli) -> str:
@@ -104,15 +115,20 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "strongroom test destination")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "tls.crt", directory / "tls.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path

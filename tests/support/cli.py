@@ -42,8 +42,12 @@ class Cli:
 
     def run(self, *args: str, ok: bool = True, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
         proc = subprocess.run(
-            self.command(*args), capture_output=True, text=True, env={**self.env, **(env or {})},
-            stdin=subprocess.DEVNULL, timeout=timeout,
+            self.command(*args),
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if ok and proc.returncode != 0:
@@ -52,8 +56,12 @@ class Cli:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.command(*args), env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            self.command(*args),
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def json(self, *args: str) -> Any:

@@ -32,9 +32,14 @@ def stolen_announcement(
     finally:
         account.close()
     announce: dict[str, Any] = {
-        "source_recovery_point_arn": source_point, "source_vault_arn": vault_arn(source),
-        "source_vault_id": vault_id, "resource_id": "files", "resource_type": "directory",
-        "creation_date": creation_date, "delete_after_days": delete_after_days, "metadata": {},
+        "source_recovery_point_arn": source_point,
+        "source_vault_arn": vault_arn(source),
+        "source_vault_id": vault_id,
+        "resource_id": "files",
+        "resource_type": "directory",
+        "creation_date": creation_date,
+        "delete_after_days": delete_after_days,
+        "metadata": {},
         "streams": {"tree": {"size": 0, "chunk_count": 0}},
     }
     if str(client.whoami().get("api_version", "1")) != "1":

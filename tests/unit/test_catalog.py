@@ -81,8 +81,10 @@ def test_a_mac_binds_its_row_table_and_key(tmp_path: Path) -> None:
     catalog.add_credential("KEYB", "arn:user/b", "t", None, counted_in="Default")
     assert catalog.get_credential("KEYA")["principal_arn"] == "arn:user/a"  # type: ignore[index]
     with sqlite3.connect(tmp_path / "c.db") as db:  # B's principal and MAC onto A's row
-        db.execute("UPDATE credentials SET principal_arn = 'arn:user/b', mac = (SELECT mac FROM credentials "
-                   "WHERE key_id = 'KEYB') WHERE key_id = 'KEYA'")
+        db.execute(
+            "UPDATE credentials SET principal_arn = 'arn:user/b', mac = (SELECT mac FROM credentials "
+            "WHERE key_id = 'KEYB') WHERE key_id = 'KEYA'"
+        )
     db.close()
     with pytest.raises(CatalogIntegrityError, match="credential record 'KEYA' fails its MAC"):
         catalog.get_credential("KEYA")

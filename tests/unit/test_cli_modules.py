@@ -52,8 +52,14 @@ def test_every_command_module_holds_a_command() -> None:
 def test_no_lower_layer_names_a_front_end_module() -> None:
     """import-linter sees imports, not a module named in a string (a spawned process's argv): this does."""
     package = CLI_DIR.parent
-    lower = [package / name for name in ("services", "transport", "config", "plans", "policy", "adapters",
-                                         "catalog", "vault", "store")]
-    naming = sorted(str(path.relative_to(package)) for layer in lower for path in layer.rglob("*.py")
-                    if "strongroom.cli" in path.read_text() or "strongroom.server" in path.read_text())
+    lower = [
+        package / name
+        for name in ("services", "transport", "config", "plans", "policy", "adapters", "catalog", "vault", "store")
+    ]
+    naming = sorted(
+        str(path.relative_to(package))
+        for layer in lower
+        for path in layer.rglob("*.py")
+        if "strongroom.cli" in path.read_text() or "strongroom.server" in path.read_text()
+    )
     assert not naming, f"modules below the front ends naming one: {naming}"

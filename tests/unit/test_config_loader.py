@@ -36,13 +36,16 @@ def test_an_empty_file_is_an_empty_configuration(tmp_path: Path) -> None:
 
 
 def test_unknown_field_names_file_line_and_path(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         vaults:
           archive:
             lock:
               min_retention_days: 7
               min_retention: 9
-    """)
+    """,
+    )
     assert error_of(path) == f"{path}:5: vaults.archive.lock.min_retention: Extra inputs are not permitted"
 
 
@@ -52,24 +55,31 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 
 def test_bad_type_names_the_line_of_the_field(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         vaults:
           archive:
             lock:
               min_retention_days: seven
-    """)
+    """,
+    )
     assert error_of(path).startswith(
-        f"{path}:4: vaults.archive.lock.min_retention_days: Input should be a valid integer")
+        f"{path}:4: vaults.archive.lock.min_retention_days: Input should be a valid integer"
+    )
 
 
 def test_every_problem_is_reported_on_one_line(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         vaults:
           archive:
             lock: {min_retention_days: x}
         resources:
           db: {settings: {}}
-    """)
+    """,
+    )
     message = error_of(path)
     assert "\n" not in message
     assert f"{path}:3: vaults.archive.lock.min_retention_days" in message
@@ -93,31 +103,41 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
-    assert error_of(write(tmp_path, "- a\n- b\n")).endswith("is a mapping with keys such as vaults, resources and"
-                                                           " backup_plans")
+    assert error_of(write(tmp_path, "- a\n- b\n")).endswith(
+        "is a mapping with keys such as vaults, resources and backup_plans"
+    )
 
 
 def test_a_boolean_where_a_string_belongs_says_to_quote_it(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         resources:
           files:
             type: directory
             settings: {path: /}
             tags:
               BackupSource: True
-    """)
-    assert error_of(path) == (f'{path}:6: resources.files.tags.BackupSource: Input should be a valid string (YAML'
-                              ' reads True as a boolean; quote it: "True")')
+    """,
+    )
+    assert error_of(path) == (
+        f"{path}:6: resources.files.tags.BackupSource: Input should be a valid string (YAML"
+        ' reads True as a boolean; quote it: "True")'
+    )
 
 
 def test_invalid_names_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "vaults:\n  'bad name': {}\n")
-    assert error_of(path) == f"{path}:2: vaults.bad name: 'bad name' is not a valid vault name (2-50 letters," \
-                             " digits, _ and -)"
+    assert (
+        error_of(path) == f"{path}:2: vaults.bad name: 'bad name' is not a valid vault name (2-50 letters,"
+        " digits, _ and -)"
+    )
 
 
 def test_resource_settings_are_checked_by_the_adapter(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         resources:
           files:
             type: directory
@@ -125,7 +145,8 @@ def test_resource_settings_are_checked_by_the_adapter(tmp_path: Path) -> None:
               path: {tmp_path}/missing
           other:
             type: oracle
-    """)
+    """,
+    )
     message = error_of(path)
     assert f"{path}:4: resources.files.settings: directory path {tmp_path}/missing does not exist" in message
     assert f"{path}:7: resources.other.type: unknown resource type 'oracle'" in message
@@ -138,7 +159,12 @@ def test_resource_settings_are_normalised(tmp_path: Path) -> None:
 
 
 def test_a_postgres_dsn_is_checked_without_connecting(tmp_path: Path) -> None:
-    ok = load(write(tmp_path, "resources:\n  db:\n    type: postgres\n    settings: {dsn: 'postgresql://u@nowhere.invalid/db'}\n"))
+    ok = load(
+        write(
+            tmp_path,
+            "resources:\n  db:\n    type: postgres\n    settings: {dsn: 'postgresql://u@nowhere.invalid/db'}\n",
+        )
+    )
     assert ok.resource_settings["db"] == {"dsn": "postgresql://u@nowhere.invalid/db"}
     path = write(tmp_path, "resources:\n  db:\n    type: postgres\n    settings: {dsn: 'postgresql://u:secret@h/db'}\n")
     assert f"{path}:4: resources.db.settings: 'dsn' contains a password" in error_of(path)
@@ -146,7 +172,9 @@ def test_a_postgres_dsn_is_checked_without_connecting(tmp_path: Path) -> None:
 
 # Vault access policies and locks ---------------------------------------------------------------
 def test_policy_document_errors_point_at_the_statement_field(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         vaults:
           archive:
             access_policy:
@@ -160,38 +188,50 @@ def test_policy_document_errors_point_at_the_statement_field(tmp_path: Path) -> 
                   Effect: Maybe
                   Principal: "*"
                   Action: backup:DeleteRecoveryPoint
-    """)
+    """,
+    )
     message = error_of(path)
     assert message.startswith(f"{path}:11: vaults.archive.access_policy Statement[1].Effect: must be Allow or Deny")
 
 
 def test_default_destination_policy_is_built_and_validated(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         vaults:
           copies:
             access_policy:
               default_destination:
                 source_account_ids: ["222222222222"]
                 admin_principals: ["arn:strongroom:iam::${account.id}:root"]
-    """)
+    """,
+    )
     document = load(path).policies["copies"]
     assert document is not None
     assert {s["Sid"] for s in document["Statement"]} >= {"AllowSourceAccountCopyIn", "DenyBackupVaultAccess"}
-    bad = write(tmp_path, """
+    bad = write(
+        tmp_path,
+        """
         vaults:
           copies:
             access_policy:
               default_destination:
                 source_account_ids: ["2222"]
                 admin_principals: ["root"]
-    """, "bad.yaml")
+    """,
+        "bad.yaml",
+    )
     message = error_of(bad)
-    assert f"{bad}:5: vaults.copies.access_policy.default_destination.source_account_ids[0]: '2222' is not a 12-digit" \
-           " account id" in message
+    assert (
+        f"{bad}:5: vaults.copies.access_policy.default_destination.source_account_ids[0]: '2222' is not a 12-digit"
+        " account id" in message
+    )
 
 
 def test_lock_range_is_checked(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         vaults:
           archive:
             lock:
@@ -199,7 +239,8 @@ def test_lock_range_is_checked(tmp_path: Path) -> None:
               max_retention_days: 7
           other:
             lock: {changeable_for_days: 1}
-    """)
+    """,
+    )
     message = error_of(path)
     assert f"{path}:3: vaults.archive.lock: min_retention_days (30) is greater than max_retention_days (7)" in message
     assert f"{path}:7: vaults.other.lock.changeable_for_days: Input should be greater than or equal to 3" in message
@@ -238,47 +279,58 @@ def test_backup_plan_in_the_blueprint_shape(tmp_path: Path) -> None:
 
 
 def test_cold_storage_needs_ninety_more_days(tmp_path: Path) -> None:
-    path = write(tmp_path, PLAN.format(destination=DESTINATION, delete_after=60,
-                                       cold="          cold_storage_after: 30"))
+    path = write(
+        tmp_path, PLAN.format(destination=DESTINATION, delete_after=60, cold="          cold_storage_after: 30")
+    )
     assert error_of(path).startswith(
         f"{path}:12: backup_plans.daily.rules[0].lifecycle: delete_after (60) must be at least cold_storage_after + 90"
-        " (120), as in AWS")
+        " (120), as in AWS"
+    )
 
 
 def test_copy_action_needs_a_destination(tmp_path: Path) -> None:
     path = write(tmp_path, PLAN.format(destination="", delete_after=60, cold=""))
-    assert error_of(path).startswith(f"{path}:14: backup_plans.daily.rules[0].copy_action: copy_action copies to the"
-                                     " account's destination vault, but no destination is configured")
+    assert error_of(path).startswith(
+        f"{path}:14: backup_plans.daily.rules[0].copy_action: copy_action copies to the"
+        " account's destination vault, but no destination is configured"
+    )
 
 
 def test_rule_retention_outside_the_target_vault_lock(tmp_path: Path) -> None:
     path = write(tmp_path, PLAN.format(destination=DESTINATION, delete_after=120, cold=""))
     assert error_of(path).startswith(
         f"{path}:13: backup_plans.daily.rules[0].lifecycle.delete_after: a retention of 120 days is longer than the"
-        " vault lock's maximum retention of 90 days. Choose a retention of 7 to 90 days")
+        " vault lock's maximum retention of 90 days. Choose a retention of 7 to 90 days"
+    )
 
 
 def test_bad_schedule_and_short_start_window(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         backup_plans:
           daily:
             selection_tag: BackupSource
             rules:
               - {name: r1, schedule: "every day", start_window: 30}
-    """)
+    """,
+    )
     message = error_of(path)
     assert f"{path}:5: backup_plans.daily.rules[0].schedule: 'every day' is not a schedule" in message
     assert f"{path}:5: backup_plans.daily.rules[0].start_window: Input should be greater than or equal to 60" in message
 
 
 def test_rate_schedules_and_continuous_backup_warn(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         backup_plans:
           daily:
             selection_tag: BackupSource
             rules:
               - {name: r1, schedule: rate(1 hour), enable_continuous_backup: true}
-    """)
+    """,
+    )
     warnings = load(path).warnings
     assert any("rate() is a Strongroom extension" in w for w in warnings)
     assert any("enable_continuous_backup is accepted but not supported yet" in w for w in warnings)

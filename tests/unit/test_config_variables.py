@@ -74,18 +74,23 @@ def test_literal_dollar_brace_and_account_references(config: Path) -> None:
 
 
 def test_unset_variable_without_default_names_its_declaration(config: Path) -> None:
-    assert error_of(config) == (f"{config}:2: variables.environment: no value given for variable 'environment'. Pass"
-                                " --var NAME=VALUE, put it in a --var-file, or give the variable a default")
+    assert error_of(config) == (
+        f"{config}:2: variables.environment: no value given for variable 'environment'. Pass"
+        " --var NAME=VALUE, put it in a --var-file, or give the variable a default"
+    )
 
 
 def test_unknown_cli_variable(config: Path) -> None:
-    assert error_of(config, "environment=x", "colour=blue") == f"{config}:1: --var colour: no variable 'colour' is" \
-                                                               " declared"
+    assert (
+        error_of(config, "environment=x", "colour=blue") == f"{config}:1: --var colour: no variable 'colour' is"
+        " declared"
+    )
 
 
 def test_cli_value_of_the_wrong_type(config: Path) -> None:
     assert error_of(config, "environment=x", "retention=long") == (
-        f"{config}:4: variables.retention: --var retention: expected a number, got 'long'")
+        f"{config}:4: variables.retention: --var retention: expected a number, got 'long'"
+    )
     assert "--var 'nonsense' is not NAME=VALUE" in error_of(config, "environment=x", "nonsense")
 
 
@@ -97,8 +102,10 @@ def test_var_file_problems_name_the_var_file(config: Path, tmp_path: Path) -> No
 
 
 def test_reference_to_an_undeclared_variable(tmp_path: Path) -> None:
-    path = write(tmp_path, "outputs:\n  a:\n    value: ${var.nope}\n  b:\n    value: ${vault.ghost.arn}\n"
-                           "  c:\n    value: ${nonsense}\n")
+    path = write(
+        tmp_path,
+        "outputs:\n  a:\n    value: ${var.nope}\n  b:\n    value: ${vault.ghost.arn}\n  c:\n    value: ${nonsense}\n",
+    )
     message = error_of(path)
     assert f"{path}:3: outputs.a.value: ${{var.nope}}: variable 'nope' is not declared under variables" in message
     assert f"{path}:5: outputs.b.value: ${{vault.ghost.arn}}: no vault 'ghost' is declared" in message
@@ -123,19 +130,30 @@ def test_a_number_given_for_a_string_becomes_text(tmp_path: Path) -> None:
 
 def test_variable_declaration_shape(tmp_path: Path) -> None:
     path = write(tmp_path, "variables:\n  x:\n    type: text\n")
-    assert error_of(path).startswith(f"{path}:3: variables.x.type: Input should be 'string', 'number', 'bool',"
-                                     " 'list' or 'map'")
+    assert error_of(path).startswith(
+        f"{path}:3: variables.x.type: Input should be 'string', 'number', 'bool', 'list' or 'map'"
+    )
 
 
 def test_sensitive_values_are_remembered_for_masking(tmp_path: Path) -> None:
-    path = write(tmp_path, "variables:\n  token: {type: string, sensitive: true}\noutputs:\n"
-                           "  url: {value: 'https://hooks.example/${var.token}'}\n")
+    path = write(
+        tmp_path,
+        "variables:\n  token: {type: string, sensitive: true}\noutputs:\n"
+        "  url: {value: 'https://hooks.example/${var.token}'}\n",
+    )
     assert load(path, "token=s3cr3t-value").sensitive_values == frozenset({"s3cr3t-value"})
 
 
-@pytest.mark.parametrize(("type_name", "text", "expected"), [
-    ("string", "007", "007"), ("number", "7", 7), ("number", "2.5", 2.5), ("bool", "TRUE", True),
-    ("list", "[a, 1]", ["a", 1]), ("map", "{k: v}", {"k": "v"}),
-])
+@pytest.mark.parametrize(
+    ("type_name", "text", "expected"),
+    [
+        ("string", "007", "007"),
+        ("number", "7", 7),
+        ("number", "2.5", 2.5),
+        ("bool", "TRUE", True),
+        ("list", "[a, 1]", ["a", 1]),
+        ("map", "{k: v}", {"k": "v"}),
+    ],
+)
 def test_command_line_text_is_read_as_the_declared_type(type_name: str, text: str, expected: object) -> None:
     assert convert_text(type_name, text) == expected

@@ -25,8 +25,9 @@ class Holder:
     """Another process holding the lock at ``path`` until :meth:`stop`."""
 
     def __init__(self, path: Path, mode: str) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), mode], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.process.stdout is not None and self.process.stdout.readline() == "held\n"
 
     def stop(self) -> None:

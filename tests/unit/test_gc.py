@@ -37,8 +37,11 @@ def read(vault: Vault, rp_id: str) -> bytes:
 
 
 def refs_of(vault: Vault, manifest: Manifest) -> list[ChunkRef]:
-    return [ref for index_id in manifest.streams["dump"].index
-            for ref in decode_index(read_object(vault, index_id, Kind.INDEX), "index")]
+    return [
+        ref
+        for index_id in manifest.streams["dump"].index
+        for ref in decode_index(read_object(vault, index_id, Kind.INDEX), "index")
+    ]
 
 
 def needed_by(vault: Vault, manifest: Manifest) -> set[bytes]:

@@ -25,8 +25,9 @@ ADMIN = user_arn(OWNER, "admin")
 OPS = user_arn(OWNER, "ops")
 
 
-def allowed(document: PolicyDocument | None, principal: str, action: str, resource: str = VAULT,
-            **context: list[str]) -> bool:
+def allowed(
+    document: PolicyDocument | None, principal: str, action: str, resource: str = VAULT, **context: list[str]
+) -> bool:
     """Is the request allowed? Context keys come as s3_tag for s3:tag."""
     keys = {key.replace("_", ":"): values for key, values in context.items()}
     request = AccessRequest(principal, f"backup:{action}", resource, keys)
@@ -59,32 +60,38 @@ def _with(**changes: Any) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [statement(), statement(**changes)]}
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ("{not json", "access policy: not valid JSON (Expecting property name enclosed in double quotes at line 1"),
-    ([], "access policy: must be a JSON object"),
-    ({"Statement": []}, "access policy Statement: must be a statement or a non-empty list of statements"),
-    ({"Version": "2020-01-01", "Statement": [statement()]}, "access policy Version: must be one of 2012-10-17"),
-    ({"Statement": [statement()], "Extra": 1}, "access policy Extra: unknown field"),
-    (_with(effect="Maybe"), "access policy Statement[1].Effect: must be Allow or Deny"),
-    (_with(Sid=7), "access policy Statement[1].Sid: must be a string"),
-    (_with(principal=None), "access policy Statement[1].Principal: is required"),
-    (_with(NotPrincipal="*"), "access policy Statement[1]: give Principal or NotPrincipal, not both"),
-    (_with(principal={"Service": "backup.amazonaws.com"}), "access policy Statement[1].Principal: must be"),
-    (_with(principal={"AWS": "bob"}), "Statement[1].Principal.AWS: 'bob' is not \"*\", a 12-digit account id"),
-    (_with(principal={"AWS": [OWNER, "arn:aws:iam::1:root"]}), "Statement[1].Principal.AWS[1]: 'arn:aws:iam::1:root'"),
-    (_with(action=None), "access policy Statement[1].Action: is required"),
-    (_with(action="backup:DeleteEverything"), "Statement[1].Action: unknown action 'backup:DeleteEverything'"),
-    (_with(action=["backup:Delete*", "s3:GetObject"]), "Statement[1].Action[1]: 's3:GetObject' is not a backup:"),
-    (_with(action=["backup:Get*", 5]), "Statement[1].Action: must be a string or a non-empty list of strings"),
-    (_with(action=None, NotAction="backup:Nothing*"), "Statement[1].NotAction: unknown action 'backup:Nothing*'"),
-    (_with(Resource="my-vault"), "Statement[1].Resource: 'my-vault' is not \"*\" or an ARN"),
-    (_with(Colour="red"), "access policy Statement[1].Colour: unknown field"),
-    (_with(Condition={"NumericEquals": {"k": "1"}}), "Statement[1].Condition.NumericEquals: unknown condition"),
-    (_with(Condition={"ForSomeValues:StringLike": {"k": "1"}}), "Condition.ForSomeValues:StringLike: unknown"),
-    (_with(Condition={"StringEquals": {"k": 1}}), "Statement[1].Condition.StringEquals.k: must be a string or"),
-    (_with(Condition={"StringEquals": {}}), "Statement[1].Condition.StringEquals: must be an object of condition"),
-    ({"Statement": [statement(Sid="A"), statement(Sid="A")]}, "access policy Statement: each Sid must be unique"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("{not json", "access policy: not valid JSON (Expecting property name enclosed in double quotes at line 1"),
+        ([], "access policy: must be a JSON object"),
+        ({"Statement": []}, "access policy Statement: must be a statement or a non-empty list of statements"),
+        ({"Version": "2020-01-01", "Statement": [statement()]}, "access policy Version: must be one of 2012-10-17"),
+        ({"Statement": [statement()], "Extra": 1}, "access policy Extra: unknown field"),
+        (_with(effect="Maybe"), "access policy Statement[1].Effect: must be Allow or Deny"),
+        (_with(Sid=7), "access policy Statement[1].Sid: must be a string"),
+        (_with(principal=None), "access policy Statement[1].Principal: is required"),
+        (_with(NotPrincipal="*"), "access policy Statement[1]: give Principal or NotPrincipal, not both"),
+        (_with(principal={"Service": "backup.amazonaws.com"}), "access policy Statement[1].Principal: must be"),
+        (_with(principal={"AWS": "bob"}), "Statement[1].Principal.AWS: 'bob' is not \"*\", a 12-digit account id"),
+        (
+            _with(principal={"AWS": [OWNER, "arn:aws:iam::1:root"]}),
+            "Statement[1].Principal.AWS[1]: 'arn:aws:iam::1:root'",
+        ),
+        (_with(action=None), "access policy Statement[1].Action: is required"),
+        (_with(action="backup:DeleteEverything"), "Statement[1].Action: unknown action 'backup:DeleteEverything'"),
+        (_with(action=["backup:Delete*", "s3:GetObject"]), "Statement[1].Action[1]: 's3:GetObject' is not a backup:"),
+        (_with(action=["backup:Get*", 5]), "Statement[1].Action: must be a string or a non-empty list of strings"),
+        (_with(action=None, NotAction="backup:Nothing*"), "Statement[1].NotAction: unknown action 'backup:Nothing*'"),
+        (_with(Resource="my-vault"), "Statement[1].Resource: 'my-vault' is not \"*\" or an ARN"),
+        (_with(Colour="red"), "access policy Statement[1].Colour: unknown field"),
+        (_with(Condition={"NumericEquals": {"k": "1"}}), "Statement[1].Condition.NumericEquals: unknown condition"),
+        (_with(Condition={"ForSomeValues:StringLike": {"k": "1"}}), "Condition.ForSomeValues:StringLike: unknown"),
+        (_with(Condition={"StringEquals": {"k": 1}}), "Statement[1].Condition.StringEquals.k: must be a string or"),
+        (_with(Condition={"StringEquals": {}}), "Statement[1].Condition.StringEquals: must be an object of condition"),
+        ({"Statement": [statement(Sid="A"), statement(Sid="A")]}, "access policy Statement: each Sid must be unique"),
+    ],
+)
 def test_invalid_documents_name_the_field(raw: Any, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         PolicyDocument.parse(raw)
@@ -135,8 +142,10 @@ def test_explicit_deny_wins_over_any_allow_and_over_ownership() -> None:
     for principal in (root_arn(SOURCE), root_arn(OWNER), OPS):
         assert allowed(document, principal, "GetRecoveryPoint", POINT)
         message = denial(document, principal, "DeleteRecoveryPoint", POINT)
-        assert message.startswith(f"{principal} may not backup:DeleteRecoveryPoint on {POINT}: denied by statement "
-                                  "'NoDeletes' of the vault's access policy"), message
+        assert message.startswith(
+            f"{principal} may not backup:DeleteRecoveryPoint on {POINT}: denied by statement "
+            "'NoDeletes' of the vault's access policy"
+        ), message
 
 
 def test_a_statement_without_sid_is_named_by_its_index() -> None:
@@ -144,18 +153,21 @@ def test_a_statement_without_sid_is_named_by_its_index() -> None:
     assert "denied by statement Statement[1]" in denial(document, OPS, "DeleteBackupVault")
 
 
-@pytest.mark.parametrize(("pattern", "action", "matches"), [
-    ("backup:Delete*", "DeleteRecoveryPoint", True),
-    ("backup:Delete*", "DeleteBackupVaultLockConfiguration", True),
-    ("backup:Delete*", "CopyIntoBackupVault", False),
-    ("*", "StartRestoreJob", True),
-    ("backup:*", "UpdateRecoveryPointLifecycle", True),
-    ("backup:deleterecoverypoint", "DeleteRecoveryPoint", True),
-    ("DeleteRecoveryPoint", "DeleteRecoveryPoint", True),
-    ("backup:*BackupVault", "CopyFromBackupVault", True),
-    ("backup:*BackupVault", "PutBackupVaultAccessPolicy", False),
-    ("backup:Put?ackupVault*", "PutBackupVaultLockConfiguration", True),
-])
+@pytest.mark.parametrize(
+    ("pattern", "action", "matches"),
+    [
+        ("backup:Delete*", "DeleteRecoveryPoint", True),
+        ("backup:Delete*", "DeleteBackupVaultLockConfiguration", True),
+        ("backup:Delete*", "CopyIntoBackupVault", False),
+        ("*", "StartRestoreJob", True),
+        ("backup:*", "UpdateRecoveryPointLifecycle", True),
+        ("backup:deleterecoverypoint", "DeleteRecoveryPoint", True),
+        ("DeleteRecoveryPoint", "DeleteRecoveryPoint", True),
+        ("backup:*BackupVault", "CopyFromBackupVault", True),
+        ("backup:*BackupVault", "PutBackupVaultAccessPolicy", False),
+        ("backup:Put?ackupVault*", "PutBackupVaultLockConfiguration", True),
+    ],
+)
 def test_action_wildcards(pattern: str, action: str, matches: bool) -> None:
     document = policy(statement("Deny", action=pattern))
     assert allowed(document, OPS, action) != matches
@@ -197,46 +209,53 @@ def _denied_with(document: PolicyDocument, principal: str = OPS, **context: list
     return not allowed(document, principal, "DeleteRecoveryPoint", POINT, **context)
 
 
-@pytest.mark.parametrize(("condition", "context", "denied"), [
-    ({"StringEquals": {"s3:tag": "red"}}, {"s3_tag": ["red"]}, True),
-    ({"StringEquals": {"s3:tag": "red"}}, {"s3_tag": ["Red"]}, False),
-    ({"StringEquals": {"s3:tag": "red"}}, {}, False),  # a missing key matches no positive operator
-    ({"StringNotEquals": {"s3:tag": "red"}}, {}, True),  # ... and every negated one
-    ({"StringNotEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["blue"]}, False),
-    ({"StringNotEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["green"]}, True),
-    ({"StringLike": {"s3:tag": "r?d*"}}, {"s3_tag": ["rods"]}, True),
-    ({"StringNotLike": {"s3:tag": "r*"}}, {"s3_tag": ["rods"]}, False),
-    ({"StringNotLike": {"s3:tag": "r*"}}, {}, True),
-    ({"StringEqualsIfExists": {"s3:tag": "red"}}, {}, True),
-    ({"StringEqualsIfExists": {"s3:tag": "red"}}, {"s3_tag": ["blue"]}, False),
-    ({"ForAnyValue:StringEquals": {"s3:tag": "red"}}, {"s3_tag": ["blue", "red"]}, True),
-    ({"ForAnyValue:StringEquals": {"s3:tag": "red"}}, {}, False),
-    ({"ForAnyValue:StringNotEquals": {"s3:tag": "red"}}, {}, False),
-    ({"ForAllValues:StringEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["blue", "red"]}, True),
-    ({"ForAllValues:StringEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["blue", "green"]}, False),
-    ({"ForAllValues:StringEquals": {"s3:tag": "red"}}, {}, True),  # vacuously true, as in AWS
-    ({"StringEquals": {"S3:TAG": "red"}}, {"s3_tag": ["red"]}, True),  # keys are case-insensitive
-    ({"StringEquals": {"s3:tag": "red", "s3:size": "big"}}, {"s3_tag": ["red"]}, False),  # keys are ANDed
-])
+@pytest.mark.parametrize(
+    ("condition", "context", "denied"),
+    [
+        ({"StringEquals": {"s3:tag": "red"}}, {"s3_tag": ["red"]}, True),
+        ({"StringEquals": {"s3:tag": "red"}}, {"s3_tag": ["Red"]}, False),
+        ({"StringEquals": {"s3:tag": "red"}}, {}, False),  # a missing key matches no positive operator
+        ({"StringNotEquals": {"s3:tag": "red"}}, {}, True),  # ... and every negated one
+        ({"StringNotEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["blue"]}, False),
+        ({"StringNotEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["green"]}, True),
+        ({"StringLike": {"s3:tag": "r?d*"}}, {"s3_tag": ["rods"]}, True),
+        ({"StringNotLike": {"s3:tag": "r*"}}, {"s3_tag": ["rods"]}, False),
+        ({"StringNotLike": {"s3:tag": "r*"}}, {}, True),
+        ({"StringEqualsIfExists": {"s3:tag": "red"}}, {}, True),
+        ({"StringEqualsIfExists": {"s3:tag": "red"}}, {"s3_tag": ["blue"]}, False),
+        ({"ForAnyValue:StringEquals": {"s3:tag": "red"}}, {"s3_tag": ["blue", "red"]}, True),
+        ({"ForAnyValue:StringEquals": {"s3:tag": "red"}}, {}, False),
+        ({"ForAnyValue:StringNotEquals": {"s3:tag": "red"}}, {}, False),
+        ({"ForAllValues:StringEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["blue", "red"]}, True),
+        ({"ForAllValues:StringEquals": {"s3:tag": ["red", "blue"]}}, {"s3_tag": ["blue", "green"]}, False),
+        ({"ForAllValues:StringEquals": {"s3:tag": "red"}}, {}, True),  # vacuously true, as in AWS
+        ({"StringEquals": {"S3:TAG": "red"}}, {"s3_tag": ["red"]}, True),  # keys are case-insensitive
+        ({"StringEquals": {"s3:tag": "red", "s3:size": "big"}}, {"s3_tag": ["red"]}, False),  # keys are ANDed
+    ],
+)
 def test_string_conditions(condition: dict[str, Any], context: dict[str, list[str]], denied: bool) -> None:
     assert _denied_with(_condition(condition), **context) == denied
 
 
-@pytest.mark.parametrize(("condition", "principal", "denied"), [
-    ({"ArnEquals": {"aws:PrincipalArn": OPS}}, OPS, True),
-    ({"ArnEquals": {"aws:PrincipalArn": OPS}}, ADMIN, False),
-    ({"ArnLike": {"aws:PrincipalArn": f"arn:strongroom:iam::{OWNER}:user/o*"}}, OPS, True),
-    ({"ArnLike": {"aws:PrincipalArn": "arn:strongroom:iam::*:user/ops"}}, user_arn(SOURCE, "ops"), True),
-    ({"ArnLike": {"aws:PrincipalArn": "arn:strongroom:iam::*:root"}}, OPS, False),
-    ({"ArnNotLike": {"aws:PrincipalArn": [ADMIN, root_arn(OWNER)]}}, OPS, True),
-    ({"ArnNotLike": {"aws:PrincipalArn": [ADMIN, root_arn(OWNER)]}}, ADMIN, False),
-    ({"ArnNotEquals": {"aws:PrincipalArn": ADMIN}}, root_arn(OWNER), True),
-    ({"StringEquals": {"aws:PrincipalAccount": OWNER}}, OPS, True),
-    ({"StringEquals": {"aws:PrincipalAccount": OWNER}}, root_arn(SOURCE), False),
-])
+@pytest.mark.parametrize(
+    ("condition", "principal", "denied"),
+    [
+        ({"ArnEquals": {"aws:PrincipalArn": OPS}}, OPS, True),
+        ({"ArnEquals": {"aws:PrincipalArn": OPS}}, ADMIN, False),
+        ({"ArnLike": {"aws:PrincipalArn": f"arn:strongroom:iam::{OWNER}:user/o*"}}, OPS, True),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:strongroom:iam::*:user/ops"}}, user_arn(SOURCE, "ops"), True),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:strongroom:iam::*:root"}}, OPS, False),
+        ({"ArnNotLike": {"aws:PrincipalArn": [ADMIN, root_arn(OWNER)]}}, OPS, True),
+        ({"ArnNotLike": {"aws:PrincipalArn": [ADMIN, root_arn(OWNER)]}}, ADMIN, False),
+        ({"ArnNotEquals": {"aws:PrincipalArn": ADMIN}}, root_arn(OWNER), True),
+        ({"StringEquals": {"aws:PrincipalAccount": OWNER}}, OPS, True),
+        ({"StringEquals": {"aws:PrincipalAccount": OWNER}}, root_arn(SOURCE), False),
+    ],
+)
 def test_principal_conditions(condition: dict[str, Any], principal: str, denied: bool) -> None:
-    document = policy(statement("Allow", {"AWS": SOURCE}), statement("Deny", action="backup:DeleteRecoveryPoint",
-                                                                    Condition=condition))
+    document = policy(
+        statement("Allow", {"AWS": SOURCE}), statement("Deny", action="backup:DeleteRecoveryPoint", Condition=condition)
+    )
     assert _denied_with(document, principal) == denied
 
 
@@ -266,13 +285,23 @@ def test_explicitly_allows_only_principals_named_by_arn_or_account() -> None:
 # The blueprint's destination policy -------------------------------------------------------------
 @pytest.fixture
 def destination() -> PolicyDocument:
-    return PolicyDocument.parse(default_destination_policy(
-        source_account_ids=[SOURCE], source_vault_arns=[SOURCE_VAULT], admin_principal_arns=[ADMIN]))
+    return PolicyDocument.parse(
+        default_destination_policy(
+            source_account_ids=[SOURCE], source_vault_arns=[SOURCE_VAULT], admin_principal_arns=[ADMIN]
+        )
+    )
 
 
-DESTRUCTIVE = ["DeleteRecoveryPoint", "UpdateRecoveryPointLifecycle", "PutBackupVaultAccessPolicy",
-               "DeleteBackupVaultAccessPolicy", "DeleteBackupVault", "PutBackupVaultLockConfiguration",
-               "DeleteBackupVaultLockConfiguration", "StartRestoreJob"]
+DESTRUCTIVE = [
+    "DeleteRecoveryPoint",
+    "UpdateRecoveryPointLifecycle",
+    "PutBackupVaultAccessPolicy",
+    "DeleteBackupVaultAccessPolicy",
+    "DeleteBackupVault",
+    "PutBackupVaultLockConfiguration",
+    "DeleteBackupVaultLockConfiguration",
+    "StartRestoreJob",
+]
 
 
 def test_the_source_copies_in_and_reads(destination: PolicyDocument) -> None:
@@ -306,7 +335,10 @@ def test_without_administrators_nobody_may_destroy() -> None:
     raw = default_destination_policy(source_account_ids=[SOURCE], source_vault_arns=[], admin_principal_arns=[])
     document = PolicyDocument.parse(raw)
     assert [s["Sid"] for s in raw["Statement"]] == [
-        "AllowSourceAccountCopyIn", "DenyBackupVaultAccess", "DenyBackupCopyExceptToSourceAccount"]
+        "AllowSourceAccountCopyIn",
+        "DenyBackupVaultAccess",
+        "DenyBackupCopyExceptToSourceAccount",
+    ]
     for action in DESTRUCTIVE:
         assert not allowed(document, root_arn(OWNER), action, POINT)
     assert not allowed(document, root_arn(SOURCE), "CopyFromBackupVault", POINT, backup_CopyTargets=[SOURCE_VAULT])

@@ -99,7 +99,9 @@ def test_programs_and_trusting_pg_hba_lines_are_found(data_dir: Path) -> None:
     (data_dir / "base" / "1" / "16384").write_bytes(Path("/bin/true").read_bytes())
     assert restored_conf.programs(data_dir) == ["base/1/16384"]
 
-    (data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
-                                          "host all all 127.0.0.1 255.255.255.255 trust  # old style\n")
+    (data_dir / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        "host all all 127.0.0.1 255.255.255.255 trust  # old style\n"
+    )
     (warning,) = restored_conf.hba_warnings(data_dir)
     assert "(line 3)" in warning and "any user of this machine" in warning

@@ -30,8 +30,12 @@ def test_out_of_range_retentions_are_refused(days: int) -> None:
 def test_a_lock_bounds_a_new_point_counted_from_its_arrival() -> None:
     lock = VaultLock(7, 30, None, NOW)
     fields = retention.new_point_retention(lock, "2026-03-01T12:00:00+00:00", 10)
-    assert fields == {"delete_after_days": 10, "delete_at": "2026-03-11T12:00:00+00:00", "lock_applies": True,
-                      "arrival_date": "2026-03-01T12:00:00+00:00"}
+    assert fields == {
+        "delete_after_days": 10,
+        "delete_at": "2026-03-11T12:00:00+00:00",
+        "lock_applies": True,
+        "arrival_date": "2026-03-01T12:00:00+00:00",
+    }
     with pytest.raises(RetentionError):
         retention.new_point_retention(lock, "2026-03-01T12:00:00+00:00", 3)
     assert retention.new_point_retention(None, "2026-03-01T12:00:00+00:00", None)["lock_applies"] is False
@@ -52,11 +56,17 @@ def test_lock_fields_and_what_protects_a_point() -> None:
     assert retention.lock_fields(compliance, NOW + timedelta(days=3))["lock_state"] == "COMPLIANCE_IMMUTABLE"
     assert retention.governing_lock(compliance, lock_applies=False) is None
     shown = retention.retention_of(5, "2026-03-02T00:00:00+00:00", compliance, NOW)
-    assert shown == {"delete_after_days": 5, "delete_at": "2026-03-02T00:00:00+00:00", "retention_ended": False,
-                     "locked_by": "compliance"}
+    assert shown == {
+        "delete_after_days": 5,
+        "delete_at": "2026-03-02T00:00:00+00:00",
+        "retention_ended": False,
+        "locked_by": "compliance",
+    }
 
 
-@pytest.mark.parametrize(("current", "new", "shorter"), [(None, 5, True), (10, 5, True), (5, 10, False),
-                                                         (5, None, False), (None, None, False)])
+@pytest.mark.parametrize(
+    ("current", "new", "shorter"),
+    [(None, 5, True), (10, 5, True), (5, 10, False), (5, None, False), (None, None, False)],
+)
 def test_what_shortens_a_retention(current: int | None, new: int | None, shorter: bool) -> None:
     assert retention.shortens(current, new) is shorter

@@ -28,11 +28,14 @@ def test_runbooks_restore_the_postgres_types_named_in_the_usual_order() -> None:
 
 def test_a_database_restore_lands_on_the_original_server_under_the_new_name() -> None:
     original = ResourceSpec("app", "postgres", {"dsn": "postgresql://app@db.internal:5433/app"})
-    request = get_adapter("postgres").runbook_restore_request(restore_step(no_owners=True, jobs=2), "app_new",
-                                                              original)
+    request = get_adapter("postgres").runbook_restore_request(restore_step(no_owners=True, jobs=2), "app_new", original)
     params = psycopg.conninfo.conninfo_to_dict(request.target or "")
-    assert (params["host"], params["port"], params["user"], params["dbname"]) == \
-        ("db.internal", "5433", "app", "app_new")
+    assert (params["host"], params["port"], params["user"], params["dbname"]) == (
+        "db.internal",
+        "5433",
+        "app",
+        "app_new",
+    )
     assert request.target_identifier == "app_new"
     assert request.options == {"jobs": 2, "no_owners": True}
 
@@ -54,15 +57,34 @@ def test_a_cluster_restore_keeps_port_target_and_trust(tmp_path: Path) -> None:
 
 def test_endpoints_of_restored_resources() -> None:
     database = get_adapter("postgres").restored_endpoint({"target": "host=127.0.0.1 port=6543 user=u dbname=d"})
-    assert database.as_outputs() == {"host": "127.0.0.1", "port": 6543, "dsn": "host=127.0.0.1 port=6543 user=u"
-                                     " dbname=d", "dbname": "d", "login": "u", "database": "d"}
+    assert database.as_outputs() == {
+        "host": "127.0.0.1",
+        "port": 6543,
+        "dsn": "host=127.0.0.1 port=6543 user=u dbname=d",
+        "dbname": "d",
+        "login": "u",
+        "database": "d",
+    }
     cluster = get_adapter("postgres-cluster").restored_endpoint(
-        {"dsn": "host=/s port=7001 user=postgres dbname=postgres", "port": 7001, "data_directory": "/d",
-         "stop_command": "pg_ctl stop", "log": "/d.log"})
-    assert cluster.as_outputs() == {"host": "127.0.0.1", "port": 7001, "dsn": "host=/s port=7001 user=postgres"
-                                    " dbname=postgres", "dbname": "postgres", "login": "postgres",
-                                    "data_directory": "/d", "stop_command": "pg_ctl stop", "log": "/d.log",
-                                    "disabled_on_restore": []}
+        {
+            "dsn": "host=/s port=7001 user=postgres dbname=postgres",
+            "port": 7001,
+            "data_directory": "/d",
+            "stop_command": "pg_ctl stop",
+            "log": "/d.log",
+        }
+    )
+    assert cluster.as_outputs() == {
+        "host": "127.0.0.1",
+        "port": 7001,
+        "dsn": "host=/s port=7001 user=postgres dbname=postgres",
+        "dbname": "postgres",
+        "login": "postgres",
+        "data_directory": "/d",
+        "stop_command": "pg_ctl stop",
+        "log": "/d.log",
+        "disabled_on_restore": [],
+    }
 
 
 def test_dr_handlers_import_no_resource_type_module() -> None:
@@ -70,5 +92,6 @@ def test_dr_handlers_import_no_resource_type_module() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith("strongroom.adapters.postgres"), f"{path.name}: {node.module}"
-        assert '"postgres-cluster"' not in path.read_text().replace('PREDICTED_TYPE = "postgres-cluster"', ""), \
+        assert '"postgres-cluster"' not in path.read_text().replace('PREDICTED_TYPE = "postgres-cluster"', ""), (
             path.name
+        )

@@ -34,12 +34,19 @@ CASES: list[tuple[str, str | None, str, list[str]]] = [
     ("cron(30 23 ? * * *)", None, A, ["2026-11-25T23:30", "2026-11-26T23:30"]),
     ("cron(59 23 31 12 ? *)", None, A, ["2026-12-31T23:59", "2027-12-31T23:59"]),
     # Steps: */15, a/n, a-b/n, and in Hours.
-    ("cron(*/15 * * * ? *)", None, "2026-11-25T12:07:30Z", ["2026-11-25T12:15", "2026-11-25T12:30",
-                                                             "2026-11-25T12:45", "2026-11-25T13:00"]),
-    ("cron(5/20 * * * ? *)", None, A, ["2026-11-25T12:05", "2026-11-25T12:25", "2026-11-25T12:45",
-                                       "2026-11-25T13:05"]),
-    ("cron(10-20/5 8 * * ? *)", None, A, ["2026-11-26T08:10", "2026-11-26T08:15", "2026-11-26T08:20",
-                                          "2026-11-27T08:10"]),
+    (
+        "cron(*/15 * * * ? *)",
+        None,
+        "2026-11-25T12:07:30Z",
+        ["2026-11-25T12:15", "2026-11-25T12:30", "2026-11-25T12:45", "2026-11-25T13:00"],
+    ),
+    ("cron(5/20 * * * ? *)", None, A, ["2026-11-25T12:05", "2026-11-25T12:25", "2026-11-25T12:45", "2026-11-25T13:05"]),
+    (
+        "cron(10-20/5 8 * * ? *)",
+        None,
+        A,
+        ["2026-11-26T08:10", "2026-11-26T08:15", "2026-11-26T08:20", "2026-11-27T08:10"],
+    ),
     ("cron(0 0-23/6 * * ? *)", None, A, ["2026-11-25T18:00", "2026-11-26T00:00", "2026-11-26T06:00"]),
     # Day-of-week numbering: 1 = SUN ... 7 = SAT; 2-6 is MON-FRI. After Friday 2026-11-27 10:00.
     ("cron(0 9 ? * MON-FRI *)", None, "2026-11-27T10:00:00Z", ["2026-11-30T09:00", "2026-12-01T09:00"]),
@@ -51,18 +58,14 @@ CASES: list[tuple[str, str | None, str, list[str]]] = [
     # Months: names in any case, steps (*/3 = JAN, APR, JUL, OCT), lists and ranges of days.
     ("cron(0 0 1 jan,Jul ? *)", None, A, ["2027-01-01T00:00", "2027-07-01T00:00"]),
     ("cron(0 0 1 */3 ? *)", None, A, ["2027-01-01T00:00", "2027-04-01T00:00", "2027-07-01T00:00"]),
-    ("cron(0 0 1-3 * ? *)", None, A, ["2026-12-01T00:00", "2026-12-02T00:00", "2026-12-03T00:00",
-                                      "2027-01-01T00:00"]),
+    ("cron(0 0 1-3 * ? *)", None, A, ["2026-12-01T00:00", "2026-12-02T00:00", "2026-12-03T00:00", "2027-01-01T00:00"]),
     # 1/10 in Day-of-month = 1, 11, 21, 31; November has no 31st.
-    ("cron(0 0 1/10 * ? *)", None, A, ["2026-12-01T00:00", "2026-12-11T00:00", "2026-12-21T00:00",
-                                       "2026-12-31T00:00"]),
+    ("cron(0 0 1/10 * ? *)", None, A, ["2026-12-01T00:00", "2026-12-11T00:00", "2026-12-21T00:00", "2026-12-31T00:00"]),
     # Month ends: the 31st skips February and April; the 30th skips February.
-    ("cron(0 0 31 * ? *)", None, A, ["2026-12-31T00:00", "2027-01-31T00:00", "2027-03-31T00:00",
-                                     "2027-05-31T00:00"]),
+    ("cron(0 0 31 * ? *)", None, A, ["2026-12-31T00:00", "2027-01-31T00:00", "2027-03-31T00:00", "2027-05-31T00:00"]),
     ("cron(0 0 30 * ? *)", None, "2027-01-30T12:00:00Z", ["2027-03-30T00:00", "2027-04-30T00:00"]),
     # L: the last day of the month, 28 or 29 in February.
-    ("cron(0 0 L * ? *)", None, A, ["2026-11-30T00:00", "2026-12-31T00:00", "2027-01-31T00:00",
-                                    "2027-02-28T00:00"]),
+    ("cron(0 0 L * ? *)", None, A, ["2026-11-30T00:00", "2026-12-31T00:00", "2027-01-31T00:00", "2027-02-28T00:00"]),
     ("cron(0 0 L 2 ? *)", None, A, ["2027-02-28T00:00", "2028-02-29T00:00", "2029-02-28T00:00"]),
     # Feb 29: leap years 2028 and 2032 only.
     ("cron(0 0 29 2 ? *)", None, A, ["2028-02-29T00:00", "2032-02-29T00:00"]),
@@ -70,17 +73,28 @@ CASES: list[tuple[str, str | None, str, list[str]]] = [
     ("cron(0 0 29 2 ? 2097-2105)", None, A, ["2104-02-29T00:00"]),
     # W: the weekday nearest the day, never leaving the month. Aug 15 2026 is a Saturday -> Friday 14;
     # Sep 15 Tue and Oct 15 Thu as they are; Nov 15 is a Sunday -> Monday 16.
-    ("cron(0 0 15W * ? *)", None, "2026-08-01T00:00:00Z", ["2026-08-14T00:00", "2026-09-15T00:00",
-                                                          "2026-10-15T00:00", "2026-11-16T00:00"]),
+    (
+        "cron(0 0 15W * ? *)",
+        None,
+        "2026-08-01T00:00:00Z",
+        ["2026-08-14T00:00", "2026-09-15T00:00", "2026-10-15T00:00", "2026-11-16T00:00"],
+    ),
     # 1W: Aug 1 2026 is a Saturday -> Monday 3 (not Friday Jul 31); Nov 1 a Sunday -> Monday 2.
-    ("cron(0 0 1W * ? *)", None, "2026-07-15T00:00:00Z", ["2026-08-03T00:00", "2026-09-01T00:00",
-                                                         "2026-10-01T00:00", "2026-11-02T00:00"]),
+    (
+        "cron(0 0 1W * ? *)",
+        None,
+        "2026-07-15T00:00:00Z",
+        ["2026-08-03T00:00", "2026-09-01T00:00", "2026-10-01T00:00", "2026-11-02T00:00"],
+    ),
     # 31W: May 31 2026 is a Sunday -> Friday 29 (not Monday Jun 1); June has no 31st; Jul 31 Fri; Aug 31 Mon.
-    ("cron(0 0 31W * ? *)", None, "2026-05-01T00:00:00Z", ["2026-05-29T00:00", "2026-07-31T00:00",
-                                                          "2026-08-31T00:00"]),
+    ("cron(0 0 31W * ? *)", None, "2026-05-01T00:00:00Z", ["2026-05-29T00:00", "2026-07-31T00:00", "2026-08-31T00:00"]),
     # LW: the last weekday. Jan 31 2026 Sat -> 30; Feb 28 Sat -> 27; Mar 31 Tue; Apr 30 Thu.
-    ("cron(0 0 LW * ? *)", None, "2026-01-01T00:00:00Z", ["2026-01-30T00:00", "2026-02-27T00:00",
-                                                         "2026-03-31T00:00", "2026-04-30T00:00"]),
+    (
+        "cron(0 0 LW * ? *)",
+        None,
+        "2026-01-01T00:00:00Z",
+        ["2026-01-30T00:00", "2026-02-27T00:00", "2026-03-31T00:00", "2026-04-30T00:00"],
+    ),
     # nL: the last Friday (6) of the month: Nov 27, Dec 25 2026, Jan 29 2027.
     ("cron(0 10 ? * 6L *)", None, A, ["2026-11-27T10:00", "2026-12-25T10:00", "2027-01-29T10:00"]),
     # FRIL limited to 2026: Dec 25 is the last one there is.
@@ -112,13 +126,21 @@ CASES: list[tuple[str, str | None, str, list[str]]] = [
     ("rate(1 day)", "Europe/London", "2026-07-01T12:00:00Z", ["2026-07-02T00:00"]),
     # Time zones. London 07:00 is 06:00Z in summer time and 07:00Z in winter.
     ("cron(0 7 * * ? *)", "Europe/London", "2026-03-28T12:00:00Z", ["2026-03-29T06:00", "2026-03-30T06:00"]),
-    ("cron(0 7 * * ? *)", "Europe/London", "2026-10-24T00:00:00Z", ["2026-10-24T06:00", "2026-10-25T07:00",
-                                                                    "2026-10-26T07:00"]),
+    (
+        "cron(0 7 * * ? *)",
+        "Europe/London",
+        "2026-10-24T00:00:00Z",
+        ["2026-10-24T06:00", "2026-10-25T07:00", "2026-10-26T07:00"],
+    ),
     # 01:30 does not exist in London on 2026-03-29 (01:00 GMT -> 02:00 BST): skipped, as EventBridge does.
     ("cron(30 1 * * ? *)", "Europe/London", "2026-03-28T00:00:00Z", ["2026-03-28T01:30", "2026-03-30T00:30"]),
     # 01:30 happens twice in London on 2026-10-25 (00:30Z BST, 01:30Z GMT): it fires once, the first time.
-    ("cron(30 1 * * ? *)", "Europe/London", "2026-10-24T00:00:00Z", ["2026-10-24T00:30", "2026-10-25T00:30",
-                                                                     "2026-10-26T01:30"]),
+    (
+        "cron(30 1 * * ? *)",
+        "Europe/London",
+        "2026-10-24T00:00:00Z",
+        ["2026-10-24T00:30", "2026-10-25T00:30", "2026-10-26T01:30"],
+    ),
     ("cron(30 1 * * ? *)", "Europe/London", "2026-10-25T00:45:00Z", ["2026-10-26T01:30"]),
     # New York is UTC-5 in late November; Kolkata is UTC+5:30, so its midnight is 18:30Z the day before.
     ("cron(0 9 ? * MON-FRI *)", "America/New_York", A, ["2026-11-25T14:00", "2026-11-26T14:00"]),
@@ -138,12 +160,13 @@ def test_the_table_is_large_enough() -> None:
     assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize(("expression", "zone", "after", "expected"), CASES,
-                         ids=[f"{c[0]}@{c[1] or 'UTC'}@{c[2]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("expression", "zone", "after", "expected"), CASES, ids=[f"{c[0]}@{c[1] or 'UTC'}@{c[2]}" for c in CASES]
+)
 def test_next_fire_times(expression: str, zone: str | None, after: str, expected: list[str]) -> None:
     times = next_fire_times(expression, after=_utc(after), count=len(expected) + 1, timezone=zone)
     ends = expression.endswith(("2026)", "2035)", "2105)", "2199)"))  # the Year field runs out
-    assert _minutes(times[:len(expected)]) == expected
+    assert _minutes(times[: len(expected)]) == expected
     assert len(times) == len(expected) + (0 if ends else 1)
     assert all(t.tzinfo is UTC and t > _utc(after) for t in times)
 
@@ -167,8 +190,10 @@ REJECTIONS = [
     ("cron(0 0 ? * MONDAY *)", "Day-of-week 'MONDAY': 'MONDAY' is not a value (1-7 or SUN-SAT)"),
     ("cron(0 0 1 1 ? 1969)", "Year '1969': 1969 is outside 1970-2199"),
     ("cron(0 0 1 1 ? 2200)", "Year '2200': 2200 is outside 1970-2199"),
-    ("cron(0 0 ? * FRI-MON *)", "the range FRI-MON runs backwards; ranges do not wrap around, write two ranges:"
-                                " FRI-SAT,SUN-MON"),
+    (
+        "cron(0 0 ? * FRI-MON *)",
+        "the range FRI-MON runs backwards; ranges do not wrap around, write two ranges: FRI-SAT,SUN-MON",
+    ),
     ("cron(0 22-2 * * ? *)", "write two ranges: 22-23,0-2"),
     ("cron(0 0 ? * */2 *)", "AWS does not allow '/' in Day-of-week"),
     ("cron(0/0 * * * ? *)", "the increment after '/' must be a whole number from 1 to 60"),
@@ -221,13 +246,16 @@ def test_schedule_attributes() -> None:
     assert rate.portability_note == "rate() is a Strongroom extension; AWS Backup accepts only cron()"
 
 
-@pytest.mark.parametrize(("expression", "portable"), [
-    ("cron(0 * * * ? *)", True),  # hourly: exactly 60 minutes apart
-    ("cron(15 0-23/2 ? * MON *)", True),
-    ("cron(0,30 * * * ? *)", False),  # twice an hour
-    ("cron(*/5 * * * ? *)", False),
-    ("rate(1 hour)", False),  # rate() itself is not AWS Backup's
-])
+@pytest.mark.parametrize(
+    ("expression", "portable"),
+    [
+        ("cron(0 * * * ? *)", True),  # hourly: exactly 60 minutes apart
+        ("cron(15 0-23/2 ? * MON *)", True),
+        ("cron(0,30 * * * ? *)", False),  # twice an hour
+        ("cron(*/5 * * * ? *)", False),
+        ("rate(1 hour)", False),  # rate() itself is not AWS Backup's
+    ],
+)
 def test_what_aws_backup_would_refuse_is_not_portable(expression: str, portable: bool) -> None:
     schedule = parse_schedule(expression)
     assert schedule.portable is portable
@@ -237,10 +265,8 @@ def test_what_aws_backup_would_refuse_is_not_portable(expression: str, portable:
 def test_next_after_is_strictly_after_and_takes_any_aware_time() -> None:
     schedule = parse_schedule("cron(0 7,19 * * ? *)")
     plus_two = timezone(timedelta(hours=2))
-    assert schedule.next_after(datetime(2026, 11, 25, 21, 0, tzinfo=plus_two)) == datetime(2026, 11, 26, 7,
-                                                                                           tzinfo=UTC)
-    assert schedule.next_after(datetime(2026, 11, 25, 19, 0, 0, 1, tzinfo=UTC)) == datetime(2026, 11, 26, 7,
-                                                                                            tzinfo=UTC)
+    assert schedule.next_after(datetime(2026, 11, 25, 21, 0, tzinfo=plus_two)) == datetime(2026, 11, 26, 7, tzinfo=UTC)
+    assert schedule.next_after(datetime(2026, 11, 25, 19, 0, 0, 1, tzinfo=UTC)) == datetime(2026, 11, 26, 7, tzinfo=UTC)
     with pytest.raises(ValueError, match="no time zone"):
         schedule.next_after(datetime(2026, 11, 25, 12))
 
@@ -264,8 +290,7 @@ def test_far_and_rare_fire_times_are_found_without_scanning_minutes() -> None:
 
 
 def test_successive_fire_times_of_every_minute_across_a_dst_change() -> None:
-    times = next_fire_times("cron(* * * * ? *)", after=_utc("2026-10-25T00:58:00Z"), count=4,
-                            timezone="Europe/London")
+    times = next_fire_times("cron(* * * * ? *)", after=_utc("2026-10-25T00:58:00Z"), count=4, timezone="Europe/London")
     # 01:59 BST (00:59Z), then the repeated hour 01:00-01:59 GMT is not fired again: 02:00 GMT is 02:00Z.
     assert _minutes(times) == ["2026-10-25T00:59", "2026-10-25T02:00", "2026-10-25T02:01", "2026-10-25T02:02"]
 
@@ -293,14 +318,18 @@ def _load_error(tmp_path: Path, schedule: str, zone: str = "Europe/London") -> s
 
 def test_the_configuration_refuses_a_bad_schedule_with_file_and_line(tmp_path: Path) -> None:
     message = _load_error(tmp_path, '"cron(0 7 * * MON *)"')
-    assert (f"{tmp_path / 'account.yaml'}:6: backup_plans.daily.rules[0].schedule: cron(0 7 * * MON *):"
-            " Day-of-month '*' and Day-of-week 'MON' are both set") in message
+    assert (
+        f"{tmp_path / 'account.yaml'}:6: backup_plans.daily.rules[0].schedule: cron(0 7 * * MON *):"
+        " Day-of-month '*' and Day-of-week 'MON' are both set"
+    ) in message
 
 
 def test_the_configuration_refuses_an_unknown_time_zone(tmp_path: Path) -> None:
     message = _load_error(tmp_path, '"cron(0 7 * * ? *)"', zone="Europe/Londres")
-    assert (f"{tmp_path / 'account.yaml'}:7: backup_plans.daily.rules[0].schedule_expression_timezone:"
-            " 'Europe/Londres' is not an IANA time zone name") in message
+    assert (
+        f"{tmp_path / 'account.yaml'}:7: backup_plans.daily.rules[0].schedule_expression_timezone:"
+        " 'Europe/Londres' is not an IANA time zone name"
+    ) in message
 
 
 def test_the_configuration_keeps_a_valid_schedule_and_its_time_zone(tmp_path: Path) -> None:

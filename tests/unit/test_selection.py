@@ -10,8 +10,14 @@ from strongroom.plans import selection
 from strongroom.plans.records import BackupPlan
 
 # The seed's plans, in the stored (blueprint-shaped) form: PostgreSQL on, DynamoDB switched off.
-POSTGRES: dict[str, Any] = {"enable": True, "selection_tag": "BackupSource", "selection_tag_value": "True",
-                            "selection_tags": [], "compliance_resource_types": ["postgres"], "rules": []}
+POSTGRES: dict[str, Any] = {
+    "enable": True,
+    "selection_tag": "BackupSource",
+    "selection_tag_value": "True",
+    "selection_tags": [],
+    "compliance_resource_types": ["postgres"],
+    "rules": [],
+}
 DYNAMODB: dict[str, Any] = {**POSTGRES, "enable": False, "compliance_resource_types": ["dynamodb"]}
 
 
@@ -24,9 +30,17 @@ def required_tags(plan: dict[str, Any]) -> list[tuple[str, str]]:
     return selection.required_tags(BackupPlan.of(plan))
 
 
-@pytest.mark.parametrize(("value", "selected"), [
-    ("True", True), ("true", False), ("TRUE", False), ("True ", False), ("yes", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("value", "selected"),
+    [
+        ("True", True),
+        ("true", False),
+        ("TRUE", False),
+        ("True ", False),
+        ("yes", False),
+        ("", False),
+    ],
+)
 def test_the_tag_value_matches_exactly_case_included(value: str, selected: bool) -> None:
     assert selects(POSTGRES, "postgres", {"BackupSource": value}) is selected
 
@@ -50,8 +64,10 @@ def test_a_custom_tag_value() -> None:
 
 
 def test_selection_tags_are_anded_with_the_selection_tag() -> None:
-    plan = {**POSTGRES, "selection_tags": [{"key": "environment", "value": "production"},
-                                           {"key": "team", "value": "mavis"}]}
+    plan = {
+        **POSTGRES,
+        "selection_tags": [{"key": "environment", "value": "production"}, {"key": "team", "value": "mavis"}],
+    }
     everything = {"BackupSource": "True", "environment": "production", "team": "mavis", "other": "x"}
     assert selects(plan, "postgres", everything)
     assert not selects(plan, "postgres", {**everything, "team": "Mavis"})
@@ -72,8 +88,9 @@ def test_compliance_resource_types_limit_the_plan_to_those_types() -> None:
 def test_without_compliance_resource_types_every_type_is_selected() -> None:
     plan = {**POSTGRES, "compliance_resource_types": []}
     assert selects(plan, "postgres-cluster", {"BackupSource": "True"})
-    assert selects({k: v for k, v in plan.items() if k != "compliance_resource_types"}, "directory",
-                   {"BackupSource": "True"})
+    assert selects(
+        {k: v for k, v in plan.items() if k != "compliance_resource_types"}, "directory", {"BackupSource": "True"}
+    )
 
 
 def test_a_disabled_plan_selects_nothing() -> None:
@@ -83,11 +100,17 @@ def test_a_disabled_plan_selects_nothing() -> None:
 
 def test_one_plan_per_resource_type_as_the_seed_does() -> None:
     plans = {"postgres": POSTGRES, "dynamodb": DYNAMODB}
-    resources = {"mavis-db": ("postgres", {"BackupSource": "True"}),
-                 "sessions": ("dynamodb", {"BackupSource": "True"}),
-                 "scratch": ("postgres", {"BackupSource": "true"})}
-    chosen = {(plan, resource) for plan, spec in plans.items()
-              for resource, (kind, tags) in resources.items() if selects(spec, kind, tags)}
+    resources = {
+        "mavis-db": ("postgres", {"BackupSource": "True"}),
+        "sessions": ("dynamodb", {"BackupSource": "True"}),
+        "scratch": ("postgres", {"BackupSource": "true"}),
+    }
+    chosen = {
+        (plan, resource)
+        for plan, spec in plans.items()
+        for resource, (kind, tags) in resources.items()
+        if selects(spec, kind, tags)
+    }
     assert chosen == {("postgres", "mavis-db")}
 
 

@@ -32,11 +32,19 @@ def test_tools_keep_the_targets_password_but_never_a_strongroom_variable(monkeyp
 
 
 def test_a_restored_server_gets_a_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"STRONGROOM_PASSPHRASE": "account passphrase", "PGPASSWORD": "pw", "PGDATA": "/elsewhere",
-                        "PGPORT": "1", "AWS_SECRET_ACCESS_KEY": "aws", "LANG": "C.UTF-8", "TZ": "UTC",
-                        "LC_ALL": "de_DE.UTF-8"}.items():
+    for name, value in {
+        "STRONGROOM_PASSPHRASE": "account passphrase",
+        "PGPASSWORD": "pw",
+        "PGDATA": "/elsewhere",
+        "PGPORT": "1",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "LC_ALL": "de_DE.UTF-8",
+    }.items():
         monkeypatch.setenv(name, value)
     seen = seen_by_a_tool(server_environment())
     assert set(seen) <= {"PATH", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "LC_MESSAGES"} | {
-        name for name in seen if name.startswith("LC_") and name != "LC_ALL"}
+        name for name in seen if name.startswith("LC_") and name != "LC_ALL"
+    }
     assert (seen["LANG"], seen["TZ"], seen["LC_MESSAGES"]) == ("C.UTF-8", "UTC", "C")

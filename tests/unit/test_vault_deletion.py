@@ -118,11 +118,13 @@ def _calls_outside_the_vault() -> list[str]:
             if isinstance(node, ast.Call):
                 call = ast.unparse(node.func)
                 if call.endswith(("store.put", "store.delete", "store.remove_all")) or call in (
-                        "manifest_key", "chunk_key"):
+                    "manifest_key",
+                    "chunk_key",
+                ):
                     found.append(f"{relative}:{node.lineno} {call}")
                 if call == "isinstance" and "LocalStore" in ast.unparse(node):
                     found.append(f"{relative}:{node.lineno} isinstance LocalStore")
-            if (isinstance(node, ast.Attribute) and node.attr == "_open_vaults" and relative != "services/account.py"):
+            if isinstance(node, ast.Attribute) and node.attr == "_open_vaults" and relative != "services/account.py":
                 found.append(f"{relative}:{node.lineno} _open_vaults")
     return found
 

@@ -125,7 +125,11 @@ def test_memory_stays_bounded_for_a_large_stream(tmp_path: Path) -> None:
     size = 200 << 20
     probe = subprocess.run(
         [sys.executable, "-m", "tests.support.memory_probe", str(tmp_path / "vault"), str(size)],
-        cwd=REPO, capture_output=True, text=True, check=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     grown = json.loads(probe.stdout)
     assert grown["buffer"] > 150, grown  # the probe sees a stream held in memory ...

@@ -82,8 +82,14 @@ class Endpoint:
     extra: dict[str, Any] = field(default_factory=dict)  # type-specific outputs (data_directory, ...)
 
     def as_outputs(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "dsn": self.dsn, "dbname": self.dbname,
-                "login": self.login, **self.extra}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dsn": self.dsn,
+            "dbname": self.dbname,
+            "login": self.login,
+            **self.extra,
+        }
 
 
 class RunbookRestore(Protocol):
@@ -122,19 +128,24 @@ class ResourceAdapter(ABC):
 
     def restore_target_in_use(self, request: RestoreRequest, home: Path) -> str | None:
         """Why ``request``'s target cannot be created now (one line), or None when it is free."""
-        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook",
-                          hint="runbooks restore postgres and postgres-cluster recovery points")
+        raise ConfigError(
+            f"resource type {self.type_name} does not support restores in a runbook",
+            hint="runbooks restore postgres and postgres-cluster recovery points",
+        )
 
     def discard_restore(self, request: RestoreRequest, home: Path, details: dict[str, Any]) -> list[str]:
         """Remove what a restore to ``request`` made (a retried or rehearsed restore); what was removed."""
         raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook")
 
-    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
-                                original: ResourceSpec | None) -> RestoreRequest:
+    def runbook_restore_request(
+        self, step: RunbookRestore, identifier: str, original: ResourceSpec | None
+    ) -> RestoreRequest:
         """The request a runbook's restore ``step`` makes for the new ``identifier``; ``original`` is the
         resource the point was taken of, when this account still has it."""
-        raise ConfigError(f"resource type {self.type_name} does not support restores in a runbook",
-                          hint="restore it with 'strongroom restore start'")
+        raise ConfigError(
+            f"resource type {self.type_name} does not support restores in a runbook",
+            hint="restore it with 'strongroom restore start'",
+        )
 
     def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
         """Where the resource a restore job made (its ``result``) answers."""

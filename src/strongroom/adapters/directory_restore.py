@@ -128,9 +128,18 @@ def _parse(record: dict[str, Any]) -> _Entry:
         if kind == "symlink" and not isinstance(target, str):
             raise TypeError("symlink without a target")
         number = {name: int(record.get(name, 0)) for name in ("mode", "uid", "gid", "atime_ns", "mtime_ns", "size")}
-        return _Entry(path, kind, chunks=chunks, target=target, mode=number["mode"], uid=number["uid"],
-                      gid=number["gid"], atime_ns=number["atime_ns"], mtime_ns=number["mtime_ns"],
-                      size=number["size"])
+        return _Entry(
+            path,
+            kind,
+            chunks=chunks,
+            target=target,
+            mode=number["mode"],
+            uid=number["uid"],
+            gid=number["gid"],
+            atime_ns=number["atime_ns"],
+            mtime_ns=number["mtime_ns"],
+            size=number["size"],
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"tree record for {path!r} is malformed ({exc})", hint=FORGED_HINT) from None
 
@@ -270,9 +279,7 @@ class _Restorer:
             try:
                 self._settle_dir(entry)
             except OSError as exc:
-                raise TargetError(
-                    f"cannot set owner, mode and times of '{entry.path}': {exc.strerror or exc}"
-                ) from exc
+                raise TargetError(f"cannot set owner, mode and times of '{entry.path}': {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         self._forget_open_dir()

@@ -39,10 +39,19 @@ class DrRun:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DrRun:
-        return cls(id=row["id"], runbook_name=row["runbook_name"], runbook=row["runbook"] or {},
-                   rehearsal=bool(row["rehearsal"]), state=DrState(row["state"]), incident_time=row["incident_time"],
-                   created_at=row["created_at"], updated_at=row["updated_at"], completed_at=row["completed_at"],
-                   error=row["error"], report=row["report"])
+        return cls(
+            id=row["id"],
+            runbook_name=row["runbook_name"],
+            runbook=row["runbook"] or {},
+            rehearsal=bool(row["rehearsal"]),
+            state=DrState(row["state"]),
+            incident_time=row["incident_time"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            completed_at=row["completed_at"],
+            error=row["error"],
+            report=row["report"],
+        )
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,18 @@ class DrStep:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DrStep:
-        return cls(run_id=row["run_id"], position=row["position"], name=row["name"], type=row["type"],
-                   state=DrState(row["state"]), attempts=row["attempts"], started_at=row["started_at"],
-                   completed_at=row["completed_at"], duration_seconds=row["duration_seconds"],
-                   outputs=row["outputs"], checkpoint=row["checkpoint"], changes=row["changes"], error=row["error"])
+        return cls(
+            run_id=row["run_id"],
+            position=row["position"],
+            name=row["name"],
+            type=row["type"],
+            state=DrState(row["state"]),
+            attempts=row["attempts"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+            duration_seconds=row["duration_seconds"],
+            outputs=row["outputs"],
+            checkpoint=row["checkpoint"],
+            changes=row["changes"],
+            error=row["error"],
+        )

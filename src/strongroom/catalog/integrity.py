@@ -24,9 +24,24 @@ MAC_CONTEXT = b"strongroom catalog row v1\0"
 # metadata, notifications) decide nothing about access or retention.
 SECURED: dict[str, tuple[str, tuple[str, ...]]] = {
     "vaults": ("name", ("name", "arn", "store_url", "vault_id", "created_at", "access_policy", "lock", "seq")),
-    "recovery_points": ("id", ("id", "arn", "vault_name", "resource_id", "resource_type", "status",
-                               "creation_date", "arrival_date", "completion_date", "delete_after_days",
-                               "delete_at", "lock_applies", "source_recovery_point_arn")),
+    "recovery_points": (
+        "id",
+        (
+            "id",
+            "arn",
+            "vault_name",
+            "resource_id",
+            "resource_type",
+            "status",
+            "creation_date",
+            "arrival_date",
+            "completion_date",
+            "delete_after_days",
+            "delete_at",
+            "lock_applies",
+            "source_recovery_point_arn",
+        ),
+    ),
     "credentials": ("key_id", ("key_id", "principal_arn", "created_at", "expires_at", "revoked_at")),
 }
 # sqlite3.Row reads by column name like a mapping but is not one for the type checker.
@@ -70,5 +85,7 @@ def check_row(key: bytes, table: str, row: RowLike) -> None:
 def failure(table: str, row: RowLike) -> str:
     key_column = SECURED[table][0]
     state = "has no MAC" if not row["mac"] else "fails its MAC"
-    return (f"the catalog's {WHAT[table]} record '{row[key_column]}' {state}: it was changed outside Strongroom; "
-            "refusing to rely on it")
+    return (
+        f"the catalog's {WHAT[table]} record '{row[key_column]}' {state}: it was changed outside Strongroom; "
+        "refusing to rely on it"
+    )

@@ -84,8 +84,16 @@ class Catalog:
                 db.execute(
                     "INSERT INTO vaults (name, arn, store_url, vault_id, created_at, access_policy, lock, managed)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (vault.name, vault.arn, vault.store_url, vault.vault_id, vault.created_at,
-                     _json_or_null(vault.access_policy), _json_or_null(vault.lock), int(vault.managed)),
+                    (
+                        vault.name,
+                        vault.arn,
+                        vault.store_url,
+                        vault.vault_id,
+                        vault.created_at,
+                        _json_or_null(vault.access_policy),
+                        _json_or_null(vault.lock),
+                        int(vault.managed),
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExistsError(f"vault '{vault.name}' already exists") from None
@@ -123,8 +131,14 @@ class Catalog:
             try:
                 db.execute(
                     "INSERT INTO resources (id, type, settings, tags, created_at, managed) VALUES (?, ?, ?, ?, ?, ?)",
-                    (resource.id, resource.type, json.dumps(resource.settings), json.dumps(resource.tags),
-                     resource.created_at, int(resource.managed)),
+                    (
+                        resource.id,
+                        resource.type,
+                        json.dumps(resource.settings),
+                        json.dumps(resource.tags),
+                        resource.created_at,
+                        int(resource.managed),
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExistsError(
@@ -156,8 +170,16 @@ class Catalog:
             db.execute(
                 "INSERT INTO jobs (id, job_type, state, resource_id, vault_name, recovery_point_arn, creation_date,"
                 " parameters) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.job_type.value, job.state.value, job.resource_id, job.vault_name,
-                 job.recovery_point_arn, job.creation_date, json.dumps(job.parameters)),
+                (
+                    job.id,
+                    job.job_type.value,
+                    job.state.value,
+                    job.resource_id,
+                    job.vault_name,
+                    job.recovery_point_arn,
+                    job.creation_date,
+                    json.dumps(job.parameters),
+                ),
             )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -187,9 +209,22 @@ class Catalog:
                 "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
                 " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata,"
                 " arrival_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rp.id, rp.arn, rp.vault_name, rp.resource_id, rp.resource_type, rp.status.value,
-                 rp.creation_date, rp.backup_job_id, rp.delete_after_days, rp.delete_at, int(rp.lock_applies),
-                 rp.source_recovery_point_arn, json.dumps(rp.metadata), rp.arrival_date or rp.creation_date),
+                (
+                    rp.id,
+                    rp.arn,
+                    rp.vault_name,
+                    rp.resource_id,
+                    rp.resource_type,
+                    rp.status.value,
+                    rp.creation_date,
+                    rp.backup_job_id,
+                    rp.delete_after_days,
+                    rp.delete_at,
+                    int(rp.lock_applies),
+                    rp.source_recovery_point_arn,
+                    json.dumps(rp.metadata),
+                    rp.arrival_date or rp.creation_date,
+                ),
             )
             self._sign(db, "recovery_points", rp.id)
             self._bump_and_sign_vault(db, rp.vault_name)
@@ -248,7 +283,6 @@ class Catalog:
             args.append(status.value)
         rows = self._db.execute(sql + " ORDER BY creation_date", args)
         return [_recovery_point(self._checked("recovery_points", r)) for r in rows]
-
 
     # Credentials this account issued ----------------------------------------------------------
     def add_credential(
@@ -387,8 +421,9 @@ class Catalog:
     def put_remote_account(self, remote: dict[str, Any]) -> None:
         columns = ("name", "account_id", "endpoint", "key_id", "sealed_secret", "ca_file", "created_at")
         with self.transaction() as db:
-            db.execute("DELETE FROM remote_accounts WHERE name = ? OR account_id = ?",
-                       (remote["name"], remote["account_id"]))
+            db.execute(
+                "DELETE FROM remote_accounts WHERE name = ? OR account_id = ?", (remote["name"], remote["account_id"])
+            )
             db.execute(
                 f"INSERT INTO remote_accounts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 tuple(remote.get(c) for c in columns),
@@ -452,19 +487,24 @@ class Catalog:
             for peer, own in pairs:
                 found = existing.get(peer)
                 if found is None:
-                    db.execute("INSERT INTO chunk_map VALUES (?, ?, ?, ?, ?)",
-                               (vault_name, peer_vault_id, peer, own, checked_under))
+                    db.execute(
+                        "INSERT INTO chunk_map VALUES (?, ?, ?, ?, ?)",
+                        (vault_name, peer_vault_id, peer, own, checked_under),
+                    )
                 elif checked_under is None or (found[1] == checked_under and found[0] == own):
                     continue
                 elif found[1] == checked_under:
                     raise IntegrityError(
                         f"the catalog maps chunk {peer.hex()} of vault {peer_vault_id} to two different chunks,"
-                        " both checked under the same key (the catalog was edited)")
+                        " both checked under the same key (the catalog was edited)"
+                    )
                 else:
                     replaced += found[0] != own
-                    db.execute("UPDATE chunk_map SET chunk_id = ?, checked_under = ? WHERE vault_name = ?"
-                               " AND peer_vault_id = ? AND peer_chunk_id = ?",
-                               (own, checked_under, vault_name, peer_vault_id, peer))
+                    db.execute(
+                        "UPDATE chunk_map SET chunk_id = ?, checked_under = ? WHERE vault_name = ?"
+                        " AND peer_vault_id = ? AND peer_chunk_id = ?",
+                        (own, checked_under, vault_name, peer_vault_id, peer),
+                    )
         return replaced
 
     def mapped_chunks(
@@ -493,31 +533,41 @@ class Catalog:
     ) -> None:
         """Record that these mappings' content was checked under the key ``checked_under`` names."""
         with self.transaction() as db:
-            db.executemany("UPDATE chunk_map SET checked_under = ? WHERE vault_name = ? AND peer_vault_id = ?"
-                           " AND peer_chunk_id = ? AND chunk_id = ?",
-                           [(checked_under, vault_name, peer_vault_id, p, o) for p, o in pairs])
+            db.executemany(
+                "UPDATE chunk_map SET checked_under = ? WHERE vault_name = ? AND peer_vault_id = ?"
+                " AND peer_chunk_id = ? AND chunk_id = ?",
+                [(checked_under, vault_name, peer_vault_id, p, o) for p, o in pairs],
+            )
 
     def forget_mappings(self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]]) -> None:
         """Drop mappings whose content is not what the peer's id names."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM chunk_map WHERE vault_name = ? AND peer_vault_id = ? AND peer_chunk_id = ?"
-                           " AND chunk_id = ?", [(vault_name, peer_vault_id, p, o) for p, o in pairs])
+            db.executemany(
+                "DELETE FROM chunk_map WHERE vault_name = ? AND peer_vault_id = ? AND peer_chunk_id = ?"
+                " AND chunk_id = ?",
+                [(vault_name, peer_vault_id, p, o) for p, o in pairs],
+            )
 
     # Chunk-id keys of source vaults, pinned on first copy (services/source_keys.py) ------------
     def pin_source_key(self, account_id: str, vault_id: str, sealed_key: str, fingerprint: bytes) -> str:
         """Pin a source vault's sealed id key unless one is pinned; returns the pinned one."""
         with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO source_id_keys VALUES (?, ?, ?, ?, ?)",
-                       (account_id, vault_id, sealed_key, fingerprint, iso(now())))
-            row = db.execute("SELECT sealed_key FROM source_id_keys WHERE source_account_id = ?"
-                             " AND source_vault_id = ?", (account_id, vault_id)).fetchone()
+            db.execute(
+                "INSERT OR IGNORE INTO source_id_keys VALUES (?, ?, ?, ?, ?)",
+                (account_id, vault_id, sealed_key, fingerprint, iso(now())),
+            )
+            row = db.execute(
+                "SELECT sealed_key FROM source_id_keys WHERE source_account_id = ? AND source_vault_id = ?",
+                (account_id, vault_id),
+            ).fetchone()
         return str(row[0])
 
     def forget_chunks(self, vault_name: str, chunk_ids: list[bytes]) -> None:
         """Drop mappings to chunks the garbage collector removed."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM chunk_map WHERE vault_name = ? AND chunk_id = ?",
-                           [(vault_name, c) for c in chunk_ids])
+            db.executemany(
+                "DELETE FROM chunk_map WHERE vault_name = ? AND chunk_id = ?", [(vault_name, c) for c in chunk_ids]
+            )
 
     # Notification outbox (services/notifications/outbox.py) ----------------------------------
     # Times are UTC ISO strings of one fixed format, so they compare as text; ``sink`` holds the sealed URL.
@@ -528,8 +578,7 @@ class Catalog:
             for row in rows:
                 cursor = db.execute(
                     f"INSERT INTO notifications ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                    (row.vault_name, row.event, json.dumps(row.payload), row.sink, row.next_attempt_at,
-                     row.created_at),
+                    (row.vault_name, row.event, json.dumps(row.payload), row.sink, row.next_attempt_at, row.created_at),
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids
@@ -550,15 +599,20 @@ class Catalog:
         with self.transaction() as db:
             cursor = db.execute(
                 "UPDATE notifications SET next_attempt_at = ? WHERE id = ? AND delivered_at IS NULL"
-                " AND attempts < ? AND next_attempt_at = ?", (lease_until, row_id, max_attempts, seen_next_attempt_at))
+                " AND attempts < ? AND next_attempt_at = ?",
+                (lease_until, row_id, max_attempts, seen_next_attempt_at),
+            )
         return cursor.rowcount == 1
 
-    def finish_notification(self, row_id: int, *, attempts: int, next_attempt_at: str, delivered_at: str | None,
-                            last_error: str | None) -> None:
+    def finish_notification(
+        self, row_id: int, *, attempts: int, next_attempt_at: str, delivered_at: str | None, last_error: str | None
+    ) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE notifications SET attempts = ?, next_attempt_at = ?, delivered_at = ?, last_error = ?"
-                " WHERE id = ?", (attempts, next_attempt_at, delivered_at, last_error, row_id))
+                " WHERE id = ?",
+                (attempts, next_attempt_at, delivered_at, last_error, row_id),
+            )
 
     def list_notifications(self, *, pending_only: bool = False, max_attempts: int = 0) -> list[OutboxRow]:
         sql, args = "SELECT * FROM notifications", []
@@ -575,8 +629,9 @@ class Catalog:
         try:
             with self.transaction() as db:
                 db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (moment,))
-                inserted = db.execute("INSERT OR IGNORE INTO seen_nonces (nonce, expires_at) VALUES (?, ?)",
-                                      (nonce, expires_at))
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO seen_nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at)
+                )
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc):
                 raise
@@ -615,8 +670,9 @@ class Catalog:
         """Insert ``runs`` (existing keys are kept) and move the plan's rule cursors from ``expected`` to
         ``until``, atomically; False, changing nothing, when a cursor is no longer what the caller read."""
         with self.transaction() as db:
-            rows = db.execute("SELECT rule_name, last_occurrence FROM scheduler_cursor WHERE plan_name = ?",
-                              (plan_name,))
+            rows = db.execute(
+                "SELECT rule_name, last_occurrence FROM scheduler_cursor WHERE plan_name = ?", (plan_name,)
+            )
             current = {r[0]: r[1] for r in rows}
             if any(current.get(rule) != value for rule, value in expected.items()):
                 return False
@@ -625,8 +681,10 @@ class Catalog:
                 f" VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
                 [_run_values(run) for run in runs],
             )
-            db.executemany("INSERT OR REPLACE INTO scheduler_cursor VALUES (?, ?, ?)",
-                           [(plan_name, rule, until) for rule in expected])
+            db.executemany(
+                "INSERT OR REPLACE INTO scheduler_cursor VALUES (?, ?, ?)",
+                [(plan_name, rule, until) for rule in expected],
+            )
         return True
 
     def keep_scheduler_cursors(self, active: set[tuple[str, str]]) -> None:
@@ -636,7 +694,11 @@ class Catalog:
             db.executemany("DELETE FROM scheduler_cursor WHERE plan_name = ? AND rule_name = ?", stale)
 
     def list_schedule_runs(
-        self, *, states: Sequence[str] | None = None, plan_name: str | None = None, limit: int | None = None,
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        plan_name: str | None = None,
+        limit: int | None = None,
         newest_first: bool = False,
     ) -> list[ScheduleRun]:
         sql, args = "SELECT * FROM schedule_runs WHERE 1=1", []
@@ -660,8 +722,12 @@ class Catalog:
         return _schedule_run(row)
 
     def update_schedule_run(
-        self, key: RunKey, *, expected_state: str | None = None,
-        expected_attempts: int | None = None, **fields: Any,
+        self,
+        key: RunKey,
+        *,
+        expected_state: str | None = None,
+        expected_attempts: int | None = None,
+        **fields: Any,
     ) -> bool:
         """Set ``fields`` on one run, only while it is in ``expected_state`` (and ``expected_attempts``)."""
         encoded = {k: (_json_or_null(v) if k == "details" else _plain(v)) for k, v in fields.items()}
@@ -691,18 +757,20 @@ class Catalog:
             if version == 1:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO secrets (name, sealed_value, version, created_at, updated_at)"
-                    " VALUES (?, ?, 1, ?, ?)", (name, sealed_value, moment, moment))
+                    " VALUES (?, ?, 1, ?, ?)",
+                    (name, sealed_value, moment, moment),
+                )
             else:
                 cursor = db.execute(
                     "UPDATE secrets SET previous_sealed_value = sealed_value, previous_version = version,"
                     " sealed_value = ?, version = ?, updated_at = ? WHERE name = ? AND version = ?",
-                    (sealed_value, version, moment, name, version - 1))
+                    (sealed_value, version, moment, name, version - 1),
+                )
         return cursor.rowcount == 1
 
     def delete_secret(self, name: str) -> bool:
         with self.transaction() as db:
             return db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 1
-
 
     # Disaster-recovery runs (services/dr) ------------------------------------------------------
     def add_dr_run(self, run: DrRun, steps: list[DrStep]) -> None:
@@ -710,8 +778,16 @@ class Catalog:
             db.execute(
                 "INSERT INTO dr_runs (id, runbook_name, runbook, rehearsal, state, incident_time, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.id, run.runbook_name, json.dumps(run.runbook), int(run.rehearsal), run.state.value,
-                 run.incident_time, run.created_at, run.updated_at),
+                (
+                    run.id,
+                    run.runbook_name,
+                    json.dumps(run.runbook),
+                    int(run.rehearsal),
+                    run.state.value,
+                    run.incident_time,
+                    run.created_at,
+                    run.updated_at,
+                ),
             )
             db.executemany(
                 "INSERT INTO dr_steps (run_id, position, name, type, state) VALUES (?, ?, ?, ?, ?)",
@@ -721,8 +797,9 @@ class Catalog:
     def get_dr_run(self, run_id: str) -> DrRun:
         row = self._db.execute("SELECT * FROM dr_runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise NotFoundError(f"unknown disaster-recovery run '{run_id}'",
-                                hint="List the runs with 'strongroom dr list'")
+            raise NotFoundError(
+                f"unknown disaster-recovery run '{run_id}'", hint="List the runs with 'strongroom dr list'"
+            )
         return DrRun.from_row(_decoded(row, ("runbook", "report")))
 
     def list_dr_runs(self) -> list[DrRun]:
@@ -737,8 +814,9 @@ class Catalog:
         return [DrStep.from_row(_decoded(row, _DR_STEP_JSON)) for row in rows]
 
     def get_dr_step(self, run_id: str, position: int) -> DrStep:
-        row = self._db.execute("SELECT * FROM dr_steps WHERE run_id = ? AND position = ?",
-                               (run_id, position)).fetchone()
+        row = self._db.execute(
+            "SELECT * FROM dr_steps WHERE run_id = ? AND position = ?", (run_id, position)
+        ).fetchone()
         if row is None:
             raise NotFoundError(f"disaster-recovery run '{run_id}' has no step {position + 1}")
         return DrStep.from_row(_decoded(row, _DR_STEP_JSON))
@@ -747,8 +825,10 @@ class Catalog:
         encoded = {k: (_json_or_null(v) if k in _DR_STEP_JSON else _plain(v)) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in encoded)
         with self.transaction() as db:
-            db.execute(f"UPDATE dr_steps SET {assignments} WHERE run_id = ? AND position = ?",
-                       (*encoded.values(), run_id, position))
+            db.execute(
+                f"UPDATE dr_steps SET {assignments} WHERE run_id = ? AND position = ?",
+                (*encoded.values(), run_id, position),
+            )
 
 
 _DR_STEP_JSON = ("outputs", "checkpoint", "changes")
@@ -783,7 +863,11 @@ def _json_or_null(value: Any) -> str | None:
 
 def _vault(row: sqlite3.Row) -> VaultRecord:
     return VaultRecord(
-        row["name"], row["arn"], row["store_url"], row["vault_id"], row["created_at"],
+        row["name"],
+        row["arn"],
+        row["store_url"],
+        row["vault_id"],
+        row["created_at"],
         access_policy=json.loads(row["access_policy"]) if row["access_policy"] else None,
         lock=json.loads(row["lock"]) if row["lock"] else None,
         managed=bool(row["managed"]),
@@ -793,7 +877,11 @@ def _vault(row: sqlite3.Row) -> VaultRecord:
 
 def _resource(row: sqlite3.Row) -> Resource:
     return Resource(
-        row["id"], row["type"], json.loads(row["settings"]), json.loads(row["tags"]), row["created_at"],
+        row["id"],
+        row["type"],
+        json.loads(row["settings"]),
+        json.loads(row["tags"]),
+        row["created_at"],
         managed=bool(row["managed"]),
     )
 
@@ -820,8 +908,20 @@ def _notification(row: sqlite3.Row) -> OutboxRow:
     return OutboxRow(**{**dict(row), "payload": json.loads(row["payload"])})
 
 
-RUN_COLUMNS = ("plan_name", "rule_name", "occurrence", "resource_id", "state", "job_id", "attempts", "next_attempt_at",
-               "start_window_ends", "completion_window_ends", "details", "created_at")
+RUN_COLUMNS = (
+    "plan_name",
+    "rule_name",
+    "occurrence",
+    "resource_id",
+    "state",
+    "job_id",
+    "attempts",
+    "next_attempt_at",
+    "start_window_ends",
+    "completion_window_ends",
+    "details",
+    "created_at",
+)
 _RUN_WHERE = "plan_name = ? AND rule_name = ? AND occurrence = ? AND resource_id = ?"
 
 
@@ -836,6 +936,7 @@ def _run_values(run: ScheduleRun) -> tuple[Any, ...]:
 
 def _lease(row: sqlite3.Row) -> Lease:
     return Lease(row["name"], row["holder"], row["expires_at"])
+
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
     return RecoveryPoint(

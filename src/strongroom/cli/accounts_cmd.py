@@ -50,8 +50,11 @@ def list_accounts(ctx: typer.Context, json_output: bool = typer.Option(False, "-
     if json_output:
         output.emit_json({"accounts": rows})
         return
-    output.table("Accounts", ["name", "account id", "endpoint", "access key id"],
-                 [[r["name"], r["account_id"], r["endpoint"], r["key_id"]] for r in rows])
+    output.table(
+        "Accounts",
+        ["name", "account id", "endpoint", "access key id"],
+        [[r["name"], r["account_id"], r["endpoint"], r["key_id"]] for r in rows],
+    )
 
 
 def _read_secret() -> str:

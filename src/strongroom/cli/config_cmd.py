@@ -21,10 +21,12 @@ SYMBOLS = {"create": ("+", "green", "create"), "delete": ("-", "red", "destroy")
 UPDATE_SYMBOL = ("~", "yellow", "update")
 
 FILE_OPTION = typer.Option(..., "-f", "--file", metavar="FILE", help="The account's configuration file (YAML).")
-VAR_OPTION = typer.Option([], "--var", metavar="NAME=VALUE",
-                          help="Value of a declared variable, repeatable; wins over var files.")
-VAR_FILE_OPTION = typer.Option([], "--var-file", metavar="FILE",
-                               help="YAML file of NAME: VALUE, repeatable; later files win.")
+VAR_OPTION = typer.Option(
+    [], "--var", metavar="NAME=VALUE", help="Value of a declared variable, repeatable; wins over var files."
+)
+VAR_FILE_OPTION = typer.Option(
+    [], "--var-file", metavar="FILE", help="YAML file of NAME: VALUE, repeatable; later files win."
+)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
 
 
@@ -67,11 +69,19 @@ def apply(
     from strongroom.services.apply import apply_config, shown_outputs
 
     if not auto_approve and not sys.stdin.isatty():
-        raise UsageError("apply needs approval and there is no terminal to ask",
-                         hint="Review 'strongroom plan', then pass --auto-approve")
+        raise UsageError(
+            "apply needs approval and there is no terminal to ask",
+            hint="Review 'strongroom plan', then pass --auto-approve",
+        )
     with context.account(ctx) as account:
-        result = apply_config(account, file, cli_vars=var, var_files=var_file, lock_timeout=lock_timeout,
-                              approve=None if auto_approve else _ask)
+        result = apply_config(
+            account,
+            file,
+            cli_vars=var,
+            var_files=var_file,
+            lock_timeout=lock_timeout,
+            approve=None if auto_approve else _ask,
+        )
     if json_output:
         output.emit_json(result.as_dict())
         return
@@ -79,8 +89,10 @@ def apply(
         show_plan(result.plan)
     if result.plan.changes:
         summary = result.plan.summary()
-        output.console.print(f"Apply complete: {summary['create']} created, {summary['update']} updated,"
-                             f" {summary['delete']} destroyed.", highlight=False)
+        output.console.print(
+            f"Apply complete: {summary['create']} created, {summary['update']} updated, {summary['delete']} destroyed.",
+            highlight=False,
+        )
     _show_outputs(shown_outputs(result.outputs))
 
 
@@ -155,7 +167,6 @@ def _show_outputs(outputs: dict[str, Any]) -> None:
     for name, value in outputs.items():
         text = SENSITIVE if value == SENSITIVE else json.dumps(value)
         output.console.print(f"  {name} = {text}", highlight=False, markup=False)
-
 
 
 def _ask(planned: Plan) -> bool:

@@ -26,11 +26,13 @@ def create(
 ) -> None:
     """Issue an access key; its secret is shown once, here, and never stored."""
     with context.account(ctx) as account:
-        issued = create_credential(
-            account, principal, principal_account_id=account_id, expires_in_days=expires_in_days
-        )
-    data = {"access_key_id": issued.key_id, "secret_access_key": issued.secret,
-            "principal_arn": issued.principal_arn, "expires_at": issued.expires_at}
+        issued = create_credential(account, principal, principal_account_id=account_id, expires_in_days=expires_in_days)
+    data = {
+        "access_key_id": issued.key_id,
+        "secret_access_key": issued.secret,
+        "principal_arn": issued.principal_arn,
+        "expires_at": issued.expires_at,
+    }
     if json_output:
         output.emit_json(data)
         return
@@ -46,9 +48,14 @@ def list_credentials(ctx: typer.Context, json_output: bool = typer.Option(False,
     if json_output:
         output.emit_json({"credentials": rows})
         return
-    output.table("Credentials", ["access key id", "principal", "created", "expires", "revoked"],
-                 [[r["key_id"], r["principal_arn"], r["created_at"], r["expires_at"] or "-", r["revoked_at"] or "-"]
-                  for r in rows])
+    output.table(
+        "Credentials",
+        ["access key id", "principal", "created", "expires", "revoked"],
+        [
+            [r["key_id"], r["principal_arn"], r["created_at"], r["expires_at"] or "-", r["revoked_at"] or "-"]
+            for r in rows
+        ],
+    )
 
 
 @credentials_app.command("revoke")

@@ -36,8 +36,11 @@ def run(
     var: list[str] = VAR_OPTION,
     var_file: list[Path] = VAR_FILE_OPTION,
     incident_time: datetime | None = typer.Option(
-        None, "--incident-time", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"],
-        help="When the disaster struck (ISO 8601 with a zone); the RPO is the data's age then. Default: now."),
+        None,
+        "--incident-time",
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"],
+        help="When the disaster struck (ISO 8601 with a zone); the RPO is the data's age then. Default: now.",
+    ),
     dry_run: bool = DRY_RUN_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -59,8 +62,9 @@ def rehearse(
 
 
 @dr_app.command("resume")
-def resume(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_ID"),
-           json_output: bool = JSON_OPTION) -> None:
+def resume(
+    ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_ID"), json_output: bool = JSON_OPTION
+) -> None:
     """Continue a run that stopped (a failed step, a crash, a kill); finished steps are not repeated."""
     with context.account(ctx) as account:
         _execute(account, run_id, json_output, resumed=True)
@@ -76,15 +80,27 @@ def list_runs(ctx: typer.Context, json_output: bool = JSON_OPTION) -> None:
     if json_output:
         output.emit_json({"runs": runs})
         return
-    rows = [(r["run_id"], r["runbook"], "rehearsal" if r["rehearsal"] else "run", r["state"], r["current_step"] or "",
-             r["created_at"], r["completed_at"] or "") for r in runs]
-    output.table("Disaster-recovery runs", ["Run", "Runbook", "Kind", "State", "Stopped at", "Started", "Completed"],
-                 rows)
+    rows = [
+        (
+            r["run_id"],
+            r["runbook"],
+            "rehearsal" if r["rehearsal"] else "run",
+            r["state"],
+            r["current_step"] or "",
+            r["created_at"],
+            r["completed_at"] or "",
+        )
+        for r in runs
+    ]
+    output.table(
+        "Disaster-recovery runs", ["Run", "Runbook", "Kind", "State", "Stopped at", "Started", "Completed"], rows
+    )
 
 
 @dr_app.command("describe")
-def describe(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_ID"),
-             json_output: bool = JSON_OPTION) -> None:
+def describe(
+    ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_ID"), json_output: bool = JSON_OPTION
+) -> None:
     """A run's report: recovery point, RPO, RTO, each step's state and duration, every change."""
     from strongroom.services.dr import engine
 
@@ -96,8 +112,17 @@ def describe(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN_
         _print_report(report)
 
 
-def _start(ctx: typer.Context, path: Path, var: list[str], var_file: list[Path], incident: datetime | None,
-           dry_run: bool, json_output: bool, *, rehearsal: bool) -> None:
+def _start(
+    ctx: typer.Context,
+    path: Path,
+    var: list[str],
+    var_file: list[Path],
+    incident: datetime | None,
+    dry_run: bool,
+    json_output: bool,
+    *,
+    rehearsal: bool,
+) -> None:
     from strongroom.config.runbook import load_runbook
     from strongroom.services.apply import identity_of
     from strongroom.services.dr import engine
@@ -110,8 +135,9 @@ def _start(ctx: typer.Context, path: Path, var: list[str], var_file: list[Path],
         run_id = engine.start_run(account, runbook, rehearsal=rehearsal, incident_time=incident)
         if not json_output:
             kind = "Rehearsal" if rehearsal else "Disaster-recovery run"
-            output.console.print(f"{kind} {run_id} of runbook {runbook.name} ({len(runbook.steps)} steps)",
-                                 markup=False, highlight=False)
+            output.console.print(
+                f"{kind} {run_id} of runbook {runbook.name} ({len(runbook.steps)} steps)", markup=False, highlight=False
+            )
         _execute(account, run_id, json_output, resumed=False)
 
 
@@ -134,8 +160,7 @@ def _progress(event: str, row: DrStep) -> None:
     elif event == "skip":
         output.console.print(f"  {label} skipped", markup=False, highlight=False)
     else:
-        output.console.print(f"  {label} done in {_duration(row.duration_seconds)}", markup=False,
-                             highlight=False)
+        output.console.print(f"  {label} done in {_duration(row.duration_seconds)}", markup=False, highlight=False)
 
 
 def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: bool) -> None:
@@ -147,19 +172,27 @@ def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: b
     else:
         kind = "rehearsal" if rehearsal else "run"
         say = output.console.print
-        say(f"Dry run of the {kind} of runbook {plan['runbook']} ({plan['file']}); nothing is changed.",
-            markup=False, highlight=False)
+        say(
+            f"Dry run of the {kind} of runbook {plan['runbook']} ({plan['file']}); nothing is changed.",
+            markup=False,
+            highlight=False,
+        )
         for name, value in sorted(plan["variables"].items()):
             say(f"   var.{name} = {value}", markup=False, highlight=False)
         for step in plan["steps"]:
-            say(f"{step['position']:>2}. {step['name']} ({step['type']}): {step['action']}", markup=False,
-                highlight=False)
+            say(
+                f"{step['position']:>2}. {step['name']} ({step['type']}): {step['action']}",
+                markup=False,
+                highlight=False,
+            )
             for problem in step["problems"]:
                 say(f"    ! {problem}", markup=False, highlight=False)
     if plan["problems"]:
         count = plan["problems"]
-        raise UsageError(f"the dry run found {count} problem{'s' if count != 1 else ''} (marked !)",
-                         hint="fix them before the real run")
+        raise UsageError(
+            f"the dry run found {count} problem{'s' if count != 1 else ''} (marked !)",
+            hint="fix them before the real run",
+        )
     if not json_output:
         output.console.print("No problems found.", markup=False, highlight=False)
 
@@ -171,21 +204,37 @@ def _print_report(report: dict[str, Any]) -> None:
     point = report.get("recovery_point")
     if point:
         where = f"vault {point['vault']}" + (f" of account {point['account']}" if point.get("account") else "")
-        say(f"Recovery point: {point['recovery_point_arn']} (created {point['creation_date']}, {where})",
-            markup=False, highlight=False)
+        say(
+            f"Recovery point: {point['recovery_point_arn']} (created {point['creation_date']}, {where})",
+            markup=False,
+            highlight=False,
+        )
         if point.get("copied_back_as"):
             say(f"Copied back as: {point['copied_back_as']}", markup=False, highlight=False)
     if report.get("rpo_seconds") is not None:
-        say(f"RPO: {_duration(report['rpo_seconds'])} of data lost at most (the recovery point's age at the"
-            f" incident, {report['incident_time']})", markup=False, highlight=False)
-    say(f"RTO: {_duration(report['rto_seconds'])} (wall time of the run; its steps took"
-        f" {_duration(report['steps_seconds'])})", markup=False, highlight=False)
+        say(
+            f"RPO: {_duration(report['rpo_seconds'])} of data lost at most (the recovery point's age at the"
+            f" incident, {report['incident_time']})",
+            markup=False,
+            highlight=False,
+        )
+    say(
+        f"RTO: {_duration(report['rto_seconds'])} (wall time of the run; its steps took"
+        f" {_duration(report['steps_seconds'])})",
+        markup=False,
+        highlight=False,
+    )
     restored = report.get("restored")
     if restored:
-        say(f"Restored: {restored.get('identifier')} on {restored.get('host')}:{restored.get('port')}",
-            markup=False, highlight=False)
-    rows = [(str(i + 1), s["name"], s["type"], s["state"], str(s["attempts"]), _duration(s["duration_seconds"]))
-            for i, s in enumerate(report["steps"])]
+        say(
+            f"Restored: {restored.get('identifier')} on {restored.get('host')}:{restored.get('port')}",
+            markup=False,
+            highlight=False,
+        )
+    rows = [
+        (str(i + 1), s["name"], s["type"], s["state"], str(s["attempts"]), _duration(s["duration_seconds"]))
+        for i, s in enumerate(report["steps"])
+    ]
     output.table("Steps", ["#", "Step", "Type", "State", "Attempts", "Took"], rows)
     if report["changes"]:
         say("Changes:", markup=False, highlight=False)

@@ -30,11 +30,18 @@ def init(
     if kdf_profile_for_new_keys() == INSECURE_FAST_PROFILE:  # tests only: say so where a person would see it
         output.error_console.print(
             f"warning: {ENV_KDF_PROFILE}={INSECURE_FAST_PROFILE}: this account's keys are cheap to brute-force; "
-            "use it for tests only", highlight=False, soft_wrap=True, markup=False,
+            "use it for tests only",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
         )
     vault = account.catalog.get_vault(DEFAULT_VAULT)
-    result = {"home": str(account.home), "account_id": account.account_id, "region": account.region,
-              "backup_vault_arn": vault.arn}
+    result = {
+        "home": str(account.home),
+        "account_id": account.account_id,
+        "region": account.region,
+        "backup_vault_arn": vault.arn,
+    }
     account.close()
     if json_output:
         output.emit_json(result)

@@ -47,8 +47,10 @@ def report(job: Job, json_output: bool) -> None:
         for note in job.result.get("notes") or []:
             output.console.print(f"  note: {note}", markup=False)
         if job.result.get("setid_bits_dropped"):
-            output.console.print(f"{job.result['setid_bits_dropped']} files lost set-user-ID/set-group-ID bits "
-                                 "(the recovery point is a copy); pass --preserve-special to keep them")
+            output.console.print(
+                f"{job.result['setid_bits_dropped']} files lost set-user-ID/set-group-ID bits "
+                "(the recovery point is a copy); pass --preserve-special to keep them"
+            )
     else:
         output.console.print(f"Restore job {job.id} started; follow it with 'strongroom jobs describe {job.id}'")
 

@@ -28,10 +28,22 @@ def list_(
     if json_output:
         output.emit_json({"jobs": jobs})
         return
-    output.table("Jobs", ["Job", "Type", "State", "Resource", "Created", "Seconds", "Message"], [
-        (j["job_id"], j["job_type"], j["state"], j["resource_id"], j["creation_date"][:19], j["duration_seconds"],
-         j["status_message"]) for j in jobs
-    ])
+    output.table(
+        "Jobs",
+        ["Job", "Type", "State", "Resource", "Created", "Seconds", "Message"],
+        [
+            (
+                j["job_id"],
+                j["job_type"],
+                j["state"],
+                j["resource_id"],
+                j["creation_date"][:19],
+                j["duration_seconds"],
+                j["status_message"],
+            )
+            for j in jobs
+        ],
+    )
 
 
 @jobs_app.command("describe")

@@ -37,8 +37,10 @@ def run(
         )
     output.emit_json(report) if json_output else _print(report)
     if report["failed"]:
-        raise StorageError(f"{len(report['failed'])} expired recovery points could not be removed",
-                           hint="They are EXPIRED; the next 'strongroom lifecycle run' tries again")
+        raise StorageError(
+            f"{len(report['failed'])} expired recovery points could not be removed",
+            hint="They are EXPIRED; the next 'strongroom lifecycle run' tries again",
+        )
     refused = [g for g in report["garbage_collection"] if g["status"] == GC_REFUSED]
     if refused:
         raise IntegrityError(refused[0]["message"])

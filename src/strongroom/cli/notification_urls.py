@@ -22,8 +22,10 @@ def url_lines() -> list[str]:
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
-        raise UsageError(f"no sink URLs: give them one per line in {ENV_NOTIFICATION_URLS} or on stdin",
-                         hint="URLs hold secrets, so they are never command-line arguments")
+        raise UsageError(
+            f"no sink URLs: give them one per line in {ENV_NOTIFICATION_URLS} or on stdin",
+            hint="URLs hold secrets, so they are never command-line arguments",
+        )
     return lines
 
 
@@ -41,7 +43,10 @@ def sink(line: str) -> Sink:
     for option in options:
         key, _, value = option.partition("=")
         if key not in SINK_OPTIONS:
-            raise UsageError(f"unknown sink option after the sink {notifications.mask_url(url)} (not shown: it may "
-                             "be part of a secret)", hint="A line is: URL [events=E,E] [exclude_states=S,S]")
+            raise UsageError(
+                f"unknown sink option after the sink {notifications.mask_url(url)} (not shown: it may "
+                "be part of a secret)",
+                hint="A line is: URL [events=E,E] [exclude_states=S,S]",
+            )
         fields[key] = tuple(v.strip().upper() for v in value.split(",") if v.strip())
     return Sink(url, fields.get("events"), fields.get("exclude_states"))

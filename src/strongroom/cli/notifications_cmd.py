@@ -30,9 +30,23 @@ def list_(
     if json_output:
         output.emit_json({"notifications": rows})
         return
-    output.table("Notifications", ["id", "vault", "event", "state", "sink", "delivery", "attempts", "last error"], [
-        (r["id"], r["backup_vault_name"], r["event"], r["state"], r["sink"], r["delivery_status"], r["attempts"],
-         r["last_error"]) for r in rows])
+    output.table(
+        "Notifications",
+        ["id", "vault", "event", "state", "sink", "delivery", "attempts", "last error"],
+        [
+            (
+                r["id"],
+                r["backup_vault_name"],
+                r["event"],
+                r["state"],
+                r["sink"],
+                r["delivery_status"],
+                r["attempts"],
+                r["last_error"],
+            )
+            for r in rows
+        ],
+    )
 
 
 @notifications_app.command("deliver")
@@ -48,5 +62,7 @@ def deliver(
     if json_output:
         output.emit_json(counts)
         return
-    output.console.print(f"{counts['delivered']} delivered, {counts['retrying']} to retry later, "
-                         f"{counts['failed']} failed for good", highlight=False)
+    output.console.print(
+        f"{counts['delivered']} delivered, {counts['retrying']} to retry later, {counts['failed']} failed for good",
+        highlight=False,
+    )

@@ -29,15 +29,28 @@ def list_(
 ) -> None:
     """List recovery points, oldest first."""
     with context.account(ctx, display=True) as account:
-        points = [p.as_dict() for p in recovery_points.list_recovery_points(
-            account, resource_id=resource, vault=vault, status=status)]
+        points = [
+            p.as_dict()
+            for p in recovery_points.list_recovery_points(account, resource_id=resource, vault=vault, status=status)
+        ]
     if json_output:
         output.emit_json({"recovery_points": points})
         return
-    output.table("Recovery points", ["ARN", "Resource", "Status", "Created", "Size", "Added"], [
-        (p["recovery_point_arn"], p["resource_id"], p["status"], p["creation_date"][:19],
-         output.human_bytes(p["source_bytes"]), output.human_bytes(p["new_bytes"])) for p in points
-    ])
+    output.table(
+        "Recovery points",
+        ["ARN", "Resource", "Status", "Created", "Size", "Added"],
+        [
+            (
+                p["recovery_point_arn"],
+                p["resource_id"],
+                p["status"],
+                p["creation_date"][:19],
+                output.human_bytes(p["source_bytes"]),
+                output.human_bytes(p["new_bytes"]),
+            )
+            for p in points
+        ],
+    )
 
 
 @rp_app.command("describe")

@@ -55,14 +55,17 @@ def list_(ctx: typer.Context, json_output: bool = typer.Option(False, "--json"))
     if json_output:
         output.emit_json({"resources": resources})
         return
-    output.table("Resources", ["ID", "Type", "Settings", "Tags"], [
-        (r["resource_id"], r["resource_type"], _brief(r["settings"]), _brief(r["tags"])) for r in resources
-    ])
+    output.table(
+        "Resources",
+        ["ID", "Type", "Settings", "Tags"],
+        [(r["resource_id"], r["resource_type"], _brief(r["settings"]), _brief(r["tags"])) for r in resources],
+    )
 
 
 @resources_app.command("describe")
 def describe(
-    ctx: typer.Context, resource_id: str = typer.Argument(..., metavar="ID"),
+    ctx: typer.Context,
+    resource_id: str = typer.Argument(..., metavar="ID"),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show one resource."""
@@ -73,7 +76,8 @@ def describe(
 
 @resources_app.command("remove")
 def remove(
-    ctx: typer.Context, resource_id: str = typer.Argument(..., metavar="ID"),
+    ctx: typer.Context,
+    resource_id: str = typer.Argument(..., metavar="ID"),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Stop protecting a resource. Its recovery points stay in their vaults."""

@@ -47,7 +47,8 @@ def restore_start(
         " option whoever wrote the backup runs code as the postgres OS user here. Only for a trusted source.",
     ),
     preserve_special: bool = typer.Option(
-        False, "--preserve-special",
+        False,
+        "--preserve-special",
         help="Keep set-user-ID/set-group-ID bits of files from a copied recovery point (directory): "
         "whoever can run such a file acts as its owner, so only for points you trust.",
     ),

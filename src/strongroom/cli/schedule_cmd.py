@@ -43,8 +43,14 @@ def next_(
     if len(times) < count:
         _warn(f"only {len(times)} fire times: the Year field of {schedule.expression} ends")
     if json_output:
-        output.emit_json({"expression": schedule.expression, "timezone": schedule.timezone,
-                          "portable": schedule.portable, "next": times})
+        output.emit_json(
+            {
+                "expression": schedule.expression,
+                "timezone": schedule.timezone,
+                "portable": schedule.portable,
+                "next": times,
+            }
+        )
     else:
         output.console.print("\n".join(times), highlight=False)
 

@@ -20,8 +20,9 @@ from strongroom.services import secrets
 
 ENV_SECRET_VALUE = "STRONGROOM_SECRET_VALUE"
 
-secrets_app = typer.Typer(help="The account's encrypted secret store (e.g. database credentials).",
-                          no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="The account's encrypted secret store (e.g. database credentials).", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +33,9 @@ def register(app: typer.Typer) -> None:
 def put(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The secret's name, e.g. mavis/prod/db."),
-    rds: bool = typer.Option(False, "--rds", help="Require the RDS shape {engine, host, port, username, password, "
-                                                  "dbname}."),
+    rds: bool = typer.Option(
+        False, "--rds", help="Require the RDS shape {engine, host, port, username, password, dbname}."
+    ),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Store a new version. The value is read from STRONGROOM_SECRET_VALUE or stdin, never an argument."""
@@ -76,8 +78,11 @@ def list_secrets(ctx: typer.Context, json_output: bool = typer.Option(False, "--
     if json_output:
         output.emit_json({"secrets": rows})
         return
-    output.table("Secrets", ["name", "version", "created", "updated"],
-                 [[r["name"], r["version"], r["created_at"], r["updated_at"]] for r in rows])
+    output.table(
+        "Secrets",
+        ["name", "version", "created", "updated"],
+        [[r["name"], r["version"], r["created_at"], r["updated_at"]] for r in rows],
+    )
 
 
 @secrets_app.command("delete")
@@ -102,8 +107,9 @@ def export(
     if json_output:
         output.emit_json(shown)
         return
-    output.console.print(f"Wrote secret '{name}' version {shown['version']} to {shown['file']}", markup=False,
-                         highlight=False)
+    output.console.print(
+        f"Wrote secret '{name}' version {shown['version']} to {shown['file']}", markup=False, highlight=False
+    )
 
 
 def _read_value() -> str:

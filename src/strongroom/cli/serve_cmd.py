@@ -39,22 +39,30 @@ def serve(
     scheduler_only: bool = typer.Option(
         False, "--scheduler-only", "--no-api", help="Run the scheduler only; serve no API."
     ),
-    poll_seconds: float = typer.Option(DEFAULT_POLL_SECONDS, "--poll-seconds", min=0.05,
-                                       help="Seconds between two ticks of the scheduler."),
-    max_jobs: int = typer.Option(DEFAULT_MAX_JOBS, "--max-jobs", min=1,
-                                 help="Scheduled backup and copy jobs running at once."),
+    poll_seconds: float = typer.Option(
+        DEFAULT_POLL_SECONDS, "--poll-seconds", min=0.05, help="Seconds between two ticks of the scheduler."
+    ),
+    max_jobs: int = typer.Option(
+        DEFAULT_MAX_JOBS, "--max-jobs", min=1, help="Scheduled backup and copy jobs running at once."
+    ),
     stop_timeout: float = typer.Option(
-        STOP_GRACE_SECONDS, "--stop-timeout", min=0,
+        STOP_GRACE_SECONDS,
+        "--stop-timeout",
+        min=0,
         help="On SIGTERM, seconds to wait for running scheduled jobs before they are aborted.",
     ),
     copy_idle_timeout: float = typer.Option(
-        IDLE_SESSION_SECONDS, "--copy-idle-timeout", min=0.1,
+        IDLE_SESSION_SECONDS,
+        "--copy-idle-timeout",
+        min=0.1,
         help="Seconds a copy session may go without a request before it is aborted (its locks released).",
     ),
     copy_max_lifetime: float = typer.Option(
-        MAX_SESSION_SECONDS, "--copy-max-lifetime", min=0.1,
+        MAX_SESSION_SECONDS,
+        "--copy-max-lifetime",
+        min=0.1,
         help="Seconds a copy session may last in all, however active; then it is aborted (bounds how long "
-             "it can hold the vault's writers lock, which garbage collection waits for).",
+        "it can hold the vault's writers lock, which garbage collection waits for).",
     ),
 ) -> None:
     """Serve this account's API (copies in and out, policy-checked vault operations) and run its backup plans,
@@ -71,8 +79,14 @@ def serve(
         _on_signals(stop)
         daemon = None
         if not no_scheduler:
-            daemon = start_daemon(account.home, account.passphrase, stop, poll_seconds=poll_seconds,
-                                  max_jobs=max_jobs, stop_grace=stop_timeout)
+            daemon = start_daemon(
+                account.home,
+                account.passphrase,
+                stop,
+                poll_seconds=poll_seconds,
+                max_jobs=max_jobs,
+                stop_grace=stop_timeout,
+            )
             output.console.print(f"Strongroom account {account.account_id}: scheduler running every {poll_seconds:g} s")
         try:
             if scheduler_only:
@@ -97,8 +111,13 @@ def _serve_api(
     output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
     # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
     uvicorn.run(
-        app, host=host, port=port, log_level="warning", access_log=False,
-        ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
     )
 
 

@@ -41,9 +41,11 @@ def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--j
     if json_output:
         output.emit_json({"backup_vaults": records})
         return
-    output.table("Backup vaults", ["Name", "ARN", "Store"], [
-        (v["backup_vault_name"], v["backup_vault_arn"], v["store_url"]) for v in records
-    ])
+    output.table(
+        "Backup vaults",
+        ["Name", "ARN", "Store"],
+        [(v["backup_vault_name"], v["backup_vault_arn"], v["store_url"]) for v in records],
+    )
 
 
 @vaults_app.command("describe")
@@ -134,9 +136,7 @@ def _policy_view(account: Account, name: str) -> dict[str, Any]:
 
 
 @vaults_app.command("delete-access-policy")
-def delete_access_policy(
-    ctx: typer.Context, name: str = typer.Argument(..., help="Vault name or ARN.")
-) -> None:
+def delete_access_policy(ctx: typer.Context, name: str = typer.Argument(..., help="Vault name or ARN.")) -> None:
     """Remove a vault's access policy (then only its own account may use it)."""
     with context.account(ctx) as account:
         vault_ops.put_access_policy(account, _root(account), name, None)
@@ -157,8 +157,12 @@ def put_lock(
     """Lock a vault (governance mode, or compliance mode with --changeable-for-days), or change its lock."""
     with context.account(ctx) as account:
         vault_ops.put_vault_lock(
-            account, _root(account), name, min_retention_days=min_retention_days,
-            max_retention_days=max_retention_days, changeable_for_days=changeable_for_days,
+            account,
+            _root(account),
+            name,
+            min_retention_days=min_retention_days,
+            max_retention_days=max_retention_days,
+            changeable_for_days=changeable_for_days,
         )
         shown = _lock_view(account, name)
     if json_output:
@@ -209,8 +213,11 @@ def put_notifications(
         output.emit_json(shown)
         return
     count = len(shown["sinks"])
-    output.console.print(f"Notifications of vault {shown['backup_vault_name']} set: {count} sink{'s' * (count != 1)}"
-                         f", events {', '.join(shown['events'])}", highlight=False)
+    output.console.print(
+        f"Notifications of vault {shown['backup_vault_name']} set: {count} sink{'s' * (count != 1)}"
+        f", events {', '.join(shown['events'])}",
+        highlight=False,
+    )
 
 
 @vaults_app.command("get-notifications")
@@ -225,12 +232,25 @@ def get_notifications(
     if json_output:
         output.emit_json(shown)
         return
-    output.details({"vault": shown["backup_vault_name"], "events": ", ".join(shown["events"]) or "(none)",
-                    "exclude_states": ", ".join(shown["exclude_states"]) or "(none)"})
-    output.table("Sinks", ["sink", "events", "exclude_states"], [
-        (s["sink"], ", ".join(s["events"]) if s["events"] is not None else "(vault's)",
-         ", ".join(s["exclude_states"]) if s["exclude_states"] is not None else "(vault's)")
-        for s in shown["sinks"]])
+    output.details(
+        {
+            "vault": shown["backup_vault_name"],
+            "events": ", ".join(shown["events"]) or "(none)",
+            "exclude_states": ", ".join(shown["exclude_states"]) or "(none)",
+        }
+    )
+    output.table(
+        "Sinks",
+        ["sink", "events", "exclude_states"],
+        [
+            (
+                s["sink"],
+                ", ".join(s["events"]) if s["events"] is not None else "(vault's)",
+                ", ".join(s["exclude_states"]) if s["exclude_states"] is not None else "(vault's)",
+            )
+            for s in shown["sinks"]
+        ],
+    )
 
 
 @vaults_app.command("delete-notifications")

@@ -18,9 +18,11 @@ def verify(
     read_data: bool = typer.Option(False, "--read-data", help="Decrypt and re-hash every chunk."),
     json_output: bool = typer.Option(False, "--json"),
     trust_catalog: bool = typer.Option(
-        False, "--trust-catalog",
+        False,
+        "--trust-catalog",
         help="First vouch for the catalog as it is now: sign its records with the account key and rewrite the "
-             "vaults' records from it. Only after reading the findings, for a catalog you put back on purpose."),
+        "vaults' records from it. Only after reading the findings, for a catalog you put back on purpose.",
+    ),
 ) -> None:
     """Check that recovery points are whole and that the catalog agrees with the vaults; with --read-data,
     that every byte is intact."""
@@ -51,9 +53,11 @@ def verify(
         raise CatalogIntegrityError(
             f"the catalog disagrees with its vaults ({len(report.catalog_findings)} findings above)",
             hint="Nothing relies on the catalog until it is fixed: restore catalog.db from a copy you trust "
-                 "(docs/operations.md, 'Catalog integrity')")
+            "(docs/operations.md, 'Catalog integrity')",
+        )
     if not report.ok:
         raise IntegrityError(
             f"{len(report.damaged_objects)} damaged objects affect {len(report.damaged_recovery_points)} "
-            "recovery points", hint="Restore from another recovery point or from the destination vault's copy"
+            "recovery points",
+            hint="Restore from another recovery point or from the destination vault's copy",
         )

@@ -40,9 +40,16 @@ class Change:
     refused_code: str | None = None  # the error code (errors.py) of the refusal
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "type": self.kind, "name": self.name, "before": self.before,
-                "after": self.after, "details": list(self.details), "refused": self.refused,
-                "refused_code": self.refused_code}
+        return {
+            "action": self.action,
+            "type": self.kind,
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
+            "details": list(self.details),
+            "refused": self.refused,
+            "refused_code": self.refused_code,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,19 @@ class Plan:
         return sum(change.action == action and not change.refused for change in self.changes)
 
     def summary(self) -> dict[str, int]:
-        return {"create": self.count(CREATE), "update": self.count(UPDATE), "delete": self.count(DELETE),
-                "refused": len(self.refused)}
+        return {
+            "create": self.count(CREATE),
+            "update": self.count(UPDATE),
+            "delete": self.count(DELETE),
+            "refused": len(self.refused),
+        }
 
     def as_dict(self) -> dict[str, Any]:
-        return {"changes": [c.as_dict() for c in self.changes], "summary": self.summary(),
-                "warnings": list(self.warnings)}
+        return {
+            "changes": [c.as_dict() for c in self.changes],
+            "summary": self.summary(),
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True)
@@ -78,11 +92,17 @@ class CurrentState:
 def compute_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]:
     changes = _vault_changes(loaded, current)
     changes += _resource_changes(loaded, current)
-    changes += _setting_changes(DESTINATION, {"default": current.destination} if current.destination else {},
-                                {"default": _destination(loaded)} if loaded.config.destination else {})
+    changes += _setting_changes(
+        DESTINATION,
+        {"default": current.destination} if current.destination else {},
+        {"default": _destination(loaded)} if loaded.config.destination else {},
+    )
     changes += _setting_changes(BACKUP_PLAN, current.backup_plans, loaded.stored_backup_plans())
-    changes += [Change(DELETE, VAULT, name, before=_vault_view(record)) for name, record in current.vaults.items()
-                if record.managed and name not in loaded.config.vaults]
+    changes += [
+        Change(DELETE, VAULT, name, before=_vault_view(record))
+        for name, record in current.vaults.items()
+        if record.managed and name not in loaded.config.vaults
+    ]
     changes += _output_changes(current.outputs, loaded.outputs)
     return [mask(change, loaded.sensitive_values) for change in changes]
 
@@ -179,8 +199,10 @@ def _setting_changes(kind: str, before: dict[str, Any], after: dict[str, Any]) -
 
 def _output_changes(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     changes = _setting_changes(OUTPUT, before, after)
-    changes = [replace(c, details=tuple(line for line in c.details if line.startswith("value"))) if c.action == CREATE
-               else c for c in changes]
+    changes = [
+        replace(c, details=tuple(line for line in c.details if line.startswith("value"))) if c.action == CREATE else c
+        for c in changes
+    ]
     return [_masked_output(change) for change in changes]
 
 
@@ -248,8 +270,12 @@ def mask(change: Change, secrets: frozenset[str]) -> Change:
     secrets = frozenset(secret for secret in secrets if len(secret) >= MIN_MASKED_LENGTH)
     if not secrets:
         return change
-    return replace(change, before=_masked(change.before, secrets), after=_masked(change.after, secrets),
-                   details=tuple(_masked(line, secrets) for line in change.details))
+    return replace(
+        change,
+        before=_masked(change.before, secrets),
+        after=_masked(change.after, secrets),
+        details=tuple(_masked(line, secrets) for line in change.details),
+    )
 
 
 def _masked(value: Any, secrets: frozenset[str]) -> Any:

@@ -97,8 +97,9 @@ def load_config(
     for name, vault in config.vaults.items():
         if vault.lock is not None:
             _check_lock(("vaults", name, "lock"), vault.lock, checks)
-    settings = {rid: _settings(rid, resource.type, resource.settings, checks)
-                for rid, resource in config.resources.items()}
+    settings = {
+        rid: _settings(rid, resource.type, resource.settings, checks) for rid, resource in config.resources.items()
+    }
     backup_plans = _backup_plans(config, identity, checks)
     raise_problems(checks.problems)
     return LoadedConfig(
@@ -137,8 +138,12 @@ def _top_mapping(data: Any, source: SourceMap) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise_problems([f"{source.file}:1: an account configuration is a mapping with keys such as vaults,"
-                        " resources and backup_plans"])
+        raise_problems(
+            [
+                f"{source.file}:1: an account configuration is a mapping with keys such as vaults,"
+                " resources and backup_plans"
+            ]
+        )
     return data
 
 
@@ -195,14 +200,18 @@ def _default_destination(path: Path_, raw: dict[str, Any], checks: _Checks) -> d
         return None
     bad = [index for index, arn in enumerate(spec.admin_principals) if not is_principal_arn(arn)]
     for index in bad:
-        checks.add((*inner, "admin_principals", index),
-                   f"'{spec.admin_principals[index]}' is not a principal ARN (arn:strongroom:iam::ACCOUNT:root or"
-                   " ...:user/NAME)")
+        checks.add(
+            (*inner, "admin_principals", index),
+            f"'{spec.admin_principals[index]}' is not a principal ARN (arn:strongroom:iam::ACCOUNT:root or"
+            " ...:user/NAME)",
+        )
     if bad:
         return None
-    return default_destination_policy(source_account_ids=list(spec.source_account_ids),
-                                      source_vault_arns=list(spec.source_vault_arns),
-                                      admin_principal_arns=list(spec.admin_principals))
+    return default_destination_policy(
+        source_account_ids=list(spec.source_account_ids),
+        source_vault_arns=list(spec.source_vault_arns),
+        admin_principal_arns=list(spec.admin_principals),
+    )
 
 
 def _check_lock(path: Path_, lock: LockConfig, checks: _Checks) -> None:
@@ -232,24 +241,34 @@ def _backup_plans(config: AccountConfig, identity: AccountIdentity, checks: _Che
     default_target = next(iter(config.vaults)) if len(config.vaults) == 1 else DEFAULT_VAULT
     plans = {}
     for name, plan in config.backup_plans.items():
-        rules = tuple(_rule(("backup_plans", name, "rules", index), rule, config, known_vaults, default_target,
-                            checks) for index, rule in enumerate(plan.rules))
+        rules = tuple(
+            _rule(("backup_plans", name, "rules", index), rule, config, known_vaults, default_target, checks)
+            for index, rule in enumerate(plan.rules)
+        )
         plans[name] = replace(BackupPlan.of({**plan.model_dump(mode="json"), "rules": []}), rules=rules)
         _plan_warnings(("backup_plans", name), plan, checks)
     return plans
 
 
 def _rule(
-    path: Path_, rule: RuleConfig, config: AccountConfig, known_vaults: set[str], default_target: str,
+    path: Path_,
+    rule: RuleConfig,
+    config: AccountConfig,
+    known_vaults: set[str],
+    default_target: str,
     checks: _Checks,
 ) -> BackupRule:
     target = rule.target_vault_name or default_target
     if target not in known_vaults:
-        checks.add((*path, "target_vault_name"), f"no vault '{target}' is declared under vaults or exists in the"
-                                                 " account")
+        checks.add(
+            (*path, "target_vault_name"), f"no vault '{target}' is declared under vaults or exists in the account"
+        )
     if rule.copy_action is not None and config.destination is None:
-        checks.add((*path, "copy_action"), "copy_action copies to the account's destination vault, but no"
-                                           " destination is configured; add destination.vault_arn or use copy_actions")
+        checks.add(
+            (*path, "copy_action"),
+            "copy_action copies to the account's destination vault, but no"
+            " destination is configured; add destination.vault_arn or use copy_actions",
+        )
     vault = config.vaults.get(target)
     if vault is not None and vault.lock is not None:
         _check_rule_retention((*path, "lifecycle", "delete_after"), rule.lifecycle.delete_after, vault.lock, checks)
@@ -259,8 +278,9 @@ def _rule(
 def _check_rule_retention(path: Path_, days: int | None, lock: LockConfig, checks: _Checks) -> None:
     low, high, changeable = lock.numbers()
     try:
-        VaultLock(min_retention_days=low, max_retention_days=high, changeable_for_days=changeable,
-                  created_at=now()).check_retention(days)
+        VaultLock(
+            min_retention_days=low, max_retention_days=high, changeable_for_days=changeable, created_at=now()
+        ).check_retention(days)
     except StrongroomError as exc:
         checks.located(path, exc)
 
@@ -272,5 +292,7 @@ def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None
         if note:
             checks.warnings.append(f"{where}{note}")
         if rule.enable_continuous_backup:
-            checks.warnings.append(f"{where}enable_continuous_backup is accepted but not supported yet"
-                                   " (no point-in-time recovery); snapshots are taken on the schedule")
+            checks.warnings.append(
+                f"{where}enable_continuous_backup is accepted but not supported yet"
+                " (no point-in-time recovery); snapshots are taken on the schedule"
+            )

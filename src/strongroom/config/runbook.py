@@ -167,14 +167,42 @@ class VerifySqlStep(StepBase):
 
 
 Step = Annotated[
-    SelectRecoveryPointStep | RestoreStep | WaitHealthyStep | UpdateSecretStep | RotateCredentialsStep
-    | AdoptResourceStep | RunStep | HttpStep | RestartAppStep | VerifySqlStep,
+    SelectRecoveryPointStep
+    | RestoreStep
+    | WaitHealthyStep
+    | UpdateSecretStep
+    | RotateCredentialsStep
+    | AdoptResourceStep
+    | RunStep
+    | HttpStep
+    | RestartAppStep
+    | VerifySqlStep,
     Field(discriminator="type"),
 ]
-StepModel = (SelectRecoveryPointStep | RestoreStep | WaitHealthyStep | UpdateSecretStep | RotateCredentialsStep
-             | AdoptResourceStep | RunStep | HttpStep | RestartAppStep | VerifySqlStep)
-STEP_TYPES = ("select_recovery_point", "restore", "wait_healthy", "update_secret", "rotate_credentials",
-              "adopt_resource", "run", "http", "restart_app", "verify_sql")
+StepModel = (
+    SelectRecoveryPointStep
+    | RestoreStep
+    | WaitHealthyStep
+    | UpdateSecretStep
+    | RotateCredentialsStep
+    | AdoptResourceStep
+    | RunStep
+    | HttpStep
+    | RestartAppStep
+    | VerifySqlStep
+)
+STEP_TYPES = (
+    "select_recovery_point",
+    "restore",
+    "wait_healthy",
+    "update_secret",
+    "rotate_credentials",
+    "adopt_resource",
+    "run",
+    "http",
+    "restart_app",
+    "verify_sql",
+)
 
 
 class RunbookConfig(Strict):
@@ -201,8 +229,11 @@ class RunbookStep:
 
     def as_dict(self) -> dict[str, Any]:
         """As a run stores it in the catalog: the fields, ``enabled``, then ``when``."""
-        return {**self.fields.model_dump(mode="json", exclude={"when"}), "enabled": self.enabled,
-                "when": self.fields.when}
+        return {
+            **self.fields.model_dump(mode="json", exclude={"when"}),
+            "enabled": self.enabled,
+            "when": self.fields.when,
+        }
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> RunbookStep:
@@ -219,13 +250,23 @@ class Runbook:
     variables: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "file": self.file,
-                "steps": [step.as_dict() for step in self.steps], "variables": self.variables}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "file": self.file,
+            "steps": [step.as_dict() for step in self.steps],
+            "variables": self.variables,
+        }
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Runbook:
-        return cls(data["name"], data.get("description", ""), data.get("file", ""),
-                   [RunbookStep.of(step) for step in data["steps"]], data.get("variables") or {})
+        return cls(
+            data["name"],
+            data.get("description", ""),
+            data.get("file", ""),
+            [RunbookStep.of(step) for step in data["steps"]],
+            data.get("variables") or {},
+        )
 
 
 _STEP: TypeAdapter[StepModel] = TypeAdapter(Step)
@@ -237,8 +278,13 @@ def load_runbook(path: Path, *, identity: AccountIdentity, cli_vars: list[str], 
     if not isinstance(data, dict):
         raise_problems([f"{source.file}:1: a runbook is a mapping with keys runbook, variables and steps"])
     values = variables(data, source, cli_vars, var_files)
-    problems = [source.problem(("variables", name), "runbooks have no sensitive variables; read secrets with"
-                               " ${secret.NAME.FIELD} where a step allows it") for name in values.sensitive]
+    problems = [
+        source.problem(
+            ("variables", name),
+            "runbooks have no sensitive variables; read secrets with ${secret.NAME.FIELD} where a step allows it",
+        )
+        for name in values.sensitive
+    ]
     raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
     interpolator = _RunbookInterpolator(values, identity, source, _step_names(raw_steps))
     resolved = {key: interpolator.resolve(value, (str(key),)) for key, value in data.items() if key != "variables"}
@@ -248,8 +294,9 @@ def load_runbook(path: Path, *, identity: AccountIdentity, cli_vars: list[str], 
     except ValidationError as exc:
         raise_problems(_step_problems(exc, source))
         raise
-    steps = [RunbookStep(step, _enabled(step, values, source, index, problems))
-             for index, step in enumerate(config.steps)]
+    steps = [
+        RunbookStep(step, _enabled(step, values, source, index, problems)) for index, step in enumerate(config.steps)
+    ]
     _check_names(config, source, problems)
     raise_problems(problems)
     return Runbook(config.runbook, config.description, source.file, steps, dict(values.values))
@@ -332,7 +379,7 @@ class _RunbookInterpolator(Interpolator):
             end = _closing_brace(text, start + 2)
             if end < 0:
                 break
-            name = REFERENCE.sub(lambda match: self._piece(match, path), text[start + 2:end])
+            name = REFERENCE.sub(lambda match: self._piece(match, path), text[start + 2 : end])
             pieces.append(text[position:start] + "${" + name + "}")
             position = end + 1
         return "".join(pieces) + text[position:]
@@ -344,17 +391,26 @@ class _RunbookInterpolator(Interpolator):
         if parts[0] == "steps":
             self._check_step_reference(parts, path)
         elif parts[0] == "run" and (len(parts) != 2 or parts[1] not in ("id", "rehearsal")):
-            self.problems.append(self.source.problem(path, f"unknown reference ${{{expression}}}; use ${{run.id}}"
-                                                           " or ${run.rehearsal}"))
+            self.problems.append(
+                self.source.problem(path, f"unknown reference ${{{expression}}}; use ${{run.id}} or ${{run.rehearsal}}")
+            )
         elif parts[0] == "secret" and (len(parts) < 2 or not _secret_allowed(path)):
-            self.problems.append(self.source.problem(path, f"${{{expression}}}: use ${{secret.NAME}} or"
-                                                           " ${secret.NAME.FIELD}, only in env, headers and url"))
+            self.problems.append(
+                self.source.problem(
+                    path,
+                    f"${{{expression}}}: use ${{secret.NAME}} or ${{secret.NAME.FIELD}}, only in env, headers and url",
+                )
+            )
         return "${" + expression.strip() + "}"
 
     def _check_step_reference(self, parts: list[str], path: Path_) -> None:
         position = path[1] if len(path) > 1 and path[0] == "steps" and isinstance(path[1], int) else len(self.names)
         earlier = self.names[:position]
         if len(parts) != 3 or parts[1] not in earlier:
-            self.problems.append(self.source.problem(
-                path, f"${{{'.'.join(parts)}}}: use ${{steps.NAME.FIELD}} with the name of an earlier step"
-                      f" ({', '.join(earlier) or 'there is none'})"))
+            self.problems.append(
+                self.source.problem(
+                    path,
+                    f"${{{'.'.join(parts)}}}: use ${{steps.NAME.FIELD}} with the name of an earlier step"
+                    f" ({', '.join(earlier) or 'there is none'})",
+                )
+            )

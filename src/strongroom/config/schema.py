@@ -55,8 +55,9 @@ def _account_id(value: str) -> str:
 def _vault_arn(value: str) -> str:
     arn = _parse_arn(value)
     if arn is None or arn.kind != "backup-vault":
-        raise ValueError(f"'{value}' is not a backup vault ARN (arn:strongroom:backup:REGION:ACCOUNT:backup-vault:"
-                         "NAME)")
+        raise ValueError(
+            f"'{value}' is not a backup vault ARN (arn:strongroom:backup:REGION:ACCOUNT:backup-vault:NAME)"
+        )
     return value
 
 

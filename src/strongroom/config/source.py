@@ -126,4 +126,3 @@ def _record_mapping(node: MappingNode, path: Path_, source: SourceMap, problems:
         seen.add(key)
         source.lines[child] = key_node.start_mark.line + 1
         _record(value_node, child, source, problems, on_stack)
-

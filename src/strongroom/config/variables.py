@@ -122,7 +122,12 @@ def _read_cli_vars(
 
 
 def _set_converted(
-    target: dict[str, Any], name: str, spec: VariableConfig, raw: Any, source: SourceMap, path: Path_,
+    target: dict[str, Any],
+    name: str,
+    spec: VariableConfig,
+    raw: Any,
+    source: SourceMap,
+    path: Path_,
     problems: list[str],
 ) -> None:
     try:
@@ -165,7 +170,7 @@ def convert_value(type_name: str, value: Any) -> Any:
 
 def _as_string(value: Any) -> str:
     if isinstance(value, bool):
-        raise ValueTypeError(f"expected a string, got the boolean {value} (quote it: \"{value}\")")
+        raise ValueTypeError(f'expected a string, got the boolean {value} (quote it: "{value}")')
     if isinstance(value, int | float):
         return str(value)
     if not isinstance(value, str):
@@ -188,8 +193,9 @@ def _as_number(value: Any) -> int | float:
 class Interpolator:
     """Replaces ${...} references in every string of a data tree, reporting problems with their line."""
 
-    def __init__(self, variables: VariableValues, identity: AccountIdentity, vault_names: set[str],
-                 source: SourceMap) -> None:
+    def __init__(
+        self, variables: VariableValues, identity: AccountIdentity, vault_names: set[str], source: SourceMap
+    ) -> None:
         self.variables = variables
         self.identity = identity
         self.vault_names = vault_names | set(identity.vault_names)
@@ -219,9 +225,11 @@ class Interpolator:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, list | dict):
-            self.problems.append(self.source.problem(
-                path, f"${{{match[1].strip()}}} is a {type(value).__name__} and cannot be part of a longer string"
-            ))
+            self.problems.append(
+                self.source.problem(
+                    path, f"${{{match[1].strip()}}} is a {type(value).__name__} and cannot be part of a longer string"
+                )
+            )
             return ""
         return "" if value is None else str(value)
 
@@ -233,8 +241,13 @@ class Interpolator:
             return self.identity.account_id if parts[1] == "id" else self.identity.region
         if parts[0] == "vault" and len(parts) == 3 and parts[2] == "arn":
             if parts[1] not in self.vault_names:
-                self.problems.append(self.source.problem(path, f"${{{expression.strip()}}}: no vault '{parts[1]}'"
-                                                               " is declared under vaults or exists in the account"))
+                self.problems.append(
+                    self.source.problem(
+                        path,
+                        f"${{{expression.strip()}}}: no vault '{parts[1]}'"
+                        " is declared under vaults or exists in the account",
+                    )
+                )
             return self.identity.vault_arn(parts[1])
         self.problems.append(self.source.problem(path, f"unknown reference ${{{expression}}}; use {REFERENCE_FORMS}"))
         return None
@@ -242,8 +255,9 @@ class Interpolator:
     def _variable(self, name: str, path: Path_) -> Any:
         if name not in self.variables.values:
             if name not in self.variables.declared:
-                self.problems.append(self.source.problem(path, f"${{var.{name}}}: variable '{name}' is not declared"
-                                                               " under variables"))
+                self.problems.append(
+                    self.source.problem(path, f"${{var.{name}}}: variable '{name}' is not declared under variables")
+                )
             return None  # declared but unset: already reported once by resolve_variables
         value = self.variables.values[name]
         if name in self.variables.sensitive:
@@ -256,4 +270,3 @@ class Interpolator:
         elif isinstance(value, list | dict):
             for item in value.values() if isinstance(value, dict) else value:
                 self._remember_sensitive(item)
-

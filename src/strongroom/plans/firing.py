@@ -51,8 +51,10 @@ def classify(rule: BackupRule, occurrences: list[datetime], now: datetime) -> li
     if not occurrences:
         return []
     *older, newest = occurrences
-    firings = [Firing(rule, moment, f"a later occurrence ({newest.isoformat()}) was due when the scheduler ran")
-               for moment in older]
+    firings = [
+        Firing(rule, moment, f"a later occurrence ({newest.isoformat()}) was due when the scheduler ran")
+        for moment in older
+    ]
     window_end = newest + timedelta(minutes=rule.start_window)
     missed = None if now < window_end else f"no scheduler ran before its start window ended at {window_end.isoformat()}"
     return [*firings, Firing(rule, newest, missed)]
@@ -67,12 +69,19 @@ def new_runs(
         best = winners.get(firing.occurrence)
         if firing.missed is None and (best is None or retention(firing.rule) > retention(best)):
             winners[firing.occurrence] = firing.rule
-    return [_new_run(plan_name, firing, resource_id, winners.get(firing.occurrence), now, destination)
-            for firing in firings for resource_id in resources]
+    return [
+        _new_run(plan_name, firing, resource_id, winners.get(firing.occurrence), now, destination)
+        for firing in firings
+        for resource_id in resources
+    ]
 
 
 def _new_run(
-    plan_name: str, firing: Firing, resource_id: str, winner: BackupRule | None, now: datetime,
+    plan_name: str,
+    firing: Firing,
+    resource_id: str,
+    winner: BackupRule | None,
+    now: datetime,
     destination: str | None,
 ) -> ScheduleRun:
     rule, moment = firing.rule, firing.occurrence
@@ -80,26 +89,37 @@ def _new_run(
     if firing.missed is not None:
         state, details["message"] = RunState.MISSED, f"missed: {firing.missed}"
     elif winner is not None and winner.name != rule.name:
-        state, details["message"] = RunState.SKIPPED, (
-            f"rule {winner.name} of the plan fired for this resource at the same time and keeps its backup longer")
+        state, details["message"] = (
+            RunState.SKIPPED,
+            (f"rule {winner.name} of the plan fired for this resource at the same time and keeps its backup longer"),
+        )
         details["covered_by_rule"] = winner.name
     else:
         state = RunState.CREATED
     return ScheduleRun(
-        plan_name=plan_name, rule_name=rule.name, occurrence=moment.isoformat(), resource_id=resource_id,
-        state=state, job_id=None, attempts=0, next_attempt_at=None,
+        plan_name=plan_name,
+        rule_name=rule.name,
+        occurrence=moment.isoformat(),
+        resource_id=resource_id,
+        state=state,
+        job_id=None,
+        attempts=0,
+        next_attempt_at=None,
         start_window_ends=(moment + timedelta(minutes=rule.start_window)).isoformat(),
         completion_window_ends=(moment + timedelta(minutes=rule.completion_window)).isoformat(),
-        details=details, created_at=now.isoformat(),
+        details=details,
+        created_at=now.isoformat(),
     )
 
 
 def rule_snapshot(rule: BackupRule, destination: str | None) -> RuleSnapshot:
     """What a run needs from its rule; the blueprint's single copy action goes to ``destination``."""
-    copies = tuple(CopyAction(copy.destination_vault_arn or destination, copy.delete_after)
-                   for copy in rule.copy_actions)
-    return RuleSnapshot(rule.target_vault_name, rule.lifecycle.delete_after, rule.start_window,
-                        rule.completion_window, copies)
+    copies = tuple(
+        CopyAction(copy.destination_vault_arn or destination, copy.delete_after) for copy in rule.copy_actions
+    )
+    return RuleSnapshot(
+        rule.target_vault_name, rule.lifecycle.delete_after, rule.start_window, rule.completion_window, copies
+    )
 
 
 def retention(rule: BackupRule) -> float:

@@ -79,15 +79,19 @@ class BackupRule:
         lifecycle = data.get("lifecycle") or {}
         single = data.get("copy_action")
         copies = [] if single is None else [CopyAction(None, single.get("delete_after"))]
-        copies += [CopyAction(c["destination_vault_arn"], c.get("delete_after"))
-                   for c in data.get("copy_actions") or []]
+        copies += [
+            CopyAction(c["destination_vault_arn"], c.get("delete_after")) for c in data.get("copy_actions") or []
+        ]
         return cls(
-            name=data["name"], schedule=data["schedule"], target_vault_name=data["target_vault_name"],
+            name=data["name"],
+            schedule=data["schedule"],
+            target_vault_name=data["target_vault_name"],
             schedule_expression_timezone=data.get("schedule_expression_timezone"),
             start_window=data.get("start_window", DEFAULT_START_WINDOW),
             completion_window=data.get("completion_window", DEFAULT_COMPLETION_WINDOW),
             lifecycle=Lifecycle(lifecycle.get("delete_after"), lifecycle.get("cold_storage_after")),
-            copy_actions=tuple(copies), enable_continuous_backup=data.get("enable_continuous_backup", False),
+            copy_actions=tuple(copies),
+            enable_continuous_backup=data.get("enable_continuous_backup", False),
             recovery_point_tags=dict(data.get("recovery_point_tags") or {}),
         )
 
@@ -95,15 +99,22 @@ class BackupRule:
         """The stored JSON: config/schema.py ``RuleConfig`` dumped, ``target_vault_name`` resolved."""
         single = next((c for c in self.copy_actions if c.destination_vault_arn is None), None)
         return {
-            "name": self.name, "schedule": self.schedule,
+            "name": self.name,
+            "schedule": self.schedule,
             "schedule_expression_timezone": self.schedule_expression_timezone,
-            "target_vault_name": self.target_vault_name, "start_window": self.start_window,
+            "target_vault_name": self.target_vault_name,
+            "start_window": self.start_window,
             "completion_window": self.completion_window,
-            "lifecycle": {"delete_after": self.lifecycle.delete_after,
-                          "cold_storage_after": self.lifecycle.cold_storage_after},
+            "lifecycle": {
+                "delete_after": self.lifecycle.delete_after,
+                "cold_storage_after": self.lifecycle.cold_storage_after,
+            },
             "copy_action": None if single is None else {"delete_after": single.delete_after},
-            "copy_actions": [{"destination_vault_arn": c.destination_vault_arn, "delete_after": c.delete_after}
-                             for c in self.copy_actions if c.destination_vault_arn is not None],
+            "copy_actions": [
+                {"destination_vault_arn": c.destination_vault_arn, "delete_after": c.delete_after}
+                for c in self.copy_actions
+                if c.destination_vault_arn is not None
+            ],
             "enable_continuous_backup": self.enable_continuous_backup,
             "recovery_point_tags": dict(self.recovery_point_tags),
         }
@@ -122,7 +133,8 @@ class BackupPlan:
     def of(cls, data: dict[str, Any]) -> BackupPlan:
         value = data.get("selection_tag_value")
         return cls(
-            selection_tag=data.get("selection_tag"), enable=data.get("enable", True),
+            selection_tag=data.get("selection_tag"),
+            enable=data.get("enable", True),
             selection_tag_value="True" if value is None else value,
             selection_tags=tuple((t["key"], t["value"]) for t in data.get("selection_tags") or []),
             compliance_resource_types=tuple(data.get("compliance_resource_types") or ()),
@@ -132,7 +144,9 @@ class BackupPlan:
     def as_dict(self) -> dict[str, Any]:
         """The stored JSON: config/schema.py ``BackupPlanConfig`` dumped, with the rules' ``as_dict``."""
         return {
-            "enable": self.enable, "selection_tag": self.selection_tag, "selection_tag_value": self.selection_tag_value,
+            "enable": self.enable,
+            "selection_tag": self.selection_tag,
+            "selection_tag_value": self.selection_tag_value,
             "selection_tags": [{"key": key, "value": value} for key, value in self.selection_tags],
             "compliance_resource_types": list(self.compliance_resource_types),
             "rules": [rule.as_dict() for rule in self.rules],
@@ -141,8 +155,10 @@ class BackupPlan:
     def selection_view(self) -> dict[str, Any]:
         """The selection fields as ``plans describe`` shows them."""
         stored = self.as_dict()
-        return {key: stored[key] for key in ("selection_tag", "selection_tag_value", "selection_tags",
-                                             "compliance_resource_types")}
+        return {
+            key: stored[key]
+            for key in ("selection_tag", "selection_tag_value", "selection_tags", "compliance_resource_types")
+        }
 
 
 # Runs -----------------------------------------------------------------------------------------------
@@ -159,16 +175,25 @@ class RuleSnapshot:
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> RuleSnapshot:
-        return cls(data.get("target_vault_name"), data.get("delete_after_days"), data.get("start_window"),
-                   data.get("completion_window"),
-                   tuple(CopyAction(c["destination_vault_arn"], c.get("delete_after_days"))
-                         for c in data.get("copies") or []))
+        return cls(
+            data.get("target_vault_name"),
+            data.get("delete_after_days"),
+            data.get("start_window"),
+            data.get("completion_window"),
+            tuple(CopyAction(c["destination_vault_arn"], c.get("delete_after_days")) for c in data.get("copies") or []),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"target_vault_name": self.target_vault_name, "delete_after_days": self.delete_after_days,
-                "start_window": self.start_window, "completion_window": self.completion_window,
-                "copies": [{"destination_vault_arn": c.destination_vault_arn, "delete_after_days": c.delete_after}
-                           for c in self.copies]}
+        return {
+            "target_vault_name": self.target_vault_name,
+            "delete_after_days": self.delete_after_days,
+            "start_window": self.start_window,
+            "completion_window": self.completion_window,
+            "copies": [
+                {"destination_vault_arn": c.destination_vault_arn, "delete_after_days": c.delete_after}
+                for c in self.copies
+            ],
+        }
 
 
 @dataclass
@@ -187,16 +212,28 @@ class CopyAttempt:
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> CopyAttempt:
-        return cls(data["destination_vault_arn"], data.get("delete_after_days"), CopyState(data["state"]),
-                   data.get("job_id"), data.get("attempts", 0), data.get("next_attempt_at"), data.get("message"),
-                   data.get("pid"), data.get("destination_recovery_point_arn"))
+        return cls(
+            data["destination_vault_arn"],
+            data.get("delete_after_days"),
+            CopyState(data["state"]),
+            data.get("job_id"),
+            data.get("attempts", 0),
+            data.get("next_attempt_at"),
+            data.get("message"),
+            data.get("pid"),
+            data.get("destination_recovery_point_arn"),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The stored and shown shape: ``pid`` once a job was created, the copy's point once it completed."""
         shown: dict[str, Any] = {
-            "destination_vault_arn": self.destination_vault_arn, "delete_after_days": self.delete_after_days,
-            "state": self.state.value, "job_id": self.job_id, "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at, "message": self.message,
+            "destination_vault_arn": self.destination_vault_arn,
+            "delete_after_days": self.delete_after_days,
+            "state": self.state.value,
+            "job_id": self.job_id,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "message": self.message,
         }
         if self.job_id is not None:
             shown["pid"] = self.pid
@@ -244,20 +281,36 @@ class ScheduleRun:
 
     def columns(self) -> dict[str, Any]:
         """The row as the catalog stores it."""
-        return {"plan_name": self.plan_name, "rule_name": self.rule_name, "occurrence": self.occurrence,
-                "resource_id": self.resource_id, "state": self.state.value, "job_id": self.job_id,
-                "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
-                "start_window_ends": self.start_window_ends, "completion_window_ends": self.completion_window_ends,
-                "details": self.details, "created_at": self.created_at}
+        return {
+            "plan_name": self.plan_name,
+            "rule_name": self.rule_name,
+            "occurrence": self.occurrence,
+            "resource_id": self.resource_id,
+            "state": self.state.value,
+            "job_id": self.job_id,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "start_window_ends": self.start_window_ends,
+            "completion_window_ends": self.completion_window_ends,
+            "details": self.details,
+            "created_at": self.created_at,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "backup_plan_name": self.plan_name, "rule_name": self.rule_name, "scheduled_at": self.occurrence,
-            "resource_id": self.resource_id, "state": self.state.value, "backup_job_id": self.job_id,
-            "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
-            "start_window_ends": self.start_window_ends, "completion_window_ends": self.completion_window_ends,
+            "backup_plan_name": self.plan_name,
+            "rule_name": self.rule_name,
+            "scheduled_at": self.occurrence,
+            "resource_id": self.resource_id,
+            "state": self.state.value,
+            "backup_job_id": self.job_id,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "start_window_ends": self.start_window_ends,
+            "completion_window_ends": self.completion_window_ends,
             "recovery_point_arn": self.details.get("recovery_point_arn"),
-            "status_message": self.details.get("message"), "copy_jobs": self.details.get("copies", []),
+            "status_message": self.details.get("message"),
+            "copy_jobs": self.details.get("copies", []),
             "creation_date": self.created_at,
         }
 

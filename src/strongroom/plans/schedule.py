@@ -31,8 +31,12 @@ FIRST_YEAR, LAST_YEAR = 1970, 2199
 MAX_RATE = 1_000_000
 DEFAULT_TIMEZONE = "UTC"
 SYNTAX = "use cron(Minutes Hours Day-of-month Month Day-of-week Year) or rate(N minutes|hours|days)"
-MONTHS = {name: number for number, name in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
+    )
+}
 WEEKDAYS = {name: number for number, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 1)}
 RATE_NOTE = "rate() is a Strongroom extension; AWS Backup accepts only cron()"
 # Two minutes in the Minutes field fire twice within an hour; AWS Backup refuses rules under 60 minutes apart.
@@ -133,9 +137,7 @@ def parse_schedule(expression: str, timezone: str | None = None) -> Schedule:
     raise ConfigError(f"'{text}' is not a schedule: {SYNTAX}")
 
 
-def next_fire_times(
-    expression: str, *, after: datetime, count: int = 1, timezone: str | None = None
-) -> list[datetime]:
+def next_fire_times(expression: str, *, after: datetime, count: int = 1, timezone: str | None = None) -> list[datetime]:
     """The next ``count`` fire times strictly after ``after`` (fewer if the schedule's years end first)."""
     return list(islice(parse_schedule(expression, timezone).fire_times(after), max(count, 0)))
 
@@ -180,18 +182,25 @@ def _rate_times(period: timedelta, moment: datetime) -> Iterator[datetime]:
 def _parse_cron(text: str, body: str) -> _Cron:
     fields = body.split()
     if len(fields) != 6:
-        raise ConfigError(f"{text} has {len(fields)} fields; AWS cron needs six: Minutes Hours Day-of-month Month"
-                          " Day-of-week Year (e.g. cron(0 7 * * ? *))")
+        raise ConfigError(
+            f"{text} has {len(fields)} fields; AWS cron needs six: Minutes Hours Day-of-month Month"
+            " Day-of-week Year (e.g. cron(0 7 * * ? *))"
+        )
     try:
         cron = _Cron(
-            minutes=_sorted(MINUTES, fields[0]), hours=_sorted(HOURS, fields[1]),
-            days=_days(fields[2], fields[4]), months=_sorted(MONTH, fields[3]), years=_sorted(YEAR, fields[5]),
+            minutes=_sorted(MINUTES, fields[0]),
+            hours=_sorted(HOURS, fields[1]),
+            days=_days(fields[2], fields[4]),
+            months=_sorted(MONTH, fields[3]),
+            years=_sorted(YEAR, fields[5]),
         )
     except _Problem as problem:
         raise ConfigError(f"{text}: {problem}") from None
     if not _ever_fires(cron):
-        raise ConfigError(f"{text} never fires: no day from {FIRST_YEAR} to {LAST_YEAR} matches its Day-of-month,"
-                          " Day-of-week, Month and Year fields")
+        raise ConfigError(
+            f"{text} never fires: no day from {FIRST_YEAR} to {LAST_YEAR} matches its Day-of-month,"
+            " Day-of-week, Month and Year fields"
+        )
     return cron
 
 
@@ -225,9 +234,11 @@ def _range(spec: _Field, text: str, base: str) -> tuple[int, int]:
     start, end = base.split("-", 1)
     first, last = _number(spec, text, start), _number(spec, text, end)
     if first > last:
-        raise _Problem(f"{spec.name} '{text}': the range {base} runs backwards; ranges do not wrap around,"
-                       f" write two ranges: {start}-{_bound(spec, start, spec.high)},{_bound(spec, start, spec.low)}"
-                       f"-{end}")
+        raise _Problem(
+            f"{spec.name} '{text}': the range {base} runs backwards; ranges do not wrap around,"
+            f" write two ranges: {start}-{_bound(spec, start, spec.high)},{_bound(spec, start, spec.low)}"
+            f"-{end}"
+        )
     return first, last
 
 
@@ -240,8 +251,9 @@ def _bound(spec: _Field, like: str, number: int) -> str:
 
 def _step(spec: _Field, text: str, step_text: str) -> int:
     if not (step_text.isascii() and step_text.isdigit()) or not 1 <= int(step_text) <= spec.high - spec.low + 1:
-        raise _Problem(f"{spec.name} '{text}': the increment after '/' must be a whole number from 1 to"
-                       f" {spec.high - spec.low + 1}")
+        raise _Problem(
+            f"{spec.name} '{text}': the increment after '/' must be a whole number from 1 to {spec.high - spec.low + 1}"
+        )
     return int(step_text)
 
 
@@ -260,8 +272,10 @@ def _days(day_of_month: str, day_of_week: str) -> _Days:
     if day_of_month == "?" and day_of_week == "?":
         raise _Problem("Day-of-month and Day-of-week are both '?'; exactly one of them must be '?'")
     if day_of_month != "?" and day_of_week != "?":
-        raise _Problem(f"Day-of-month '{day_of_month}' and Day-of-week '{day_of_week}' are both set; exactly one"
-                       " of them must be '?' (e.g. cron(0 7 * * ? *) or cron(0 7 ? * MON-FRI *))")
+        raise _Problem(
+            f"Day-of-month '{day_of_month}' and Day-of-week '{day_of_week}' are both set; exactly one"
+            " of them must be '?' (e.g. cron(0 7 * * ? *) or cron(0 7 ? * MON-FRI *))"
+        )
     if any("?" in text and text != "?" for text in (day_of_month, day_of_week)):
         raise _Problem("'?' stands alone in Day-of-month or Day-of-week")
     return _day_of_month(day_of_month) if day_of_week == "?" else _day_of_week(day_of_week)
@@ -278,8 +292,10 @@ def _day_of_month(text: str) -> _Days:
     match = re.fullmatch(r"(\d+)W", upper)
     if match:
         return _Days("nearest_weekday", number=_number(DAY_OF_MONTH, text, match.group(1)))
-    raise _Problem(f"Day-of-month '{text}': L, LW and nW (one day, e.g. 15W) stand alone, without lists, ranges,"
-                   " increments or offsets")
+    raise _Problem(
+        f"Day-of-month '{text}': L, LW and nW (one day, e.g. 15W) stand alone, without lists, ranges,"
+        " increments or offsets"
+    )
 
 
 def _day_of_week(text: str) -> _Days:
@@ -290,8 +306,9 @@ def _day_of_week(text: str) -> _Days:
         return _nth_weekday(text, upper)
     if "L" in upper:
         if any(mark in upper for mark in ",-*/") or not upper.endswith("L"):
-            raise _Problem(f"Day-of-week '{text}': L and nL (the last weekday n of the month) stand alone,"
-                           " without lists or ranges")
+            raise _Problem(
+                f"Day-of-week '{text}': L and nL (the last weekday n of the month) stand alone, without lists or ranges"
+            )
         return _Days("last_dow", number=_number(DAY_OF_WEEK, text, upper[:-1]))
     if "W" in upper.replace("WED", ""):
         raise _Problem(f"Day-of-week '{text}': W is allowed only in Day-of-month")
@@ -353,7 +370,7 @@ def _ever_fires(cron: _Cron) -> bool:
 
 def _local_times(cron: _Cron, start: datetime) -> Iterator[datetime]:
     """Every local wall-clock time the fields match, from ``start`` (naive) on, in order."""
-    for year in cron.years[bisect_left(cron.years, start.year):]:
+    for year in cron.years[bisect_left(cron.years, start.year) :]:
         for month in cron.months:
             if (year, month) < (start.year, start.month):
                 continue
@@ -365,7 +382,7 @@ def _times_of_day(cron: _Cron, day: date, start: datetime) -> Iterator[datetime]
     if day < start.date():
         return
     today = day == start.date()
-    for hour in cron.hours[bisect_left(cron.hours, start.hour) if today else 0:]:
+    for hour in cron.hours[bisect_left(cron.hours, start.hour) if today else 0 :]:
         first = bisect_left(cron.minutes, start.minute) if today and hour == start.hour else 0
         for minute in cron.minutes[first:]:
             yield datetime(day.year, day.month, day.day, hour, minute)

@@ -41,8 +41,17 @@ ACTIONS = (
 )
 VERSIONS = ("2012-10-17", "2008-10-17")
 DOCUMENT_KEYS = ("Version", "Id", "Statement")
-STATEMENT_KEYS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource",
-                  "Condition")
+STATEMENT_KEYS = (
+    "Sid",
+    "Effect",
+    "Principal",
+    "NotPrincipal",
+    "Action",
+    "NotAction",
+    "Resource",
+    "NotResource",
+    "Condition",
+)
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 PRINCIPAL_ARN_KEY = "aws:PrincipalArn"
 PRINCIPAL_ACCOUNT_KEY = "aws:PrincipalAccount"
@@ -73,8 +82,16 @@ MATCHERS: dict[str, Callable[[str, str], bool]] = {
     "ArnEquals": _arn_like,
     "ArnLike": _arn_like,
 }
-OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "ArnEquals", "ArnNotEquals",
-             "ArnLike", "ArnNotLike")
+OPERATORS = (
+    "StringEquals",
+    "StringNotEquals",
+    "StringLike",
+    "StringNotLike",
+    "ArnEquals",
+    "ArnNotEquals",
+    "ArnLike",
+    "ArnNotLike",
+)
 QUALIFIERS = ("ForAnyValue", "ForAllValues")
 
 
@@ -242,29 +259,63 @@ def default_destination_policy(
             raise ConfigError(f"administrator '{arn}' is not a principal ARN", hint=f"For example {root_arn('1' * 12)}")
     statements: list[dict[str, Any]] = []
     if source_account_ids:
-        statements.append(_policy_statement(
-            "AllowSourceAccountCopyIn", "Allow", {"AWS": [root_arn(a) for a in source_account_ids]},
-            ["CopyIntoBackupVault", "GetRecoveryPoint", "DescribeBackupVault", "CopyFromBackupVault",
-             "ListRecoveryPointsByBackupVault"]))
+        statements.append(
+            _policy_statement(
+                "AllowSourceAccountCopyIn",
+                "Allow",
+                {"AWS": [root_arn(a) for a in source_account_ids]},
+                [
+                    "CopyIntoBackupVault",
+                    "GetRecoveryPoint",
+                    "DescribeBackupVault",
+                    "CopyFromBackupVault",
+                    "ListRecoveryPointsByBackupVault",
+                ],
+            )
+        )
     if admin_principal_arns:
         statements.append(_policy_statement("AllowNamedAdministrators", "Allow", {"AWS": admin_principal_arns}, ["*"]))
-    protected = ["DeleteRecoveryPoint", "UpdateRecoveryPointLifecycle", "PutBackupVaultAccessPolicy",
-                 "DeleteBackupVaultAccessPolicy", "DeleteBackupVault", "PutBackupVaultLockConfiguration",
-                 "DeleteBackupVaultLockConfiguration", "StartRestoreJob"]
-    statements.append(_policy_statement(
-        "DenyBackupVaultAccess", "Deny", "*", protected,
-        {"ArnNotLike": {PRINCIPAL_ARN_KEY: admin_principal_arns}} if admin_principal_arns else None))
-    statements.append(_policy_statement(
-        "DenyBackupCopyExceptToSourceAccount", "Deny", "*", ["CopyFromBackupVault"],
-        {"StringNotEquals": {"backup:CopyTargets": source_vault_arns}} if source_vault_arns else None))
+    protected = [
+        "DeleteRecoveryPoint",
+        "UpdateRecoveryPointLifecycle",
+        "PutBackupVaultAccessPolicy",
+        "DeleteBackupVaultAccessPolicy",
+        "DeleteBackupVault",
+        "PutBackupVaultLockConfiguration",
+        "DeleteBackupVaultLockConfiguration",
+        "StartRestoreJob",
+    ]
+    statements.append(
+        _policy_statement(
+            "DenyBackupVaultAccess",
+            "Deny",
+            "*",
+            protected,
+            {"ArnNotLike": {PRINCIPAL_ARN_KEY: admin_principal_arns}} if admin_principal_arns else None,
+        )
+    )
+    statements.append(
+        _policy_statement(
+            "DenyBackupCopyExceptToSourceAccount",
+            "Deny",
+            "*",
+            ["CopyFromBackupVault"],
+            {"StringNotEquals": {"backup:CopyTargets": source_vault_arns}} if source_vault_arns else None,
+        )
+    )
     return {"Version": VERSIONS[0], "Id": "strongroom-default-destination", "Statement": statements}
 
 
 def _policy_statement(
     sid: str, effect: str, principal: Any, actions: list[str], condition: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    statement = {"Sid": sid, "Effect": effect, "Principal": principal,
-                 "Action": [ACTION_PREFIX + a for a in actions], "Resource": "*"}
+    statement = {
+        "Sid": sid,
+        "Effect": effect,
+        "Principal": principal,
+        "Action": [ACTION_PREFIX + a for a in actions],
+        "Resource": "*",
+    }
     if condition:
         statement["Condition"] = condition
     return statement
@@ -288,7 +339,7 @@ def _who_what(request: AccessRequest) -> str:
 
 
 def _strip_prefix(action: str) -> str:
-    return action[len(ACTION_PREFIX):] if action.lower().startswith(ACTION_PREFIX) else action
+    return action[len(ACTION_PREFIX) :] if action.lower().startswith(ACTION_PREFIX) else action
 
 
 # Parsing helpers -----------------------------------------------------------------------------------
@@ -327,8 +378,18 @@ def _statement(item: Any, index: int, where: str) -> Statement:
     actions, not_actions = _one_of(item, "Action", where, path, _actions, required=True)
     resources, not_resources = _one_of(item, "Resource", where, path, _resources, required=False)
     conditions = _conditions(item.get("Condition", {}), where, f"{path}.Condition")
-    return Statement(index, sid, item["Effect"], principals, not_principals, actions, not_actions, resources,
-                     not_resources, conditions)
+    return Statement(
+        index,
+        sid,
+        item["Effect"],
+        principals,
+        not_principals,
+        actions,
+        not_actions,
+        resources,
+        not_resources,
+        conditions,
+    )
 
 
 Parser = Callable[[Any, str, str], tuple[str, ...]]
@@ -409,6 +470,10 @@ def _operator(text: str, where: str, path: str) -> tuple[str, str | None, bool]:
     if_exists = operator.endswith("IfExists")
     operator = operator.removesuffix("IfExists")
     if operator not in OPERATORS or (qualifier and qualifier not in QUALIFIERS):
-        raise _error(where, path, f"unknown condition operator (supported: {', '.join(OPERATORS)}, optionally "
-                                  "with ForAnyValue: or ForAllValues: before it and IfExists after it)")
+        raise _error(
+            where,
+            path,
+            f"unknown condition operator (supported: {', '.join(OPERATORS)}, optionally "
+            "with ForAnyValue: or ForAllValues: before it and IfExists after it)",
+        )
     return operator, qualifier or None, if_exists

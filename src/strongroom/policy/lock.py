@@ -67,16 +67,22 @@ class VaultLock:
             if high is not None:
                 raise RetentionError(
                     f"a recovery point without retention (kept forever) breaks the vault lock's maximum retention "
-                    f"of {high} days", hint=hint)
+                    f"of {high} days",
+                    hint=hint,
+                )
             return
         if low is not None and delete_after_days < low:
             raise RetentionError(
                 f"a retention of {delete_after_days} days is shorter than the vault lock's minimum retention "
-                f"of {low} days", hint=hint)
+                f"of {low} days",
+                hint=hint,
+            )
         if high is not None and delete_after_days > high:
             raise RetentionError(
                 f"a retention of {delete_after_days} days is longer than the vault lock's maximum retention "
-                f"of {high} days", hint=hint)
+                f"of {high} days",
+                hint=hint,
+            )
 
     def range_text(self) -> str:
         low, high = self.min_retention_days, self.max_retention_days
@@ -104,8 +110,9 @@ class VaultLock:
             created_at = datetime.fromisoformat(data["created_at"])
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{WHERE} created_at: missing or not an ISO 8601 date and time") from None
-        return cls(data.get("min_retention_days"), data.get("max_retention_days"), data.get("changeable_for_days"),
-                   created_at)
+        return cls(
+            data.get("min_retention_days"), data.get("max_retention_days"), data.get("changeable_for_days"), created_at
+        )
 
 
 def _check_days(name: str, value: Any, lowest: int) -> None:

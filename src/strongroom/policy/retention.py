@@ -16,8 +16,15 @@ from strongroom.policy.lock import VaultLock
 MAX_RETENTION_DAYS = 36500
 # How far another account's clock may run ahead of ours: the window request signing allows (credentials.py).
 CLOCK_SKEW = timedelta(seconds=300)
-LOCK_FIELDS = ("locked", "lock_mode", "lock_state", "min_retention_days", "max_retention_days", "changeable_for_days",
-               "lock_date")
+LOCK_FIELDS = (
+    "locked",
+    "lock_mode",
+    "lock_state",
+    "min_retention_days",
+    "max_retention_days",
+    "changeable_for_days",
+    "lock_date",
+)
 
 
 def delete_at(arrival_date: str, delete_after_days: int | None) -> str | None:
@@ -30,8 +37,9 @@ def delete_at(arrival_date: str, delete_after_days: int | None) -> str | None:
 
 def check_retention_days(delete_after_days: int | None) -> None:
     if delete_after_days is not None and not 1 <= delete_after_days <= MAX_RETENTION_DAYS:
-        raise UsageError(f"a retention of {delete_after_days} days is out of range",
-                         hint=f"Give 1 to {MAX_RETENTION_DAYS} days")
+        raise UsageError(
+            f"a retention of {delete_after_days} days is out of range", hint=f"Give 1 to {MAX_RETENTION_DAYS} days"
+        )
 
 
 def new_point_retention(lock: VaultLock | None, arrival_date: str, delete_after_days: int | None) -> dict[str, Any]:
@@ -40,8 +48,12 @@ def new_point_retention(lock: VaultLock | None, arrival_date: str, delete_after_
     keeps the end within [arrival + the lock's min, arrival + its max] whatever the point says of itself."""
     if lock:
         lock.check_retention(delete_after_days)
-    return {"delete_after_days": delete_after_days, "delete_at": delete_at(arrival_date, delete_after_days),
-            "lock_applies": lock is not None, "arrival_date": arrival_date}
+    return {
+        "delete_after_days": delete_after_days,
+        "delete_at": delete_at(arrival_date, delete_after_days),
+        "lock_applies": lock is not None,
+        "arrival_date": arrival_date,
+    }
 
 
 def claimed_creation_date(claimed: datetime | str, arrival: datetime, who: str) -> str:
@@ -55,7 +67,8 @@ def claimed_creation_date(claimed: datetime | str, arrival: datetime, who: str) 
         raise RemoteError(
             f"{who} claims a creation date of {_iso(moment)}, later than this account's clock ({_iso(arrival)}) by "
             f"more than {CLOCK_SKEW.seconds} s: a recovery point cannot come from the future",
-            hint="Check the sending machine's clock (NTP); a copy's time is always taken from the receiving account")
+            hint="Check the sending machine's clock (NTP); a copy's time is always taken from the receiving account",
+        )
     return _iso(moment) or ""
 
 
@@ -72,17 +85,27 @@ def retention_of(
     delete_after_days: int | None, point_delete_at: str | None, governing: VaultLock | None, now: datetime
 ) -> dict[str, Any]:
     """What protects a recovery point now: its retention and whether (and in which mode) a lock governs it."""
-    return {"delete_after_days": delete_after_days, "delete_at": point_delete_at,
-            "retention_ended": retention_ended(point_delete_at, now),
-            "locked_by": governing.mode if governing else None}
+    return {
+        "delete_after_days": delete_after_days,
+        "delete_at": point_delete_at,
+        "retention_ended": retention_ended(point_delete_at, now),
+        "locked_by": governing.mode if governing else None,
+    }
 
 
 def lock_fields(lock: VaultLock | None, now: datetime) -> dict[str, Any]:
     """The lock as ``vaults describe`` shows it (AWS DescribeBackupVault's Locked, Min/MaxRetentionDays, LockDate)."""
     if lock is None:
         return dict.fromkeys(LOCK_FIELDS) | {"locked": False, "lock_state": "UNLOCKED"}
-    values = (True, lock.mode, lock.state(now), lock.min_retention_days, lock.max_retention_days,
-              lock.changeable_for_days, _iso(lock.lock_date))
+    values = (
+        True,
+        lock.mode,
+        lock.state(now),
+        lock.min_retention_days,
+        lock.max_retention_days,
+        lock.changeable_for_days,
+        _iso(lock.lock_date),
+    )
     return dict(zip(LOCK_FIELDS, values, strict=True))
 
 

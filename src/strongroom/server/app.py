@@ -70,8 +70,14 @@ def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI
             sessions.close()
 
     # No unauthenticated routes at all, not even generated docs: docs/wire-protocol.md is the specification.
-    app = FastAPI(title="Strongroom account API", version=API_VERSION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Strongroom account API",
+        version=API_VERSION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.add_middleware(CloseWhenBodyUnread)
 
     @app.exception_handler(StrongroomError)
@@ -111,8 +117,12 @@ async def _reap(sessions: CopySessions) -> None:
 def _account_routes(app: FastAPI, account: Account, signed: Signed) -> None:
     @app.get("/v1/whoami")
     async def whoami(who: Caller = Depends(signed(NO_BODY))) -> dict[str, Any]:
-        return {"account_id": account.account_id, "region": account.region, "principal_arn": who.principal_arn,
-                "api_version": API_VERSION}
+        return {
+            "account_id": account.account_id,
+            "region": account.region,
+            "principal_arn": who.principal_arn,
+            "api_version": API_VERSION,
+        }
 
 
 def _vault_routes(app: FastAPI, account: Account, signed: Signed) -> None:
@@ -134,8 +144,13 @@ def _vault_routes(app: FastAPI, account: Account, signed: Signed) -> None:
     async def put_lock(vault: str, who: Caller = Depends(signed(JSON_LIMIT))) -> Response:
         raw = json_object(who.body)
         vault_ops.put_vault_lock(
-            account, who.principal_arn, vault, min_retention_days=raw.get("min_retention_days"),
-            max_retention_days=raw.get("max_retention_days"), changeable_for_days=raw.get("changeable_for_days"))
+            account,
+            who.principal_arn,
+            vault,
+            min_retention_days=raw.get("min_retention_days"),
+            max_retention_days=raw.get("max_retention_days"),
+            changeable_for_days=raw.get("changeable_for_days"),
+        )
         return Response(status_code=204)
 
     @app.delete("/v1/vaults/{vault}/lock")
@@ -213,9 +228,7 @@ def _copy_routes(app: FastAPI, sessions: CopySessions, signed: Signed) -> None:
         return Response(body, media_type="application/octet-stream")
 
     @app.post("/v1/copy-out/{session}/chunks")
-    async def out_chunks(
-        session: str, who: Caller = Depends(signed(ID_LIST_LIMIT, CHUNK_ANSWER_LIMIT))
-    ) -> Response:
+    async def out_chunks(session: str, who: Caller = Depends(signed(ID_LIST_LIMIT, CHUNK_ANSWER_LIMIT))) -> Response:
         return Response(_bounded_frames(sessions, who, session), media_type="application/octet-stream")
 
     @app.delete("/v1/copy-out/{session}")
@@ -247,9 +260,17 @@ def _error_response(exc: StrongroomError) -> JSONResponse:
 
 
 def _status(exc: StrongroomError) -> int:
-    for cls, status in ((AuthenticationError, 401), (AccessError, 403), (NotFoundError, 404),
-                        (AlreadyExistsError, 409), (UsageError, 400), (RequestTooLargeError, 413),
-                        (RemoteError, 400), (BusyError, 503), (StorageFullError, 507)):
+    for cls, status in (
+        (AuthenticationError, 401),
+        (AccessError, 403),
+        (NotFoundError, 404),
+        (AlreadyExistsError, 409),
+        (UsageError, 400),
+        (RequestTooLargeError, 413),
+        (RemoteError, 400),
+        (BusyError, 503),
+        (StorageFullError, 507),
+    ):
         if isinstance(exc, cls):
             return status
     return 500

@@ -150,8 +150,9 @@ def refuse_if_any(plan: Plan) -> None:
     first = plan.refused[0]
     error = ERRORS_BY_CODE.get(first.refused_code or "", StrongroomError)
     more = f" (and {len(plan.refused) - 1} more refused)" if len(plan.refused) > 1 else ""
-    raise error(f"nothing was changed: {first.action} {first.kind} '{first.name}' is refused{more}: {first.refused}",
-                hint="")
+    raise error(
+        f"nothing was changed: {first.action} {first.kind} '{first.name}' is refused{more}: {first.refused}", hint=""
+    )
 
 
 def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Clock) -> None:
@@ -198,7 +199,8 @@ def _execute_resource(account: Account, loaded: LoadedConfig, change: Change) ->
     settings, tags = loaded.resource_settings[change.name], dict(config.tags)
     if change.action == CREATE:
         account.catalog.add_resource(
-            Resource(change.name, config.type, settings, tags, iso(model.now()) or "", managed=True))
+            Resource(change.name, config.type, settings, tags, iso(model.now()) or "", managed=True)
+        )
     else:
         account.catalog.update_resource(change.name, type=config.type, settings=settings, tags=tags, managed=True)
 
@@ -210,8 +212,9 @@ def read_outputs(account: Account) -> dict[str, Any]:
 
 
 def shown_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
-    return {name: ("(sensitive)" if output.get("sensitive") else output.get("value"))
-            for name, output in outputs.items()}
+    return {
+        name: ("(sensitive)" if output.get("sensitive") else output.get("value")) for name, output in outputs.items()
+    }
 
 
 # The apply lock ------------------------------------------------------------------------------------

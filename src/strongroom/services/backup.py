@@ -54,10 +54,21 @@ def run_backup_job(
             if previous:
                 previous.close()
         stats = writer.stats
-        complete_recovery_point(account, rp.id, manifest, source_bytes=stats.source_bytes,
-                                stored_bytes=stats.stored_bytes, new_bytes=stats.new_bytes, metadata=metadata)
-        complete_job(account, job.id, bytes_processed=stats.source_bytes,
-                     result={"recovery_point_arn": rp.arn, **stats.as_dict()})
+        complete_recovery_point(
+            account,
+            rp.id,
+            manifest,
+            source_bytes=stats.source_bytes,
+            stored_bytes=stats.stored_bytes,
+            new_bytes=stats.new_bytes,
+            metadata=metadata,
+        )
+        complete_job(
+            account,
+            job.id,
+            bytes_processed=stats.source_bytes,
+            result={"recovery_point_arn": rp.arn, **stats.as_dict()},
+        )
     return account.catalog.get_job(job.id)
 
 

@@ -36,8 +36,15 @@ VAULT_RECORD_KEY = f"{RECORDS_PREFIX}vault"
 POINT_RECORDS_PREFIX = f"{RECORDS_PREFIX}points/"
 MAC_KEY_CONTEXT = b"strongroom catalog row MAC key v1"
 SEALED_MARKER = "catalog.sealed"
-POINT_FIELDS = ("status", "creation_date", "arrival_date", "completion_date", "delete_after_days", "delete_at",
-                "lock_applies")
+POINT_FIELDS = (
+    "status",
+    "creation_date",
+    "arrival_date",
+    "completion_date",
+    "delete_after_days",
+    "delete_at",
+    "lock_applies",
+)
 VAULT_FIELDS = ("arn", "access_policy", "lock")
 # A point in these states has a manifest in its vault (CREATING ones may or may not, yet).
 STORED = (RecoveryPointStatus.COMPLETED.value, RecoveryPointStatus.EXPIRED.value)
@@ -162,14 +169,17 @@ def _vault_findings(account: Account, vault_name: str) -> list[str]:
     record = account.catalog.get_vault(vault_name)
     for column in VAULT_FIELDS:
         if stored is not None and stored[column] != _vault_columns(record)[column]:
-            findings.append(f"vault '{vault_name}': its {column.replace('_', ' ')} in the catalog differs from "
-                            "the one the vault recorded")
+            findings.append(
+                f"vault '{vault_name}': its {column.replace('_', ' ')} in the catalog differs from "
+                "the one the vault recorded"
+            )
     catalog_points = {row["id"]: row for row in account.catalog.raw_point_rows(vault_name)}
     recorded = dict(_point_records(vault))
     manifests = set(vault.list_manifest_ids())
     for point_id in sorted(set(catalog_points) | set(recorded) | manifests):
-        finding = _point_finding(vault_name, point_id, catalog_points.get(point_id), recorded.get(point_id),
-                                 point_id in manifests)
+        finding = _point_finding(
+            vault_name, point_id, catalog_points.get(point_id), recorded.get(point_id), point_id in manifests
+        )
         if finding:
             findings.append(finding)
     return findings
@@ -181,15 +191,22 @@ def _point_finding(
     where = f"vault '{vault_name}'"
     if row is None:
         if recorded is not None and recorded["status"] != RecoveryPointStatus.DELETED.value:
-            return (f"recovery point {point_id} is recorded in {where} ({recorded['status']}) but missing from "
-                    "the catalog")
-        return f"recovery point {point_id} has a manifest in {where} but is missing from the catalog" \
-            if has_manifest else None
+            return (
+                f"recovery point {point_id} is recorded in {where} ({recorded['status']}) but missing from the catalog"
+            )
+        return (
+            f"recovery point {point_id} has a manifest in {where} but is missing from the catalog"
+            if has_manifest
+            else None
+        )
     name = row["arn"]
     if recorded is None:
         return f"recovery point {name} is in the catalog but {where} has no record of it"
-    differing = [f"{field} {row[field]!r} (vault: {recorded[field]!r})" for field in POINT_FIELDS
-                 if row[field] != recorded[field]]
+    differing = [
+        f"{field} {row[field]!r} (vault: {recorded[field]!r})"
+        for field in POINT_FIELDS
+        if row[field] != recorded[field]
+    ]
     if differing:
         return f"recovery point {name} differs from what {where} recorded: " + ", ".join(differing)
     if row["status"] in STORED and not has_manifest:
@@ -212,8 +229,9 @@ def _write_record(vault: Vault, key: str, record: dict[str, Any]) -> None:
     vault.write_record(key, json.dumps({"format": RECORD_FORMAT, **record}, sort_keys=True).encode())
 
 
-def _write_records(account: Account, vault: Vault, vault_name: str, point_ids: list[str], *,
-                   force: bool = False) -> None:
+def _write_records(
+    account: Account, vault: Vault, vault_name: str, point_ids: list[str], *, force: bool = False
+) -> None:
     """Write the points' and then the vault's record from the catalog; the caller holds the catalog's
     write lock. A vault record newer than the catalog is never overwritten: it is the evidence."""
     record = account.catalog.get_vault(vault_name)
@@ -223,8 +241,11 @@ def _write_records(account: Account, vault: Vault, vault_name: str, point_ids: l
         raise CatalogIntegrityError(_rolled_back(vault_name, sequence, stored["seq"]))
     for point_id in point_ids:
         row = account.catalog.point_row(point_id)
-        _write_record(vault, POINT_RECORDS_PREFIX + point_id,
-                      {"seq": sequence, "id": point_id, **{f: row[f] for f in POINT_FIELDS}})
+        _write_record(
+            vault,
+            POINT_RECORDS_PREFIX + point_id,
+            {"seq": sequence, "id": point_id, **{f: row[f] for f in POINT_FIELDS}},
+        )
     _write_record(vault, VAULT_RECORD_KEY, {"seq": sequence, "name": vault_name, **_vault_columns(record)})
 
 
@@ -232,7 +253,7 @@ def _point_records(vault: Vault) -> Iterator[tuple[str, dict[str, Any]]]:
     for key in vault.record_keys(POINT_RECORDS_PREFIX):
         record = read_record(vault, key)
         if record is not None:
-            yield key[len(POINT_RECORDS_PREFIX):], record
+            yield key[len(POINT_RECORDS_PREFIX) :], record
 
 
 def _vault_columns(record: Any) -> dict[str, Any]:
@@ -240,6 +261,7 @@ def _vault_columns(record: Any) -> dict[str, Any]:
 
 
 def _rolled_back(vault_name: str, sequence: int, recorded: int) -> str:
-    return (f"the catalog is older than vault '{vault_name}' (change {sequence}, the vault recorded change "
-            f"{recorded}): catalog.db was put back from an older copy or replaced")
-
+    return (
+        f"the catalog is older than vault '{vault_name}' (change {sequence}, the vault recorded change "
+        f"{recorded}): catalog.db was put back from an older copy or replaced"
+    )

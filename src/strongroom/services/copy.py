@@ -108,9 +108,14 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
     manifest = load_manifest(vault, rp.id)
     days = params.get("delete_after_days") or rp.delete_after_days
     announce = {
-        "source_recovery_point_arn": rp.arn, "source_vault_arn": account.vault_arn(rp.vault_name),
-        "source_vault_id": manifest.vault_id, "resource_id": rp.resource_id, "resource_type": rp.resource_type,
-        "creation_date": rp.creation_date, "delete_after_days": days, "metadata": manifest.metadata,
+        "source_recovery_point_arn": rp.arn,
+        "source_vault_arn": account.vault_arn(rp.vault_name),
+        "source_vault_id": manifest.vault_id,
+        "resource_id": rp.resource_id,
+        "resource_type": rp.resource_type,
+        "creation_date": rp.creation_date,
+        "delete_after_days": days,
+        "metadata": manifest.metadata,
         "streams": {n: {"size": s.size, "chunk_count": s.chunk_count} for n, s in manifest.streams.items()},
     }
     sent = {"chunks_sent": 0, "delta_chunks_sent": 0, "plaintext_bytes_sent": 0, "chunks_skipped": 0}
@@ -130,9 +135,12 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
             raise
         wire_bytes = client.bytes_sent + client.bytes_received
     return {
-        "source_recovery_point_arn": rp.arn, "destination_recovery_point_arn": answer["recovery_point_arn"],
-        "destination_copy_job_id": answer["copy_job_id"], "bytes_on_wire": wire_bytes,
-        "bytes_transferred": sum(s.size for s in manifest.streams.values()), **sent,
+        "source_recovery_point_arn": rp.arn,
+        "destination_recovery_point_arn": answer["recovery_point_arn"],
+        "destination_copy_job_id": answer["copy_job_id"],
+        "bytes_on_wire": wire_bytes,
+        "bytes_transferred": sum(s.size for s in manifest.streams.values()),
+        **sent,
     }
 
 
@@ -153,14 +161,19 @@ def _batches(refs: Iterator[ChunkRef]) -> Iterator[list[ChunkRef]]:
 
 
 def _push_batch(
-    client: AccountClient, session: str, reader: RecoveryPointReader, stream: str, batch: list[ChunkRef],
-    sent: dict[str, int], progress: ProgressCallback | None,
+    client: AccountClient,
+    session: str,
+    reader: RecoveryPointReader,
+    stream: str,
+    batch: list[ChunkRef],
+    sent: dict[str, int],
+    progress: ProgressCallback | None,
 ) -> None:
     unique = list({ref.id: ref for ref in batch}.values())
     bases = list({ref.base for ref in unique if ref.base is not None} - {ref.id for ref in unique})
     flags = client.missing(session, [ref.id for ref in unique] + bases)
     needed = [ref for ref, flag in zip(unique, flags, strict=False) if flag]
-    held_bases = {base for base, flag in zip(bases, flags[len(unique):], strict=True) if not flag}
+    held_bases = {base for base, flag in zip(bases, flags[len(unique) :], strict=True) if not flag}
     encoder = _FrameEncoder(reader, held_bases)
     body: list[bytes] = []
     size = 0
@@ -212,8 +225,13 @@ def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict
         stack.callback(lambda: _quietly(client.end_copy_out, info["session_id"]))
         remote_rp = info["recovery_point"]
         days = params.get("delete_after_days") or (remote_rp.get("lifecycle") or {}).get("delete_after_days")
-        vault_ops.authorize_action(account, root_arn(account.account_id), "CopyIntoBackupVault", vault,
-                                   {"backup:CopySources": [info["source_vault_arn"]]})
+        vault_ops.authorize_action(
+            account,
+            root_arn(account.account_id),
+            "CopyIntoBackupVault",
+            vault,
+            {"backup:CopySources": [info["source_vault_arn"]]},
+        )
         # As for a push: retention counts from this account's clock, the other account's date is information.
         arrival = now()
         created = vault_ops.claimed_creation_date(remote_rp.get("creation_date"), arrival, "the other account")
@@ -227,13 +245,21 @@ def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict
         manifest = receiver.commit(info["resource_id"], info["resource_type"], info["metadata"], info["streams"])
         stats = receiver.stats_dict()
         complete_recovery_point(
-            account, rp.id, manifest, source_bytes=sum(s.size for s in manifest.streams.values()),
-            stored_bytes=stats["stored_stored_bytes"], new_bytes=stats["stored_new_bytes"], metadata=info["metadata"],
+            account,
+            rp.id,
+            manifest,
+            source_bytes=sum(s.size for s in manifest.streams.values()),
+            stored_bytes=stats["stored_stored_bytes"],
+            new_bytes=stats["stored_new_bytes"],
+            metadata=info["metadata"],
         )
         wire_bytes = client.bytes_sent + client.bytes_received
     return {
-        "source_recovery_point_arn": str(source), "destination_recovery_point_arn": rp.arn,
-        "bytes_on_wire": wire_bytes, "bytes_transferred": sum(s.size for s in manifest.streams.values()), **stats,
+        "source_recovery_point_arn": str(source),
+        "destination_recovery_point_arn": rp.arn,
+        "bytes_on_wire": wire_bytes,
+        "bytes_transferred": sum(s.size for s in manifest.streams.values()),
+        **stats,
     }
 
 
@@ -242,9 +268,16 @@ def _pulled_point(
 ) -> RecoveryPoint:
     rp_id = new_id()
     rp = RecoveryPoint(
-        id=rp_id, arn=account.recovery_point_arn(rp_id), vault_name=vault_name, resource_id=info["resource_id"],
-        resource_type=info["resource_type"], status=RecoveryPointStatus.CREATING, creation_date=created,
-        backup_job_id=job.id, source_recovery_point_arn=info["recovery_point"]["recovery_point_arn"], **retention,
+        id=rp_id,
+        arn=account.recovery_point_arn(rp_id),
+        vault_name=vault_name,
+        resource_id=info["resource_id"],
+        resource_type=info["resource_type"],
+        status=RecoveryPointStatus.CREATING,
+        creation_date=created,
+        backup_job_id=job.id,
+        source_recovery_point_arn=info["recovery_point"]["recovery_point_arn"],
+        **retention,
     )
     account.catalog.add_recovery_point(rp)
     account.catalog.update_job(job.id, recovery_point_arn=rp.arn, resource_id=rp.resource_id)
@@ -260,7 +293,11 @@ def _receiver(account: Account, vault_name: str, info: dict[str, Any], rp: Recov
 
 
 def _pull_stream(
-    client: AccountClient, session: str, receiver: CopyReceiver, stream: str, chunk_count: int,
+    client: AccountClient,
+    session: str,
+    receiver: CopyReceiver,
+    stream: str,
+    chunk_count: int,
     progress: ProgressCallback | None,
 ) -> None:
     start = 0

@@ -128,7 +128,8 @@ class CopyReceiver:
             plaintext = self._plaintext(frame)
             if len(plaintext) != frame.size:
                 raise RemoteError(
-                    f"chunk {frame.chunk_id.hex()} arrived with {len(plaintext)} bytes, announced {frame.size}")
+                    f"chunk {frame.chunk_id.hex()} arrived with {len(plaintext)} bytes, announced {frame.size}"
+                )
             if self.source is not None and not self.source.names(frame.chunk_id, plaintext):
                 raise IntegrityError(
                     f"chunk {frame.chunk_id.hex()} sent by the source is not the content that id names under the"
@@ -173,8 +174,9 @@ class CopyReceiver:
         self.stats.chunks_already_held += len(held)
         builder.append_refs(own)
 
-    def commit(self, resource_id: str, resource_type: str, metadata: dict[str, object],
-               expected: dict[str, dict[str, int]]) -> Manifest:
+    def commit(
+        self, resource_id: str, resource_type: str, metadata: dict[str, object], expected: dict[str, dict[str, int]]
+    ) -> Manifest:
         for name in expected:
             builder = self.builders.pop(name) if name in self.builders else self.writer.stream()
             self.writer.add_stream(name, builder)
@@ -188,20 +190,23 @@ class CopyReceiver:
             self._drop_wrong_mappings(manifest.source, check)
         checked_under = self.source.fingerprint if self.source else None
         self.stats.mappings_replaced += self.account.catalog.map_chunks(
-            self.vault_name, self.peer_vault_id, list(self.sent_here.items()), checked_under)
+            self.vault_name, self.peer_vault_id, list(self.sent_here.items()), checked_under
+        )
         return manifest
 
     def _source_record(self, streams: Iterable[str]) -> SourceRecord | None:
         if self.source is None:
             return None
         digests = {name: self.digests.get(name, StreamDigest()).hexdigest() for name in streams}
-        return SourceRecord(self.source.recovery_point_arn, self.source.vault_arn, self.peer_vault_id,
-                            self.source.id_key, digests)
+        return SourceRecord(
+            self.source.recovery_point_arn, self.source.vault_arn, self.peer_vault_id, self.source.id_key, digests
+        )
 
     def _drop_wrong_mappings(self, source: SourceRecord, check: CopyCheck) -> None:
         """A copy that differs from what the source described fails; mappings that caused it are dropped."""
-        wrong = [(peer, own) for peer, own in self.known.items()
-                 if own in check.source_ids and check.source_ids[own] != peer]
+        wrong = [
+            (peer, own) for peer, own in self.known.items() if own in check.source_ids and check.source_ids[own] != peer
+        ]
         self.account.catalog.forget_mappings(self.vault_name, self.peer_vault_id, wrong)
         raise IntegrityError(
             f"stream '{check.mismatched_streams[0]}' of the copy holds other data than the source described"

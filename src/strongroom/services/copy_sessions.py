@@ -161,18 +161,27 @@ class CopySessions:
         started = now()
         ends_by = started + timedelta(seconds=self.limits.max_lifetime_seconds)
         parameters = {
-            "direction": "in", "principal_arn": principal_arn,
+            "direction": "in",
+            "principal_arn": principal_arn,
             "source_recovery_point_arn": request.source_recovery_point_arn,
             "source_backup_vault_arn": request.source_vault_arn,
-            "destination_backup_vault_arn": vault.arn, "delete_after_days": request.delete_after_days,
-            "session_ends_by": iso(ends_by)}
+            "destination_backup_vault_arn": vault.arn,
+            "delete_after_days": request.delete_after_days,
+            "session_ends_by": iso(ends_by),
+        }
         resources = ExitStack()
         # The writers lock first, before any job exists: BusyError while a garbage collection runs (the server
         # retries without blocking its event loop).
         resources.callback(try_hold_writer(account, vault.name).release)
         try:
-            job, lock = create_job(account, JobType.COPY, resource_id=request.resource_id, vault_name=vault.name,
-                                   parameters=parameters, running_since=started)
+            job, lock = create_job(
+                account,
+                JobType.COPY,
+                resource_id=request.resource_id,
+                vault_name=vault.name,
+                parameters=parameters,
+                running_since=started,
+            )
         except BaseException:
             resources.close()
             raise
@@ -182,9 +191,16 @@ class CopySessions:
             notifications.job_started(account, job.id)
             pin_source_key(account, account_of(principal_arn), request.source_vault_id, request.chunk_id_key())
             rp = RecoveryPoint(
-                id=new_id(), arn="", vault_name=vault.name, resource_id=request.resource_id,
-                resource_type=request.resource_type, status=RecoveryPointStatus.CREATING, creation_date=created,
-                backup_job_id=job.id, source_recovery_point_arn=request.source_recovery_point_arn, **retention,
+                id=new_id(),
+                arn="",
+                vault_name=vault.name,
+                resource_id=request.resource_id,
+                resource_type=request.resource_type,
+                status=RecoveryPointStatus.CREATING,
+                creation_date=created,
+                backup_job_id=job.id,
+                source_recovery_point_arn=request.source_recovery_point_arn,
+                **retention,
             )
             rp.arn = account.recovery_point_arn(rp.id)
             account.catalog.add_recovery_point(rp)
@@ -238,11 +254,21 @@ class CopySessions:
         manifest = session.receiver.commit(request.resource_id, request.resource_type, request.metadata, shapes)
         stats = session.receiver.stats_dict()
         source_bytes = sum(s.size for s in manifest.streams.values())
-        complete_recovery_point(self.account, session.rp.id, manifest, source_bytes=source_bytes,
-                                stored_bytes=stats["stored_stored_bytes"], new_bytes=stats["stored_new_bytes"],
-                                metadata=request.metadata)
-        complete_job(self.account, session.job.id, bytes_processed=stats["plaintext_bytes_received"],
-                     result={"destination_recovery_point_arn": session.rp.arn, **stats})
+        complete_recovery_point(
+            self.account,
+            session.rp.id,
+            manifest,
+            source_bytes=source_bytes,
+            stored_bytes=stats["stored_stored_bytes"],
+            new_bytes=stats["stored_new_bytes"],
+            metadata=request.metadata,
+        )
+        complete_job(
+            self.account,
+            session.job.id,
+            bytes_processed=stats["plaintext_bytes_received"],
+            result={"destination_recovery_point_arn": session.rp.arn, **stats},
+        )
         return stats
 
     def abort(self, principal_arn: str, session_id: str, reason: str) -> None:
@@ -274,8 +300,9 @@ class CopySessions:
             return
         except Exception as exc:  # e.g. "database or disk is full": the reaper tries again
             self.unrecorded[job_id] = message
-            _LOG.warning("copy job %s failed (%s); recording that failed too, will retry: %s", job_id, message,
-                         _message(exc))
+            _LOG.warning(
+                "copy job %s failed (%s); recording that failed too, will retry: %s", job_id, message, _message(exc)
+            )
             return
         self.unrecorded.pop(job_id, None)
         try:
@@ -307,8 +334,7 @@ class CopySessions:
         rp = self.account.catalog.get_recovery_point(rp_id)
         vault = self.account.catalog.get_vault(rp.vault_name)
         context = {"backup:CopyTargets": [target]}
-        vault_ops.authorize_action(
-            self.account, principal_arn, "CopyFromBackupVault", vault, context)
+        vault_ops.authorize_action(self.account, principal_arn, "CopyFromBackupVault", vault, context)
         if rp.status != RecoveryPointStatus.COMPLETED:
             raise UsageError(f"recovery point {rp.arn} is {rp.status.value}, not COMPLETED, and cannot be copied")
         store_vault = self.account.vault(vault.name)
@@ -316,11 +342,16 @@ class CopySessions:
         session_id = new_id()
         moment = self.clock()
         self.outgoing[session_id] = OutgoingCopy(
-            principal_arn, manifest, RecoveryPointReader(store_vault, manifest), moment, moment)
+            principal_arn, manifest, RecoveryPointReader(store_vault, manifest), moment, moment
+        )
         return {
-            "session_id": session_id, "recovery_point": rp.as_dict(), "source_vault_arn": vault.arn,
-            "source_vault_id": manifest.vault_id, "resource_id": manifest.resource_id,
-            "resource_type": manifest.resource_type, "metadata": manifest.metadata,
+            "session_id": session_id,
+            "recovery_point": rp.as_dict(),
+            "source_vault_arn": vault.arn,
+            "source_vault_id": manifest.vault_id,
+            "resource_id": manifest.resource_id,
+            "resource_type": manifest.resource_type,
+            "metadata": manifest.metadata,
             "streams": {n: {"size": s.size, "chunk_count": s.chunk_count} for n, s in manifest.streams.items()},
         }
 
@@ -337,10 +368,10 @@ class CopySessions:
         if stream not in session.manifest.streams:
             raise NotFoundError(f"the recovery point has no stream '{stream}'")
         if start != session.positions.get(stream, 0):
-            raise UsageError(f"stream '{stream}' pages must be read in order (next start is "
-                             f"{session.positions.get(stream, 0)})")
-        iterator = session.iterators.setdefault(
-            stream, session.reader.iter_refs(session.manifest.streams[stream]))
+            raise UsageError(
+                f"stream '{stream}' pages must be read in order (next start is {session.positions.get(stream, 0)})"
+            )
+        iterator = session.iterators.setdefault(stream, session.reader.iter_refs(session.manifest.streams[stream]))
         page = []
         for ref in iterator:
             page.append((ref.id, ref.size))
@@ -395,11 +426,15 @@ class CopySessions:
         """Why the session must end now (past a limit), or None."""
         moment, limits = self.clock(), self.limits
         if moment - session.started >= limits.max_lifetime_seconds:
-            return (f"the copy session reached the destination's maximum session lifetime of "
-                    f"{_seconds(limits.max_lifetime_seconds)} (strongroom serve --copy-max-lifetime)")
+            return (
+                f"the copy session reached the destination's maximum session lifetime of "
+                f"{_seconds(limits.max_lifetime_seconds)} (strongroom serve --copy-max-lifetime)"
+            )
         if moment - session.touched >= limits.idle_seconds:
-            return (f"the source sent nothing for {_seconds(limits.idle_seconds)}, the destination's idle timeout "
-                    f"(strongroom serve --copy-idle-timeout)")
+            return (
+                f"the source sent nothing for {_seconds(limits.idle_seconds)}, the destination's idle timeout "
+                f"(strongroom serve --copy-idle-timeout)"
+            )
         return None
 
     def close(self) -> None:
@@ -467,5 +502,3 @@ def _parse(model: type[BaseModel], raw: Any) -> Any:
 
 def _message(exc: BaseException) -> str:
     return exc.one_line() if isinstance(exc, StrongroomError) else f"internal error: {type(exc).__name__}: {exc}"
-
-

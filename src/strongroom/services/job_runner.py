@@ -43,8 +43,15 @@ def spawn_job(account: Account, job: Job, lock: JobLock) -> subprocess.Popen[byt
     command = [sys.executable, "-m", WORKER_MODULE, str(account.home), job.id]
     try:
         with open(log_dir / f"job-{job.id}.log", "ab") as job_log:
-            return subprocess.Popen(command, env=environment, pass_fds=[lock.fd], stdin=subprocess.DEVNULL,
-                                    stdout=job_log, stderr=job_log, start_new_session=True)
+            return subprocess.Popen(
+                command,
+                env=environment,
+                pass_fds=[lock.fd],
+                stdin=subprocess.DEVNULL,
+                stdout=job_log,
+                stderr=job_log,
+                start_new_session=True,
+            )
     finally:
         lock.release()
 

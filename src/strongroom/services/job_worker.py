@@ -38,8 +38,10 @@ def _passphrase() -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print(f"error: {UsageError('usage: python -m strongroom.services.job_worker HOME JOB_ID').one_line()}",
-              file=sys.stderr)
+        print(
+            f"error: {UsageError('usage: python -m strongroom.services.job_worker HOME JOB_ID').one_line()}",
+            file=sys.stderr,
+        )
         return UsageError.exit_code
     try:
         run(Path(argv[0]), argv[1])

@@ -40,8 +40,17 @@ def create_job(
     The lock is taken before the job is recorded, so no other process ever sees the job without one.
     """
     created = running_since or now()
-    job = Job(new_id(), job_type, JobState.RUNNING if running_since else JobState.CREATED, resource_id, vault_name,
-              recovery_point_arn, iso(created) or "", start_date=iso(running_since), parameters=parameters)
+    job = Job(
+        new_id(),
+        job_type,
+        JobState.RUNNING if running_since else JobState.CREATED,
+        resource_id,
+        vault_name,
+        recovery_point_arn,
+        iso(created) or "",
+        start_date=iso(running_since),
+        parameters=parameters,
+    )
     path = lock_path(account, job.id)
     lock = JobLock.acquire(path)
     try:
@@ -54,7 +63,13 @@ def create_job(
 
 
 def complete_recovery_point(
-    account: Account, rp_id: str, manifest: Manifest, *, source_bytes: int, stored_bytes: int, new_bytes: int,
+    account: Account,
+    rp_id: str,
+    manifest: Manifest,
+    *,
+    source_bytes: int,
+    stored_bytes: int,
+    new_bytes: int,
     metadata: dict[str, Any],
 ) -> None:
     """Mark a recovery point COMPLETED once its manifest is durable in the vault (never before)."""

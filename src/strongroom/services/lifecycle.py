@@ -38,8 +38,9 @@ def remove_recovery_point(account: Account, rp: RecoveryPoint, reason: str) -> N
     if rp.status == RecoveryPointStatus.DELETED:
         return
     if rp.status == RecoveryPointStatus.CREATING:
-        raise UsageError(f"recovery point {rp.arn} is still being created",
-                         hint="Wait for its job to finish, then remove it")
+        raise UsageError(
+            f"recovery point {rp.arn} is still being created", hint="Wait for its job to finish, then remove it"
+        )
     account.vault(rp.vault_name).withdraw_manifest(rp.id)
     account.catalog.update_recovery_point(rp.id, status=RecoveryPointStatus.DELETED, status_message=reason)
     notifications.recovery_point_modified(account, rp.id, reason)
@@ -60,8 +61,7 @@ def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: 
         for rp in account.catalog.list_recovery_points(vault_name=vault.name):
             if _due(rp, moment):
                 _expire(account, rp, expired, failed)
-    return {"now": iso(moment), "expired": len(expired), "expired_recovery_points": expired,
-            "failed": failed}
+    return {"now": iso(moment), "expired": len(expired), "expired_recovery_points": expired, "failed": failed}
 
 
 def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 60) -> dict[str, Any]:
@@ -74,9 +74,18 @@ def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 
     vault = account.vault(record.name)
     started = time.monotonic()
     result: dict[str, Any] = {
-        "backup_vault_name": record.name, "status": GC_COMPLETED, "message": "nothing to collect",
-        "objects_stored": 0, "live_recovery_points": 0, "candidates": 0, "spared": 0, "objects_deleted": 0,
-        "bytes_deleted": 0, "writers_waited_for": 0, "waited_seconds": 0.0, "active_writers": None,
+        "backup_vault_name": record.name,
+        "status": GC_COMPLETED,
+        "message": "nothing to collect",
+        "objects_stored": 0,
+        "live_recovery_points": 0,
+        "candidates": 0,
+        "spared": 0,
+        "objects_deleted": 0,
+        "bytes_deleted": 0,
+        "writers_waited_for": 0,
+        "waited_seconds": 0.0,
+        "active_writers": None,
         "held_by": [],
     }
     try:
@@ -119,19 +128,26 @@ def _delete_under_lock(
             writers = active_writers(account, record.name)
             count = "some" if writers is None else str(writers)
             held_by = writer_jobs(account, record.name)
-            message = (f"GC postponed: {count} writers active after {wait_seconds:g} s"
-                       f"{_holders_text(held_by)}; run it again later")
+            message = (
+                f"GC postponed: {count} writers active after {wait_seconds:g} s"
+                f"{_holders_text(held_by)}; run it again later"
+            )
             _LOG.warning("vault %s: %s", record.name, message)
-            return {**report, "status": GC_POSTPONED, "active_writers": writers, "held_by": held_by,
-                    "message": message}
+            return {**report, "status": GC_POSTPONED, "active_writers": writers, "held_by": held_by, "message": message}
         gc.mark(vault, marking)  # manifests committed since the mark, by writers that have now finished
         spared = len(doomed)
         doomed = gc.candidates(marking, doomed)
         # Mappings go first: a crash between the two leaves chunks without mappings (re-sent), never the reverse.
         account.catalog.forget_chunks(record.name, sorted(doomed))
         deleted = gc.delete_objects(vault, doomed)
-    return {**report, "status": GC_COMPLETED, "spared": spared - len(doomed), "objects_deleted": deleted.objects,
-            "bytes_deleted": deleted.bytes, "message": f"deleted {deleted.objects} unreferenced objects"}
+    return {
+        **report,
+        "status": GC_COMPLETED,
+        "spared": spared - len(doomed),
+        "objects_deleted": deleted.objects,
+        "bytes_deleted": deleted.bytes,
+        "message": f"deleted {deleted.objects} unreferenced objects",
+    }
 
 
 def writer_jobs(account: Account, vault_name: str) -> list[dict[str, Any]]:
@@ -142,9 +158,16 @@ def writer_jobs(account: Account, vault_name: str) -> list[dict[str, Any]]:
         direction = job.parameters.get("direction")
         writes = job.job_type == JobType.BACKUP or (job.job_type == JobType.COPY and direction in ("in", "pull"))
         if writes and job.vault_name == vault_name:
-            held.append({"job_id": job.id, "job_type": job.job_type.value, "direction": direction,
-                         "principal_arn": job.parameters.get("principal_arn"), "start_date": job.start_date,
-                         "ends_by": job.parameters.get("session_ends_by")})
+            held.append(
+                {
+                    "job_id": job.id,
+                    "job_type": job.job_type.value,
+                    "direction": direction,
+                    "principal_arn": job.parameters.get("principal_arn"),
+                    "start_date": job.start_date,
+                    "ends_by": job.parameters.get("session_ends_by"),
+                }
+            )
     return held
 
 

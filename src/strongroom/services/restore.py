@@ -38,8 +38,14 @@ def create_restore_job(
         "allow_non_empty": request.allow_non_empty,
         "options": request.options,
     }
-    return create_job(account, JobType.RESTORE, resource_id=rp.resource_id, vault_name=rp.vault_name,
-                      recovery_point_arn=rp.arn, parameters=parameters)
+    return create_job(
+        account,
+        JobType.RESTORE,
+        resource_id=rp.resource_id,
+        vault_name=rp.vault_name,
+        recovery_point_arn=rp.arn,
+        parameters=parameters,
+    )
 
 
 def run_restore_job(
@@ -59,11 +65,20 @@ def run_restore_job(
         vault = account.vault(rp.vault_name)
         manifest = load_manifest(vault, rp.id)
         with RecoveryPointReader(vault, manifest) as reader:
-            context = RestoreContext(reader=reader, temp_dir=temp_dir, home=account.home, progress=progress,
-                                     from_copy=rp.source_recovery_point_arn is not None)
+            context = RestoreContext(
+                reader=reader,
+                temp_dir=temp_dir,
+                home=account.home,
+                progress=progress,
+                from_copy=rp.source_recovery_point_arn is not None,
+            )
             result = get_adapter(manifest.resource_type).restore(manifest.metadata, context, request)
-        complete_job(account, job.id, bytes_processed=sum(stream.size for stream in manifest.streams.values()),
-                     result={"target": result.target, **result.details})
+        complete_job(
+            account,
+            job.id,
+            bytes_processed=sum(stream.size for stream in manifest.streams.values()),
+            result={"target": result.target, **result.details},
+        )
     return account.catalog.get_job(job.id)
 
 

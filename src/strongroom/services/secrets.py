@@ -23,7 +23,12 @@ from strongroom.services.credentials import account_keys, open_secret, seal_secr
 NAME_PATTERN = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 NAME_RULE = "secret names are 1 to 512 letters, digits and /_+=.@- (like AWS Secrets Manager names)"
 RDS_FIELDS: dict[str, type] = {
-    "engine": str, "host": str, "port": int, "username": str, "password": str, "dbname": str,
+    "engine": str,
+    "host": str,
+    "port": int,
+    "username": str,
+    "password": str,
+    "dbname": str,
 }
 RDS_ENGINES = ("postgres",)
 MAX_WRITE_ATTEMPTS = 5

@@ -216,8 +216,9 @@ def update_recovery_point_lifecycle(
                 hint=_lock_hint(lock, clock()),
             )
     account.catalog.update_recovery_point(
-        rp.id, delete_after_days=delete_after_days,
-        delete_at=delete_at(rp.arrival_date or rp.creation_date, delete_after_days)
+        rp.id,
+        delete_after_days=delete_after_days,
+        delete_at=delete_at(rp.arrival_date or rp.creation_date, delete_after_days),
     )
     notifications.recovery_point_modified(account, rp.id, f"retention set to {_days(delete_after_days)}")
     return account.catalog.get_recovery_point(rp.id)
@@ -278,7 +279,7 @@ def _check_lock_change(lock: VaultLock, authorized: _Authorized, now: datetime, 
         raise VaultLockedError(
             f"nobody can {what}: its compliance-mode lock is immutable since {iso(lock.lock_date)}",
             hint="A compliance lock cannot be changed or removed after its cooling-off period; recovery points "
-                 "go as their retention ends",
+            "go as their retention ends",
         )
 
 

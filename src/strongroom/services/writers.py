@@ -64,8 +64,10 @@ def try_hold_writer(account: Account, vault_name: str) -> WriterHold:
     (for the API server, whose event loop must never block on a lock)."""
     lock = _enter(account, vault_name, blocking=False)
     if lock is None:
-        raise BusyError(f"garbage collection of vault '{vault_name}' is running; no new writer may start now",
-                        hint="Try again in a minute")
+        raise BusyError(
+            f"garbage collection of vault '{vault_name}' is running; no new writer may start now",
+            hint="Try again in a minute",
+        )
     return WriterHold(lock)
 
 
@@ -75,8 +77,10 @@ def exclusive_writers_lock(account: Account, vault_name: str, wait_seconds: floa
 
     While it waits it holds the admission gate: writers that were not in flight when it asked wait for it.
     """
-    with FileLock(admission_lock_path(account, vault_name)) as gate, \
-            FileLock(writers_lock_path(account, vault_name)) as writers:
+    with (
+        FileLock(admission_lock_path(account, vault_name)) as gate,
+        FileLock(writers_lock_path(account, vault_name)) as writers,
+    ):
         deadline = time.monotonic() + max(wait_seconds, 0)
         yield gate.acquire(timeout=wait_seconds) and writers.acquire(timeout=deadline - time.monotonic())
 

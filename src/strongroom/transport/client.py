@@ -70,9 +70,11 @@ class AccountClient:
             raise RemoteError(f"account endpoint {self.endpoint} did not answer in time") from None
         except httpx.HTTPError as exc:
             reason = _reason(exc)
-            hint = ("Give the CA that signed the endpoint's certificate with 'strongroom accounts add --ca-file'"
-                    if "certificate verify failed" in reason else
-                    "Check the endpoint given to 'strongroom accounts add' and that 'strongroom serve' runs there")
+            hint = (
+                "Give the CA that signed the endpoint's certificate with 'strongroom accounts add --ca-file'"
+                if "certificate verify failed" in reason
+                else "Check the endpoint given to 'strongroom accounts add' and that 'strongroom serve' runs there"
+            )
             raise RemoteError(f"cannot reach account endpoint {self.endpoint}: {reason}", hint=hint) from None
         self.bytes_sent += len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + len(url)
         self.bytes_received += len(response.content)

@@ -37,8 +37,9 @@ class SignedParts:
 
 def canonical_request(method: str, path: str, query: str, timestamp: str, nonce: str, body_sha256: str) -> bytes:
     pairs = sorted(part for part in query.split("&") if part)
-    return "\n".join([ALGORITHM, method.upper(), quote(path, safe="/-_.~%"), "&".join(pairs), timestamp, nonce,
-                      body_sha256]).encode()
+    return "\n".join(
+        [ALGORITHM, method.upper(), quote(path, safe="/-_.~%"), "&".join(pairs), timestamp, nonce, body_sha256]
+    ).encode()
 
 
 def signature(secret: str, canonical: bytes) -> str:

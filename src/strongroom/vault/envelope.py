@@ -137,15 +137,20 @@ def _delta(plaintext: bytes, base_plaintext: bytes) -> bytes:
     frame wins; unrelated content (no matches at all) is not tried twice.
     """
     dictionary = zstandard.ZstdCompressionDict(base_plaintext, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    delta = zstandard.ZstdCompressor(compression_params=ZSTD_DELTA_PARAMETERS, dict_data=dictionary).compress(
-        plaintext)
+    delta = zstandard.ZstdCompressor(compression_params=ZSTD_DELTA_PARAMETERS, dict_data=dictionary).compress(plaintext)
     related_but_loose = len(plaintext) // 8 <= len(delta) < len(plaintext) * 9 // 10
     if not related_but_loose or len(base_plaintext) <= 1 << ZSTD_DELTA_PARAMETERS.chain_log:
         return delta
     table_log = min(24, len(base_plaintext).bit_length())
     wider = zstandard.ZstdCompressionParameters(
-        window_log=23, hash_log=table_log, chain_log=table_log, search_log=4, min_match=6, target_length=64,
-        strategy=zstandard.STRATEGY_LAZY2)
+        window_log=23,
+        hash_log=table_log,
+        chain_log=table_log,
+        search_log=4,
+        min_match=6,
+        target_length=64,
+        strategy=zstandard.STRATEGY_LAZY2,
+    )
     retried = zstandard.ZstdCompressor(compression_params=wider, dict_data=dictionary).compress(plaintext)
     return min(delta, retried, key=len)
 

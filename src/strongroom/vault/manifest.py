@@ -126,9 +126,7 @@ def load_manifest(vault: Vault, recovery_point_id: str) -> Manifest:
 
 
 def encode_index(records: list[ChunkRef]) -> bytes:
-    return b"".join(
-        INDEX_RECORD.pack(ref.id, ref.size, ref.base or NO_BASE, ref.head, ref.tail) for ref in records
-    )
+    return b"".join(INDEX_RECORD.pack(ref.id, ref.size, ref.base or NO_BASE, ref.head, ref.tail) for ref in records)
 
 
 def decode_index(data: bytes, what: str) -> Iterator[ChunkRef]:

@@ -36,9 +36,7 @@ class RecoveryPointReader:
         try:
             return self.manifest.streams[name]
         except KeyError:
-            raise IntegrityError(
-                f"recovery point {self.manifest.recovery_point_id} has no stream '{name}'"
-            ) from None
+            raise IntegrityError(f"recovery point {self.manifest.recovery_point_id} has no stream '{name}'") from None
 
     def iter_refs(self, stream: StreamRef) -> Iterator[ChunkRef]:
         count = 0

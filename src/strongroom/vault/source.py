@@ -70,8 +70,13 @@ class SourceRecord:
     def from_json(cls, raw: dict[str, Any]) -> SourceRecord:
         try:
             key = base64.b64decode(raw["id_key"], validate=True)
-            record = cls(str(raw["recovery_point_arn"]), str(raw["vault_arn"]), str(raw["vault_id"]), key,
-                         {str(k): str(v) for k, v in raw["streams"].items()})
+            record = cls(
+                str(raw["recovery_point_arn"]),
+                str(raw["vault_arn"]),
+                str(raw["vault_id"]),
+                key,
+                {str(k): str(v) for k, v in raw["streams"].items()},
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"the manifest's source record is malformed: {exc}") from None
         if len(key) != ID_KEY_SIZE:

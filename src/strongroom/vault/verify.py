@@ -126,7 +126,8 @@ def verify_recovery_points(
                 users[key].add(rp_id)
                 verdicts[key] = verdicts.get(key) or (
                     f"stream '{name}' of the copy holds other data than its source described"
-                    f" ({described.recovery_point_arn})")
+                    f" ({described.recovery_point_arn})"
+                )
         if described is not None and set(described.streams) != set(manifest.streams):
             key = manifest_key(rp_id)
             users[key].add(rp_id)

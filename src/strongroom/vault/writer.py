@@ -158,8 +158,13 @@ class RecoveryPointWriter:
     # Chunks ----------------------------------------------------------------------------------
     def store_chunk(self, data: bytes) -> ChunkRef:
         """Store one chunk (unless the vault has it); returns its reference at once."""
-        ref = ChunkRef(self.vault.chunk_id(data), len(data), None, self._anchor(data[:ANCHOR_BYTES]),
-                       self._anchor(data[-ANCHOR_BYTES:]))
+        ref = ChunkRef(
+            self.vault.chunk_id(data),
+            len(data),
+            None,
+            self._anchor(data[:ANCHOR_BYTES]),
+            self._anchor(data[-ANCHOR_BYTES:]),
+        )
         self.stats.source_bytes += len(data)
         self.stats.chunks += 1
         if self._progress:

@@ -205,19 +205,28 @@ class PostgresClusterAdapter(ResourceAdapter):
             return f"port {request.port} on 127.0.0.1 is already in use"
         return None
 
-    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
-                                original: ResourceSpec | None) -> RestoreRequest:
+    def runbook_restore_request(
+        self, step: RunbookRestore, identifier: str, original: ResourceSpec | None
+    ) -> RestoreRequest:
         options: dict[str, Any] = {"jobs": step.jobs} if step.jobs else {}
         if step.trust_restored_config:
             options["trust_restored_config"] = True
         return RestoreRequest(step.target, identifier, step.port, False, options)
 
     def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
-        return Endpoint(host="127.0.0.1", port=result["port"], dsn=result["dsn"], dbname="postgres",
-                        login=parse_dsn(result["dsn"]).user,
-                        extra={"data_directory": result["data_directory"], "stop_command": result["stop_command"],
-                               "log": result["log"],
-                               "disabled_on_restore": result.get("disabled_on_restore") or []})
+        return Endpoint(
+            host="127.0.0.1",
+            port=result["port"],
+            dsn=result["dsn"],
+            dbname="postgres",
+            login=parse_dsn(result["dsn"]).user,
+            extra={
+                "data_directory": result["data_directory"],
+                "stop_command": result["stop_command"],
+                "log": result["log"],
+                "disabled_on_restore": result.get("disabled_on_restore") or [],
+            },
+        )
 
     def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
         return {"data_directory": str(data_directory(request, home))}
@@ -500,12 +509,16 @@ def refuse_untrusted_content(data_dir: Path) -> None:
     trust = "restore it only if you trust its source, with --trust-restored-config"
     found = restored_conf.programs(data_dir)
     if found:
-        raise IntegrityError(f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
-                             hint=f"a PostgreSQL data directory holds none; {trust}")
+        raise IntegrityError(
+            f"the recovery point's {STREAM} holds a program (an ELF file): {', '.join(found)}",
+            hint=f"a PostgreSQL data directory holds none; {trust}",
+        )
     tablespace_map = data_dir / "tablespace_map"
     if tablespace_map.exists() and tablespace_map.stat().st_size:  # pg_basebackup writes an empty one
-        raise IntegrityError(f"the recovery point's {STREAM} holds a tablespace_map (tablespaces outside the data"
-                             " directory)", hint=f"Strongroom's backups never do; {trust}")
+        raise IntegrityError(
+            f"the recovery point's {STREAM} holds a tablespace_map (tablespaces outside the data directory)",
+            hint=f"Strongroom's backups never do; {trust}",
+        )
 
 
 def configure(plan: RestorePlan) -> None:

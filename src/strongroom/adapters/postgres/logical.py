@@ -177,8 +177,9 @@ class PostgresAdapter(ResourceAdapter):
         return [f"dropped database {target.dbname} on {target.where()}"]
 
     # Runbooks -----------------------------------------------------------------------------------
-    def runbook_restore_request(self, step: RunbookRestore, identifier: str,
-                                original: ResourceSpec | None) -> RestoreRequest:
+    def runbook_restore_request(
+        self, step: RunbookRestore, identifier: str, original: ResourceSpec | None
+    ) -> RestoreRequest:
         options: dict[str, Any] = {"jobs": step.jobs} if step.jobs else {}
         # The app must find its tables as it left them: owners and grants come back unless the step drops them.
         options.update(ownership_options(no_owners=step.no_owners, no_privileges=step.no_privileges))
@@ -186,9 +187,14 @@ class PostgresAdapter(ResourceAdapter):
 
     def restored_endpoint(self, result: dict[str, Any]) -> Endpoint:
         target = parse_dsn(result["target"])
-        return Endpoint(host=target.params.get("host", ""), port=int(target.params.get("port") or 5432),
-                        dsn=result["target"], dbname=target.dbname, login=target.user,
-                        extra={"database": target.dbname})
+        return Endpoint(
+            host=target.params.get("host", ""),
+            port=int(target.params.get("port") or 5432),
+            dsn=result["target"],
+            dbname=target.dbname,
+            login=target.user,
+            extra={"database": target.dbname},
+        )
 
     def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
         return {"database": request.target_identifier}
@@ -199,8 +205,10 @@ def _database_on(server: str | None, original: ResourceSpec | None, identifier: 
     if not server:
         server = (original.settings if original else {}).get("dsn")
         if not server:  # the original may be gone with its account
-            raise ConfigError("a postgres restore needs target: the DSN of the server to create the database on",
-                              hint="e.g. target: postgresql://postgres@db.internal:5432/postgres")
+            raise ConfigError(
+                "a postgres restore needs target: the DSN of the server to create the database on",
+                hint="e.g. target: postgresql://postgres@db.internal:5432/postgres",
+            )
     params = dict(parse_dsn(server, field="target").params)
     params["dbname"] = identifier
     return psycopg.conninfo.make_conninfo(**params)
@@ -359,16 +367,20 @@ def missing_roles_error(
     missing: list[str], needs: RoleNeeds, ownership: Ownership, where: str
 ) -> TargetRolesMissingError:
     uses = {"owner": needs.owners, "grants": needs.privileges, "policies": needs.policies}
-    named = [f"{display_roles([name])} ({', '.join(use for use, roles in uses.items() if name in roles)})"
-             for name in missing]
+    named = [
+        f"{display_roles([name])} ({', '.join(use for use, roles in uses.items() if name in roles)})"
+        for name in missing
+    ]
     plural = "s" if len(missing) > 1 else ""
     hint = f"create {'them' if plural else 'it'} on the target first (CREATE ROLE)"
     dropping = options_without(missing, needs, ownership)
     if dropping:
         fields = ", ".join(f"{flag[2:].replace('-', '_')}: true" for flag in dropping)
         too = " too" if ownership.cli_flags() else ""
-        hint += (f", or restore with {' '.join(dropping)}{too} (runbook: {fields}; 'strongroom restore start --help' "
-                 "says what that opens)")
+        hint += (
+            f", or restore with {' '.join(dropping)}{too} (runbook: {fields}; 'strongroom restore start --help' "
+            "says what that opens)"
+        )
     return TargetRolesMissingError(f"{where} lacks the role{plural} the dump names: {', '.join(named)}", hint=hint)
 
 

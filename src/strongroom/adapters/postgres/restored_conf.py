@@ -100,9 +100,10 @@ def _rewrite(data_dir: Path, file_name: str, disable: Callable[[str, bytes], boo
     if not path.is_file():
         return []
     if path.stat().st_size > CONFIG_SIZE_LIMIT:
-        raise IntegrityError(f"the restored {file_name} is larger than {CONFIG_SIZE_LIMIT >> 20} MiB",
-                             hint="a configuration file never is; restore it only if you trust its source,"
-                                  " with --trust-restored-config")
+        raise IntegrityError(
+            f"the restored {file_name} is larger than {CONFIG_SIZE_LIMIT >> 20} MiB",
+            hint="a configuration file never is; restore it only if you trust its source, with --trust-restored-config",
+        )
     lines = path.read_bytes().split(b"\n")
     disabled = []
     for number, line in enumerate(lines, 1):
@@ -181,5 +182,7 @@ def hba_warnings(data_dir: Path) -> list[str]:
             trusted.append(str(number))
     if not trusted:
         return []
-    return [f"pg_hba.conf (from the backup) trusts TCP connections without a password (line {', '.join(trusted)}):"
-            " any user of this machine can connect to the restored cluster on 127.0.0.1 as those roles"]
+    return [
+        f"pg_hba.conf (from the backup) trusts TCP connections without a password (line {', '.join(trusted)}):"
+        " any user of this machine can connect to the restored cluster on 127.0.0.1 as those roles"
+    ]

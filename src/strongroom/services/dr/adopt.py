@@ -32,11 +32,16 @@ class AdoptResource:
         tags = {**(original.tags if original else {}), **ctx.step.tags}
         rules = _selecting_rules(ctx, restored["resource_type"], tags)
         resource_id = _resource_id(ctx, restored, original)
-        outputs: dict[str, Any] = {"resource_id": resource_id, "tags": tags,
-                                   "plans": sorted({plan for plan, _ in rules})}
+        outputs: dict[str, Any] = {
+            "resource_id": resource_id,
+            "tags": tags,
+            "plans": sorted({plan for plan, _ in rules}),
+        }
         if ctx.rehearsal:
-            ctx.changes.append(f"checked: plans {', '.join(outputs['plans']) or 'none'} would back up the restored"
-                               " database (a rehearsal adopts nothing)")
+            ctx.changes.append(
+                f"checked: plans {', '.join(outputs['plans']) or 'none'} would back up the restored"
+                " database (a rehearsal adopts nothing)"
+            )
             return outputs
         if ctx.step.adopt_as == "original_resource":
             _repoint(ctx, original, restored)
@@ -57,10 +62,12 @@ class AdoptResource:
             problems.append(exc.one_line())
             original, plans = None, []
         name = original.id if original else "the original resource"
-        how = (f"point resource {name} at {restored.get('identifier', 'the restored database')}"
-               if ctx.step.adopt_as == "original_resource" else
-               f"register {restored.get('identifier', 'the restored database')} as a resource with {name}'s tags"
-               + (f" and remove {name}'s tags" if ctx.step.original_action == "untag" else ""))
+        how = (
+            f"point resource {name} at {restored.get('identifier', 'the restored database')}"
+            if ctx.step.adopt_as == "original_resource"
+            else f"register {restored.get('identifier', 'the restored database')} as a resource with {name}'s tags"
+            + (f" and remove {name}'s tags" if ctx.step.original_action == "untag" else "")
+        )
         after = " and take a first backup" if ctx.step.backup_now else ""
         return f"{how}; backup plans {', '.join(plans) or '(none)'} select it{after}", {"plans": plans}, problems
 
@@ -90,17 +97,24 @@ def _resource_id(ctx: Ctx, restored: dict[str, Any], original: Resource | None) 
 def _selecting_rules(ctx: Ctx, resource_type: str, tags: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
     destination = ctx.account.catalog.get_setting("destination_vault_arn")
     plans = sorted(applied_plans(ctx.account).items())
-    rules = [(name, {**rule_snapshot(rule, destination).as_dict(), "rule_name": rule.name})
-             for name, plan in plans if selects(plan, resource_type, tags) for rule in plan.rules]
+    rules = [
+        (name, {**rule_snapshot(rule, destination).as_dict(), "rule_name": rule.name})
+        for name, plan in plans
+        if selects(plan, resource_type, tags)
+        for rule in plan.rules
+    ]
     if not rules and ctx.step.require_plan:
         shown = ", ".join(f"{key}={value}" for key, value in sorted(tags.items())) or "no tags"
-        raise ConfigError(f"no backup plan of this account selects a {resource_type} resource with {shown}",
-                          hint="apply the plan (strongroom apply), add tags to the step, or set require_plan: false")
+        raise ConfigError(
+            f"no backup plan of this account selects a {resource_type} resource with {shown}",
+            hint="apply the plan (strongroom apply), add tags to the step, or set require_plan: false",
+        )
     return rules
 
 
-def _register(ctx: Ctx, resource_id: str, restored: dict[str, Any], tags: dict[str, str],
-              original: Resource | None) -> None:
+def _register(
+    ctx: Ctx, resource_id: str, restored: dict[str, Any], tags: dict[str, str], original: Resource | None
+) -> None:
     settings = {"dsn": restored["dsn"]}
     try:
         existing = ctx.account.catalog.get_resource(resource_id)
@@ -108,13 +122,18 @@ def _register(ctx: Ctx, resource_id: str, restored: dict[str, Any], tags: dict[s
         existing = None
     if existing is None:
         add_resource(ctx.account, resource_id, restored["resource_type"], settings, tags)
-        ctx.changes.append(f"resource {resource_id} registered ({restored['dsn']}) with tags"
-                           f" {_shown(tags)}")
+        ctx.changes.append(f"resource {resource_id} registered ({restored['dsn']}) with tags {_shown(tags)}")
     elif existing.settings.get("dsn") != restored["dsn"]:
-        raise IdentifierInUseError(f"resource id {resource_id} is already in use by another resource",
-                                   hint="give adopt_resource a resource_id, or remove that resource")
-    if original is not None and ctx.step.original_action == "untag" and original.id != resource_id \
-            and original.tags != {REPLACED_BY: resource_id}:
+        raise IdentifierInUseError(
+            f"resource id {resource_id} is already in use by another resource",
+            hint="give adopt_resource a resource_id, or remove that resource",
+        )
+    if (
+        original is not None
+        and ctx.step.original_action == "untag"
+        and original.id != resource_id
+        and original.tags != {REPLACED_BY: resource_id}
+    ):
         ctx.account.catalog.update_resource(original.id, tags={REPLACED_BY: resource_id})
         ctx.changes.append(f"resource {original.id} untagged (was {_shown(original.tags)}): plans no longer select it")
 
@@ -123,8 +142,9 @@ def _repoint(ctx: Ctx, original: Resource | None, restored: dict[str, Any]) -> N
     assert original is not None
     if original.settings.get("dsn") != restored["dsn"]:
         ctx.account.catalog.update_resource(original.id, settings={**original.settings, "dsn": restored["dsn"]})
-        ctx.changes.append(f"resource {original.id} now points at {restored['dsn']} (was"
-                           f" {original.settings.get('dsn')})")
+        ctx.changes.append(
+            f"resource {original.id} now points at {restored['dsn']} (was {original.settings.get('dsn')})"
+        )
 
 
 def _first_backups(ctx: Ctx, resource_id: str, rules: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -137,8 +157,7 @@ def _first_backups(ctx: Ctx, resource_id: str, rules: list[tuple[str, dict[str, 
         job, lock = create_backup_job(ctx.account, resource_id, rule["target_vault_name"], rule["delete_after_days"])
         finished = run_backup_job(ctx.account, job.id, lock)
         done[key] = finished.recovery_point_arn or ""
-        ctx.changes.append(f"backup of {resource_id} under plan {plan}, rule {rule['rule_name']}:"
-                           f" {done[key]}")
+        ctx.changes.append(f"backup of {resource_id} under plan {plan}, rule {rule['rule_name']}: {done[key]}")
         ctx.checkpoint_set(backups=done)
     return sorted(done.values())
 

@@ -43,8 +43,10 @@ class StepContext(Generic[S]):
     def required(self, step_type: str) -> dict[str, Any]:
         found = self.previous(step_type)
         if found is None:
-            raise ConfigError(f"step '{self.step.name}' ({_type(self.step)}) needs an earlier {step_type} step",
-                              hint=f"add a {step_type} step before it in the runbook")
+            raise ConfigError(
+                f"step '{self.step.name}' ({_type(self.step)}) needs an earlier {step_type} step",
+                hint=f"add a {step_type} step before it in the runbook",
+            )
         return found
 
     def checkpoint_set(self, **values: Any) -> None:
@@ -121,10 +123,11 @@ def _lookup(expression: str, outputs: dict[str, dict[str, Any]], run: dict[str, 
     if key not in outputs[name]:
         if run.get("dry_run"):
             return UNKNOWN
-        raise ConfigError(f"${{{expression}}}: step '{name}' has no output '{key}'",
-                          hint=f"its outputs are: {', '.join(sorted(outputs[name])) or 'none'}")
+        raise ConfigError(
+            f"${{{expression}}}: step '{name}' has no output '{key}'",
+            hint=f"its outputs are: {', '.join(sorted(outputs[name])) or 'none'}",
+        )
     return outputs[name][key]
-
 
 
 def resolve_secrets(value: Any, account: Account) -> Any:

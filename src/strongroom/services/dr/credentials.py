@@ -16,8 +16,10 @@ from strongroom.services import secrets
 from strongroom.services.dr.context import StepContext, first_line
 
 SecretStep = TypeVar("SecretStep", UpdateSecretStep, RotateCredentialsStep)
-SECRET_HINT = ("put it first ('strongroom secrets put NAME --rds', value on stdin), or use a rotate_credentials step"
-               " (managed credentials) that writes a new one")
+SECRET_HINT = (
+    "put it first ('strongroom secrets put NAME --rds', value on stdin), or use a rotate_credentials step"
+    " (managed credentials) that writes a new one"
+)
 
 
 class UpdateSecret:
@@ -30,8 +32,9 @@ class UpdateSecret:
         if _existing(ctx, target, required=False) != updated:  # a resumed step does not add a version
             secrets.put_secret(ctx.account, target, updated)
         version = secrets.describe_secret(ctx.account, target)["version"]
-        ctx.changes.append(f"secret {target} version {version}: {', '.join(sorted(values))} now point at"
-                           f" {restored['identifier']}")
+        ctx.changes.append(
+            f"secret {target} version {version}: {', '.join(sorted(values))} now point at {restored['identifier']}"
+        )
         return {"secret": target, "version": version, "fields": sorted(values)}
 
     def describe(self, ctx: StepContext[UpdateSecretStep]) -> tuple[str, dict[str, Any], list[str]]:
@@ -54,16 +57,24 @@ class RotateCredentials:
         existing = _existing(ctx, ctx.step.secret, required=False) or {}
         username = ctx.step.username or existing.get("username")
         if not username:
-            raise ConfigError(f"rotate_credentials needs a username: give username, or keep it in secret"
-                              f" '{ctx.step.secret}'")
+            raise ConfigError(
+                f"rotate_credentials needs a username: give username, or keep it in secret '{ctx.step.secret}'"
+            )
         password = random.token_urlsafe(ctx.step.password_length)[: ctx.step.password_length]
         _set_password(restored, username, password)
         dbname = ctx.step.dbname or restored.get("database") or existing.get("dbname") or "postgres"
-        value = {"engine": "postgres", "host": restored["host"], "port": int(restored["port"]),
-                 "username": username, "password": password, "dbname": dbname}
+        value = {
+            "engine": "postgres",
+            "host": restored["host"],
+            "port": int(restored["port"]),
+            "username": username,
+            "password": password,
+            "dbname": dbname,
+        }
         version = secrets.put_secret(ctx.account, target, value)["version"]
-        ctx.changes.append(f"new password for role {username} on {restored['identifier']}; secret {target}"
-                           f" version {version} holds it")
+        ctx.changes.append(
+            f"new password for role {username} on {restored['identifier']}; secret {target} version {version} holds it"
+        )
         return {"secret": target, "version": version, "username": username}
 
     def describe(self, ctx: StepContext[RotateCredentialsStep]) -> tuple[str, dict[str, Any], list[str]]:
@@ -73,8 +84,10 @@ class RotateCredentials:
         user = ctx.step.username or ("the secret's username" if row else None)
         problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
         target = restored.get("identifier", "the restored target")
-        text = (f"set a new random password for role {user or '?'} on {target}"
-                f" and store the credentials as secret {ctx.scratch_name(name)}")
+        text = (
+            f"set a new random password for role {user or '?'} on {target}"
+            f" and store the credentials as secret {ctx.scratch_name(name)}"
+        )
         return text, {"secret": ctx.scratch_name(name), "username": user}, problems
 
     def clean_up(self, ctx: StepContext[RotateCredentialsStep], outputs: dict[str, Any]) -> list[str]:
@@ -89,8 +102,10 @@ def _existing(ctx: StepContext[SecretStep], name: str, *, required: bool) -> dic
             raise NotFoundError(f"secret '{name}' does not exist in this account", hint=SECRET_HINT) from None
         return None
     if not isinstance(value, dict):
-        raise ConfigError(f"secret '{name}' holds a string, not the JSON object of database credentials",
-                          hint="put it again in the RDS shape with 'strongroom secrets put NAME --rds'")
+        raise ConfigError(
+            f"secret '{name}' holds a string, not the JSON object of database credentials",
+            hint="put it again in the RDS shape with 'strongroom secrets put NAME --rds'",
+        )
     return value
 
 
@@ -107,11 +122,13 @@ def _set_password(restored: dict[str, Any], username: str, password: str) -> Non
     try:
         with psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone() is None:
-                raise TargetError(f"role {username} does not exist on {where}",
-                                  hint="give the username the app logs in with")
+                raise TargetError(
+                    f"role {username} does not exist on {where}", hint="give the username the app logs in with"
+                )
             verifier = conn.pgconn.encrypt_password(password.encode(), username.encode(), b"scram-sha-256")
-            statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(username),
-                                                                     sql.Literal(verifier.decode()))
+            statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(username), sql.Literal(verifier.decode())
+            )
             conn.execute(statement)
     except psycopg.Error as exc:
         raise TargetError(f"setting the password of {username} on {where} failed: {first_line(exc)}") from None

@@ -31,14 +31,22 @@ RUNNING, COMPLETED, FAILED, SKIPPED = DrState.RUNNING, DrState.COMPLETED, DrStat
 DRY_RUN_ID = "dryrun00"
 
 
-def start_run(account: Account, runbook: Runbook, *, rehearsal: bool = False,
-              incident_time: datetime | None = None) -> str:
+def start_run(
+    account: Account, runbook: Runbook, *, rehearsal: bool = False, incident_time: datetime | None = None
+) -> str:
     """Record a new run (every step PENDING); execute it with :func:`execute`."""
     run_id = new_id()
     moment = iso(now()) or ""
-    run = DrRun(id=run_id, runbook_name=runbook.name, runbook=runbook.as_dict(), rehearsal=rehearsal,
-                state=RUNNING, incident_time=iso(incident_time) or moment, created_at=moment,
-                updated_at=moment)
+    run = DrRun(
+        id=run_id,
+        runbook_name=runbook.name,
+        runbook=runbook.as_dict(),
+        rehearsal=rehearsal,
+        state=RUNNING,
+        incident_time=iso(incident_time) or moment,
+        created_at=moment,
+        updated_at=moment,
+    )
     steps = [DrStep(run_id, index, step.name, step.type) for index, step in enumerate(runbook.steps)]
     account.catalog.add_dr_run(run, steps)
     return run_id
@@ -51,8 +59,10 @@ def execute(account: Account, run_id: str, observer: Observer | None = None) -> 
     """Run every step not yet finished, in order; the report. A failing step stops the run (resumable)."""
     lock = JobLock.try_acquire(lock_path(account, run_id))
     if lock is None:
-        raise BusyError(f"disaster-recovery run {run_id} is being executed by another process",
-                        hint="wait for it, or stop that process first")
+        raise BusyError(
+            f"disaster-recovery run {run_id} is being executed by another process",
+            hint="wait for it, or stop that process first",
+        )
     try:
         run = account.catalog.get_dr_run(run_id)
         _check_resumable(run)
@@ -90,8 +100,14 @@ def dry_run(account: Account, runbook: Runbook, *, rehearsal: bool = False) -> d
         entries.append({**entry, "action": text, "problems": problems})
         earlier.append({"name": record.name, "type": record.type, "outputs": predicted})
     count = sum(len(e["problems"]) for e in entries)
-    return {"runbook": runbook.name, "file": runbook.file, "rehearsal": rehearsal, "variables": runbook.variables,
-            "steps": entries, "problems": count}
+    return {
+        "runbook": runbook.name,
+        "file": runbook.file,
+        "rehearsal": rehearsal,
+        "variables": runbook.variables,
+        "steps": entries,
+        "problems": count,
+    }
 
 
 def list_runs(account: Account) -> list[dict[str, Any]]:
@@ -113,11 +129,14 @@ def lock_path(account: Account, run_id: str) -> Path:
 # Executing ----------------------------------------------------------------------------------------
 def _check_resumable(run: DrRun) -> None:
     if run.state == COMPLETED:
-        raise UsageError(f"disaster-recovery run {run.id} is already COMPLETED",
-                         hint="see its report with 'strongroom dr describe'")
+        raise UsageError(
+            f"disaster-recovery run {run.id} is already COMPLETED", hint="see its report with 'strongroom dr describe'"
+        )
     if run.rehearsal and run.state == FAILED:
-        raise UsageError(f"rehearsal {run.id} failed and was cleaned up; it cannot be resumed",
-                         hint="fix the cause and run 'strongroom dr rehearse' again")
+        raise UsageError(
+            f"rehearsal {run.id} failed and was cleaned up; it cannot be resumed",
+            hint="fix the cause and run 'strongroom dr rehearse' again",
+        )
 
 
 def _execute_steps(account: Account, run: DrRun, observer: Observer) -> None:
@@ -127,8 +146,9 @@ def _execute_steps(account: Account, run: DrRun, observer: Observer) -> None:
             continue
         record = runbook.steps[row.position]
         if not record.enabled:
-            account.catalog.update_dr_step(run.id, row.position, state=SKIPPED,
-                                           changes=[f"skipped: when {_when(record)} does not hold"])
+            account.catalog.update_dr_step(
+                run.id, row.position, state=SKIPPED, changes=[f"skipped: when {_when(record)} does not hold"]
+            )
             observer("skip", row)
             continue
         fault_point(f"dr.before:{row.name}")
@@ -144,43 +164,66 @@ def _run_step(account: Account, run: DrRun, row: DrStep, record: RunbookStep) ->
     outputs = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
     resolved = _resolved(record, outputs, {"id": run_id, "rehearsal": run.rehearsal})
     checkpoint = dict(row.checkpoint or {})
-    ctx = StepContext(account, run_id, run.rehearsal, resolved, earlier, checkpoint=checkpoint,
-                      changes=list(checkpoint.get("changes") or []),
-                      save_checkpoint=lambda checkpoint: account.catalog.update_dr_step(run_id, position,
-                                                                                         checkpoint=checkpoint))
-    account.catalog.update_dr_step(run_id, position, state=RUNNING, attempts=row.attempts + 1,
-                                   started_at=iso(now()), error=None)
+    ctx = StepContext(
+        account,
+        run_id,
+        run.rehearsal,
+        resolved,
+        earlier,
+        checkpoint=checkpoint,
+        changes=list(checkpoint.get("changes") or []),
+        save_checkpoint=lambda checkpoint: account.catalog.update_dr_step(run_id, position, checkpoint=checkpoint),
+    )
+    account.catalog.update_dr_step(
+        run_id, position, state=RUNNING, attempts=row.attempts + 1, started_at=iso(now()), error=None
+    )
     started = time.monotonic()
     try:
         result = HANDLERS[record.type].run(ctx)
     except StrongroomError as exc:
-        account.catalog.update_dr_step(run_id, position, state=FAILED, error=exc.one_line(),
-                                       changes=list(dict.fromkeys(ctx.changes)),
-                                       duration_seconds=round(time.monotonic() - started, 3))
+        account.catalog.update_dr_step(
+            run_id,
+            position,
+            state=FAILED,
+            error=exc.one_line(),
+            changes=list(dict.fromkeys(ctx.changes)),
+            duration_seconds=round(time.monotonic() - started, 3),
+        )
         exc.message = f"step '{row.name}' ({row.type}) failed: {exc.message}"
         raise
-    account.catalog.update_dr_step(run_id, position, state=COMPLETED, completed_at=iso(now()), outputs=result,
-                                   changes=list(dict.fromkeys(ctx.changes)),
-                                   duration_seconds=round(time.monotonic() - started, 3))
+    account.catalog.update_dr_step(
+        run_id,
+        position,
+        state=COMPLETED,
+        completed_at=iso(now()),
+        outputs=result,
+        changes=list(dict.fromkeys(ctx.changes)),
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def _earlier(account: Account, run_id: str, position: int) -> list[dict[str, Any]]:
-    return [{"name": r.name, "type": r.type, "state": r.state.value,
-             "outputs": r.outputs if r.state == COMPLETED else None}
-            for r in account.catalog.list_dr_steps(run_id) if r.position < position]
+    return [
+        {"name": r.name, "type": r.type, "state": r.state.value, "outputs": r.outputs if r.state == COMPLETED else None}
+        for r in account.catalog.list_dr_steps(run_id)
+        if r.position < position
+    ]
 
 
 def _fail(account: Account, run: DrRun, exc: StrongroomError) -> None:
     if run.rehearsal:
         cleanup = _clean_up(account, run)
         exc.hint = "the rehearsal cleaned up after itself; fix the cause and rehearse again"
-        account.catalog.update_dr_run(run.id, state=FAILED, error=exc.one_line(), updated_at=iso(now()),
-                                      completed_at=iso(now()))
+        account.catalog.update_dr_run(
+            run.id, state=FAILED, error=exc.one_line(), updated_at=iso(now()), completed_at=iso(now())
+        )
         account.catalog.update_dr_run(run.id, report=build_report(account, run.id, cleanup=cleanup))
         return
     if "dr resume" not in exc.hint:
-        exc.hint = f"{exc.hint.rstrip('.') + '; then ' if exc.hint else 'fix the cause, then '}" \
-                   f"run 'strongroom dr resume {run.id}' (finished steps are not repeated)"
+        exc.hint = (
+            f"{exc.hint.rstrip('.') + '; then ' if exc.hint else 'fix the cause, then '}"
+            f"run 'strongroom dr resume {run.id}' (finished steps are not repeated)"
+        )
     account.catalog.update_dr_run(run.id, state=FAILED, error=exc.one_line(), updated_at=iso(now()))
 
 
@@ -194,8 +237,7 @@ def _clean_up(account: Account, run: DrRun) -> list[str]:
             continue
         earlier = _earlier(account, run.id, row.position)
         known = {e["name"]: e["outputs"] for e in earlier if e["outputs"] is not None}
-        fields = _resolved(runbook.steps[row.position], known, {"id": run.id, "rehearsal": True,
-                                                                   "dry_run": True})
+        fields = _resolved(runbook.steps[row.position], known, {"id": run.id, "rehearsal": True, "dry_run": True})
         ctx = StepContext(account, run.id, True, fields, earlier, checkpoint=dict(row.checkpoint or {}))
         outputs = row.outputs or _partial_outputs(row)
         try:
@@ -221,9 +263,16 @@ def _state(account: Account, run: DrRun) -> str:
 def _summary(account: Account, run: DrRun) -> dict[str, Any]:
     steps = account.catalog.list_dr_steps(run.id)
     current = next((s.name for s in steps if s.state not in (COMPLETED, SKIPPED)), None)
-    return {"run_id": run.id, "runbook": run.runbook_name, "rehearsal": run.rehearsal,
-            "state": _state(account, run), "created_at": run.created_at, "completed_at": run.completed_at,
-            "current_step": current, "error": run.error}
+    return {
+        "run_id": run.id,
+        "runbook": run.runbook_name,
+        "rehearsal": run.rehearsal,
+        "state": _state(account, run),
+        "created_at": run.created_at,
+        "completed_at": run.completed_at,
+        "current_step": current,
+        "error": run.error,
+    }
 
 
 def _when(record: RunbookStep) -> str:

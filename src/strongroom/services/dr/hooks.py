@@ -33,8 +33,23 @@ from strongroom.services.dr.context import StepContext, resolve_secrets
 AnyHook = TypeVar("AnyHook", RunStep, HttpStep, RestartAppStep)
 CommandHook = TypeVar("CommandHook", RunStep, RestartAppStep)
 TAIL_BYTES = 2000
-HOOK_ENVIRONMENT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM",
-                              "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})
+HOOK_ENVIRONMENT = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+    }
+)
 STRONGROOM_PREFIX = "STRONGROOM_"
 
 
@@ -62,14 +77,15 @@ class HttpCall:
         url = resolve_secrets(step.url, ctx.account)
         headers = resolve_secrets(step.headers, ctx.account)
         try:
-            response = httpx.request(step.method, url, json=step.body, headers=headers,
-                                     timeout=step.timeout_seconds)
+            response = httpx.request(step.method, url, json=step.body, headers=headers, timeout=step.timeout_seconds)
         except httpx.HTTPError as exc:
             raise HookFailedError(f"{step.method} {_safe_url(step.url)} failed: {exc}") from None
         expected = step.expect_status
         if (expected and response.status_code not in expected) or (not expected and not response.is_success):
-            raise HookFailedError(f"{step.method} {_safe_url(step.url)} answered {response.status_code}"
-                                  f" ({'expected ' + ', '.join(map(str, expected)) if expected else 'expected 2xx'})")
+            raise HookFailedError(
+                f"{step.method} {_safe_url(step.url)} answered {response.status_code}"
+                f" ({'expected ' + ', '.join(map(str, expected)) if expected else 'expected 2xx'})"
+            )
         ctx.changes.append(f"{step.method} {_safe_url(step.url)}: {response.status_code}")
         return {"status": response.status_code}
 
@@ -116,26 +132,37 @@ def run_command(ctx: StepContext[CommandHook], command: list[str] | str) -> dict
         out.write(f"--- {ctx.step.name}: {_shown(command)}\n".encode())
         out.flush()
         try:
-            completed = subprocess.run(argv, env=env, cwd=getattr(ctx.step, "cwd", None), stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=out, timeout=ctx.step.timeout_seconds, check=False)
+            completed = subprocess.run(
+                argv,
+                env=env,
+                cwd=getattr(ctx.step, "cwd", None),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=ctx.step.timeout_seconds,
+                check=False,
+            )
         except FileNotFoundError:
             raise HookFailedError(f"{argv[0]}: command not found", hint="install it or fix the step") from None
         except subprocess.TimeoutExpired:
-            raise HookFailedError(f"{_shown(command)} did not finish within {ctx.step.timeout_seconds} s",
-                                  hint=f"see {log}") from None
+            raise HookFailedError(
+                f"{_shown(command)} did not finish within {ctx.step.timeout_seconds} s", hint=f"see {log}"
+            ) from None
     tail = _tail(log)
     if completed.returncode != 0:
         last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
-        raise HookFailedError(f"{_shown(command)} exited with status {completed.returncode}: {last}",
-                              hint=f"see {log}")
+        raise HookFailedError(f"{_shown(command)} exited with status {completed.returncode}: {last}", hint=f"see {log}")
     return {"exit_status": 0, "log": str(log)}
 
 
 def hook_environment(ctx: StepContext[CommandHook]) -> dict[str, str]:
     """What a hook's command sees: a minimal environment, what the step passes or declares, the DR variables."""
     patterns = list(ctx.step.pass_env or [])
-    inherited = {name: value for name, value in os.environ.items()
-                 if name in HOOK_ENVIRONMENT or name.startswith("LC_") or _passed(name, patterns)}
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name in HOOK_ENVIRONMENT or name.startswith("LC_") or _passed(name, patterns)
+    }
     return {**inherited, **resolve_secrets(ctx.step.env or {}, ctx.account), **_dr_environment(ctx)}
 
 
@@ -152,8 +179,11 @@ def _skipped(ctx: StepContext[AnyHook]) -> bool:
 
 
 def _dr_environment(ctx: StepContext[AnyHook]) -> dict[str, str]:
-    env = {"STRONGROOM_DR_RUN_ID": ctx.run_id, "STRONGROOM_DR_REHEARSAL": "1" if ctx.rehearsal else "0",
-           "STRONGROOM_HOME": str(ctx.account.home)}
+    env = {
+        "STRONGROOM_DR_RUN_ID": ctx.run_id,
+        "STRONGROOM_DR_REHEARSAL": "1" if ctx.rehearsal else "0",
+        "STRONGROOM_HOME": str(ctx.account.home),
+    }
     restored = ctx.previous("restore") or {}
     for key in ("identifier", "host", "port", "dbname"):
         if restored.get(key) is not None:
@@ -186,14 +216,18 @@ def _wait_for(url: str, timeout: float) -> dict[str, Any]:
         except httpx.HTTPError as exc:
             last = str(exc) or type(exc).__name__
         if time.monotonic() >= deadline:
-            raise HookFailedError(f"{url} did not answer 2xx within {timeout:g} s (last: {last})",
-                                  hint="see the app's log")
+            raise HookFailedError(
+                f"{url} did not answer 2xx within {timeout:g} s (last: {last})", hint="see the app's log"
+            )
         time.sleep(0.5)
 
 
 def _command_problems(command: list[str] | str) -> list[str]:
-    argv0 = shlex.split(command)[0] if isinstance(command, str) and command.strip() else \
-        (command[0] if isinstance(command, list) and command else "")
+    argv0 = (
+        shlex.split(command)[0]
+        if isinstance(command, str) and command.strip()
+        else (command[0] if isinstance(command, list) and command else "")
+    )
     if not argv0:
         return ["the command is empty"]
     if "/" in argv0:

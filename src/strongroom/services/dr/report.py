@@ -44,8 +44,10 @@ def build_report(account: Account, run_id: str, *, cleanup: list[str]) -> dict[s
 def _point(selected: dict[str, Any] | None, restored: dict[str, Any] | None) -> dict[str, Any] | None:
     if not selected:
         return None
-    point = {key: selected.get(key) for key in ("recovery_point_arn", "creation_date", "resource_id",
-                                                "resource_type", "vault", "account")}
+    point = {
+        key: selected.get(key)
+        for key in ("recovery_point_arn", "creation_date", "resource_id", "resource_type", "vault", "account")
+    }
     if restored and restored.get("copied_back"):
         point["copied_back_as"] = restored.get("recovery_point_arn")
     return point
@@ -54,15 +56,31 @@ def _point(selected: dict[str, Any] | None, restored: dict[str, Any] | None) -> 
 def _restored(restored: dict[str, Any] | None) -> dict[str, Any] | None:
     if not restored:
         return None
-    keys = ("identifier", "resource_type", "host", "port", "dbname", "data_directory", "stop_command",
-            "disabled_on_restore")
+    keys = (
+        "identifier",
+        "resource_type",
+        "host",
+        "port",
+        "dbname",
+        "data_directory",
+        "stop_command",
+        "disabled_on_restore",
+    )
     return {key: restored.get(key) for key in keys if restored.get(key) is not None}
 
 
 def _step(row: DrStep) -> dict[str, Any]:
-    return {"name": row.name, "type": row.type, "state": row.state.value, "attempts": row.attempts,
-            "started_at": row.started_at, "completed_at": row.completed_at,
-            "duration_seconds": row.duration_seconds, "changes": row.changes or [], "error": row.error}
+    return {
+        "name": row.name,
+        "type": row.type,
+        "state": row.state.value,
+        "attempts": row.attempts,
+        "started_at": row.started_at,
+        "completed_at": row.completed_at,
+        "duration_seconds": row.duration_seconds,
+        "changes": row.changes or [],
+        "error": row.error,
+    }
 
 
 def _at(text: str) -> datetime:

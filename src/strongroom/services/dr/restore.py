@@ -41,8 +41,9 @@ class Restore:
         ctx.checkpoint_set(restore_job_id=job.id)
         run_restore_job(ctx.account, job.id, lock, progress=_crash_point("dr.restore:middle"))
         outputs = _outputs(ctx, rp, request, job.id)
-        ctx.changes.append(f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on"
-                           f" {outputs['host']}:{outputs['port']}")
+        ctx.changes.append(
+            f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on {outputs['host']}:{outputs['port']}"
+        )
         if outputs.get("disabled_on_restore"):
             ctx.changes.append(f"disabled in the restored configuration: {', '.join(outputs['disabled_on_restore'])}")
         return outputs
@@ -58,8 +59,12 @@ class Restore:
             copy = f"copy it back into vault {step.copy_back_vault} of this account, then "
         resource_type = selected.get("resource_type") or PREDICTED_TYPE
         text = f"{copy}restore {arn} as a new {resource_type} named {identifier}"
-        predicted = {"identifier": identifier, "host": "127.0.0.1", "port": step.port or "<a free port>",
-                     "resource_type": resource_type}
+        predicted = {
+            "identifier": identifier,
+            "host": "127.0.0.1",
+            "port": step.port or "<a free port>",
+            "resource_type": resource_type,
+        }
         try:
             adapter = get_adapter(resource_type)
             request = _request_for(ctx, resource_type, selected.get("resource_id"), identifier)
@@ -76,8 +81,12 @@ class Restore:
         if outputs.get("partial") and not outputs.get("owned_target"):
             return []  # stopped before it made anything
         selected = ctx.previous("select_recovery_point") or {}
-        arn = outputs.get("recovery_point_arn") or outputs.get("local_recovery_point_arn") or \
-            ctx.step.recovery_point or selected.get("recovery_point_arn")
+        arn = (
+            outputs.get("recovery_point_arn")
+            or outputs.get("local_recovery_point_arn")
+            or ctx.step.recovery_point
+            or selected.get("recovery_point_arn")
+        )
         if not arn or _is_remote(ctx, arn):
             return []
         rp = ctx.account.catalog.get_recovery_point(arn)
@@ -95,8 +104,10 @@ class Restore:
         selected = ctx.previous("select_recovery_point") or {}
         arn = ctx.step.recovery_point or selected.get("recovery_point_arn")
         if not arn:
-            raise ConfigError(f"step '{ctx.step.name}' has no recovery point to restore",
-                              hint="add a select_recovery_point step before it, or give recovery_point: ARN")
+            raise ConfigError(
+                f"step '{ctx.step.name}' has no recovery point to restore",
+                hint="add a select_recovery_point step before it, or give recovery_point: ARN",
+            )
         if not _is_remote(ctx, arn):
             return ctx.account.catalog.get_recovery_point(arn)
         if ctx.checkpoint.get("local_recovery_point_arn"):
@@ -125,16 +136,22 @@ class WaitHealthy:
             if not reason:
                 return {"healthy": True, "attempts": attempts, "waited_seconds": round(time.monotonic() - started, 3)}
             if time.monotonic() >= deadline:
-                raise TargetError(f"{restored['identifier']} did not become healthy within"
-                                  f" {ctx.step.timeout_seconds} s: {reason}",
-                                  hint="see the restored cluster's log; raise timeout_seconds if it is still"
-                                       " recovering")
+                raise TargetError(
+                    f"{restored['identifier']} did not become healthy within {ctx.step.timeout_seconds} s: {reason}",
+                    hint="see the restored cluster's log; raise timeout_seconds if it is still recovering",
+                )
             time.sleep(ctx.step.interval_seconds)
 
     def describe(self, ctx: StepContext[WaitHealthyStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
-        return (f"wait up to {ctx.step.timeout_seconds} s until {restored.get('identifier', 'the restored target')}"
-                " accepts connections and is out of recovery"), {"healthy": True}, []
+        return (
+            (
+                f"wait up to {ctx.step.timeout_seconds} s until {restored.get('identifier', 'the restored target')}"
+                " accepts connections and is out of recovery"
+            ),
+            {"healthy": True},
+            [],
+        )
 
     def clean_up(self, ctx: StepContext[WaitHealthyStep], outputs: dict[str, Any]) -> list[str]:
         return []
@@ -158,23 +175,30 @@ def _check_free(ctx: StepContext[RestoreStep], rp: RecoveryPoint, request: Resto
     identifier = request.target_identifier or ""
     known = {resource.id for resource in ctx.account.catalog.list_resources()}
     if identifier in known:
-        raise IdentifierInUseError(f"target identifier {identifier} is already in use by resource {identifier}",
-                                   hint="choose a new target_identifier (or --var), or remove that resource")
+        raise IdentifierInUseError(
+            f"target identifier {identifier} is already in use by resource {identifier}",
+            hint="choose a new target_identifier (or --var), or remove that resource",
+        )
     reason = get_adapter(rp.resource_type).restore_target_in_use(request, ctx.account.home)
     if reason:
-        raise IdentifierInUseError(f"target identifier {identifier}: {reason}",
-                                   hint="choose a new target_identifier (or --var); the original is never touched")
+        raise IdentifierInUseError(
+            f"target identifier {identifier}: {reason}",
+            hint="choose a new target_identifier (or --var); the original is never touched",
+        )
 
 
 def _request(ctx: StepContext[RestoreStep], rp: RecoveryPoint) -> RestoreRequest:
     if not get_adapter(rp.resource_type).supports_runbooks:
-        raise ConfigError(f"a runbook restores {', '.join(runbook_types())} recovery points, not {rp.resource_type}",
-                          hint="restore it with 'strongroom restore start'")
+        raise ConfigError(
+            f"a runbook restores {', '.join(runbook_types())} recovery points, not {rp.resource_type}",
+            hint="restore it with 'strongroom restore start'",
+        )
     return _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step.target_identifier))
 
 
-def _request_for(ctx: StepContext[RestoreStep], resource_type: str, resource_id: str | None,
-                 identifier: str) -> RestoreRequest:
+def _request_for(
+    ctx: StepContext[RestoreStep], resource_type: str, resource_id: str | None, identifier: str
+) -> RestoreRequest:
     return get_adapter(resource_type).runbook_restore_request(ctx.step, identifier, _original(ctx, resource_id))
 
 
@@ -191,9 +215,12 @@ def _outputs(ctx: StepContext[RestoreStep], rp: RecoveryPoint, request: RestoreR
     result = ctx.account.catalog.get_job(job_id).result
     selected = ctx.previous("select_recovery_point") or {}
     outputs: dict[str, Any] = {
-        "identifier": request.target_identifier, "resource_type": rp.resource_type,
-        "recovery_point_arn": rp.arn, "selected_recovery_point_arn": selected.get("recovery_point_arn", rp.arn),
-        "copied_back": bool(ctx.checkpoint.get("local_recovery_point_arn")), "restore_job_id": job_id,
+        "identifier": request.target_identifier,
+        "resource_type": rp.resource_type,
+        "recovery_point_arn": rp.arn,
+        "selected_recovery_point_arn": selected.get("recovery_point_arn", rp.arn),
+        "copied_back": bool(ctx.checkpoint.get("local_recovery_point_arn")),
+        "restore_job_id": job_id,
     }
     outputs.update(get_adapter(rp.resource_type).restored_endpoint(result).as_outputs())
     return outputs

@@ -23,8 +23,10 @@ class SelectRecoveryPoint:
         if chosen is None:
             raise NoRecoveryPointError(_nothing_matches(step), hint=_hint(step))
         where = f"account {step.account}" if step.account else "this account"
-        ctx.changes.append(f"selected {chosen['recovery_point_arn']} (created {chosen['creation_date']}) in vault"
-                           f" {_vault_name(step.vault)} of {where}")
+        ctx.changes.append(
+            f"selected {chosen['recovery_point_arn']} (created {chosen['creation_date']}) in vault"
+            f" {_vault_name(step.vault)} of {where}"
+        )
         return {
             "recovery_point_arn": chosen["recovery_point_arn"],
             "creation_date": chosen["creation_date"],
@@ -40,8 +42,11 @@ class SelectRecoveryPoint:
     def describe(self, ctx: StepContext[SelectRecoveryPointStep]) -> tuple[str, dict[str, Any], list[str]]:
         step = ctx.step
         which = _which(step)
-        where = f"vault {_vault_name(step.vault)} of account {step.account}" if step.account else \
-            f"vault {_vault_name(step.vault)} of this account"
+        where = (
+            f"vault {_vault_name(step.vault)} of account {step.account}"
+            if step.account
+            else f"vault {_vault_name(step.vault)} of this account"
+        )
         text = f"select {which} recovery point of resource {step.resource} in {where}"
         try:
             outputs = self.run(ctx)
@@ -66,11 +71,18 @@ def _candidates(ctx: StepContext[SelectRecoveryPointStep]) -> list[dict[str, Any
 def _choose(points: list[dict[str, Any]], step: SelectRecoveryPointStep) -> dict[str, Any] | None:
     completed = [p for p in points if p["status"] == RecoveryPointStatus.COMPLETED.value]
     if step.recovery_point != LATEST:
-        return next((p for p in completed if p["recovery_point_arn"] == step.recovery_point
-                     and p["resource_id"] == step.resource), None)
+        return next(
+            (
+                p
+                for p in completed
+                if p["recovery_point_arn"] == step.recovery_point and p["resource_id"] == step.resource
+            ),
+            None,
+        )
     limit = _aware(step.at_or_before) if step.at_or_before else None
-    matching = [p for p in completed if p["resource_id"] == step.resource
-                and (limit is None or vouched_time(p) <= limit)]
+    matching = [
+        p for p in completed if p["resource_id"] == step.resource and (limit is None or vouched_time(p) <= limit)
+    ]
     return max(matching, key=vouched_time, default=None)
 
 
@@ -105,8 +117,10 @@ def _as_written(step: SelectRecoveryPointStep) -> str:
 
 def _nothing_matches(step: SelectRecoveryPointStep) -> str:
     where = f" of account {step.account}" if step.account else ""
-    return f"no recovery point matches: {_which(step)} of resource {step.resource} in vault " \
-           f"{_vault_name(step.vault)}{where}"
+    return (
+        f"no recovery point matches: {_which(step)} of resource {step.resource} in vault "
+        f"{_vault_name(step.vault)}{where}"
+    )
 
 
 def _hint(step: SelectRecoveryPointStep) -> str:

@@ -20,17 +20,16 @@ class VerifySql:
             for check in ctx.step.checks:
                 rows = _query(conn, check.sql)
                 if not _matches(rows, check.expect):
-                    raise IntegrityError(f"query {check.sql!r} returned {_shown(rows)}, expected"
-                                         f" {_shown(check.expect)}",
-                                         hint="the restored data is not what the runbook expects; check the"
-                                              " recovery point chosen")
+                    raise IntegrityError(
+                        f"query {check.sql!r} returned {_shown(rows)}, expected {_shown(check.expect)}",
+                        hint="the restored data is not what the runbook expects; check the recovery point chosen",
+                    )
                 results.append({"sql": check.sql, "rows": len(rows)})
         ctx.changes.append(f"verified {len(results)} quer{'y' if len(results) == 1 else 'ies'}")
         return {"checks": results}
 
     def describe(self, ctx: StepContext[VerifySqlStep]) -> tuple[str, dict[str, Any], list[str]]:
-        who = f"with secret {ctx.scratch_name(ctx.step.secret)}" if ctx.step.secret else \
-            "as the restore's login"
+        who = f"with secret {ctx.scratch_name(ctx.step.secret)}" if ctx.step.secret else "as the restore's login"
         queries = "; ".join(f"{c.sql} = {_shown(c.expect)}" for c in ctx.step.checks)
         return f"check on the restored database ({who}): {queries}", {}, []
 
@@ -45,9 +44,15 @@ def _connect(ctx: StepContext[VerifySqlStep]) -> psycopg.Connection[Any]:
             value = secrets.get_secret(ctx.account, ctx.scratch_name(ctx.step.secret))
             if not isinstance(value, dict):
                 raise TargetError(f"secret {ctx.step.secret} is not database credentials")
-            return psycopg.connect(host=value["host"], port=value["port"], user=value["username"],
-                                   password=value["password"], dbname=ctx.step.database or value["dbname"],
-                                   connect_timeout=10, autocommit=True)
+            return psycopg.connect(
+                host=value["host"],
+                port=value["port"],
+                user=value["username"],
+                password=value["password"],
+                dbname=ctx.step.database or value["dbname"],
+                connect_timeout=10,
+                autocommit=True,
+            )
         database = ctx.step.database
         extra: dict[str, Any] = {"dbname": database} if database else {}
         return psycopg.connect(restored["dsn"], connect_timeout=10, autocommit=True, **extra)

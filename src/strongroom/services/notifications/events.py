@@ -21,8 +21,11 @@ from strongroom.services.notifications.outbox import deliver_now, queue_safely
 
 STARTED_STATE = "RUNNING"
 _LOG = logging.getLogger(__name__)
-STARTED_EVENTS = {JobType.BACKUP: "BACKUP_JOB_STARTED", JobType.COPY: "COPY_JOB_STARTED",
-                  JobType.RESTORE: "RESTORE_JOB_STARTED"}
+STARTED_EVENTS = {
+    JobType.BACKUP: "BACKUP_JOB_STARTED",
+    JobType.COPY: "COPY_JOB_STARTED",
+    JobType.RESTORE: "RESTORE_JOB_STARTED",
+}
 
 
 def job_started(account: Account, job_id: str, **extra: Any) -> None:
@@ -71,9 +74,22 @@ def _finished_event(job: Job) -> str | None:
 def job_payload(account: Account, job: Job) -> dict[str, Any]:
     described = job.as_dict()
     params, result = job.parameters, job.result
-    payload = {key: described[key] for key in (
-        "job_id", "job_type", "state", "resource_id", "recovery_point_arn", "creation_date", "start_date",
-        "completion_date", "duration_seconds", "bytes_processed", "status_message")}
+    payload = {
+        key: described[key]
+        for key in (
+            "job_id",
+            "job_type",
+            "state",
+            "resource_id",
+            "recovery_point_arn",
+            "creation_date",
+            "start_date",
+            "completion_date",
+            "duration_seconds",
+            "bytes_processed",
+            "status_message",
+        )
+    }
     failed = job.state.finished and job.state != JobState.COMPLETED
     payload["error"] = job.status_message if failed else None
     payload["backup_plan_name"] = params.get("backup_plan_name") or params.get("plan_name")
@@ -91,8 +107,13 @@ def _point_fields(account: Account, arn: str | None) -> dict[str, Any]:
     if not arn:
         return {"source_bytes": None, "stored_bytes": None, "new_bytes": None}
     rp = account.catalog.get_recovery_point(arn)
-    return {"resource_type": rp.resource_type, "source_bytes": rp.source_bytes, "stored_bytes": rp.stored_bytes,
-            "new_bytes": rp.new_bytes, "recovery_point_status": rp.status.value}
+    return {
+        "resource_type": rp.resource_type,
+        "source_bytes": rp.source_bytes,
+        "stored_bytes": rp.stored_bytes,
+        "new_bytes": rp.new_bytes,
+        "recovery_point_status": rp.status.value,
+    }
 
 
 def _resource_type(account: Account, job: Job) -> str | None:
@@ -105,12 +126,15 @@ def _resource_type(account: Account, job: Job) -> str | None:
 
 
 def _copy_fields(params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    return {"direction": params.get("direction"),
-            "source_recovery_point_arn": params.get("source_recovery_point_arn"),
-            "source_backup_vault_arn": params.get("source_backup_vault_arn"),
-            "destination_backup_vault_arn": params.get("destination_backup_vault_arn"),
-            "destination_recovery_point_arn": result.get("destination_recovery_point_arn"),
-            "bytes_transferred": result.get("bytes_transferred"), "bytes_on_wire": result.get("bytes_on_wire")}
+    return {
+        "direction": params.get("direction"),
+        "source_recovery_point_arn": params.get("source_recovery_point_arn"),
+        "source_backup_vault_arn": params.get("source_backup_vault_arn"),
+        "destination_backup_vault_arn": params.get("destination_backup_vault_arn"),
+        "destination_recovery_point_arn": result.get("destination_recovery_point_arn"),
+        "bytes_transferred": result.get("bytes_transferred"),
+        "bytes_on_wire": result.get("bytes_on_wire"),
+    }
 
 
 def recovery_point_modified(account: Account, recovery_point: str, change: str, **extra: Any) -> None:
@@ -125,8 +149,19 @@ def recovery_point_modified(account: Account, recovery_point: str, change: str, 
 
 def _point_payload(rp: RecoveryPoint) -> dict[str, Any]:
     described = rp.as_dict()
-    keys = ("recovery_point_arn", "resource_id", "resource_type", "status_message", "creation_date",
-            "completion_date", "source_bytes", "stored_bytes", "new_bytes", "lifecycle", "calculated_lifecycle",
-            "backup_job_id", "source_recovery_point_arn")
+    keys = (
+        "recovery_point_arn",
+        "resource_id",
+        "resource_type",
+        "status_message",
+        "creation_date",
+        "completion_date",
+        "source_bytes",
+        "stored_bytes",
+        "new_bytes",
+        "lifecycle",
+        "calculated_lifecycle",
+        "backup_job_id",
+        "source_recovery_point_arn",
+    )
     return {"state": rp.status.value, **{key: described[key] for key in keys}}
-

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 _TITLES = {
-    "BACKUP_JOB_STARTED": "Backup job started", "BACKUP_JOB_COMPLETED": "Backup job {state}",
-    "COPY_JOB_STARTED": "Copy job started", "COPY_JOB_SUCCESSFUL": "Copy job COMPLETED",
-    "COPY_JOB_FAILED": "Copy job {state}", "RESTORE_JOB_STARTED": "Restore job started",
-    "RESTORE_JOB_COMPLETED": "Restore job {state}", "RECOVERY_POINT_MODIFIED": "Recovery point {state}",
+    "BACKUP_JOB_STARTED": "Backup job started",
+    "BACKUP_JOB_COMPLETED": "Backup job {state}",
+    "COPY_JOB_STARTED": "Copy job started",
+    "COPY_JOB_SUCCESSFUL": "Copy job COMPLETED",
+    "COPY_JOB_FAILED": "Copy job {state}",
+    "RESTORE_JOB_STARTED": "Restore job started",
+    "RESTORE_JOB_COMPLETED": "Restore job {state}",
+    "RECOVERY_POINT_MODIFIED": "Recovery point {state}",
 }
 
 
@@ -44,8 +48,10 @@ def message(payload: dict[str, Any]) -> str:
 
 def _sizes(payload: dict[str, Any]) -> str:
     if payload.get("source_bytes"):
-        return (f"{_bytes(payload['source_bytes'])} read, {_bytes(payload.get('stored_bytes'))} stored, "
-                f"{_bytes(payload.get('new_bytes'))} new")
+        return (
+            f"{_bytes(payload['source_bytes'])} read, {_bytes(payload.get('stored_bytes'))} stored, "
+            f"{_bytes(payload.get('new_bytes'))} new"
+        )
     if payload.get("bytes_transferred"):
         return f"{_bytes(payload['bytes_transferred'])} copied"
     return ""
@@ -58,4 +64,3 @@ def _bytes(count: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
-

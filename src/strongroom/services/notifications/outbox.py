@@ -55,8 +55,11 @@ def _queue(account: Account, vault_name: str, event: str, payload: dict[str, Any
         return []
     full = _complete(account, record, event, payload)
     stamp = _stamp(model.now())
-    rows = [OutboxRow(record.name, event, full, _sink_column(sink), next_attempt_at=stamp, created_at=stamp)
-            for sink in stored["sinks"] if _wants(stored, sink, event, full.get("state"))]
+    rows = [
+        OutboxRow(record.name, event, full, _sink_column(sink), next_attempt_at=stamp, created_at=stamp)
+        for sink in stored["sinks"]
+        if _wants(stored, sink, event, full.get("state"))
+    ]
     return account.catalog.add_notifications(rows) if rows else []
 
 
@@ -71,8 +74,15 @@ def _wants(stored: dict[str, Any], sink: dict[str, Any], event: str, state: str 
 
 
 def _complete(account: Account, record: VaultRecord, event: str, payload: dict[str, Any]) -> dict[str, Any]:
-    full = {"state": None, **payload, "event": event, "account_id": account.account_id, "region": account.region,
-            "backup_vault_name": record.name, "backup_vault_arn": record.arn}
+    full = {
+        "state": None,
+        **payload,
+        "event": event,
+        "account_id": account.account_id,
+        "region": account.region,
+        "backup_vault_name": record.name,
+        "backup_vault_arn": record.arn,
+    }
     full.setdefault("event_time", iso(model.now()))
     full["summary"] = summary(full)
     return full
@@ -102,8 +112,9 @@ def _counts() -> dict[str, Any]:
     return {"attempted": 0, "delivered": 0, "retrying": 0, "failed": 0}
 
 
-def _deliver(account: Account, rows: list[OutboxRow], moment: datetime, timeout: float, *,
-             skip_slow: bool) -> dict[str, Any]:
+def _deliver(
+    account: Account, rows: list[OutboxRow], moment: datetime, timeout: float, *, skip_slow: bool
+) -> dict[str, Any]:
     counts = _counts()
     for row in rows:
         if skip_slow and _SLOW_SINKS.get(row.sink, 0) > time.monotonic():
@@ -127,8 +138,9 @@ def _attempt(account: Account, row: OutboxRow, moment: datetime, timeout: float)
         if time.monotonic() - started >= timeout * 0.9:
             _SLOW_SINKS[row.sink] = time.monotonic() + SLOW_SINK_SECONDS
         return _failed(account, row.id, attempts, moment, f"{sink['display']}: {_reason(exc)}"[:1000])
-    account.catalog.finish_notification(row.id, attempts=attempts, next_attempt_at=_stamp(moment),
-                                        delivered_at=_stamp(moment), last_error=None)
+    account.catalog.finish_notification(
+        row.id, attempts=attempts, next_attempt_at=_stamp(moment), delivered_at=_stamp(moment), last_error=None
+    )
     return "delivered"
 
 
@@ -142,8 +154,13 @@ def _reason(exc: Exception) -> str:
 
 def _failed(account: Account, row_id: int, attempts: int, moment: datetime, error: str) -> str:
     delay = min(FIRST_RETRY_SECONDS * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
-    account.catalog.finish_notification(row_id, attempts=attempts, delivered_at=None, last_error=error,
-                                        next_attempt_at=_stamp(moment + timedelta(seconds=delay)))
+    account.catalog.finish_notification(
+        row_id,
+        attempts=attempts,
+        delivered_at=None,
+        last_error=error,
+        next_attempt_at=_stamp(moment + timedelta(seconds=delay)),
+    )
     return "failed" if attempts >= MAX_ATTEMPTS else "retrying"
 
 
@@ -156,12 +173,21 @@ def list_outbox(account: Account, *, pending_only: bool = False) -> list[dict[st
 
 def _row_view(row: OutboxRow) -> dict[str, Any]:
     status = row.status(MAX_ATTEMPTS)
-    return {"id": row.id, "backup_vault_name": row.vault_name, "event": row.event,
-            "state": row.payload.get("state"), "sink": json.loads(row.sink)["display"],
-            "delivery_status": status.value, "attempts": row.attempts,
-            "next_attempt_at": row.next_attempt_at if status == DeliveryStatus.PENDING else None,
-            "delivered_at": row.delivered_at, "last_error": row.last_error, "created_at": row.created_at,
-            "summary": row.payload.get("summary"), "payload": row.payload}
+    return {
+        "id": row.id,
+        "backup_vault_name": row.vault_name,
+        "event": row.event,
+        "state": row.payload.get("state"),
+        "sink": json.loads(row.sink)["display"],
+        "delivery_status": status.value,
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at if status == DeliveryStatus.PENDING else None,
+        "delivered_at": row.delivered_at,
+        "last_error": row.last_error,
+        "created_at": row.created_at,
+        "summary": row.payload.get("summary"),
+        "payload": row.payload,
+    }
 
 
 def _stamp(moment: datetime) -> str:

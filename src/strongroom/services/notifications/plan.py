@@ -26,8 +26,10 @@ CHANGE_KIND = "vault_notifications"  # the plan's change type
 
 
 def from_config(config: NotificationsConfig) -> Settings:
-    sinks = [Sink(s) if isinstance(s, str) else Sink(s.url, sorted_names(s.events), sorted_names(s.exclude_states))
-             for s in config.sinks]
+    sinks = [
+        Sink(s) if isinstance(s, str) else Sink(s.url, sorted_names(s.events), sorted_names(s.exclude_states))
+        for s in config.sinks
+    ]
     return settings(list(config.events), list(config.exclude_states), sinks)
 
 
@@ -61,8 +63,11 @@ def _change(name: str, current: Settings | None, wanted: Settings | None) -> Cha
     if wanted is None:
         return Change(DELETE, CHANGE_KIND, name, before=before)
     after = wanted.view()
-    details = [f"{key}: {json.dumps(before[key])} -> {json.dumps(after[key])}"
-               for key in ("events", "exclude_states") if before[key] != after[key]]
+    details = [
+        f"{key}: {json.dumps(before[key])} -> {json.dumps(after[key])}"
+        for key in ("events", "exclude_states")
+        if before[key] != after[key]
+    ]
     if current.sinks != wanted.sinks:
         details.append(f"sinks: {_shown_sinks(current)} -> {_shown_sinks(wanted)} (URLs hidden)")
     return Change(UPDATE, CHANGE_KIND, name, before=before, after=after, details=tuple(details))
@@ -70,8 +75,11 @@ def _change(name: str, current: Settings | None, wanted: Settings | None) -> Cha
 
 def _lines(view: dict[str, Any] | None) -> list[str]:
     view = view or {}
-    return [f"events = {json.dumps(view['events'])}", f"exclude_states = {json.dumps(view['exclude_states'])}",
-            f"sinks = {json.dumps([s['sink'] for s in view['sinks']])}"]
+    return [
+        f"events = {json.dumps(view['events'])}",
+        f"exclude_states = {json.dumps(view['exclude_states'])}",
+        f"sinks = {json.dumps([s['sink'] for s in view['sinks']])}",
+    ]
 
 
 def _shown_sinks(current: Settings) -> str:
@@ -84,4 +92,3 @@ def apply_change(account: Account, loaded: LoadedConfig, vault_name: str) -> Non
         delete_notifications(account, vault_name)
     else:
         put_notifications(account, vault_name, from_config(config))
-

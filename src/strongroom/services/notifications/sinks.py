@@ -37,16 +37,15 @@ class DeliveryError(Exception):
     """A sink refused or did not answer; the message is already scrubbed of the sink's URL."""
 
 
-
 def check_url(url: str) -> None:
     """ConfigError (naming the URL masked) unless a built-in sink or Apprise can send to it."""
     url = url.strip()
     if url.startswith(LOG_SCHEME):
-        if not url[len(LOG_SCHEME):].startswith("/"):
+        if not url[len(LOG_SCHEME) :].startswith("/"):
             raise ConfigError(f"notification sink {mask_url(url)}: a log sink is log:///ABSOLUTE/PATH")
         return
     if url.startswith(WEBHOOK_PREFIX):
-        target = urlsplit(url[len(WEBHOOK_PREFIX):])
+        target = urlsplit(url[len(WEBHOOK_PREFIX) :])
         if target.scheme not in ("http", "https") or not target.hostname:
             raise ConfigError(f"notification sink {mask_url(url)}: write webhook+https://HOST/PATH")
         return
@@ -71,7 +70,7 @@ def mask_url(url: str) -> str:
 
 def _visible_host(url: str) -> str | None:
     try:
-        parts = urlsplit(url[len(WEBHOOK_PREFIX):] if url.startswith(WEBHOOK_PREFIX) else url)
+        parts = urlsplit(url[len(WEBHOOK_PREFIX) :] if url.startswith(WEBHOOK_PREFIX) else url)
         host, port = parts.hostname, parts.port
     except ValueError:
         return None
@@ -85,9 +84,9 @@ def send(url: str, payload: dict[str, Any], timeout: float) -> None:
     """Send one event to one sink; DeliveryError (scrubbed of the URL) when it does not arrive."""
     try:
         if url.startswith(LOG_SCHEME):
-            _append_line(Path(url[len(LOG_SCHEME):]), payload)
+            _append_line(Path(url[len(LOG_SCHEME) :]), payload)
         elif url.startswith(WEBHOOK_PREFIX):
-            _post_json(url[len(WEBHOOK_PREFIX):], payload, timeout)
+            _post_json(url[len(WEBHOOK_PREFIX) :], payload, timeout)
         else:
             _send_apprise(url, payload, timeout)
     except DeliveryError as exc:
@@ -110,8 +109,9 @@ def _post_json(target: str, payload: dict[str, Any], timeout: float) -> None:
     import httpx  # only a webhook needs it: every job imports this module
 
     headers = {"Content-Type": "application/json", "User-Agent": "Strongroom", "X-Strongroom-Event": payload["event"]}
-    response = httpx.post(target, content=json.dumps(payload, sort_keys=True), headers=headers, timeout=timeout,
-                          follow_redirects=False)
+    response = httpx.post(
+        target, content=json.dumps(payload, sort_keys=True), headers=headers, timeout=timeout, follow_redirects=False
+    )
     if not 200 <= response.status_code < 300:
         raise DeliveryError(f"HTTP {response.status_code} from the webhook")
 
@@ -129,8 +129,9 @@ def _send_apprise(url: str, payload: dict[str, Any], timeout: float) -> None:
             raise DeliveryError("Apprise no longer accepts this URL")
         for service in sender:
             service.socket_connect_timeout = service.socket_read_timeout = timeout
-        sent = sender.notify(body=body, title=payload["summary"], notify_type=_notify_type(payload),
-                             body_format=body_format)
+        sent = sender.notify(
+            body=body, title=payload["summary"], notify_type=_notify_type(payload), body_format=body_format
+        )
     if not sent:
         raise DeliveryError(" / ".join(captured[-2:]) or "Apprise could not deliver the notification")
 

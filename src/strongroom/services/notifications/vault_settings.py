@@ -36,8 +36,11 @@ class Settings:
 
     def view(self) -> dict[str, Any]:
         """The settings as anyone may see them: sink URLs masked."""
-        return {"events": list(self.events), "exclude_states": list(self.exclude_states),
-                "sinks": [_sink_view(sink) for sink in self.sinks]}
+        return {
+            "events": list(self.events),
+            "exclude_states": list(self.exclude_states),
+            "sinks": [_sink_view(sink) for sink in self.sinks],
+        }
 
 
 def _sink_view(sink: Sink) -> dict[str, Any]:
@@ -75,7 +78,6 @@ def sorted_names(values: tuple[str, ...] | list[str] | None) -> tuple[str, ...] 
     return None if values is None else tuple(sorted(set(values)))
 
 
-
 # Storing settings -----------------------------------------------------------------------------------
 def sink_label(vault_name: str) -> str:
     return f"notification sink of vault {vault_name}"
@@ -83,9 +85,15 @@ def sink_label(vault_name: str) -> str:
 
 def put_notifications(account: Account, vault_name: str, wanted: Settings) -> dict[str, Any]:
     record = account.catalog.get_vault(vault_name)
-    sinks = [{"sealed_url": seal_secret(account, sink.url, sink_label(record.name)), "display": mask_url(sink.url),
-              "events": _listed(sink.events), "exclude_states": _listed(sink.exclude_states)}
-             for sink in wanted.sinks]
+    sinks = [
+        {
+            "sealed_url": seal_secret(account, sink.url, sink_label(record.name)),
+            "display": mask_url(sink.url),
+            "events": _listed(sink.events),
+            "exclude_states": _listed(sink.exclude_states),
+        }
+        for sink in wanted.sinks
+    ]
     stored = {"events": list(wanted.events), "exclude_states": list(wanted.exclude_states), "sinks": sinks}
     account.catalog.update_vault(record.name, notifications=stored)
     return get_notifications(account, record.name)
@@ -95,10 +103,17 @@ def get_notifications(account: Account, vault_name: str) -> dict[str, Any]:
     """The vault's settings, URLs masked (no settings: empty lists)."""
     record = account.catalog.get_vault(vault_name)
     stored = record.notifications or {}
-    sinks = [{"sink": s["display"], "events": s.get("events"), "exclude_states": s.get("exclude_states")}
-             for s in stored.get("sinks", [])]
-    return {"backup_vault_name": record.name, "backup_vault_arn": record.arn, "events": stored.get("events", []),
-            "exclude_states": stored.get("exclude_states", []), "sinks": sinks}
+    sinks = [
+        {"sink": s["display"], "events": s.get("events"), "exclude_states": s.get("exclude_states")}
+        for s in stored.get("sinks", [])
+    ]
+    return {
+        "backup_vault_name": record.name,
+        "backup_vault_arn": record.arn,
+        "events": stored.get("events", []),
+        "exclude_states": stored.get("exclude_states", []),
+        "sinks": sinks,
+    }
 
 
 def delete_notifications(account: Account, vault_name: str) -> None:
@@ -113,7 +128,12 @@ def stored_settings(account: Account, record: VaultRecord) -> Settings | None:
     stored = record.notifications
     if not stored:
         return None
-    sinks = tuple(Sink(open_secret(account, s["sealed_url"], sink_label(record.name)), sorted_names(s.get("events")),
-                       sorted_names(s.get("exclude_states"))) for s in stored["sinks"])
+    sinks = tuple(
+        Sink(
+            open_secret(account, s["sealed_url"], sink_label(record.name)),
+            sorted_names(s.get("events")),
+            sorted_names(s.get("exclude_states")),
+        )
+        for s in stored["sinks"]
+    )
     return Settings(tuple(stored["events"]), tuple(stored["exclude_states"]), sinks)
-

@@ -50,7 +50,11 @@ NOTIFY_TIMEOUT_SECONDS = 10.0
 
 class Scheduler:
     def __init__(
-        self, account: Account, *, holder: str | None = None, runner: Runner | None = None,
+        self,
+        account: Account,
+        *,
+        holder: str | None = None,
+        runner: Runner | None = None,
         stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.account = account
@@ -76,8 +80,13 @@ class Scheduler:
         self.runner.reap()
         report["lifecycle"] = self.tally.guarded("lifecycle sweep", self._sweep, now)
         report["notifications"] = self.tally.guarded("notifications", self._deliver, now)
-        return {**report, "lease_holder": self.holder, "acted": True, **self.tally.counts,
-                "errors": list(self.tally.errors)}
+        return {
+            **report,
+            "lease_holder": self.holder,
+            "acted": True,
+            **self.tally.counts,
+            "errors": list(self.tally.errors),
+        }
 
     def run(self, stop: threading.Event, poll_seconds: float = 30) -> None:
         """Tick every ``poll_seconds`` until ``stop`` is set, then shut down gracefully (see ``shutdown``)."""
@@ -171,8 +180,13 @@ class Scheduler:
 
 
 def start_daemon(
-    home: Path, passphrase: Callable[[], str], stop: threading.Event, *, poll_seconds: float = 30,
-    max_jobs: int | None = 2, stop_grace: float = STOP_GRACE_SECONDS,
+    home: Path,
+    passphrase: Callable[[], str],
+    stop: threading.Event,
+    *,
+    poll_seconds: float = 30,
+    max_jobs: int | None = 2,
+    stop_grace: float = STOP_GRACE_SECONDS,
 ) -> threading.Thread:
     """Run a scheduler with spawned jobs in a new thread, on its own catalog connection, until ``stop``."""
 

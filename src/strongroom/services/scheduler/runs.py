@@ -102,13 +102,20 @@ class RunMachine:
     def _start_backup(self, run: ScheduleRun, now: datetime) -> None:
         if not self._has_capacity() or not self.hold_lease(now):
             return
-        if not self._save(run, state=RunState.CREATED, attempts=run.attempts, new_state=RunState.RUNNING,
-                          new_attempts=run.attempts + 1, job_id=None):
+        if not self._save(
+            run,
+            state=RunState.CREATED,
+            attempts=run.attempts,
+            new_state=RunState.RUNNING,
+            new_attempts=run.attempts + 1,
+            job_id=None,
+        ):
             return  # another scheduler took it
         rule = run.rule
         try:
-            job, lock = create_backup_job(self.account, run.resource_id, rule.target_vault_name or "",
-                                          rule.delete_after_days)
+            job, lock = create_backup_job(
+                self.account, run.resource_id, rule.target_vault_name or "", rule.delete_after_days
+            )
         except StrongroomError as exc:
             self._attempt_failed(run, exc.one_line(), job=None)
             return
@@ -143,15 +150,22 @@ class RunMachine:
         retry_at = model.now() + FIRST_RETRY * 2 ** max(run.attempts - 1, 0)
         if run.attempts < MAX_ATTEMPTS and retry_at < _at(run.start_window_ends):
             note = f"attempt {run.attempts} failed: {message}; next attempt at {iso(retry_at)}"
-            if self._save(run, state=run.state, new_state=RunState.CREATED, next_attempt_at=iso(retry_at),
-                          details={**run.details, "message": note}):
+            if self._save(
+                run,
+                state=run.state,
+                new_state=RunState.CREATED,
+                next_attempt_at=iso(retry_at),
+                details={**run.details, "message": note},
+            ):
                 self.tally.counts["retries_scheduled"] += 1
             return
         self._finish(run, RunState.FAILED, f"failed after {run.attempts} attempts: {message}")
         if job is None:  # no job ran to say so
-            self._notify(run.rule.target_vault_name, "BACKUP_JOB_COMPLETED",
-                         {**_run_payload(run), "state": JobState.FAILED.value, "status_message": message,
-                          "error": message})
+            self._notify(
+                run.rule.target_vault_name,
+                "BACKUP_JOB_COMPLETED",
+                {**_run_payload(run), "state": JobState.FAILED.value, "status_message": message, "error": message},
+            )
 
     def _backup_completed(self, run: ScheduleRun, job: Job) -> None:
         copies = [CopyAttempt(c.destination_vault_arn, c.delete_after).as_dict() for c in run.rule.copies]
@@ -164,16 +178,30 @@ class RunMachine:
 
     def _expire(self, run: ScheduleRun, now: datetime) -> None:
         rule = run.rule
-        message = (f"not started within the start window of {rule.start_window} minutes"
-                   f" (it ended at {run.start_window_ends})")
+        message = (
+            f"not started within the start window of {rule.start_window} minutes (it ended at {run.start_window_ends})"
+        )
         if run.details.get("message"):
             message += f"; {run.details['message']}"
-        job = Job(new_id(), JobType.BACKUP, JobState.EXPIRED, run.resource_id, rule.target_vault_name, None,
-                  run.created_at, parameters={"delete_after_days": rule.delete_after_days, **_plan_fields(run)})
+        job = Job(
+            new_id(),
+            JobType.BACKUP,
+            JobState.EXPIRED,
+            run.resource_id,
+            rule.target_vault_name,
+            None,
+            run.created_at,
+            parameters={"delete_after_days": rule.delete_after_days, **_plan_fields(run)},
+        )
         self.catalog.add_job(job)
         self.catalog.update_job(job.id, completion_date=iso(now), status_message=message)
-        if self._save(run, state=RunState.CREATED, new_state=RunState.EXPIRED, job_id=job.id,
-                      details={**run.details, "message": message}):
+        if self._save(
+            run,
+            state=RunState.CREATED,
+            new_state=RunState.EXPIRED,
+            job_id=job.id,
+            details={**run.details, "message": message},
+        ):
             self.tally.counts["runs_expired"] += 1
             notifications.job_finished(self.account, job.id)
 
@@ -204,8 +232,12 @@ class RunMachine:
             return
         copy.attempts += 1
         try:
-            job, lock = create_copy_job(self.account, run.details["recovery_point_arn"],
-                                        copy.destination_vault_arn or "", copy.delete_after_days)
+            job, lock = create_copy_job(
+                self.account,
+                run.details["recovery_point_arn"],
+                copy.destination_vault_arn or "",
+                copy.delete_after_days,
+            )
         except StrongroomError as exc:
             self._copy_failed(run, copies, copy, exc.one_line(), job=None)
             return
@@ -246,26 +278,41 @@ class RunMachine:
             copy.state, copy.message = (CopyState.ABORTED if final else CopyState.FAILED), message
             self.tally.counts["copies_failed"] += 1
             if job is None:
-                self._notify(run.rule.target_vault_name, "COPY_JOB_FAILED",
-                             {**_run_payload(run), "job_type": JobType.COPY.value, "state": JobState.FAILED.value,
-                              "status_message": message, "error": message,
-                              "destination_backup_vault_arn": copy.destination_vault_arn})
+                self._notify(
+                    run.rule.target_vault_name,
+                    "COPY_JOB_FAILED",
+                    {
+                        **_run_payload(run),
+                        "job_type": JobType.COPY.value,
+                        "state": JobState.FAILED.value,
+                        "status_message": message,
+                        "error": message,
+                        "destination_backup_vault_arn": copy.destination_vault_arn,
+                    },
+                )
         self._save_copies(run, copies)
 
     # Helpers --------------------------------------------------------------------------------------------
     def _save_copies(self, run: ScheduleRun, copies: list[CopyAttempt]) -> None:
         self._save(run, state=RunState.COPYING, details={**run.details, "copies": [c.as_dict() for c in copies]})
 
-    def _save(self, run: ScheduleRun, *, state: RunState, attempts: int | None = None,
-              new_state: RunState | None = None, new_attempts: int | None = None, **fields: Any) -> bool:
+    def _save(
+        self,
+        run: ScheduleRun,
+        *,
+        state: RunState,
+        attempts: int | None = None,
+        new_state: RunState | None = None,
+        new_attempts: int | None = None,
+        **fields: Any,
+    ) -> bool:
         """Write ``fields`` to the run while it is still in ``state`` (and ``attempts``); mirror them in ``run``."""
         changes = dict(fields)
         if new_state is not None:
             changes["state"] = new_state
         if new_attempts is not None:
             changes["attempts"] = new_attempts
-        if not self.catalog.update_schedule_run(run.key, expected_state=state, expected_attempts=attempts,
-                                                **changes):
+        if not self.catalog.update_schedule_run(run.key, expected_state=state, expected_attempts=attempts, **changes):
             return False
         for name, value in changes.items():
             setattr(run, name, value)
@@ -285,8 +332,10 @@ def _label(run: ScheduleRun) -> str:
 
 
 def _completion_message(run: ScheduleRun) -> str:
-    return (f"not completed within the completion window of {run.rule.completion_window} minutes"
-            f" (it ended at {run.completion_window_ends})")
+    return (
+        f"not completed within the completion window of {run.rule.completion_window} minutes"
+        f" (it ended at {run.completion_window_ends})"
+    )
 
 
 def _plan_fields(run: ScheduleRun) -> dict[str, Any]:
@@ -296,8 +345,13 @@ def _plan_fields(run: ScheduleRun) -> dict[str, Any]:
 
 def _run_payload(run: ScheduleRun) -> dict[str, Any]:
     """A notification's fields when no job exists to describe (its start failed)."""
-    return {"job_type": JobType.BACKUP.value, "resource_id": run.resource_id, "job_id": None,
-            "error": None, **_plan_fields(run)}
+    return {
+        "job_type": JobType.BACKUP.value,
+        "resource_id": run.resource_id,
+        "job_id": None,
+        "error": None,
+        **_plan_fields(run),
+    }
 
 
 def _at(text: str) -> datetime:
