@@ -166,19 +166,6 @@ class VerifySqlStep(StepBase):
     checks: Annotated[list[SqlCheck], Field(min_length=1)]
 
 
-Step = Annotated[
-    SelectRecoveryPointStep
-    | RestoreStep
-    | WaitHealthyStep
-    | UpdateSecretStep
-    | RotateCredentialsStep
-    | AdoptResourceStep
-    | RunStep
-    | HttpStep
-    | RestartAppStep
-    | VerifySqlStep,
-    Field(discriminator="type"),
-]
 StepModel = (
     SelectRecoveryPointStep
     | RestoreStep
@@ -191,6 +178,7 @@ StepModel = (
     | RestartAppStep
     | VerifySqlStep
 )
+Step = Annotated[StepModel, Field(discriminator="type")]
 STEP_TYPES = (
     "select_recovery_point",
     "restore",
