@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -628,24 +630,24 @@ def missing_roles_error(
     ]
     plural = "s" if len(missing) > 1 else ""
     them = "them" if plural else "it"
+    first = missing[0]
+    cli_map = shlex.quote(f"{first}=EXISTING_ROLE")
+    runbook_map = f"role_map: {{{first if PLAIN_NAME.fullmatch(first) else json.dumps(first)}: EXISTING_ROLE}}"
     if has_definitions and not ownership.create_roles:
-        hint = (
-            "restore with --create-roles (made from the recovery point's definitions) "
-            f"or --role-map {missing[0]}=EXISTING_ROLE, "
-        )
-        fields = ["create_roles: true", f"role_map: {{{missing[0]}: EXISTING_ROLE}}"]
+        hint = f"restore with --create-roles (from the recovery point's role definitions) or --role-map {cli_map}"
+        fields = ["create_roles: true", runbook_map]
     else:
-        hint = f"restore with --role-map {missing[0]}=EXISTING_ROLE, "
-        fields = [f"role_map: {{{missing[0]}: EXISTING_ROLE}}"]
+        hint = f"restore with --role-map {cli_map}"
+        fields = [runbook_map]
         if ownership.create_roles:
-            hint = f"the recovery point has no definition of {them}: " + hint
-    hint += f"or create {them} on the target first (CREATE ROLE)"
+            hint = f"the recovery point has no definition of {them}: {hint}"
+    hint += f", or create {them} on the target first (CREATE ROLE)"
     dropping = options_without(missing, needs, ownership)
     if dropping:
         fields += [f"{flag[2:].replace('-', '_')}: true" for flag in dropping]
         too = " too" if ownership.cli_flags() else ""
         hint += f", or restore with {' '.join(dropping)}{too} ('strongroom restore start --help' says what that opens)"
-    hint += f" (runbook: {', '.join(fields)})"
+    hint += f"; runbook: {', '.join(fields)}"
     return TargetRolesMissingError(f"{where} lacks the role{plural} the dump names: {', '.join(named)}", hint=hint)
 
 
