@@ -8,14 +8,14 @@ once for this module.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from strongroom.adapters import RestoreRequest
+from strongroom.adapters import ResourceSpec, RestoreRequest
 from strongroom.adapters.postgres.roles import STREAM as ROLES_STREAM
 from strongroom.adapters.postgres.roles import RoleDefinitions
 from strongroom.errors import ConfigError, TargetLocaleError, TargetRolesMissingError
@@ -23,7 +23,7 @@ from strongroom.vault import Vault
 from strongroom.vault.manifest import Manifest, load_manifest
 from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.writer import RecoveryPointWriter
-from tests.support.pgcluster import PgCluster, traversable_tempdir
+from tests.support.pgcluster import PgCluster, backup_with_environment, traversable_tempdir
 from tests.support.pgfidelity import FidelityRoles, fidelity_database, snapshot
 from tests.support.vaults import backup, make_vault, restore
 
@@ -47,8 +47,6 @@ def source(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     base = tmp_path_factory.mktemp("fidelity")
     vault = make_vault(base / "vault")
     dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=pg_cluster.port, user="postgres", dbname=name)
-    from strongroom.adapters import ResourceSpec
-
     manifest, _ = backup(vault, ResourceSpec("fid", "postgres", {"dsn": dsn}), base / "tmp")
     try:
         yield Source(pg_cluster, name, roles, vault, manifest)
@@ -187,7 +185,7 @@ def test_a_role_map_gives_owners_grants_policies_and_settings_to_existing_roles(
         with pytest.raises(ConfigError, match="--role-map names not_in_dump, which the dump does not name"):
             restore_point(source, tmp_path, target(fresh, copy), role_map={"not_in_dump": "new_app"})
 
-        details = restore_point(source, tmp_path, target(fresh, copy), role_map=mapped)
+        details = restore_point(source, tmp_path, target(fresh, copy), role_map=mapped, jobs=2)
 
         assert snapshot(fresh, copy) == snapshot(source.cluster, source.name, mapped)
         assert details["roles_created"]["created"] == []
@@ -256,3 +254,47 @@ def test_a_target_that_cannot_hold_the_encoding_or_locale_is_refused_before_anyt
     ) == [("SQL_ASCII", "C", "c")]
     with pytest.raises(ConfigError, match="option 'locale' must be an encoding or locale name"):
         restore_point(source, tmp_path, target(cluster, "fid bad"), locale="C'; DROP DATABASE x; --")
+
+
+def test_a_backup_role_that_cannot_read_passwords_says_so_and_created_roles_cannot_log_in(
+    pg_cluster: PgCluster, fresh: PgCluster, tmp_path: Path, pg_databases: Callable[..., str]
+) -> None:
+    suffix = secrets.token_hex(3)
+    owner, reader, password = f"pw_owner_{suffix}", f"pw_reader_{suffix}", secrets.token_hex(12)
+    pg_cluster.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'owner-secret'").format(sql.Identifier(owner)))
+    pg_cluster.create_role(reader, password)  # not a superuser (nor pg_read_all_data): pg_authid is closed to it
+    database = pg_databases("nopw")
+    pg_cluster.execute(
+        sql.SQL("CREATE TABLE t (n int); ALTER TABLE t OWNER TO {}; GRANT SELECT ON t TO {}").format(
+            sql.Identifier(owner), sql.Identifier(reader)
+        ),
+        dbname=database,
+    )
+    vault = make_vault(tmp_path / "vault")
+    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=pg_cluster.port, user=reader, dbname=database)
+    copy = f"nopw copy {suffix}"
+    try:
+        manifest = backup_with_environment(
+            vault, ResourceSpec("nopw", "postgres", {"dsn": dsn}), tmp_path / "tmp", {"PGPASSWORD": password}
+        )
+        assert manifest.metadata["roles"]["passwords"] == "not available"
+        with RecoveryPointReader(vault, manifest) as point:
+            recorded = RoleDefinitions.from_json(b"".join(point.iter_stream(ROLES_STREAM)), "the point")
+        assert recorded.roles[owner].login and recorded.roles[owner].password is None
+
+        request = RestoreRequest(target=target(fresh, copy), options={"create_roles": True})
+        details = restore(vault, manifest.recovery_point_id, request, tmp_path / "rtmp", tmp_path / "home").details
+        created = details["roles_created"]
+        assert created["created"] == sorted([owner, reader]) and created["login"] == []
+        assert fresh.query("SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = %s", (owner,)) == [
+            (False, True)
+        ]
+        assert fresh.query("SELECT tableowner FROM pg_tables WHERE tablename = 't'", dbname=copy) == [(owner,)]
+        assert created["memberships_not_granted"] == [f"strongroom_password_login to {reader}"]
+    finally:
+        fresh.drop_database(copy)
+        fresh.drop_role(owner)
+        fresh.drop_role(reader)
+        pg_cluster.drop_database(database)
+        pg_cluster.drop_role(owner)
+        pg_cluster.drop_role(reader)

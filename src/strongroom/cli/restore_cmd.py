@@ -25,8 +25,8 @@ CREATE_ROLES_HELP = (
     "or BYPASSRLS; an existing role is never changed."
 )
 ROLE_MAP_HELP = (
-    "postgres: OLD=NEW (repeatable): give what role OLD owns, is granted or is named in in the dump to the existing "
-    "role NEW of the target server."
+    "postgres: OLD=NEW (repeatable): what the dump gives role OLD (ownership, grants, policies, settings) goes to "
+    "the existing role NEW of the target server."
 )
 ENCODING_HELP = "postgres: encoding of the new database (default: the recovery point's)."
 LOCALE_HELP = "postgres: libc locale (LC_COLLATE and LC_CTYPE) of the new database (default: the recovery point's)."

@@ -9,7 +9,7 @@ database's own owner and ACL), roles with ``ALTER ROLE … IN DATABASE … SET``
 owner and the bootstrap superuser (whose ownership ``pg_shdepend`` does not record); predefined
 ``pg_*`` roles are on every server and are not recorded. Memberships whose member is one of them are
 recorded too. Password hashes come along only when the backup role may read ``pg_authid`` (a
-superuser); otherwise the stream says that passwords were not available.
+superuser, or a member of ``pg_read_all_data``); otherwise the stream says that passwords were not available.
 
 The definitions are a JSON stream ``roles`` of the recovery point (encrypted like every stream; the
 catalog's copy of the manifest metadata holds only their count and whether passwords came along).
