@@ -4,8 +4,10 @@ Backup streams ``pg_dump --format=custom --compress=0`` straight into the recove
 stream (no temporary file; uncompressed so that unchanged rows deduplicate between backups).
 
 Restore goes into a *new* database given by ``request.target`` (``postgresql://user@host:port/newdb``):
-it is created (``TEMPLATE template0`` with the source's encoding and, when the server has it, its
-locale) when absent; an existing database must hold no user objects unless ``allow_non_empty``.
+it is created (``TEMPLATE template0`` with exactly the point's encoding, locale provider and locale, or
+``encoding`` / ``locale`` options; a server that cannot hold them is refused, :class:`TargetLocaleError`)
+when absent, and given the database's own owner, settings, comment and ACL from the archive
+(``dump_database``); an existing database must hold no user objects unless ``allow_non_empty``.
 Existence is checked, and the database created, through the target server's ``postgres`` maintenance database.
 With ``jobs`` > 1 (option ``jobs``; by default ``min(4, cpus)`` unless one table holds 80% of the data)
 the dump is first written to a file in
@@ -19,7 +21,9 @@ function) would apply. Before any database is created, the roles the dump names 
 policy roles: its table of contents, ``adapters/postgres/dump_roles.py``) are looked up on the target
 server; missing ones refuse the restore (:class:`TargetRolesMissingError`). Options ``no_owners`` /
 ``no_privileges`` (``restore start --no-owners/--no-privileges``, the runbook step's fields of the
-same names; both built by ``dump_roles.ownership_options``) drop them explicitly.
+same names; both built by ``dump_roles.ownership_options``) drop them explicitly. ``create_roles``
+creates the missing ones from the point's ``roles`` stream (``roles.py``), ``role_map`` gives what the
+dump gives one role to an existing other (the table of contents rewritten as it streams).
 
 Passwords never appear in a DSN or in argv: they come from ``ctx.environment`` (``PGPASSWORD``,
 ``PGPASSFILE``) or the process environment.
