@@ -152,6 +152,7 @@ def test_a_fresh_server_without_the_roles_is_refused_with_a_hint_that_works(
         assert created["login"] == [roles.app]
         assert created["powers_dropped"] == {roles.owner: ["CREATEDB", "BYPASSRLS"]}
         assert f"{roles.reader} to {roles.app}" in created["memberships_not_granted"]  # reader existed already
+        assert f'role "{roles.owner}" created without CREATEDB, BYPASSRLS (server-wide powers)' in details["notes"]
         attributes = "SELECT rolname, rolcanlogin, rolcreatedb, rolbypassrls, rolconnlimit, rolpassword FROM pg_authid"
         on_fresh = {row[0]: row[1:] for row in fresh.query(attributes)}
         on_source = {row[0]: row[1:] for row in source.cluster.query(attributes)}

@@ -226,6 +226,7 @@ class PostgresAdapter(ResourceAdapter):
             "database_properties": database_properties_summary(properties, ownership),
             **locale_details(options, created),
         }
+        details["notes"] = restore_notes(roles, properties)
         return RestoreResult(target=target.text, details=details)
 
     def restore_target_in_use(self, request: RestoreRequest, home: Path) -> str | None:
@@ -607,6 +608,24 @@ def apply_database_properties(
         raise describe_failure(
             str(exc), where, TargetError, action=f"applying the properties of database {name}", statement=True
         ) from None
+
+
+def restore_notes(roles: CreatedRoles, properties: DatabaseProperties | None) -> list[str]:
+    """What the operator should know about a restore, one line each (``restore start`` prints them)."""
+    notes = []
+    if roles.created:
+        nologin = [name for name in roles.created if name not in roles.login]
+        notes.append(
+            f"created roles {display_roles(roles.created)}"
+            + (f" ({display_roles(nologin)} NOLOGIN: no password came with the point)" if nologin else "")
+        )
+    for name, powers in roles.powers_dropped.items():
+        notes.append(f"role {display_roles([name])} created without {', '.join(powers)} (server-wide powers)")
+    if roles.memberships_not_granted:
+        notes.append(f"memberships not granted (an existing role): {', '.join(roles.memberships_not_granted)}")
+    for skipped in properties.skipped if properties is not None else []:
+        notes.append(f"not applied to the new database: {skipped}")
+    return notes
 
 
 def database_properties_summary(properties: DatabaseProperties | None, ownership: Ownership) -> dict[str, Any]:
