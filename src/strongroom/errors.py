@@ -19,6 +19,7 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     ├── TargetError                restore target refused or failed (exit 5)
     │   ├── TargetNotEmptyError
     │   ├── TargetRolesMissingError  roles a logical dump's owners, grants or policies name are missing
+    │   ├── TargetLocaleError      the target server cannot hold a logical point's encoding or locale
     │   └── IdentifierInUseError   a DR restore's new identifier is taken
     ├── StorageError               the object store failed (exit 6)
     │   └── StorageFullError       no space left (HTTP 507)
@@ -105,6 +106,12 @@ class TargetNotEmptyError(TargetError):
 
 class TargetRolesMissingError(TargetError):
     code = "TARGET_ROLES_MISSING"
+
+
+class TargetLocaleError(TargetError):
+    """The target server cannot create a database with the recovery point's encoding and locale."""
+
+    code = "TARGET_LOCALE"
 
 
 class StorageError(StrongroomError):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from strongroom.adapters.postgres.dump_format import add_data_offsets, data_offsets, read_toc
-from strongroom.adapters.postgres.dump_roles import role_needs
+from strongroom.adapters.postgres.dump_format import add_data_offsets, data_offsets, read_toc, rewrite_toc
+from strongroom.adapters.postgres.dump_roles import map_statement_roles, role_needs
 from strongroom.adapters.postgres.tools import find_tool
 from tests.support.pgcluster import PgCluster, sample_database
 
@@ -117,3 +117,30 @@ def test_a_table_of_contents_that_cannot_be_read_gives_nothing(tmp_path: Path) -
     forged = b"PGDMP\x01\x0e\x00\x04\x08\x01" + b"\x00" * 41 + b"\x00\xff\xff\xff\x7f"  # claims a 4 GiB string
     assert read_toc(io.BytesIO(forged)) is None
     assert read_toc(io.BytesIO(b"not a dump")) is None
+
+
+def test_rewriting_the_table_of_contents_changes_only_the_roles_mapped(
+    pg_cluster: PgCluster, pg_databases: Callable[..., str], tmp_path: Path
+) -> None:
+    """Identity rewriting gives the archive byte for byte; a mapping changes owners and grantees, nothing else."""
+    name = sample_database(pg_cluster, pg_databases("toc", create=False), customers=50, orders=50, blobs=5)
+    pg_cluster.execute("GRANT SELECT ON orders TO pg_monitor", dbname=name)
+    pg_dump = find_tool("pg_dump")
+    archive = subprocess.run(
+        [pg_dump, "-Fc", "-Z0", f"--dbname={pg_cluster.dsn(name)}"], check=True, capture_output=True
+    ).stdout
+
+    same = rewrite_toc(io.BytesIO(archive), lambda owner: owner, lambda desc, text: text).read()
+    assert same == archive
+
+    mapped = rewrite_toc(
+        io.BytesIO(archive),
+        lambda owner: "New Owner" if owner == "postgres" else owner,
+        lambda desc, text: map_statement_roles(text, {"pg_monitor": 'x"y'}) if desc == "ACL" else text,
+    ).read()
+    entries = read_toc(io.BytesIO(mapped))
+    assert entries is not None
+    assert {entry.owner for entry in entries if entry.owner} == {"New Owner"}
+    grants = [entry.defn for entry in entries if entry.desc == "ACL" and "orders" in entry.tag]
+    assert grants == ['GRANT SELECT ON TABLE public.orders TO "x""y";\n']
+    assert mapped[-5000:] == archive[-5000:]  # the data that follows the table of contents is untouched

@@ -61,7 +61,8 @@ def test_round_trip_restores_every_row_sequence_and_schema_object(
     assert manifest.metadata["format"] == "custom"
     assert manifest.metadata["server_version"].startswith("1")
     assert manifest.metadata["pg_dump_version"]
-    assert manifest.streams["dump"].size == stats["source_bytes"] > 100_000
+    assert sum(stream.size for stream in manifest.streams.values()) == stats["source_bytes"]
+    assert set(manifest.streams) == {"dump", "roles"} and manifest.streams["dump"].size > 100_000
     expected, expected_schema = table_checksums(pg_cluster, sample), schema_fingerprint(pg_cluster, sample)
     assert len([key for key in expected if key.startswith("sequence ")]) == 5
 
@@ -134,8 +135,10 @@ def test_a_missing_owner_is_refused_before_a_database_exists_and_dropping_owners
         restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(lost))
     assert refused.value.message == f"127.0.0.1:{pg_cluster.port} lacks the role the dump names: {owner} (owner)"
     assert refused.value.hint == (
-        "create it on the target first (CREATE ROLE), or restore with --no-owners (runbook: no_owners: true; "
-        "'strongroom restore start --help' says what that opens)"
+        f"restore with --create-roles (from the recovery point's role definitions) or --role-map {owner}=EXISTING_ROLE,"
+        " or create it on the target first (CREATE ROLE), or restore with --no-owners ('strongroom restore start "
+        f"--help' says what that opens); runbook: create_roles: true, role_map: {{{owner}: EXISTING_ROLE}}, "
+        "no_owners: true"
     )
     assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (lost,)) == [(0,)]
 
@@ -172,7 +175,11 @@ def test_a_policy_role_is_needed_whatever_the_options(
         with pytest.raises(TargetRolesMissingError) as refused:
             restore_into(vault, manifest.recovery_point_id, tmp_path, pg_cluster.dsn(target), options=options)
         assert refused.value.message.endswith(f'lacks the role the dump names: "{reader}" (policies)')
-        assert refused.value.hint == "create it on the target first (CREATE ROLE)"
+        assert refused.value.hint == (
+            f"restore with --create-roles (from the recovery point's role definitions) or --role-map '{reader}"
+            f"=EXISTING_ROLE', or create it on the target first (CREATE ROLE); runbook: create_roles: true, "
+            f'role_map: {{"{reader}": EXISTING_ROLE}}'
+        )
         assert pg_cluster.query("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
 
 

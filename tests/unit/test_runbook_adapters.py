@@ -40,6 +40,18 @@ def test_a_database_restore_lands_on_the_original_server_under_the_new_name() ->
     assert request.options == {"jobs": 2, "no_owners": True}
 
 
+def test_a_database_restore_step_takes_the_role_and_locale_options_of_restore_start() -> None:
+    original = ResourceSpec("app", "postgres", {"dsn": "postgresql://app@db.internal:5433/app"})
+    step = restore_step(create_roles=True, role_map={"clinic_owner": "app_owner"}, encoding="UTF8", locale="C")
+    request = get_adapter("postgres").runbook_restore_request(step, "app_new", original)
+    assert request.options == {
+        "create_roles": True,
+        "role_map": {"clinic_owner": "app_owner"},
+        "encoding": "UTF8",
+        "locale": "C",
+    }
+
+
 def test_a_database_restore_without_a_server_says_which_field_to_give() -> None:
     with pytest.raises(ConfigError, match="a postgres restore needs target: the DSN of the server"):
         get_adapter("postgres").runbook_restore_request(restore_step(), "app_new", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from strongroom.adapters.base import RestoreRequest
-from strongroom.adapters.postgres.dump_roles import ownership_options
+from strongroom.adapters.postgres.dump_roles import ownership_options, parse_role_map
 from strongroom.cli import context
 from strongroom.cli.job_output import report, run_or_spawn
 from strongroom.services.restore import create_restore_job
@@ -19,6 +19,17 @@ NO_PRIVILEGES_HELP = (
     "from PUBLIC is lost, so PostgreSQL's defaults apply: anyone who can connect may EXECUTE every function "
     "and use every type."
 )
+CREATE_ROLES_HELP = (
+    "postgres: create the roles the dump needs and the target lacks, from the definitions the recovery point "
+    "carries: NOLOGIN unless their password hash came along, never SUPERUSER, CREATEDB, CREATEROLE, REPLICATION "
+    "or BYPASSRLS; an existing role is never changed."
+)
+ROLE_MAP_HELP = (
+    "postgres: OLD=NEW (repeatable): what the dump gives role OLD (ownership, grants, policies, settings) goes to "
+    "the existing role NEW of the target server."
+)
+ENCODING_HELP = "postgres: encoding of the new database (default: the recovery point's)."
+LOCALE_HELP = "postgres: libc locale (LC_COLLATE and LC_CTYPE) of the new database (default: the recovery point's)."
 
 restore_app = typer.Typer(help="Restore jobs.", no_args_is_help=True)
 
@@ -38,6 +49,10 @@ def restore_start(
     jobs: int | None = typer.Option(None, "--jobs", help="Parallel pg_restore jobs (postgres)."),
     no_owners: bool = typer.Option(False, "--no-owners", help=NO_OWNERS_HELP),
     no_privileges: bool = typer.Option(False, "--no-privileges", help=NO_PRIVILEGES_HELP),
+    create_roles: bool = typer.Option(False, "--create-roles", help=CREATE_ROLES_HELP),
+    role_map: list[str] = typer.Option([], "--role-map", metavar="OLD=NEW", help=ROLE_MAP_HELP),
+    encoding: str | None = typer.Option(None, "--encoding", help=ENCODING_HELP),
+    locale: str | None = typer.Option(None, "--locale", help=LOCALE_HELP),
     trust_restored_config: bool = typer.Option(
         False,
         "--trust-restored-config",
@@ -57,11 +72,21 @@ def restore_start(
 ) -> None:
     """Restore a recovery point into a NEW database, cluster or path.
 
-    postgres: owners and privileges (GRANT/REVOKE) are restored as they were; a dump that names roles \
-the target server lacks is refused before anything is created (exit 5).
+    postgres: owners and privileges (GRANT/REVOKE) are restored as they were, and the database's own \
+settings, comment, owner and CONNECT/TEMP grants; a dump that names roles the target server lacks is \
+refused before anything is created (exit 5) unless --create-roles or --role-map provides them.
     """
     options: dict[str, object] = {"jobs": jobs} if jobs else {}
-    options.update(ownership_options(no_owners=no_owners, no_privileges=no_privileges))
+    options.update(
+        ownership_options(
+            no_owners=no_owners,
+            no_privileges=no_privileges,
+            create_roles=create_roles,
+            role_map=parse_role_map(role_map),
+            encoding=encoding,
+            locale=locale,
+        )
+    )
     if trust_restored_config:
         options["trust_restored_config"] = True
     if preserve_special:

@@ -88,6 +88,10 @@ class RestoreStep(StepBase):
     recovery_point: str | None = None  # default: the previous select_recovery_point step's
     no_owners: bool = False  # postgres: as restore start --no-owners
     no_privileges: bool = False  # postgres: as restore start --no-privileges
+    create_roles: bool = False  # postgres: as restore start --create-roles
+    role_map: dict[str, str] = Field(default_factory=dict)  # postgres: as restore start --role-map OLD=NEW
+    encoding: str | None = None  # postgres: as restore start --encoding
+    locale: str | None = None  # postgres: as restore start --locale
     # postgres-cluster: keep the backup's *_command, preload and include settings (runs its code as postgres)
     trust_restored_config: bool = False
 

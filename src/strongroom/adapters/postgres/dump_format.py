@@ -30,9 +30,11 @@ moves (``adapters/postgres/dump_roles.py``).
 from __future__ import annotations
 
 import builtins
+import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1
@@ -262,3 +264,99 @@ def data_offsets(handle: BinaryIO) -> dict[int, int | None]:
         value = int.from_bytes(reader.bytes(reader.offset_size), "little")
         offsets[dump_id] = value if flag == OFFSET_SET else None
     return offsets
+
+
+# Renaming roles in the table of contents (``restore start --role-map``) ------------------------------
+
+
+class _Recording(_StreamReader):
+    """A forward reader that keeps a copy of every byte it reads (the header, copied unchanged)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__(handle)
+        self.recorded = bytearray()
+        self.recording = True
+
+    def bytes(self, count: int) -> bytes:
+        data = super().bytes(count)
+        if self.recording:
+            self.recorded += data
+        return data
+
+
+class _Encoder:
+    def __init__(self, int_size: int) -> None:
+        self.int_size = int_size
+        self.out = bytearray()
+
+    def int(self, value: int) -> None:
+        self.out += bytes([1 if value < 0 else 0]) + abs(value).to_bytes(self.int_size, "little")
+
+    def string(self, value: bytes | None) -> None:
+        if value is None:
+            self.int(-1)
+        else:
+            self.int(len(value))
+            self.out += value
+
+
+def rewrite_toc(stream: IO[bytes], owner: Callable[[str], str], definition: Callable[[str, str], str]) -> io.RawIOBase:
+    """``stream`` (a custom-format archive) with each entry's owner field passed through ``owner`` and its
+    SQL through ``definition(desc, sql)``; everything after the table of contents is passed on unchanged.
+
+    Offsets that were set no longer hold once a field changes length, so they are cleared (pg_restore then
+    reads the data blocks in order, as from a pipe). Raises ValueError for an archive this cannot read.
+    """
+    reader = _Recording(stream)  # type: ignore[arg-type]  # reads forward only: any IO[bytes]
+    version = _read_header(reader, uncompressed=False)
+    out = _Encoder(reader.int_size)
+    out.out += reader.recorded
+    reader.recording = False
+    count = reader.int()
+    out.int(count)
+    for _ in range(count):
+        out.int(reader.int())  # dumpId
+        out.int(reader.int())  # hadDumper
+        out.string(reader.string())  # table oid
+        out.string(reader.string())  # oid
+        tag, desc = reader.string(), reader.string()
+        out.string(tag)
+        out.string(desc)
+        out.int(reader.int())  # section
+        defn = reader.string()
+        out.string(None if defn is None else definition(_text(desc), _text(defn)).encode())
+        for _ in range(5 if version >= (1, 14) else 4):  # dropStmt, copy, namespace, tablespace, (tableam)
+            out.string(reader.string())
+        entry_owner = reader.string()
+        out.string(None if entry_owner is None else owner(_text(entry_owner)).encode())
+        out.string(reader.string())  # withOids
+        while (dependency := reader.string()) is not None:
+            out.string(dependency)
+        out.string(None)
+        flag = reader.byte()
+        offset = reader.bytes(reader.offset_size)
+        if flag == OFFSET_SET:
+            flag, offset = OFFSET_NOT_SET, bytes(reader.offset_size)
+        out.out += bytes([flag]) + offset
+    return _Prefixed(bytes(out.out), stream)
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix``, then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: IO[bytes]) -> None:
+        self.prefix = memoryview(prefix)
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.prefix:
+            count = min(len(buffer), len(self.prefix))
+            buffer[:count] = self.prefix[:count]
+            self.prefix = self.prefix[count:]
+            return count
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -453,8 +453,9 @@ CONNECTION_PATTERNS: list[Pattern] = [
 STATEMENT_HINTS: list[tuple[str, str]] = [
     (
         r"role \"([^\"]+)\" does not exist",
-        "create role {0} on the target first, or restore with --no-owners/--no-privileges if it only owns or is "
-        "granted objects (see 'strongroom restore start --help' for what they open)",
+        "restore with --create-roles or --role-map {0}=EXISTING_ROLE, or create role {0} on the target first, or "
+        "restore with --no-owners/--no-privileges if it only owns or is granted objects (see 'strongroom restore "
+        "start --help' for what they open)",
     ),
     (
         r"must be (?:a )?member of role \"([^\"]+)\"",
