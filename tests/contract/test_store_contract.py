@@ -12,7 +12,7 @@ from strongroom.store.base import ObjectStore, open_store, store_schemes
 from strongroom.store.local import LocalStore
 from strongroom.store.memory import MemoryStore
 from tests.support.faulty_store import FaultyStore
-from tests.support.s3server import S3Server, s3_server  # noqa: F401  (the session's S3 server fixture)
+from tests.support.s3server import S3Server
 
 # How to make an empty store of each registered scheme. A scheme registered without a recipe here fails
 # every test below: no store joins the registry without passing this suite.
