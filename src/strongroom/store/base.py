@@ -69,13 +69,13 @@ class StoreCapabilities:
     object_lock: bool = False
     # remove_all() drops the whole store at once (a directory tree); otherwise objects go one delete at a time.
     bulk_removal: bool = False
-    # Requests worth keeping in flight at once (writers and readers size their pools by it): a local disk
-    # gains nothing past a few, an S3 endpoint's throughput comes from many parallel requests.
-    concurrency: int = 2
 
 
 class ObjectStore(ABC):
     capabilities = StoreCapabilities()
+    # Requests worth keeping in flight at once (the vault's writer and reader size their pools by it): a
+    # local disk gains nothing past a few, an S3 endpoint's throughput comes from many parallel requests.
+    concurrency = 2
 
     @abstractmethod
     def put(

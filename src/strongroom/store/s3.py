@@ -188,16 +188,19 @@ class S3Store(ObjectStore):
             else (location.conditional_writes == ConditionalWrites.TRUE)
         )
         self._object_lock: bool | None = None
+        self.concurrency = location.concurrency
 
     # Capabilities ----------------------------------------------------------------------------
     @property
     def capabilities(self) -> StoreCapabilities:
+        """``conditional_write`` is what the probe found, or what the URL expects before the first
+        ``put(if_absent=True)`` probes (reading capabilities never writes); ``object_lock`` asks the bucket."""
+        expected = self.location.conditional_writes != ConditionalWrites.FALSE
         return StoreCapabilities(
-            conditional_write=self.conditional_writes_supported(),
+            conditional_write=expected if self._conditional is None else self._conditional,
             atomic_replace=True,
             object_lock=self.object_lock_enabled(),
             bulk_removal=False,
-            concurrency=self.location.concurrency,
         )
 
     @capabilities.setter

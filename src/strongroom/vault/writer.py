@@ -46,7 +46,7 @@ from strongroom.vault.reader import object_base, read_object
 from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, chunk_key, manifest_key
 
-MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size
+MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size (more on S3)
 ANCHOR_BYTES = 64
 ANCHOR_CONTEXT = "strongroom 2026-11 chunk anchor v1"
 AMBIGUOUS = -1
@@ -138,7 +138,11 @@ class RecoveryPointWriter:
         self._futures: dict[bytes, Future[ChunkRef]] = {}
         self._bases_counted: set[bytes] = set()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strongroom-seal")
+        # One worker per request the store keeps in flight (2 on a disk, 16 on S3): a worker seals a chunk,
+        # then waits on the store's answer, which on S3 is a network round trip.
+        workers = max(2, vault.store.concurrency)
+        self._max_in_flight = max(MAX_IN_FLIGHT, workers + 2)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strongroom-seal")
         self._in_flight: deque[Future[ChunkRef]] = deque()
 
     # Streams ---------------------------------------------------------------------------------
@@ -219,7 +223,7 @@ class RecoveryPointWriter:
         return blake3.blake3(data, key=self._anchor_key).digest(8)
 
     def _submit(self, fn: Callable[..., ChunkRef], *args: Any) -> Future[ChunkRef]:
-        while len(self._in_flight) >= MAX_IN_FLIGHT:
+        while len(self._in_flight) >= self._max_in_flight:
             self._in_flight.popleft().result()
         future = self._pool.submit(fn, *args)
         self._in_flight.append(future)
