@@ -119,6 +119,12 @@ class ObjectStore(ABC):
         if retention is not None:
             raise StorageError(f"{self.url} has no Object Lock: it cannot write an object under retention")
 
+    def check_vault_lock_support(self) -> None:
+        """Raise :class:`ConfigError` unless this store can hold a locked vault. Any store can where the
+        vault lock is Strongroom's own promise (a local directory); a store whose lock is the storage's
+        own (S3 Object Lock) must have it turned on."""
+        return None
+
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 

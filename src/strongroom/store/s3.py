@@ -358,6 +358,23 @@ class S3Store(ObjectStore):
         )
         return target
 
+    def check_vault_lock_support(self) -> None:
+        """A locked vault on S3 needs a bucket with versioning and Object Lock: the lock is S3's, not ours."""
+        missing = [
+            what
+            for what, present in (
+                ("versioning", self.versioning_enabled()),
+                ("Object Lock", self.object_lock_enabled()),
+            )
+            if not present
+        ]
+        if missing:
+            raise ConfigError(
+                f"bucket {self.location.bucket} has no {' and no '.join(missing)}: a locked vault on S3 needs both",
+                hint="Create a bucket with Object Lock enabled at creation (that turns versioning on) and put the "
+                "vault there: docs/storage.md",
+            )
+
     def _require_object_lock(self) -> None:
         if not self.object_lock_enabled():
             raise StorageError(
