@@ -197,3 +197,31 @@ def test_retention_of_an_object_without_one_and_of_a_missing_object(s3_server: S
     assert store.retention("plain") == wanted
     with pytest.raises(NotFoundError):
         store.retention("missing")
+
+
+# The vault writer on S3 ----------------------------------------------------------------------------------
+def _two_backups(url: str) -> int:
+    """Back up 3 MiB, change a few bytes in the middle, back up again: the second's delta chunk count."""
+    import io
+    import os
+
+    from strongroom.vault import Vault
+    from strongroom.vault.writer import RecoveryPointWriter
+
+    vault = Vault.create(open_store(url), "passphrase")
+    data = bytearray(os.urandom(3 * 1024 * 1024))
+    with RecoveryPointWriter(vault, "rp-1") as writer:
+        writer.store_stream("data", io.BytesIO(bytes(data)))
+        first = writer.commit("r", "directory", {})
+    data[1_500_000:1_500_010] = b"0123456789"
+    with RecoveryPointWriter(vault, "rp-2", previous=first) as writer:
+        writer.store_stream("data", io.BytesIO(bytes(data)))
+        writer.commit("r", "directory", {})
+        return writer.stats.delta_chunks
+
+
+def test_delta_chunks_only_where_put_if_absent_is_atomic(s3_server: S3Server) -> None:
+    """Racing writers of one delta chunk may pick different bases; without an atomic put-if-absent the
+    loser's index could name a base the stored object does not use, which the collector may then free."""
+    assert _two_backups(s3_server.new_store_url()) > 0
+    assert _two_backups(s3_server.new_store_url(conditional_writes="false")) == 0

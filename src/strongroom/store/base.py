@@ -119,6 +119,10 @@ class ObjectStore(ABC):
         if retention is not None:
             raise StorageError(f"{self.url} has no Object Lock: it cannot write an object under retention")
 
+    def conditional_writes_supported(self) -> bool:
+        """Is ``put(if_absent=True)`` atomic here, one winner among racing writers? (May ask the server.)"""
+        return self.capabilities.conditional_write
+
     def check_vault_lock_support(self) -> None:
         """Raise :class:`ConfigError` unless this store can hold a locked vault. Any store can where the
         vault lock is Strongroom's own promise (a local directory); a store whose lock is the storage's

@@ -144,6 +144,7 @@ class RecoveryPointWriter:
         self._max_in_flight = max(MAX_IN_FLIGHT, workers + 2)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strongroom-seal")
         self._in_flight: deque[Future[ChunkRef]] = deque()
+        self._conditional_writes: bool | None = None
 
     # Streams ---------------------------------------------------------------------------------
     def stream(self) -> StreamBuilder:
@@ -301,7 +302,7 @@ class RecoveryPointWriter:
 
     def _delta_base(self, ref: ChunkRef, candidate: ChunkRef | None) -> tuple[bytes, bytes] | None:
         """The whole chunk to delta-compress against: (id, verified plaintext), or None."""
-        if candidate is None:
+        if candidate is None or not self._deltas_safe():
             return None
         base_id = candidate.base or candidate.id
         if base_id == ref.id:
@@ -310,6 +311,14 @@ class RecoveryPointWriter:
             return base_id, read_object(self.vault, base_id, Kind.CHUNK, as_base=True)
         except IntegrityError:
             return None  # a damaged or missing base, or a delta: store the chunk whole
+
+    def _deltas_safe(self) -> bool:
+        """Delta chunks need an atomic put-if-absent: two racing writers of one chunk may pick different
+        bases, and only the winner's may be recorded (the collector keeps the base the index names). A store
+        without it (an S3 server ignoring If-None-Match, docs/storage.md) gets whole chunks only."""
+        if self._conditional_writes is None:
+            self._conditional_writes = self.vault.store.conditional_writes_supported()
+        return self._conditional_writes
 
     def _resolve_existing(self, ref: ChunkRef) -> ChunkRef:
         """The full reference of a chunk already in the vault (which base it needs, if any)."""
