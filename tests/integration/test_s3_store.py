@@ -57,6 +57,13 @@ def test_the_url_is_canonical_and_holds_no_secret() -> None:
 
 
 # Errors ------------------------------------------------------------------------------------------
+def test_an_unknown_profile_is_one_line(s3_server: S3Server) -> None:
+    store = _store(s3_server.new_store_url(profile="no-such-profile"))
+    with pytest.raises(ConfigError) as failed:
+        store.head("k")
+    assert "no-such-profile" in failed.value.one_line() and "\n" not in failed.value.one_line()
+
+
 def test_a_missing_bucket_is_one_clear_error(s3_server: S3Server) -> None:
     store = _store(s3_server.url("no-such-bucket-here"))
     for attempt in (lambda: store.put("k", b"x"), lambda: list(store.list()), lambda: store.get("k")):
@@ -186,6 +193,15 @@ def test_retention_is_extended_never_shortened_nor_weakened(s3_server: S3Server)
         Bucket=bucket, Key="vault/chunks/aa/1", Retention={"Mode": "COMPLIANCE", "RetainUntilDate": _in(1)}
     )
     assert store.retention("chunks/aa/1") == Retention(LockMode.COMPLIANCE, _in(1))
+
+
+def test_a_retain_until_date_is_rounded_up_never_down(s3_server: S3Server) -> None:
+    store = _store(s3_server.new_store_url(object_lock=True))
+    until = _in(2) + timedelta(microseconds=400_000)
+    store.put("chunks/aa/1", b"x", retention=Retention(LockMode.COMPLIANCE, until))
+    kept = store.retention("chunks/aa/1")
+    assert kept is not None and until < kept.until <= until + timedelta(seconds=1)
+    assert store.extend_retention("chunks/aa/1", Retention(LockMode.COMPLIANCE, until)) == kept
 
 
 def test_retention_of_an_object_without_one_and_of_a_missing_object(s3_server: S3Server) -> None:

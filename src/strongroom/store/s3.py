@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlparse
@@ -254,7 +254,7 @@ class S3Store(ObjectStore):
         if retention is not None:
             self._require_object_lock()
             args["ObjectLockMode"] = retention.mode.value
-            args["ObjectLockRetainUntilDate"] = retention.until
+            args["ObjectLockRetainUntilDate"] = _whole_second_after(retention.until)
         if not if_absent:
             self._call(f"PUT {key}", self.client.put_object, **args)
             return True
@@ -345,6 +345,7 @@ class S3Store(ObjectStore):
         retention is never shortened nor weakened (COMPLIANCE never becomes GOVERNANCE) by this call,
         whatever the server would allow. Returns the retention the object has afterwards."""
         self._require_object_lock()
+        wanted = Retention(wanted.mode, _whole_second_after(wanted.until))
         current = self.retention(key)
         target = wanted if current is None else current.at_least(wanted)
         if target == current:
@@ -504,6 +505,12 @@ def _make_client(location: S3Location) -> BaseClient:
         return session.client("s3", endpoint_url=location.endpoint, config=config)
     except BotoCoreError as exc:  # ProfileNotFound, a broken shared config...
         raise ConfigError(f"cannot set up the S3 client for {location.where}: {_first_line(exc)}") from None
+
+
+def _whole_second_after(moment: datetime) -> datetime:
+    """S3 keeps retain-until dates to the second: round up, so a retention is never a fraction short."""
+    whole = moment.astimezone(UTC).replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
 
 
 def _utc(value: datetime) -> datetime:
