@@ -129,3 +129,30 @@ def test_no_aws_variable_reaches_the_catalog(cli: Cli, s3_server: S3Server) -> N
     catalog = (cli.home / "catalog.db").read_bytes()
     assert S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"].encode() not in catalog
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") == S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_garbage_collection_frees_what_no_point_on_s3_needs(cli: Cli, s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.new_bucket()
+    cli.run("vaults", "create", "Offsite", "--store", s3_server.url(bucket))
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "old.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    cli.run("resources", "add", "files", "--type", "directory", "--path", str(source))
+    first = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
+    (source / "old.bin").unlink()
+    (source / "new.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    expected = snapshot_tree(source)
+    second = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
+    before = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/chunks/")}
+
+    cli.run("recovery-points", "delete", first["recovery_point_arn"])
+    runs = cli.json("lifecycle", "run", "--gc-wait", "0")["garbage_collection"]
+    [collected] = [run for run in runs if run["backup_vault_name"] == "Offsite"]
+    after = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/chunks/")}
+    assert collected["status"] == "COMPLETED", collected
+    assert after < before and collected["objects_deleted"] == len(before - after), collected
+
+    target = tmp_path / "restored"
+    cli.run("restore", "start", "--recovery-point", second["recovery_point_arn"], "--target", str(target), "--wait")
+    assert diff_snapshots(expected, snapshot_tree(target)) == []
+    assert cli.json("verify", "--read-data")["ok"]
