@@ -156,7 +156,10 @@ def open_store(url: str) -> ObjectStore:
     factory = _factories.get(scheme)
     if factory is None:
         known = ", ".join(sorted(_factories))
-        raise ConfigError(f"unknown object store scheme '{scheme}' in {url}", hint=f"Use one of: {known}")
+        shown = url.split("?", 1)[0]  # never echo a password or a query's secrets
+        if "@" in shown:
+            shown = f"{scheme}://…@{shown.rsplit('@', 1)[1]}"
+        raise ConfigError(f"unknown object store scheme '{scheme}' in {shown}", hint=f"Use one of: {known}")
     return factory(url)
 
 

@@ -109,8 +109,8 @@ def parse_s3_url(url: str) -> S3Location:
     parsed = urlparse(url)
     if "@" in parsed.netloc:
         raise ConfigError("an s3:// store URL must not hold credentials (user:password@)", hint=_CREDENTIALS_HINT)
-    bucket = parsed.hostname or ""
-    if not bucket or parsed.port is not None:
+    bucket = parsed.netloc  # as written: legacy bucket names may hold capitals
+    if not bucket or ":" in bucket:
         raise ConfigError("an s3:// store URL needs a bucket: s3://BUCKET/PREFIX?endpoint=...&region=...")
     params: dict[str, str] = {}
     for name, value in parse_qsl(parsed.query, keep_blank_values=True):
