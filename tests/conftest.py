@@ -19,5 +19,5 @@ def vault(tmp_path: Path) -> Vault:
     return make_vault(tmp_path / "vault")
 
 
-# Fixtures for throwaway PostgreSQL clusters live in tests/support/pgcluster.py.
-pytest_plugins = ["tests.support.pgcluster"]
+# Fixtures for throwaway PostgreSQL clusters live in tests/support/pgcluster.py, the S3 server in s3server.py.
+pytest_plugins = ["tests.support.pgcluster", "tests.support.s3server"]

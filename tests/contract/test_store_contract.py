@@ -12,14 +12,21 @@ from strongroom.store.base import ObjectStore, open_store, store_schemes
 from strongroom.store.local import LocalStore
 from strongroom.store.memory import MemoryStore
 from tests.support.faulty_store import FaultyStore
+from tests.support.s3server import S3Server
 
 # How to make an empty store of each registered scheme. A scheme registered without a recipe here fails
 # every test below: no store joins the registry without passing this suite.
 EMPTY_STORE_URL = {
-    "file": lambda tmp: (tmp / "store").as_uri(),
-    "memory": lambda tmp: f"memory://contract-{tmp.name}",
-    "faulty+memory": lambda tmp: f"faulty+memory://contract-{tmp.name}",  # tests/support/faulty_store.py
+    "file": lambda tmp, request: (tmp / "store").as_uri(),
+    "memory": lambda tmp, request: f"memory://contract-{tmp.name}",
+    "faulty+memory": lambda tmp, request: f"faulty+memory://contract-{tmp.name}",  # tests/support/faulty_store.py
+    "s3": lambda tmp, request: _s3(request).new_store_url(),  # a fresh bucket on moto's server
 }
+
+
+def _s3(request: pytest.FixtureRequest) -> S3Server:
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server
 
 
 @pytest.fixture(params=store_schemes())
@@ -27,11 +34,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     recipe = EMPTY_STORE_URL.get(request.param)
     if recipe is None:
         pytest.fail(f"store scheme '{request.param}' is registered but has no contract fixture here")
-    return open_store(recipe(tmp_path))
+    return open_store(recipe(tmp_path, request))
 
 
 def test_the_suite_covers_every_registered_store_and_the_faulty_wrapper() -> None:
-    assert {"file", "memory", "faulty+memory"} <= set(store_schemes())
+    assert {"file", "memory", "faulty+memory", "s3"} <= set(store_schemes())
     assert isinstance(open_store("faulty+memory://x"), FaultyStore)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from strongroom.store.base import ObjectStore, register_store
+from strongroom.store.base import ObjectStore, Retention, register_store
 
 Tamper = Callable[[bytes], bytes]
 
@@ -49,11 +49,13 @@ class FaultyStore(ObjectStore):
         self._put_failure = None
         self._tampered.clear()
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> bool:
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True, retention: Retention | None = None
+    ) -> bool:
         if self._put_failure is not None and self.puts >= self._put_failure[0]:
             raise self._put_failure[1]
         self.puts += 1
-        return self.inner.put(key, data, if_absent=if_absent, sync=sync)
+        return self.inner.put(key, data, if_absent=if_absent, sync=sync, retention=retention)
 
     def get(self, key: str) -> bytes:
         data = self.inner.get(key)

@@ -48,6 +48,30 @@ def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--j
     )
 
 
+@vaults_app.command("create")
+def vaults_create(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Name of the new vault (2-50 letters, digits, _ and -)."),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Where its objects live: s3://BUCKET/PREFIX?endpoint=URL&region=R (credentials from the AWS chain,"
+        " never the URL) or file:///path; default: the account home. See docs/storage.md.",
+    ),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a backup vault, on local disk or in an S3 bucket."""
+    with context.account(ctx) as account:
+        record = vault_ops.create_vault(account, name, store_url=store).as_dict()
+    if json_output:
+        output.emit_json(record)
+    else:
+        output.console.print(
+            f"Created vault {record['backup_vault_name']} ({record['backup_vault_arn']}) in {record['store_url']}",
+            highlight=False,
+        )
+
+
 @vaults_app.command("describe")
 def vaults_describe(
     ctx: typer.Context, name: str = typer.Argument(DEFAULT_VAULT), json_output: bool = typer.Option(False, "--json")

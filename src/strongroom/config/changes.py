@@ -119,8 +119,12 @@ def _vault_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]:
     locks: list[Change] = []
     for name in loaded.config.vaults:
         record = current.vaults.get(name)
+        store = loaded.config.vaults[name].store
         if record is None:
-            vaults.append(Change(CREATE, VAULT, name, after={"backup_vault_name": name}))
+            after = {"backup_vault_name": name, "store": store or "(the account home)"}
+            vaults.append(Change(CREATE, VAULT, name, after=after, details=(f"store = {after['store']}",)))
+        elif store is not None and store != record.store_url:
+            vaults.append(_moved_store(record, store))
         elif not record.managed:
             vaults.append(Change(UPDATE, VAULT, name, before=_vault_view(record), details=(ADOPT,)))
         before_policy = record.access_policy if record else None
@@ -128,6 +132,20 @@ def _vault_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]:
         before_lock = _lock_numbers(record.lock) if record and record.lock else None
         locks += _pair_change(LOCK, name, before_lock, desired_lock(loaded, name), _diff)
     return vaults + locks + policies
+
+
+def _moved_store(record: VaultRecord, store: str) -> Change:
+    before = _vault_view(record)
+    return Change(
+        UPDATE,
+        VAULT,
+        record.name,
+        before=before,
+        after={**before, "store": store},
+        details=(f"store: {record.store_url} -> {store}",),
+        refused=f"vault '{record.name}' lives in {record.store_url}: a vault's store is set when it is created",
+        refused_code="CONFIG",
+    )
 
 
 def _pair_change(kind: str, name: str, before: Any, after: Any, details: Any) -> list[Change]:
@@ -158,7 +176,12 @@ def _lock_numbers(lock: dict[str, Any]) -> dict[str, Any]:
 
 
 def _vault_view(record: VaultRecord) -> dict[str, Any]:
-    return {"backup_vault_name": record.name, "backup_vault_arn": record.arn, "managed_by_config": record.managed}
+    return {
+        "backup_vault_name": record.name,
+        "backup_vault_arn": record.arn,
+        "store": record.store_url,
+        "managed_by_config": record.managed,
+    }
 
 
 # Resources ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from strongroom.errors import ConfigError, UsageError
+from strongroom.errors import ConfigError, StrongroomError, UsageError
 from strongroom.model import NOTIFICATION_EVENTS, NOTIFICATION_STATES, Arn
 from strongroom.plans.schedule import load_timezone, parse_schedule
 
@@ -160,7 +160,23 @@ class NotificationsConfig(Strict):
     sinks: Annotated[list[NotificationSinkConfig | str], Field(min_length=1)]
 
 
+def _store_url(value: str) -> str:
+    """The store's canonical URL; a URL holding credentials is refused without echoing it (docs/storage.md)."""
+    from strongroom.store.base import open_store  # opening an s3:// store sends no request
+
+    try:
+        return open_store(value).url
+    except StrongroomError as exc:
+        raise ValueError(exc.one_line()) from None
+
+
+StoreUrl = Annotated[str, AfterValidator(_store_url)]
+
+
 class VaultConfig(Strict):
+    # Where the vault's objects live: s3://BUCKET/PREFIX?endpoint=...&region=... or file:///path (an empty
+    # store); default HOME/vaults/NAME. Set when the vault is created: a vault never moves.
+    store: StoreUrl | None = None
     # Either an AWS-shaped policy document or {"default_destination": {...}}; checked by the loader.
     access_policy: dict[str, Any] | None = None
     lock: LockConfig | None = None

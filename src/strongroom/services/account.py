@@ -115,11 +115,20 @@ def create_vault(
     *,
     chunker: ChunkerSettings | None = None,
     scrypt_params: dict[str, int] | None = None,
+    store_url: str | None = None,
 ) -> VaultRecord:
-    root = account.home / "vaults" / name
-    store = open_store(root.as_uri())
-    if root.exists() and any(root.iterdir()):
-        Vault.destroy_store(store)  # left by an unfinished init or create; never holds a catalogued vault
+    """Create vault ``name`` in ``store_url`` (an empty store: docs/storage.md), by default HOME/vaults/NAME."""
+    if store_url is None:
+        root = account.home / "vaults" / name
+        store = open_store(root.as_uri())
+        if root.exists() and any(root.iterdir()):
+            Vault.destroy_store(store)  # left by an unfinished init or create; never holds a catalogued vault
+    else:
+        store = open_store(store_url)
+        if next(iter(store.list()), None) is not None:  # someone else's data, or another vault: never touched
+            raise AlreadyExistsError(
+                f"{store.url} already holds objects", hint="Give a store of its own to each vault (another prefix)"
+            )
     vault = Vault.create(store, account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
     record = VaultRecord(name, account.vault_arn(name), store.url, vault.config.vault_id, iso(now()) or "")
     account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault

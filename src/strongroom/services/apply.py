@@ -50,7 +50,6 @@ from strongroom.services.account import (
     SETTING_DESTINATION,
     SETTING_DESTINATION_ACCOUNT,
     Account,
-    create_vault,
 )
 from strongroom.services.notifications import plan as notifications_plan
 
@@ -158,7 +157,7 @@ def refuse_if_any(plan: Plan) -> None:
 def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Clock) -> None:
     root = root_arn(account.account_id)
     if change.kind == VAULT:
-        _execute_vault(account, change, root, clock)
+        _execute_vault(account, loaded, change, root, clock)
     elif change.kind == LOCK:
         lock = desired_lock(loaded, change.name)
         if lock is None:
@@ -181,9 +180,10 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
         notifications_plan.apply_change(account, loaded, change.name)
 
 
-def _execute_vault(account: Account, change: Change, root: str, clock: Clock) -> None:
+def _execute_vault(account: Account, loaded: LoadedConfig, change: Change, root: str, clock: Clock) -> None:
     if change.action == CREATE:
-        create_vault(account, change.name)
+        locked = desired_lock(loaded, change.name) is not None
+        vault_ops.create_vault(account, change.name, store_url=loaded.config.vaults[change.name].store, locked=locked)
         account.catalog.update_vault(change.name, managed=True)
     elif change.action == UPDATE:
         account.catalog.update_vault(change.name, managed=True)

@@ -10,13 +10,14 @@ themselves are pure, in policy/retention.py; the vault's objects are deleted onl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from strongroom import model
-from strongroom.errors import NotFoundError, UsageError, VaultLockedError
+from strongroom.errors import AlreadyExistsError, NotFoundError, UsageError, VaultLockedError
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord, iso
 from strongroom.policy import retention
 from strongroom.policy.document import AccessRequest, PolicyDocument, authorize, explicitly_allows
@@ -29,6 +30,7 @@ from strongroom.policy.retention import claimed_creation_date as claimed_creatio
 from strongroom.policy.retention import delete_at
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
+from strongroom.services.account import create_vault as create_account_vault
 from strongroom.services.catalog_integrity import check_fresh
 from strongroom.services.lifecycle import remove_recovery_point
 from strongroom.store.base import open_store
@@ -62,6 +64,23 @@ def lock_fields(record: VaultRecord, now: datetime) -> dict[str, Any]:
 
 
 # Vaults -------------------------------------------------------------------------------------------
+VAULT_NAME = re.compile(r"^[A-Za-z0-9_-]{2,50}$")  # as config/schema.py's VaultName
+
+
+def create_vault(
+    account: Account, vault_name: str, *, store_url: str | None = None, locked: bool = False
+) -> VaultRecord:
+    """Create a vault in ``store_url`` (default: the account home); ``locked``: a lock will follow, so a store
+    that cannot hold one (an S3 bucket without Object Lock) is refused before anything is written."""
+    if not VAULT_NAME.match(vault_name):
+        raise UsageError(f"'{vault_name}' is not a valid vault name", hint="Use 2-50 letters, digits, _ and -")
+    if any(record.name == vault_name for record in account.catalog.list_vaults()):
+        raise AlreadyExistsError(f"vault '{vault_name}' already exists")
+    if locked and store_url is not None:
+        open_store(store_url).check_vault_lock_support()
+    return create_account_vault(account, vault_name, store_url=store_url)
+
+
 def describe_vault(
     account: Account, principal_arn: str, vault_name: str, *, clock: Clock = model.now
 ) -> dict[str, Any]:
@@ -133,6 +152,8 @@ def check_lock_change(
     action = "DeleteBackupVaultLockConfiguration" if removing else "PutBackupVaultLockConfiguration"
     authorized = _authorize(account, principal_arn, action, record)
     existing = lock_of(record)
+    if not removing:
+        open_store(record.store_url).check_vault_lock_support()  # S3: the bucket's Object Lock is the lock
     if existing is None:
         if removing:
             raise NotFoundError(f"vault '{record.name}' has no lock")

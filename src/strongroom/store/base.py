@@ -8,6 +8,14 @@ Guarantees every implementation gives (checked by ``tests/contract/test_store_co
 - ``get`` returns exactly the bytes put, or raises :class:`~strongroom.errors.NotFoundError`.
 - ``list(prefix)`` yields every key under the prefix, in no particular order.
 - Keys are ``/``-separated ASCII paths without ``..``.
+
+Optional, behind ``capabilities.object_lock`` (S3 Object Lock; docs/storage.md):
+
+- ``put(..., retention=Retention(mode, until))`` writes the object so that no one, with this store's
+  credentials or any other, can delete or replace that version before ``until`` (COMPLIANCE; GOVERNANCE
+  yields only to a principal allowed to bypass it). A store without Object Lock refuses a retention
+  instead of ignoring it.
+- ``extend_retention(key, retention)`` never shortens nor weakens a retention; ``retention(key)`` reads it.
 """
 
 from __future__ import annotations
@@ -15,9 +23,43 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from urllib.parse import urlparse
 
-from strongroom.errors import ConfigError
+from strongroom.errors import ConfigError, StorageError
+
+
+class LockMode(StrEnum):
+    """S3 Object Lock modes, weakest first."""
+
+    GOVERNANCE = "GOVERNANCE"  # a principal with s3:BypassGovernanceRetention may still delete or shorten
+    COMPLIANCE = "COMPLIANCE"  # no one may delete the version or shorten its retention until it ends
+
+
+@dataclass(frozen=True)
+class Retention:
+    """An object version's lock: its mode and the instant (timezone-aware) until which it is kept."""
+
+    mode: LockMode
+    until: datetime
+
+    def __post_init__(self) -> None:
+        if self.until.tzinfo is None:
+            raise ValueError("a retain-until date must be timezone-aware")
+
+    def at_least(self, other: Retention) -> Retention:
+        """The later date and the stronger mode of the two: what extending by ``other`` gives."""
+        mode = LockMode.COMPLIANCE if LockMode.COMPLIANCE in (self.mode, other.mode) else LockMode.GOVERNANCE
+        return Retention(mode, max(self.until, other.until))
+
+
+def check_key(key: str) -> str:
+    """Refuse a key that is not a relative ``/``-separated ASCII path without ``..`` or empty parts."""
+    parts = key.split("/")
+    if not key or not key.isascii() or key.startswith("/") or ".." in parts or "" in parts[:-1]:
+        raise StorageError(f"invalid object key '{key}'")
+    return key
 
 
 @dataclass(frozen=True)
@@ -31,13 +73,19 @@ class StoreCapabilities:
 
 class ObjectStore(ABC):
     capabilities = StoreCapabilities()
+    # Requests worth keeping in flight at once (the vault's writer and reader size their pools by it): a
+    # local disk gains nothing past a few, an S3 endpoint's throughput comes from many parallel requests.
+    concurrency = 2
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> bool:
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True, retention: Retention | None = None
+    ) -> bool:
         """Store ``data`` under ``key``; with ``if_absent`` keep an existing object. True if written.
 
         With ``sync=False`` the object is visible at once but may be lost in a power failure until
         :meth:`flush` returns; writers use it for chunks and flush once before the manifest.
+        ``retention`` needs ``capabilities.object_lock``; other stores raise :class:`StorageError`.
         """
 
     @abstractmethod
@@ -57,6 +105,29 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing object is not an error."""
+
+    def retention(self, key: str) -> Retention | None:
+        """The Object Lock retention of ``key``; None on a store without Object Lock."""
+        return None
+
+    def extend_retention(self, key: str, wanted: Retention) -> Retention:
+        """Give ``key`` at least ``wanted`` (never shorter nor weaker than it has); returns the result."""
+        raise StorageError(f"{self.url} has no Object Lock: it cannot retain {key}")
+
+    def refuse_retention(self, retention: Retention | None) -> None:
+        """For stores without Object Lock: a retention asked for is an error, never silently dropped."""
+        if retention is not None:
+            raise StorageError(f"{self.url} has no Object Lock: it cannot write an object under retention")
+
+    def conditional_writes_supported(self) -> bool:
+        """Is ``put(if_absent=True)`` atomic here, one winner among racing writers? (May ask the server.)"""
+        return self.capabilities.conditional_write
+
+    def check_vault_lock_support(self) -> None:
+        """Raise :class:`ConfigError` unless this store can hold a locked vault. Any store can where the
+        vault lock is Strongroom's own promise (a local directory); a store whose lock is the storage's
+        own (S3 Object Lock) must have it turned on."""
+        return None
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
@@ -79,13 +150,16 @@ def register_store(scheme: str, factory: StoreFactory) -> None:
 
 
 def open_store(url: str) -> ObjectStore:
-    """Open a store from its URL: ``file:///path`` (or a plain path), ``memory://name``."""
+    """Open a store from its URL: ``file:///path`` (or a plain path), ``memory://name``, ``s3://BUCKET/PREFIX``."""
     scheme = urlparse(url).scheme or "file"
     _load_builtin_stores()
     factory = _factories.get(scheme)
     if factory is None:
         known = ", ".join(sorted(_factories))
-        raise ConfigError(f"unknown object store scheme '{scheme}' in {url}", hint=f"Use one of: {known}")
+        shown = url.split("?", 1)[0]  # never echo a password or a query's secrets
+        if "@" in shown:
+            shown = f"{scheme}://…@{shown.rsplit('@', 1)[1]}"
+        raise ConfigError(f"unknown object store scheme '{scheme}' in {shown}", hint=f"Use one of: {known}")
     return factory(url)
 
 
@@ -96,4 +170,5 @@ def store_schemes() -> list[str]:
 
 
 def _load_builtin_stores() -> None:
-    from strongroom.store import local, memory  # noqa: F401  (they register themselves)
+    # s3 imports boto3 only when a store is opened, so this costs the CLI's start-up nothing.
+    from strongroom.store import local, memory, s3  # noqa: F401  (they register themselves)

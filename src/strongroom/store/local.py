@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from strongroom.errors import NotFoundError, StorageError, StorageFullError
 from strongroom.fsutil import fsync_dir
-from strongroom.store.base import ObjectStore, StoreCapabilities, register_store
+from strongroom.store.base import ObjectStore, Retention, StoreCapabilities, register_store
 
 
 class LocalStore(ObjectStore):
@@ -45,7 +45,10 @@ class LocalStore(ObjectStore):
             directory.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(directory)
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> bool:
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True, retention: Retention | None = None
+    ) -> bool:
+        self.refuse_retention(retention)
         path = self._path(key)
         if if_absent and path.exists():
             return False

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 
 from strongroom.errors import NotFoundError
-from strongroom.store.base import ObjectStore, register_store
+from strongroom.store.base import ObjectStore, Retention, register_store
 
 _named: dict[str, MemoryStore] = {}
 
@@ -21,7 +21,10 @@ class MemoryStore(ObjectStore):
     def url(self) -> str:
         return f"memory://{self.name}"
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> bool:
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True, retention: Retention | None = None
+    ) -> bool:
+        self.refuse_retention(retention)
         with self._lock:
             if if_absent and key in self.objects:
                 return False

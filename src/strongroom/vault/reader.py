@@ -21,7 +21,8 @@ class RecoveryPointReader:
     def __init__(self, vault: Vault, manifest: Manifest) -> None:
         self.vault = vault
         self.manifest = manifest
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strongroom-open")
+        self._workers = max(2, vault.store.concurrency)  # parallel GETs: S3 reads are network round trips
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="strongroom-open")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -54,7 +55,7 @@ class RecoveryPointReader:
         delivered = 0
         for ref in refs:
             window.append((ref, self._pool.submit(read_object, self.vault, ref.id, Kind.CHUNK)))
-            if len(window) >= READ_AHEAD:
+            if len(window) >= max(READ_AHEAD, self._workers + 2):
                 delivered = _fault_after_first(delivered)
                 yield _checked(*window.popleft())
         while window:

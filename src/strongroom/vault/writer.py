@@ -46,7 +46,7 @@ from strongroom.vault.reader import object_base, read_object
 from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, chunk_key, manifest_key
 
-MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size
+MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size (more on S3)
 ANCHOR_BYTES = 64
 ANCHOR_CONTEXT = "strongroom 2026-11 chunk anchor v1"
 AMBIGUOUS = -1
@@ -138,8 +138,13 @@ class RecoveryPointWriter:
         self._futures: dict[bytes, Future[ChunkRef]] = {}
         self._bases_counted: set[bytes] = set()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strongroom-seal")
+        # One worker per request the store keeps in flight (2 on a disk, 16 on S3): a worker seals a chunk,
+        # then waits on the store's answer, which on S3 is a network round trip.
+        workers = max(2, vault.store.concurrency)
+        self._max_in_flight = max(MAX_IN_FLIGHT, workers + 2)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strongroom-seal")
         self._in_flight: deque[Future[ChunkRef]] = deque()
+        self._conditional_writes: bool | None = None
 
     # Streams ---------------------------------------------------------------------------------
     def stream(self) -> StreamBuilder:
@@ -219,7 +224,7 @@ class RecoveryPointWriter:
         return blake3.blake3(data, key=self._anchor_key).digest(8)
 
     def _submit(self, fn: Callable[..., ChunkRef], *args: Any) -> Future[ChunkRef]:
-        while len(self._in_flight) >= MAX_IN_FLIGHT:
+        while len(self._in_flight) >= self._max_in_flight:
             self._in_flight.popleft().result()
         future = self._pool.submit(fn, *args)
         self._in_flight.append(future)
@@ -297,7 +302,7 @@ class RecoveryPointWriter:
 
     def _delta_base(self, ref: ChunkRef, candidate: ChunkRef | None) -> tuple[bytes, bytes] | None:
         """The whole chunk to delta-compress against: (id, verified plaintext), or None."""
-        if candidate is None:
+        if candidate is None or not self._deltas_safe():
             return None
         base_id = candidate.base or candidate.id
         if base_id == ref.id:
@@ -306,6 +311,14 @@ class RecoveryPointWriter:
             return base_id, read_object(self.vault, base_id, Kind.CHUNK, as_base=True)
         except IntegrityError:
             return None  # a damaged or missing base, or a delta: store the chunk whole
+
+    def _deltas_safe(self) -> bool:
+        """Delta chunks need an atomic put-if-absent: two racing writers of one chunk may pick different
+        bases, and only the winner's may be recorded (the collector keeps the base the index names). A store
+        without it (an S3 server ignoring If-None-Match, docs/storage.md) gets whole chunks only."""
+        if self._conditional_writes is None:
+            self._conditional_writes = self.vault.store.conditional_writes_supported()
+        return self._conditional_writes
 
     def _resolve_existing(self, ref: ChunkRef) -> ChunkRef:
         """The full reference of a chunk already in the vault (which base it needs, if any)."""
