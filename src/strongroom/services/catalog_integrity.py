@@ -25,7 +25,7 @@ from typing import Any
 
 from strongroom.errors import CatalogIntegrityError
 from strongroom.fsutil import write_durably
-from strongroom.model import RecoveryPointStatus
+from strongroom.model import RecoveryPointStatus, VaultRecord
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
 from strongroom.store.base import open_store
@@ -256,8 +256,12 @@ def _point_records(vault: Vault) -> Iterator[tuple[str, dict[str, Any]]]:
             yield key[len(POINT_RECORDS_PREFIX) :], record
 
 
-def _vault_columns(record: Any) -> dict[str, Any]:
-    return {"arn": record.arn, "access_policy": record.access_policy, "lock": record.lock}
+def _vault_columns(record: VaultRecord) -> dict[str, Any]:
+    return {
+        "arn": record.arn,
+        "access_policy": record.access_policy,
+        "lock": record.lock.as_dict() if record.lock else None,
+    }
 
 
 def _rolled_back(vault_name: str, sequence: int, recorded: int) -> str:
