@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from strongroom.errors import NotFoundError, RemoteError, StrongroomError, UsageError
@@ -47,9 +46,8 @@ from strongroom.services.session_limits import SessionLimits
 from strongroom.services.source_keys import pin_source_key
 from strongroom.services.writers import try_hold_writer
 from strongroom.transport import wire
-from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, load_manifest
-from strongroom.vault.reader import RecoveryPointReader, read_object
+from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.source import ID_KEY_SIZE
 
 Session = TypeVar("Session", "IncomingCopy", "OutgoingCopy")
@@ -382,7 +380,7 @@ class CopySessions:
 
     def outgoing_chunks(self, principal_arn: str, session_id: str, body: bytes) -> bytes:
         session = self.outgoing_session(principal_arn, session_id)
-        return encode_chunks(session.reader.vault, wire.decode_ids(body))
+        return wire.FrameEncoder(session.reader.vault).frames(wire.decode_ids(body))
 
     def end_outgoing(self, principal_arn: str, session_id: str) -> None:
         self.outgoing_session(principal_arn, session_id)
@@ -465,18 +463,7 @@ class CopySessions:
         return session
 
 
-_COMPRESSOR_LEVEL = 3
 _COPY_IN_SESSION_PATH = re.compile(r"^/v1/copy-in/([^/]+)/")
-
-
-def encode_chunks(vault: Any, ids: list[bytes]) -> bytes:
-    """Frames of compressed plaintext for the given chunk ids, each verified as it is read."""
-    compressor = zstandard.ZstdCompressor(level=_COMPRESSOR_LEVEL)
-    frames = []
-    for chunk_id in ids:
-        plaintext = read_object(vault, chunk_id, Kind.CHUNK)
-        frames.append(wire.encode_frame(chunk_id, len(plaintext), compressor.compress(plaintext)))
-    return b"".join(frames)
 
 
 def _seconds(value: float) -> str:
