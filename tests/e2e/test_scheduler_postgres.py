@@ -21,7 +21,7 @@ from strongroom import model
 from strongroom.model import JobState, RecoveryPointStatus
 from strongroom.services.account import Account, init_account
 from strongroom.services.apply import apply_config
-from strongroom.services.runners import SpawningRunner, job_alive
+from strongroom.services.job_runner import SpawningRunner, job_alive
 from strongroom.services.scheduler import Scheduler, ScheduleRun, list_runs, start_daemon
 from tests.support.cli import PASSPHRASE
 from tests.support.clock import ManualClock

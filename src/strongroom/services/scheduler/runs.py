@@ -24,8 +24,8 @@ from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.backup import create_backup_job
 from strongroom.services.copy import create_copy_job
+from strongroom.services.job_runner import Runner, abort_job, job_alive
 from strongroom.services.jobs import DEAD_JOB_MESSAGE, fail_job
-from strongroom.services.runners import Runner, abort_job, job_alive
 
 log = logging.getLogger("strongroom.scheduler")
 
