@@ -15,7 +15,7 @@ import json
 import sqlite3
 import types
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -74,13 +74,7 @@ class Credential:
     revoked_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "key_id": self.key_id,
-            "principal_arn": self.principal_arn,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -97,14 +91,7 @@ class RemoteAccount:
 
     def describe(self, principal_arn: str | None = None) -> dict[str, Any]:
         """What ``accounts list``/``add`` show: everything but the sealed secret."""
-        shown: dict[str, Any] = {
-            "name": self.name,
-            "account_id": self.account_id,
-            "endpoint": self.endpoint,
-            "key_id": self.key_id,
-            "ca_file": self.ca_file,
-            "created_at": self.created_at,
-        }
+        shown = {k: v for k, v in asdict(self).items() if k != "sealed_secret"}
         if principal_arn:
             shown["principal_arn"] = principal_arn
         return shown
@@ -121,13 +108,8 @@ class SecretInfo:
     updated_at: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "previous_version": self.previous_version,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
+        """Only these fields, also for a :class:`SealedSecret`: a description never holds a value."""
+        return {item.name: getattr(self, item.name) for item in fields(SecretInfo)}
 
 
 @dataclass(frozen=True)
@@ -147,7 +129,7 @@ class Output:
     sensitive: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "description": self.description, "sensitive": self.sensitive}
+        return asdict(self)
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Output:

@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from strongroom.catalog import integrity
 from strongroom.errors import CatalogIntegrityError
 from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPointStatus, VaultRecord
@@ -36,15 +37,7 @@ VAULT_RECORD_KEY = f"{RECORDS_PREFIX}vault"
 POINT_RECORDS_PREFIX = f"{RECORDS_PREFIX}points/"
 MAC_KEY_CONTEXT = b"strongroom catalog row MAC key v1"
 SEALED_MARKER = "catalog.sealed"
-POINT_FIELDS = (
-    "status",
-    "creation_date",
-    "arrival_date",
-    "completion_date",
-    "delete_after_days",
-    "delete_at",
-    "lock_applies",
-)
+POINT_FIELDS = integrity.POINT_STATE_COLUMNS  # what the vault's record of a point holds
 VAULT_FIELDS = ("arn", "access_policy", "lock")
 # A point in these states has a manifest in its vault (CREATING ones may or may not, yet).
 STORED = (RecoveryPointStatus.COMPLETED.value, RecoveryPointStatus.EXPIRED.value)

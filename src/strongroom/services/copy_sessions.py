@@ -218,12 +218,7 @@ class CopySessions:
         return IncomingCopy(job, rp, request, receiver, resources, principal_arn, moment, moment)
 
     def incoming_session(self, principal_arn: str, session_id: str) -> IncomingCopy:
-        session = self.incoming.get(session_id)
-        if session is not None and session.principal_arn == principal_arn:
-            expired = self._expired(session)
-            if expired:
-                self._fail(session, expired)
-        return self._open_session(self.incoming, principal_arn, session_id)
+        return self._open_session(self.incoming, principal_arn, session_id, self._fail)
 
     def missing(self, principal_arn: str, session_id: str, body: bytes) -> bytes:
         session = self.incoming_session(principal_arn, session_id)
@@ -354,12 +349,9 @@ class CopySessions:
         }
 
     def outgoing_session(self, principal_arn: str, session_id: str) -> OutgoingCopy:
-        session = self.outgoing.get(session_id)
-        if session is not None and session.principal_arn == principal_arn:
-            expired = self._expired(session)
-            if expired:
-                self._end_outgoing(session_id, expired)
-        return self._open_session(self.outgoing, principal_arn, session_id)
+        return self._open_session(
+            self.outgoing, principal_arn, session_id, lambda session, why: self._end_outgoing(session_id, why)
+        )
 
     def outgoing_refs(self, principal_arn: str, session_id: str, stream: str, start: int, count: int) -> bytes:
         session = self.outgoing_session(principal_arn, session_id)
@@ -451,9 +443,21 @@ class CopySessions:
         except Exception as exc:
             _LOG.warning("copy sessions: %s", _message(exc))
 
-    def _open_session(self, sessions: dict[str, Session], principal_arn: str, session_id: str) -> Session:
-        """A session by id, only for the principal that opened it; using it keeps it from idling out."""
+    def _open_session(
+        self,
+        sessions: dict[str, Session],
+        principal_arn: str,
+        session_id: str,
+        end_expired: Callable[[Session, str], None],
+    ) -> Session:
+        """A session by id, only for the principal that opened it; using it keeps it from idling out. One past
+        its deadlines is ended first (``end_expired(session, why)``), so the caller is told it ended."""
         session = sessions.get(session_id)
+        if session is not None and session.principal_arn == principal_arn:
+            expired = self._expired(session)
+            if expired:
+                end_expired(session, expired)
+                session = sessions.get(session_id)
         if session is None or session.principal_arn != principal_arn:
             ended = self.ended.get(session_id) if session is None else None
             if ended:
