@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields as record_fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -421,7 +421,7 @@ class Catalog:
 
     # Other accounts this account talks to ---------------------------------------------------
     def put_remote_account(self, remote: RemoteAccount) -> None:
-        columns = [item.name for item in fields(RemoteAccount)]
+        columns = [item.name for item in record_fields(RemoteAccount)]
         with self.transaction() as db:
             db.execute("DELETE FROM remote_accounts WHERE name = ? OR account_id = ?", (remote.name, remote.account_id))
             db.execute(
@@ -642,7 +642,7 @@ class Catalog:
         return inserted.rowcount == 1
 
     # Scheduler: its lease, rule cursors and schedule runs (services/scheduler/) -----------------
-    # A run is keyed by (plan, rule, occurrence, resource); its ``details`` are JSON.
+    # A run is keyed by (plan, rule, occurrence, resource); its ``details`` (a RunDetails) are stored as JSON.
     def acquire_lease(self, name: str, holder: str, moment: datetime, expires_at: datetime) -> Lease:
         """Take or renew lease ``name`` unless another holder's is still live; returns the lease as it now is."""
         with self.transaction() as db:
