@@ -13,6 +13,7 @@ from strongroom.catalog import Catalog
 from strongroom.catalog.records import Credential, Output, RemoteAccount, SealedSecret, SecretInfo, record
 from strongroom.errors import CatalogIntegrityError
 from strongroom.model import LockMode, VaultLockRecord, VaultRecord
+from strongroom.plans.records import CopyState, RunDetails, ScheduleRun
 from strongroom.policy.lock import VaultLock
 
 
@@ -127,3 +128,40 @@ def test_the_mac_is_checked_before_a_credential_is_mapped(tmp_path: Path) -> Non
     db.close()
     with pytest.raises(CatalogIntegrityError, match="credential record 'KEYA' fails its MAC"):
         catalog.list_credentials()
+
+
+def test_a_schedule_run_stored_before_details_were_typed_reads_back_with_the_same_json_shape(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.db")
+    copy = {"destination_vault_arn": "arn:d", "delete_after_days": 7, "state": "COMPLETED", "job_id": "j2"}
+    copy |= {"attempts": 1, "next_attempt_at": None, "message": None, "pid": 42, "destination_recovery_point_arn": "a"}
+    old_details = {
+        "rule": {"target_vault_name": "Default", "delete_after_days": 7, "start_window": 60, "completion_window": 90},
+        "jobs": ["j1"],
+        "pid": None,
+        "message": None,
+        "recovery_point_arn": "arn:rp",
+        "copies": [copy],
+    }
+    run = ScheduleRun.of(
+        {
+            "plan_name": "p",
+            "rule_name": "r",
+            "occurrence": "2026-01-01T01:00:00+00:00",
+            "resource_id": "db",
+            "state": "CREATED",
+            "job_id": None,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "start_window_ends": "2026-01-01T02:00:00+00:00",
+            "completion_window_ends": "2026-01-01T03:00:00+00:00",
+            "details": {},
+            "created_at": "2026-01-01T01:00:00+00:00",
+        }
+    )
+    assert catalog.record_occurrences("p", {"r": None}, "2026-01-01T01:00:00+00:00", [run])
+    assert catalog.update_schedule_run(run.key, details=old_details)  # the JSON an older Strongroom wrote
+    [stored] = catalog.list_schedule_runs()
+    assert isinstance(stored.details, RunDetails) and stored.details.jobs == ("j1",)
+    assert stored.rule.target_vault_name == "Default" and stored.copies[0].state == CopyState.COMPLETED
+    shown = stored.as_dict()
+    assert (shown["recovery_point_arn"], shown["status_message"], shown["copy_jobs"]) == ("arn:rp", None, [copy])
