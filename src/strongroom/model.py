@@ -186,6 +186,34 @@ class Resource:
         }
 
 
+class LockMode(StrEnum):
+    GOVERNANCE = "governance"  # principals the vault's access policy names may change or bypass it
+    COMPLIANCE = "compliance"  # changeable only during its cooling-off period, then immutable
+
+
+@dataclass(frozen=True)
+class VaultLockRecord:
+    """A vault's lock as the catalog stores it and ``vaults describe --json`` shows it; the rules it
+    stands for are policy.lock.VaultLock's (``VaultLock.from_record``)."""
+
+    mode: LockMode
+    created_at: str
+    min_retention_days: int | None = None
+    max_retention_days: int | None = None
+    changeable_for_days: int | None = None
+    lock_date: str | None = None  # when a compliance lock becomes immutable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "min_retention_days": self.min_retention_days,
+            "max_retention_days": self.max_retention_days,
+            "changeable_for_days": self.changeable_for_days,
+            "created_at": self.created_at,
+            "lock_date": self.lock_date,
+        }
+
+
 @dataclass
 class VaultRecord:
     name: str
@@ -194,7 +222,7 @@ class VaultRecord:
     vault_id: str
     created_at: str
     access_policy: dict[str, Any] | None = None  # AWS-shaped policy document; None: the account's own only
-    lock: dict[str, Any] | None = None  # policy.lock.VaultLock.as_dict(); None: unlocked
+    lock: VaultLockRecord | None = None  # None: unlocked
     managed: bool = False
     notifications: dict[str, Any] | None = None  # events, states, sealed sink URLs (services/notifications/)
 
@@ -206,7 +234,7 @@ class VaultRecord:
             "vault_id": self.vault_id,
             "creation_date": self.created_at,
             "access_policy": self.access_policy,
-            "lock": self.lock,
+            "lock": self.lock.as_dict() if self.lock else None,
             "managed_by_config": self.managed,
         }
 

@@ -157,7 +157,7 @@ def test_dr_run_from_the_destination_vault_after_the_cluster_is_destroyed(world:
     # copies that backup to the destination: backups continue.
     runs = scheduled_runs(world.source)
     assert [(run.resource_id, run.state.value) for run in runs] == [("mavis-production-restored", "COMPLETED")]
-    assert runs[0].details["copies"][0]["state"] == "COMPLETED", runs[0].details
+    assert runs[0].as_dict()["copy_jobs"][0]["state"] == "COMPLETED", runs[0].details
     assert APP_PASSWORD not in (world.source.home / "logs" / "dr" / f"{report['run_id']}.log").read_text()
     # Neither the app the runbook restarted nor the restored server was handed the passphrase.
     for pid in (world.app.pid(), postmaster_pid(restored["data_directory"])):

@@ -104,7 +104,7 @@ def test_a_completed_backup_starts_the_rules_copy_actions_and_failed_copies_are_
             clock.at(when)
             scheduler.tick()
         [run] = list_runs(source)
-        copies = {c["destination_vault_arn"]: c for c in run.details["copies"]}
+        copies = {c["destination_vault_arn"]: c for c in run.as_dict()["copy_jobs"]}
 
     assert run.state == "COMPLETED"
     assert [(copies[arn[n]]["state"], copies[arn[n]]["attempts"]) for n in ("offsite", "archive", "closed")] == [
@@ -113,7 +113,7 @@ def test_a_completed_backup_starts_the_rules_copy_actions_and_failed_copies_are_
         ("FAILED", 3),
     ]
     assert "CopyIntoBackupVault" in copies[arn["closed"]]["message"]
-    backup = source.catalog.get_recovery_point(run.details["recovery_point_arn"])
+    backup = source.catalog.get_recovery_point(run.details.recovery_point_arn)
     assert backup.delete_after_days == 14 and backup.creation_date == START.replace(hour=1, minute=0).isoformat()
     for name, days in (("offsite", 30), ("archive", 90)):
         copied = destination.json(

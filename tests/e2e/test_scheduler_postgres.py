@@ -21,7 +21,7 @@ from strongroom import model
 from strongroom.model import JobState, RecoveryPointStatus
 from strongroom.services.account import Account, init_account
 from strongroom.services.apply import apply_config
-from strongroom.services.runners import SpawningRunner, job_alive
+from strongroom.services.job_runner import SpawningRunner, job_alive
 from strongroom.services.scheduler import Scheduler, ScheduleRun, list_runs, start_daemon
 from tests.support.cli import PASSPHRASE
 from tests.support.clock import ManualClock
@@ -118,7 +118,7 @@ def test_a_hung_job_blocks_the_queue_whose_runs_expire_and_is_aborted_at_its_com
         wait_until(lambda: waiting_for_lock(pg_cluster, pg_database))
         hung, queued = runs(account)["db"], runs(account)["files"]
         assert (hung.state, queued.state) == ("RUNNING", "CREATED")
-        pid = hung.details["pid"]
+        pid = hung.details.pid
 
         at(clock, "01:59")
         scheduler.tick()
@@ -160,7 +160,7 @@ def test_a_stopped_daemon_waits_for_its_running_jobs_then_aborts_them_and_releas
         daemon = start_daemon(account.home, lambda: PASSPHRASE, stop, poll_seconds=0.05, max_jobs=1, stop_grace=1)
         try:
             wait_until(lambda: waiting_for_lock(pg_cluster, pg_database))
-            pid = runs(account)["db"].details["pid"]
+            pid = runs(account)["db"].details.pid
         finally:
             stop.set()  # what SIGTERM does in `strongroom serve`
             daemon.join(timeout=30)

@@ -113,9 +113,9 @@ class Simulation:
     def record(self, moment: datetime) -> None:
         [run] = [r for r in list_runs(self.source, limit=1) if r.occurrence == moment.isoformat()]
         assert run.state == "COMPLETED"
-        backup = self.source.catalog.get_recovery_point(run.details["recovery_point_arn"])
+        backup = self.source.catalog.get_recovery_point(run.details.recovery_point_arn)
         assert backup.creation_date == moment.isoformat() and backup.delete_after_days == 60
-        [copy] = run.details["copies"]
+        [copy] = run.as_dict()["copy_jobs"]
         assert copy["state"] == "COMPLETED" and copy["delete_after_days"] == 60
         self.backups[moment] = backup.arn
         self.copies[moment] = copy["destination_recovery_point_arn"]

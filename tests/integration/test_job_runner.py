@@ -14,11 +14,10 @@ from strongroom.adapters.base import RestoreRequest
 from strongroom.model import JobState
 from strongroom.services.account import Account, init_account
 from strongroom.services.backup import create_backup_job
-from strongroom.services.job_runner import WORKER_MODULE, spawn_job
+from strongroom.services.job_runner import WORKER_MODULE, InProcessRunner, spawn_job
 from strongroom.services.jobs import get_job, lock_path
 from strongroom.services.resources import add_resource
 from strongroom.services.restore import create_restore_job
-from strongroom.services.runners import InProcessRunner
 from tests.support.trees import snapshot_tree
 from tests.support.vaults import FAST_SCRYPT
 

@@ -161,7 +161,7 @@ def test_a_failed_job_is_retried_with_backoff_a_bounded_number_of_times_within_t
     assert first["runs_created"] == 2 and first["retries_scheduled"] == 2
     run = setup.runs(resource_id="recovering")[0]
     assert (run.state, run.attempts, run.next_attempt_at) == ("CREATED", 1, setup.at("01:05").isoformat())
-    assert "does not exist" in run.details["message"]
+    assert "does not exist" in run.details.message
     assert setup.tick(scheduler, "01:04").get("jobs_started", 0) == 0  # not before its next attempt
     second = setup.tick(scheduler, "01:05")
     assert second["jobs_started"] == 2
@@ -174,11 +174,11 @@ def test_a_failed_job_is_retried_with_backoff_a_bounded_number_of_times_within_t
     [failed] = setup.runs(resource_id="broken", occurrence=setup.at("01:00").isoformat())
     assert (done.state, done.attempts) == ("COMPLETED", 3)
     assert (failed.state, failed.attempts) == ("FAILED", 3)
-    assert failed.details["message"].startswith("failed after 3 attempts")
+    assert failed.details.message.startswith("failed after 3 attempts")
     jobs = setup.account.catalog.list_jobs(job_type=JobType.BACKUP)
     assert [j.state for j in jobs if j.resource_id == "recovering"] == ["FAILED", "FAILED", "COMPLETED"]
     assert [j.state for j in jobs if j.resource_id == "broken"] == ["FAILED"] * 3
-    assert len(done.details["jobs"]) == 3
+    assert len(done.details.jobs) == 3
 
 
 def test_a_run_not_started_within_its_start_window_expires_with_an_expired_job_and_a_notification(
@@ -245,7 +245,7 @@ def test_after_downtime_only_the_newest_occurrence_still_in_its_window_runs_and_
     ]
     [nightly] = setup.runs(rule_name="nightly")  # its window (03:00-04:00) ended during the downtime
     assert (nightly.occurrence[11:16], nightly.state) == ("03:00", "MISSED")
-    assert "start window ended at" in nightly.details["message"]
+    assert "start window ended at" in nightly.details.message
     assert report["runs_missed"] == 4 and report["runs_created"] == 1
     assert len(setup.points()) == 2
     missed = Cli(setup.account.home).json("plans", "runs", "--state", "MISSED")["schedule_runs"]
@@ -297,7 +297,7 @@ def test_rules_firing_together_for_a_resource_take_one_backup_kept_by_the_longes
         "monthly": "SKIPPED",
         "yearly": "COMPLETED",
     }
-    assert new_year["daily"].details["covered_by_rule"] == "yearly"
+    assert new_year["daily"].details.covered_by_rule == "yearly"
     february = {r.rule_name: r.state for r in setup.runs(occurrence="2032-02-01T05:00:00+00:00")}
     assert february == {"daily": "SKIPPED", "monthly": "COMPLETED"}
 

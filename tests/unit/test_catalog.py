@@ -79,7 +79,7 @@ def test_a_mac_binds_its_row_table_and_key(tmp_path: Path) -> None:
     catalog.add_vault(VaultRecord("Default", "arn:v", "file:///v", "vid", "t"))
     catalog.add_credential("KEYA", "arn:user/a", "t", None, counted_in="Default")
     catalog.add_credential("KEYB", "arn:user/b", "t", None, counted_in="Default")
-    assert catalog.get_credential("KEYA")["principal_arn"] == "arn:user/a"  # type: ignore[index]
+    assert catalog.get_credential("KEYA").principal_arn == "arn:user/a"  # type: ignore[union-attr]
     with sqlite3.connect(tmp_path / "c.db") as db:  # B's principal and MAC onto A's row
         db.execute(
             "UPDATE credentials SET principal_arn = 'arn:user/b', mac = (SELECT mac FROM credentials "
@@ -90,7 +90,7 @@ def test_a_mac_binds_its_row_table_and_key(tmp_path: Path) -> None:
         catalog.get_credential("KEYA")
     with pytest.raises(CatalogIntegrityError):
         catalog.revoke_credential("KEYA", "t", counted_in="Default")  # a change never signs an edited row
-    assert catalog.get_credential("KEYB")["principal_arn"] == "arn:user/b"  # type: ignore[index]
+    assert catalog.get_credential("KEYB").principal_arn == "arn:user/b"  # type: ignore[union-attr]
     catalog.guard = _KeyOnly(b"x" * 32)  # another account's key: nothing verifies
     with pytest.raises(CatalogIntegrityError):
         catalog.get_vault("Default")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from strongroom.config.changes import CurrentState, compute_changes
-from strongroom.model import Resource, VaultRecord
+from strongroom.model import LockMode, Resource, VaultLockRecord, VaultRecord
 from tests.unit.test_config_loader import load, write
 
 CONFIG = """
@@ -32,7 +32,7 @@ def vault(name: str, *, managed: bool, lock: dict | None = None) -> VaultRecord:
         "file:///x",
         "id",
         "2024-01-01T00:00:00+00:00",
-        lock=lock,
+        lock=VaultLockRecord(**{"mode": LockMode.GOVERNANCE, "created_at": "x", **lock}) if lock else None,
         managed=managed,
     )
 

@@ -84,8 +84,8 @@ def test_rules_firing_together_run_once_kept_by_the_longest_retention_and_the_ot
         "forever": RunState.CREATED,
     }
     skipped = next(run for run in runs if run.rule_name == "daily")
-    assert skipped.details["covered_by_rule"] == "forever"
-    assert "rule forever of the plan fired for this resource at the same time" in skipped.details["message"]
+    assert skipped.details.covered_by_rule == "forever"
+    assert "rule forever of the plan fired for this resource at the same time" in skipped.details.message
     assert retention(forever) > retention(yearly) > retention(daily)
 
 
@@ -94,7 +94,7 @@ def test_a_missed_firing_never_covers_another_rule() -> None:
     firings = [Firing(rule("daily"), at("05:00")), Firing(longer, at("05:00"), missed="no scheduler ran")]
     runs = new_runs("mavis", firings, ["db"], at("06:30"), None)
     assert [(run.rule_name, run.state) for run in runs] == [("daily", RunState.CREATED), ("longer", RunState.MISSED)]
-    assert runs[1].details["message"] == "missed: no scheduler ran"
+    assert runs[1].details.message == "missed: no scheduler ran"
 
 
 def test_each_firing_becomes_one_run_per_selected_resource_with_its_windows_and_the_rule_as_it_fired() -> None:
@@ -106,7 +106,7 @@ def test_each_firing_becomes_one_run_per_selected_resource_with_its_windows_and_
     run = runs[0]
     assert (run.state, run.attempts, run.job_id, run.created_at) == (RunState.CREATED, 0, None, at("01:02").isoformat())
     assert (run.start_window_ends, run.completion_window_ends) == (at("02:00").isoformat(), at("04:00").isoformat())
-    assert run.details["rule"] == {
+    assert run.details.rule is not None and run.details.rule.as_dict() == {
         "target_vault_name": "Default",
         "delete_after_days": 35,
         "start_window": 60,

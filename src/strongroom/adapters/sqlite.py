@@ -80,12 +80,15 @@ def _read_only_uri(path: Path) -> str:
 
 
 def _integrity_problem(path: Path) -> str | None:
-    """None when ``PRAGMA integrity_check`` passes, else its first lines."""
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    """None when ``PRAGMA integrity_check`` passes, else its first lines (or why SQLite could not check)."""
     try:
-        rows = [row[0] for row in connection.execute("PRAGMA integrity_check").fetchmany(5)]
-    finally:
-        connection.close()
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        try:
+            rows = [row[0] for row in connection.execute("PRAGMA integrity_check").fetchmany(5)]
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        return str(exc)
     return None if rows == ["ok"] else "; ".join(str(row) for row in rows)
 
 
@@ -126,10 +129,7 @@ def _snapshot(source: Path, copy: Path) -> dict[str, Any]:
 
 
 def _check_copy(source: Path, copy: Path) -> None:
-    try:
-        problem = _integrity_problem(copy)
-    except sqlite3.Error as exc:
-        problem = str(exc)
+    problem = _integrity_problem(copy)
     if problem:
         raise SourceError(
             f"the copy of SQLite database {source} fails integrity_check: {problem}",
@@ -187,10 +187,7 @@ def _write_restored(target: Path, ctx: RestoreContext, mode: int) -> Path:
 
 
 def _check_restored(temp: Path, target: Path) -> None:
-    try:
-        problem = _integrity_problem(temp)
-    except sqlite3.Error as exc:
-        problem = str(exc)
+    problem = _integrity_problem(temp)
     if problem:
         raise IntegrityError(f"the restored SQLite database for {target} fails integrity_check: {problem}")
     # Checking a WAL-mode copy can leave empty side files; they belong to the temporary name only.

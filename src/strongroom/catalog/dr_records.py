@@ -3,12 +3,12 @@
 A run stores the runbook it executes (``config/runbook.py``'s ``Runbook.as_dict``) so a resumed run
 does the same steps even when the file changed; a step row holds its state, attempts, outputs (what
 later steps read as ``${steps.NAME.FIELD}``), its checkpoint (where a resumed attempt restarts) and
-the changes it made. ``services/dr/engine.py`` is the only writer.
+the changes it made. ``services/dr/engine.py`` is the only writer; the catalog maps rows to these
+records with ``catalog/records.record``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -37,22 +37,6 @@ class DrRun:
     error: str | None = None
     report: dict[str, Any] | None = None  # kept once the run is COMPLETED (or a rehearsal FAILED)
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> DrRun:
-        return cls(
-            id=row["id"],
-            runbook_name=row["runbook_name"],
-            runbook=row["runbook"] or {},
-            rehearsal=bool(row["rehearsal"]),
-            state=DrState(row["state"]),
-            incident_time=row["incident_time"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            completed_at=row["completed_at"],
-            error=row["error"],
-            report=row["report"],
-        )
-
 
 @dataclass(frozen=True)
 class DrStep:
@@ -69,21 +53,3 @@ class DrStep:
     checkpoint: dict[str, Any] | None = None
     changes: list[str] | None = None
     error: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> DrStep:
-        return cls(
-            run_id=row["run_id"],
-            position=row["position"],
-            name=row["name"],
-            type=row["type"],
-            state=DrState(row["state"]),
-            attempts=row["attempts"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-            duration_seconds=row["duration_seconds"],
-            outputs=row["outputs"],
-            checkpoint=row["checkpoint"],
-            changes=row["changes"],
-            error=row["error"],
-        )

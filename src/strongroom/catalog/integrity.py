@@ -20,27 +20,24 @@ from strongroom.errors import CatalogIntegrityError
 
 MAC_CONTEXT = b"strongroom catalog row v1\0"
 
+# A recovery point's state and retention: secured here, and mirrored into its vault's store by
+# services/catalog_integrity.py (the vault's record of each point).
+POINT_STATE_COLUMNS = (
+    "status",
+    "creation_date",
+    "arrival_date",
+    "completion_date",
+    "delete_after_days",
+    "delete_at",
+    "lock_applies",
+)
 # table -> (primary key column, secured columns in MAC order). Columns not listed (sizes, messages,
 # metadata, notifications) decide nothing about access or retention.
 SECURED: dict[str, tuple[str, tuple[str, ...]]] = {
     "vaults": ("name", ("name", "arn", "store_url", "vault_id", "created_at", "access_policy", "lock", "seq")),
     "recovery_points": (
         "id",
-        (
-            "id",
-            "arn",
-            "vault_name",
-            "resource_id",
-            "resource_type",
-            "status",
-            "creation_date",
-            "arrival_date",
-            "completion_date",
-            "delete_after_days",
-            "delete_at",
-            "lock_applies",
-            "source_recovery_point_arn",
-        ),
+        ("id", "arn", "vault_name", "resource_id", "resource_type", *POINT_STATE_COLUMNS, "source_recovery_point_arn"),
     ),
     "credentials": ("key_id", ("key_id", "principal_arn", "created_at", "expires_at", "revoked_at")),
 }

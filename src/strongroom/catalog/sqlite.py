@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields as record_fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from strongroom.catalog import integrity
 from strongroom.catalog.dr_records import DrRun, DrStep
 from strongroom.catalog.migrations import MIGRATIONS
+from strongroom.catalog.records import Credential, Output, RemoteAccount, SealedSecret, SecretInfo, record
 from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError, StorageFullError
 from strongroom.model import (
     Job,
@@ -300,14 +302,14 @@ class Catalog:
             self._bump_and_sign_vault(db, counted_in)
         self._mirror(counted_in, None)
 
-    def get_credential(self, key_id: str) -> dict[str, Any] | None:
+    def get_credential(self, key_id: str) -> Credential | None:
         """The credential row, checked against its MAC (who it acts as, expiry and revocation)."""
         row = self._db.execute("SELECT * FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
-        return _without_mac(self._checked("credentials", row)) if row else None
+        return record(Credential, self._checked("credentials", row)) if row else None
 
-    def list_credentials(self) -> list[dict[str, Any]]:
+    def list_credentials(self) -> list[Credential]:
         rows = self._db.execute("SELECT * FROM credentials ORDER BY created_at")
-        return [_without_mac(self._checked("credentials", r)) for r in rows]
+        return [record(Credential, self._checked("credentials", r)) for r in rows]
 
     def revoke_credential(self, key_id: str, revoked_at: str, *, counted_in: str) -> bool:
         self._key_before_writing()
@@ -418,18 +420,16 @@ class Catalog:
         return [dict(self._checked("recovery_points", r)) for r in rows]
 
     # Other accounts this account talks to ---------------------------------------------------
-    def put_remote_account(self, remote: dict[str, Any]) -> None:
-        columns = ("name", "account_id", "endpoint", "key_id", "sealed_secret", "ca_file", "created_at")
+    def put_remote_account(self, remote: RemoteAccount) -> None:
+        columns = [item.name for item in record_fields(RemoteAccount)]
         with self.transaction() as db:
-            db.execute(
-                "DELETE FROM remote_accounts WHERE name = ? OR account_id = ?", (remote["name"], remote["account_id"])
-            )
+            db.execute("DELETE FROM remote_accounts WHERE name = ? OR account_id = ?", (remote.name, remote.account_id))
             db.execute(
                 f"INSERT INTO remote_accounts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                tuple(remote.get(c) for c in columns),
+                tuple(getattr(remote, c) for c in columns),
             )
 
-    def get_remote_account(self, name_or_account_id: str) -> dict[str, Any]:
+    def get_remote_account(self, name_or_account_id: str) -> RemoteAccount:
         row = self._db.execute(
             "SELECT * FROM remote_accounts WHERE name = ? OR account_id = ?", (name_or_account_id, name_or_account_id)
         ).fetchone()
@@ -438,10 +438,10 @@ class Catalog:
                 f"no account '{name_or_account_id}' is registered here",
                 hint="Register it with 'strongroom accounts add NAME --endpoint URL --account-id ID --key-id KEY'",
             )
-        return dict(row)
+        return record(RemoteAccount, row)
 
-    def list_remote_accounts(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM remote_accounts ORDER BY name")]
+    def list_remote_accounts(self) -> list[RemoteAccount]:
+        return [record(RemoteAccount, r) for r in self._db.execute("SELECT * FROM remote_accounts ORDER BY name")]
 
     def remove_remote_account(self, name: str) -> None:
         self.get_remote_account(name)
@@ -461,13 +461,16 @@ class Catalog:
         return json.loads(row[0]) if row else default
 
     # Outputs of the last apply ---------------------------------------------------------------
-    def set_outputs(self, outputs: dict[str, Any]) -> None:
+    def set_outputs(self, outputs: dict[str, Output]) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM outputs")
-            db.executemany("INSERT INTO outputs VALUES (?, ?)", [(k, json.dumps(v)) for k, v in outputs.items()])
+            db.executemany(
+                "INSERT INTO outputs VALUES (?, ?)", [(k, json.dumps(v.as_dict())) for k, v in outputs.items()]
+            )
 
-    def get_outputs(self) -> dict[str, Any]:
-        return {r["name"]: json.loads(r["value"]) for r in self._db.execute("SELECT * FROM outputs ORDER BY name")}
+    def get_outputs(self) -> dict[str, Output]:
+        rows = self._db.execute("SELECT * FROM outputs ORDER BY name")
+        return {r["name"]: Output.of(json.loads(r["value"])) for r in rows}
 
     # Chunk ids of a peer vault mapped to this account's ids (incremental copies) --------------
     # ``checked_under`` is the fingerprint of the peer's chunk-id key under which the mapping's content
@@ -639,7 +642,7 @@ class Catalog:
         return inserted.rowcount == 1
 
     # Scheduler: its lease, rule cursors and schedule runs (services/scheduler/) -----------------
-    # A run is keyed by (plan, rule, occurrence, resource); its ``details`` are JSON.
+    # A run is keyed by (plan, rule, occurrence, resource); its ``details`` (a RunDetails) are stored as JSON.
     def acquire_lease(self, name: str, holder: str, moment: datetime, expires_at: datetime) -> Lease:
         """Take or renew lease ``name`` unless another holder's is still live; returns the lease as it now is."""
         with self.transaction() as db:
@@ -741,14 +744,14 @@ class Catalog:
             return db.execute(sql, args).rowcount == 1
 
     # Secrets (services/secrets.py): values arrive sealed with the account key, never in plaintext ----
-    def get_secret_row(self, name: str) -> dict[str, Any] | None:
+    def get_secret_row(self, name: str) -> SealedSecret | None:
         row = self._db.execute("SELECT * FROM secrets WHERE name = ?", (name,)).fetchone()
-        return dict(row) if row else None
+        return record(SealedSecret, row) if row else None
 
-    def list_secret_rows(self) -> list[dict[str, Any]]:
+    def list_secret_rows(self) -> list[SecretInfo]:
         """Names, versions and dates; the sealed values are not even read."""
         sql = "SELECT name, version, previous_version, created_at, updated_at FROM secrets ORDER BY name"
-        return [dict(r) for r in self._db.execute(sql)]
+        return [record(SecretInfo, r) for r in self._db.execute(sql)]
 
     def write_secret(self, name: str, sealed_value: str, version: int, moment: str) -> bool:
         """Store version ``version`` (1: a new secret), the current one becoming the previous; False, changing
@@ -800,18 +803,18 @@ class Catalog:
             raise NotFoundError(
                 f"unknown disaster-recovery run '{run_id}'", hint="List the runs with 'strongroom dr list'"
             )
-        return DrRun.from_row(_decoded(row, ("runbook", "report")))
+        return record(DrRun, row, _DR_RUN_JSON)
 
     def list_dr_runs(self) -> list[DrRun]:
         rows = self._db.execute("SELECT * FROM dr_runs ORDER BY created_at")
-        return [DrRun.from_row(_decoded(row, ("runbook", "report"))) for row in rows]
+        return [record(DrRun, row, _DR_RUN_JSON) for row in rows]
 
     def update_dr_run(self, run_id: str, **fields: Any) -> None:
-        self._update("dr_runs", run_id, fields, json_columns=("runbook", "report"))
+        self._update("dr_runs", run_id, fields, json_columns=_DR_RUN_JSON)
 
     def list_dr_steps(self, run_id: str) -> list[DrStep]:
         rows = self._db.execute("SELECT * FROM dr_steps WHERE run_id = ? ORDER BY position", (run_id,))
-        return [DrStep.from_row(_decoded(row, _DR_STEP_JSON)) for row in rows]
+        return [record(DrStep, row, _DR_STEP_JSON) for row in rows]
 
     def get_dr_step(self, run_id: str, position: int) -> DrStep:
         row = self._db.execute(
@@ -819,7 +822,7 @@ class Catalog:
         ).fetchone()
         if row is None:
             raise NotFoundError(f"disaster-recovery run '{run_id}' has no step {position + 1}")
-        return DrStep.from_row(_decoded(row, _DR_STEP_JSON))
+        return record(DrStep, row, _DR_STEP_JSON)
 
     def update_dr_step(self, run_id: str, position: int, **fields: Any) -> None:
         encoded = {k: (_json_or_null(v) if k in _DR_STEP_JSON else _plain(v)) for k, v in fields.items()}
@@ -831,20 +834,8 @@ class Catalog:
             )
 
 
+_DR_RUN_JSON = ("runbook", "report")
 _DR_STEP_JSON = ("outputs", "checkpoint", "changes")
-
-
-def _decoded(row: sqlite3.Row, json_columns: tuple[str, ...]) -> dict[str, Any]:
-    data = dict(row)
-    for column in json_columns:
-        data[column] = json.loads(data[column]) if data.get(column) else None
-    return data
-
-
-def _without_mac(row: sqlite3.Row) -> dict[str, Any]:
-    data = dict(row)
-    data.pop("mac", None)
-    return data
 
 
 def _statements(script: str) -> list[str]:
@@ -858,54 +849,26 @@ def _plain(value: Any) -> Any:
 
 
 def _json_or_null(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    """A JSON column's text; a typed record is stored as its ``as_dict()``."""
+    if value is None:
+        return None
+    return json.dumps(value.as_dict() if hasattr(value, "as_dict") else value)
 
 
 def _vault(row: sqlite3.Row) -> VaultRecord:
-    return VaultRecord(
-        row["name"],
-        row["arn"],
-        row["store_url"],
-        row["vault_id"],
-        row["created_at"],
-        access_policy=json.loads(row["access_policy"]) if row["access_policy"] else None,
-        lock=json.loads(row["lock"]) if row["lock"] else None,
-        managed=bool(row["managed"]),
-        notifications=json.loads(row["notifications"]) if row["notifications"] else None,
-    )
+    return record(VaultRecord, row, ("access_policy", "lock", "notifications"))
 
 
 def _resource(row: sqlite3.Row) -> Resource:
-    return Resource(
-        row["id"],
-        row["type"],
-        json.loads(row["settings"]),
-        json.loads(row["tags"]),
-        row["created_at"],
-        managed=bool(row["managed"]),
-    )
+    return record(Resource, row, ("settings", "tags"))
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        job_type=JobType(row["job_type"]),
-        state=JobState(row["state"]),
-        resource_id=row["resource_id"],
-        vault_name=row["vault_name"],
-        recovery_point_arn=row["recovery_point_arn"],
-        creation_date=row["creation_date"],
-        start_date=row["start_date"],
-        completion_date=row["completion_date"],
-        bytes_processed=row["bytes_processed"],
-        status_message=row["status_message"],
-        parameters=json.loads(row["parameters"]),
-        result=json.loads(row["result"]),
-    )
+    return record(Job, row, ("parameters", "result"))
 
 
 def _notification(row: sqlite3.Row) -> OutboxRow:
-    return OutboxRow(**{**dict(row), "payload": json.loads(row["payload"])})
+    return record(OutboxRow, row, ("payload",))
 
 
 RUN_COLUMNS = (
@@ -935,28 +898,8 @@ def _run_values(run: ScheduleRun) -> tuple[Any, ...]:
 
 
 def _lease(row: sqlite3.Row) -> Lease:
-    return Lease(row["name"], row["holder"], row["expires_at"])
+    return record(Lease, row)
 
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
-    return RecoveryPoint(
-        id=row["id"],
-        arn=row["arn"],
-        vault_name=row["vault_name"],
-        resource_id=row["resource_id"],
-        resource_type=row["resource_type"],
-        status=RecoveryPointStatus(row["status"]),
-        creation_date=row["creation_date"],
-        completion_date=row["completion_date"],
-        source_bytes=row["source_bytes"],
-        stored_bytes=row["stored_bytes"],
-        new_bytes=row["new_bytes"],
-        backup_job_id=row["backup_job_id"],
-        status_message=row["status_message"],
-        metadata=json.loads(row["metadata"]),
-        delete_after_days=row["delete_after_days"],
-        delete_at=row["delete_at"],
-        lock_applies=bool(row["lock_applies"]),
-        source_recovery_point_arn=row["source_recovery_point_arn"],
-        arrival_date=row["arrival_date"],
-    )
+    return record(RecoveryPoint, row, ("metadata",))

@@ -117,7 +117,7 @@ def output_(
     if name not in outputs:
         known = ", ".join(outputs) or "none (run 'strongroom apply' first)"
         raise NotFoundError(f"no output named '{name}'", hint=f"Outputs: {known}")
-    value = outputs[name].get("value")
+    value = outputs[name].value
     if json_output:
         output.emit_json(value)
     elif raw:

@@ -44,7 +44,7 @@ def create(
 def list_credentials(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """Access keys this account issued (never their secrets)."""
     with context.account(ctx, display=True) as account:
-        rows = account.catalog.list_credentials()
+        rows = [credential.as_dict() for credential in account.catalog.list_credentials()]
     if json_output:
         output.emit_json({"credentials": rows})
         return

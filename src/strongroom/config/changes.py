@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from strongroom.config.loader import LoadedConfig
-from strongroom.model import Resource, VaultRecord
+from strongroom.model import Resource, VaultLockRecord, VaultRecord
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 VAULT, POLICY, LOCK, RESOURCE = "vault", "access_policy", "vault_lock", "resource"
@@ -171,8 +171,8 @@ def _policy_details(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return [f"statements {', '.join(old) or 'none'} -> {', '.join(new) or 'none'}"]
 
 
-def _lock_numbers(lock: dict[str, Any]) -> dict[str, Any]:
-    return {name: lock.get(name) for name in LOCK_FIELDS}
+def _lock_numbers(lock: VaultLockRecord) -> dict[str, Any]:
+    return {name: getattr(lock, name) for name in LOCK_FIELDS}
 
 
 def _vault_view(record: VaultRecord) -> dict[str, Any]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
-from strongroom.plans.records import BackupRule, CopyAction, RuleSnapshot, RunState, ScheduleRun
+from strongroom.plans.records import BackupRule, CopyAction, RuleSnapshot, RunDetails, RunState, ScheduleRun
 from strongroom.plans.schedule import Schedule
 
 MISSED_KEPT = 100  # missed occurrences recorded per rule and tick; older ones are only counted
@@ -85,15 +84,17 @@ def _new_run(
     destination: str | None,
 ) -> ScheduleRun:
     rule, moment = firing.rule, firing.occurrence
-    details: dict[str, Any] = {"rule": rule_snapshot(rule, destination).as_dict()}
+    details = RunDetails(rule=rule_snapshot(rule, destination))
     if firing.missed is not None:
-        state, details["message"] = RunState.MISSED, f"missed: {firing.missed}"
+        state, details = RunState.MISSED, replace(details, message=f"missed: {firing.missed}")
     elif winner is not None and winner.name != rule.name:
-        state, details["message"] = (
-            RunState.SKIPPED,
-            (f"rule {winner.name} of the plan fired for this resource at the same time and keeps its backup longer"),
+        state = RunState.SKIPPED
+        details = replace(
+            details,
+            message=f"rule {winner.name} of the plan fired for this resource at the same time"
+            " and keeps its backup longer",
+            covered_by_rule=winner.name,
         )
-        details["covered_by_rule"] = winner.name
     else:
         state = RunState.CREATED
     return ScheduleRun(

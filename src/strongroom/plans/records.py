@@ -4,13 +4,14 @@ catalog keeps.
 A ``BackupPlan`` is stored as the blueprint-shaped JSON of config/schema.py ``BackupPlanConfig`` (the
 catalog setting ``backup_plans``); ``BackupPlan.of`` reads it (missing fields take the schema's
 defaults) and ``as_dict`` writes it back unchanged. A ``ScheduleRun`` is a row of ``schedule_runs``; its
-``details`` column holds the ``RuleSnapshot`` the run fired with and, once the backup completed, one
-``CopyAttempt`` per copy action. ``as_dict`` is the ``--json`` shape (docs/cli-json.md).
+``details`` column holds a ``RunDetails``: the ``RuleSnapshot`` the run fired with, its last message and
+jobs and, once the backup completed, one ``CopyAttempt`` per copy action. ``as_dict`` is the ``--json``
+shape (docs/cli-json.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -245,6 +246,45 @@ class CopyAttempt:
 RunKey = tuple[str, str, str, str]  # (plan, rule, occurrence, resource)
 
 
+@dataclass(frozen=True)
+class RunDetails:
+    """What a run keeps beside its columns (the JSON ``details`` column): the rule as it fired, the last
+    message, the backup jobs it started, the running job's pid, the backup's point and the copy actions."""
+
+    rule: RuleSnapshot | None = None
+    message: str | None = None
+    jobs: tuple[str, ...] = ()  # every backup job of the run, one per attempt
+    pid: int | None = None  # of the running backup job's worker, when it runs in its own process
+    recovery_point_arn: str | None = None  # once the backup completed
+    copies: tuple[CopyAttempt, ...] = ()
+    covered_by_rule: str | None = None  # SKIPPED: the rule whose backup of the same moment is kept longer
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> RunDetails:
+        return cls(
+            rule=RuleSnapshot.of(data["rule"]) if data.get("rule") else None,
+            message=data.get("message"),
+            jobs=tuple(data.get("jobs") or ()),
+            pid=data.get("pid"),
+            recovery_point_arn=data.get("recovery_point_arn"),
+            copies=tuple(CopyAttempt.of(copy) for copy in data.get("copies") or ()),
+            covered_by_rule=data.get("covered_by_rule"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored shape: the fields that are set (``copies`` once the backup completed, even empty)."""
+        stored: dict[str, Any] = {
+            "rule": self.rule.as_dict() if self.rule else None,
+            "message": self.message,
+            "jobs": list(self.jobs),
+            "pid": self.pid,
+            "recovery_point_arn": self.recovery_point_arn,
+            "copies": [copy.as_dict() for copy in self.copies],
+            "covered_by_rule": self.covered_by_rule,
+        }
+        return {key: value for key, value in stored.items() if value is not None and value != []}
+
+
 @dataclass
 class ScheduleRun:
     """One occurrence of a rule for one resource (a row of ``schedule_runs``); the scheduler mirrors in it
@@ -260,12 +300,13 @@ class ScheduleRun:
     next_attempt_at: str | None
     start_window_ends: str
     completion_window_ends: str
-    details: dict[str, Any]  # JSON: rule (snapshot), message, jobs, pid, recovery_point_arn, copies, covered_by_rule
+    details: RunDetails
     created_at: str
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> ScheduleRun:
-        return cls(**{**row, "state": RunState(row["state"])})
+        """The run from its stored columns (``details`` as the JSON object it is stored as)."""
+        return cls(**{**row, "state": RunState(row["state"]), "details": RunDetails.of(row["details"])})
 
     @property
     def key(self) -> RunKey:
@@ -273,11 +314,12 @@ class ScheduleRun:
 
     @property
     def rule(self) -> RuleSnapshot:
-        return RuleSnapshot.of(self.details.get("rule") or {})
+        return self.details.rule or RuleSnapshot.of({})
 
     @property
     def copies(self) -> list[CopyAttempt]:
-        return [CopyAttempt.of(copy) for copy in self.details.get("copies", [])]
+        """The copy actions, each a fresh object the copy state machine may change before it saves them."""
+        return [replace(copy) for copy in self.details.copies]
 
     def columns(self) -> dict[str, Any]:
         """The row as the catalog stores it."""
@@ -292,7 +334,7 @@ class ScheduleRun:
             "next_attempt_at": self.next_attempt_at,
             "start_window_ends": self.start_window_ends,
             "completion_window_ends": self.completion_window_ends,
-            "details": self.details,
+            "details": self.details.as_dict(),
             "created_at": self.created_at,
         }
 
@@ -308,9 +350,9 @@ class ScheduleRun:
             "next_attempt_at": self.next_attempt_at,
             "start_window_ends": self.start_window_ends,
             "completion_window_ends": self.completion_window_ends,
-            "recovery_point_arn": self.details.get("recovery_point_arn"),
-            "status_message": self.details.get("message"),
-            "copy_jobs": self.details.get("copies", []),
+            "recovery_point_arn": self.details.recovery_point_arn,
+            "status_message": self.details.message,
+            "copy_jobs": [copy.as_dict() for copy in self.details.copies],
             "creation_date": self.created_at,
         }
 

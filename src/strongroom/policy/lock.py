@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from strongroom.errors import ConfigError, RetentionError
+from strongroom.model import LockMode, VaultLockRecord
 
-GOVERNANCE = "governance"
-COMPLIANCE = "compliance"
+GOVERNANCE = LockMode.GOVERNANCE
+COMPLIANCE = LockMode.COMPLIANCE
 MAX_DAYS = 36500
 MIN_CHANGEABLE_DAYS = 3
 WHERE = "vault lock"
@@ -39,7 +40,7 @@ class VaultLock:
             raise ConfigError(f"{WHERE} created_at: must be a date and time with a time zone")
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> LockMode:
         return COMPLIANCE if self.changeable_for_days is not None else GOVERNANCE
 
     @property
@@ -92,27 +93,47 @@ class VaultLock:
             return f"at least {low} days"
         return f"at most {high} days" if high is not None else "any number of days"
 
-    def as_dict(self) -> dict[str, Any]:
+    def record(self) -> VaultLockRecord:
+        """The lock as the catalog stores it (``mode`` and ``lock_date`` written out for readers)."""
         lock_date = self.lock_date
-        return {
-            "mode": self.mode,
-            "min_retention_days": self.min_retention_days,
-            "max_retention_days": self.max_retention_days,
-            "changeable_for_days": self.changeable_for_days,
-            "created_at": self.created_at.isoformat(),
-            "lock_date": lock_date.isoformat() if lock_date else None,
-        }
+        return VaultLockRecord(
+            mode=self.mode,
+            created_at=self.created_at.isoformat(),
+            min_retention_days=self.min_retention_days,
+            max_retention_days=self.max_retention_days,
+            changeable_for_days=self.changeable_for_days,
+            lock_date=lock_date.isoformat() if lock_date else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.record().as_dict()
+
+    @classmethod
+    def from_record(cls, stored: VaultLockRecord) -> VaultLock:
+        """The lock from its stored record (``mode`` and ``lock_date`` are derived, so ignored)."""
+        return cls(
+            stored.min_retention_days,
+            stored.max_retention_days,
+            stored.changeable_for_days,
+            _created_at(stored.created_at),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VaultLock:
         """The lock from :meth:`as_dict`'s shape (``mode`` and ``lock_date`` are derived, so ignored)."""
-        try:
-            created_at = datetime.fromisoformat(data["created_at"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"{WHERE} created_at: missing or not an ISO 8601 date and time") from None
         return cls(
-            data.get("min_retention_days"), data.get("max_retention_days"), data.get("changeable_for_days"), created_at
+            data.get("min_retention_days"),
+            data.get("max_retention_days"),
+            data.get("changeable_for_days"),
+            _created_at(data.get("created_at")),
         )
+
+
+def _created_at(text: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{WHERE} created_at: missing or not an ISO 8601 date and time") from None
 
 
 def _check_days(name: str, value: Any, lowest: int) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom import model
+from strongroom.catalog.records import Output
 from strongroom.config.changes import (
     BACKUP_PLAN,
     CREATE,
@@ -61,7 +62,7 @@ Approve = Callable[[Plan], bool]
 @dataclass(frozen=True)
 class ApplyResult:
     plan: Plan
-    outputs: dict[str, Any]
+    outputs: dict[str, Output]
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.plan.as_dict(), "outputs": shown_outputs(self.outputs)}
@@ -86,7 +87,7 @@ def current_state(account: Account) -> CurrentState:
         resources={resource.id: resource for resource in catalog.list_resources()},
         destination=destination,
         backup_plans=catalog.get_setting(SETTING_BACKUP_PLANS, {}) or {},
-        outputs=catalog.get_outputs(),
+        outputs={name: stored.as_dict() for name, stored in catalog.get_outputs().items()},
     )
 
 
@@ -175,7 +176,7 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
     elif change.kind == BACKUP_PLAN:
         account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.stored_backup_plans() or None)
     elif change.kind == OUTPUT:
-        account.catalog.set_outputs(loaded.outputs)
+        account.catalog.set_outputs({name: Output.of(value) for name, value in loaded.outputs.items()})
     elif change.kind == notifications_plan.CHANGE_KIND:
         notifications_plan.apply_change(account, loaded, change.name)
 
@@ -206,15 +207,13 @@ def _execute_resource(account: Account, loaded: LoadedConfig, change: Change) ->
 
 
 # Outputs ------------------------------------------------------------------------------------------
-def read_outputs(account: Account) -> dict[str, Any]:
-    """The outputs of the last apply: name -> {"value", "description", "sensitive"}."""
+def read_outputs(account: Account) -> dict[str, Output]:
+    """The outputs of the last apply by name."""
     return account.catalog.get_outputs()
 
 
-def shown_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: ("(sensitive)" if output.get("sensitive") else output.get("value")) for name, output in outputs.items()
-    }
+def shown_outputs(outputs: dict[str, Output]) -> dict[str, Any]:
+    return {name: ("(sensitive)" if output.sensitive else output.value) for name, output in outputs.items()}
 
 
 # The apply lock ------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from strongroom.catalog import integrity
 from strongroom.errors import CatalogIntegrityError
 from strongroom.fsutil import write_durably
-from strongroom.model import RecoveryPointStatus
+from strongroom.model import RecoveryPointStatus, VaultRecord
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
 from strongroom.store.base import open_store
@@ -36,15 +37,7 @@ VAULT_RECORD_KEY = f"{RECORDS_PREFIX}vault"
 POINT_RECORDS_PREFIX = f"{RECORDS_PREFIX}points/"
 MAC_KEY_CONTEXT = b"strongroom catalog row MAC key v1"
 SEALED_MARKER = "catalog.sealed"
-POINT_FIELDS = (
-    "status",
-    "creation_date",
-    "arrival_date",
-    "completion_date",
-    "delete_after_days",
-    "delete_at",
-    "lock_applies",
-)
+POINT_FIELDS = integrity.POINT_STATE_COLUMNS  # what the vault's record of a point holds
 VAULT_FIELDS = ("arn", "access_policy", "lock")
 # A point in these states has a manifest in its vault (CREATING ones may or may not, yet).
 STORED = (RecoveryPointStatus.COMPLETED.value, RecoveryPointStatus.EXPIRED.value)
@@ -256,8 +249,12 @@ def _point_records(vault: Vault) -> Iterator[tuple[str, dict[str, Any]]]:
             yield key[len(POINT_RECORDS_PREFIX) :], record
 
 
-def _vault_columns(record: Any) -> dict[str, Any]:
-    return {"arn": record.arn, "access_policy": record.access_policy, "lock": record.lock}
+def _vault_columns(record: VaultRecord) -> dict[str, Any]:
+    return {
+        "arn": record.arn,
+        "access_policy": record.access_policy,
+        "lock": record.lock.as_dict() if record.lock else None,
+    }
 
 
 def _rolled_back(vault_name: str, sequence: int, recorded: int) -> str:

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from typing import Any
 
-import zstandard
-
 from strongroom.errors import RemoteError, StrongroomError, UsageError
 from strongroom.model import Arn, Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
 from strongroom.policy.principals import root_arn
@@ -27,14 +25,11 @@ from strongroom.services.remote import client_for
 from strongroom.services.writers import hold_writer
 from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
-from strongroom.vault import envelope
-from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, load_manifest
-from strongroom.vault.reader import RecoveryPointReader, read_object
+from strongroom.vault.reader import RecoveryPointReader
 
 BATCH_REFS = 1024
 MAX_BODY_BYTES = 8 << 20
-COMPRESSION_LEVEL = 3
 
 
 def create_copy_job(
@@ -174,11 +169,11 @@ def _push_batch(
     flags = client.missing(session, [ref.id for ref in unique] + bases)
     needed = [ref for ref, flag in zip(unique, flags, strict=False) if flag]
     held_bases = {base for base, flag in zip(bases, flags[len(unique) :], strict=True) if not flag}
-    encoder = _FrameEncoder(reader, held_bases)
+    encoder = wire.FrameEncoder(reader.vault, held_bases)
     body: list[bytes] = []
     size = 0
     for ref, plaintext in zip(needed, reader.iter_chunk_data(needed), strict=True):
-        frame = encoder.frame(ref, plaintext)
+        frame = encoder.frame(ref.id, plaintext, ref.base)
         body.append(frame)
         size += len(frame)
         if size >= MAX_BODY_BYTES:
@@ -193,26 +188,6 @@ def _push_batch(
     sent["chunks_skipped"] += len(unique) - len(needed)
     if progress:
         progress(sum(ref.size for ref in batch))
-
-
-class _FrameEncoder:
-    """Chunk frames for the wire: a delta against the chunk's base when the receiver holds that base
-    (as the vault stores it), else the whole chunk compressed."""
-
-    def __init__(self, reader: RecoveryPointReader, held_bases: set[bytes]) -> None:
-        self.reader = reader
-        self.held_bases = held_bases
-        self.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
-        self.deltas = 0
-
-    def frame(self, ref: ChunkRef, plaintext: bytes) -> bytes:
-        if ref.base is not None and ref.base in self.held_bases:
-            base = read_object(self.reader.vault, ref.base, Kind.CHUNK, as_base=True)
-            compression, body = envelope.compress_body(plaintext, (ref.base, base))
-            if compression == envelope.Compression.ZSTD_DELTA:
-                self.deltas += 1
-                return wire.encode_frame(ref.id, len(plaintext), body[envelope.BASE_ID_SIZE :], ref.base)
-        return wire.encode_frame(ref.id, len(plaintext), self.compressor.compress(plaintext))
 
 
 # Pull (copy back) ---------------------------------------------------------------------------------

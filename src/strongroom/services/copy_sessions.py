@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from strongroom.errors import NotFoundError, RemoteError, StrongroomError, UsageError
@@ -47,9 +46,8 @@ from strongroom.services.session_limits import SessionLimits
 from strongroom.services.source_keys import pin_source_key
 from strongroom.services.writers import try_hold_writer
 from strongroom.transport import wire
-from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, load_manifest
-from strongroom.vault.reader import RecoveryPointReader, read_object
+from strongroom.vault.reader import RecoveryPointReader
 from strongroom.vault.source import ID_KEY_SIZE
 
 Session = TypeVar("Session", "IncomingCopy", "OutgoingCopy")
@@ -220,12 +218,7 @@ class CopySessions:
         return IncomingCopy(job, rp, request, receiver, resources, principal_arn, moment, moment)
 
     def incoming_session(self, principal_arn: str, session_id: str) -> IncomingCopy:
-        session = self.incoming.get(session_id)
-        if session is not None and session.principal_arn == principal_arn:
-            expired = self._expired(session)
-            if expired:
-                self._fail(session, expired)
-        return self._open_session(self.incoming, principal_arn, session_id)
+        return self._open_session(self.incoming, principal_arn, session_id, self._fail)
 
     def missing(self, principal_arn: str, session_id: str, body: bytes) -> bytes:
         session = self.incoming_session(principal_arn, session_id)
@@ -356,12 +349,9 @@ class CopySessions:
         }
 
     def outgoing_session(self, principal_arn: str, session_id: str) -> OutgoingCopy:
-        session = self.outgoing.get(session_id)
-        if session is not None and session.principal_arn == principal_arn:
-            expired = self._expired(session)
-            if expired:
-                self._end_outgoing(session_id, expired)
-        return self._open_session(self.outgoing, principal_arn, session_id)
+        return self._open_session(
+            self.outgoing, principal_arn, session_id, lambda session, why: self._end_outgoing(session_id, why)
+        )
 
     def outgoing_refs(self, principal_arn: str, session_id: str, stream: str, start: int, count: int) -> bytes:
         session = self.outgoing_session(principal_arn, session_id)
@@ -382,7 +372,7 @@ class CopySessions:
 
     def outgoing_chunks(self, principal_arn: str, session_id: str, body: bytes) -> bytes:
         session = self.outgoing_session(principal_arn, session_id)
-        return encode_chunks(session.reader.vault, wire.decode_ids(body))
+        return wire.FrameEncoder(session.reader.vault).frames(wire.decode_ids(body))
 
     def end_outgoing(self, principal_arn: str, session_id: str) -> None:
         self.outgoing_session(principal_arn, session_id)
@@ -453,9 +443,21 @@ class CopySessions:
         except Exception as exc:
             _LOG.warning("copy sessions: %s", _message(exc))
 
-    def _open_session(self, sessions: dict[str, Session], principal_arn: str, session_id: str) -> Session:
-        """A session by id, only for the principal that opened it; using it keeps it from idling out."""
+    def _open_session(
+        self,
+        sessions: dict[str, Session],
+        principal_arn: str,
+        session_id: str,
+        end_expired: Callable[[Session, str], None],
+    ) -> Session:
+        """A session by id, only for the principal that opened it; using it keeps it from idling out. One past
+        its deadlines is ended first (``end_expired(session, why)``), so the caller is told it ended."""
         session = sessions.get(session_id)
+        if session is not None and session.principal_arn == principal_arn:
+            expired = self._expired(session)
+            if expired:
+                end_expired(session, expired)
+                session = sessions.get(session_id)
         if session is None or session.principal_arn != principal_arn:
             ended = self.ended.get(session_id) if session is None else None
             if ended:
@@ -465,18 +467,7 @@ class CopySessions:
         return session
 
 
-_COMPRESSOR_LEVEL = 3
 _COPY_IN_SESSION_PATH = re.compile(r"^/v1/copy-in/([^/]+)/")
-
-
-def encode_chunks(vault: Any, ids: list[bytes]) -> bytes:
-    """Frames of compressed plaintext for the given chunk ids, each verified as it is read."""
-    compressor = zstandard.ZstdCompressor(level=_COMPRESSOR_LEVEL)
-    frames = []
-    for chunk_id in ids:
-        plaintext = read_object(vault, chunk_id, Kind.CHUNK)
-        frames.append(wire.encode_frame(chunk_id, len(plaintext), compressor.compress(plaintext)))
-    return b"".join(frames)
 
 
 def _seconds(value: float) -> str:

@@ -132,14 +132,14 @@ def authenticate(
     record = account.catalog.get_credential(parts.key_id)  # checked against its MAC
     if record is None:
         raise AuthenticationError(f"access key {parts.key_id} is unknown to account {account.account_id}")
-    if record["revoked_at"]:
+    if record.revoked_at:
         raise AuthenticationError(
-            f"access key {parts.key_id} was revoked at {record['revoked_at']}",
+            f"access key {parts.key_id} was revoked at {record.revoked_at}",
             hint="Ask the account's administrator for a new credential ('strongroom credentials create')",
         )
-    if record["expires_at"] and record["expires_at"] <= (iso(now()) or ""):
+    if record.expires_at and record.expires_at <= (iso(now()) or ""):
         raise AuthenticationError(
-            f"access key {parts.key_id} expired at {record['expires_at']}",
+            f"access key {parts.key_id} expired at {record.expires_at}",
             hint="Ask the account's administrator for a new credential ('strongroom credentials create')",
         )
     _check_signature(account, parts, method, path, query)
@@ -148,11 +148,11 @@ def authenticate(
         first_use = nonces.first_use(parts.nonce, parts.timestamp)
     except StorageFullError as exc:
         raise RequestUnrecordedError(
-            f"the request cannot be recorded: {exc.message}", principal_arn=str(record["principal_arn"])
+            f"the request cannot be recorded: {exc.message}", principal_arn=record.principal_arn
         ) from None
     if not first_use:
         raise AuthenticationError("the request was replayed (its nonce was seen before)")
-    return str(record["principal_arn"])
+    return record.principal_arn
 
 
 def _check_catalog_fresh(account: Account) -> None:

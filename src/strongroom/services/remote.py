@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from strongroom.catalog.records import RemoteAccount
 from strongroom.errors import RemoteError, UsageError
 from strongroom.model import iso, now
 from strongroom.services.account import Account
@@ -34,31 +35,25 @@ def add_remote_account(
         )
     if remote_id == account.account_id:
         raise UsageError("that endpoint serves this very account", hint="Register the other account's endpoint")
-    record = {
-        "name": name,
-        "account_id": remote_id,
-        "endpoint": endpoint,
-        "key_id": key_id,
-        "sealed_secret": seal_secret(account, secret, f"remote account {remote_id}"),
-        "ca_file": ca_file,
-        "created_at": iso(now()),
-    }
+    record = RemoteAccount(
+        name=name,
+        account_id=remote_id,
+        endpoint=endpoint,
+        key_id=key_id,
+        sealed_secret=seal_secret(account, secret, f"remote account {remote_id}"),
+        ca_file=ca_file,
+        created_at=iso(now()) or "",
+    )
     account.catalog.put_remote_account(record)
-    return describe(record, identity.get("principal_arn"))
+    return record.describe(identity.get("principal_arn"))
 
 
 def client_for(account: Account, name_or_account_id: str) -> AccountClient:
     record = account.catalog.get_remote_account(name_or_account_id)
-    secret = open_secret(account, record["sealed_secret"], f"remote account {record['account_id']}")
-    return AccountClient(record["endpoint"], record["key_id"], secret, ca_file=record["ca_file"])
+    secret = open_secret(account, record.sealed_secret, f"remote account {record.account_id}")
+    return AccountClient(record.endpoint, record.key_id, secret, ca_file=record.ca_file)
 
 
 def list_remote_accounts(account: Account) -> list[dict[str, Any]]:
-    return [describe(r) for r in account.catalog.list_remote_accounts()]
-
-
-def describe(record: dict[str, Any], principal_arn: str | None = None) -> dict[str, Any]:
-    shown = {k: record[k] for k in ("name", "account_id", "endpoint", "key_id", "ca_file", "created_at")}
-    if principal_arn:
-        shown["principal_arn"] = principal_arn
-    return shown
+    """What ``accounts list`` shows of each registered account (never the sealed secret)."""
+    return [r.describe() for r in account.catalog.list_remote_accounts()]

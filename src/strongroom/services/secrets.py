@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from strongroom.catalog.records import SealedSecret
 from strongroom.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError, UsageError
 from strongroom.fsutil import write_durably
 from strongroom.model import iso, now
@@ -108,7 +109,7 @@ def put_secret(account: Account, name: str, value: SecretValue) -> dict[str, Any
     plaintext = json.dumps(value)
     for _ in range(MAX_WRITE_ATTEMPTS):
         row = account.catalog.get_secret_row(name)
-        version = (row["version"] if row else 0) + 1
+        version = (row.version if row else 0) + 1
         sealed = seal_secret(account, plaintext, _label(name, version))
         if account.catalog.write_secret(name, sealed, version, iso(now()) or ""):
             return describe_secret(account, name)
@@ -117,11 +118,12 @@ def put_secret(account: Account, name: str, value: SecretValue) -> dict[str, Any
 
 def get_secret(account: Account, name: str, *, previous: bool = False) -> SecretValue:
     row = _row(account, check_name(name))
-    if previous and row["previous_version"] is None:
-        raise NotFoundError(f"secret '{name}' has no previous version", hint="Only a secret put twice has one")
-    sealed, version = (
-        (row["previous_sealed_value"], row["previous_version"]) if previous else (row["sealed_value"], row["version"])
-    )
+    if previous:
+        if row.previous_sealed_value is None or row.previous_version is None:
+            raise NotFoundError(f"secret '{name}' has no previous version", hint="Only a secret put twice has one")
+        sealed, version = row.previous_sealed_value, row.previous_version
+    else:
+        sealed, version = row.sealed_value, row.version
     keys_checked(account)
     try:
         value: SecretValue = json.loads(open_secret(account, sealed, _label(name, version)))
@@ -135,12 +137,11 @@ def get_secret(account: Account, name: str, *, previous: bool = False) -> Secret
 
 def list_secrets(account: Account) -> list[dict[str, Any]]:
     """Every secret's name, versions and dates; never a value."""
-    return account.catalog.list_secret_rows()
+    return [row.as_dict() for row in account.catalog.list_secret_rows()]
 
 
 def describe_secret(account: Account, name: str) -> dict[str, Any]:
-    row = _row(account, name)
-    return {k: row[k] for k in ("name", "version", "previous_version", "created_at", "updated_at")}
+    return _row(account, name).as_dict()
 
 
 def delete_secret(account: Account, name: str) -> None:
@@ -174,7 +175,7 @@ def _label(name: str, version: int) -> str:
     return f"secret {name} version {version}"
 
 
-def _row(account: Account, name: str) -> dict[str, Any]:
+def _row(account: Account, name: str) -> SealedSecret:
     row = account.catalog.get_secret_row(name)
     if row is None:
         raise _not_found(name)

@@ -46,7 +46,7 @@ def policy_of(record: VaultRecord) -> PolicyDocument | None:
 
 
 def lock_of(record: VaultRecord) -> VaultLock | None:
-    return VaultLock.from_dict(record.lock) if record.lock else None
+    return VaultLock.from_record(record.lock) if record.lock else None
 
 
 def new_point_retention(record: VaultRecord, arrival_date: str, delete_after_days: int | None) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def put_vault_lock(
     moment = clock()
     lock = VaultLock(min_retention_days, max_retention_days, changeable_for_days, moment)
     check_lock_change(account, principal_arn, record, removing=False, now=moment)
-    account.catalog.update_vault(record.name, lock=lock.as_dict())
+    account.catalog.update_vault(record.name, lock=lock.record())
 
 
 def check_lock_change(

@@ -1,14 +1,24 @@
-"""Binary bodies of the copy protocol (docs/wire-protocol.md): chunk id lists, chunk frames, chunk refs."""
+"""Binary bodies of the copy protocol (docs/wire-protocol.md): chunk id lists, chunk frames, chunk refs.
+
+:class:`FrameEncoder` is the one sender of chunk frames, for a push (services/copy.py) and for the
+chunks a copy back asks for (services/copy_sessions.py).
+"""
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
+import zstandard
+
 from strongroom.errors import RemoteError
+from strongroom.vault import Vault, envelope
+from strongroom.vault.envelope import Kind
+from strongroom.vault.reader import read_object
 
 ID_SIZE = 32
+COMPRESSION_LEVEL = 3  # zstd level of a FULL frame's body
 MAX_CHUNK_SIZE = 64 << 20  # far above the chunker's maximum: guards decompression against a hostile peer
 _FRAME_HEAD = struct.Struct(">32sIIB")  # chunk id, plaintext size, body size, kind
 FULL = 0  # body: a zstd frame of the chunk's plaintext
@@ -37,6 +47,31 @@ class Frame:
 def encode_frame(chunk_id: bytes, size: int, body: bytes, base_id: bytes | None = None) -> bytes:
     kind = FULL if base_id is None else DELTA
     return _FRAME_HEAD.pack(chunk_id, size, len(body), kind) + (base_id or b"") + body
+
+
+class FrameEncoder:
+    """Chunk frames of one vault's chunks: a DELTA against the chunk's base when the receiver holds that
+    base (``held_bases``) and the vault stores the chunk as a delta of it, else the whole chunk (FULL)."""
+
+    def __init__(self, vault: Vault, held_bases: Collection[bytes] = ()) -> None:
+        self.vault = vault
+        self.held_bases = held_bases
+        self.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
+        self.deltas = 0  # DELTA frames made so far
+
+    def frame(self, chunk_id: bytes, plaintext: bytes, base_id: bytes | None = None) -> bytes:
+        """The frame of a chunk whose verified ``plaintext`` the caller read (``base_id``: its base, if any)."""
+        if base_id is not None and base_id in self.held_bases:
+            base = read_object(self.vault, base_id, Kind.CHUNK, as_base=True)
+            compression, body = envelope.compress_body(plaintext, (base_id, base))
+            if compression == envelope.Compression.ZSTD_DELTA:
+                self.deltas += 1
+                return encode_frame(chunk_id, len(plaintext), body[envelope.BASE_ID_SIZE :], base_id)
+        return encode_frame(chunk_id, len(plaintext), self.compressor.compress(plaintext))
+
+    def frames(self, ids: Iterable[bytes]) -> bytes:
+        """FULL frames of the given chunk ids, each read and verified from the vault."""
+        return b"".join(self.frame(chunk_id, read_object(self.vault, chunk_id, Kind.CHUNK)) for chunk_id in ids)
 
 
 def decode_frames(body: bytes) -> Iterator[Frame]:

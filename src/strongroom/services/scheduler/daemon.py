@@ -32,8 +32,8 @@ from strongroom.plans.schedule import parse_schedule
 from strongroom.plans.selection import selects
 from strongroom.services import notifications
 from strongroom.services.account import SETTING_DESTINATION, Account, open_account
+from strongroom.services.job_runner import InProcessRunner, Runner, SpawningRunner, wait_for_jobs
 from strongroom.services.lifecycle import run_lifecycle_and_collect
-from strongroom.services.runners import InProcessRunner, Runner, SpawningRunner, wait_for_jobs
 from strongroom.services.scheduler.runs import RunMachine, Tally
 from strongroom.services.scheduler.views import LEASE_NAME, applied_plans
 

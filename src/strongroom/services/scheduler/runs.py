@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,8 +24,8 @@ from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.backup import create_backup_job
 from strongroom.services.copy import create_copy_job
+from strongroom.services.job_runner import Runner, abort_job, job_alive
 from strongroom.services.jobs import DEAD_JOB_MESSAGE, fail_job
-from strongroom.services.runners import Runner, abort_job, job_alive
 
 log = logging.getLogger("strongroom.scheduler")
 
@@ -80,7 +80,7 @@ class RunMachine:
         jobs = []
         for run in self.catalog.list_schedule_runs(states=[RunState.RUNNING, RunState.COPYING]):
             if run.state == RunState.RUNNING and run.job_id:
-                jobs.append((run.job_id, run.details.get("pid")))
+                jobs.append((run.job_id, run.details.pid))
             jobs += [(c.job_id, c.pid) for c in run.copies if c.state == CopyState.RUNNING and c.job_id]
         return jobs
 
@@ -120,12 +120,12 @@ class RunMachine:
             self._attempt_failed(run, exc.one_line(), job=None)
             return
         self.catalog.update_job(job.id, parameters={**job.parameters, **_plan_fields(run)})
-        jobs = [*run.details.get("jobs", []), job.id]
-        self._save(run, state=RunState.RUNNING, job_id=job.id, details={**run.details, "jobs": jobs})
+        jobs = (*run.details.jobs, job.id)
+        self._save(run, state=RunState.RUNNING, job_id=job.id, details=replace(run.details, jobs=jobs))
         self.tally.counts["jobs_started"] += 1
         pid = self.runner.start(self.account, job, lock)
         if pid is not None:
-            self._save(run, state=RunState.RUNNING, details={**run.details, "pid": pid})
+            self._save(run, state=RunState.RUNNING, details=replace(run.details, pid=pid))
         self._watch_backup(run)  # a synchronous runner has finished the job already
 
     def _watch_backup(self, run: ScheduleRun) -> None:
@@ -140,7 +140,7 @@ class RunMachine:
         elif job.state.finished:
             self._attempt_failed(run, job.status_message or job.state.value, job=job)
         elif model.now() >= _at(run.completion_window_ends):
-            self.abort(job.id, run.details.get("pid"), _completion_message(run))
+            self.abort(job.id, run.details.pid, _completion_message(run))
             self._finish(run, RunState.ABORTED, _completion_message(run))
         elif not job_alive(self.account, job.id):
             self._dead(job)
@@ -155,7 +155,7 @@ class RunMachine:
                 state=run.state,
                 new_state=RunState.CREATED,
                 next_attempt_at=iso(retry_at),
-                details={**run.details, "message": note},
+                details=replace(run.details, message=note),
             ):
                 self.tally.counts["retries_scheduled"] += 1
             return
@@ -168,8 +168,8 @@ class RunMachine:
             )
 
     def _backup_completed(self, run: ScheduleRun, job: Job) -> None:
-        copies = [CopyAttempt(c.destination_vault_arn, c.delete_after).as_dict() for c in run.rule.copies]
-        details = {**run.details, "recovery_point_arn": job.recovery_point_arn, "copies": copies}
+        copies = tuple(CopyAttempt(c.destination_vault_arn, c.delete_after) for c in run.rule.copies)
+        details = replace(run.details, recovery_point_arn=job.recovery_point_arn, copies=copies)
         self.tally.counts["backups_completed"] += 1
         if not copies:
             self._save(run, state=RunState.RUNNING, new_state=RunState.COMPLETED, details=details)
@@ -181,8 +181,8 @@ class RunMachine:
         message = (
             f"not started within the start window of {rule.start_window} minutes (it ended at {run.start_window_ends})"
         )
-        if run.details.get("message"):
-            message += f"; {run.details['message']}"
+        if run.details.message:
+            message += f"; {run.details.message}"
         job = Job(
             new_id(),
             JobType.BACKUP,
@@ -200,13 +200,13 @@ class RunMachine:
             state=RunState.CREATED,
             new_state=RunState.EXPIRED,
             job_id=job.id,
-            details={**run.details, "message": message},
+            details=replace(run.details, message=message),
         ):
             self.tally.counts["runs_expired"] += 1
             notifications.job_finished(self.account, job.id)
 
     def _finish(self, run: ScheduleRun, state: RunState, message: str | None) -> None:
-        if self._save(run, state=run.state, new_state=state, details={**run.details, "message": message}):
+        if self._save(run, state=run.state, new_state=state, details=replace(run.details, message=message)):
             self.tally.counts[f"runs_{state.value.lower()}"] += 1
 
     def _dead(self, job: Job) -> None:
@@ -234,7 +234,7 @@ class RunMachine:
         try:
             job, lock = create_copy_job(
                 self.account,
-                run.details["recovery_point_arn"],
+                run.details.recovery_point_arn or "",
                 copy.destination_vault_arn or "",
                 copy.delete_after_days,
             )
@@ -294,7 +294,7 @@ class RunMachine:
 
     # Helpers --------------------------------------------------------------------------------------------
     def _save_copies(self, run: ScheduleRun, copies: list[CopyAttempt]) -> None:
-        self._save(run, state=RunState.COPYING, details={**run.details, "copies": [c.as_dict() for c in copies]})
+        self._save(run, state=RunState.COPYING, details=replace(run.details, copies=tuple(replace(c) for c in copies)))
 
     def _save(
         self,
