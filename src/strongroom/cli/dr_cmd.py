@@ -130,7 +130,7 @@ def _start(
     with context.account(ctx) as account:
         runbook = load_runbook(path, identity=identity_of(account), cli_vars=var, var_files=var_file)
         if dry_run:
-            _dry_run(account, runbook, rehearsal, json_output)
+            _dry_run(account, runbook, rehearsal, json_output, incident)
             return
         run_id = engine.start_run(account, runbook, rehearsal=rehearsal, incident_time=incident)
         if not json_output:
@@ -163,10 +163,10 @@ def _progress(event: str, row: DrStep) -> None:
         output.console.print(f"  {label} done in {_duration(row.duration_seconds)}", markup=False, highlight=False)
 
 
-def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: bool) -> None:
+def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: bool, incident: datetime | None) -> None:
     from strongroom.services.dr import engine
 
-    plan = engine.dry_run(account, runbook, rehearsal=rehearsal)
+    plan = engine.dry_run(account, runbook, rehearsal=rehearsal, incident_time=incident)
     if json_output:
         output.emit_json(plan)
     else:

@@ -41,7 +41,7 @@ class UpdateSecret:
         restored = ctx.previous("restore") or {}
         name = ctx.step.secret
         fields = sorted(ctx.step.values or _location(restored))
-        problems = [] if ctx.account.catalog.get_secret_row(name) else [f"secret '{name}' does not exist"]
+        problems = [] if ctx.secret_known(name) else [f"secret '{name}' does not exist"]
         where = "" if not ctx.rehearsal else f" (the rehearsal writes a copy, {ctx.scratch_name(name)})"
         text = f"set {', '.join(fields)} of secret {name} to the restored {restored.get('identifier', 'target')}{where}"
         return text, {"secret": ctx.scratch_name(name)}, problems
@@ -80,8 +80,7 @@ class RotateCredentials:
     def describe(self, ctx: StepContext[RotateCredentialsStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
         name = ctx.step.secret
-        row = ctx.account.catalog.get_secret_row(name)
-        user = ctx.step.username or ("the secret's username" if row else None)
+        user = ctx.step.username or ("the secret's username" if ctx.secret_known(name) else None)
         problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
         target = restored.get("identifier", "the restored target")
         text = (

@@ -69,7 +69,8 @@ class RunCommand:
 
     def describe(self, ctx: StepContext[RunStep]) -> tuple[str, dict[str, Any], list[str]]:
         verb = "skip (rehearsal):" if _skipped(ctx) else "run"
-        return f"{verb} {_shown(ctx.step.command)}", {}, _command_problems(ctx.step.command)
+        problems = _command_problems(ctx.step.command) + _secret_problems(ctx, ctx.step.env)
+        return f"{verb} {_shown(ctx.step.command)}", {}, problems
 
     def clean_up(self, ctx: StepContext[RunStep], outputs: dict[str, Any]) -> list[str]:
         return []
@@ -97,7 +98,8 @@ class HttpCall:
 
     def describe(self, ctx: StepContext[HttpStep]) -> tuple[str, dict[str, Any], list[str]]:
         verb = "skip (rehearsal):" if _skipped(ctx) else "call"
-        return f"{verb} {ctx.step.method} {_safe_url(ctx.step.url)}", {}, []
+        problems = _secret_problems(ctx, [ctx.step.url, ctx.step.headers])
+        return f"{verb} {ctx.step.method} {_safe_url(ctx.step.url)}", {}, problems
 
     def clean_up(self, ctx: StepContext[HttpStep], outputs: dict[str, Any]) -> list[str]:
         return []
@@ -122,6 +124,7 @@ class RestartApp:
             parts.append(f"wait up to {step.timeout_seconds} s for {step.health_url} to answer 2xx")
         verb = "skip (rehearsal): " if _skipped(ctx) else ""
         problems = _command_problems(step.command) if step.command else []
+        problems += _secret_problems(ctx, step.env)
         if not step.command and not step.health_url:
             problems.append("restart_app needs a command, a health_url or both")
         return verb + " then ".join(parts), {}, problems
@@ -196,6 +199,11 @@ def _passed(name: str, patterns: list[str]) -> bool:
     if name.startswith(STRONGROOM_PREFIX):
         return False  # the passphrase and its kin are passed only when named exactly
     return any(pattern.endswith("*") and name.startswith(pattern[:-1]) for pattern in patterns)
+
+
+def _secret_problems(ctx: StepContext[AnyHook], value: Any) -> list[str]:
+    """The secrets the step reads that will not exist when it runs (none matter when a rehearsal skips it)."""
+    return [] if _skipped(ctx) else ctx.missing_secrets(value)
 
 
 def _skipped(ctx: StepContext[AnyHook]) -> bool:

@@ -31,7 +31,11 @@ class VerifySql:
     def describe(self, ctx: StepContext[VerifySqlStep]) -> tuple[str, dict[str, Any], list[str]]:
         who = f"with secret {ctx.scratch_name(ctx.step.secret)}" if ctx.step.secret else "as the restore's login"
         queries = "; ".join(f"{c.sql} = {_shown(c.expect)}" for c in ctx.step.checks)
-        return f"check on the restored database ({who}): {queries}", {}, []
+        secret = ctx.step.secret
+        problems = (
+            [] if not secret or ctx.secret_known(ctx.scratch_name(secret)) else [f"secret '{secret}' does not exist"]
+        )
+        return f"check on the restored database ({who}): {queries}", {}, problems
 
     def clean_up(self, ctx: StepContext[VerifySqlStep], outputs: dict[str, Any]) -> list[str]:
         return []
