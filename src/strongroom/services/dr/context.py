@@ -12,7 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from strongroom.config.runbook import StepBase
-from strongroom.errors import ConfigError
+from strongroom.errors import ConfigError, NotFoundError
 from strongroom.services.account import Account
 from strongroom.services.secrets import field_of, get_secret
 
@@ -67,6 +67,36 @@ class StepContext(Generic[S]):
             record["type"] in SECRET_WRITERS and (record.get("outputs") or {}).get("secret") == name
             for record in self.earlier
         )
+
+    def expected_secret(self, name: str) -> dict[str, Any]:
+        """For a dry run: the database fields (username, dbname) secret ``name`` will hold when this step runs:
+        what an earlier step is predicted to write over what the store holds now."""
+        try:
+            stored = get_secret(self.account, name)
+        except NotFoundError:
+            stored = None
+        fields = {k: v for k, v in (stored if isinstance(stored, dict) else {}).items() if k in ("username", "dbname")}
+        for record in self.earlier:
+            outputs = record.get("outputs") or {}
+            if record["type"] in SECRET_WRITERS and outputs.get("secret") == name:
+                fields.update({k: outputs[k] for k in ("username", "dbname") if outputs.get(k)})
+        return fields
+
+    def target_problems(self, username: str | None, dbname: str | None) -> list[str]:
+        """For a dry run: a role or database a later step uses that will not exist on the restored target."""
+        restored = self.previous("restore") or {}
+        where = restored.get("identifier", "the restored target")
+        problems = []
+        roles, databases = restored.get("known_roles"), restored.get("known_databases")
+        if username and isinstance(roles, list) and username not in roles:
+            problems.append(
+                f"role {username} will not exist on {where}: create it there first, or name the role the app logs in"
+                " with"
+            )
+        if dbname and isinstance(databases, list) and dbname not in databases:
+            made = f" (the restore creates {restored['database']})" if restored.get("database") else ""
+            problems.append(f"database {dbname} will not exist on {where}{made}: name one that will")
+        return problems
 
     def missing_secrets(self, value: Any) -> list[str]:
         """Dry-run problems: ``${secret.*}`` references in ``value`` to secrets that will not exist."""

@@ -40,11 +40,13 @@ class UpdateSecret:
     def describe(self, ctx: StepContext[UpdateSecretStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
         name = ctx.step.secret
-        fields = sorted(ctx.step.values or _location(restored))
+        values = ctx.step.values or _location(restored)
+        fields = sorted(values)
         problems = [] if ctx.secret_known(name) else [f"secret '{name}' does not exist"]
         where = "" if not ctx.rehearsal else f" (the rehearsal writes a copy, {ctx.scratch_name(name)})"
         text = f"set {', '.join(fields)} of secret {name} to the restored {restored.get('identifier', 'target')}{where}"
-        return text, {"secret": ctx.scratch_name(name)}, problems
+        held = {**ctx.expected_secret(name), **{k: v for k, v in values.items() if k in ("username", "dbname")}}
+        return text, {"secret": ctx.scratch_name(name), **held}, problems
 
     def clean_up(self, ctx: StepContext[UpdateSecretStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
@@ -80,14 +82,17 @@ class RotateCredentials:
     def describe(self, ctx: StepContext[RotateCredentialsStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
         name = ctx.step.secret
-        user = ctx.step.username or ("the secret's username" if ctx.secret_known(name) else None)
+        held = ctx.expected_secret(name)
+        user = ctx.step.username or held.get("username")
         problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
+        dbname = ctx.step.dbname or restored.get("database") or held.get("dbname") or "postgres"
+        problems += ctx.target_problems(user, dbname)
         target = restored.get("identifier", "the restored target")
         text = (
             f"set a new random password for role {user or '?'} on {target}"
-            f" and store the credentials as secret {ctx.scratch_name(name)}"
+            f" and store the credentials (database {dbname}) as secret {ctx.scratch_name(name)}"
         )
-        return text, {"secret": ctx.scratch_name(name), "username": user}, problems
+        return text, {"secret": ctx.scratch_name(name), "username": user, "dbname": dbname}, problems
 
     def clean_up(self, ctx: StepContext[RotateCredentialsStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
