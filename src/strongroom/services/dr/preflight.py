@@ -13,7 +13,10 @@ exist on the restored target are predicted (``known_databases``, ``known_roles``
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -64,8 +67,13 @@ def check_target(
 ) -> TargetFacts:
     """The dry run's checks of the restore of ``point`` (None: in another account, not readable yet)."""
     if resource_type == "postgres-cluster":
-        databases = (point.metadata or {}).get("databases") if point else None
-        return TargetFacts(databases=list(databases) if isinstance(databases, list) else None)
+        metadata = (point.metadata or {}) if point else {}
+        databases = metadata.get("databases")
+        facts = TargetFacts(databases=list(databases) if isinstance(databases, list) else None)
+        login = metadata.get("user")
+        problem = pgpass_problem(login, step.port) if isinstance(login, str) else None
+        facts.problems += [problem] if problem else []
+        return facts
     if resource_type != "postgres":
         return TargetFacts()
     try:
@@ -125,3 +133,42 @@ def _role_needs(account: Account, point: RecoveryPoint) -> RoleNeeds | None:
     with RecoveryPointReader(vault, manifest) as reader, reader.open_stream("dump") as stream:
         entries = read_toc(stream)
     return None if entries is None else role_needs(entries)
+
+
+def pgpass_problem(user: str, port: int | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """A restored cluster keeps the source's roles and passwords and answers on 127.0.0.1 at a NEW port: a
+    password file whose lines for ``user`` all name another port (or host) lets nothing log in there."""
+    if environ.get("PGPASSWORD"):
+        return None
+    passfile = Path(environ.get("PGPASSFILE") or Path.home() / ".pgpass")
+    try:
+        lines = passfile.read_text().splitlines()
+    except OSError:
+        return None  # no password file: the server may trust the login, nothing to predict
+    entries = [_pgpass_fields(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    mine = [e for e in entries if len(e) == 5 and e[3] in ("*", user)]
+    wanted_ports = {"*", str(port)} if port else {"*"}
+    if not mine or any(e[0] in ("*", "127.0.0.1") and e[1] in wanted_ports for e in mine):
+        return None
+    return (
+        f"{passfile} has lines for role {user} only for {', '.join(sorted({e[0] + ':' + e[1] for e in mine}))}; the"
+        f" restored cluster keeps the source's passwords and answers on 127.0.0.1 at a new port: add"
+        f" '127.0.0.1:*:*:{user}:PASSWORD' (or set PGPASSWORD) so that the later steps can log in"
+    )
+
+
+def _pgpass_fields(line: str) -> list[str]:
+    """host:port:database:user:password, with libpq's \\: and \\\\ escapes."""
+    fields: list[str] = []
+    current, escaped = "", False
+    for char in line:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ":" and len(fields) < 4:
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    return [*fields, current]
