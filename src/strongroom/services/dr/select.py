@@ -75,7 +75,7 @@ def _candidates(ctx: StepContext[SelectRecoveryPointStep]) -> list[dict[str, Any
 
 
 def _choose(
-    points: list[dict[str, Any]], step: SelectRecoveryPointStep, incident: datetime | None
+    points: list[dict[str, Any]], step: SelectRecoveryPointStep, incident: datetime | None = None
 ) -> dict[str, Any] | None:
     """The point the step selects, never one taken after ``incident`` (its data would postdate the disaster)."""
     completed = [
