@@ -148,6 +148,9 @@ def run_command(ctx: StepContext[CommandHook], command: list[str] | str) -> dict
             raise HookFailedError(f"{argv[0]}: command not found", hint="install it or fix the step") from None
         ctx.checkpoint_set(hook_process_group=proc.pid)
         status = hookproc.wait(proc, ctx.step.timeout_seconds, tick)
+    # Finished (or its group killed): what it left running on purpose (an app it started) is not the
+    # next attempt's to kill.
+    ctx.checkpoint_set(hook_process_group=None)
     if status is None:
         raise HookFailedError(
             f"{_shown(command)} did not finish within {ctx.step.timeout_seconds} s", hint=f"see {log}"
@@ -162,7 +165,7 @@ def run_command(ctx: StepContext[CommandHook], command: list[str] | str) -> dict
 def _stop_previous_attempt(ctx: StepContext[CommandHook], log: Path) -> None:
     """A resumed step first ends what its killed attempt's command left running (hookproc's docstring)."""
     group = ctx.checkpoint.get("hook_process_group")
-    if isinstance(group, int) and hookproc.stop_previous(group, ctx.run_id):
+    if isinstance(group, int) and hookproc.stop_previous(group, ctx.run_id):  # it was cut off mid-command
         with log.open("ab") as out:
             out.write(f"--- {ctx.step.name}: killed process group {group} of the previous attempt\n".encode())
         ctx.changes.append(f"killed what the previous attempt of {ctx.step.name} left running (process group {group})")
