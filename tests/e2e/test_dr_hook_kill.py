@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import yaml
 
-from strongroom.services.dr.hookproc import alive
+from strongroom.services.dr.hookproc import alive, stop_previous
 from tests.e2e.dr_world import latest_run
 from tests.support.cli import Cli
 
@@ -79,3 +80,22 @@ def test_hook_runs_in_its_own_session(tmp_path: Path) -> None:
     cli.run("dr", "run", str(runbook))
     sid, pgid, pid = out.read_text().split()
     assert sid == pgid == pid
+
+
+def test_a_recycled_process_group_id_is_never_signalled() -> None:
+    """The saved group id may belong to someone else's processes by the time of the resume: without this
+    run's STRONGROOM_DR_RUN_ID they are left alone; with it they are killed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True, env=env)
+    ours = subprocess.Popen(["sleep", "600"], start_new_session=True, env={**env, "STRONGROOM_DR_RUN_ID": "run-1"})
+    try:
+        assert stop_previous(other.pid, "run-1") is False
+        assert other.poll() is None and alive(other.pid)
+        assert stop_previous(ours.pid, "run-2") is False  # another run's hook is not ours either
+        assert stop_previous(ours.pid, "run-1") is True
+        assert ours.wait() == -signal.SIGKILL
+    finally:
+        for proc in (other, ours):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
