@@ -39,7 +39,8 @@ def run(
         None,
         "--incident-time",
         formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"],
-        help="When the disaster struck (ISO 8601 with a zone); the RPO is the data's age then. Default: now.",
+        help="When the disaster struck (ISO 8601 with a zone): no point taken later is chosen; the RPO is the"
+        " data's age then. Default: now.",
     ),
     dry_run: bool = DRY_RUN_OPTION,
     json_output: bool = JSON_OPTION,
