@@ -73,7 +73,13 @@ def test_dry_run_finds_what_the_real_run_trips_over(world: dict[str, Any]) -> No
         select(),
         restore(cluster, "drc_restorer"),
         {"name": "creds", "type": "rotate_credentials", "secret": "drc/db", "username": "drc_ghost", "dbname": "mavis"},
-        {"name": "verify", "type": "verify_sql", "secret": "drc/db", "checks": [{"sql": "SELECT 1", "expect": 1}]},
+        {
+            "name": "verify",
+            "type": "verify_sql",
+            "secret": "drc/db",
+            "database": "drc_nowhere",
+            "checks": [{"sql": "SELECT 1", "expect": 1}],
+        },
     ]
     path = runbook(world["base"], steps)
     planned = cli.run("dr", "run", path, "--dry-run", "--json", ok=False)
@@ -82,7 +88,7 @@ def test_dry_run_finds_what_the_real_run_trips_over(world: dict[str, Any]) -> No
     assert any("drc_restorer" in p and "may not create databases" in p for p in found), found
     assert any("may not give objects to drc_owner" in p for p in found), found
     assert any("role drc_ghost will not exist on drc_restored" in p for p in found), found
-    assert any("database mavis will not exist on drc_restored" in p for p in found), found
+    assert any("database drc_nowhere will not exist on drc_restored" in p for p in found), found
     assert not any("secret 'drc/db' does not exist" in p for p in found), found  # the rotate step writes it
     assert cli.json("dr", "list")["runs"] == []
 

@@ -64,7 +64,7 @@ class RotateCredentials:
             )
         password = random.token_urlsafe(ctx.step.password_length)[: ctx.step.password_length]
         _set_password(restored, username, password)
-        dbname = ctx.step.dbname or restored.get("database") or existing.get("dbname") or "postgres"
+        dbname = _database(ctx, restored, existing)
         value = {
             "engine": "postgres",
             "host": restored["host"],
@@ -85,7 +85,7 @@ class RotateCredentials:
         held = ctx.expected_secret(name)
         user = ctx.step.username or held.get("username")
         problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
-        dbname = ctx.step.dbname or restored.get("database") or held.get("dbname") or "postgres"
+        dbname = _database(ctx, restored, held)
         problems += ctx.target_problems(user, dbname)
         target = restored.get("identifier", "the restored target")
         text = (
@@ -96,6 +96,12 @@ class RotateCredentials:
 
     def clean_up(self, ctx: StepContext[RotateCredentialsStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
+
+
+def _database(ctx: StepContext[RotateCredentialsStep], restored: dict[str, Any], held: dict[str, Any]) -> str:
+    """The app's database: a logical restore's new database (any other name on that server is not the restored
+    data); for a cluster, ``dbname``, else the secret's, else postgres."""
+    return str(restored.get("database") or ctx.step.dbname or held.get("dbname") or "postgres")
 
 
 def _existing(ctx: StepContext[SecretStep], name: str, *, required: bool) -> dict[str, Any] | None:
