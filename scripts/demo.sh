@@ -5,13 +5,26 @@
 # the source's daemon runs the example backup plan (every minute for the demo): a scheduled backup and
 # its copy, events to a log file; then a backup and an incremental copy by hand after a change, a
 # restore FROM THE DESTINATION into a NEW database, row checksums compared, verify --read-data in both.
-# Installs what it needs first. Leaves both accounts in .demo/ to explore; stops the cluster and server.
+# Installs what it needs first. Leaves both accounts in .demo/ to explore, with the cluster and the
+# destination's API still running for the README's next commands: '. .demo/env.sh' puts strongroom on
+# the PATH and sets $S and $D; 'scripts/demo.sh --stop' stops the cluster and the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh >&2
-
 ROOT="$PWD"
 DEMO="$ROOT/.demo"
+stop_previous_demo() {  # what an earlier demo left running (.demo/running: its cluster and API server)
+  [ -f "$DEMO/running" ] || return 0
+  # shellcheck disable=SC1091
+  ( source scripts/demo-lib.sh; source "$DEMO/running"
+    kill "$DEMO_SERVER_PID" 2>/dev/null || true
+    as_pg "$PGBIN/pg_ctl" -D "$DEMO_PGWORK/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$DEMO_PGWORK" )
+  rm -f "$DEMO/running"
+}
+if [ "${1:-}" = "--stop" ]; then stop_previous_demo; echo "demo: stopped its PostgreSQL cluster and API server"; exit 0; fi
+stop_previous_demo
+bash scripts/bootstrap.sh >&2
+
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 SOURCE="$DEMO/source"
 DESTINATION="$DEMO/destination"
@@ -25,8 +38,10 @@ SOURCE_API_PORT="$(free_port)"
 
 SERVER_PID=""
 DAEMON_PID=""
+KEEP_RUNNING=""
 cleanup() {
   [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null || true
+  [ -n "$KEEP_RUNNING" ] && return 0   # done: the cluster and the API stay up for the README's commands
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$PGWORK/data" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$PGWORK"
@@ -63,6 +78,12 @@ checksum() {
      SELECT 'patients' t, md5(string_agg(md5(p::text), '' ORDER BY p.id)) s FROM patients p UNION ALL
      SELECT 'vaccinations', md5(string_agg(md5(v::text), '' ORDER BY v.id)) FROM vaccinations v) x"
 }
+# The app's role and its credentials in the source's secret store, as examples/mavis/dr-runbook.yaml expects
+# (the README's DR lines run on this state). The demo's server trusts 127.0.0.1, so the password is not checked.
+APP_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
+"${PSQL[@]}" -d clinic -c "CREATE ROLE mavis LOGIN PASSWORD '$APP_PASSWORD'" \
+  -c "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mavis" \
+  -c "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO mavis"
 BEFORE="$(checksum clinic)"
 echo "row checksums: $BEFORE"
 
@@ -96,6 +117,9 @@ KEY_ID="$(echo "$CREDENTIAL" | json_field '["access_key_id"]')"
 for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $API_PORT))" 2>/dev/null && break; sleep 0.2; done
 echo "$CREDENTIAL" | json_field '["secret_access_key"]' | \
   src accounts add destination --endpoint "http://127.0.0.1:$API_PORT" --key-id "$KEY_ID"
+
+printf '{"engine":"postgres","host":"127.0.0.1","port":%s,"username":"mavis","password":"%s","dbname":"clinic"}' \
+  "$PORT" "$APP_PASSWORD" | src secrets put mavis/production/db --rds
 
 say "Step 5: apply the source's configuration (vault, the tagged database, destination, backup plan)"
 src apply -f examples/mavis/source/source.yaml --var-file "$DEMO/source-production.yaml" --auto-approve
@@ -148,4 +172,14 @@ say "verify --read-data in both accounts (decrypt and re-hash every chunk)"
 src verify --read-data
 dst verify --read-data
 
-say "Done. Explore: .venv/bin/strongroom --home $SOURCE jobs list   /   --home $DESTINATION jobs list"
+KEEP_RUNNING=1
+{ echo "# Written by scripts/demo.sh. '. .demo/env.sh': strongroom on the PATH, \$S and \$D the demo's accounts."
+  echo ". $(printf '%q' "$ROOT/.venv/bin/activate")"
+  echo "export STRONGROOM_PASSPHRASE=$(printf '%q' "$STRONGROOM_PASSPHRASE")"
+  echo "S=$(printf '%q' "strongroom --home $SOURCE"); D=$(printf '%q' "strongroom --home $DESTINATION")"; } > "$DEMO/env.sh"
+{ echo "DEMO_PGWORK=$(printf '%q' "$PGWORK")"; echo "DEMO_SERVER_PID=$SERVER_PID"; } > "$DEMO/running"
+say "Done. The demo's PostgreSQL (127.0.0.1:$PORT) and the destination's API (127.0.0.1:$API_PORT) keep running"
+echo "Continue with the README's commands (its 'Disaster recovery' lines run as written):"
+echo "  . .demo/env.sh            # activates .venv (strongroom on the PATH); \$S and \$D are the two accounts"
+echo "  \$S jobs list; \$D recovery-points list"
+echo "  scripts/demo.sh --stop    # stops the cluster and the API server"

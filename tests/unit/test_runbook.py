@@ -3,6 +3,7 @@ the choice of a recovery point."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,18 @@ def test_choice_ranks_by_the_vaults_own_completion_date_never_a_claimed_creation
     for incident, chosen in (("2026-11-24T07:30:00+00:00", "clean"), ("2026-11-24T19:30:00+00:00", "next")):
         at = select_step(resource="db", recovery_point="latest", at_or_before=incident)
         assert _choose(points, at)["recovery_point_arn"] == chosen  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("recovery_point", "incident", "chosen"),
+    [
+        ("latest", "2026-11-24T19:00:00+00:00", "b"),  # at the incident: allowed (RPO 0)
+        ("latest", "2026-11-24T18:59:59+00:00", "a"),  # b was taken after the incident
+        ("latest", "2026-11-24T06:00:00+00:00", None),  # every point is later: refused, never a negative RPO
+        ("b", "2026-11-24T18:59:59+00:00", None),  # an ARN taken after the incident too
+    ],
+)
+def test_a_point_after_the_incident_is_never_chosen(recovery_point: str, incident: str, chosen: str | None) -> None:
+    step = select_step(resource="db", recovery_point=recovery_point, at_or_before=None)
+    found = _choose(POINTS, step, datetime.fromisoformat(incident))
+    assert (found["recovery_point_arn"] if found else None) == chosen

@@ -39,7 +39,8 @@ def run(
         None,
         "--incident-time",
         formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"],
-        help="When the disaster struck (ISO 8601 with a zone); the RPO is the data's age then. Default: now.",
+        help="When the disaster struck (ISO 8601 with a zone): no point taken later is chosen; the RPO is the"
+        " data's age then. Default: now.",
     ),
     dry_run: bool = DRY_RUN_OPTION,
     json_output: bool = JSON_OPTION,
@@ -130,7 +131,7 @@ def _start(
     with context.account(ctx) as account:
         runbook = load_runbook(path, identity=identity_of(account), cli_vars=var, var_files=var_file)
         if dry_run:
-            _dry_run(account, runbook, rehearsal, json_output)
+            _dry_run(account, runbook, rehearsal, json_output, incident)
             return
         run_id = engine.start_run(account, runbook, rehearsal=rehearsal, incident_time=incident)
         if not json_output:
@@ -163,10 +164,10 @@ def _progress(event: str, row: DrStep) -> None:
         output.console.print(f"  {label} done in {_duration(row.duration_seconds)}", markup=False, highlight=False)
 
 
-def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: bool) -> None:
+def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: bool, incident: datetime | None) -> None:
     from strongroom.services.dr import engine
 
-    plan = engine.dry_run(account, runbook, rehearsal=rehearsal)
+    plan = engine.dry_run(account, runbook, rehearsal=rehearsal, incident_time=incident)
     if json_output:
         output.emit_json(plan)
     else:

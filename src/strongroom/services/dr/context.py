@@ -6,12 +6,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from strongroom.config.runbook import StepBase
-from strongroom.errors import ConfigError
+from strongroom.errors import ConfigError, NotFoundError
 from strongroom.services.account import Account
 from strongroom.services.secrets import field_of, get_secret
 
@@ -19,6 +20,7 @@ REFERENCE = re.compile(r"\$\{([^}]*)\}")
 WHOLE = re.compile(r"^\$\{([^}]*)\}$")
 UNKNOWN = "<unknown until it runs>"
 S = TypeVar("S", bound=StepBase)
+SECRET_WRITERS = ("update_secret", "rotate_credentials")  # step types whose outputs name a secret they wrote
 
 
 @dataclass
@@ -32,6 +34,7 @@ class StepContext(Generic[S]):
     save_checkpoint: Callable[[dict[str, Any]], None] = lambda _: None
     changes: list[str] = field(default_factory=list)  # what this step changed, for the report
     dry_run: bool = False
+    incident_time: datetime | None = None  # a selected point must be at or before it (RPO >= 0)
 
     def previous(self, step_type: str) -> dict[str, Any] | None:
         """Outputs of the latest earlier step of ``step_type`` that ran (None: there is none)."""
@@ -54,6 +57,50 @@ class StepContext(Generic[S]):
         (and the report keeps what an interrupted attempt already changed)."""
         self.checkpoint.update(values, changes=list(self.changes))
         self.save_checkpoint(dict(self.checkpoint))
+
+    def secret_known(self, name: str) -> bool:
+        """Whether secret ``name`` will exist when this step runs: in the store now, or written by an earlier
+        step (a dry run predicts that step's outputs: ``{"secret": NAME}``)."""
+        if self.account.catalog.get_secret_row(name):
+            return True
+        return any(
+            record["type"] in SECRET_WRITERS and (record.get("outputs") or {}).get("secret") == name
+            for record in self.earlier
+        )
+
+    def expected_secret(self, name: str) -> dict[str, Any]:
+        """For a dry run: the database fields (username, dbname) secret ``name`` will hold when this step runs:
+        what an earlier step is predicted to write over what the store holds now."""
+        try:
+            stored = get_secret(self.account, name)
+        except NotFoundError:
+            stored = None
+        fields = {k: v for k, v in (stored if isinstance(stored, dict) else {}).items() if k in ("username", "dbname")}
+        for record in self.earlier:
+            outputs = record.get("outputs") or {}
+            if record["type"] in SECRET_WRITERS and outputs.get("secret") == name:
+                fields.update({k: outputs[k] for k in ("username", "dbname") if outputs.get(k)})
+        return fields
+
+    def target_problems(self, username: str | None, dbname: str | None) -> list[str]:
+        """For a dry run: a role or database a later step uses that will not exist on the restored target."""
+        restored = self.previous("restore") or {}
+        where = restored.get("identifier", "the restored target")
+        problems = []
+        roles, databases = restored.get("known_roles"), restored.get("known_databases")
+        if username and isinstance(roles, list) and username not in roles:
+            problems.append(
+                f"role {username} will not exist on {where}: create it there first, or name the role the app logs in"
+                " with"
+            )
+        if dbname and isinstance(databases, list) and dbname not in databases:
+            made = f" (the restore creates {restored['database']})" if restored.get("database") else ""
+            problems.append(f"database {dbname} will not exist on {where}{made}: name one that will")
+        return problems
+
+    def missing_secrets(self, value: Any) -> list[str]:
+        """Dry-run problems: ``${secret.*}`` references in ``value`` to secrets that will not exist."""
+        return [f"secret '{name}' does not exist" for name in secret_names(value) if not self.secret_known(name)]
 
     def scratch_name(self, name: str) -> str:
         """In a rehearsal, the throwaway twin of a name (an identifier, a secret, a resource id)."""
@@ -128,6 +175,22 @@ def _lookup(expression: str, outputs: dict[str, dict[str, Any]], run: dict[str, 
             hint=f"its outputs are: {', '.join(sorted(outputs[name])) or 'none'}",
         )
     return outputs[name][key]
+
+
+def secret_names(value: Any) -> list[str]:
+    """The secrets ``${secret.NAME}`` / ``${secret.NAME.FIELD}`` references in ``value`` name, in order."""
+    if isinstance(value, dict):
+        return list(dict.fromkeys(name for item in value.values() for name in secret_names(item)))
+    if isinstance(value, list):
+        return list(dict.fromkeys(name for item in value for name in secret_names(item)))
+    if not isinstance(value, str):
+        return []
+    names = []
+    for match in REFERENCE.finditer(value):
+        parts = match[1].strip().split(".")
+        if parts[0] == "secret" and len(parts) >= 2:
+            names.append(parts[1] if len(parts) == 2 else ".".join(parts[1:-1]))
+    return list(dict.fromkeys(names))
 
 
 def resolve_secrets(value: Any, account: Account) -> Any:

@@ -40,11 +40,13 @@ class UpdateSecret:
     def describe(self, ctx: StepContext[UpdateSecretStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
         name = ctx.step.secret
-        fields = sorted(ctx.step.values or _location(restored))
-        problems = [] if ctx.account.catalog.get_secret_row(name) else [f"secret '{name}' does not exist"]
+        values = ctx.step.values or _location(restored)
+        fields = sorted(values)
+        problems = [] if ctx.secret_known(name) else [f"secret '{name}' does not exist"]
         where = "" if not ctx.rehearsal else f" (the rehearsal writes a copy, {ctx.scratch_name(name)})"
         text = f"set {', '.join(fields)} of secret {name} to the restored {restored.get('identifier', 'target')}{where}"
-        return text, {"secret": ctx.scratch_name(name)}, problems
+        held = {**ctx.expected_secret(name), **{k: v for k, v in values.items() if k in ("username", "dbname")}}
+        return text, {"secret": ctx.scratch_name(name), **held}, problems
 
     def clean_up(self, ctx: StepContext[UpdateSecretStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
@@ -62,7 +64,7 @@ class RotateCredentials:
             )
         password = random.token_urlsafe(ctx.step.password_length)[: ctx.step.password_length]
         _set_password(restored, username, password)
-        dbname = ctx.step.dbname or restored.get("database") or existing.get("dbname") or "postgres"
+        dbname = _database(ctx, restored, existing)
         value = {
             "engine": "postgres",
             "host": restored["host"],
@@ -80,18 +82,26 @@ class RotateCredentials:
     def describe(self, ctx: StepContext[RotateCredentialsStep]) -> tuple[str, dict[str, Any], list[str]]:
         restored = ctx.previous("restore") or {}
         name = ctx.step.secret
-        row = ctx.account.catalog.get_secret_row(name)
-        user = ctx.step.username or ("the secret's username" if row else None)
+        held = ctx.expected_secret(name)
+        user = ctx.step.username or held.get("username")
         problems = [] if user else [f"no username: give username (secret '{name}' does not exist to read it from)"]
+        dbname = _database(ctx, restored, held)
+        problems += ctx.target_problems(user, dbname)
         target = restored.get("identifier", "the restored target")
         text = (
             f"set a new random password for role {user or '?'} on {target}"
-            f" and store the credentials as secret {ctx.scratch_name(name)}"
+            f" and store the credentials (database {dbname}) as secret {ctx.scratch_name(name)}"
         )
-        return text, {"secret": ctx.scratch_name(name), "username": user}, problems
+        return text, {"secret": ctx.scratch_name(name), "username": user, "dbname": dbname}, problems
 
     def clean_up(self, ctx: StepContext[RotateCredentialsStep], outputs: dict[str, Any]) -> list[str]:
         return _delete_scratch(ctx, outputs)
+
+
+def _database(ctx: StepContext[RotateCredentialsStep], restored: dict[str, Any], held: dict[str, Any]) -> str:
+    """The app's database: a logical restore's new database (any other name on that server is not the restored
+    data); for a cluster, ``dbname``, else the secret's, else postgres."""
+    return str(restored.get("database") or ctx.step.dbname or held.get("dbname") or "postgres")
 
 
 def _existing(ctx: StepContext[SecretStep], name: str, *, required: bool) -> dict[str, Any] | None:

@@ -81,8 +81,11 @@ def execute(account: Account, run_id: str, observer: Observer | None = None) -> 
         lock.release()
 
 
-def dry_run(account: Account, runbook: Runbook, *, rehearsal: bool = False) -> dict[str, Any]:
+def dry_run(
+    account: Account, runbook: Runbook, *, rehearsal: bool = False, incident_time: datetime | None = None
+) -> dict[str, Any]:
     """What a run would do, step by step, with the problems visible now; changes nothing."""
+    incident = incident_time or now()
     earlier: list[dict[str, Any]] = []
     entries = []
     for index, record in enumerate(runbook.steps):
@@ -92,7 +95,7 @@ def dry_run(account: Account, runbook: Runbook, *, rehearsal: bool = False) -> d
             continue
         outputs = {e["name"]: e["outputs"] for e in earlier}
         resolved = _resolved(record, outputs, {"id": DRY_RUN_ID, "rehearsal": rehearsal, "dry_run": True})
-        ctx = StepContext(account, DRY_RUN_ID, rehearsal, resolved, earlier, dry_run=True)
+        ctx = StepContext(account, DRY_RUN_ID, rehearsal, resolved, earlier, dry_run=True, incident_time=incident)
         try:
             text, predicted, problems = HANDLERS[record.type].describe(ctx)
         except StrongroomError as exc:
@@ -173,6 +176,7 @@ def _run_step(account: Account, run: DrRun, row: DrStep, record: RunbookStep) ->
         checkpoint=checkpoint,
         changes=list(checkpoint.get("changes") or []),
         save_checkpoint=lambda checkpoint: account.catalog.update_dr_step(run_id, position, checkpoint=checkpoint),
+        incident_time=datetime.fromisoformat(run.incident_time),
     )
     account.catalog.update_dr_step(
         run_id, position, state=RUNNING, attempts=row.attempts + 1, started_at=iso(now()), error=None

@@ -11,6 +11,10 @@ be named exactly); the step's ``env``
 ``STRONGROOM_DR_*`` variables. Their output goes to the run's log directory, never to the catalog
 beyond a short tail. A rehearsal skips them unless the step says ``rehearse: true`` (then
 ``STRONGROOM_DR_REHEARSAL=1`` tells the command it is a rehearsal).
+
+A command runs in a process group of its own that never outlives the run: killed with the run's
+timeout or interruption, by the kernel when ``dr run`` is SIGKILLed, and what is left of it by the
+step's next attempt (``dr resume``) before the command starts again (``hookproc``).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from shutil import which
 from typing import Any, TypeVar
@@ -28,6 +32,8 @@ import httpx
 
 from strongroom.config.runbook import HttpStep, RestartAppStep, RunStep
 from strongroom.errors import HookFailedError
+from strongroom.faults import fault_armed, fault_point
+from strongroom.services.dr import hookproc
 from strongroom.services.dr.context import StepContext, resolve_secrets
 
 AnyHook = TypeVar("AnyHook", RunStep, HttpStep, RestartAppStep)
@@ -63,7 +69,8 @@ class RunCommand:
 
     def describe(self, ctx: StepContext[RunStep]) -> tuple[str, dict[str, Any], list[str]]:
         verb = "skip (rehearsal):" if _skipped(ctx) else "run"
-        return f"{verb} {_shown(ctx.step.command)}", {}, _command_problems(ctx.step.command)
+        problems = _command_problems(ctx.step.command) + _secret_problems(ctx, ctx.step.env)
+        return f"{verb} {_shown(ctx.step.command)}", {}, problems
 
     def clean_up(self, ctx: StepContext[RunStep], outputs: dict[str, Any]) -> list[str]:
         return []
@@ -91,7 +98,8 @@ class HttpCall:
 
     def describe(self, ctx: StepContext[HttpStep]) -> tuple[str, dict[str, Any], list[str]]:
         verb = "skip (rehearsal):" if _skipped(ctx) else "call"
-        return f"{verb} {ctx.step.method} {_safe_url(ctx.step.url)}", {}, []
+        problems = _secret_problems(ctx, [ctx.step.url, ctx.step.headers])
+        return f"{verb} {ctx.step.method} {_safe_url(ctx.step.url)}", {}, problems
 
     def clean_up(self, ctx: StepContext[HttpStep], outputs: dict[str, Any]) -> list[str]:
         return []
@@ -116,6 +124,7 @@ class RestartApp:
             parts.append(f"wait up to {step.timeout_seconds} s for {step.health_url} to answer 2xx")
         verb = "skip (rehearsal): " if _skipped(ctx) else ""
         problems = _command_problems(step.command) if step.command else []
+        problems += _secret_problems(ctx, step.env)
         if not step.command and not step.health_url:
             problems.append("restart_app needs a command, a health_url or both")
         return verb + " then ".join(parts), {}, problems
@@ -128,31 +137,52 @@ def run_command(ctx: StepContext[CommandHook], command: list[str] | str) -> dict
     argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
     log = _log_file(ctx)
     env = hook_environment(ctx)
+    _stop_previous_attempt(ctx, log)
     with log.open("ab") as out:
         out.write(f"--- {ctx.step.name}: {_shown(command)}\n".encode())
         out.flush()
+        tick = _output_fault(ctx, log)
         try:
-            completed = subprocess.run(
-                argv,
-                env=env,
-                cwd=getattr(ctx.step, "cwd", None),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                timeout=ctx.step.timeout_seconds,
-                check=False,
-            )
+            proc = hookproc.start(argv, env, getattr(ctx.step, "cwd", None), out)
         except FileNotFoundError:
             raise HookFailedError(f"{argv[0]}: command not found", hint="install it or fix the step") from None
-        except subprocess.TimeoutExpired:
-            raise HookFailedError(
-                f"{_shown(command)} did not finish within {ctx.step.timeout_seconds} s", hint=f"see {log}"
-            ) from None
+        ctx.checkpoint_set(hook_process_group=proc.pid)
+        status = hookproc.wait(proc, ctx.step.timeout_seconds, tick)
+    # Finished (or its group killed): what it left running on purpose (an app it started) is not the
+    # next attempt's to kill.
+    ctx.checkpoint_set(hook_process_group=None)
+    if status is None:
+        raise HookFailedError(
+            f"{_shown(command)} did not finish within {ctx.step.timeout_seconds} s", hint=f"see {log}"
+        )
     tail = _tail(log)
-    if completed.returncode != 0:
+    if status != 0:
         last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
-        raise HookFailedError(f"{_shown(command)} exited with status {completed.returncode}: {last}", hint=f"see {log}")
+        raise HookFailedError(f"{_shown(command)} exited with status {status}: {last}", hint=f"see {log}")
     return {"exit_status": 0, "log": str(log)}
+
+
+def _stop_previous_attempt(ctx: StepContext[CommandHook], log: Path) -> None:
+    """A resumed step first ends what its killed attempt's command left running (hookproc's docstring)."""
+    group = ctx.checkpoint.get("hook_process_group")
+    if isinstance(group, int) and hookproc.stop_previous(group, ctx.run_id):  # it was cut off mid-command
+        with log.open("ab") as out:
+            out.write(f"--- {ctx.step.name}: killed process group {group} of the previous attempt\n".encode())
+        ctx.changes.append(f"killed what the previous attempt of {ctx.step.name} left running (process group {group})")
+
+
+def _output_fault(ctx: StepContext[CommandHook], log: Path) -> Callable[[], None]:
+    """Crash tests' fault point ``dr.hook:output:STEP``: dr run dies once the command has written output."""
+    name = f"dr.hook:output:{ctx.step.name}"
+    if not fault_armed(name):
+        return lambda: None
+    start = log.stat().st_size
+
+    def tick() -> None:
+        if log.stat().st_size > start:
+            fault_point(name)
+
+    return tick
 
 
 def hook_environment(ctx: StepContext[CommandHook]) -> dict[str, str]:
@@ -172,6 +202,11 @@ def _passed(name: str, patterns: list[str]) -> bool:
     if name.startswith(STRONGROOM_PREFIX):
         return False  # the passphrase and its kin are passed only when named exactly
     return any(pattern.endswith("*") and name.startswith(pattern[:-1]) for pattern in patterns)
+
+
+def _secret_problems(ctx: StepContext[AnyHook], value: Any) -> list[str]:
+    """The secrets the step reads that will not exist when it runs (none matter when a rehearsal skips it)."""
+    return [] if _skipped(ctx) else ctx.missing_secrets(value)
 
 
 def _skipped(ctx: StepContext[AnyHook]) -> bool:

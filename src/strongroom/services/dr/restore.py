@@ -16,6 +16,7 @@ from strongroom.model import Arn, Job, JobState, RecoveryPoint
 from strongroom.policy.principals import root_arn
 from strongroom.services import vault_ops
 from strongroom.services.copy import create_copy_job, run_copy_job
+from strongroom.services.dr import preflight
 from strongroom.services.dr.context import StepContext, first_line
 from strongroom.services.restore import create_restore_job, run_restore_job
 
@@ -73,6 +74,10 @@ class Restore:
             if reason:
                 problems.append(reason)
             predicted.update(adapter.restore_location(request, ctx.account.home))
+            point = None if _is_remote(ctx, arn) or not arn.startswith("arn:") else _point_or_none(ctx, arn)
+            facts = preflight.check_target(ctx.account, step, request, resource_type, point)
+            problems += facts.problems
+            predicted.update(facts.outputs())
         except StrongroomError as exc:  # a dry run lists every problem
             problems.append(exc.one_line())
         return text, predicted, problems
@@ -165,6 +170,13 @@ def _health(dsn: str) -> str:
     except psycopg.Error as exc:
         return first_line(exc)
     return "still in recovery" if row and row[0] else ""
+
+
+def _point_or_none(ctx: StepContext[RestoreStep], arn: str) -> RecoveryPoint | None:
+    try:
+        return ctx.account.catalog.get_recovery_point(arn)
+    except NotFoundError:
+        return None
 
 
 def _is_remote(ctx: StepContext[RestoreStep], arn: str) -> bool:

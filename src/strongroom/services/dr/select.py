@@ -13,14 +13,20 @@ from strongroom.services import remote
 from strongroom.services.dr.context import StepContext
 
 LATEST = "latest"
+AFTER_INCIDENT_HINT = (
+    "give --incident-time as when the disaster struck (at or after the point's creation), or leave it out (now)"
+)
 
 
 class SelectRecoveryPoint:
     def run(self, ctx: StepContext[SelectRecoveryPointStep]) -> dict[str, Any]:
         step = ctx.step
         points = _candidates(ctx)
-        chosen = _choose(points, step)
+        chosen = _choose(points, step, ctx.incident_time)
         if chosen is None:
+            late = _choose(points, step, None)  # there is one, but after the incident: the RPO would be negative
+            if late is not None and ctx.incident_time is not None:
+                raise NoRecoveryPointError(_after_incident(step, points, ctx.incident_time), hint=AFTER_INCIDENT_HINT)
             raise NoRecoveryPointError(_nothing_matches(step), hint=_hint(step))
         where = f"account {step.account}" if step.account else "this account"
         ctx.changes.append(
@@ -68,22 +74,41 @@ def _candidates(ctx: StepContext[SelectRecoveryPointStep]) -> list[dict[str, Any
     return [rp.as_dict() for rp in ctx.account.catalog.list_recovery_points(vault_name=vault)]
 
 
-def _choose(points: list[dict[str, Any]], step: SelectRecoveryPointStep) -> dict[str, Any] | None:
-    completed = [p for p in points if p["status"] == RecoveryPointStatus.COMPLETED.value]
-    if step.recovery_point != LATEST:
-        return next(
-            (
-                p
-                for p in completed
-                if p["recovery_point_arn"] == step.recovery_point and p["resource_id"] == step.resource
-            ),
-            None,
-        )
-    limit = _aware(step.at_or_before) if step.at_or_before else None
-    matching = [
-        p for p in completed if p["resource_id"] == step.resource and (limit is None or vouched_time(p) <= limit)
+def _choose(
+    points: list[dict[str, Any]], step: SelectRecoveryPointStep, incident: datetime | None = None
+) -> dict[str, Any] | None:
+    """The point the step selects, never one taken after ``incident`` (its data would postdate the disaster)."""
+    completed = [
+        p
+        for p in points
+        if p["status"] == RecoveryPointStatus.COMPLETED.value
+        and p["resource_id"] == step.resource
+        and (incident is None or _at_or_before(p, incident))
     ]
+    if step.recovery_point != LATEST:
+        return next((p for p in completed if p["recovery_point_arn"] == step.recovery_point), None)
+    limit = _aware(step.at_or_before) if step.at_or_before else None
+    matching = [p for p in completed if limit is None or vouched_time(p) <= limit]
     return max(matching, key=vouched_time, default=None)
+
+
+def _at_or_before(point: dict[str, Any], moment: datetime) -> bool:
+    """Taken and recorded complete at or before ``moment``: the RPO at ``moment`` is zero or more."""
+    return vouched_time(point) <= moment and _aware(datetime.fromisoformat(point["creation_date"])) <= moment
+
+
+def _after_incident(step: SelectRecoveryPointStep, points: list[dict[str, Any]], incident: datetime) -> str:
+    ours = [
+        p for p in points if p["status"] == RecoveryPointStatus.COMPLETED.value and p["resource_id"] == step.resource
+    ]
+    earliest = min(ours, key=vouched_time)
+    where = f" of account {step.account}" if step.account else ""
+    return (
+        f"no recovery point matches: {_which(step)} of resource {step.resource} in vault {_vault_name(step.vault)}"
+        f"{where} taken at or before the incident time {incident.isoformat().replace('+00:00', 'Z')} (a later one"
+        f" would mean a negative RPO); the earliest there is {earliest['recovery_point_arn']}"
+        f" (created {earliest['creation_date']})"
+    )
 
 
 def vouched_time(point: dict[str, Any]) -> datetime:

@@ -31,7 +31,17 @@ class VerifySql:
     def describe(self, ctx: StepContext[VerifySqlStep]) -> tuple[str, dict[str, Any], list[str]]:
         who = f"with secret {ctx.scratch_name(ctx.step.secret)}" if ctx.step.secret else "as the restore's login"
         queries = "; ".join(f"{c.sql} = {_shown(c.expect)}" for c in ctx.step.checks)
-        return f"check on the restored database ({who}): {queries}", {}, []
+        problems: list[str] = []
+        if ctx.step.secret:
+            name = ctx.scratch_name(ctx.step.secret)
+            if not ctx.secret_known(name):
+                problems.append(f"secret '{ctx.step.secret}' does not exist")
+            held = ctx.expected_secret(name)
+            problems += ctx.target_problems(held.get("username"), ctx.step.database or held.get("dbname"))
+        else:
+            restored = ctx.previous("restore") or {}
+            problems += ctx.target_problems(None, ctx.step.database or restored.get("database"))
+        return f"check on the restored database ({who}): {queries}", {}, problems
 
     def clean_up(self, ctx: StepContext[VerifySqlStep], outputs: dict[str, Any]) -> list[str]:
         return []
