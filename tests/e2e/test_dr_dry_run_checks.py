@@ -136,3 +136,22 @@ def test_a_point_taken_after_the_incident_is_never_selected(world: dict[str, Any
     after = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     report = cli.json("dr", "run", path, "--incident-time", after)
     assert report["state"] == "COMPLETED" and report["rpo_seconds"] >= 0, report
+
+
+def test_dry_run_follows_the_restore_steps_role_map(world: dict[str, Any]) -> None:
+    """The dry run looks up the roles the restore will use: a role_map to a missing role is found before the run,
+    a role_map to an existing one makes the dump's owner unneeded."""
+    cli, cluster = world["cli"], world["cluster"]
+    to_ghost = {**restore(cluster, "postgres"), "role_map": {"drc_owner": "drc_ghost"}}
+    planned = cli.run(
+        "dr", "run", runbook(world["base"], [select(), to_ghost], "ghost"), "--dry-run", "--json", ok=False
+    )
+    assert planned.returncode == 2, planned.stderr
+    assert any("role_map maps to drc_ghost" in p for p in problems(planned)), problems(planned)
+    to_restorer = {**restore(cluster, "postgres"), "role_map": {"drc_owner": "drc_restorer"}}
+    path = runbook(world["base"], [select(), to_restorer], "mapped")
+    assert problems(cli.run("dr", "run", path, "--dry-run", "--json")) == []
+    report = cli.json("dr", "run", path)
+    assert report["state"] == "COMPLETED", report
+    owner = cluster.query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'drc_restored'")
+    assert owner == [("drc_restorer",)]

@@ -4,7 +4,7 @@ not stop half-way on something visible now.
 For a logical (``postgres``) point restored onto a server: the restoring role may create databases
 (superuser or ``CREATEDB``); the roles the point's dump names (owners, grantees, policy roles, read from
 its table of contents when the point is in this account) exist on the server, or the step creates them
-(``create_roles``, when the step has that field); the dump's owners are within the restoring role's
+(``create_roles``), after the step's ``role_map``; the dump's owners are within the restoring role's
 reach (superuser, or member of them: ``ALTER … OWNER TO`` needs it). The databases and roles that will
 exist on the restored target are predicted (``known_databases``, ``known_roles``) so that later steps
 (``rotate_credentials``, ``verify_sql``) can check the names they use. For a physical
@@ -27,6 +27,7 @@ from strongroom.adapters.postgres.dump_roles import Ownership, RoleNeeds, role_n
 from strongroom.adapters.postgres.logical import (
     MISSING_ROLES,
     OWNERS_OUT_OF_REACH,
+    ROLES_STREAM,
     display_roles,
     missing_roles_error,
     restore_target,
@@ -77,18 +78,22 @@ def check_target(
     if resource_type != "postgres":
         return TargetFacts()
     try:
-        needs = _role_needs(account, point) if point else None
+        needs, has_definitions = _role_needs(account, point) if point else (None, False)
+        ownership = Ownership.from_options(request.options)
     except StrongroomError as exc:
         return TargetFacts(problems=[f"cannot read the recovery point's roles: {exc.one_line()}"])
-    return _logical_target(step, request, needs)
+    return _logical_target(request, needs, ownership, has_definitions)
 
 
-def _logical_target(step: RestoreStep, request: RestoreRequest, needs: RoleNeeds | None) -> TargetFacts:
+def _logical_target(
+    request: RestoreRequest, needs: RoleNeeds | None, ownership: Ownership, has_definitions: bool
+) -> TargetFacts:
+    """The same ownership options as the real restore (``ownership_options``): mapped names are looked up."""
     target = restore_target(request.target)
     where = target.where()
-    ownership = Ownership(owners=not step.no_owners, privileges=not step.no_privileges)
-    wanted = sorted(needs.needed(owners=ownership.owners, privileges=ownership.privileges)) if needs else []
-    owners = sorted(needs.owners) if needs and ownership.owners else []
+    wanted_in_dump = sorted(needs.needed(owners=ownership.owners, privileges=ownership.privileges)) if needs else []
+    wanted = sorted({ownership.mapped(name) for name in wanted_in_dump} | set(ownership.role_map.values()))
+    owners = sorted({ownership.mapped(name) for name in needs.owners}) if needs and ownership.owners else []
     try:
         with connect(target, {}, TargetError, dbname="postgres") as conn:
             row = conn.execute(RESTORER).fetchone()
@@ -108,8 +113,13 @@ def _logical_target(step: RestoreStep, request: RestoreRequest, needs: RoleNeeds
             f" give it CREATEDB (ALTER ROLE {display_roles([user])} CREATEDB) or restore as a superuser"
             " (the restore step's target: DSN)"
         )
-    creates_roles = bool(getattr(step, "create_roles", False))
-    if missing and creates_roles:
+    mapped_missing = sorted(set(ownership.role_map.values()) & set(missing))
+    if mapped_missing:
+        facts.problems.append(
+            f"the restore step's role_map maps to {display_roles(mapped_missing)}, which {where} lacks"
+        )
+        missing = [name for name in missing if name not in mapped_missing]
+    if missing and ownership.create_roles:
         facts.roles = [*roles, *missing]
         if not (superuser or createrole):
             facts.problems.append(
@@ -117,7 +127,7 @@ def _logical_target(step: RestoreStep, request: RestoreRequest, needs: RoleNeeds
                 " give it CREATEROLE or restore as a superuser"
             )
     elif missing and needs is not None:
-        facts.problems.append(missing_roles_error(missing, needs, ownership, where).one_line())
+        facts.problems.append(missing_roles_error(missing, needs, ownership, where, has_definitions).one_line())
     if out_of_reach:
         facts.problems.append(
             f"role {user} on {where} may not give objects to {display_roles(out_of_reach)}, which own them in the"
@@ -127,12 +137,14 @@ def _logical_target(step: RestoreStep, request: RestoreRequest, needs: RoleNeeds
     return facts
 
 
-def _role_needs(account: Account, point: RecoveryPoint) -> RoleNeeds | None:
+def _role_needs(account: Account, point: RecoveryPoint) -> tuple[RoleNeeds | None, bool]:
+    """The roles the point's dump names, and whether the point carries their definitions (``roles``)."""
     vault = account.vault(point.vault_name)
     manifest = load_manifest(vault, point.id)
     with RecoveryPointReader(vault, manifest) as reader, reader.open_stream("dump") as stream:
         entries = read_toc(stream)
-    return None if entries is None else role_needs(entries)
+    has_definitions = ROLES_STREAM in manifest.streams
+    return (None if entries is None else role_needs(entries)), has_definitions
 
 
 def pgpass_problem(user: str, port: int | None, environ: Mapping[str, str] = os.environ) -> str | None:
