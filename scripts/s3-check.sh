@@ -22,13 +22,17 @@ for package in "${PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
     echo "s3-check: installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 || {
+        echo "s3-check: apt-get install failed; see above (a half-configured package: dpkg --configure -a)" >&2
+        exit 1
+    }
 fi
 [[ -x .venv/bin/python ]] || bash scripts/bootstrap.sh
 
 DIR=$(mktemp -d /tmp/strongroom-ceph.XXXXXX)
 CONF=$DIR/ceph.conf
 PIDS=()
+CLUSTER_UP=""
 cleanup() {
     local status=$?
     for pid in "${PIDS[@]}"; do
@@ -41,8 +45,8 @@ cleanup() {
         done
         kill -9 "$pid" 2>/dev/null || true
     done
-    if [[ -n "${KEEP:-}" || $status -ne 0 ]]; then
-        echo "s3-check: cluster directory (logs) kept: $DIR" >&2
+    if [[ -n "${KEEP:-}" || -z "$CLUSTER_UP" ]]; then
+        echo "s3-check: cluster directory kept (ceph.conf, log/, keys): $DIR" >&2
     else
         rm -rf "$DIR"
     fi
@@ -139,6 +143,7 @@ import json, sys
 key = json.load(open(sys.argv[1]))["keys"][0]
 print(key["access_key"], key["secret_key"])' "$DIR/user.json")
 export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+CLUSTER_UP=1  # from here on a failure is the tests'; the directory goes unless KEEP is set
 export STRONGROOM_TEST_S3_ENDPOINT="http://127.0.0.1:$RGW_PORT"
 echo "s3-check: $(radosgw --version | head -1); tests against $STRONGROOM_TEST_S3_ENDPOINT" >&2
 
