@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from strongroom.errors import ConfigError, NotFoundError, StorageError
 from strongroom.store.base import LockMode, Retention, open_store
@@ -186,13 +187,22 @@ def test_retention_is_extended_never_shortened_nor_weakened(s3_server: S3Server)
     assert store.extend_retention("chunks/aa/1", Retention(LockMode.GOVERNANCE, _in(15))) == later
     assert store.retention("chunks/aa/1") == later
 
-    # moto deviates from S3 here: it lets the same credentials shorten a COMPLIANCE retention (real S3
-    # refuses), so on moto only our code stands between a caller and a shorter retention.
+    # moto deviates from S3 here: it lets the same credentials shorten a COMPLIANCE retention, so on moto
+    # only our code stands between a caller and a shorter retention. Real S3 and Ceph RGW
+    # (scripts/s3-check.sh) refuse it.
     raw = s3_server.client()
-    raw.put_object_retention(
-        Bucket=bucket, Key="vault/chunks/aa/1", Retention={"Mode": "COMPLIANCE", "RetainUntilDate": _in(1)}
-    )
-    assert store.retention("chunks/aa/1") == Retention(LockMode.COMPLIANCE, _in(1))
+    shorten = {
+        "Bucket": bucket,
+        "Key": "vault/chunks/aa/1",
+        "Retention": {"Mode": "COMPLIANCE", "RetainUntilDate": _in(1)},
+    }
+    if s3_server.is_moto:
+        raw.put_object_retention(**shorten)
+        assert store.retention("chunks/aa/1") == Retention(LockMode.COMPLIANCE, _in(1))
+    else:
+        with pytest.raises(ClientError, match="AccessDenied"):
+            raw.put_object_retention(**shorten)
+        assert store.retention("chunks/aa/1") == later
 
 
 def test_a_retain_until_date_is_rounded_up_never_down(s3_server: S3Server) -> None:
