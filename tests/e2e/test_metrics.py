@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from strongroom.adapters.postgres.tools import free_port
+from strongroom.catalog.dr_records import DrRun, DrState
 from strongroom.clock import system_clock
 from strongroom.services import metrics
 from strongroom.services.account import open_account
@@ -315,3 +316,59 @@ def test_health_and_last_tick_follow_a_ticking_scheduler(cli: Cli) -> None:
         assert json.loads(answer.body)["checks"]["scheduler"]["status"] == "ok"
         ticked = value(scrape(port), "strongroom_scheduler_last_tick_timestamp_seconds")
         assert ticked <= system_clock().timestamp()
+
+
+def test_a_completed_dr_rehearsal_is_the_last_measured_rto(cli: Cli, tmp_path: Path) -> None:
+    """As the DR engine records it (services/dr/engine.py): a run row, then COMPLETED with its report."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_text("a")
+    cli.run("resources", "add", "files", "--type", "directory", "--path", str(tree))
+    cli.backup("files")
+    account = open_account(cli.home, lambda: PASSPHRASE)
+    try:
+        started = system_clock()
+        ended = started + timedelta(seconds=42.5)
+        run = DrRun(
+            "run-1", "rb", {}, True, DrState.RUNNING, started.isoformat(), started.isoformat(), started.isoformat()
+        )
+        account.catalog.add_dr_run(run, [])
+        report = {"recovery_point": {"resource_id": "files"}, "rto_seconds": 42.5}
+        account.catalog.update_dr_run(
+            "run-1", state=DrState.COMPLETED.value, completed_at=ended.isoformat(), report=report
+        )
+        families = {f.name: f for f in metrics.collect(account, ended)}
+    finally:
+        account.close()
+    [rto] = families["resource_last_rto_seconds"].samples
+    assert rto.labels == {"resource_id": "files", "resource_type": "directory", "source": "dr_rehearsal"}
+    assert rto.value == 42.5
+    [restored] = families["restore_last_success_timestamp_seconds"].samples
+    assert restored.value == ended.timestamp()
+    described = cli.json("resources", "describe", "files")["last_rto"]
+    assert described == {"rto_seconds": 42.5, "measured_by": "dr_rehearsal", "measured_at": ended.isoformat()}
+
+
+def test_health_fails_when_the_last_tick_is_stale(cli: Cli) -> None:
+    port = free_port()
+    with serving(cli, "--metrics-bind", str(port), "--poll-seconds", "3600", scheduler=True):
+        url = f"http://127.0.0.1:{port}/healthz"
+        answer = get(url)
+        for _ in range(HEALTH_POLLS):  # the first tick, at start; the next one is an hour away
+            if answer.status == 200:
+                break
+            time.sleep(0.1)
+            answer = get(url)
+        assert answer.status == 200, answer
+        account = open_account(cli.home, lambda: PASSPHRASE)
+        try:  # a scheduler wedged for a day: its last tick is what it was then
+            day_ago = (system_clock() - timedelta(days=1)).isoformat()
+            account.catalog.set_setting("scheduler_last_tick", {"at": day_ago, "holder": "wedged"})
+        finally:
+            account.close()
+        stale = get(url)
+        assert stale.status == 503, stale
+        check = json.loads(stale.body)["checks"]["scheduler"]
+        assert check["status"] == "failing" and "stale after" in check["detail"]
+        ticked = value(scrape(port), "strongroom_scheduler_last_tick_timestamp_seconds")
+        assert ticked == datetime.fromisoformat(day_ago).timestamp()
