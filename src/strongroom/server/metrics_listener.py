@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -74,9 +75,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             self._send(401, b"a bearer token is required\n", "text/plain", {"WWW-Authenticate": "Bearer"})
             return
-        if self.path == "/metrics":
+        path = urlsplit(self.path).path
+        if path == "/metrics":
             self._scrape()
-        elif self.path == "/healthz":
+        elif path == "/healthz":
             self._health()
         else:
             self._send(404, b"not found: /metrics and /healthz only\n", "text/plain")

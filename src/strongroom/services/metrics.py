@@ -116,20 +116,17 @@ def backup_families(view: Snapshot) -> list[Family]:
     rpo = Family("resource_rpo_seconds", "Now minus that completion time: the data a loss now would cost.", labels)
     size = Family("resource_source_bytes", "Bytes read from the resource by its newest COMPLETED point.", labels)
     stored = Family("resource_stored_bytes", "Bytes stored for the resource's COMPLETED points in the vault.", labels)
+    kept: dict[tuple[str, str], int] = {}
+    for p in view.points:
+        if p.status == RecoveryPointStatus.COMPLETED:
+            kept[(p.resource_id, p.vault_name)] = kept.get((p.resource_id, p.vault_name), 0) + p.stored_bytes
     for (resource_id, vault), rp in sorted(newest_completed(view.points).items()):
         tags = {"resource_id": resource_id, "resource_type": rp.resource_type, "vault": vault}
         completed = _seconds(rp.completion_date) or 0.0
         last.add(completed, **tags)
         rpo.add(max(0.0, view.now.timestamp() - completed), **tags)
         size.add(rp.source_bytes, **tags)
-        stored.add(
-            sum(
-                p.stored_bytes
-                for p in view.points
-                if p.resource_id == resource_id and p.vault_name == vault and p.status == RecoveryPointStatus.COMPLETED
-            ),
-            **tags,
-        )
+        stored.add(kept.get((resource_id, vault), 0), **tags)
     return [last, rpo, size, stored]
 
 
@@ -169,7 +166,8 @@ def job_families(view: Snapshot) -> list[Family]:
     last: dict[tuple[str, str], Job] = {}
     last_by_state: dict[tuple[str, str, str], Job] = {}
     for job in _finished(view.jobs):
-        assert job.resource_id and job.completion_date
+        if not job.resource_id:
+            continue
         last[(job.resource_id, job.job_type.value)] = job
         last_by_state[(job.resource_id, job.job_type.value, job.state.value)] = job
     for (resource_id, job_type), job in sorted(last.items()):
