@@ -68,9 +68,13 @@ def describe(
     resource_id: str = typer.Argument(..., metavar="ID"),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Show one resource."""
+    """Show one resource, with its current RPO in each vault and destination and its last measured RTO."""
+    from strongroom.clock import now
+    from strongroom.services.metrics import resource_recovery  # the scheduler's modules: only when needed
+
     with context.account(ctx, display=True) as account:
         resource = account.catalog.get_resource(resource_id).as_dict()
+        resource.update(resource_recovery(account, resource_id, now()))
     output.emit_json(resource) if json_output else output.details(resource)
 
 

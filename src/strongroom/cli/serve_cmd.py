@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -64,6 +65,17 @@ def serve(
         help="Seconds a copy session may last in all, however active; then it is aborted (bounds how long "
         "it can hold the vault's writers lock, which garbage collection waits for).",
     ),
+    metrics_bind: str | None = typer.Option(
+        None,
+        "--metrics-bind",
+        metavar="[HOST:]PORT",
+        help="Serve /metrics (Prometheus) and /healthz on this separate listener (host 127.0.0.1 unless given).",
+    ),
+    metrics_token_file: Path | None = typer.Option(
+        None,
+        "--metrics-token-file",
+        help="File holding a bearer token /metrics and /healthz require (mode 0600; required off loopback).",
+    ),
 ) -> None:
     """Serve this account's API (copies in and out, policy-checked vault operations) and run its backup plans,
     until stopped by SIGTERM or Ctrl-C."""
@@ -72,6 +84,8 @@ def serve(
     if not scheduler_only:
         _check_listener(host, tls_cert, tls_key, allow_plaintext)
     limits = SessionLimits(copy_idle_timeout, copy_max_lifetime)
+    metrics_address = _metrics_address(metrics_bind, metrics_token_file)
+    metrics_token = _metrics_token(metrics_token_file) if metrics_token_file is not None else None
     stop = threading.Event()
     with context.account(ctx) as account:
         account.passphrase()  # asked here, in the main thread, and checked before anything starts
@@ -88,7 +102,10 @@ def serve(
                 stop_grace=stop_timeout,
             )
             output.console.print(f"Strongroom account {account.account_id}: scheduler running every {poll_seconds:g} s")
+        join_metrics = None
         try:
+            if metrics_address is not None:
+                join_metrics = _start_metrics(account, metrics_address, metrics_token, daemon, poll_seconds, stop)
             if scheduler_only:
                 _wait(stop, daemon)
             else:
@@ -97,6 +114,8 @@ def serve(
             stop.set()
             if daemon is not None:
                 daemon.join()
+            if join_metrics is not None:
+                join_metrics()
 
 
 def _serve_api(
@@ -119,6 +138,61 @@ def _serve_api(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
+
+
+def _metrics_address(bind: str | None, token_file: Path | None) -> tuple[str, int] | None:
+    if bind is None:
+        if token_file is not None:
+            raise UsageError("--metrics-token-file goes with --metrics-bind")
+        return None
+    host, _, port_text = bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--metrics-bind {bind}: give PORT or HOST:PORT with a port from 1 to 65535")
+    if not _is_loopback(host) and token_file is None:
+        raise UsageError(
+            f"refusing to serve metrics on {host} without a token: anyone who reaches it could read them",
+            hint="Pass --metrics-token-file FILE, or bind to 127.0.0.1",
+        )
+    return host, int(port_text)
+
+
+def _metrics_token(token_file: Path) -> str:
+    try:
+        mode = token_file.stat().st_mode
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read --metrics-token-file {token_file}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise UsageError(
+            f"--metrics-token-file {token_file} is readable by others", hint=f"Run: chmod 600 {token_file}"
+        )
+    if not token or any(c.isspace() for c in token):
+        raise UsageError(f"--metrics-token-file {token_file} must hold one token, without spaces")
+    return token
+
+
+def _start_metrics(
+    account: Account,
+    address: tuple[str, int],
+    token: str | None,
+    daemon: threading.Thread | None,
+    poll_seconds: float,
+    stop: threading.Event,
+) -> Callable[[], None]:
+    from strongroom.server.metrics_listener import MetricsSettings, start_metrics_listener
+    from strongroom.services.health import SchedulerWatch
+
+    watch = SchedulerWatch(daemon.is_alive, poll_seconds) if daemon is not None else None
+    settings = MetricsSettings(address[0], address[1], token, watch)
+    try:
+        join = start_metrics_listener(account.home, account.passphrase, settings, stop)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {address[0]}:{address[1]}: {exc.strerror}") from None
+    output.console.print(
+        f"Strongroom account {account.account_id}: metrics on http://{address[0]}:{address[1]}/metrics"
+    )
+    return join
 
 
 def _wait(stop: threading.Event, daemon: threading.Thread | None) -> None:

@@ -45,6 +45,7 @@ GC_WAIT_SECONDS = 5.0
 STOP_GRACE_SECONDS = 60.0
 REAP_SECONDS = 5.0  # at shutdown, how long each finished job's process may take to exit
 SETTING_LAST_GC = "scheduler_last_gc"
+SETTING_LAST_TICK = "scheduler_last_tick"  # {"at", "holder"} of the last tick that held the lease (docs/metrics.md)
 NOTIFY_TIMEOUT_SECONDS = 10.0
 
 
@@ -74,6 +75,7 @@ class Scheduler:
         report: dict[str, Any] = {"now": iso(now), "holder": self.holder}
         if not self._hold_lease(now):
             return {**report, "lease_holder": self.lease_holder, "acted": False}
+        self.catalog.set_setting(SETTING_LAST_TICK, {"at": iso(now), "holder": self.holder})
         if self.runs.accepting:
             self.tally.guarded("firing", self._fire, now)
         self.runs.advance()
