@@ -25,7 +25,7 @@ from strongroom.policy.lock import VaultLock
 from strongroom.policy.retention import aware
 from strongroom.services.account import Account
 from strongroom.store.base import LockMode, ObjectStore, Retention
-from strongroom.vault.retention import manifest_holds, retain_point
+from strongroom.vault.retention import manifest_holds, retain_point, retain_records
 
 NO_EXPIRY_HORIZON_DAYS = 30  # at least: a lock's max_retention_days, or its min when that is longer
 LIVE = (RecoveryPointStatus.COMPLETED, RecoveryPointStatus.PARTIAL, RecoveryPointStatus.EXPIRED)
@@ -98,10 +98,12 @@ def retain_live_points(account: Account, vault_name: str) -> RetentionReport | N
     moment = model.now()
     report = RetentionReport()
     half = timedelta(days=horizon_days(lock) / 2)
+    latest: Retention | None = None
     for rp in account.catalog.list_recovery_points(vault_name=record.name):
         wanted = point_retention(lock, rp.delete_at, moment) if rp.status in LIVE else None
         if wanted is None:
             continue
+        latest = wanted if latest is None else latest.at_least(wanted)
         report.points_checked += 1
         enough = wanted if rp.delete_at else Retention(wanted.mode, moment + half)
         if manifest_holds(vault.store, rp.id, enough):
@@ -113,4 +115,7 @@ def retain_live_points(account: Account, vault_name: str) -> RetentionReport | N
             continue
         report.points_extended += 1
         report.objects_extended += extended.extended
+    if latest is not None:  # the catalog records describe every point: they last as long as the latest
+        vault.record_retention = latest
+        report.objects_extended += retain_records(vault, latest)
     return report

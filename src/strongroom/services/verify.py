@@ -31,7 +31,12 @@ def verify(
     total = VerifyReport()
     if recovery_point:
         points = [account.catalog.get_recovery_point(recovery_point)]
+        vault_names = [points[0].vault_name]
     else:
+        vault_names = _intact_vaults(account)
+    # Hidden objects first: repaired, the catalog comparison below sees them again.
+    hidden = {name: _hidden(account, name, account.vault(name), total, repair) for name in vault_names}
+    if not recovery_point:
         total.catalog_findings = catalog_findings(account)
         points = _completed_points(account)
     by_vault: dict[str, list[str]] = {}
@@ -39,9 +44,9 @@ def verify(
         by_vault.setdefault(rp.vault_name, []).append(rp.id)
     arns = {rp.id: rp.arn for rp in points}
     for vault_name, ids in by_vault.items():
-        vault = account.vault(vault_name)
-        hidden = _hidden(account, vault_name, vault, total, repair)
-        report = verify_recovery_points(vault, ids, read_data=read_data, progress=progress, hidden=hidden)
+        report = verify_recovery_points(
+            account.vault(vault_name), ids, read_data=read_data, progress=progress, hidden=hidden.get(vault_name, ())
+        )
         total.recovery_points_checked += report.recovery_points_checked
         total.copies_checked_against_source += report.copies_checked_against_source
         total.objects_checked += report.objects_checked
@@ -63,6 +68,17 @@ def _hidden(account: Account, vault_name: str, vault: Vault, total: VerifyReport
     still = {item.key: item.problem.value for item in found if item.key not in repaired}
     total.hidden_objects.update({f"{vault_name}/{key}": problem for key, problem in still.items()})
     return set(still)
+
+
+def _intact_vaults(account: Account) -> list[str]:
+    """The vaults whose catalog rows pass their MAC (the others are findings already)."""
+    names = []
+    for vault_name in account.catalog.vault_names():
+        try:
+            names.append(account.catalog.get_vault(vault_name).name)
+        except CatalogIntegrityError:
+            continue
+    return names
 
 
 def _completed_points(account: Account) -> list[RecoveryPoint]:

@@ -102,3 +102,13 @@ def retain_point(vault: Vault, recovery_point_id: str, wanted: Retention) -> Ext
     for key in keys:
         keeper.ensure(key)
     return Extended(len(keys), keeper.extended)
+
+
+def retain_records(vault: Vault, wanted: Retention) -> int:
+    """Extend every catalog record (``catalog/``) to ``wanted``; returns how many retentions moved."""
+    from strongroom.vault.vault import RECORDS_PREFIX
+
+    keeper = RetentionKeeper(vault.store, wanted)
+    for key in vault.store.list(RECORDS_PREFIX):
+        keeper.ensure(key)
+    return keeper.extended

@@ -113,15 +113,23 @@ class Vault:
 
     @classmethod
     def open(cls, store: ObjectStore, passphrase: str) -> Vault:
-        key_names = sorted(store.list(KEYS_PREFIX))
-        if not key_names or not store.exists(CONFIG_KEY):
-            raise NotFoundError(f"no vault at {store.url}")
-        keys = unwrap_keyset(store.get(key_names[0]), passphrase)
-        opened = open_stored(
-            store,
-            CONFIG_KEY,
-            lambda sealed: envelope.open_sealed(keys.encryption_key, CONFIG_KEY.encode(), sealed, what="vault config"),
+        # On a versioned store a key set hidden by a delete marker still opens the vault (open_stored).
+        key_names = sorted(store.list(KEYS_PREFIX)) or sorted(
+            {v.key for v in store.versions(KEYS_PREFIX) if not v.delete_marker}
         )
+        if not key_names:
+            raise NotFoundError(f"no vault at {store.url}")
+        keys = open_stored(store, key_names[0], lambda wrapped: unwrap_keyset(wrapped, passphrase))
+        try:
+            opened = open_stored(
+                store,
+                CONFIG_KEY,
+                lambda sealed: envelope.open_sealed(
+                    keys.encryption_key, CONFIG_KEY.encode(), sealed, what="vault config"
+                ),
+            )
+        except NotFoundError:
+            raise NotFoundError(f"no vault at {store.url}") from None  # an unfinished create: keys, no config
         if opened.kind != Kind.CONFIG:
             raise StorageError("vault config object has the wrong kind")
         return cls(store, keys, VaultConfig.from_json(opened.plaintext))

@@ -67,12 +67,12 @@ def _problem(vault: Vault, key: str, versions: list[ObjectVersion]) -> Hidden | 
         return Hidden.DELETE_MARKER
     if len(bodies) < 2 or key.startswith(RECORDS_PREFIX):  # a record is rewritten by design: authenticated on read
         return None
-    if not authentic(vault, key, vault.store.get_version(key, latest.version_id)):
-        return Hidden.FORGED_ON_TOP
     if vault.store.version_retention(key, latest.version_id) is None and any(
         vault.store.version_retention(key, v.version_id) is not None for v in bodies if v is not latest
     ):
         return Hidden.UNLOCKED_ON_TOP
+    if not authentic(vault, key, vault.store.get_version(key, latest.version_id)):
+        return Hidden.FORGED_ON_TOP
     return None
 
 

@@ -397,11 +397,10 @@ class RecoveryPointWriter:
         if self.keeper is not None:  # the keys and config open every point: they last as long as the latest
             for key in vault_root_keys(self.vault.store):
                 self.keeper.ensure(key)
-            self.vault.record_retention = self.retention
+            held, wanted = self.vault.record_retention, self.keeper.wanted
+            self.vault.record_retention = wanted if held is None else held.at_least(wanted)
         fault_point("write:before-manifest")
-        self.vault.store.put(
-            manifest_key(self.recovery_point_id), sealed, if_absent=True, retention=self.retention
-        )
+        self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True, retention=self.retention)
         fault_point("write:after-manifest")  # crash tests: committed in the vault, not yet in the catalog
         self.stats.new_bytes += len(sealed)
         return manifest
