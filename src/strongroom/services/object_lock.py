@@ -24,7 +24,7 @@ from strongroom.model import RecoveryPoint, RecoveryPointStatus, VaultRecord
 from strongroom.policy.lock import VaultLock
 from strongroom.policy.retention import aware
 from strongroom.services.account import Account
-from strongroom.store.base import LockMode, ObjectStore, Retention
+from strongroom.store.base import LockMode, ObjectStore, Retention, open_store
 from strongroom.vault.retention import manifest_holds, retain_point, retain_records
 
 NO_EXPIRY_HORIZON_DAYS = 30  # at least: a lock's max_retention_days, or its min when that is longer
@@ -59,6 +59,8 @@ def point_retention(lock: VaultLock, delete_at: str | None, now: datetime) -> Re
 def new_point_retention(account: Account, vault_name: str, rp: RecoveryPoint) -> Retention | None:
     """The retention a recovery point being written into ``vault_name`` gives its objects (None: unlocked)."""
     record = account.catalog.get_vault(vault_name)
+    if not record.lock:
+        return None
     lock = storage_lock(record, account.vault(record.name).store)
     return point_retention(lock, rp.delete_at, model.now()) if lock else None
 
@@ -91,6 +93,9 @@ def retain_live_points(account: Account, vault_name: str) -> RetentionReport | N
     the vault's lock is not the storage's.
     """
     record = account.catalog.get_vault(vault_name)
+    # Before opening the vault (its keys cost a KDF run): an unlocked or local one costs the sweep nothing.
+    if not record.lock or not open_store(record.store_url).capabilities.object_lock:
+        return None
     vault = account.vault(record.name)
     lock = storage_lock(record, vault.store)
     if lock is None:
