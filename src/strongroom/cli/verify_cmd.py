@@ -23,6 +23,12 @@ def verify(
         help="First vouch for the catalog as it is now: sign its records with the account key and rewrite the "
         "vaults' records from it. Only after reading the findings, for a catalog you put back on purpose.",
     ),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="On S3 vaults with Object Lock: put hidden objects' locked versions back on top (remove delete "
+        "markers, cover unlocked or forged newer versions).",
+    ),
 ) -> None:
     """Check that recovery points are whole and that the catalog agrees with the vaults; with --read-data,
     that every byte is intact."""
@@ -34,7 +40,7 @@ def verify(
             if recovery_point:
                 raise UsageError("--trust-catalog applies to the whole catalog: leave out --recovery-point")
             trust_catalog_as_is(account)
-        report = run_verify(account, recovery_point, read_data=read_data, progress=progress)
+        report = run_verify(account, recovery_point, read_data=read_data, progress=progress, repair=repair)
     if json_output:
         output.emit_json(report.as_dict())
     else:
@@ -42,6 +48,10 @@ def verify(
             output.console.print(f"[red]damaged[/] {key}: {problem}", highlight=False)
         for arn, keys in sorted(report.damaged_recovery_points.items()):
             output.console.print(f"[red]affected[/] {arn} ({len(keys)} damaged objects)", highlight=False)
+        for key, problem in sorted(report.hidden_objects.items()):
+            output.console.print(f"[red]hidden[/] {key}: {problem}", highlight=False)
+        for key in report.repaired_objects:
+            output.console.print(f"[green]repaired[/] {key}", highlight=False)
         for finding in report.catalog_findings:
             output.console.print(f"[red]catalog[/] {finding}", highlight=False, soft_wrap=True)
         mode = "read and re-hashed" if read_data else "checked present"
@@ -54,6 +64,11 @@ def verify(
             f"the catalog disagrees with its vaults ({len(report.catalog_findings)} findings above)",
             hint="Nothing relies on the catalog until it is fixed: restore catalog.db from a copy you trust "
             "(docs/operations.md, 'Catalog integrity')",
+        )
+    if report.hidden_objects and not report.damaged_objects:
+        raise IntegrityError(
+            f"{len(report.hidden_objects)} objects are hidden on the storage (their locked versions are intact)",
+            hint="Run 'strongroom verify --repair' to put them back on top; restores read them meanwhile",
         )
     if not report.ok:
         raise IntegrityError(

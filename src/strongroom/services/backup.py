@@ -8,6 +8,7 @@ from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
+from strongroom.services.object_lock import new_point_retention as new_object_retention
 from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.vault_ops import check_retention_days, new_point_retention
 from strongroom.services.writers import hold_writer
@@ -46,7 +47,8 @@ def run_backup_job(
         previous = latest_intact_reader(account, resource.id, job.vault_name or DEFAULT_VAULT)
         try:
             base = previous.manifest if previous else None
-            with RecoveryPointWriter(vault, rp.id, progress, previous=base) as writer:
+            retention = new_object_retention(account, job.vault_name or DEFAULT_VAULT, rp)
+            with RecoveryPointWriter(vault, rp.id, progress, previous=base, retention=retention) as writer:
                 context = BackupContext(writer=writer, temp_dir=temp_dir, previous=previous)
                 metadata = get_adapter(resource.type).backup(spec, context)
                 manifest = writer.commit(resource.id, resource.type, metadata)

@@ -25,6 +25,7 @@ import zstandard
 
 from strongroom.errors import IntegrityError, RemoteError, StrongroomError
 from strongroom.services.account import Account
+from strongroom.services.object_lock import new_point_retention
 from strongroom.transport.wire import Frame
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -79,7 +80,9 @@ class CopyReceiver:
         self.peer_vault_id = peer_vault_id
         self.source = source
         self.vault = account.vault(vault_name)
-        self.writer = RecoveryPointWriter(self.vault, recovery_point_id, previous=previous)
+        point = account.catalog.get_recovery_point(recovery_point_id)  # recorded CREATING before the copy starts
+        retention = new_point_retention(account, vault_name, point)  # the storage's lock (S3 Object Lock)
+        self.writer = RecoveryPointWriter(self.vault, recovery_point_id, previous=previous, retention=retention)
         self.writer.created_at = creation_date  # a copy keeps its source's creation date
         self.builders: dict[str, StreamBuilder] = {}
         self.digests: dict[str, StreamDigest] = {}  # what the source described, per stream

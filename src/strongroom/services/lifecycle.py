@@ -21,6 +21,7 @@ from strongroom.policy.retention import aware, retention_ended
 from strongroom.services import notifications
 from strongroom.services.account import Account
 from strongroom.services.catalog_integrity import check_fresh
+from strongroom.services.object_lock import retain_live_points
 from strongroom.services.writers import active_writers, exclusive_writers_lock
 from strongroom.vault import gc
 
@@ -61,14 +62,29 @@ def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: 
         for rp in account.catalog.list_recovery_points(vault_name=vault.name):
             if _due(rp, moment):
                 _expire(account, rp, expired, failed)
-    return {"now": iso(moment), "expired": len(expired), "expired_recovery_points": expired, "failed": failed}
+    retained = {}
+    for vault in _vaults(account, vault_name):  # the storage's lock: roll horizons, upgrade modes (real clock)
+        report = retain_live_points(account, vault.name)
+        if report is not None:
+            retained[vault.name] = report.as_dict()
+    return {
+        "now": iso(moment),
+        "expired": len(expired),
+        "expired_recovery_points": expired,
+        "failed": failed,
+        "object_lock": retained,
+    }
 
 
-def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 60) -> dict[str, Any]:
+def collect_garbage(
+    account: Account, vault_name: str, *, wait_seconds: float = 60, now: datetime | None = None
+) -> dict[str, Any]:
     """Delete the vault's chunks and index objects that no manifest references; safe beside writers.
 
     Gives up without deleting anything (status POSTPONED) when writers still hold the vault after
-    ``wait_seconds``, and refuses (REFUSED) when a manifest in the vault cannot be read.
+    ``wait_seconds``, and refuses (REFUSED) when a manifest in the vault cannot be read. Objects still
+    under the storage's Object Lock retention are left and reported (``objects_retained``, the earliest
+    ``retained_until``); a collection after that date deletes them. ``now`` simulates the clock.
     """
     record = account.catalog.get_vault(vault_name)
     vault = account.vault(record.name)
@@ -83,6 +99,8 @@ def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 
         "spared": 0,
         "objects_deleted": 0,
         "bytes_deleted": 0,
+        "objects_retained": 0,
+        "retained_until": None,
         "writers_waited_for": 0,
         "waited_seconds": 0.0,
         "active_writers": None,
@@ -94,7 +112,7 @@ def collect_garbage(account: Account, vault_name: str, *, wait_seconds: float = 
         doomed = gc.candidates(marking, stored)
         result.update(objects_stored=len(stored), live_recovery_points=len(marking.manifests), candidates=len(doomed))
         if doomed:
-            result.update(_delete_under_lock(account, record, marking, doomed, wait_seconds))
+            result.update(_delete_under_lock(account, record, marking, doomed, wait_seconds, now))
     except IntegrityError as exc:
         result.update(status=GC_REFUSED, message=f"GC refused: {exc.one_line()}")
     result["duration_seconds"] = round(time.monotonic() - started, 3)
@@ -112,12 +130,19 @@ def run_lifecycle_and_collect(
     """The sweep, then garbage collection of every vault swept (what ``strongroom lifecycle run`` does)."""
     report = run_lifecycle(account, now=now, vault_name=vault_name)
     vaults = _vaults(account, vault_name) if collect else []
-    report["garbage_collection"] = [collect_garbage(account, v.name, wait_seconds=wait_seconds) for v in vaults]
+    report["garbage_collection"] = [
+        collect_garbage(account, v.name, wait_seconds=wait_seconds, now=now) for v in vaults
+    ]
     return report
 
 
 def _delete_under_lock(
-    account: Account, record: VaultRecord, marking: gc.Marking, doomed: set[bytes], wait_seconds: float
+    account: Account,
+    record: VaultRecord,
+    marking: gc.Marking,
+    doomed: set[bytes],
+    wait_seconds: float,
+    now: datetime | None,
 ) -> dict[str, Any]:
     vault = account.vault(record.name)
     report: dict[str, Any] = {"writers_waited_for": active_writers(account, record.name)}
@@ -139,14 +164,19 @@ def _delete_under_lock(
         doomed = gc.candidates(marking, doomed)
         # Mappings go first: a crash between the two leaves chunks without mappings (re-sent), never the reverse.
         account.catalog.forget_chunks(record.name, sorted(doomed))
-        deleted = gc.delete_objects(vault, doomed)
+        deleted = gc.delete_objects(vault, doomed, now=now)
+    message = f"deleted {deleted.objects} unreferenced objects"
+    if deleted.retained:
+        message += f"; {deleted.retained} kept by Object Lock retention until {iso(deleted.retained_until)} at least"
     return {
         **report,
         "status": GC_COMPLETED,
         "spared": spared - len(doomed),
         "objects_deleted": deleted.objects,
         "bytes_deleted": deleted.bytes,
-        "message": f"deleted {deleted.objects} unreferenced objects",
+        "objects_retained": deleted.retained,
+        "retained_until": iso(deleted.retained_until),
+        "message": message,
     }
 
 

@@ -33,6 +33,7 @@ from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.account import create_vault as create_account_vault
 from strongroom.services.catalog_integrity import check_fresh
 from strongroom.services.lifecycle import remove_recovery_point
+from strongroom.services.object_lock import retain_live_points
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
 
@@ -143,6 +144,8 @@ def put_vault_lock(
     lock = VaultLock(min_retention_days, max_retention_days, changeable_for_days, moment)
     check_lock_change(account, principal_arn, record, removing=False, now=moment)
     account.catalog.update_vault(record.name, lock=lock.record())
+    # On S3 the lock is the bucket's Object Lock: the points already there get their retention now.
+    retain_live_points(account, record.name)
 
 
 def check_lock_change(

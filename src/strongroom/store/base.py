@@ -16,6 +16,11 @@ Optional, behind ``capabilities.object_lock`` (S3 Object Lock; docs/storage.md):
   yields only to a principal allowed to bypass it). A store without Object Lock refuses a retention
   instead of ignoring it.
 - ``extend_retention(key, retention)`` never shortens nor weakens a retention; ``retention(key)`` reads it.
+
+On a versioned store (S3 with versioning, always so with Object Lock), ``versions`` lists every version and
+delete marker, ``get_version`` reads an older version, ``delete_version`` removes one for good (refused by the
+storage while it is under retention) and ``purge`` removes a key with all its versions. Other stores have one
+version per key: ``versions`` yields nothing and ``purge`` is ``delete``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlparse
 
-from strongroom.errors import ConfigError, StorageError
+from strongroom.errors import ConfigError, NotFoundError, StorageError
 
 
 class LockMode(StrEnum):
@@ -52,6 +57,37 @@ class Retention:
         """The later date and the stronger mode of the two: what extending by ``other`` gives."""
         mode = LockMode.COMPLIANCE if LockMode.COMPLIANCE in (self.mode, other.mode) else LockMode.GOVERNANCE
         return Retention(mode, max(self.until, other.until))
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """What one HEAD tells of an object: its size and, on a store with Object Lock, its retention."""
+
+    size: int
+    retention: Retention | None = None
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of a key on a versioned store, or a delete marker (no body)."""
+
+    key: str
+    version_id: str
+    latest: bool
+    delete_marker: bool
+    modified: datetime
+    size: int = 0
+
+
+class RetainedError(StorageError):
+    """The storage refused to remove an object version because it is still under retention."""
+
+
+def covers(have: Retention | None, wanted: Retention) -> bool:
+    """Does a retention ``have`` already give at least ``wanted`` (as late, and as strong a mode)?"""
+    if have is None or have.until < wanted.until:
+        return False
+    return have.mode == LockMode.COMPLIANCE or wanted.mode == LockMode.GOVERNANCE
 
 
 def check_key(key: str) -> str:
@@ -110,9 +146,35 @@ class ObjectStore(ABC):
         """The Object Lock retention of ``key``; None on a store without Object Lock."""
         return None
 
-    def extend_retention(self, key: str, wanted: Retention) -> Retention:
-        """Give ``key`` at least ``wanted`` (never shorter nor weaker than it has); returns the result."""
+    def stat(self, key: str) -> ObjectStat | None:
+        """Size and retention of ``key`` (None when it does not exist); one request where the store can."""
+        size = self.head(key)
+        if size is None:
+            return None
+        return ObjectStat(size, self.retention(key) if self.capabilities.object_lock else None)
+
+    def extend_retention(self, key: str, wanted: Retention, *, current: ObjectStat | None = None) -> Retention:
+        """Give ``key`` at least ``wanted`` (never shorter nor weaker than it has); returns the result.
+        ``current``: what a :meth:`stat` just said of it, which spares asking again."""
         raise StorageError(f"{self.url} has no Object Lock: it cannot retain {key}")
+
+    def versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        """Every version and delete marker under ``prefix``; nothing on a store without versions."""
+        return iter(())
+
+    def get_version(self, key: str, version_id: str) -> bytes:
+        raise NotFoundError(f"{self.url} keeps no versions: no version {version_id} of {key}")
+
+    def version_retention(self, key: str, version_id: str) -> Retention | None:
+        return None
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Remove one version or delete marker for good; :class:`RetainedError` while it is under retention."""
+        raise StorageError(f"{self.url} keeps no versions: cannot delete version {version_id} of {key}")
+
+    def purge(self, key: str) -> None:
+        """Remove ``key`` for good, every version of it; :class:`RetainedError` when one is under retention."""
+        self.delete(key)
 
     def refuse_retention(self, retention: Retention | None) -> None:
         """For stores without Object Lock: a retention asked for is an error, never silently dropped."""

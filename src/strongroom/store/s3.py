@@ -31,7 +31,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 from strongroom.errors import ConfigError, NotFoundError, StorageError
-from strongroom.store.base import LockMode, ObjectStore, Retention, StoreCapabilities, check_key, register_store
+from strongroom.store.base import (
+    LockMode,
+    ObjectStat,
+    ObjectStore,
+    ObjectVersion,
+    RetainedError,
+    Retention,
+    StoreCapabilities,
+    check_key,
+    register_store,
+)
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -329,27 +339,31 @@ class S3Store(ObjectStore):
 
         Read from HeadObject's lock headers (they need s3:GetObjectRetention, as GetObjectRetention does):
         one call that every S3 server here answers (moto has no GetObjectRetention)."""
+        found = self.stat(key)
+        if found is None:
+            raise NotFoundError(f"object {key} not found in {self.location.where}")
+        return found.retention
+
+    def stat(self, key: str) -> ObjectStat | None:
+        """One HeadObject: the size and the lock headers of the current version."""
         try:
             answer = self._call(
                 f"HEAD {key}", self.client.head_object, Bucket=self.location.bucket, Key=self._full(key)
             )
         except _Missing:
-            raise NotFoundError(f"object {key} not found in {self.location.where}") from None
-        mode, until = answer.get("ObjectLockMode"), answer.get("ObjectLockRetainUntilDate")
-        if not mode or until is None:
             return None
-        return Retention(LockMode(mode), _utc(until))
+        return ObjectStat(int(answer["ContentLength"]), _lock_headers(answer))
 
-    def extend_retention(self, key: str, wanted: Retention) -> Retention:
+    def extend_retention(self, key: str, wanted: Retention, *, current: ObjectStat | None = None) -> Retention:
         """Make ``key``'s retention at least ``wanted``: a later date and the stronger mode win, so a
         retention is never shortened nor weakened (COMPLIANCE never becomes GOVERNANCE) by this call,
         whatever the server would allow. Returns the retention the object has afterwards."""
         self._require_object_lock()
         wanted = Retention(wanted.mode, _whole_second_after(wanted.until))
-        current = self.retention(key)
-        target = wanted if current is None else current.at_least(wanted)
-        if target == current:
-            return current
+        have = current.retention if current is not None else self.retention(key)
+        target = wanted if have is None else have.at_least(wanted)
+        if target == have:
+            return have
         self._call(
             f"PUT retention of {key}",
             self.client.put_object_retention,
@@ -358,6 +372,76 @@ class S3Store(ObjectStore):
             Retention={"Mode": target.mode.value, "RetainUntilDate": target.until},
         )
         return target
+
+    # Versions --------------------------------------------------------------------------------
+    def versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        """ListObjectVersions: every version and delete marker under ``prefix``, newest first per key."""
+        paginator = self.client.get_paginator("list_object_versions")
+        pages = iter(paginator.paginate(Bucket=self.location.bucket, Prefix=self.location.prefix + prefix))
+        cut = len(self.location.prefix)
+        while True:
+            try:
+                page = self._call("LIST versions", next, pages)
+            except StopIteration:
+                return
+            except _Missing:
+                raise StorageError(f"bucket {self.location.bucket} does not exist at {self._endpoint_name()}") from None
+            for marker, items in ((False, page.get("Versions", ())), (True, page.get("DeleteMarkers", ()))):
+                for item in items:
+                    key = item["Key"][cut:]
+                    if key != PROBE_KEY:
+                        yield ObjectVersion(
+                            key, item["VersionId"], item["IsLatest"], marker, _utc(item["LastModified"]),
+                            int(item.get("Size", 0)),
+                        )  # fmt: skip
+
+    def get_version(self, key: str, version_id: str) -> bytes:
+        try:
+            answer = self._call(
+                f"GET {key} version {version_id}",
+                self.client.get_object,
+                Bucket=self.location.bucket,
+                Key=self._full(key),
+                VersionId=version_id,
+            )
+        except _Missing:
+            raise NotFoundError(f"version {version_id} of {key} not found in {self.location.where}") from None
+        return self._read_body(key, answer)
+
+    def version_retention(self, key: str, version_id: str) -> Retention | None:
+        try:
+            answer = self._call(
+                f"HEAD {key} version {version_id}",
+                self.client.head_object,
+                Bucket=self.location.bucket,
+                Key=self._full(key),
+                VersionId=version_id,
+            )
+        except _Missing:
+            return None
+        return _lock_headers(answer)
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """DeleteObject with a version id: gone for good, unless S3 refuses it (under retention)."""
+        try:
+            self._call(
+                f"DELETE {key} version {version_id}",
+                self.client.delete_object,
+                Bucket=self.location.bucket,
+                Key=self._full(key),
+                VersionId=version_id,
+            )
+        except _Missing:
+            return
+        except StorageError as exc:
+            if "access denied" in exc.message:
+                raise RetainedError(f"{key} is under retention: S3 refused to delete it") from None
+            raise
+
+    def purge(self, key: str) -> None:
+        """Delete every version and delete marker of ``key`` (on an unversioned bucket: the object)."""
+        for version in [v for v in self.versions(key) if v.key == key]:
+            self.delete_version(key, version.version_id)
 
     def check_vault_lock_support(self) -> None:
         """A locked vault on S3 needs a bucket with versioning and Object Lock: the lock is S3's, not ours."""
@@ -511,6 +595,13 @@ def _whole_second_after(moment: datetime) -> datetime:
     """S3 keeps retain-until dates to the second: round up, so a retention is never a fraction short."""
     whole = moment.astimezone(UTC).replace(microsecond=0)
     return whole if whole == moment else whole + timedelta(seconds=1)
+
+
+def _lock_headers(answer: dict[str, Any]) -> Retention | None:
+    mode, until = answer.get("ObjectLockMode"), answer.get("ObjectLockRetainUntilDate")
+    if not mode or until is None:
+        return None
+    return Retention(LockMode(mode), _utc(until))
 
 
 def _utc(value: datetime) -> datetime:

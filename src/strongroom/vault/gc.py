@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from strongroom.clock import now as clock_now
 from strongroom.errors import FormatError, IntegrityError, NotFoundError
+from strongroom.store.base import RetainedError
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, decode_index, load_manifest
 from strongroom.vault.reader import read_object
@@ -51,6 +54,8 @@ class Marking:
 class Deleted:
     objects: int
     bytes: int
+    retained: int = 0  # unreferenced, but the storage keeps them under Object Lock retention until then
+    retained_until: datetime | None = None  # the earliest such retention's end: the next GC after it frees them
 
 
 def mark(vault: Vault, marking: Marking | None = None) -> Marking:
@@ -94,15 +99,31 @@ def candidates(marking: Marking, stored: Iterable[bytes]) -> set[bytes]:
     return set(stored) - marking.referenced
 
 
-def delete_objects(vault: Vault, object_ids: Iterable[bytes]) -> Deleted:
-    """Delete the objects; returns how many existed and their total size."""
-    count = size = 0
+def delete_objects(vault: Vault, object_ids: Iterable[bytes], *, now: datetime | None = None) -> Deleted:
+    """Delete the objects (every version of each, on a versioned store); returns how many existed and their size.
+
+    An object still under Object Lock retention is never tried: it is counted as retained, with the earliest
+    end of retention, and a collection after that date deletes it. Should the storage refuse anyway (its clock
+    is the one that counts), the object is counted as retained too.
+    """
+    moment = now or clock_now()
+    count = size = retained = 0
+    earliest: datetime | None = None
     for object_id in sorted(object_ids):
         key = chunk_key(object_id)
-        length = vault.store.head(key)
-        if length is None:
+        found = vault.store.stat(key)
+        if found is None:
             continue
-        vault.store.delete(key)
-        count += 1
-        size += length
-    return Deleted(count, size)
+        until = found.retention.until if found.retention else None
+        if until is None or until <= moment:
+            try:
+                vault.store.purge(key)
+            except RetainedError:
+                until = until or moment
+            else:
+                count += 1
+                size += found.size
+                continue
+        retained += 1
+        earliest = until if earliest is None else min(earliest, until)
+    return Deleted(count, size, retained, earliest)

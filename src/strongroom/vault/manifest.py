@@ -12,7 +12,7 @@ from strongroom.errors import FormatError, IntegrityError, NotFoundError
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.source import SourceRecord
-from strongroom.vault.vault import Vault, manifest_key
+from strongroom.vault.vault import Vault, manifest_key, open_stored
 
 MANIFEST_FORMAT = 1
 # chunk id, plaintext length, base chunk id (zeros: none), head and tail anchors (zeros: unknown)
@@ -110,19 +110,22 @@ def seal_manifest(vault: Vault, manifest: Manifest) -> bytes:
 
 def load_manifest(vault: Vault, recovery_point_id: str) -> Manifest:
     key = manifest_key(recovery_point_id)
+
+    def opener(sealed: bytes) -> Manifest:
+        opened = envelope.open_sealed(
+            vault.keys.encryption_key, key.encode(), sealed, what=f"manifest of recovery point {recovery_point_id}"
+        )
+        if opened.kind != Kind.MANIFEST:
+            raise IntegrityError(f"manifest of recovery point {recovery_point_id} has the wrong kind")
+        manifest = Manifest.from_json(opened.plaintext)
+        if manifest.recovery_point_id != recovery_point_id or manifest.vault_id != vault.config.vault_id:
+            raise IntegrityError(f"manifest {key} belongs to another recovery point or vault")
+        return manifest
+
     try:
-        sealed = vault.store.get(key)
+        return open_stored(vault.store, key, opener)
     except NotFoundError:
         raise NotFoundError(f"recovery point {recovery_point_id} has no manifest in the vault") from None
-    opened = envelope.open_sealed(
-        vault.keys.encryption_key, key.encode(), sealed, what=f"manifest of recovery point {recovery_point_id}"
-    )
-    if opened.kind != Kind.MANIFEST:
-        raise IntegrityError(f"manifest of recovery point {recovery_point_id} has the wrong kind")
-    manifest = Manifest.from_json(opened.plaintext)
-    if manifest.recovery_point_id != recovery_point_id or manifest.vault_id != vault.config.vault_id:
-        raise IntegrityError(f"manifest {key} belongs to another recovery point or vault")
-    return manifest
 
 
 def encode_index(records: list[ChunkRef]) -> bytes:

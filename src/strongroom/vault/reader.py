@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from strongroom.errors import IntegrityError, NotFoundError
@@ -12,7 +12,7 @@ from strongroom.faults import fault_point
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef, decode_index
-from strongroom.vault.vault import Vault, chunk_key
+from strongroom.vault.vault import T, Vault, chunk_key, open_stored
 
 READ_AHEAD = 6
 
@@ -84,9 +84,10 @@ def _fault_after_first(delivered: int) -> int:
     return delivered + 1
 
 
-def _fetch(vault: Vault, key: str, what: str) -> bytes:
+def _fetch(vault: Vault, key: str, what: str, opener: Callable[[bytes], T]) -> T:
+    """``opener`` over the stored object; an older version if the current one is hidden or forged (S3)."""
     try:
-        return vault.store.get(key)
+        return open_stored(vault.store, key, opener)
     except NotFoundError:
         raise IntegrityError(f"{what} is missing from the vault") from None
 
@@ -95,7 +96,9 @@ def object_base(vault: Vault, object_id: bytes) -> bytes | None:
     """The base a stored chunk was delta-compressed against (authenticated, not decompressed)."""
     key = chunk_key(object_id)
     what = f"object {key}"
-    opened = envelope.open_sealed(vault.keys.encryption_key, object_id, _fetch(vault, key, what), what=what)
+    opened = _fetch(
+        vault, key, what, lambda sealed: envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what)
+    )
     return opened.base_id
 
 
@@ -119,14 +122,15 @@ def read_object(vault: Vault, object_id: bytes, kind: Kind, *, as_base: bool = F
             raise IntegrityError(f"{what} is a delta used as a base (chains are not allowed)")
         return read_object(vault, base_id, Kind.CHUNK, as_base=True)
 
-    opened = envelope.open_sealed(
-        vault.keys.encryption_key, object_id, _fetch(vault, key, what), what=what, base_loader=load_base
-    )
-    if opened.kind != kind:
-        raise IntegrityError(f"{what} is a {opened.kind.name.lower()}, expected a {kind.name.lower()}")
-    if vault.chunk_id(opened.plaintext) != object_id:
-        raise IntegrityError(f"{what} does not hash to its id (damaged or forged)")
-    return opened.plaintext
+    def opener(sealed: bytes) -> bytes:
+        opened = envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what, base_loader=load_base)
+        if opened.kind != kind:
+            raise IntegrityError(f"{what} is a {opened.kind.name.lower()}, expected a {kind.name.lower()}")
+        if vault.chunk_id(opened.plaintext) != object_id:
+            raise IntegrityError(f"{what} does not hash to its id (damaged or forged)")
+        return opened.plaintext
+
+    return _fetch(vault, key, what, opener)
 
 
 class _ChunkStream(io.RawIOBase):

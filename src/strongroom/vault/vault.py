@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from strongroom.clock import now
-from strongroom.errors import AccountError, CatalogIntegrityError, FormatError, NotFoundError, StorageError
-from strongroom.store.base import ObjectStore
+from strongroom.errors import (
+    AccountError,
+    CatalogIntegrityError,
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+)
+from strongroom.store.base import ObjectStore, RetainedError, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
@@ -20,6 +29,7 @@ KEYS_PREFIX = "keys/"
 CHUNKS_PREFIX = "chunks/"
 MANIFESTS_PREFIX = "manifests/"
 RECORDS_PREFIX = "catalog/"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,9 @@ class Vault:
         self.store = store
         self.keys = keys
         self.config = config
+        # On a store with Object Lock, what catalog records written from now on are kept for (set by the latest
+        # write session: services/object_lock.py); None writes them without retention.
+        self.record_retention: Retention | None = None
 
     @classmethod
     def create(
@@ -100,13 +113,23 @@ class Vault:
 
     @classmethod
     def open(cls, store: ObjectStore, passphrase: str) -> Vault:
-        key_names = sorted(store.list(KEYS_PREFIX))
-        if not key_names or not store.exists(CONFIG_KEY):
-            raise NotFoundError(f"no vault at {store.url}")
-        keys = unwrap_keyset(store.get(key_names[0]), passphrase)
-        opened = envelope.open_sealed(
-            keys.encryption_key, CONFIG_KEY.encode(), store.get(CONFIG_KEY), what="vault config"
+        # On a versioned store a key set hidden by a delete marker still opens the vault (open_stored).
+        key_names = sorted(store.list(KEYS_PREFIX)) or sorted(
+            {v.key for v in store.versions(KEYS_PREFIX) if not v.delete_marker}
         )
+        if not key_names:
+            raise NotFoundError(f"no vault at {store.url}")
+        keys = open_stored(store, key_names[0], lambda wrapped: unwrap_keyset(wrapped, passphrase))
+        try:
+            opened = open_stored(
+                store,
+                CONFIG_KEY,
+                lambda sealed: envelope.open_sealed(
+                    keys.encryption_key, CONFIG_KEY.encode(), sealed, what="vault config"
+                ),
+            )
+        except NotFoundError:
+            raise NotFoundError(f"no vault at {store.url}") from None  # an unfinished create: keys, no config
         if opened.kind != Kind.CONFIG:
             raise StorageError("vault config object has the wrong kind")
         return cls(store, keys, VaultConfig.from_json(opened.plaintext))
@@ -131,7 +154,8 @@ class Vault:
     def write_record(self, key: str, body: bytes) -> None:
         """Seal ``body`` as the catalog record ``key`` (under ``catalog/``), replacing the one before."""
         _check_record_key(key)
-        self.store.put(key, envelope.seal(self.keys.encryption_key, Kind.RECORD, key.encode(), body))
+        sealed = envelope.seal(self.keys.encryption_key, Kind.RECORD, key.encode(), body)
+        self.store.put(key, sealed, retention=self.record_retention)
 
     def record_keys(self, prefix: str) -> list[str]:
         """Keys of the catalog records under ``prefix`` (itself under ``catalog/``), sorted."""
@@ -143,10 +167,15 @@ class Vault:
         """The catalog record ``key``, opened, or None when the vault holds none."""
         _check_record_key(key)
         try:
-            sealed = self.store.get(key)
+            opened = open_stored(
+                self.store,
+                key,
+                lambda sealed: envelope.open_sealed(
+                    self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}"
+                ),
+            )
         except NotFoundError:
             return None
-        opened = envelope.open_sealed(self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}")
         if opened.kind != Kind.RECORD:
             raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
         return opened.plaintext
@@ -154,8 +183,15 @@ class Vault:
     # Deleting (docs/vault-format.md §7, "Deletion order") -------------------------------------
     def withdraw_manifest(self, recovery_point_id: str) -> None:
         """Remove a recovery point's manifest, so it can no longer be restored; its objects stay for the
-        collector (vault/gc.py), which frees only what no remaining manifest references. Idempotent."""
-        self.store.delete(manifest_key(recovery_point_id))
+        collector (vault/gc.py), which frees only what no remaining manifest references. Idempotent.
+
+        On a versioned store every version goes; a manifest still under Object Lock retention is hidden by a
+        delete marker instead (the storage keeps its locked version until the retention ends)."""
+        key = manifest_key(recovery_point_id)
+        try:
+            self.store.purge(key)
+        except RetainedError:
+            self.store.delete(key)
 
     def destroy(self) -> None:
         """Remove the whole vault; see :meth:`destroy_store`."""
@@ -177,6 +213,27 @@ class Vault:
                 store.delete(key)
         for key in list(store.list(KEYS_PREFIX)):
             store.delete(key)
+
+
+def open_stored(store: ObjectStore, key: str, opener: Callable[[bytes], T]) -> T:
+    """``opener`` applied to the stored object ``key``, which it authenticates (raising IntegrityError if not).
+
+    On a versioned store (S3 with Object Lock) a current version that is missing (hidden by a delete marker) or
+    fails authentication (a forged version put on top) is not the end: the newest older version that opens is
+    used. Content is authenticated, so no forged version can substitute for it; ``verify`` reports the object
+    and ``verify --repair`` puts the good version back on top (docs/operations.md).
+    """
+    try:
+        return opener(store.get(key))
+    except (NotFoundError, IntegrityError) as first:
+        failure = first
+    older = [v for v in store.versions(key) if v.key == key and not v.delete_marker and not v.latest]
+    for version in sorted(older, key=lambda v: v.modified, reverse=True):
+        try:
+            return opener(store.get_version(key, version.version_id))
+        except (NotFoundError, IntegrityError):
+            continue
+    raise failure
 
 
 def _check_record_key(key: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from strongroom.errors import StrongroomError
@@ -23,10 +23,13 @@ class VerifyReport:
     damaged_objects: dict[str, str] = field(default_factory=dict)  # object key -> what is wrong
     damaged_recovery_points: dict[str, list[str]] = field(default_factory=dict)  # rp id -> damaged keys
     catalog_findings: list[str] = field(default_factory=list)  # where the catalog disagrees with the vaults
+    # object key -> how it is hidden on a versioned store (vault/versions.py); reads go past it
+    hidden_objects: dict[str, str] = field(default_factory=dict)
+    repaired_objects: list[str] = field(default_factory=list)  # hidden objects put back on top (--repair)
 
     @property
     def ok(self) -> bool:
-        return not self.damaged_objects and not self.catalog_findings
+        return not self.damaged_objects and not self.catalog_findings and not self.hidden_objects
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -38,6 +41,8 @@ class VerifyReport:
             "damaged_objects": self.damaged_objects,
             "damaged_recovery_points": self.damaged_recovery_points,
             "catalog_findings": self.catalog_findings,
+            "hidden_objects": self.hidden_objects,
+            "repaired_objects": self.repaired_objects,
         }
 
 
@@ -47,12 +52,14 @@ def verify_recovery_points(
     *,
     read_data: bool,
     progress: Callable[[int], None] | None = None,
+    hidden: Collection[str] = (),
 ) -> VerifyReport:
     """Check each recovery point; an object shared by several is read once and blamed on all.
 
     With ``read_data``, a copy whose manifest records what its source described (§6.4) is also proved
     to hold exactly that: the source's chunk ids are recomputed from the plaintext and each stream's
-    digest compared; a difference is damage of the copy's manifest.
+    digest compared; a difference is damage of the copy's manifest. Keys in ``hidden`` (an older locked
+    version under a delete marker: reported on their own) count as present.
     """
     report = VerifyReport()
     users: dict[str, set[str]] = defaultdict(set)  # object key -> recovery points that need it
@@ -71,7 +78,7 @@ def verify_recovery_points(
                 report.bytes_read += len(data)
                 if progress:
                     progress(len(data))
-            elif vault.store.head(key) is None:
+            elif key not in hidden and vault.store.head(key) is None:
                 raise StrongroomError(f"object {key} is missing from the vault")
             verdicts[key] = None
         except StrongroomError as exc:

@@ -30,6 +30,7 @@ from pyfastcdc import BinaryStreamReader, FastCDC
 from strongroom.clock import now
 from strongroom.errors import IntegrityError
 from strongroom.faults import fault_point
+from strongroom.store.base import Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Compression, Kind
 from strongroom.vault.manifest import (
@@ -43,6 +44,7 @@ from strongroom.vault.manifest import (
     seal_manifest,
 )
 from strongroom.vault.reader import object_base, read_object
+from strongroom.vault.retention import RetentionKeeper, vault_root_keys
 from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, chunk_key, manifest_key
 
@@ -116,8 +118,13 @@ class RecoveryPointWriter:
         recovery_point_id: str,
         progress: ProgressCallback | None = None,
         previous: Manifest | None = None,
+        retention: Retention | None = None,
     ) -> None:
+        """``retention``: on a store with Object Lock, what every object this point needs must hold (each
+        object written gets it, each already stored one is extended to it: docs/vault-format.md)."""
         self.vault = vault
+        self.retention = retention
+        self.keeper = RetentionKeeper(vault.store, retention) if retention is not None else None
         self.recovery_point_id = recovery_point_id
         self.created_at = now().isoformat()
         settings = vault.config.chunker
@@ -188,7 +195,7 @@ class RecoveryPointWriter:
         sizes = {}
         for ref in refs:
             if ref.id not in self._final and ref.id not in self._futures:
-                size = self.vault.store.head(chunk_key(ref.id))
+                size = self._stored_size(chunk_key(ref.id))
                 if size is None:
                     return False
                 sizes[ref.id] = size
@@ -230,17 +237,31 @@ class RecoveryPointWriter:
         self._in_flight.append(future)
         return future
 
+    def _stored_size(self, key: str) -> int | None:
+        """Size of the stored object (None: absent). Under a retention the same HEAD reads the object's retain-until
+        date, and a date earlier than this point needs is extended: no request beyond the HEAD dedup makes anyway."""
+        if self.keeper is None:
+            return self.vault.store.head(key)
+        found = self.keeper.stat(key)
+        return None if found is None else found.size
+
+    def _put(self, key: str, sealed: bytes) -> bool:
+        written = self.vault.store.put(key, sealed, if_absent=True, sync=False, retention=self.retention)
+        if written and self.keeper is not None:
+            self.keeper.wrote(key)
+        return written
+
     def _store_chunk(self, ref: ChunkRef, data: bytes, candidate: ChunkRef | None) -> ChunkRef:
         key = chunk_key(ref.id)
-        existing = self.vault.store.head(key)
+        existing = self._stored_size(key)
         if existing is not None:
             self._count(existing, written=False)
             return self._count_base(self._resolve_existing(ref))
         base = self._delta_base(ref, candidate)
         compression, body = envelope.compress_body(data, base)
         sealed = envelope.seal_body(self.vault.keys.encryption_key, Kind.CHUNK, ref.id, compression, body)
-        if not self.vault.store.put(key, sealed, if_absent=True, sync=False):  # a concurrent backup was first
-            self._count(self.vault.store.head(key) or 0, written=False)
+        if not self._put(key, sealed):  # a concurrent backup was first
+            self._count(self._stored_size(key) or 0, written=False)
             return self._count_base(self._resolve_existing(ref))
         fault_point("write:after-new-chunk")  # crash tests: a chunk written, no manifest names it yet
         delta = compression == Compression.ZSTD_DELTA
@@ -251,11 +272,11 @@ class RecoveryPointWriter:
 
     def _store_plain(self, ref: ChunkRef, plaintext: bytes, kind: Kind) -> ChunkRef:
         key = chunk_key(ref.id)
-        existing = self.vault.store.head(key)
+        existing = self._stored_size(key)
         if existing is None:
             sealed = envelope.seal(self.vault.keys.encryption_key, kind, ref.id, plaintext)
-            written = self.vault.store.put(key, sealed, if_absent=True, sync=False)
-            self._count(len(sealed) if written else (self.vault.store.head(key) or 0), written=written)
+            written = self._put(key, sealed)
+            self._count(len(sealed) if written else (self._stored_size(key) or 0), written=written)
         else:
             self._count(existing, written=False)
         return ref
@@ -267,7 +288,7 @@ class RecoveryPointWriter:
                 if ref.base in self._bases_counted or ref.base in self._final:
                     return ref
                 self._bases_counted.add(ref.base)
-            self._count(self.vault.store.head(chunk_key(ref.base)) or 0, written=False)
+            self._count(self._stored_size(chunk_key(ref.base)) or 0, written=False)
         return ref
 
     def _count(self, size: int, *, written: bool, delta: bool = False) -> None:
@@ -373,8 +394,13 @@ class RecoveryPointWriter:
         )
         sealed = seal_manifest(self.vault, manifest)
         self.vault.store.flush()  # rule 2: every chunk and index object is durable before the manifest
+        if self.keeper is not None:  # the keys and config open every point: they last as long as the latest
+            for key in vault_root_keys(self.vault.store):
+                self.keeper.ensure(key)
+            held, wanted = self.vault.record_retention, self.keeper.wanted
+            self.vault.record_retention = wanted if held is None else held.at_least(wanted)
         fault_point("write:before-manifest")
-        self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True)
+        self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True, retention=self.retention)
         fault_point("write:after-manifest")  # crash tests: committed in the vault, not yet in the catalog
         self.stats.new_bytes += len(sealed)
         return manifest
