@@ -123,6 +123,8 @@ def _versions(s3_server: S3Server, vault: Vault, key: str) -> list[dict[str, Any
 
 
 def test_the_collector_leaves_retained_objects_and_deletes_them_once_retention_ended(s3_server: S3Server) -> None:
+    if not s3_server.is_moto:  # an ended retention is written as a past date, which only moto accepts
+        pytest.skip("real S3 servers refuse a retain-until date in the past")
     vault = _locked_vault(s3_server)
     ended = Retention(LockMode.GOVERNANCE, _in(-1))  # its retention is over
     kept = Retention(LockMode.GOVERNANCE, _in(1))
