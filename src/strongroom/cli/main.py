@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from strongroom.cli import (
 )
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.output import error_console
-from strongroom.errors import StorageError, StrongroomError
+from strongroom.errors import StorageError, StrongroomError, UsageError
 
 ENV_TRACEBACK = "STRONGROOM_TRACEBACK"
 
@@ -104,6 +105,9 @@ def execute(args: Sequence[str]) -> int:
 
 def _invoke(args: Sequence[str]) -> int:
     command = typer.main.get_command(app)
+    undecodable = next((arg for arg in args if _has_surrogates(arg)), None)
+    if undecodable is not None:  # bytes that are not UTF-8 in argv: no name, path or ARN is made of them
+        return _fail(f"argument {undecodable!r} is not valid UTF-8", UsageError.exit_code)
     try:
         with command.make_context("strongroom", list(args)) as ctx:
             command.invoke(ctx)
@@ -147,8 +151,18 @@ def _click_error(exc: Any) -> int:
 
 
 def _fail(message: str, exit_code: int) -> int:
-    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error_console.print(f"[bold red]error:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True)
     return exit_code
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (a terminal escape in a hostile argument echoed back, a newline)
+    and undecodable bytes shown escaped, so the error stays one harmless line."""
+    return "".join(ascii(char)[1:-1] if unicodedata.category(char) in ("Cc", "Cs") else char for char in text)
 
 
 def _one_line(text: str) -> str:
