@@ -39,8 +39,16 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, 
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     view = _grid(title, columns, cells)
     needed = _width_of(view)
-    if needed <= console.width or wide:
-        console.print(view, width=max(console.width, needed), crop=False)
+    if needed <= console.width:
+        console.print(view)
+        return
+    if wide:
+        width = console.width
+        console.width = needed  # print() caps its width at the console's
+        try:
+            console.print(view)
+        finally:
+            console.width = width
         return
     short = [[_short_arn(cell) for cell in row] for row in cells]
     note = SHORTENED_NOTE if short != cells else None
