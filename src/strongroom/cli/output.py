@@ -97,8 +97,8 @@ def _records(title: str, note: str | None, columns: Sequence[str], cells: Sequen
 
 def details(data: dict[str, Any]) -> None:
     view = Table(show_header=False, box=None)
-    view.add_column(style="bold")
-    view.add_column()
+    view.add_column(style="bold", no_wrap=True)
+    view.add_column(overflow="fold")  # an ARN wider than the terminal folds whole, it is not cut short
     for key, value in data.items():
         if isinstance(value, dict | list):
             value = json.dumps(value, indent=1, default=str) if value else ""

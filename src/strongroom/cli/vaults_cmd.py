@@ -63,7 +63,17 @@ def vaults_describe(
     if json_output:
         output.emit_json(record)
     else:
-        output.details(record)
+        output.details({**record, "access_policy": _policy_summary(record, name)})
+
+
+def _policy_summary(record: dict[str, Any], name: str) -> str:
+    """One line for people: the document itself is 'vaults get-access-policy' (or --json)."""
+    policy = record.get("access_policy")
+    if not policy:
+        return "none"
+    statements = policy.get("Statement") or []
+    count = len(statements) if isinstance(statements, list) else 1
+    return f"{count} statement{'s' if count != 1 else ''} (see 'strongroom vaults get-access-policy {name}')"
 
 
 @vaults_app.command("put-access-policy")
