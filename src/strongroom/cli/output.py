@@ -36,7 +36,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, 
     """Rows under a title. When they do not fit the terminal (and not ``wide``), ARNs are shortened to
     their last part (an id every command accepts), and if that is not enough each row is printed as a
     block of ``column  value`` lines: values fold once at the edge instead of shrinking to a letter a line."""
-    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    cells = [[text(cell) for cell in row] for row in rows]
     view = _grid(title, columns, cells)
     needed = _width_of(view)
     if needed <= console.width:
@@ -82,9 +82,9 @@ def _short_arn(cell: str) -> str:
 
 def _records(title: str, note: str | None, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
     """One block per row, ``column  value`` a line, for a terminal too narrow for the table."""
-    console.print(title, style="italic", highlight=False, markup=False)
+    console.print(title, style="italic", highlight=False, markup=False, soft_wrap=False)
     if note:
-        console.print(f"({note})", style="italic", highlight=False, markup=False)
+        console.print(f"({note})", style="italic", highlight=False, markup=False, soft_wrap=False)
     for row in cells:
         view = Table(show_header=False, box=None, padding=(0, 1, 0, 0))
         view.add_column(style="bold", no_wrap=True)
@@ -93,6 +93,17 @@ def _records(title: str, note: str | None, columns: Sequence[str], cells: Sequen
             view.add_row(column, value)
         console.print()
         console.print(view)
+
+
+def text(value: Any) -> str:
+    """A value as people read it: lists joined with commas, mappings as ``key=value``; never a Python repr."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={text(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(text(item) for item in value)
+    return str(value)
 
 
 def details(data: dict[str, Any]) -> None:
