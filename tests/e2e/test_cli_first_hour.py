@@ -67,7 +67,29 @@ def test_serve_on_a_busy_port_says_so_and_never_says_serving(cli: Cli) -> None:
     assert "serving on" not in result.stdout
 
 
-@pytest.mark.parametrize("port", ["70000", "0", "-1"])
+def test_serve_on_port_0_says_which_port_it_bound(cli: Cli) -> None:
+    process = subprocess.Popen(
+        cli.command("serve", "--no-scheduler", "--port", "0"),
+        env=cli.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once bound: nothing to wait for after it
+        assert " serving on http://127.0.0.1:" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        assert port != 0
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize("port", ["70000", "65536", "-1"])
 def test_serve_port_out_of_range(cli: Cli, port: str) -> None:
     assert_one_line_error(cli.run("serve", "--port", port, ok=False), 2, "--port")
 

@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback unless told otherwise)."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535, help="TCP port to listen on."),
+    port: int = typer.Option(
+        DEFAULT_PORT, "--port", min=0, max=65535, help="TCP port to listen on (0: a free one, printed)."
+    ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     allow_plaintext: bool = typer.Option(
@@ -121,6 +123,7 @@ def _serve_api(
     )
     _load_tls(config, tls_cert)
     listener = _listen(host, port)  # bound before anything says "serving on", and refused in one line
+    port = listener.getsockname()[1]  # the one the system chose for --port 0
     scheme = "https" if tls_cert else "http"
     output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
     server = uvicorn.Server(config)
