@@ -104,7 +104,7 @@ src dr run examples/mavis/dr-runbook.yaml "${DR_VARS[@]}" --dry-run
 
 say "strongroom dr rehearse: the whole runbook against scratch names, then everything removed"
 src dr rehearse examples/mavis/dr-runbook.yaml "${DR_VARS[@]}"
-echo "left behind: clusters: [$(ls "$SOURCE/clusters" 2>/dev/null | tr '\n' ' ')] secrets: [$(src secrets list --json | json_field '["secrets"]' | tr -d '\n')]"
+echo "left behind: clusters: [$(ls "$SOURCE/clusters" 2>/dev/null | tr '\n' ' ')] secrets: [$(src secrets list --json | python3 -c 'import json,sys; print(" ".join(s["name"] for s in json.load(sys.stdin)["secrets"]))')]"
 
 say "The disaster: the database server dies and its data directory is gone"
 as_pg "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -m immediate stop >/dev/null

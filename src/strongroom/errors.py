@@ -10,6 +10,7 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     │   ├── NotFoundError          unknown resource, recovery point, job, vault
     │   │   └── NoRecoveryPointError  a runbook's selection matches no recovery point
     │   ├── AlreadyExistsError
+    │   ├── ListenError            `serve` cannot listen on its --host/--port (in use, not this host's)
     │   └── RetentionError         a job's retention falls outside the vault lock's range
     ├── AccountError               home missing / not initialised / locked (exit 3)
     │   ├── WrongPassphraseError
@@ -74,6 +75,10 @@ class NotFoundError(UsageError):
 
 class AlreadyExistsError(UsageError):
     code = "ALREADY_EXISTS"
+
+
+class ListenError(UsageError):
+    code = "LISTEN"
 
 
 class AccountError(StrongroomError):

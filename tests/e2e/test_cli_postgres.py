@@ -70,7 +70,7 @@ def test_unreachable_database_is_one_line(cli: Cli) -> None:
     )
     result = cli.run("backup", "start", "--resource", "gone", "--wait", ok=False)
     assert_one_line_error(result, 4, "127.0.0.1")
-    points = cli.json("recovery-points", "list")["recovery_points"]
+    points = cli.json("recovery-points", "list", "--all")["recovery_points"]
     assert [p["status"] for p in points] == ["PARTIAL"]
     assert [j["state"] for j in cli.json("jobs", "list")["jobs"]] == ["FAILED"]
 

@@ -268,7 +268,7 @@ def test_run_killed_during_or_after_the_copy_back_resumes_without_a_second_copy(
     assert world.app.checksum() == served_at_backup
     copies = [
         p
-        for p in world.source.json("recovery-points", "list", "--resource", "mavis-db")["recovery_points"]
+        for p in world.source.json("recovery-points", "list", "--all", "--resource", "mavis-db")["recovery_points"]
         if p.get("source_recovery_point_arn") == copied
     ]
     expected = ["PARTIAL", "COMPLETED"] if point.endswith("middle") else ["COMPLETED"]

@@ -206,7 +206,7 @@ def test_rehearsal_runs_everything_and_leaves_nothing_behind(local: Local) -> No
     resources = local.cli.json("resources", "list")
     secrets_before = local.cli.json("secrets", "list")
     clusters = restored_clusters(local)
-    points = local.cli.json("recovery-points", "list")
+    points = local.cli.json("recovery-points", "list", "--all")
 
     result = local.cli.run("dr", "rehearse", str(RUNBOOK), *runbook_vars(**variables))
     assert "Rehearsal" in result.stdout and "COMPLETED" in result.stdout
@@ -221,7 +221,7 @@ def test_rehearsal_runs_everything_and_leaves_nothing_behind(local: Local) -> No
     assert local.cli.json("resources", "list") == resources
     assert local.cli.json("secrets", "list") == secrets_before
     assert restored_clusters(local) == clusters
-    assert local.cli.json("recovery-points", "list") == points
+    assert local.cli.json("recovery-points", "list", "--all") == points
     assert local.cli.json("resources", "describe", "db-rh")["tags"]["BackupSource"] == "True"
 
 

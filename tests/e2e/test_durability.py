@@ -44,7 +44,7 @@ def account(tmp_path: Path) -> tuple[Cli, Path]:
 def assert_consistent(cli: Cli) -> None:
     jobs = cli.json("jobs", "list")["jobs"]
     assert not [j for j in jobs if j["state"] in ("CREATED", "RUNNING")], jobs
-    points = cli.json("recovery-points", "list")["recovery_points"]
+    points = cli.json("recovery-points", "list", "--all")["recovery_points"]
     by_job = {j["job_id"]: j for j in jobs}
     for point in points:
         assert point["status"] in ("COMPLETED", "PARTIAL"), point
@@ -192,7 +192,7 @@ def test_full_disk_fails_the_backup_cleanly(tmp_path: Path) -> None:
         result = cli.run("backup", "start", "--resource", "files", "--wait", ok=False)
         assert_one_line_error(result, 6, "no space left")
         assert [j["state"] for j in cli.json("jobs", "list")["jobs"]] == ["FAILED"]
-        assert [p["status"] for p in cli.json("recovery-points", "list")["recovery_points"]] == ["PARTIAL"]
+        assert [p["status"] for p in cli.json("recovery-points", "list", "--all")["recovery_points"]] == ["PARTIAL"]
         assert not list((vault_dir / "tmp").iterdir())
         # Once the disk has room again, the next backup succeeds and the vault verifies.
         subprocess.run(["mount", "-o", "remount,size=64m", str(vault_dir)], check=True)

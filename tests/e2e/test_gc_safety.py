@@ -108,7 +108,9 @@ def restores_to(cli: Cli, arn: str, target: Path) -> dict[str, Entry]:
 
 
 def statuses(cli: Cli) -> dict[str, str]:
-    return {p["recovery_point_arn"]: p["status"] for p in cli.json("recovery-points", "list")["recovery_points"]}
+    return {
+        p["recovery_point_arn"]: p["status"] for p in cli.json("recovery-points", "list", "--all")["recovery_points"]
+    }
 
 
 def wait_for_status(cli: Cli, arns: list[str], status: str, timeout: float = 60) -> None:

@@ -135,7 +135,7 @@ def test_a_copy_from_the_future_is_refused_and_keeps_nothing(hostile: Hostile) -
         hostile.forge_copy("2099-01-01T00:00:00+00:00", MAX_DAYS)
     with pytest.raises(RemoteError, match="cannot come from the future"):
         hostile.forge_copy("9999-12-31T23:59:59", MAX_DAYS)  # naive, and at the end of the calendar: a 400, no 500
-    points = hostile.destination.json("recovery-points", "list")["recovery_points"]
+    points = hostile.destination.json("recovery-points", "list", "--all")["recovery_points"]
     assert not [p for p in points if p["status"] in ("COMPLETED", "CREATING")], points
 
 

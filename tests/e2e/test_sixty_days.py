@@ -286,5 +286,5 @@ def _check_the_end(simulation: Simulation, arrivals_from: datetime) -> None:
 
 
 def _destination_points(destination: Cli) -> dict[str, dict[str, Any]]:
-    listed = destination.json("recovery-points", "list", "--vault", "mavis-destination")["recovery_points"]
+    listed = destination.json("recovery-points", "list", "--all", "--vault", "mavis-destination")["recovery_points"]
     return {p["recovery_point_arn"]: p for p in listed}

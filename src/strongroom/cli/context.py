@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +63,13 @@ def account(ctx: typer.Context, *, display: bool = False) -> Iterator[Account]:
     """
     cli = state(ctx)
     known = cli.known_passphrase if display else None
-    opened = open_account(cli.home, cli.passphrase, known_passphrase=known)
+    try:
+        opened = open_account(cli.home, cli.passphrase, known_passphrase=known)
+    except sqlite3.OperationalError as exc:  # SQLite writes beside its file even to read: a read-only home
+        raise AccountError(
+            f"cannot open the account's catalog in {cli.home}: {exc}",
+            hint="the home must be writable by this user, even for listings; check its owner, mode and mount",
+        ) from None
     try:
         if not display or cli.known_passphrase():  # recovering a job changes its point: needs the key
             recover_dead_jobs(opened)

@@ -21,7 +21,9 @@ def create(
     account_id: str | None = typer.Option(
         None, "--account-id", help="The principal belongs to this other account (e.g. the source account)."
     ),
-    expires_in_days: int | None = typer.Option(None, "--expires-in-days", help="The key stops working after N days."),
+    expires_in_days: int | None = typer.Option(
+        None, "--expires-in-days", min=1, max=36500, help="The key stops working after N days."
+    ),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issue an access key; its secret is shown once, here, and never stored."""

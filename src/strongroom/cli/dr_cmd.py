@@ -179,7 +179,7 @@ def _dry_run(account: Account, runbook: Runbook, rehearsal: bool, json_output: b
             highlight=False,
         )
         for name, value in sorted(plan["variables"].items()):
-            say(f"   var.{name} = {value}", markup=False, highlight=False)
+            say(f"   var.{name} = {output.text(value)}", markup=False, highlight=False)
         for step in plan["steps"]:
             say(
                 f"{step['position']:>2}. {step['name']} ({step['type']}): {step['action']}",

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import sys
+import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
+import typer.main
 from rich.markup import escape
 
 from strongroom.cli import (
@@ -26,12 +33,15 @@ from strongroom.cli import (
     schedule_cmd,
     secrets_cmd,
     serve_cmd,
+    signals,
     vaults_cmd,
     verify_cmd,
 )
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.output import error_console
-from strongroom.errors import StorageError, StrongroomError
+from strongroom.errors import StorageError, StrongroomError, UsageError
+
+ENV_TRACEBACK = "STRONGROOM_TRACEBACK"
 
 app = typer.Typer(
     name="strongroom",
@@ -74,29 +84,89 @@ secrets_cmd.register(app)
 dr_cmd.register(app)
 
 
-def run() -> None:
+def run(args: Sequence[str] | None = None) -> None:
+    """The ``strongroom`` entry point: run one command and exit with its code (docs/operations.md)."""
+    sys.exit(execute(sys.argv[1:] if args is None else args))
+
+
+def execute(args: Sequence[str]) -> int:
+    """Run one command; its exit code. Every failure is one line on stderr, never a traceback.
+
+    Click's own ``main`` (and Typer's copy of it) is not used: in standalone mode it turns Ctrl-C into
+    "Aborted!" and exit 1, and outside it Typer's copy (0.29) *returns* 130 for an interrupt, which the
+    caller dropped: exit 0. The command is invoked directly and every exception is mapped here.
+    """
+    previous = signals.install()
     try:
-        app(standalone_mode=False)
+        return _invoke(args)
+    finally:
+        signals.restore(previous)
+
+
+def _invoke(args: Sequence[str]) -> int:
+    command = typer.main.get_command(app)
+    undecodable = next((arg for arg in args if _has_surrogates(arg)), None)
+    if undecodable is not None:  # bytes that are not UTF-8 in argv: no name, path or ARN is made of them
+        return _fail(f"argument {undecodable!r} is not valid UTF-8", UsageError.exit_code)
+    try:
+        with command.make_context("strongroom", list(args)) as ctx:
+            command.invoke(ctx)
+        return 0
     except StrongroomError as exc:
-        error_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        error_console.print("[bold red]error:[/] interrupted")
-        sys.exit(130)
+        return _fail(exc.one_line(), exc.exit_code)
+    except signals.Interrupted as exc:
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:  # a SIGINT before our handler was in place
+        return _fail("interrupted", signals.exit_code(signal.SIGINT))
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:
-        error_console.print("[bold red]error:[/] aborted")
-        sys.exit(1)
+        return _fail("aborted", 1)
+    except sqlite3.Error as exc:  # the catalog failed beneath a command (a disk that turned read-only)
+        return _fail(f"the account's catalog failed: {exc}", StorageError.exit_code)
     except OSError as exc:  # an I/O failure no layer expected (a failing disk): one line, not a traceback
         where = f": {exc.filename}" if exc.filename else ""
-        error_console.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", highlight=False)
-        sys.exit(StorageError.exit_code)
-    except Exception as exc:  # click usage errors and the like (typer ships its own copy of click's classes)
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        raise
+        return _fail(f"{exc.strerror or exc}{where}", StorageError.exit_code)
+    except Exception as exc:
+        if _is_click_error(exc):
+            return _click_error(exc)
+        if os.environ.get(ENV_TRACEBACK):
+            raise
+        message = f"internal error: {type(exc).__name__}: {_one_line(str(exc)).rstrip('.')}"
+        return _fail(f"{message}. This is a bug: rerun with {ENV_TRACEBACK}=1 and report the traceback", 1)
+
+
+def _is_click_error(exc: Exception) -> bool:
+    """Click's exceptions (a bad option value, a missing argument), whichever copy of click Typer ships."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _click_error(exc: Any) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `strongroom` or `strongroom vaults` alone: the help
+        exc.show()
+        return int(exc.exit_code)
+    context = getattr(exc, "ctx", None)
+    where = f". See '{context.command_path} --help'" if context is not None else ""
+    return _fail(f"{_one_line(exc.format_message()).rstrip('.')}{where}", int(exc.exit_code))
+
+
+def _fail(message: str, exit_code: int) -> int:
+    error_console.print(f"[bold red]error:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True)
+    return exit_code
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (a terminal escape in a hostile argument echoed back, a newline)
+    and undecodable bytes shown escaped, so the error stays one harmless line."""
+    return "".join(ascii(char)[1:-1] if unicodedata.category(char) in ("Cc", "Cs") else char for char in text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

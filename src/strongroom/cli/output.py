@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -27,19 +28,88 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+ARN_PREFIX = "arn:"
+SHORTENED_NOTE = "ARNs shortened to their ids; --wide or --json shows them whole"
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, wide: bool = False) -> None:
+    """Rows under a title. When they do not fit the terminal (and not ``wide``), ARNs are shortened to
+    their last part (an id every command accepts), and if that is not enough each row is printed as a
+    block of ``column  value`` lines: values fold once at the edge instead of shrinking to a letter a line."""
+    cells = [[text(cell) for cell in row] for row in rows]
+    view = _grid(title, columns, cells)
+    needed = _width_of(view)
+    if needed <= console.width:
+        console.print(view)
+        return
+    if wide:
+        width = console.width
+        console.width = needed  # print() caps its width at the console's
+        try:
+            console.print(view)
+        finally:
+            console.width = width
+        return
+    short = [[_short_arn(cell) for cell in row] for row in cells]
+    note = SHORTENED_NOTE if short != cells else None
+    view = _grid(title, columns, short)
+    if _width_of(view) <= console.width:
+        view.caption, view.caption_justify = note, "left"
+        console.print(view)
+    else:
+        _records(title, note, columns, short)
+
+
+def _grid(title: str, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> Table:
     view = Table(title=title, title_justify="left")
     for column in columns:
-        view.add_column(column)
-    for row in rows:
-        view.add_row(*["" if cell is None else str(cell) for cell in row])
-    console.print(view)
+        view.add_column(column, overflow="fold")
+    for row in cells:
+        view.add_row(*row)
+    return view
+
+
+def _width_of(view: Table) -> int:
+    """The width ``view`` needs to show every cell on one line."""
+    return Measurement.get(console, console.options.update(width=10**6), view).maximum
+
+
+def _short_arn(cell: str) -> str:
+    if not cell.startswith(ARN_PREFIX):
+        return cell
+    return cell.rsplit(":", 1)[-1].rsplit("/", 1)[-1] or cell
+
+
+def _records(title: str, note: str | None, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    """One block per row, ``column  value`` a line, for a terminal too narrow for the table."""
+    console.print(title, style="italic", highlight=False, markup=False, soft_wrap=False)
+    if note:
+        console.print(f"({note})", style="italic", highlight=False, markup=False, soft_wrap=False)
+    for row in cells:
+        view = Table(show_header=False, box=None, padding=(0, 1, 0, 0))
+        view.add_column(style="bold", no_wrap=True)
+        view.add_column(overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            view.add_row(column, value)
+        console.print()
+        console.print(view)
+
+
+def text(value: Any) -> str:
+    """A value as people read it: lists joined with commas, mappings as ``key=value``; never a Python repr."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={text(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(text(item) for item in value)
+    return str(value)
 
 
 def details(data: dict[str, Any]) -> None:
     view = Table(show_header=False, box=None)
-    view.add_column(style="bold")
-    view.add_column()
+    view.add_column(style="bold", no_wrap=True)
+    view.add_column(overflow="fold")  # an ARN wider than the terminal folds whole, it is not cut short
     for key, value in data.items():
         if isinstance(value, dict | list):
             value = json.dumps(value, indent=1, default=str) if value else ""

@@ -89,7 +89,7 @@ def runs(
     ctx: typer.Context,
     plan: str | None = typer.Option(None, "--plan", help="Only the runs of this plan."),
     state: RunState | None = typer.Option(None, "--state", case_sensitive=False, help="Only runs in this state."),
-    limit: int = typer.Option(50, "--limit", min=1, help="How many runs, newest first."),
+    limit: int = typer.Option(50, "--limit", min=1, max=100_000, help="How many runs, newest first."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the scheduler's recent runs, newest first: one per rule occurrence and resource."""

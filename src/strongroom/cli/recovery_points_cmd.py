@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from strongroom.cli import context, output
+from strongroom.errors import UsageError
 from strongroom.model import RecoveryPointStatus
 from strongroom.policy.principals import root_arn
 from strongroom.services import recovery_points, vault_ops
@@ -24,15 +25,23 @@ def list_(
     ctx: typer.Context,
     resource: str | None = typer.Option(None, "--resource"),
     vault: str | None = typer.Option(None, "--vault"),
-    status: RecoveryPointStatus | None = typer.Option(None, "--status", case_sensitive=False),
+    status: RecoveryPointStatus | None = typer.Option(
+        None, "--status", case_sensitive=False, help="Only points in this status (default: COMPLETED)."
+    ),
+    every_status: bool = typer.Option(
+        False, "--all", help="Points in every status: also PARTIAL (failed), CREATING, EXPIRED, DELETED."
+    ),
+    wide: bool = typer.Option(False, "--wide", help="Whole ARNs, however wide the table gets."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
-    """List recovery points, oldest first."""
+    """List recovery points, oldest first: the restorable (COMPLETED) ones unless --all or --status."""
+    if every_status and status is not None:
+        raise UsageError("give --status or --all, not both")
     with context.account(ctx, display=True) as account:
-        points = [
-            p.as_dict()
-            for p in recovery_points.list_recovery_points(account, resource_id=resource, vault=vault, status=status)
-        ]
+        listed = recovery_points.list_recovery_points(
+            account, resource_id=resource, vault=vault, status=status, every_status=every_status
+        )
+        points = [p.as_dict() for p in listed]
     if json_output:
         output.emit_json({"recovery_points": points})
         return
@@ -50,6 +59,7 @@ def list_(
             )
             for p in points
         ],
+        wide=wide,
     )
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
 from strongroom.cli import context, output
-from strongroom.errors import UsageError
+from strongroom.errors import ListenError, UsageError
 from strongroom.services.account import Account
 from strongroom.services.scheduler import STOP_GRACE_SECONDS, start_daemon
 from strongroom.services.session_limits import IDLE_SESSION_SECONDS, MAX_SESSION_SECONDS, SessionLimits
@@ -21,6 +24,7 @@ from strongroom.services.session_limits import IDLE_SESSION_SECONDS, MAX_SESSION
 DEFAULT_PORT = 8443
 DEFAULT_POLL_SECONDS = 30.0
 DEFAULT_MAX_JOBS = 2
+LISTEN_BACKLOG = 2048  # uvicorn's own default
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +34,9 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback unless told otherwise)."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port to listen on."),
+    port: int = typer.Option(
+        DEFAULT_PORT, "--port", min=0, max=65535, help="TCP port to listen on (0: a free one, printed)."
+    ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     allow_plaintext: bool = typer.Option(
@@ -125,12 +131,8 @@ def _serve_api(
 
     from strongroom.server.app import create_app
 
-    scheme = "https" if tls_cert else "http"
-    app = create_app(account, limits)
-    output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
-    # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
-    uvicorn.run(
-        app,
+    config = uvicorn.Config(
+        create_app(account, limits),
         host=host,
         port=port,
         log_level="warning",
@@ -138,6 +140,55 @@ def _serve_api(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
+    _load_tls(config, tls_cert)
+    listener = _listen(host, port)  # bound before anything says "serving on", and refused in one line
+    port = listener.getsockname()[1]  # the one the system chose for --port 0
+    scheme = "https" if tls_cert else "http"
+    output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
+    server = uvicorn.Server(config)
+    # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
+    try:
+        server.run(sockets=[listener])
+    except SystemExit:  # uvicorn's way to say its start-up failed (exit 3, the passphrase's code)
+        raise ListenError(f"the API on {scheme}://{host}:{port} failed to start (see the lines above)") from None
+    finally:
+        listener.close()
+
+
+def _load_tls(config: Any, tls_cert: Path | None) -> None:
+    """Read the certificate and key now, so a bad one is a usage error and not a failed start-up."""
+    try:
+        config.load()
+    except (OSError, ValueError) as exc:
+        if tls_cert is None:
+            raise
+        raise UsageError(
+            f"cannot load --tls-cert {tls_cert} / --tls-key: {getattr(exc, 'strerror', None) or exc}",
+            hint="give a PEM certificate chain and its unencrypted private key",
+        ) from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a :class:`ListenError` that says why not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on --host {host}: {exc.strerror}", hint="give an IP address") from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="stop what holds that port, or choose another with --port" if exc.errno == errno.EADDRINUSE else "",
+        ) from None
+    listener.set_inheritable(False)
+    return listener
 
 
 def _metrics_address(bind: str | None, token_file: Path | None) -> tuple[str, int] | None:

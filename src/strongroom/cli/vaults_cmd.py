@@ -34,7 +34,11 @@ def _root(account: Account) -> str:
 
 
 @vaults_app.command("list")
-def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
+def vaults_list(
+    ctx: typer.Context,
+    wide: bool = typer.Option(False, "--wide", help="Whole ARNs, however wide the table gets."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
     """List the account's backup vaults."""
     with context.account(ctx, display=True) as account:
         records = [v.as_dict() for v in account.catalog.list_vaults()]
@@ -45,6 +49,7 @@ def vaults_list(ctx: typer.Context, json_output: bool = typer.Option(False, "--j
         "Backup vaults",
         ["Name", "ARN", "Store"],
         [(v["backup_vault_name"], v["backup_vault_arn"], v["store_url"]) for v in records],
+        wide=wide,
     )
 
 
@@ -82,7 +87,17 @@ def vaults_describe(
     if json_output:
         output.emit_json(record)
     else:
-        output.details(record)
+        output.details({**record, "access_policy": _policy_summary(record, name)})
+
+
+def _policy_summary(record: dict[str, Any], name: str) -> str:
+    """One line for people: the document itself is 'vaults get-access-policy' (or --json)."""
+    policy = record.get("access_policy")
+    if not policy:
+        return "none"
+    statements = policy.get("Statement") or []
+    count = len(statements) if isinstance(statements, list) else 1
+    return f"{count} statement{'s' if count != 1 else ''} (see 'strongroom vaults get-access-policy {name}')"
 
 
 @vaults_app.command("put-access-policy")

@@ -145,8 +145,8 @@ def running(account: Account, job: Job, lock: JobLock | None) -> Iterator[Path]:
     except StrongroomError as exc:
         fail_job(account, account.catalog.get_job(job.id), exc.one_line())
         raise
-    except KeyboardInterrupt:
-        fail_job(account, account.catalog.get_job(job.id), "interrupted by the user", JobState.ABORTED)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it (cli/signals.py)
+        fail_job(account, account.catalog.get_job(job.id), str(exc) or "interrupted by the user", JobState.ABORTED)
         raise
     except Exception as exc:
         fail_job(account, account.catalog.get_job(job.id), f"internal error: {type(exc).__name__}: {exc}")

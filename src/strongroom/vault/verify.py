@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from strongroom.errors import StrongroomError
+from strongroom.faults import fault_point
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import decode_index, load_manifest
 from strongroom.vault.reader import read_object
@@ -75,6 +76,8 @@ def verify_recovery_points(
         try:
             if read_data or kind == Kind.INDEX:
                 data = read_object(vault, object_id, kind)
+                if read_data and report.objects_checked == 0:
+                    fault_point("read:after-first-chunk")  # signal tests: a verify --read-data under way
                 report.bytes_read += len(data)
                 if progress:
                     progress(len(data))
