@@ -239,24 +239,60 @@ class Catalog:
         self, table: str, row_id: str, fields: dict[str, Any], json_columns: tuple[str, ...], key: str = "id"
     ) -> None:
         """Set ``fields`` (column names from this module's callers, never from users) on one row."""
+        self._update_rows([(table, row_id, fields, json_columns, key)])
+
+    def update_point_and_job(
+        self, rp_id: str, point_fields: dict[str, Any], job_id: str, job_fields: dict[str, Any]
+    ) -> None:
+        """Change a recovery point and its job in one transaction: a crash never leaves one done without the other."""
+        self._update_rows(
+            [
+                ("recovery_points", rp_id, point_fields, ("metadata",), "id"),
+                ("jobs", job_id, job_fields, ("parameters", "result"), "id"),
+            ]
+        )
+
+    def _update_rows(self, updates: list[tuple[str, str, dict[str, Any], tuple[str, ...], str]]) -> None:
+        secured = [
+            table in integrity.SECURED and bool(set(fields) & set(integrity.SECURED[table][1]))
+            for table, _, fields, _, _ in updates
+        ]
+        if any(secured):
+            self._key_before_writing()
+        mirrors: list[tuple[str, str | None]] = []
+        with self.transaction() as db:
+            for (table, row_id, fields, json_columns, key), is_secured in zip(updates, secured, strict=True):
+                vault_name = self._update_in(db, table, row_id, fields, json_columns, key, secured=is_secured)
+                if vault_name is not None:
+                    mirrors.append((vault_name, row_id if table == "recovery_points" else None))
+        for vault_name, point_id in mirrors:
+            self._mirror(vault_name, point_id)
+
+    def _update_in(
+        self,
+        db: sqlite3.Connection,
+        table: str,
+        row_id: str,
+        fields: dict[str, Any],
+        json_columns: tuple[str, ...],
+        key: str,
+        *,
+        secured: bool,
+    ) -> str | None:
+        """One row's update inside a transaction; the vault whose sealed record must follow (None: none)."""
         encoded = {k: (_json_or_null(v) if k in json_columns else _plain(v)) for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in encoded)
-        secured = table in integrity.SECURED and bool(set(encoded) & set(integrity.SECURED[table][1]))
         vault_name = None
         if secured:
-            self._key_before_writing()
-        with self.transaction() as db:
-            if secured:
-                # The row is checked before it changes: signing it again must never launder an edit.
-                current = self._checked(table, self._row(db, table, row_id))
-                vault_name = current["vault_name"] if table == "recovery_points" else current["name"]
-            db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*encoded.values(), row_id))
-            if secured and table == "recovery_points":
-                self._sign(db, table, row_id)
-            if vault_name is not None:  # a vault row was checked above, before it changed
-                self._bump_and_sign_vault(db, vault_name, new=table == "vaults")
-        if vault_name is not None:
-            self._mirror(vault_name, row_id if table == "recovery_points" else None)
+            # The row is checked before it changes: signing it again must never launder an edit.
+            current = self._checked(table, self._row(db, table, row_id))
+            vault_name = current["vault_name"] if table == "recovery_points" else current["name"]
+        db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*encoded.values(), row_id))
+        if secured and table == "recovery_points":
+            self._sign(db, table, row_id)
+        if vault_name is not None:  # a vault row was checked above, before it changed
+            self._bump_and_sign_vault(db, vault_name, new=table == "vaults")
+        return vault_name
 
     def get_recovery_point(self, arn_or_id: str) -> RecoveryPoint:
         row = self._db.execute(

@@ -7,7 +7,7 @@ from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus, i
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
-from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
+from strongroom.services.jobs import ProgressCallback, complete_recovery_point, create_job, running
 from strongroom.services.object_lock import new_point_retention as new_object_retention
 from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.vault_ops import check_retention_days, new_point_retention
@@ -64,10 +64,7 @@ def run_backup_job(
             stored_bytes=stats.stored_bytes,
             new_bytes=stats.new_bytes,
             metadata=metadata,
-        )
-        complete_job(
-            account,
-            job.id,
+            job_id=job.id,
             bytes_processed=stats.source_bytes,
             result={"recovery_point_arn": rp.arn, **stats.as_dict()},
         )

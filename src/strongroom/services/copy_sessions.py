@@ -40,7 +40,7 @@ from strongroom.policy.principals import account_of
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.copy_receive import CopyReceiver, SourceCheck
-from strongroom.services.jobs import complete_job, complete_recovery_point, create_job, fail_job, lock_path
+from strongroom.services.jobs import complete_recovery_point, create_job, fail_job, lock_path
 from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.session_limits import SessionLimits
 from strongroom.services.source_keys import pin_source_key
@@ -255,10 +255,7 @@ class CopySessions:
             stored_bytes=stats["stored_stored_bytes"],
             new_bytes=stats["stored_new_bytes"],
             metadata=request.metadata,
-        )
-        complete_job(
-            self.account,
-            session.job.id,
+            job_id=session.job.id,
             bytes_processed=stats["plaintext_bytes_received"],
             result={"destination_recovery_point_arn": session.rp.arn, **stats},
         )

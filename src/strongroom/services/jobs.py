@@ -71,24 +71,42 @@ def complete_recovery_point(
     stored_bytes: int,
     new_bytes: int,
     metadata: dict[str, Any],
+    job_id: str | None = None,
+    bytes_processed: int = 0,
+    result: dict[str, Any] | None = None,
 ) -> None:
-    """Mark a recovery point COMPLETED once its manifest is durable in the vault (never before)."""
-    account.catalog.update_recovery_point(
-        rp_id,
-        status=RecoveryPointStatus.COMPLETED,
-        completion_date=manifest.completed_at,
-        source_bytes=source_bytes,
-        stored_bytes=stored_bytes,
-        new_bytes=new_bytes,
-        metadata=metadata,
-    )
+    """Mark a recovery point COMPLETED once its manifest is durable in the vault (never before).
+
+    With ``job_id`` its job is marked COMPLETED in the same transaction (``bytes_processed``, ``result``):
+    a crash between the two never leaves a COMPLETED point whose job the dead-job sweep then calls FAILED.
+    """
+    point_fields = {
+        "status": RecoveryPointStatus.COMPLETED,
+        "completion_date": manifest.completed_at,
+        "source_bytes": source_bytes,
+        "stored_bytes": stored_bytes,
+        "new_bytes": new_bytes,
+        "metadata": metadata,
+    }
+    if job_id is None:
+        account.catalog.update_recovery_point(rp_id, **point_fields)
+        return
+    job_fields = _completed_job_fields(bytes_processed, result or {})
+    account.catalog.update_point_and_job(rp_id, point_fields, job_id, job_fields)
 
 
 def complete_job(account: Account, job_id: str, *, bytes_processed: int, result: dict[str, Any]) -> None:
     """Mark a job COMPLETED with what it did (the ``result`` shown by ``jobs describe``)."""
-    account.catalog.update_job(
-        job_id, state=JobState.COMPLETED, completion_date=iso(now()), bytes_processed=bytes_processed, result=result
-    )
+    account.catalog.update_job(job_id, **_completed_job_fields(bytes_processed, result))
+
+
+def _completed_job_fields(bytes_processed: int, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "state": JobState.COMPLETED,
+        "completion_date": iso(now()),
+        "bytes_processed": bytes_processed,
+        "result": result,
+    }
 
 
 def list_jobs(account: Account, *, state: JobState | None = None, job_type: JobType | None = None) -> list[Job]:
