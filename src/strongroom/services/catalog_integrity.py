@@ -28,6 +28,7 @@ from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPointStatus
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
+from strongroom.services.homes import mark_home
 from strongroom.store.base import open_store
 from strongroom.vault.vault import RECORDS_PREFIX, Vault
 
@@ -93,6 +94,7 @@ class AccountGuard:
         vault = self.account.vault(vault_name)
         with self.account.catalog.transaction():  # serialised with every writer: what is written is the latest
             _write_records(self.account, vault, vault_name, [point_id] if point_id else [])
+            mark_home(self.account.home, self.account.account_id, vault)  # this home writes the vault
 
 
 def attach(account: Account, known_passphrase: Callable[[], str | None] | None = None) -> None:
