@@ -137,6 +137,12 @@ def test_a_lost_home_s_local_vault_attaches_to_a_new_home_with_another_passphras
 
     assert _points(new, "Rescued") == before["points"]
     assert _lock(new, "Rescued") == before["lock"] and before["lock"]["locked"]
+    # The lock came back with the vault and governs its points: shortening a retention is still refused.
+    longest = max(before["points"], key=lambda p: p["lifecycle"]["delete_after_days"])["recovery_point_id"]
+    shortened = new.run("recovery-points", "update-lifecycle", longest, "--delete-after", "30", ok=False)
+    assert_one_line_error(shortened, 8, "forbids shortening")
+    # The old passphrase went nowhere but through the file: no file of the new home holds it in clear.
+    assert all(PASSPHRASE.encode() not in f.read_bytes() for f in new.home.rglob("*") if f.is_file())
     assert new.json("vaults", "get-access-policy", "Rescued")["policy"] == before["policy"] is not None
     _check_restores(new, tmp_path, "Rescued", before)
 
@@ -279,4 +285,23 @@ def test_bad_input_is_one_line_and_attaches_nothing(tmp_path: Path) -> None:
     assert_one_line_error(
         new.run("vaults", "attach", "X4", "--store", newer.as_uri(), "--force", ok=False), 7, "unknown key file format"
     )
+    assert [v["backup_vault_name"] for v in new.json("vaults", "list")["backup_vaults"]] == ["Default"]
+
+
+def test_a_forged_point_record_in_the_store_attaches_nothing(tmp_path: Path) -> None:
+    """The store's owner (no keys) swaps one point's sealed record for another's, to hand the new home a
+    shorter retention: the record is bound to its name, so attach refuses (exit 7) and records nothing."""
+    old = Cli(tmp_path / "old")
+    old.run("init")
+    old.run("resources", "add", "files", "--type", "directory", "--path", str(make_awkward_tree(tmp_path / "s")))
+    kept = old.json("backup", "start", "--resource", "files", "--wait", "--delete-after", "300")
+    brief = old.json("backup", "start", "--resource", "files", "--wait", "--delete-after", "1")
+    records = old.home / "vaults" / "Default" / "catalog" / "points"
+    kept_id, brief_id = (job["recovery_point_arn"].rsplit(":", 1)[1] for job in (kept, brief))
+    (records / kept_id).write_bytes((records / brief_id).read_bytes())
+    new = Cli(tmp_path / "new")
+    new.run("init")
+    url = (old.home / "vaults" / "Default").as_uri()
+    refused = new.run("vaults", "attach", "Old", "--store", url, "--force", ok=False)
+    assert_one_line_error(refused, 7, f"catalog/points/{kept_id}")
     assert [v["backup_vault_name"] for v in new.json("vaults", "list")["backup_vaults"]] == ["Default"]
