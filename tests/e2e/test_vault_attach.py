@@ -104,8 +104,8 @@ def _lock(cli: Cli, vault: str) -> dict[str, Any]:
 
 def _check_restores(cli: Cli, tmp_path: Path, vault: str, before: dict[str, Any]) -> None:
     assert cli.json("verify", "--read-data")["ok"]
-    arns = {p["recovery_point_id"]: p["recovery_point_arn"] for p in cli.json("recovery-points", "list")[
-        "recovery_points"]}  # fmt: skip
+    listed = cli.json("recovery-points", "list", "--vault", vault)["recovery_points"]
+    arns = {p["recovery_point_id"]: p["recovery_point_arn"] for p in listed}
     target = tmp_path / "restored-tree"
     cli.run("restore", "start", "--recovery-point", arns[before["files_id"]], "--target", str(target), "--wait")
     assert diff_snapshots(before["tree"], snapshot_tree(target)) == []
@@ -241,8 +241,8 @@ def test_a_kill_mid_attach_is_completed_by_running_it_again(tmp_path: Path, poin
     url = (old.home / "vaults" / "Default").as_uri()
     new = Cli(tmp_path / "new")
     new.run("init")
-    killed = new.run("vaults", "attach", "Old", "--store", url, "--force", ok=False,
-                     env={"STRONGROOM_FAULT_KILL_AT": point})  # fmt: skip
+    kill = {"STRONGROOM_FAULT_KILL_AT": point}
+    killed = new.run("vaults", "attach", "Old", "--store", url, "--force", ok=False, env=kill)
     assert killed.returncode == -9
     names = [v["backup_vault_name"] for v in new.json("vaults", "list")["backup_vaults"]]
     assert names == (["Default"] if point == "attach:before-catalog" else ["Default", "Old"])
@@ -274,8 +274,8 @@ def test_bad_input_is_one_line_and_attaches_nothing(tmp_path: Path) -> None:
         2,
         "vault 'Default' already exists",
     )
-    wrong = new.run("vaults", "attach", "X3", "--store", vault_dir.as_uri(), "--force", ok=False,
-                    env={"STRONGROOM_VAULT_PASSPHRASE": "not it"})  # fmt: skip
+    not_it = {"STRONGROOM_VAULT_PASSPHRASE": "not it"}
+    wrong = new.run("vaults", "attach", "X3", "--store", vault_dir.as_uri(), "--force", ok=False, env=not_it)
     assert_one_line_error(wrong, 3, "wrong passphrase")
     newer = tmp_path / "newer"
     shutil.copytree(vault_dir, newer)

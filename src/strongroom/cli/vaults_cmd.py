@@ -117,9 +117,10 @@ def _vault_passphrase(path: Path | None) -> str | None:
     if path is None:
         return os.environ.get(attach.ENV_VAULT_PASSPHRASE) or None
     try:
-        value = path.read_text().rstrip("\r\n")
+        lines = path.read_text().splitlines()
     except OSError as exc:
         raise UsageError(f"cannot read --vault-passphrase-file {path}: {exc.strerror or exc}") from None
+    value = lines[0] if lines else ""
     if not value:
         raise UsageError(f"--vault-passphrase-file {path} is empty", hint="Write the vault's passphrase into it")
     return value
