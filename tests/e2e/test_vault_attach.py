@@ -229,6 +229,11 @@ def test_attaching_twice_gives_the_same_result(tmp_path: Path) -> None:
     assert new.json("verify")["ok"]
     other = new.run("vaults", "attach", "Again", "--store", url, ok=False)
     assert_one_line_error(other, 2, "already attached to this account as 'Old'")
+    # The old home comes back (it was not dead after all): it may no longer write the vault's records, so its
+    # backups are refused before they store anything, and the new home's view stays whole.
+    refused = old.run("backup", "start", "--resource", "files", "--wait", ok=False)
+    assert_one_line_error(refused, 8, "written by another home", "this home no longer writes it")
+    assert new.json("verify")["ok"] and _points(new, "Old") == listing
 
 
 @pytest.mark.parametrize("point", ["attach:before-catalog", "attach:after-catalog"])

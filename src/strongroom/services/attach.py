@@ -11,7 +11,8 @@ state a re-run completes:
 2. keep its keys in this home when they are wrapped under another passphrase;
 3. one catalog transaction: the vault row (its change sequence past the one the vault recorded) and every
    recovery point — all or nothing;
-4. rewrite the vault's records from the catalog, then its home marker naming this home.
+4. write the vault's home marker naming this home (the old home, if it comes back, then refuses to write the
+   vault's records: services/homes.py ``check_writer``), then rewrite the vault's records from the catalog.
 
 A re-run finds the vault already attached under the name and does only step 4. Resource rows are not
 recreated (their settings — paths, connection strings — are not in the vault); points keep their resource id
@@ -250,9 +251,10 @@ def _source_arn(recorded: dict[str, Any] | None, manifest: Manifest | None, crea
 
 
 def _finish(account: Account, name: str) -> None:
-    """Write the vault's records from the catalog (they lag it until now), then the home marker."""
-    check_fresh(account, name)
+    """Mark the vault as this home's (from now on the old home refuses to write its records), then write
+    its records from the catalog (they lag it until now)."""
     mark_home(account.home, account.account_id, account.vault(name))
+    check_fresh(account, name)
 
 
 def _result(

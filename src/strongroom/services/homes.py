@@ -3,7 +3,8 @@
 A home (an account's directory) gets a random id in ``HOME/home-id`` the first time it needs one. Every time
 the home writes a vault's catalog records it also writes the vault's home marker (``catalog/home``,
 docs/vault-format.md §10.5) naming itself, with the time. ``vaults attach`` reads the marker to refuse taking
-over a vault that another home wrote to recently (services/attach.py).
+over a vault that another home wrote to recently (services/attach.py), and a home whose vault was attached
+elsewhere stops writing its records (:func:`check_writer`).
 
 A vault attached with a passphrase other than the account's keeps its keys in the home, wrapped under the
 account's passphrase: ``HOME/keys/vaults/<vault-id>.key`` (the key file format of docs/vault-format.md §3.1).
@@ -15,11 +16,12 @@ import contextlib
 import secrets
 from pathlib import Path
 
+from strongroom.errors import VaultInUseError
 from strongroom.fsutil import write_durably
 from strongroom.model import VaultRecord, iso, now
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
-from strongroom.vault.inventory import HomeMarker, open_with_keys, write_home_marker
+from strongroom.vault.inventory import HomeMarker, open_with_keys, read_home_marker, write_home_marker
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
 
 HOME_ID_FILE = "home-id"
@@ -32,6 +34,18 @@ def home_id(home: Path) -> str:
         with contextlib.suppress(FileExistsError):  # another process made it first: theirs wins
             write_durably(path, (secrets.token_hex(8) + "\n").encode(), replace=False, mode=0o644)
     return path.read_text().strip()
+
+
+def check_writer(home: Path, vault_name: str, vault: Vault) -> None:
+    """Refuse to write the records of a vault whose marker names another home: it was attached there
+    (``vaults attach``), and this home's catalog no longer speaks for it."""
+    marker = read_home_marker(vault)
+    if marker is not None and marker.home_id != home_id(home):
+        raise VaultInUseError(
+            f"vault '{vault_name}' is written by another home (account {marker.account_id}, home {marker.home_id}) "
+            f"since {marker.written_at}: it was attached there, and this home no longer writes it",
+            hint="Use the vault from that home; to take it back here, run 'vaults attach NAME --store URL --force'",
+        )
 
 
 def mark_home(home: Path, account_id: str, vault: Vault) -> HomeMarker:
