@@ -28,7 +28,7 @@ from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPointStatus
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
-from strongroom.services.homes import check_writer, mark_home
+from strongroom.services.homes import check_writer, keep_writing
 from strongroom.store.base import open_store
 from strongroom.vault.vault import RECORDS_PREFIX, Vault
 
@@ -93,9 +93,9 @@ class AccountGuard:
     def mirror(self, vault_name: str, point_id: str | None) -> None:
         vault = self.account.vault(vault_name)
         with self.account.catalog.transaction():  # serialised with every writer: what is written is the latest
-            check_writer(self.account.home, vault_name, vault)  # attached to another home since: not ours
+            # Refused when the vault was attached to another home since; this home's marker kept fresh.
+            keep_writing(self.account.home, self.account.account_id, vault_name, vault)
             _write_records(self.account, vault, vault_name, [point_id] if point_id else [])
-            mark_home(self.account.home, self.account.account_id, vault)  # this home writes the vault
 
 
 def attach(account: Account, known_passphrase: Callable[[], str | None] | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from strongroom.errors import VaultInUseError
@@ -25,6 +26,7 @@ from strongroom.vault.inventory import HomeMarker, open_with_keys, read_home_mar
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
 
 HOME_ID_FILE = "home-id"
+MARKER_REFRESH = timedelta(minutes=10)  # a home rewrites its marker at most this often (services/attach.py)
 
 
 def home_id(home: Path) -> str:
@@ -36,7 +38,7 @@ def home_id(home: Path) -> str:
     return path.read_text().strip()
 
 
-def check_writer(home: Path, vault_name: str, vault: Vault) -> None:
+def check_writer(home: Path, vault_name: str, vault: Vault) -> HomeMarker | None:
     """Refuse to write the records of a vault whose marker names another home: it was attached there
     (``vaults attach``), and this home's catalog no longer speaks for it."""
     marker = read_home_marker(vault)
@@ -46,6 +48,16 @@ def check_writer(home: Path, vault_name: str, vault: Vault) -> None:
             f"since {marker.written_at}: it was attached there, and this home no longer writes it",
             hint="Use the vault from that home; to take it back here, run 'vaults attach NAME --store URL --force'",
         )
+    return marker
+
+
+def keep_writing(home: Path, account_id: str, vault_name: str, vault: Vault) -> None:
+    """Before a home writes a vault's records: refuse if another home took the vault (:func:`check_writer`),
+    and refresh the marker when it is missing or older than MARKER_REFRESH. Throttled: a marker write is a
+    synced PUT, and it lies between a point's commit and its job's; the live window is hours, not minutes."""
+    marker = check_writer(home, vault_name, vault)
+    if marker is None or now() - marker.moment >= MARKER_REFRESH:
+        mark_home(home, account_id, vault)
 
 
 def mark_home(home: Path, account_id: str, vault: Vault) -> HomeMarker:
