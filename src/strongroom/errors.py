@@ -177,6 +177,12 @@ class VaultLockedError(AccessError):
     code = "VAULT_LOCKED"
 
 
+class VaultInUseError(AccessError):
+    """``vaults attach``: another home wrote the vault's records recently (docs/vault-format.md §10.5)."""
+
+    code = "VAULT_IN_USE"
+
+
 class RetentionError(UsageError):
     code = "RETENTION"
 

@@ -232,6 +232,40 @@ class Catalog:
             self._bump_and_sign_vault(db, rp.vault_name)
         self._mirror(rp.vault_name, rp.id)
 
+    def add_attached_vault(self, vault: VaultRecord, sequence: int, points: list[RecoveryPoint]) -> None:
+        """Record a vault a home attached (services/attach.py) and its recovery points as the vault's own
+        objects describe them, in one transaction: a crash leaves all or nothing. Its change sequence starts
+        at ``sequence`` (past the one the vault recorded); the caller then writes the vault's records."""
+        self._key_before_writing()
+        with self.transaction() as db:
+            try:
+                db.execute(
+                    "INSERT INTO vaults (name, arn, store_url, vault_id, created_at, access_policy, lock, managed, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                    (
+                        vault.name,
+                        vault.arn,
+                        vault.store_url,
+                        vault.vault_id,
+                        vault.created_at,
+                        _json_or_null(vault.access_policy),
+                        _json_or_null(vault.lock),
+                        sequence,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExistsError(f"vault '{vault.name}' already exists") from None
+            self._sign(db, "vaults", vault.name)
+            for rp in points:
+                try:
+                    db.execute(_ATTACHED_POINT_SQL, _attached_point_values(rp))
+                except sqlite3.IntegrityError:
+                    raise AlreadyExistsError(
+                        f"recovery point {rp.id} is already in this catalog (in another vault)",
+                        hint="Attach each vault once, into one account",
+                    ) from None
+                self._sign(db, "recovery_points", rp.id)
+
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
         self._update("recovery_points", rp_id, fields, json_columns=("metadata",))
 
@@ -939,3 +973,35 @@ def _lease(row: sqlite3.Row) -> Lease:
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
     return record(RecoveryPoint, row, ("metadata",))
+
+
+_ATTACHED_POINT_SQL = (
+    "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, status_message,"
+    " creation_date, completion_date, source_bytes, stored_bytes, new_bytes, backup_job_id, metadata,"
+    " delete_after_days, delete_at, lock_applies, source_recovery_point_arn, arrival_date)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _attached_point_values(rp: RecoveryPoint) -> tuple[Any, ...]:
+    return (
+        rp.id,
+        rp.arn,
+        rp.vault_name,
+        rp.resource_id,
+        rp.resource_type,
+        rp.status.value,
+        rp.status_message,
+        rp.creation_date,
+        rp.completion_date,
+        rp.source_bytes,
+        rp.stored_bytes,
+        rp.new_bytes,
+        rp.backup_job_id,
+        json.dumps(rp.metadata),
+        rp.delete_after_days,
+        rp.delete_at,
+        int(rp.lock_applies),
+        rp.source_recovery_point_arn,
+        rp.arrival_date or rp.creation_date,
+    )

@@ -8,6 +8,7 @@ from STRONGROOM_NOTIFICATION_URLS or stdin (cli/notification_urls.py) and shown 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from strongroom.errors import UsageError
 from strongroom.model import DEFAULT_VAULT
 from strongroom.policy.document import PolicyDocument, default_destination_policy
 from strongroom.policy.principals import root_arn
-from strongroom.services import notifications, vault_ops
+from strongroom.services import attach, notifications, vault_ops
 from strongroom.services.account import Account
 
 vaults_app = typer.Typer(help="Backup vaults of this account.", no_args_is_help=True)
@@ -75,6 +76,59 @@ def vaults_create(
             f"Created vault {record['backup_vault_name']} ({record['backup_vault_arn']}) in {record['store_url']}",
             highlight=False,
         )
+
+
+@vaults_app.command("attach")
+def vaults_attach(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Name the vault gets in this account (2-50 letters, digits, _ and -)."),
+    store: str = typer.Option(
+        ...,
+        "--store",
+        help="Where the vault's objects are: file:///path/to/vault or s3://BUCKET/PREFIX?endpoint=URL&region=R.",
+    ),
+    vault_passphrase_file: Path | None = typer.Option(
+        None,
+        "--vault-passphrase-file",
+        help="File holding the passphrase of the account that created the vault, when it is not this account's"
+        f" (or set {attach.ENV_VAULT_PASSPHRASE}).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Attach even though another home wrote to the vault in the last 24 hours."
+    ),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Attach an existing vault (a lost machine's, or this home's after catalog.db was lost), rebuilt from
+    the vault's own objects: recovery points, retention, lock and access policy. Idempotent."""
+    vault_passphrase = _vault_passphrase(vault_passphrase_file)
+    with context.account(ctx) as account:
+        result = attach.attach_vault(account, name, store, vault_passphrase=vault_passphrase, force=force)
+    shown = result.as_dict()
+    if json_output:
+        output.emit_json(shown)
+        return
+    verb = "Attached" if result.outcome == attach.AttachOutcome.ATTACHED else "Already attached:"
+    counts = ", ".join(f"{n} {status}" for status, n in shown["recovery_points_by_status"].items()) or "none"
+    output.console.print(
+        f"{verb} vault {shown['backup_vault_name']} ({shown['backup_vault_arn']}) from {shown['store_url']}:"
+        f" recovery points {counts}",
+        highlight=False,
+    )
+    for warning in shown["warnings"]:
+        output.console.print(f"warning: {warning}", highlight=False)
+
+
+def _vault_passphrase(path: Path | None) -> str | None:
+    if path is None:
+        return os.environ.get(attach.ENV_VAULT_PASSPHRASE) or None
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read --vault-passphrase-file {path}: {exc.strerror or exc}") from None
+    value = lines[0] if lines else ""
+    if not value:
+        raise UsageError(f"--vault-passphrase-file {path} is empty", hint="Write the vault's passphrase into it")
+    return value
 
 
 @vaults_app.command("describe")

@@ -25,6 +25,7 @@ from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
 from strongroom.fsutil import write_durably
 from strongroom.model import DEFAULT_VAULT, Arn, VaultRecord, iso, now
+from strongroom.services.homes import open_vault
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
@@ -53,7 +54,7 @@ class Account:
     def vault(self, name: str = DEFAULT_VAULT) -> Vault:
         record = self.catalog.get_vault(name)
         if record.name not in self._open_vaults:
-            self._open_vaults[record.name] = Vault.open(open_store(record.store_url), self.passphrase())
+            self._open_vaults[record.name] = open_vault(self.home, record, self.passphrase())
         return self._open_vaults[record.name]
 
     def forget_vault(self, name: str) -> None:

@@ -29,6 +29,7 @@ from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPointStatus, VaultRecord
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
+from strongroom.services.homes import check_writer, keep_writing
 from strongroom.store.base import open_store
 from strongroom.vault.vault import RECORDS_PREFIX, Vault
 
@@ -85,6 +86,8 @@ class AccountGuard:
     def mirror(self, vault_name: str, point_id: str | None) -> None:
         vault = self.account.vault(vault_name)
         with self.account.catalog.transaction():  # serialised with every writer: what is written is the latest
+            # Refused when the vault was attached to another home since; this home's marker kept fresh.
+            keep_writing(self.account.home, self.account.account_id, vault_name, vault)
             _write_records(self.account, vault, vault_name, [point_id] if point_id else [])
 
 
@@ -110,6 +113,7 @@ def check_fresh(account: Account, vault_name: str) -> None:
         if stored is not None and stored["seq"] > sequence:
             raise CatalogIntegrityError(_rolled_back(vault_name, sequence, stored["seq"]))
         if stored is None or stored["seq"] < sequence:
+            check_writer(account.home, vault_name, vault)
             ids = [row["id"] for row in account.catalog.point_rows(vault_name)]
             _write_records(account, vault, vault_name, ids)
 
