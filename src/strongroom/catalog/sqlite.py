@@ -210,7 +210,7 @@ class Catalog:
             db.execute(
                 "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
                 " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata,"
-                " arrival_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " arrival_date, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rp.id,
                     rp.arn,
@@ -226,6 +226,7 @@ class Catalog:
                     rp.source_recovery_point_arn,
                     json.dumps(rp.metadata),
                     rp.arrival_date or rp.creation_date,
+                    json.dumps(rp.tags),
                 ),
             )
             self._sign(db, "recovery_points", rp.id)
@@ -233,7 +234,7 @@ class Catalog:
         self._mirror(rp.vault_name, rp.id)
 
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
-        self._update("recovery_points", rp_id, fields, json_columns=("metadata",))
+        self._update("recovery_points", rp_id, fields, json_columns=("metadata", "tags"))
 
     def _update(
         self, table: str, row_id: str, fields: dict[str, Any], json_columns: tuple[str, ...], key: str = "id"
@@ -902,4 +903,4 @@ def _lease(row: sqlite3.Row) -> Lease:
 
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
-    return record(RecoveryPoint, row, ("metadata",))
+    return record(RecoveryPoint, row, ("metadata", "tags"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from strongroom.cli import context, output
-from strongroom.model import RecoveryPointStatus
+from strongroom.model import RecoveryPointStatus, parse_tag_options
 from strongroom.policy.principals import root_arn
 from strongroom.services import recovery_points, vault_ops
 
@@ -25,14 +25,18 @@ def list_(
     resource: str | None = typer.Option(None, "--resource"),
     vault: str | None = typer.Option(None, "--vault"),
     status: RecoveryPointStatus | None = typer.Option(None, "--status", case_sensitive=False),
+    tag: list[str] = typer.Option(
+        [], "--tag", metavar="KEY=VALUE", help="Only points with this tag (repeatable: points with all of them)."
+    ),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """List recovery points, oldest first."""
+    tags = parse_tag_options(tag)
     with context.account(ctx, display=True) as account:
-        points = [
-            p.as_dict()
-            for p in recovery_points.list_recovery_points(account, resource_id=resource, vault=vault, status=status)
-        ]
+        listed = recovery_points.list_recovery_points(
+            account, resource_id=resource, vault=vault, status=status, tags=tags
+        )
+        points = [p.as_dict() for p in listed]
     if json_output:
         output.emit_json({"recovery_points": points})
         return

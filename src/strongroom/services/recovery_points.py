@@ -16,10 +16,14 @@ def list_recovery_points(
     resource_id: str | None = None,
     vault: str | None = None,
     status: RecoveryPointStatus | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[RecoveryPoint]:
-    """The account's recovery points, oldest first; ``vault`` is a vault name or ARN."""
+    """The account's recovery points, oldest first; ``vault`` is a vault name or ARN; ``tags``: only the
+    points carrying every one of these tags (key and value)."""
     vault_name = account.catalog.get_vault(vault).name if vault else None
-    return account.catalog.list_recovery_points(resource_id=resource_id, vault_name=vault_name, status=status)
+    points = account.catalog.list_recovery_points(resource_id=resource_id, vault_name=vault_name, status=status)
+    wanted = (tags or {}).items()
+    return [p for p in points if all(p.tags.get(key) == value for key, value in wanted)]
 
 
 def get_recovery_point(account: Account, arn_or_id: str) -> RecoveryPoint:
