@@ -3,14 +3,18 @@ tags, a copy that carries them; and ``cold_storage_after``, refused rather than 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from strongroom.errors import RemoteError
+from strongroom.policy.document import default_destination_policy
+from strongroom.policy.principals import root_arn
 from strongroom.services.copy_sessions import CopyInRequest, _parse
 from tests.e2e.test_copy import Pair, copy, two_accounts
+from tests.support.accounts import account_id, issue_credential, register, vault_arn
 from tests.support.cli import Cli, assert_one_line_error
 
 
@@ -51,6 +55,25 @@ def test_tags_select_points_and_travel_with_a_copy(pair: Pair) -> None:
     assert there["source_recovery_point_arn"] == gold
     assert pair.destination.json("recovery-points", "describe", "--recovery-point", plain)["tags"] == {}
     assert listed(pair.destination, "tier=gold") == [copied]
+
+
+def test_a_copy_back_keeps_the_tags(pair: Pair) -> None:
+    point = tagged_backup(pair.source, "owner=mavis")
+    copied = copy(pair.source, point, pair.destination_vault)["result"]["destination_recovery_point_arn"]
+    fresh = Cli(pair.tmp_path / "new-source")  # the lost source's replacement pulls the copy back
+    fresh.run("init")
+    fresh_id = account_id(fresh)
+    policy = default_destination_policy(
+        source_account_ids=[fresh_id],
+        source_vault_arns=[vault_arn(fresh)],
+        admin_principal_arns=[root_arn(account_id(pair.destination))],
+    )
+    (pair.tmp_path / "policy2.json").write_text(json.dumps(policy))
+    pair.destination.run("vaults", "put-access-policy", "Default", "--file", str(pair.tmp_path / "policy2.json"))
+    register(fresh, "destination", pair.server, issue_credential(pair.destination, "back", "--account-id", fresh_id))
+    back = copy(fresh, copied, vault_arn(fresh))["result"]["destination_recovery_point_arn"]
+    assert fresh.json("recovery-points", "describe", "--recovery-point", back)["tags"] == {"owner": "mavis"}
+    assert listed(fresh, "owner=mavis") == [back]
 
 
 def test_a_malformed_tag_option_is_one_line(tmp_path: Path) -> None:
