@@ -134,6 +134,8 @@ def tag_problem(tags: dict[str, str]) -> str | None:
             return f"tag key '{key[:40]}' must be 1 to {MAX_TAG_KEY} characters and not start with 'aws:'"
         if len(value) > MAX_TAG_VALUE:
             return f"the value of tag '{key[:40]}' is longer than {MAX_TAG_VALUE} characters"
+        if not (key + value).isprintable():  # they are shown on terminals: no escape sequences
+            return "tag keys and values must be printable (no control characters)"
     return None
 
 

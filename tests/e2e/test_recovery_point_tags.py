@@ -85,7 +85,8 @@ def test_a_malformed_tag_option_is_one_line(tmp_path: Path) -> None:
 
 def test_a_copy_source_cannot_store_unbounded_or_reserved_tags() -> None:
     """A source (or a thief with its key) announcing a copy cannot make the destination keep arbitrary
-    amounts of tag data, nor tags in the reserved ``aws:`` namespace."""
+    amounts of tag data, tags in the reserved ``aws:`` namespace, or terminal escape sequences that
+    ``recovery-points describe`` would print."""
     announce = {
         "source_recovery_point_arn": "arn:strongroom:backup:local:111111111111:recovery-point:x",
         "source_vault_arn": "arn:strongroom:backup:local:111111111111:backup-vault:Default",
@@ -96,7 +97,7 @@ def test_a_copy_source_cannot_store_unbounded_or_reserved_tags() -> None:
         "streams": {},
     }
     assert _parse(CopyInRequest, {**announce, "tags": {"owner": "mavis"}}).tags == {"owner": "mavis"}
-    for tags in ({f"k{n}": "v" for n in range(51)}, {"aws:backup": "x"}, {"owner": "v" * 257}):
+    for tags in ({f"k{n}": "v" for n in range(51)}, {"aws:backup": "x"}, {"owner": "v" * 257}, {"owner": "\x1b[2J"}):
         with pytest.raises(RemoteError, match="malformed request: tags"):
             _parse(CopyInRequest, {**announce, "tags": tags})
 
