@@ -117,6 +117,42 @@ class Job:
         }
 
 
+# Recovery point tags, bounded as AWS bounds resource tags.
+MAX_TAGS = 50
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+
+
+def tag_problem(tags: dict[str, str]) -> str | None:
+    """Why ``tags`` cannot be recovery point tags, or None when they can."""
+    if len(tags) > MAX_TAGS:
+        return f"{len(tags)} tags; at most {MAX_TAGS} are allowed"
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            return "tag keys and values must be strings"
+        if not 1 <= len(key) <= MAX_TAG_KEY or key.startswith("aws:"):
+            return f"tag key '{key[:40]}' must be 1 to {MAX_TAG_KEY} characters and not start with 'aws:'"
+        if len(value) > MAX_TAG_VALUE:
+            return f"the value of tag '{key[:40]}' is longer than {MAX_TAG_VALUE} characters"
+        if not (key + value).isprintable():  # they are shown on terminals: no escape sequences
+            return "tag keys and values must be printable (no control characters)"
+    return None
+
+
+def parse_tag_options(options: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` command-line options as tags; UsageError names a malformed one."""
+    tags: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag '{option}' is not KEY=VALUE", hint="For example: --tag owner=mavis")
+        tags[key] = value
+    problem = tag_problem(tags)
+    if problem:
+        raise UsageError(f"--tag: {problem}")
+    return tags
+
+
 @dataclass
 class RecoveryPoint:
     id: str
@@ -140,6 +176,9 @@ class RecoveryPoint:
     # This account's clock when the point began to arrive here: a backup's creation_date, or the start of a copy
     # (whose creation_date is what the other account said, kept as information). Retention counts from it.
     arrival_date: str | None = None
+    # The plan rule's recovery_point_tags (or 'backup start --tag'), carried by copies: information for
+    # selecting points, never trusted for access or retention (not covered by the catalog's row MACs).
+    tags: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +202,7 @@ class RecoveryPoint:
             "is_locked": self.lock_applies,
             "source_recovery_point_arn": self.source_recovery_point_arn,
             "metadata": self.metadata,
+            "tags": dict(self.tags),
         }
 
 

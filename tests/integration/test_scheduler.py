@@ -19,6 +19,7 @@ from strongroom.model import JobState, JobType, RecoveryPointStatus
 from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import Account, create_vault, init_account, open_account
 from strongroom.services.apply import apply_config
+from strongroom.services.recovery_points import list_recovery_points
 from strongroom.services.resources import add_resource
 from strongroom.services.scheduler import Scheduler, ScheduleRun, describe_plans, list_runs
 from tests.support.cli import PASSPHRASE, Cli
@@ -404,3 +405,20 @@ def test_plans_commands_show_rules_windows_copies_selection_next_runs_and_runs(s
     assert "cron(30 2 ? * SUN *) Europe/London" in text
     missing = cli.run("plans", "describe", "nope", ok=False)
     assert missing.returncode != 0 and "no backup plan named 'nope'" in missing.stderr
+
+
+def test_a_rule_tags_the_points_it_makes_and_the_tags_select_them(setup: Setup) -> None:
+    setup.tree("files")
+    tagged = rule("tagged", "cron(0 * * * ? *)", recovery_point_tags={"owner": "mavis", "rule": "tagged"})
+    setup.apply(config({"hourly": plan(tagged, HOURLY)}))
+    scheduler = Scheduler(setup.account)
+    setup.tick(scheduler, "00:30")
+    setup.tick(scheduler, "01:00")
+    setup.apply(config({"hourly": plan(HOURLY)}))  # a later apply does not re-tag the points already made
+    setup.tick(scheduler, "02:00")
+    points = setup.points("files")
+    assert [p.tags for p in points] == [{"owner": "mavis", "rule": "tagged"}, {}]
+    assert setup.account.catalog.get_job(points[0].backup_job_id or "").parameters["rule_name"] == "tagged"
+    selected = list_recovery_points(setup.account, tags={"owner": "mavis"})
+    assert [p.arn for p in selected] == [points[0].arn]
+    assert list_recovery_points(setup.account, tags={"owner": "mavis", "rule": "other"}) == []

@@ -278,14 +278,23 @@ def test_backup_plan_in_the_blueprint_shape(tmp_path: Path) -> None:
     assert (rule["start_window"], rule["completion_window"]) == (60, 7 * 24 * 60)
 
 
-def test_cold_storage_needs_ninety_more_days(tmp_path: Path) -> None:
+def test_cold_storage_after_is_refused_not_dropped(tmp_path: Path) -> None:
     path = write(
         tmp_path, PLAN.format(destination=DESTINATION, delete_after=60, cold="          cold_storage_after: 30")
     )
-    assert error_of(path).startswith(
-        f"{path}:12: backup_plans.daily.rules[0].lifecycle: delete_after (60) must be at least cold_storage_after + 90"
-        " (120), as in AWS"
+    assert error_of(path) == (
+        f"{path}:14: backup_plans.daily.rules[0].lifecycle.cold_storage_after: rule 'twice_daily':"
+        " cold_storage_after is not supported yet (Strongroom has no colder storage tier); remove it"
+        " (lifecycle.delete_after still sets how long points are kept)"
     )
+
+
+def test_recovery_point_tags_are_bounded(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        PLAN.format(destination=DESTINATION, delete_after=60, cold="        recovery_point_tags: {'aws:owner': x}"),
+    )
+    assert "rule 'twice_daily': tag key 'aws:owner' must be 1 to 128 characters" in error_of(path)
 
 
 def test_copy_action_needs_a_destination(tmp_path: Path) -> None:

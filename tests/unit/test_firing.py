@@ -99,7 +99,9 @@ def test_a_missed_firing_never_covers_another_rule() -> None:
 
 def test_each_firing_becomes_one_run_per_selected_resource_with_its_windows_and_the_rule_as_it_fired() -> None:
     copying = rule(
-        copy_action={"delete_after": 60}, copy_actions=[{"destination_vault_arn": OTHER, "delete_after": None}]
+        copy_action={"delete_after": 60},
+        copy_actions=[{"destination_vault_arn": OTHER, "delete_after": None}],
+        recovery_point_tags={"owner": "mavis"},
     )
     runs = new_runs("mavis", [Firing(copying, at("01:00"))], ["db", "files"], at("01:02"), DESTINATION)
     assert [run.key for run in runs] == [("mavis", "nightly", at("01:00").isoformat(), r) for r in ("db", "files")]
@@ -115,6 +117,7 @@ def test_each_firing_becomes_one_run_per_selected_resource_with_its_windows_and_
             {"destination_vault_arn": DESTINATION, "delete_after_days": 60},
             {"destination_vault_arn": OTHER, "delete_after_days": None},
         ],
+        "recovery_point_tags": {"owner": "mavis"},
     }
     assert run.rule.copies == (CopyAction(DESTINATION, 60), CopyAction(OTHER, None))
     assert ScheduleRun.of(run.columns()) == run  # what the catalog stores reads back the same

@@ -221,4 +221,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE recovery_points ADD COLUMN mac TEXT;
     ALTER TABLE credentials ADD COLUMN mac TEXT;
     """,
+    # 10: recovery point tags (a plan rule's recovery_point_tags, carried by copies); informational, not MAC'd
+    """
+    ALTER TABLE recovery_points ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

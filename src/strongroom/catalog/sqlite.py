@@ -210,7 +210,7 @@ class Catalog:
             db.execute(
                 "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
                 " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata,"
-                " arrival_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " arrival_date, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rp.id,
                     rp.arn,
@@ -226,6 +226,7 @@ class Catalog:
                     rp.source_recovery_point_arn,
                     json.dumps(rp.metadata),
                     rp.arrival_date or rp.creation_date,
+                    json.dumps(rp.tags),
                 ),
             )
             self._sign(db, "recovery_points", rp.id)
@@ -267,7 +268,7 @@ class Catalog:
                 self._sign(db, "recovery_points", rp.id)
 
     def update_recovery_point(self, rp_id: str, **fields: Any) -> None:
-        self._update("recovery_points", rp_id, fields, json_columns=("metadata",))
+        self._update("recovery_points", rp_id, fields, json_columns=("metadata", "tags"))
 
     def _update(
         self, table: str, row_id: str, fields: dict[str, Any], json_columns: tuple[str, ...], key: str = "id"
@@ -972,14 +973,14 @@ def _lease(row: sqlite3.Row) -> Lease:
 
 
 def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
-    return record(RecoveryPoint, row, ("metadata",))
+    return record(RecoveryPoint, row, ("metadata", "tags"))
 
 
 _ATTACHED_POINT_SQL = (
     "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, status_message,"
     " creation_date, completion_date, source_bytes, stored_bytes, new_bytes, backup_job_id, metadata,"
-    " delete_after_days, delete_at, lock_applies, source_recovery_point_arn, arrival_date)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " delete_after_days, delete_at, lock_applies, source_recovery_point_arn, arrival_date, tags)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -1004,4 +1005,5 @@ def _attached_point_values(rp: RecoveryPoint) -> tuple[Any, ...]:
         int(rp.lock_applies),
         rp.source_recovery_point_arn,
         rp.arrival_date or rp.creation_date,
+        json.dumps(rp.tags),
     )

@@ -9,7 +9,7 @@ import typer
 
 from strongroom.cli import context, output
 from strongroom.errors import UsageError
-from strongroom.model import RecoveryPointStatus
+from strongroom.model import RecoveryPointStatus, parse_tag_options
 from strongroom.policy.principals import root_arn
 from strongroom.services import recovery_points, vault_ops
 
@@ -31,15 +31,19 @@ def list_(
     every_status: bool = typer.Option(
         False, "--all", help="Points in every status: also PARTIAL (failed), CREATING, EXPIRED, DELETED."
     ),
+    tag: list[str] = typer.Option(
+        [], "--tag", metavar="KEY=VALUE", help="Only points with this tag (repeatable: points with all of them)."
+    ),
     wide: bool = typer.Option(False, "--wide", help="Whole ARNs, however wide the table gets."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
     """List recovery points, oldest first: the restorable (COMPLETED) ones unless --all or --status."""
     if every_status and status is not None:
         raise UsageError("give --status or --all, not both")
+    tags = parse_tag_options(tag)
     with context.account(ctx, display=True) as account:
         listed = recovery_points.list_recovery_points(
-            account, resource_id=resource, vault=vault, status=status, every_status=every_status
+            account, resource_id=resource, vault=vault, status=status, every_status=every_status, tags=tags
         )
         points = [p.as_dict() for p in listed]
     if json_output:

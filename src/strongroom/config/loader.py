@@ -26,7 +26,7 @@ from strongroom.config.schema import (
 from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
 from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues, resolve_variables
 from strongroom.errors import StrongroomError
-from strongroom.model import DEFAULT_VAULT, now
+from strongroom.model import DEFAULT_VAULT, now, tag_problem
 from strongroom.plans.records import BackupPlan, BackupRule
 from strongroom.plans.schedule import parse_schedule
 from strongroom.policy.document import PolicyDocument, default_destination_policy
@@ -269,6 +269,15 @@ def _rule(
             "copy_action copies to the account's destination vault, but no"
             " destination is configured; add destination.vault_arn or use copy_actions",
         )
+    if rule.lifecycle.cold_storage_after is not None:
+        checks.add(
+            (*path, "lifecycle", "cold_storage_after"),
+            f"rule '{rule.name}': cold_storage_after is not supported yet (Strongroom has no colder storage"
+            " tier); remove it (lifecycle.delete_after still sets how long points are kept)",
+        )
+    tags_problem = tag_problem(rule.recovery_point_tags)
+    if tags_problem:
+        checks.add((*path, "recovery_point_tags"), f"rule '{rule.name}': {tags_problem}")
     vault = config.vaults.get(target)
     if vault is not None and vault.lock is not None:
         _check_rule_retention((*path, "lifecycle", "delete_after"), rule.lifecycle.delete_after, vault.lock, checks)

@@ -119,7 +119,12 @@ def rule_snapshot(rule: BackupRule, destination: str | None) -> RuleSnapshot:
         CopyAction(copy.destination_vault_arn or destination, copy.delete_after) for copy in rule.copy_actions
     )
     return RuleSnapshot(
-        rule.target_vault_name, rule.lifecycle.delete_after, rule.start_window, rule.completion_window, copies
+        rule.target_vault_name,
+        rule.lifecycle.delete_after,
+        rule.start_window,
+        rule.completion_window,
+        copies,
+        dict(rule.recovery_point_tags),
     )
 
 

@@ -173,6 +173,7 @@ class RuleSnapshot:
     start_window: int | None
     completion_window: int | None
     copies: tuple[CopyAction, ...] = ()
+    recovery_point_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> RuleSnapshot:
@@ -182,6 +183,7 @@ class RuleSnapshot:
             data.get("start_window"),
             data.get("completion_window"),
             tuple(CopyAction(c["destination_vault_arn"], c.get("delete_after_days")) for c in data.get("copies") or []),
+            dict(data.get("recovery_point_tags") or {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -194,6 +196,7 @@ class RuleSnapshot:
                 {"destination_vault_arn": c.destination_vault_arn, "delete_after_days": c.delete_after}
                 for c in self.copies
             ],
+            "recovery_point_tags": dict(self.recovery_point_tags),
         }
 
 

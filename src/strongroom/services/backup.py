@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from strongroom.adapters.base import BackupContext, ResourceSpec, get_adapter
-from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.errors import UsageError
+from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now, tag_problem
 from strongroom.services import notifications
 from strongroom.services.account import DEFAULT_VAULT, Account
 from strongroom.services.joblock import JobLock
@@ -16,18 +19,28 @@ from strongroom.vault.writer import RecoveryPointWriter
 
 
 def create_backup_job(
-    account: Account, resource_id: str, vault_name: str = DEFAULT_VAULT, delete_after_days: int | None = None
+    account: Account,
+    resource_id: str,
+    vault_name: str = DEFAULT_VAULT,
+    delete_after_days: int | None = None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[Job, JobLock]:
     """Record a CREATED backup job and hold its lock (hand the lock to whoever runs the job).
 
     ``delete_after_days`` is the new recovery point's retention (None: kept until deleted); the vault
-    lock's range is checked when the job runs, so a job outside it FAILS with the reason.
+    lock's range is checked when the job runs, so a job outside it FAILS with the reason. ``tags`` are
+    the new recovery point's tags (a plan rule's recovery_point_tags, or ``backup start --tag``).
     """
     account.catalog.get_resource(resource_id)
     check_retention_days(delete_after_days)
+    problem = tag_problem(tags or {})
+    if problem:
+        raise UsageError(f"recovery point tags: {problem}")
     vault = account.catalog.get_vault(vault_name)
     account.vault(vault.name)  # unlock now: a wrong passphrase fails before any job exists
-    parameters = {} if delete_after_days is None else {"delete_after_days": delete_after_days}
+    parameters: dict[str, Any] = {} if delete_after_days is None else {"delete_after_days": delete_after_days}
+    if tags:
+        parameters["recovery_point_tags"] = dict(tags)
     return create_job(account, JobType.BACKUP, resource_id=resource_id, vault_name=vault.name, parameters=parameters)
 
 
@@ -86,6 +99,7 @@ def _new_recovery_point(account: Account, job: Job, resource_type: str) -> Recov
         status=RecoveryPointStatus.CREATING,
         creation_date=created,
         backup_job_id=job.id,
+        tags=dict(job.parameters.get("recovery_point_tags") or {}),
         **retention,
     )
     account.catalog.add_recovery_point(rp)

@@ -13,7 +13,7 @@ from contextlib import ExitStack, suppress
 from typing import Any
 
 from strongroom.errors import RemoteError, StrongroomError, UsageError
-from strongroom.model import Arn, Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.model import Arn, Job, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now, tag_problem
 from strongroom.policy.principals import root_arn
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
@@ -113,6 +113,8 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
         "metadata": manifest.metadata,
         "streams": {n: {"size": s.size, "chunk_count": s.chunk_count} for n, s in manifest.streams.items()},
     }
+    if rp.tags:  # only when there are some: an older destination refuses the field
+        announce["tags"] = dict(rp.tags)
     sent = {"chunks_sent": 0, "delta_chunks_sent": 0, "plaintext_bytes_sent": 0, "chunks_skipped": 0}
     with client_for(account, target.account_id) as client:
         if _speaks_protocol_2(client):  # it checks every chunk against our ids: give it the key they are under
@@ -252,11 +254,22 @@ def _pulled_point(
         creation_date=created,
         backup_job_id=job.id,
         source_recovery_point_arn=info["recovery_point"]["recovery_point_arn"],
+        tags=_claimed_tags(info["recovery_point"].get("tags")),
         **retention,
     )
     account.catalog.add_recovery_point(rp)
     account.catalog.update_job(job.id, recovery_point_arn=rp.arn, resource_id=rp.resource_id)
     return rp
+
+
+def _claimed_tags(tags: Any) -> dict[str, str]:
+    """The other account's tags of the point, kept as information (never trusted for access or retention)."""
+    if tags is None:
+        return {}
+    problem = "tags is not an object" if not isinstance(tags, dict) else tag_problem(tags)
+    if problem:
+        raise RemoteError(f"the other account sent malformed recovery point tags: {problem}")
+    return dict(tags)
 
 
 def _receiver(account: Account, vault_name: str, info: dict[str, Any], rp: RecoveryPoint) -> CopyReceiver:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from strongroom.errors import NotFoundError, RemoteError, StrongroomError, UsageError
 from strongroom.model import (
@@ -35,6 +35,7 @@ from strongroom.model import (
     iso,
     new_id,
     now,
+    tag_problem,
 )
 from strongroom.policy.principals import account_of
 from strongroom.services import notifications, vault_ops
@@ -76,8 +77,18 @@ class CopyInRequest(BaseModel):
     delete_after_days: int | None = Field(default=None, ge=1, le=36500)
     metadata: dict[str, Any] = {}
     streams: dict[str, StreamShape]
+    # The source point's tags: information for selecting points here, never trusted for access or retention.
+    tags: dict[str, str] = {}
     # Wire protocol 2: the source vault's chunk-id key (base64 of 32 bytes), pinned on first use.
     source_chunk_id_key: str | None = Field(default=None, min_length=44, max_length=44, repr=False)
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        problem = tag_problem(tags)
+        if problem:
+            raise ValueError(problem)
+        return tags
 
     def chunk_id_key(self) -> bytes:
         if self.source_chunk_id_key is None:
@@ -198,6 +209,7 @@ class CopySessions:
                 creation_date=created,
                 backup_job_id=job.id,
                 source_recovery_point_arn=request.source_recovery_point_arn,
+                tags=dict(request.tags),
                 **retention,
             )
             rp.arn = account.recovery_point_arn(rp.id)

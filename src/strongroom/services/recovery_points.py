@@ -17,8 +17,10 @@ def list_recovery_points(
     vault: str | None = None,
     status: RecoveryPointStatus | None = None,
     every_status: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> list[RecoveryPoint]:
-    """The account's recovery points, oldest first; ``vault`` is a vault name or ARN.
+    """The account's recovery points, oldest first; ``vault`` is a vault name or ARN; ``tags``: only the
+    points carrying every one of these tags (key and value).
 
     Only COMPLETED points unless ``status`` names another or ``every_status``: a listing's last point is
     what people restore ("the latest point"), so a failed backup's PARTIAL point must not be it.
@@ -29,7 +31,9 @@ def list_recovery_points(
         _check_resource_known(account, resource_id)
     if status is None and not every_status:
         status = RecoveryPointStatus.COMPLETED
-    return account.catalog.list_recovery_points(resource_id=resource_id, vault_name=vault_name, status=status)
+    points = account.catalog.list_recovery_points(resource_id=resource_id, vault_name=vault_name, status=status)
+    wanted = (tags or {}).items()
+    return [p for p in points if all(p.tags.get(key) == value for key, value in wanted)]
 
 
 def _check_resource_known(account: Account, resource_id: str) -> None:

@@ -114,7 +114,11 @@ class RunMachine:
         rule = run.rule
         try:
             job, lock = create_backup_job(
-                self.account, run.resource_id, rule.target_vault_name or "", rule.delete_after_days
+                self.account,
+                run.resource_id,
+                rule.target_vault_name or "",
+                rule.delete_after_days,
+                tags=dict(rule.recovery_point_tags),
             )
         except StrongroomError as exc:
             self._attempt_failed(run, exc.one_line(), job=None)
