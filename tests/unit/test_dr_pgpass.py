@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from strongroom.services.dr.preflight import pgpass_problem
+from strongroom.adapters.postgres.forecast import pgpass_problem
 
 
 def env(tmp_path: Path, *lines: str) -> dict[str, str]:

@@ -55,6 +55,23 @@ class RestoreContext:
     from_copy: bool = False
 
 
+@dataclass
+class RestoreForecast:
+    """What a dry run found about a restore's target: problems, and what will exist there afterwards."""
+
+    problems: list[str] = field(default_factory=list)
+    databases: list[str] | None = None  # None: not known before the run
+    roles: list[str] | None = None
+
+    def outputs(self) -> dict[str, Any]:
+        predicted: dict[str, Any] = {}
+        if self.databases is not None:
+            predicted["known_databases"] = sorted(set(self.databases))
+        if self.roles is not None:
+            predicted["known_roles"] = sorted(set(self.roles))
+        return predicted
+
+
 @dataclass(frozen=True)
 class RestoreRequest:
     target: str | None = None  # a URI or a path, by resource type
@@ -162,6 +179,14 @@ class ResourceAdapter(ABC):
     def restore_location(self, request: RestoreRequest, home: Path) -> dict[str, Any]:
         """Where ``request`` would put the restored resource, for a dry run's predicted outputs."""
         return {}
+
+    def forecast_restore(
+        self, request: RestoreRequest, reader: RecoveryPointReader | None, metadata: dict[str, Any]
+    ) -> RestoreForecast:
+        """A dry run's checks of ``request`` against the real target, before anything moves: what the real
+        restore would trip over, and what will exist there. ``reader`` opens the point (None: it is in another
+        account, not readable yet); ``metadata`` is what the catalog records of it."""
+        return RestoreForecast()
 
     def restore_caveat(self, request: RestoreRequest) -> str:
         """What a dry run should say about ``request`` beyond "restore as a new X" (", trusting ...")."""

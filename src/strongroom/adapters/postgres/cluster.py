@@ -59,6 +59,7 @@ from strongroom.adapters.base import (
     ResourceAdapter,
     ResourceSpec,
     RestoreContext,
+    RestoreForecast,
     RestoreRequest,
     RestoreResult,
     RunbookRestore,
@@ -84,6 +85,7 @@ from strongroom.adapters.postgres.tools import (
     tool_version,
 )
 from strongroom.errors import ConfigError, IntegrityError, SourceError, TargetError, TargetNotEmptyError
+from strongroom.vault.reader import RecoveryPointReader
 
 METHODS = ("auto", "direct", "pg_basebackup")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -204,6 +206,13 @@ class PostgresClusterAdapter(ResourceAdapter):
         if request.port and not port_is_free(request.port):
             return f"port {request.port} on 127.0.0.1 is already in use"
         return None
+
+    def forecast_restore(
+        self, request: RestoreRequest, reader: RecoveryPointReader | None, metadata: dict[str, Any]
+    ) -> RestoreForecast:
+        from strongroom.adapters.postgres.forecast import cluster_forecast  # it builds on this module
+
+        return cluster_forecast(request, metadata)
 
     def runbook_restore_request(
         self, step: RunbookRestore, identifier: str, original: ResourceSpec | None

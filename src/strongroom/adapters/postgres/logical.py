@@ -54,6 +54,7 @@ from strongroom.adapters.base import (
     ResourceAdapter,
     ResourceSpec,
     RestoreContext,
+    RestoreForecast,
     RestoreRequest,
     RestoreResult,
     RunbookRestore,
@@ -106,6 +107,7 @@ from strongroom.errors import (
     TargetNotEmptyError,
     TargetRolesMissingError,
 )
+from strongroom.vault.reader import RecoveryPointReader
 
 COPY_BUFFER = 1 << 20
 RESTORE_HINT = "fix the cause above, then restore again into a new database"
@@ -243,6 +245,13 @@ class PostgresAdapter(ResourceAdapter):
         return [f"dropped database {target.dbname} on {target.where()}"]
 
     # Runbooks -----------------------------------------------------------------------------------
+    def forecast_restore(
+        self, request: RestoreRequest, reader: RecoveryPointReader | None, metadata: dict[str, Any]
+    ) -> RestoreForecast:
+        from strongroom.adapters.postgres.forecast import logical_forecast  # it builds on this module
+
+        return logical_forecast(request, reader)
+
     def runbook_restore_request(
         self, step: RunbookRestore, identifier: str, original: ResourceSpec | None
     ) -> RestoreRequest:

@@ -75,7 +75,7 @@ class Restore:
                 problems.append(reason)
             predicted.update(adapter.restore_location(request, ctx.account.home))
             point = None if _is_remote(ctx, arn) or not arn.startswith("arn:") else _point_or_none(ctx, arn)
-            facts = preflight.check_target(ctx.account, step, request, resource_type, point)
+            facts = preflight.forecast_restore(ctx.account, adapter, request, point)
             problems += facts.problems
             predicted.update(facts.outputs())
         except StrongroomError as exc:  # a dry run lists every problem
