@@ -20,6 +20,8 @@ from strongroom.services.session_limits import IDLE_SESSION_SECONDS, MAX_SESSION
 DEFAULT_PORT = 8443
 DEFAULT_POLL_SECONDS = 30.0
 DEFAULT_MAX_JOBS = 2
+UVICORN_STARTUP_FAILURE = 3  # uvicorn.run's exit codes: the server did not start,
+UVICORN_BIND_FAILURE = 1  # or its address could not be bound
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +31,9 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback unless told otherwise)."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port to listen on."),
+    port: int = typer.Option(
+        DEFAULT_PORT, "--port", help="TCP port to listen on; 0: any free port, named on the 'serving on' line."
+    ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     allow_plaintext: bool = typer.Option(
@@ -108,9 +112,7 @@ def _serve_api(
 
     scheme = "https" if tls_cert else "http"
     app = create_app(account, limits)
-    output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
-    # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -119,6 +121,17 @@ def _serve_api(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
+    try:
+        listener = config.bind_socket()  # bound first, so that --port 0 can say which port the kernel gave
+    except SystemExit:  # it logged why (e.g. the address is in use)
+        raise SystemExit(UVICORN_BIND_FAILURE) from None
+    bound = listener.getsockname()[1]
+    output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{bound}")
+    # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener])
+    if not server.started:  # as uvicorn.run: a server that never started is a failed start
+        raise SystemExit(UVICORN_STARTUP_FAILURE)
 
 
 def _wait(stop: threading.Event, daemon: threading.Thread | None) -> None:
