@@ -1,7 +1,7 @@
 """Expiry and garbage collection while a backup and a copy write into the same vault lose nothing.
 
 The writers are real ``strongroom`` processes: a backup in the destination account and a copy pushed
-by the source account through ``strongroom serve``. Each is frozen with SIGSTOP as soon as its job is
+by the source account through ``strongroom serve``. Each is frozen with SIGSTOP while its job is
 RUNNING — a source that stalls, deterministically — so the collector certainly meets them in flight;
 it must wait for them, then spare every chunk they reused (chunks the expired points held before).
 """
@@ -34,6 +34,7 @@ from tests.support.trees import Entry, snapshot_tree
 FAR_FUTURE = "2400-01-01T00:00:00+00:00"
 FILE_SIZE = 500_000
 SPARSE_SIZE = 64 * 1024 * 1024  # zeros: slow enough to read that the job is seen RUNNING, nothing on disk
+FREEZE_ATTEMPTS = 10000  # looks at a job (or a process's state) before giving up: a minute or more
 
 
 def write_files(root: Path, names: list[str], seed: int) -> None:
@@ -66,32 +67,48 @@ def accounts(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
         yield source, destination, server
 
 
-def wait_until_writing(cli: Cli, job_type: JobType, timeout: float = 60) -> None:
-    """Until a job of the account is RUNNING with its recovery point recorded: from then on it only reads
-    and writes the vault until it finishes, so freezing it holds no catalog transaction open.
-
-    Polls the catalog directly: starting a CLI process takes longer than some jobs run.
-    """
-    catalog = Catalog(cli.home / "catalog.db")
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(j.recovery_point_arn for j in catalog.list_jobs(states=[JobState.RUNNING], job_type=job_type)):
-                return
-            time.sleep(0.005)
-    finally:
-        catalog.close()
-    raise AssertionError(f"no {job_type.value} job started writing")
+def writing(catalog: Catalog, job_type: JobType) -> bool:
+    """Whether a job of ``job_type`` is RUNNING with its recovery point recorded: from then on it only reads
+    and writes the vault until it finishes, so a process stopped then holds no catalog transaction open."""
+    return any(j.recovery_point_arn for j in catalog.list_jobs(states=[JobState.RUNNING], job_type=job_type))
 
 
 @contextmanager
-def frozen(process: subprocess.Popen[str]) -> Iterator[None]:
-    """Keep the process stopped for the block; never leave it stopped, whatever happens."""
-    os.kill(process.pid, signal.SIGSTOP)
+def frozen_while_writing(process: subprocess.Popen[str], cli: Cli, job_type: JobType) -> Iterator[None]:
+    """Stop ``process`` (SIGSTOP) at a moment the account of ``cli`` has a job of ``job_type`` writing, and
+    keep it stopped for the block; never leave it stopped, whatever happens.
+
+    The job is looked at while the process is stopped, and the process runs 5 ms between two looks: it
+    cannot finish between a look and the stop, however loaded the machine (looking, then stopping, raced a
+    quick copy that way). The catalog is read directly: starting a CLI process takes longer than some jobs run.
+    """
+    catalog = Catalog(cli.home / "catalog.db")
     try:
+        for _ in range(FREEZE_ATTEMPTS):
+            _stop(process)
+            if writing(catalog, job_type):
+                break
+            os.kill(process.pid, signal.SIGCONT)
+            time.sleep(0.005)
+        else:
+            raise AssertionError(f"no {job_type.value} job started writing")
         yield
     finally:
+        catalog.close()
         os.kill(process.pid, signal.SIGCONT)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGSTOP ``process`` and wait until it is stopped (the signal takes effect asynchronously)."""
+    os.kill(process.pid, signal.SIGSTOP)
+    stat = Path(f"/proc/{process.pid}/stat")
+    for _ in range(FREEZE_ATTEMPTS):
+        state = stat.read_text().rpartition(")")[2].split()[0]
+        if state in ("T", "t"):
+            return
+        assert state not in ("Z", "X"), f"{process.args} ended before it was seen writing"
+        time.sleep(0.001)
+    raise AssertionError(f"process {process.pid} did not stop")
 
 
 def finished(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -168,17 +185,17 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     copy = source.popen(
         "copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault, "--wait", "--json"
     )
-    wait_until_writing(destination, JobType.BACKUP)
-    with frozen(backup):
-        wait_until_writing(destination, JobType.COPY)
-        with frozen(copy):
-            running = destination.json("jobs", "list", "--state", "RUNNING")["jobs"]
-            assert sorted(j["job_type"] for j in running) == ["BACKUP", "COPY"]
-            lifecycle = destination.popen("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "600", "--json")
-            wait_for_status(destination, [expired_copy, expired_backup], "DELETED")
-            gate = destination.home / "locks" / "vault-Default.gc"
-            wait_until(lambda: held_exclusively(gate), "the collector closes the gate and waits for the writers")
-            assert lifecycle.poll() is None, "GC must wait while writers are in flight"
+    with (
+        frozen_while_writing(backup, destination, JobType.BACKUP),
+        frozen_while_writing(copy, destination, JobType.COPY),
+    ):
+        running = destination.json("jobs", "list", "--state", "RUNNING")["jobs"]
+        assert sorted(j["job_type"] for j in running) == ["BACKUP", "COPY"]
+        lifecycle = destination.popen("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "600", "--json")
+        wait_for_status(destination, [expired_copy, expired_backup], "DELETED")
+        gate = destination.home / "locks" / "vault-Default.gc"
+        wait_until(lambda: held_exclusively(gate), "the collector closes the gate and waits for the writers")
+        assert lifecycle.poll() is None, "GC must wait while writers are in flight"
     backup_job, copy_job, report = finished(backup), finished(copy), finished(lifecycle)
 
     assert backup_job["state"] == copy_job["state"] == "COMPLETED", (backup_job, copy_job)
@@ -213,8 +230,7 @@ def test_gc_gives_up_cleanly_when_a_writer_outlasts_gc_wait(tmp_path: Path) -> N
     add_sparse_file(tree)
 
     backup = cli.popen("backup", "start", "--resource", "files", "--wait", "--json")
-    wait_until_writing(cli, JobType.BACKUP)
-    with frozen(backup):
+    with frozen_while_writing(backup, cli, JobType.BACKUP):
         started = time.monotonic()
         postponed = cli.run("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "1")
         assert time.monotonic() - started >= 1
