@@ -13,9 +13,9 @@ if [[ "${1:-}" == "--dev" ]]; then
     shift
     set -- tests/unit tests/contract tests/integration "$@"
 fi
-# One pytest-xdist worker per core (PYTEST_XDIST_AUTO_NUM_WORKERS=N to choose), unless the arguments say how
+# One pytest-xdist worker per logical CPU (PYTEST_XDIST_AUTO_NUM_WORKERS=N to choose), unless the arguments say how
 # to run: -n N (-n 0: serially, in this process), --dist MODE or -p no:xdist. docs/testing.md.
-workers=(-n auto) dist=(--dist loadgroup)
+workers=(-n logical) dist=(--dist loadgroup)
 for arg in "$@"; do
     case "$arg" in
         -n | -n* | --numprocesses | --numprocesses=*) workers=() ;;

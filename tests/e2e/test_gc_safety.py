@@ -1,8 +1,8 @@
 """Expiry and garbage collection while a backup and a copy write into the same vault lose nothing.
 
 The writers are real ``strongroom`` processes: a backup in the destination account and a copy pushed
-by the source account through ``strongroom serve``. Each is frozen with SIGSTOP while its job is
-RUNNING — a source that stalls, deterministically — so the collector certainly meets them in flight;
+by the source account through ``strongroom serve``. Each stops itself (SIGSTOP) at a fault point while
+its job is RUNNING — a source that stalls, deterministically — so the collector certainly meets them in flight;
 it must wait for them, then spare every chunk they reused (chunks the expired points held before).
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from strongroom.catalog import Catalog
+from strongroom.faults import ENV_FAULT_STOP_AT
 from strongroom.model import JobState, JobType
 from strongroom.policy.document import default_destination_policy
 from strongroom.policy.principals import root_arn
@@ -33,8 +34,8 @@ from tests.support.trees import Entry, snapshot_tree
 
 FAR_FUTURE = "2400-01-01T00:00:00+00:00"
 FILE_SIZE = 500_000
-SPARSE_SIZE = 64 * 1024 * 1024  # zeros: slow enough to read that the job is seen RUNNING, nothing on disk
-FREEZE_ATTEMPTS = 10000  # looks at a job (or a process's state) before giving up: a minute or more
+SPARSE_SIZE = 64 * 1024 * 1024  # zeros: much to read, nothing on disk
+STOP_POLLS = 12000  # looks at a process's state, 10 ms apart, before giving up: two minutes or more
 
 
 def write_files(root: Path, names: list[str], seed: int) -> None:
@@ -67,48 +68,46 @@ def accounts(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
         yield source, destination, server
 
 
-def writing(catalog: Catalog, job_type: JobType) -> bool:
-    """Whether a job of ``job_type`` is RUNNING with its recovery point recorded: from then on it only reads
-    and writes the vault until it finishes, so a process stopped then holds no catalog transaction open."""
-    return any(j.recovery_point_arn for j in catalog.list_jobs(states=[JobState.RUNNING], job_type=job_type))
+def writing(cli: Cli, job_type: JobType) -> bool:
+    """Whether a job of ``job_type`` is RUNNING with its recovery point recorded (the catalog read directly)."""
+    catalog = Catalog(cli.home / "catalog.db")
+    try:
+        return any(j.recovery_point_arn for j in catalog.list_jobs(states=[JobState.RUNNING], job_type=job_type))
+    finally:
+        catalog.close()
+
+
+def stalling(cli: Cli, point: str, *args: str) -> subprocess.Popen[str]:
+    """``strongroom ARGS`` that stops itself (SIGSTOP) the first time it reaches fault point ``point``."""
+    return subprocess.Popen(
+        cli.command(*args),
+        env={**cli.env, ENV_FAULT_STOP_AT: point},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @contextmanager
-def frozen_while_writing(process: subprocess.Popen[str], cli: Cli, job_type: JobType) -> Iterator[None]:
-    """Stop ``process`` (SIGSTOP) at a moment the account of ``cli`` has a job of ``job_type`` writing, and
-    keep it stopped for the block; never leave it stopped, whatever happens.
-
-    The job is looked at while the process is stopped, and the process runs 5 ms between two looks: it
-    cannot finish between a look and the stop, however loaded the machine (looking, then stopping, raced a
-    quick copy that way). The catalog is read directly: starting a CLI process takes longer than some jobs run.
-    """
-    catalog = Catalog(cli.home / "catalog.db")
+def stalled(process: subprocess.Popen[str]) -> Iterator[None]:
+    """Wait until ``process`` has stopped at its fault point, keep it stopped for the block, then let it go
+    on; never leave it stopped, whatever happens. A writer stops after its first new chunk, a copy's source
+    after its first chunk: each has its job RUNNING with its recovery point recorded, and from then on only
+    reads and writes the vault until it finishes, so while stopped it holds no catalog transaction open."""
     try:
-        for _ in range(FREEZE_ATTEMPTS):
-            _stop(process)
-            if writing(catalog, job_type):
+        stat = Path(f"/proc/{process.pid}/stat")
+        for _ in range(STOP_POLLS):
+            state = stat.read_text().rpartition(")")[2].split()[0]
+            if state in ("T", "t"):
                 break
-            os.kill(process.pid, signal.SIGCONT)
-            time.sleep(0.005)
+            assert process.poll() is None, f"{process.args} ended before its fault point: {process.communicate()}"
+            time.sleep(0.01)
         else:
-            raise AssertionError(f"no {job_type.value} job started writing")
+            raise AssertionError(f"{process.args} never reached its fault point")
         yield
     finally:
-        catalog.close()
         os.kill(process.pid, signal.SIGCONT)
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    """SIGSTOP ``process`` and wait until it is stopped (the signal takes effect asynchronously)."""
-    os.kill(process.pid, signal.SIGSTOP)
-    stat = Path(f"/proc/{process.pid}/stat")
-    for _ in range(FREEZE_ATTEMPTS):
-        state = stat.read_text().rpartition(")")[2].split()[0]
-        if state in ("T", "t"):
-            return
-        assert state not in ("Z", "X"), f"{process.args} ended before it was seen writing"
-        time.sleep(0.001)
-    raise AssertionError(f"process {process.pid} did not stop")
 
 
 def finished(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -181,14 +180,14 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     destination.run("resources", "add", "big", "--type", "directory", "--path", str(tree_big))
     expected = {"s": snapshot_tree(tree_s), "d": snapshot_tree(tree_d), "big": snapshot_tree(tree_big)}
 
-    backup = destination.popen("backup", "start", "--resource", "big", "--wait", "--json")
-    copy = source.popen(
-        "copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault, "--wait", "--json"
+    backup = stalling(destination, "write:after-new-chunk", "backup", "start", "--resource", "big", "--wait", "--json")
+    copy = stalling(
+        source,
+        "read:after-first-chunk",
+        *("copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault, "--wait", "--json"),
     )
-    with (
-        frozen_while_writing(backup, destination, JobType.BACKUP),
-        frozen_while_writing(copy, destination, JobType.COPY),
-    ):
+    with stalled(backup), stalled(copy):
+        assert writing(destination, JobType.BACKUP) and writing(destination, JobType.COPY)
         running = destination.json("jobs", "list", "--state", "RUNNING")["jobs"]
         assert sorted(j["job_type"] for j in running) == ["BACKUP", "COPY"]
         lifecycle = destination.popen("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "600", "--json")
@@ -229,8 +228,9 @@ def test_gc_gives_up_cleanly_when_a_writer_outlasts_gc_wait(tmp_path: Path) -> N
     write_files(tree, ["a", "b"], seed=7)
     add_sparse_file(tree)
 
-    backup = cli.popen("backup", "start", "--resource", "files", "--wait", "--json")
-    with frozen_while_writing(backup, cli, JobType.BACKUP):
+    backup = stalling(cli, "write:after-new-chunk", "backup", "start", "--resource", "files", "--wait", "--json")
+    with stalled(backup):
+        assert writing(cli, JobType.BACKUP)
         started = time.monotonic()
         postponed = cli.run("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "1")
         assert time.monotonic() - started >= 1
