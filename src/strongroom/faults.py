@@ -1,8 +1,12 @@
-"""Named fault points for crash and signal tests: a process told to die or to pause at a point does so there.
+"""Named fault points for crash and signal tests: a process told to die, stall or pause at a point does so there.
 
 ``STRONGROOM_FAULT_KILL_AT`` holds comma-separated point names (e.g. ``dr.after:restore``): the process
 kills itself with SIGKILL when it reaches one — what a power cut, an OOM kill or an operator's ``kill -9``
 does at that instant, made repeatable.
+
+``STRONGROOM_FAULT_STOP_AT`` names points where the process stops itself (SIGSTOP) the first time it
+reaches them, until it is sent SIGCONT: a writer stalled in flight at a known instant, however loaded the
+machine.
 
 ``STRONGROOM_FAULT_PAUSE_AT`` names points where the process instead creates the file
 ``STRONGROOM_FAULT_PAUSED_FILE`` (holding its pid) and waits, up to ``PAUSE_LIMIT_SECONDS``, for a signal:
@@ -21,10 +25,12 @@ import time
 from pathlib import Path
 
 ENV_FAULT_KILL_AT = "STRONGROOM_FAULT_KILL_AT"
+ENV_FAULT_STOP_AT = "STRONGROOM_FAULT_STOP_AT"
 ENV_FAULT_PAUSE_AT = "STRONGROOM_FAULT_PAUSE_AT"
 ENV_FAULT_PAUSED_FILE = "STRONGROOM_FAULT_PAUSED_FILE"
 PAUSE_LIMIT_SECONDS = 600.0
 _released = threading.Event()
+_stopped_at: set[str] = set()
 
 
 def fault_armed(name: str) -> bool:
@@ -35,6 +41,9 @@ def fault_armed(name: str) -> bool:
 def fault_point(name: str) -> None:
     if fault_armed(name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if name not in _stopped_at and _named(ENV_FAULT_STOP_AT, name):
+        _stopped_at.add(name)
+        os.kill(os.getpid(), signal.SIGSTOP)
     if _named(ENV_FAULT_PAUSE_AT, name):
         _pause()
 

@@ -17,7 +17,6 @@ import psycopg
 import yaml
 
 from strongroom import model
-from strongroom.adapters.postgres.tools import free_port
 from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import open_account
 from strongroom.services.scheduler import Scheduler, ScheduleRun, list_runs
@@ -25,6 +24,7 @@ from tests.support.accounts import vault_arn
 from tests.support.cli import PASSPHRASE, Cli
 from tests.support.clock import ManualClock
 from tests.support.pgcluster import PgCluster
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "mavis"

@@ -63,7 +63,7 @@ def test_physical_round_trip_through_the_cli(
 
 
 def test_unreachable_database_is_one_line(cli: Cli) -> None:
-    from strongroom.adapters.postgres.tools import free_port
+    from tests.support.ports import free_port
 
     cli.run(
         "resources", "add", "gone", "--type", "postgres", "--dsn", f"postgresql://postgres@127.0.0.1:{free_port()}/x"

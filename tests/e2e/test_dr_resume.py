@@ -31,7 +31,8 @@ from tests.e2e.dr_world import (
 from tests.support.cli import Cli, assert_one_line_error
 from tests.support.pgcluster import PgCluster, traversable_tempdir
 
-pytestmark = pytest.mark.postgres
+# One worker runs the whole module: its module fixtures (a cluster, an account, the reference run) are built once.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("dr_resume")]
 
 FAKE_DESTINATION = "arn:strongroom:backup:local:000000000000:backup-vault:mavis-destination"
 STEPS = [

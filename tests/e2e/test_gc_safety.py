@@ -1,8 +1,8 @@
 """Expiry and garbage collection while a backup and a copy write into the same vault lose nothing.
 
 The writers are real ``strongroom`` processes: a backup in the destination account and a copy pushed
-by the source account through ``strongroom serve``. Each is frozen with SIGSTOP as soon as its job is
-RUNNING — a source that stalls, deterministically — so the collector certainly meets them in flight;
+by the source account through ``strongroom serve``. Each stops itself (SIGSTOP) at a fault point while
+its job is RUNNING — a source that stalls, deterministically — so the collector certainly meets them in flight;
 it must wait for them, then spare every chunk they reused (chunks the expired points held before).
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from strongroom.catalog import Catalog
+from strongroom.faults import ENV_FAULT_STOP_AT
 from strongroom.model import JobState, JobType
 from strongroom.policy.document import default_destination_policy
 from strongroom.policy.principals import root_arn
@@ -33,7 +34,8 @@ from tests.support.trees import Entry, snapshot_tree
 
 FAR_FUTURE = "2400-01-01T00:00:00+00:00"
 FILE_SIZE = 500_000
-SPARSE_SIZE = 64 * 1024 * 1024  # zeros: slow enough to read that the job is seen RUNNING, nothing on disk
+SPARSE_SIZE = 64 * 1024 * 1024  # zeros: much to read, nothing on disk
+STOP_POLLS = 12000  # looks at a process's state, 10 ms apart, before giving up: two minutes or more
 
 
 def write_files(root: Path, names: list[str], seed: int) -> None:
@@ -66,29 +68,43 @@ def accounts(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
         yield source, destination, server
 
 
-def wait_until_writing(cli: Cli, job_type: JobType, timeout: float = 60) -> None:
-    """Until a job of the account is RUNNING with its recovery point recorded: from then on it only reads
-    and writes the vault until it finishes, so freezing it holds no catalog transaction open.
-
-    Polls the catalog directly: starting a CLI process takes longer than some jobs run.
-    """
+def writing(cli: Cli, job_type: JobType) -> bool:
+    """Whether a job of ``job_type`` is RUNNING with its recovery point recorded (the catalog read directly)."""
     catalog = Catalog(cli.home / "catalog.db")
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(j.recovery_point_arn for j in catalog.list_jobs(states=[JobState.RUNNING], job_type=job_type)):
-                return
-            time.sleep(0.005)
+        return any(j.recovery_point_arn for j in catalog.list_jobs(states=[JobState.RUNNING], job_type=job_type))
     finally:
         catalog.close()
-    raise AssertionError(f"no {job_type.value} job started writing")
+
+
+def stalling(cli: Cli, point: str, *args: str) -> subprocess.Popen[str]:
+    """``strongroom ARGS`` that stops itself (SIGSTOP) the first time it reaches fault point ``point``."""
+    return subprocess.Popen(
+        cli.command(*args),
+        env={**cli.env, ENV_FAULT_STOP_AT: point},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @contextmanager
-def frozen(process: subprocess.Popen[str]) -> Iterator[None]:
-    """Keep the process stopped for the block; never leave it stopped, whatever happens."""
-    os.kill(process.pid, signal.SIGSTOP)
+def stalled(process: subprocess.Popen[str]) -> Iterator[None]:
+    """Wait until ``process`` has stopped at its fault point, keep it stopped for the block, then let it go
+    on; never leave it stopped, whatever happens. A writer stops after its first new chunk, a copy's source
+    after its first chunk: each has its job RUNNING with its recovery point recorded, and from then on only
+    reads and writes the vault until it finishes, so while stopped it holds no catalog transaction open."""
     try:
+        stat = Path(f"/proc/{process.pid}/stat")
+        for _ in range(STOP_POLLS):
+            state = stat.read_text().rpartition(")")[2].split()[0]
+            if state in ("T", "t"):
+                break
+            assert process.poll() is None, f"{process.args} ended before its fault point: {process.communicate()}"
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"{process.args} never reached its fault point")
         yield
     finally:
         os.kill(process.pid, signal.SIGCONT)
@@ -166,21 +182,21 @@ def test_gc_during_a_backup_and_a_copy_loses_nothing_a_live_point_needs(
     destination.run("resources", "add", "big", "--type", "directory", "--path", str(tree_big))
     expected = {"s": snapshot_tree(tree_s), "d": snapshot_tree(tree_d), "big": snapshot_tree(tree_big)}
 
-    backup = destination.popen("backup", "start", "--resource", "big", "--wait", "--json")
-    copy = source.popen(
-        "copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault, "--wait", "--json"
+    backup = stalling(destination, "write:after-new-chunk", "backup", "start", "--resource", "big", "--wait", "--json")
+    copy = stalling(
+        source,
+        "read:after-first-chunk",
+        *("copy", "start", "--recovery-point", p2, "--destination-vault", destination_vault, "--wait", "--json"),
     )
-    wait_until_writing(destination, JobType.BACKUP)
-    with frozen(backup):
-        wait_until_writing(destination, JobType.COPY)
-        with frozen(copy):
-            running = destination.json("jobs", "list", "--state", "RUNNING")["jobs"]
-            assert sorted(j["job_type"] for j in running) == ["BACKUP", "COPY"]
-            lifecycle = destination.popen("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "600", "--json")
-            wait_for_status(destination, [expired_copy, expired_backup], "DELETED")
-            gate = destination.home / "locks" / "vault-Default.gc"
-            wait_until(lambda: held_exclusively(gate), "the collector closes the gate and waits for the writers")
-            assert lifecycle.poll() is None, "GC must wait while writers are in flight"
+    with stalled(backup), stalled(copy):
+        assert writing(destination, JobType.BACKUP) and writing(destination, JobType.COPY)
+        running = destination.json("jobs", "list", "--state", "RUNNING")["jobs"]
+        assert sorted(j["job_type"] for j in running) == ["BACKUP", "COPY"]
+        lifecycle = destination.popen("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "600", "--json")
+        wait_for_status(destination, [expired_copy, expired_backup], "DELETED")
+        gate = destination.home / "locks" / "vault-Default.gc"
+        wait_until(lambda: held_exclusively(gate), "the collector closes the gate and waits for the writers")
+        assert lifecycle.poll() is None, "GC must wait while writers are in flight"
     backup_job, copy_job, report = finished(backup), finished(copy), finished(lifecycle)
 
     assert backup_job["state"] == copy_job["state"] == "COMPLETED", (backup_job, copy_job)
@@ -214,9 +230,9 @@ def test_gc_gives_up_cleanly_when_a_writer_outlasts_gc_wait(tmp_path: Path) -> N
     write_files(tree, ["a", "b"], seed=7)
     add_sparse_file(tree)
 
-    backup = cli.popen("backup", "start", "--resource", "files", "--wait", "--json")
-    wait_until_writing(cli, JobType.BACKUP)
-    with frozen(backup):
+    backup = stalling(cli, "write:after-new-chunk", "backup", "start", "--resource", "files", "--wait", "--json")
+    with stalled(backup):
+        assert writing(cli, JobType.BACKUP)
         started = time.monotonic()
         postponed = cli.run("lifecycle", "run", "--now", FAR_FUTURE, "--gc-wait", "1")
         assert time.monotonic() - started >= 1

@@ -38,6 +38,10 @@ from tests.support.accounts import Server, account_id, issue_credential, registe
 from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.trees import snapshot_tree
 
+# One worker runs the whole module: each lock mode's accounts are built once (``builds`` starts every mode
+# the session selected, so a second worker would build them all again).
+pytestmark = pytest.mark.xdist_group("policy_matrix")
+
 ALLOWED = None
 MODES = ["governance", "compliance"]
 

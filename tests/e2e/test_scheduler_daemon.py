@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from strongroom import model
-from strongroom.services.account import Account, init_account
+from strongroom.services.account import Account, init_account, open_account
 from strongroom.services.apply import apply_config
 from strongroom.services.resources import add_resource
 from strongroom.services.scheduler import Scheduler, list_runs
@@ -140,6 +140,7 @@ def test_serve_scheduler_only_fires_a_plan_with_spawned_jobs_and_stops_cleanly_o
     }
     (tmp_path / "account.yaml").write_text(yaml.safe_dump(config))
     cli.run("apply", "-f", str(tmp_path / "account.yaml"), "--auto-approve")
+    _a_daemon_stopped_before_the_last_whole_minute(cli)  # so the one started below finds that minute due
     log = tmp_path / "daemon.log"
     with open(log, "w") as sink:
         daemon = subprocess.Popen(
@@ -151,7 +152,7 @@ def test_serve_scheduler_only_fires_a_plan_with_spawned_jobs_and_stops_cleanly_o
         )
     try:
         holder = _wait_for(lambda: cli.json("plans", "list")["scheduler"]["lease_holder"], 30, log)
-        run = _wait_for(lambda: _completed_run(cli), 90, log)  # rate(1 minute) fires at the next whole minute
+        run = _wait_for(lambda: _completed_run(cli), 90, log)  # the whole minute due at its first tick
         assert run["state"] == "COMPLETED" and run["recovery_point_arn"]
         assert cli.json("jobs", "describe", run["backup_job_id"])["parameters"]["backup_plan_name"] == "minutely"
         daemon.send_signal(signal.SIGTERM)
@@ -182,6 +183,24 @@ def test_serve_runs_the_api_and_the_scheduler_together_or_either_alone(tmp_path:
     both = cli.run("serve", "--no-scheduler", "--no-api", ok=False)
     assert_one_line_error(both, 2, "exclude each other")
     assert account_id(cli)
+
+
+def _a_daemon_stopped_before_the_last_whole_minute(cli: Cli) -> None:
+    """A scheduler ticked (in this process, on the project's driven clock) one second before the last whole
+    minute, then stopped gracefully: the rule's cursor stands there, the lease is released. A daemon started
+    now finds rate(1 minute)'s occurrence at that minute due and fires it on its first tick, instead of the
+    test waiting up to a minute of real time for the next one (a rule seen for the first time starts from
+    now: tests/integration/test_scheduler.py holds that)."""
+    before = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=1)
+    account = open_account(cli.home, lambda: PASSPHRASE)
+    try:
+        with model.driven_clock(ManualClock(before)):
+            earlier = Scheduler(account)
+            assert earlier.tick()["acted"]
+            assert earlier.shutdown()["acted"]
+    finally:
+        account.close()
+    assert cli.json("plans", "list")["scheduler"]["lease_holder"] is None
 
 
 def _completed_run(cli: Cli) -> dict[str, Any] | None:

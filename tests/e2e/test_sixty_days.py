@@ -28,9 +28,11 @@ import pytest
 import yaml
 
 from strongroom import model
+from strongroom.clock import system_clock
 from strongroom.model import JobState, JobType, RecoveryPointStatus
-from strongroom.services.account import Account, create_vault, init_account
+from strongroom.services.account import Account, create_vault, init_account, open_account
 from strongroom.services.apply import apply_config
+from strongroom.services.lifecycle import GC_REFUSED, run_lifecycle_and_collect
 from strongroom.services.scheduler import Scheduler, list_runs
 from tests.support.accounts import Server, account_id, issue_credential, register, serving
 from tests.support.cli import PASSPHRASE, Cli
@@ -130,9 +132,19 @@ class Simulation:
 
     def destination_sweep(self, moment: datetime) -> None:
         """The destination's expiry on this simulated day (in the past): nothing goes, whatever the copies'
-        claimed creation dates; they are kept 60 days from their arrival."""
-        report = self.destination.json("lifecycle", "run", "--now", moment.isoformat())
+        claimed creation dates; they are kept 60 days from their arrival.
+
+        What ``strongroom lifecycle run --now MOMENT`` does in the destination's home, minus starting an
+        interpreter 119 times (the command itself runs at the end of the test): the account opened afresh,
+        on the real clock as the destination's own processes are, not this process's simulated one."""
+        with model.driven_clock(system_clock):
+            destination = open_account(self.destination.home, lambda: PASSPHRASE)
+            try:
+                report = run_lifecycle_and_collect(destination, now=moment)
+            finally:
+                destination.close()
         assert report["expired_recovery_points"] == [], (moment, report)
+        assert not report["failed"] and GC_REFUSED not in {g["status"] for g in report["garbage_collection"]}, report
 
 
 def test_sixty_days_of_the_seeds_production_plan_with_copies_and_retention_in_both_vaults(

@@ -20,7 +20,6 @@ import pytest
 
 from strongroom import model
 from strongroom.adapters.base import RestoreRequest
-from strongroom.adapters.postgres.tools import free_port
 from strongroom.errors import ConfigError, SourceError
 from strongroom.model import JobState
 from strongroom.policy.principals import root_arn
@@ -31,6 +30,7 @@ from strongroom.services.notifications import MAX_ATTEMPTS, Sink
 from strongroom.services.resources import add_resource
 from strongroom.services.restore import create_restore_job, run_restore_job
 from strongroom.services.vault_ops import delete_recovery_point, update_recovery_point_lifecycle
+from tests.support.ports import free_port
 from tests.support.vaults import FAST_SCRYPT
 
 PASSPHRASE = "notifications test passphrase"

@@ -15,7 +15,6 @@ import pytest
 
 from strongroom.adapters import ResourceSpec, RestoreContext, RestoreRequest, get_adapter
 from strongroom.adapters.postgres import cluster as postgres_cluster
-from strongroom.adapters.postgres.tools import free_port
 from strongroom.errors import ConfigError, IntegrityError, SourceError, TargetError, TargetNotEmptyError
 from strongroom.vault import Vault
 from strongroom.vault.writer import RecoveryPointWriter
@@ -27,6 +26,7 @@ from tests.support.pgcluster import (
     table_checksums,
     traversable_tempdir,
 )
+from tests.support.ports import free_port
 from tests.support.vaults import backup, restore
 
 pytestmark = pytest.mark.postgres

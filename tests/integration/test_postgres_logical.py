@@ -246,7 +246,7 @@ def test_a_password_in_the_dsn_is_refused_without_echoing_it(
 
 
 def test_an_unreachable_server_is_a_clear_source_error(pg_bindir: Path, vault: Vault, tmp_path: Path) -> None:
-    from strongroom.adapters.postgres.tools import free_port
+    from tests.support.ports import free_port
 
     port = free_port()
     with pytest.raises(SourceError) as failed:

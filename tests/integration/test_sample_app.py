@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from strongroom.adapters.postgres.tools import free_port
 from tests.support.cli import Cli, Result
 from tests.support.pgcluster import PgCluster
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.postgres
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import socket
 import subprocess
 import time
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strongroom.adapters.postgres.tools import free_port
 from tests.support.cli import Cli
 
 
@@ -40,37 +41,46 @@ class Server:
 @contextmanager
 def serving(cli: Cli, *extra: str, scheduler: bool = False) -> Iterator[Server]:
     """Run ``strongroom serve`` for the account of ``cli`` until the block ends (the API only, unless
-    ``scheduler``: a plan applied in the account must not fire during an unrelated test)."""
-    port = free_port()
-    log = cli.home.parent / f"serve-{port}.log"
+    ``scheduler``: a plan applied in the account must not fire during an unrelated test).
+
+    It listens on port 0 and its "serving on" line names the port the kernel gave it: no port is chosen
+    here, so servers of parallel test workers cannot race for one."""
+    log = cli.home.parent / f"serve-{secrets.token_hex(4)}.log"
     with open(log, "w") as sink:
         process = subprocess.Popen(
-            cli.command("serve", "--port", str(port), *extra, *(() if scheduler else ("--no-scheduler",))),
+            cli.command("serve", "--port", "0", *extra, *(() if scheduler else ("--no-scheduler",))),
             env=cli.env,
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
             text=True,
         )
-    server = Server(cli, port, process, log, "https" if "--tls-cert" in extra else "http")
+    server = Server(cli, 0, process, log, "https" if "--tls-cert" in extra else "http")
     try:
-        _wait_until_up(server)
+        server.port = _wait_until_up(server)
         yield server
     finally:
         server.stop()
 
 
-def _wait_until_up(server: Server, timeout: float = 30) -> None:
+SERVING_ON = re.compile(r"serving on https?://\S+:(\d+)")
+
+
+def _wait_until_up(server: Server, timeout: float = 30) -> int:
+    """The port ``server`` said it listens on, once a connection to it succeeds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise AssertionError(f"strongroom serve exited: {server.log.read_text()}")
+        said = SERVING_ON.search(server.log.read_text(errors="replace"))
         try:
-            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            return
+            if said:
+                socket.create_connection(("127.0.0.1", int(said[1])), timeout=1).close()
+                return int(said[1])
         except OSError:
-            time.sleep(0.1)
-    raise AssertionError("strongroom serve did not start listening")
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"strongroom serve did not start listening: {server.log.read_text()}")
 
 
 def issue_credential(cli: Cli, principal: str, *extra: str) -> dict[str, Any]:

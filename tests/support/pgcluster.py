@@ -32,11 +32,12 @@ import pytest
 from psycopg import sql
 
 from strongroom.adapters import BackupContext, ResourceSpec, get_adapter
-from strongroom.adapters.postgres.tools import OsUser, find_tool, free_port, run_tool, server_user, tool_environment
+from strongroom.adapters.postgres.tools import OsUser, find_tool, run_tool, server_user, tool_environment
 from strongroom.errors import ToolMissingError
 from strongroom.vault import Vault
 from strongroom.vault.manifest import Manifest
 from strongroom.vault.writer import RecoveryPointWriter
+from tests.support.ports import free_port
 
 SUPERUSER = "postgres"
 PASSWORD_GROUP = "strongroom_password_login"  # members must log in over TCP with a password
