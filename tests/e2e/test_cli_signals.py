@@ -15,6 +15,7 @@ import re
 import select
 import signal
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,25 @@ def test_verify_read_data_interrupted(cli: Cli, tmp_path: Path, signum: int) -> 
     cli.backup("files")
     process = paused(cli, tmp_path, "read:after-first-chunk", "verify", "--read-data")
     assert_interrupted(signalled(process, signum), signum)
+    assert cli.json("verify", "--read-data")["ok"]
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_lifecycle_run_interrupted_mid_collection(cli: Cli, tmp_path: Path, signum: int) -> None:
+    """Stopped while the collector deletes: one line, and what is left is consistent; the next run finishes."""
+    cli.run("backup", "start", "--resource", "files", "--delete-after", "1", "--wait")
+    for path in (tmp_path / "tree").iterdir():
+        path.write_bytes(os.urandom(300_000))  # the first point's chunks become garbage once it expires
+    kept = cli.backup("files")
+    later = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    process = paused(cli, tmp_path, "gc:after-first-delete", "lifecycle", "run", "--now", later)
+    assert_interrupted(signalled(process, signum), signum)
+    assert cli.json("verify", "--read-data")["ok"]
+    report = cli.json("lifecycle", "run", "--now", later, "--json")
+    assert [g["status"] for g in report["garbage_collection"]] == ["COMPLETED"], report
+    assert report["garbage_collection"][0]["objects_deleted"] > 0, report
+    points = cli.json("recovery-points", "list")["recovery_points"]
+    assert [p["recovery_point_arn"] for p in points] == [kept["recovery_point_arn"]]
     assert cli.json("verify", "--read-data")["ok"]
 
 

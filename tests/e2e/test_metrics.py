@@ -18,7 +18,6 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from strongroom.adapters.postgres.tools import free_port
 from strongroom.catalog.dr_records import DrRun, DrState
 from strongroom.clock import system_clock
 from strongroom.services import metrics
@@ -26,6 +25,7 @@ from strongroom.services.account import open_account
 from tests.e2e.test_copy import Pair, copy, two_accounts
 from tests.support.accounts import Server, account_id, serving
 from tests.support.cli import PASSPHRASE, Cli
+from tests.support.ports import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "monitoring"
 HEALTH_POLLS = 200  # a fresh scheduler's first tick comes at once; bounded, never a time limit

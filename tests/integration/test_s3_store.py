@@ -74,7 +74,7 @@ def test_a_missing_bucket_is_one_clear_error(s3_server: S3Server) -> None:
 
 
 def test_an_unreachable_endpoint_is_a_storage_error(s3_server: S3Server) -> None:
-    from strongroom.adapters.postgres.tools import free_port
+    from tests.support.ports import free_port
 
     store = _store(f"s3://bkt/p?endpoint=http://127.0.0.1:{free_port()}&region=us-east-1")
     with pytest.raises(StorageError, match="cannot reach"):

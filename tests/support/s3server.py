@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from strongroom.adapters.postgres.tools import free_port
+from tests.support.ports import free_port
 
 EXTERNAL_ENDPOINT_VARIABLE = "STRONGROOM_TEST_S3_ENDPOINT"
 _EXTERNAL_ENDPOINT = os.environ.get(EXTERNAL_ENDPOINT_VARIABLE, "").rstrip("/")

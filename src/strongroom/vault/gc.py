@@ -16,6 +16,7 @@ from datetime import datetime
 
 from strongroom.clock import now as clock_now
 from strongroom.errors import FormatError, IntegrityError, NotFoundError
+from strongroom.faults import fault_point
 from strongroom.store.base import RetainedError
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, decode_index, load_manifest
@@ -123,6 +124,8 @@ def delete_objects(vault: Vault, object_ids: Iterable[bytes], *, now: datetime |
             else:
                 count += 1
                 size += found.size
+                if count == 1:
+                    fault_point("gc:after-first-delete")
                 continue
         retained += 1
         earliest = until if earliest is None else min(earliest, until)
