@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.faults import ENV_FAULT_PAUSE_AT, ENV_FAULT_PAUSED_FILE
+from strongroom.faults import ENV_FAULT_PAUSE_AT, ENV_FAULT_PAUSED_FILE, ENV_FAULT_STOP_AT
 from tests.support.accounts import serving
 from tests.support.cli import Cli, Result, assert_one_line_error
 from tests.support.locks import wait_until
@@ -235,3 +235,23 @@ def test_serve_stops_cleanly_on_a_signal(cli: Cli, signum: int) -> None:
         server.process.send_signal(signum)
         assert server.process.wait(timeout=120) == 0, server.log.read_text()
     assert "Traceback" not in server.log.read_text() and "error" not in server.log.read_text().lower()
+
+
+def test_serve_signalled_before_it_serves_stops(cli: Cli, tmp_path: Path) -> None:
+    """A SIGTERM that arrives between "serving on" and uvicorn's own handlers stops the server too (it used to
+    stop only the scheduler, and the API served on). The server stalls itself there (SIGSTOP) for the test."""
+    env = {**cli.env, ENV_FAULT_STOP_AT: "serve:before-run"}
+    command = cli.command("serve", "--no-scheduler", "--port", "0")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stat = Path(f"/proc/{process.pid}/stat")
+        wait_until(
+            lambda: process.poll() is not None or stat.read_text().rpartition(")")[2].split()[0] in ("T", "t"),
+            "serve stalled at serve:before-run",
+        )
+        process.send_signal(signal.SIGTERM)  # pending while it is stopped, handled as soon as it goes on
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "serving on" in out and "Traceback" not in err

@@ -204,7 +204,10 @@ class Catalog:
         return [_job(r) for r in self._db.execute(sql + " ORDER BY creation_date", args)]
 
     # Recovery points -------------------------------------------------------------------------
-    def add_recovery_point(self, rp: RecoveryPoint) -> None:
+    def add_recovery_point(self, rp: RecoveryPoint, job_fields: dict[str, Any] | None = None) -> None:
+        """Record a new recovery point and, in the same transaction, set ``job_fields`` on the job that makes it
+        (its ``recovery_point_arn``): a crash never leaves a point whose job does not name it, which the
+        dead-job sweep could not then mark PARTIAL."""
         self._key_before_writing()
         with self.transaction() as db:
             db.execute(
@@ -231,6 +234,8 @@ class Catalog:
             )
             self._sign(db, "recovery_points", rp.id)
             self._bump_and_sign_vault(db, rp.vault_name)
+            if job_fields and rp.backup_job_id:
+                self._update_in(db, "jobs", rp.backup_job_id, job_fields, ("parameters", "result"), "id", secured=False)
         self._mirror(rp.vault_name, rp.id)
 
     def add_attached_vault(self, vault: VaultRecord, sequence: int, points: list[RecoveryPoint]) -> None:

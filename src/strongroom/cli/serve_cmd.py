@@ -17,6 +17,7 @@ import typer
 
 from strongroom.cli import context, output
 from strongroom.errors import ListenError, UsageError
+from strongroom.faults import fault_point
 from strongroom.services.account import Account
 from strongroom.services.scheduler import STOP_GRACE_SECONDS, start_daemon
 from strongroom.services.session_limits import IDLE_SESSION_SECONDS, MAX_SESSION_SECONDS, SessionLimits
@@ -115,7 +116,7 @@ def serve(
             if scheduler_only:
                 _wait(stop, daemon)
             else:
-                _serve_api(account, host, port, tls_cert, tls_key, limits)
+                _serve_api(account, host, port, tls_cert, tls_key, limits, stop)
         finally:
             stop.set()
             if daemon is not None:
@@ -125,7 +126,13 @@ def serve(
 
 
 def _serve_api(
-    account: Account, host: str, port: int, tls_cert: Path | None, tls_key: Path | None, limits: SessionLimits
+    account: Account,
+    host: str,
+    port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    limits: SessionLimits,
+    stop: threading.Event,
 ) -> None:
     import uvicorn
 
@@ -144,9 +151,13 @@ def _serve_api(
     listener = _listen(host, port)  # bound before anything says "serving on", and refused in one line
     port = listener.getsockname()[1]  # the one the system chose for --port 0
     scheme = "https" if tls_cert else "http"
-    output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
     server = uvicorn.Server(config)
-    # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, to _on_signals' handler, once stopped.
+    # From here a SIGTERM/SIGINT asks the server to stop: uvicorn takes them while it serves and raises them
+    # again once stopped; one that arrives before uvicorn's own handlers are in (just after "serving on") must
+    # stop it too, not only the scheduler.
+    _on_signals(stop, server)
+    output.console.print(f"Strongroom account {account.account_id} serving on {scheme}://{host}:{port}")
+    fault_point("serve:before-run")
     try:
         server.run(sockets=[listener])
     except SystemExit:  # uvicorn's way to say its start-up failed (exit 3, the passphrase's code)
@@ -253,9 +264,14 @@ def _wait(stop: threading.Event, daemon: threading.Thread | None) -> None:
             return
 
 
-def _on_signals(stop: threading.Event) -> None:
+def _on_signals(stop: threading.Event, server: Any = None) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the scheduler's) and the API server's ``should_exit``, which uvicorn
+    checks after its start-up and while it serves."""
+
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        if server is not None:
+            server.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handle)

@@ -102,6 +102,5 @@ def _new_recovery_point(account: Account, job: Job, resource_type: str) -> Recov
         tags=dict(job.parameters.get("recovery_point_tags") or {}),
         **retention,
     )
-    account.catalog.add_recovery_point(rp)
-    account.catalog.update_job(job.id, recovery_point_arn=rp.arn)
+    account.catalog.add_recovery_point(rp, {"recovery_point_arn": rp.arn})
     return rp

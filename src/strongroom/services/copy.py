@@ -257,8 +257,7 @@ def _pulled_point(
         tags=_claimed_tags(info["recovery_point"].get("tags")),
         **retention,
     )
-    account.catalog.add_recovery_point(rp)
-    account.catalog.update_job(job.id, recovery_point_arn=rp.arn, resource_id=rp.resource_id)
+    account.catalog.add_recovery_point(rp, {"recovery_point_arn": rp.arn, "resource_id": rp.resource_id})
     return rp
 
 

@@ -213,8 +213,7 @@ class CopySessions:
                 **retention,
             )
             rp.arn = account.recovery_point_arn(rp.id)
-            account.catalog.add_recovery_point(rp)
-            account.catalog.update_job(job.id, recovery_point_arn=rp.arn)
+            account.catalog.add_recovery_point(rp, {"recovery_point_arn": rp.arn})
             job.recovery_point_arn = rp.arn
             previous = latest_intact_reader(account, request.resource_id, vault.name)
             base = previous.manifest if previous else None
