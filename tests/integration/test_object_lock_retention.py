@@ -84,7 +84,10 @@ def test_a_shared_chunk_is_extended_once_and_never_shortened(s3_server: S3Server
     # One PutObjectRetention per object whose date was short (the chunks, the index, the keys, the config),
     # and no HEAD beyond the one deduplication sends per object anyway: the retention comes with it.
     assert requests["PutObjectRetention"] == second.keeper.extended == len(chunks) + 2
-    assert requests["HeadObject"] <= len(chunks) + 2
+    # Where If-None-Match is not honoured (Ceph RGW 16.2 on a versioned bucket) the manifest's put-if-absent
+    # is a HEAD then a PUT: one HEAD more.
+    fallback_heads = 0 if s3_server.is_moto else 1
+    assert requests["HeadObject"] <= len(chunks) + 2 + fallback_heads
     assert all(covers(r, later) for r in _retentions(vault, CHUNKS_PREFIX).values())
 
     requests.clear()

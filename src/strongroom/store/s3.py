@@ -364,14 +364,33 @@ class S3Store(ObjectStore):
         target = wanted if have is None else have.at_least(wanted)
         if target == have:
             return have
+        upgrade = have is not None and have.mode is LockMode.GOVERNANCE and target.mode is LockMode.COMPLIANCE
+        try:
+            self._put_retention(key, target, bypass_governance=upgrade)
+        except StorageError:
+            if not upgrade:
+                raise
+            # S3 and Ceph RGW treat GOVERNANCE -> COMPLIANCE as changing a governance lock: it needs
+            # s3:BypassGovernanceRetention. Without it the date is still extended, under GOVERNANCE.
+            log.warning(
+                "%s: no right to turn GOVERNANCE into COMPLIANCE (s3:BypassGovernanceRetention); kept GOVERNANCE", key
+            )
+            target = Retention(LockMode.GOVERNANCE, target.until)
+            if target == have:
+                return have
+            self._put_retention(key, target, bypass_governance=False)
+        return target
+
+    def _put_retention(self, key: str, retention: Retention, *, bypass_governance: bool) -> None:
+        extra = {"BypassGovernanceRetention": True} if bypass_governance else {}
         self._call(
             f"PUT retention of {key}",
             self.client.put_object_retention,
             Bucket=self.location.bucket,
             Key=self._full(key),
-            Retention={"Mode": target.mode.value, "RetainUntilDate": target.until},
+            Retention={"Mode": retention.mode.value, "RetainUntilDate": retention.until},
+            **extra,
         )
-        return target
 
     # Versions --------------------------------------------------------------------------------
     def versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
