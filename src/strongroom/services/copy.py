@@ -88,9 +88,9 @@ def run_copy_job(
     with notifications.job_events(account, job.id), running(account, job, lock):
         if job.parameters["direction"] == "push":
             result = _push(account, job, progress)
+            complete_job(account, job.id, bytes_processed=result.get("bytes_transferred", 0), result=result)
         else:
-            result = _pull(account, job, progress)
-        complete_job(account, job.id, bytes_processed=result.get("bytes_transferred", 0), result=result)
+            _pull(account, job, progress)  # completes the pulled point and the job in one transaction
     return account.catalog.get_job(job.id)
 
 
@@ -221,23 +221,27 @@ def _pull(account: Account, job: Job, progress: ProgressCallback | None) -> dict
             _pull_stream(client, info["session_id"], receiver, name, int(shape["chunk_count"]), progress)
         manifest = receiver.commit(info["resource_id"], info["resource_type"], info["metadata"], info["streams"])
         stats = receiver.stats_dict()
+        source_bytes = sum(s.size for s in manifest.streams.values())
+        result = {
+            "source_recovery_point_arn": str(source),
+            "destination_recovery_point_arn": rp.arn,
+            "bytes_on_wire": client.bytes_sent + client.bytes_received,
+            "bytes_transferred": source_bytes,
+            **stats,
+        }
         complete_recovery_point(
             account,
             rp.id,
             manifest,
-            source_bytes=sum(s.size for s in manifest.streams.values()),
+            source_bytes=source_bytes,
             stored_bytes=stats["stored_stored_bytes"],
             new_bytes=stats["stored_new_bytes"],
             metadata=info["metadata"],
+            job_id=job.id,
+            bytes_processed=source_bytes,
+            result=result,
         )
-        wire_bytes = client.bytes_sent + client.bytes_received
-    return {
-        "source_recovery_point_arn": str(source),
-        "destination_recovery_point_arn": rp.arn,
-        "bytes_on_wire": wire_bytes,
-        "bytes_transferred": sum(s.size for s in manifest.streams.values()),
-        **stats,
-    }
+    return result
 
 
 def _pulled_point(
