@@ -45,7 +45,9 @@ def test_scattered_updates_are_stored_as_small_deltas(vault: Vault) -> None:
     first, first_stats = backup(vault, "rp1", first_data)
     _, second_stats = backup(vault, "rp2", second_data, previous=first)
     assert second_stats["delta_chunks"] > 0.8 * second_stats["new_chunks"]
-    assert second_stats["new_bytes"] < 0.25 * first_stats["stored_bytes"]  # whole chunks: ~100%
+    # Whole chunks would cost ~100%. Typically 2-3%; the vault's random chunker seed moves the cut points, and
+    # a seed whose cuts fall badly leaves a few chunks whole (26% seen once): the bound says "deltas", not "how small".
+    assert second_stats["new_bytes"] < 0.5 * first_stats["stored_bytes"]
     # what the second recovery point needs includes the bases its deltas were made against
     assert second_stats["stored_bytes"] > first_stats["stored_bytes"]
     assert read(vault, "rp2") == second_data
