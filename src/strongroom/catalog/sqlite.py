@@ -210,28 +210,7 @@ class Catalog:
         dead-job sweep could not then mark PARTIAL."""
         self._key_before_writing()
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, creation_date,"
-                " backup_job_id, delete_after_days, delete_at, lock_applies, source_recovery_point_arn, metadata,"
-                " arrival_date, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    rp.id,
-                    rp.arn,
-                    rp.vault_name,
-                    rp.resource_id,
-                    rp.resource_type,
-                    rp.status.value,
-                    rp.creation_date,
-                    rp.backup_job_id,
-                    rp.delete_after_days,
-                    rp.delete_at,
-                    int(rp.lock_applies),
-                    rp.source_recovery_point_arn,
-                    json.dumps(rp.metadata),
-                    rp.arrival_date or rp.creation_date,
-                    json.dumps(rp.tags),
-                ),
-            )
+            db.execute(_POINT_SQL, _point_values(rp))
             self._sign(db, "recovery_points", rp.id)
             self._bump_and_sign_vault(db, rp.vault_name)
             if job_fields and rp.backup_job_id:
@@ -264,7 +243,7 @@ class Catalog:
             self._sign(db, "vaults", vault.name)
             for rp in points:
                 try:
-                    db.execute(_ATTACHED_POINT_SQL, _attached_point_values(rp))
+                    db.execute(_POINT_SQL, _point_values(rp))
                 except sqlite3.IntegrityError:
                     raise AlreadyExistsError(
                         f"recovery point {rp.id} is already in this catalog (in another vault)",
@@ -981,7 +960,7 @@ def _recovery_point(row: sqlite3.Row) -> RecoveryPoint:
     return record(RecoveryPoint, row, ("metadata", "tags"))
 
 
-_ATTACHED_POINT_SQL = (
+_POINT_SQL = (
     "INSERT INTO recovery_points (id, arn, vault_name, resource_id, resource_type, status, status_message,"
     " creation_date, completion_date, source_bytes, stored_bytes, new_bytes, backup_job_id, metadata,"
     " delete_after_days, delete_at, lock_applies, source_recovery_point_arn, arrival_date, tags)"
@@ -989,7 +968,8 @@ _ATTACHED_POINT_SQL = (
 )
 
 
-def _attached_point_values(rp: RecoveryPoint) -> tuple[Any, ...]:
+def _point_values(rp: RecoveryPoint) -> tuple[Any, ...]:
+    """A recovery point as it is inserted: by a backup or copy (CREATING), or by ``vaults attach`` (as it was)."""
     return (
         rp.id,
         rp.arn,
