@@ -266,3 +266,46 @@ def test_verify_read_data_proves_a_copy_is_what_its_source_described(pair: Pair)
     (problem,) = damaged["damaged_objects"].values()
     assert "holds other data than its source described" in problem, problem
     assert damaged["copies_checked_against_source"] == 1, damaged
+
+
+def test_an_attacker_who_copied_first_is_unpinned_by_the_destinations_owner(pair: Pair) -> None:
+    """The attacker's key was pinned by the very first copy: every real copy is refused until the
+    destination's owner clears the pin; then the real copy pins the real key and restores the original."""
+    arn = pair.source.backup("files")["recovery_point_arn"]
+    with stolen_source(pair) as (account, client):
+        manifest, refs = point_refs(account, arn)
+        own_key = secrets.token_bytes(32)
+        junk = {ref.id: os.urandom(ref.size) for stream in refs.values() for ref in stream}
+        forged = {source_chunk_id(own_key, body): body for body in junk.values()}
+        forged_refs = {
+            name: [ChunkRef(source_chunk_id(own_key, junk[r.id]), r.size) for r in stream]
+            for name, stream in refs.items()
+        }
+        assert send_copy(client, announcement(account, arn, manifest, own_key), forged_refs, forged) is None
+    (pin,) = pair.destination.json("accounts", "source-keys")["source_keys"]
+    assert pin["source_vault_id"] == manifest.vault_id and pin["fingerprint"] == key_fingerprint(own_key).hex()
+    refused = pair.source.run(
+        "copy", "start", "--recovery-point", arn, "--destination-vault", pair.destination_vault, "--wait", ok=False
+    )
+    assert refused.returncode != 0 and "other than the one pinned" in refused.stderr, refused.stderr
+    assert "unpin-source-key" in refused.stderr and "\n" not in refused.stderr.strip()
+
+    unconfirmed = pair.destination.run(
+        "accounts", "unpin-source-key", pin["source_account_id"], manifest.vault_id, ok=False
+    )
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    unpinned = pair.destination.json(
+        "accounts", "unpin-source-key", pin["source_account_id"], manifest.vault_id, "--yes"
+    )
+    assert unpinned["mappings_dropped"] == len(forged), unpinned
+    assert mappings(pair.destination.home) == set()
+    missing = pair.destination.run(
+        "accounts", "unpin-source-key", pin["source_account_id"], manifest.vault_id, "--yes", ok=False
+    )
+    assert missing.returncode == 2 and "no chunk-id key is pinned" in missing.stderr, missing.stderr
+
+    job = copy(pair.source, arn, pair.destination_vault)
+    assert job["state"] == "COMPLETED", job
+    (repinned,) = pair.destination.json("accounts", "source-keys")["source_keys"]
+    assert repinned["fingerprint"] != pin["fingerprint"]
+    assert_restores_the_original(pair, job["result"]["destination_recovery_point_arn"], "after-unpin")

@@ -98,6 +98,24 @@ class RemoteAccount:
 
 
 @dataclass(frozen=True)
+class PinnedSourceKey:
+    """A source vault's chunk-id key pinned on its first copy (table ``source_id_keys``); never the key."""
+
+    source_account_id: str
+    source_vault_id: str
+    fingerprint: bytes
+    pinned_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_account_id": self.source_account_id,
+            "source_vault_id": self.source_vault_id,
+            "fingerprint": self.fingerprint.hex(),
+            "pinned_at": self.pinned_at,
+        }
+
+
+@dataclass(frozen=True)
 class SecretInfo:
     """A secret's name, versions and dates (what listings read: no value, sealed or not)."""
 

@@ -14,7 +14,15 @@ from typing import Any
 from strongroom.catalog import integrity
 from strongroom.catalog.dr_records import DrRun, DrStep
 from strongroom.catalog.migrations import MIGRATIONS
-from strongroom.catalog.records import Credential, Output, RemoteAccount, SealedSecret, SecretInfo, record
+from strongroom.catalog.records import (
+    Credential,
+    Output,
+    PinnedSourceKey,
+    RemoteAccount,
+    SealedSecret,
+    SecretInfo,
+    record,
+)
 from strongroom.errors import AccountError, AlreadyExistsError, IntegrityError, NotFoundError, StorageFullError
 from strongroom.model import (
     Job,
@@ -619,6 +627,27 @@ class Catalog:
                 (account_id, vault_id),
             ).fetchone()
         return str(row[0])
+
+    def list_source_keys(self) -> list[PinnedSourceKey]:
+        rows = self._db.execute(
+            "SELECT source_account_id, source_vault_id, fingerprint, pinned_at FROM source_id_keys"
+            " ORDER BY source_account_id, source_vault_id"
+        )
+        return [PinnedSourceKey(a, v, bytes(f), p) for a, v, f, p in rows]
+
+    def unpin_source_key(self, account_id: str, vault_id: str) -> int:
+        """Drop a pin and every chunk mapping from that source vault (checked under the pinned key);
+        returns how many mappings went. Raises NotFoundError when nothing is pinned for it."""
+        with self.transaction() as db:
+            removed = db.execute(
+                "DELETE FROM source_id_keys WHERE source_account_id = ? AND source_vault_id = ?", (account_id, vault_id)
+            ).rowcount
+            if not removed:
+                raise NotFoundError(
+                    f"no chunk-id key is pinned for source vault {vault_id} of account {account_id}",
+                    hint="'strongroom accounts source-keys' lists the pinned ones",
+                )
+            return int(db.execute("DELETE FROM chunk_map WHERE peer_vault_id = ?", (vault_id,)).rowcount)
 
     def forget_chunks(self, vault_name: str, chunk_ids: list[bytes]) -> None:
         """Drop mappings to chunks the garbage collector removed."""

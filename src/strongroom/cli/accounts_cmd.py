@@ -9,7 +9,9 @@ import sys
 import typer
 
 from strongroom.cli import context, output
+from strongroom.errors import UsageError
 from strongroom.services.remote import add_remote_account, list_remote_accounts
+from strongroom.services.source_keys import pinned_source_keys, unpin_source_key
 
 ENV_REMOTE_SECRET = "STRONGROOM_REMOTE_SECRET"
 
@@ -54,6 +56,46 @@ def list_accounts(ctx: typer.Context, json_output: bool = typer.Option(False, "-
         "Accounts",
         ["name", "account id", "endpoint", "access key id"],
         [[r["name"], r["account_id"], r["endpoint"], r["key_id"]] for r in rows],
+    )
+
+
+@accounts_app.command("source-keys")
+def source_keys(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
+    """Chunk-id keys of source vaults that copy into this account, pinned on their first copy (fingerprints)."""
+    with context.account(ctx, display=True) as account:
+        rows = [pin.as_dict() for pin in pinned_source_keys(account)]
+    if json_output:
+        output.emit_json({"source_keys": rows})
+        return
+    output.table(
+        "Pinned source keys",
+        ["source account", "source vault id", "fingerprint", "pinned at"],
+        [[r["source_account_id"], r["source_vault_id"], r["fingerprint"], r["pinned_at"]] for r in rows],
+    )
+
+
+@accounts_app.command("unpin-source-key")
+def unpin(
+    ctx: typer.Context,
+    source_account_id: str = typer.Argument(..., help="The source's account id (see 'accounts source-keys')."),
+    source_vault_id: str = typer.Argument(..., help="The source vault's id (see 'accounts source-keys')."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: the source vault's next copy pins whatever key it sends."),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Clear a wrongly pinned source key and the chunk mappings checked under it. Investigate first."""
+    if not yes:
+        raise UsageError(
+            "unpinning lets the source vault's next copy pin whatever key it announces",
+            hint="make sure the source is trustworthy again, then add --yes",
+        )
+    with context.account(ctx) as account:
+        result = unpin_source_key(account, source_account_id, source_vault_id)
+    if json_output:
+        output.emit_json(result)
+        return
+    output.console.print(
+        f"Unpinned source vault {source_vault_id} of account {source_account_id};"
+        f" {result['mappings_dropped']} chunk mappings dropped. Its next copy pins its key again."
     )
 
 

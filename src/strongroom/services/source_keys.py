@@ -6,6 +6,12 @@ is the content the source's id names (services/copy_receive.py). The first copy 
 account, source vault id) pins the key, sealed under this account's key; a later copy that announces
 another key is refused and its job FAILED: a compromised source cannot swap the key to make junk
 check out under its real ids. A vault's id key never changes, so a different key is never legitimate.
+
+The one case an operator must mend: the very first copy came from an attacker holding the source's
+credential, so the attacker's key is pinned and every legitimate copy is refused. After investigating,
+the destination's owner lists the pins (``strongroom accounts source-keys``) and clears the wrong one
+(``strongroom accounts unpin-source-key``); its chunk mappings go with it, so nothing checked under the
+attacker's key is ever reused, and the next copy pins again.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import base64
 import hmac
 
+from strongroom.catalog.records import PinnedSourceKey
 from strongroom.errors import IntegrityError
 from strongroom.services.account import Account
 from strongroom.services.credentials import open_secret, seal_secret
@@ -28,8 +35,20 @@ def pin_source_key(account: Account, source_account_id: str, source_vault_id: st
         raise IntegrityError(
             f"the copy announces a chunk-id key for source vault {source_vault_id} of account {source_account_id}"
             " other than the one pinned on its first copy; the copy is refused",
-            hint="A vault's key never changes: treat the source account as compromised and investigate",
+            hint="A vault's key never changes: treat the source account as compromised and investigate; if the"
+            " pinned key is the wrong one, 'strongroom accounts unpin-source-key' clears it",
         )
+
+
+def pinned_source_keys(account: Account) -> list[PinnedSourceKey]:
+    """Every pinned source vault key, by fingerprint (the keys themselves stay sealed)."""
+    return account.catalog.list_source_keys()
+
+
+def unpin_source_key(account: Account, source_account_id: str, source_vault_id: str) -> dict[str, object]:
+    """Clear a pin and the chunk mappings checked under it; the source vault's next copy pins again."""
+    dropped = account.catalog.unpin_source_key(source_account_id, source_vault_id)
+    return {"source_account_id": source_account_id, "source_vault_id": source_vault_id, "mappings_dropped": dropped}
 
 
 def _label(source_account_id: str, source_vault_id: str) -> str:
