@@ -36,6 +36,7 @@ COMPARED = (
     "lifecycle",
     "calculated_lifecycle",
     "is_locked",
+    "tags",
 )
 
 COPY_IN_POLICY = {
@@ -79,7 +80,10 @@ def _fill(cli: Cli, tmp_path: Path, vault: str) -> dict[str, Any]:
     cli.run("vaults", "put-lock", vault, "--min-retention-days", "1", "--max-retention-days", "400")
     first = cli.json("backup", "start", "--resource", "files", "--vault", vault, "--wait", "--delete-after", "30")
     (source / "added-later.txt").write_text("second point\n")
-    files = cli.json("backup", "start", "--resource", "files", "--vault", vault, "--wait", "--delete-after", "30")
+    files = cli.json(
+        "backup", "start", "--resource", "files", "--vault", vault, "--wait", "--delete-after", "30",
+        "--tag", "Environment=prod", "--tag", "team=mavis",
+    )  # fmt: skip
     db = cli.json("backup", "start", "--resource", "clinic", "--vault", vault, "--wait", "--delete-after", "30")
     cli.run("recovery-points", "update-lifecycle", first["recovery_point_arn"], "--delete-after", "90")
     assert {first["state"], files["state"], db["state"]} == {"COMPLETED"}

@@ -30,7 +30,7 @@ from typing import Any
 
 from strongroom.errors import AlreadyExistsError, UsageError, VaultInUseError, WrongPassphraseError
 from strongroom.faults import fault_point
-from strongroom.model import Arn, RecoveryPoint, RecoveryPointStatus, VaultRecord, now
+from strongroom.model import Arn, RecoveryPoint, RecoveryPointStatus, VaultRecord, now, tag_problem
 from strongroom.services.account import Account
 from strongroom.services.catalog_integrity import POINT_RECORDS_PREFIX, VAULT_RECORD_KEY, check_fresh, read_record
 from strongroom.services.homes import home_id, keep_vault_keys, mark_home
@@ -237,7 +237,16 @@ def _point(
         lock_applies=bool(recorded["lock_applies"]) if recorded else locked,
         source_recovery_point_arn=_source_arn(recorded, manifest, creation, arrival),
         arrival_date=arrival,
+        tags=_recorded_tags(recorded),
     )
+
+
+def _recorded_tags(recorded: dict[str, Any] | None) -> dict[str, str]:
+    """The point's tags as its record kept them; malformed ones (from a tampered record) are dropped."""
+    tags = (recorded or {}).get("tags")
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()) or tag_problem(tags):
+        return {}
+    return dict(tags)
 
 
 def _source_arn(recorded: dict[str, Any] | None, manifest: Manifest | None, creation: str, arrival: str) -> str | None:

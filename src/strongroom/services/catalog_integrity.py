@@ -241,9 +241,15 @@ def _write_records(
         _write_record(
             vault,
             POINT_RECORDS_PREFIX + point_id,
-            {"seq": sequence, "id": point_id, **{f: row[f] for f in POINT_FIELDS}},
+            {"seq": sequence, "id": point_id, **{f: row[f] for f in POINT_FIELDS}, "tags": _tags(row)},
         )
     _write_record(vault, VAULT_RECORD_KEY, {"seq": sequence, "name": vault_name, **_vault_columns(record)})
+
+
+def _tags(row: dict[str, Any]) -> dict[str, str]:
+    """The point's tags travel in its record (not MAC-checked: information, so a new home keeps them)."""
+    tags = row.get("tags")
+    return dict(json.loads(tags)) if isinstance(tags, str) and tags else dict(tags or {})
 
 
 def _point_records(vault: Vault) -> Iterator[tuple[str, dict[str, Any]]]:
