@@ -93,6 +93,32 @@ def test_backup_wait_interrupted(cli: Cli, tmp_path: Path, signum: int) -> None:
     assert cli.backup("files")["state"] == "COMPLETED"  # and the next backup is not in its way
 
 
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_a_detached_job_s_worker_signalled_aborts_its_job(cli: Cli, tmp_path: Path, signum: int) -> None:
+    """A job started without --wait runs in a worker process; `kill` (or `systemctl stop`) reaching it ends
+    the job ABORTED with its half-made point PARTIAL at once — not RUNNING until a later command notices."""
+    marker = tmp_path / "paused"
+    env = {ENV_FAULT_PAUSE_AT: "write:after-new-chunk", ENV_FAULT_PAUSED_FILE: str(marker)}
+    started = cli.run("backup", "start", "--resource", "files", "--json", env=env).json()
+    wait_until(marker.exists, "the detached backup paused")
+    worker = int(marker.read_text())
+    os.kill(worker, signum)
+    wait_until(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker), "the worker exited")
+    log = (cli.home / "tmp" / f"job-{started['job_id']}.log").read_text()
+    assert f"error: {MESSAGES[signum]}" in log and "Traceback" not in log, log
+    job = cli.json("jobs", "describe", started["job_id"])
+    assert (job["state"], job["status_message"]) == ("ABORTED", MESSAGES[signum]), job
+    assert [p["status"] for p in cli.json("recovery-points", "list", "--all")["recovery_points"]] == ["PARTIAL"]
+    assert cli.json("verify", "--read-data")["ok"]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def test_backup_and_echo_ok_prints_nothing_after_an_interrupt(cli: Cli, tmp_path: Path) -> None:
     """The issue's own shell line: `strongroom backup … && echo ok` must not say ok."""
     marker = tmp_path / "paused"

@@ -15,6 +15,7 @@ import typer
 import typer.main
 from rich.markup import escape
 
+from strongroom import signals
 from strongroom.cli import (
     accounts_cmd,
     backup_cmd,
@@ -33,7 +34,6 @@ from strongroom.cli import (
     schedule_cmd,
     secrets_cmd,
     serve_cmd,
-    signals,
     vaults_cmd,
     verify_cmd,
 )

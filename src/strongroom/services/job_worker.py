@@ -3,6 +3,8 @@
 Started by ``job_runner.spawn_job`` with the job's lock inherited (``STRONGROOM_JOB_LOCK_FD``) and the
 passphrase in ``STRONGROOM_PASSPHRASE``. Its output goes to the job's log file; the job records its own
 outcome in the catalog, and the exit code is the error's (docs/cli-json.md), 0 when it completed.
+SIGTERM (``kill``, ``systemctl stop``) and SIGINT end the job as they end a ``--wait`` command: ABORTED,
+half-made things removed, exit 143/130 (strongroom/signals.py) — not a job left RUNNING by a dead process.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from strongroom import signals
 from strongroom.errors import AccountError, StorageError, StrongroomError, UsageError
 from strongroom.services.account import ENV_PASSPHRASE, open_account
 from strongroom.services.job_runner import execute_job
@@ -43,8 +46,12 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return UsageError.exit_code
+    signals.install()
     try:
         run(Path(argv[0]), argv[1])
+    except signals.Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except StrongroomError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

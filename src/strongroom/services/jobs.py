@@ -163,7 +163,7 @@ def running(account: Account, job: Job, lock: JobLock | None) -> Iterator[Path]:
     except StrongroomError as exc:
         fail_job(account, account.catalog.get_job(job.id), exc.one_line())
         raise
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it (cli/signals.py)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it (strongroom/signals.py)
         fail_job(account, account.catalog.get_job(job.id), str(exc) or "interrupted by the user", JobState.ABORTED)
         raise
     except Exception as exc:

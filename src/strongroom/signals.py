@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM while a command runs: an exception, so every job and lock is wound up in order.
+"""SIGINT and SIGTERM while a command or a job worker runs: an exception, so every job and lock is wound up in order.
 
 Python turns SIGINT into ``KeyboardInterrupt`` but lets SIGTERM kill the process on the spot, leaving a
 job RUNNING until the next command notices its process is gone. Here both raise :class:`Interrupted` (a
