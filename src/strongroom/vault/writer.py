@@ -192,8 +192,9 @@ class RecoveryPointWriter:
         Returns False when one of them is missing from the vault, so the caller re-reads the data.
         """
         refs = list(refs)
-        sizes = self.stored_sizes(ref.id for ref in refs if ref.id not in self._final and ref.id not in self._futures)
-        if None in sizes.values():
+        found = self.stored_sizes(ref.id for ref in refs if ref.id not in self._final and ref.id not in self._futures)
+        sizes = {object_id: size for object_id, size in found.items() if size is not None}
+        if len(sizes) < len(found):
             return False
         for ref in refs:
             if ref.id in sizes and ref.id not in self._final:
