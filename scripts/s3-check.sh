@@ -3,7 +3,8 @@
 #
 # Brings up a throwaway single-node Ceph cluster (one monitor, one memstore OSD, one radosgw) under a temp
 # directory on 127.0.0.1, no systemd, cephx with generated keys; creates an S3 user with radosgw-admin; runs
-# the store contract suite, the S3 store's own tests (conditional writes, Object Lock) and the CLI's S3 tests against
+# the store contract suite, the S3 store's own tests (conditional writes, Object Lock), the CLI's S3 tests and the
+# copies into an S3 destination vault (tests/e2e/test_s3_destination.py) against
 # it through STRONGROOM_TEST_S3_ENDPOINT (tests/support/s3server.py); tears everything down on exit.
 #
 #   scripts/s3-check.sh                 # the default selection below
@@ -148,8 +149,11 @@ export STRONGROOM_TEST_S3_ENDPOINT="http://127.0.0.1:$RGW_PORT"
 echo "s3-check: $(radosgw --version | head -1); tests against $STRONGROOM_TEST_S3_ENDPOINT" >&2
 
 if (($# == 0)); then
-    # -k s3 keeps the contract suite to the s3 scheme; every test of the other two files has s3 in its id.
-    set -- tests/contract/test_store_contract.py tests/integration/test_s3_store.py tests/e2e/test_s3_vault.py -k s3
+    # -k s3 keeps the contract suite to the s3 scheme; every test of the other files has s3 in its id (the
+    # module's name counts). test_s3_destination.py: copies into an S3 destination through serve, copy back, DR.
+    set -- tests/contract/test_store_contract.py tests/integration/test_s3_store.py \
+        tests/integration/test_object_lock_retention.py tests/e2e/test_s3_vault.py tests/e2e/test_s3_object_lock.py \
+        tests/e2e/test_vault_attach.py tests/e2e/test_s3_destination.py -k "s3 or S3 or lock or contract"
 fi
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider -rfE "$@" || status=$?

@@ -94,6 +94,9 @@ def serve(
     metrics_address = _metrics_address(metrics_bind, metrics_token_file)
     metrics_token = _metrics_token(metrics_token_file) if metrics_token_file is not None else None
     stop = threading.Event()
+    from strongroom.server.malloc_arenas import limit_malloc_arenas  # lazily, as the server's other modules
+
+    limit_malloc_arenas()  # before the scheduler's, the requests' and the copies' threads start
     with context.account(ctx) as account:
         account.passphrase()  # asked here, in the main thread, and checked before anything starts
         _log_to_stderr()

@@ -95,8 +95,9 @@ class CopyReceiver:
         unknown = list({i for i in peer_ids if i not in self.known})
         mapped = self.account.catalog.mapped_chunks(self.vault_name, self.peer_vault_id, unknown)
         unchecked = []
+        present = self.writer.stored_sizes(own_id for own_id, _ in mapped.values())
         for peer_id, (own_id, checked_under) in mapped.items():
-            if not self.vault.has_object(own_id):  # the collector may have removed it
+            if present[own_id] is None:  # the collector may have removed it
                 continue
             if self.source is None or checked_under == self.source.fingerprint:
                 self.known[peer_id] = own_id

@@ -192,13 +192,10 @@ class RecoveryPointWriter:
         Returns False when one of them is missing from the vault, so the caller re-reads the data.
         """
         refs = list(refs)
-        sizes = {}
-        for ref in refs:
-            if ref.id not in self._final and ref.id not in self._futures:
-                size = self._stored_size(chunk_key(ref.id))
-                if size is None:
-                    return False
-                sizes[ref.id] = size
+        found = self.stored_sizes(ref.id for ref in refs if ref.id not in self._final and ref.id not in self._futures)
+        sizes = {object_id: size for object_id, size in found.items() if size is not None}
+        if len(sizes) < len(found):
+            return False
         for ref in refs:
             if ref.id in sizes and ref.id not in self._final:
                 self._final[ref.id] = self._count_base(self._resolve_existing(ref))
@@ -209,6 +206,14 @@ class RecoveryPointWriter:
             if self._progress:
                 self._progress(ref.size)
         return True
+
+    def stored_sizes(self, object_ids: Iterable[bytes]) -> dict[bytes, int | None]:
+        """Size of each stored chunk or index object (None: absent), with as many HEADs in flight as the store
+        takes: on S3 one at a time would cost a round trip per chunk of an unchanged file or a copied point."""
+        ids = list(dict.fromkeys(object_ids))
+        return dict(
+            zip(ids, self._pool.map(lambda object_id: self._stored_size(chunk_key(object_id)), ids), strict=True)
+        )
 
     def final_ref(self, ref: ChunkRef) -> ChunkRef:
         """The reference as the index records it: with the base the stored object really uses."""
