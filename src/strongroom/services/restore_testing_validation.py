@@ -61,9 +61,10 @@ class Restored:
     def dsn(self, database: str | None) -> str | None:
         if self.resource_type not in ("postgres", "postgres-cluster"):
             return None
-        endpoint = get_adapter(self.resource_type).restored_endpoint(self.result)
-        dsn = endpoint.dsn
-        return psycopg.conninfo.make_conninfo(dsn, dbname=database) if database else dsn
+        dsn = get_adapter(self.resource_type).restored_endpoint(self.result).dsn
+        if database and self.resource_type == "postgres-cluster":  # a logical point is its one database
+            return psycopg.conninfo.make_conninfo(dsn, dbname=database)
+        return dsn
 
     def environment(self) -> dict[str, str]:
         """What a hook learns about the scratch copy (never a secret: restored DSNs hold no password)."""
