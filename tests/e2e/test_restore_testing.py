@@ -15,8 +15,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +34,52 @@ from strongroom.services.apply import apply_config
 from strongroom.services.metrics import collect, resource_recovery
 from strongroom.services.restore_testing import list_tests
 from strongroom.services.scheduler import Scheduler
+from tests.e2e.test_copy import copy, two_accounts
+from tests.e2e.test_metrics import scrape, value
+from tests.support.accounts import serving
 from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error
 from tests.support.clock import ManualClock
 from tests.support.pgcluster import Janitor, PgCluster, traversable_tempdir
+from tests.support.ports import free_port
+
+
+@dataclass
+class Received:
+    url: str
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+
+@contextmanager
+def validation_server(status: str, message: str) -> Iterator[Received]:
+    """A real HTTP endpoint on 127.0.0.1 that records what it is sent and answers as PutRestoreValidationResult."""
+    received = Received("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            received.bodies.append(json.loads(self.rfile.read(length)))
+            received.headers.append(dict(self.headers))
+            answer = json.dumps({"status": status, "message": message}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    received.url = f"http://127.0.0.1:{server.server_address[1]}/validate"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+
 
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("restore_testing")]
 
@@ -419,3 +466,98 @@ def test_start_run_of_an_unknown_plan_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(
         cli.run("restore-testing", "start-run", "nope", ok=False), 2, "no restore testing plan 'nope'"
     )
+
+
+# The destination's copies, an HTTP validation hook, sqlite, and the metrics over HTTP -----------------------
+def test_a_plan_including_the_destination_vault_tests_the_copy_there_and_removes_what_it_copied_back(
+    tmp_path: Path,
+) -> None:
+    """The include_vaults entry is the destination vault's ARN: its newest copy is copied back, restored,
+    validated by a real HTTP hook, and the copied-back point deleted again; /metrics shows the test."""
+    with two_accounts(tmp_path) as pair:
+        source = pair.source
+        first = source.backup("files")["recovery_point_arn"]
+        copied = copy(source, first, pair.destination_vault)["result"]["destination_recovery_point_arn"]
+        with validation_server("SUCCESSFUL", "the restored files open") as received:
+            config = {
+                "restore_testing_plans": {
+                    "offsite": _plan(
+                        {
+                            "files": {
+                                "protected_resource_type": "directory",
+                                "validation": {"hook": {"url": received.url, "headers": {"X-Check": "files"}}},
+                            }
+                        }
+                    )
+                }
+            }
+            config["restore_testing_plans"]["offsite"]["recovery_point_selection"]["include_vaults"] = [
+                pair.destination_vault
+            ]
+            source.run("apply", "-f", str(_write_config(tmp_path / "offsite.yaml", config)), "--auto-approve")
+            [job] = source.json("restore-testing", "start-run", "offsite")["restore_jobs"]
+        assert (job["status"], job["validation_status"]) == ("SUCCESSFUL", "SUCCESSFUL"), job
+        assert job["recovery_point_arn"] == copied  # the point in the destination account was tested
+        assert job["validation_status_message"] == "hook: the restored files open"
+        [body] = received.bodies
+        assert body["recovery_point_arn"] != copied and body["resource_id"] == "files"
+        assert Path(body["target"]).parent.parent == source.home / "restore-testing"
+        assert received.headers[0]["X-Check"] == "files"
+        assert not Path(body["target"]).exists()  # the scratch directory is gone
+        back = source.json("recovery-points", "describe", "--recovery-point", body["recovery_point_arn"])
+        assert back["status"] == "DELETED" and back["source_recovery_point_arn"] == copied
+        assert "deleted the copied-back recovery point" in job["cleanup_message"]
+
+        port = free_port()
+        with serving(source, "--metrics-bind", str(port)):
+            samples = scrape(port)
+        where = {"resource_id": "files", "plan": "offsite"}
+        assert value(samples, "strongroom_restore_test_last_success", **where) == 1.0
+        assert value(samples, "strongroom_restore_test_last_status", status="SUCCESSFUL", **where) == 1.0
+        assert value(samples, "strongroom_resource_last_rto_seconds", resource_id="files") == pytest.approx(
+            job["restore_seconds"], abs=1e-3
+        )
+
+
+def test_a_sqlite_point_is_tested_and_the_hook_never_sees_the_passphrase(workdir: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "notes.sqlite"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.executemany("INSERT INTO notes VALUES (?)", [(f"note {n}",) for n in range(500)])
+    conn.close()
+    hook = tmp_path / "check.py"
+    hook.write_text(
+        "import json, os, sqlite3\n"
+        "leaked = sorted(k for k in os.environ if k.startswith('STRONGROOM_') and 'RESTORE_TEST' not in k)\n"
+        "secret = any(os.environ.get(k) == os.environ['SECRET'] for k in os.environ if k != 'SECRET')\n"
+        "rows = sqlite3.connect(os.environ['STRONGROOM_RESTORE_TEST_TARGET']).execute('SELECT count(*) FROM notes')\n"
+        "n = rows.fetchone()[0]\n"
+        "ok = n == 500 and not leaked and not secret\n"
+        "print(json.dumps({'ValidationStatus': 'SUCCESSFUL' if ok else 'FAILED',"
+        " 'ValidationStatusMessage': f'{n} notes, leaked {leaked}, passphrase seen {secret}'}))\n"
+    )
+    cli = Cli(workdir / "sqlite")
+    cli.run("init")
+    config = {
+        "resources": {"notes": {"type": "sqlite", "settings": {"path": str(database)}}},
+        "restore_testing_plans": {
+            "notes": _plan(
+                {
+                    "notes": {
+                        "protected_resource_type": "sqlite",
+                        "validation": {"hook": {"command": [sys.executable, str(hook)]}},
+                    }
+                }
+            )
+        },
+    }
+    cli.run("apply", "-f", str(_write_config(workdir / "sqlite.yaml", config)), "--auto-approve")
+    cli.backup("notes")
+    [job] = cli.run("restore-testing", "start-run", "notes", "--json", env={"SECRET": PASSPHRASE}).json()[
+        "restore_jobs"
+    ]
+    assert job["validation_status_message"] == "hook: 500 notes, leaked [], passphrase seen False", job
+    assert job["status"] == "SUCCESSFUL"
+    assert not Path(job["scratch"]["directory"]).exists()

@@ -439,18 +439,27 @@ def _test_lock(account: Account, job_id: str) -> Iterator[None]:
         lock.release()
 
 
-def _abandoned(account: Account, test: RestoreTest) -> bool:
+def _abandoned(account: Account, test: RestoreTest) -> RestoreTest | None:
+    """The test as it stands now if nobody runs it and its scratch target may still exist; else None."""
     if test.outcome is not None and test.outcome.cleanup == CleanupState.DONE:
-        return False
-    return not is_held(test_lock_path(account, test.job.id)) and not is_held(lock_path(account, test.job.id))
+        return None
+    if is_held(test_lock_path(account, test.job.id)) or is_held(lock_path(account, test.job.id)):
+        return None
+    # Read again once both locks are seen free: a runner records its outcome before it lets go of the test lock,
+    # so a test that ended since the listing is not taken for a dead one.
+    now = restore_test_of(account.catalog.get_job(test.job.id))
+    if now is None or (now.outcome is not None and now.outcome.cleanup == CleanupState.DONE):
+        return None
+    return now
 
 
 def clean_leftovers(account: Account) -> list[str]:
     """Remove the scratch targets of tests whose process died (or whose cleanup failed); what was removed."""
     recover_dead_jobs(account)
     removed: list[str] = []
-    for test in list_tests(account):
-        if not _abandoned(account, test):
+    for listed in list_tests(account):
+        test = _abandoned(account, listed)
+        if test is None:
             continue
         outcome = test.outcome or _outcome(RestoreTestStatus.FAILED, ValidationStatus.SKIPPED, DEAD_TEST_MESSAGE)
         if test.outcome is None and test.job.state == JobState.COMPLETED:
