@@ -117,6 +117,7 @@ def load_config(
         set(config.vaults) | set(identity.vault_names),
         checks.add,
     )
+    _unused_restore_testing_fields(config, checks)
     raise_problems(checks.problems)
     return LoadedConfig(
         config=config,
@@ -308,6 +309,18 @@ def _check_rule_retention(path: Path_, days: int | None, lock: LockConfig, check
         ).check_retention(days)
     except StrongroomError as exc:
         checks.located(path, exc)
+
+
+def _unused_restore_testing_fields(config: AccountConfig, checks: _Checks) -> None:
+    """The blueprint's restore testing fields of a backup plan act only through a selection naming the plan."""
+    named = {s.backup_plan for p in config.restore_testing_plans.values() for s in p.selections.values()}
+    for name, plan in config.backup_plans.items():
+        if name not in named and (plan.restore_testing_overrides is not None or plan.validation_window_hours):
+            where = checks.source.problem(("backup_plans", name), "")
+            checks.warnings.append(
+                f"{where}restore_testing_overrides and validation_window_hours are used by restore testing"
+                f" selections with backup_plan: {name}, and none names this plan"
+            )
 
 
 def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None:
