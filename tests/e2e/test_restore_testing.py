@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from strongroom.adapters.postgres.tools import port_is_free
 from strongroom.services.account import open_account
 from strongroom.services.apply import apply_config
 from strongroom.services.metrics import collect, resource_recovery
-from strongroom.services.restore_testing import list_tests
+from strongroom.services.restore_testing import SETTING_CURSORS, list_tests
 from strongroom.services.scheduler import Scheduler
 from tests.e2e.test_copy import copy, two_accounts
 from tests.e2e.test_metrics import scrape, value
@@ -85,6 +86,7 @@ def validation_server(status: str, message: str) -> Iterator[Received]:
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("restore_testing")]
 
 DAYS = 4
+DAEMON_POLLS = 1500
 
 
 def _write_config(path: Path, config: dict[str, Any]) -> Path:
@@ -575,3 +577,39 @@ def test_a_sqlite_point_is_tested_and_the_hook_never_sees_the_passphrase(workdir
     assert job["validation_status_message"] == "hook: 500 notes, leaked [], passphrase seen False", job
     assert job["status"] == "SUCCESSFUL"
     assert not Path(job["scratch"]["directory"]).exists()
+
+
+def test_the_daemon_starts_a_due_plan_in_a_worker_process(workdir: Path, tmp_path: Path) -> None:
+    """``serve``'s scheduler fires a due plan into ``restore_testing_worker``; the test ends recorded."""
+    tree = tmp_path / "reports"
+    tree.mkdir()
+    (tree / "day.csv").write_text("date,doses\n2026-03-02,118\n")
+    cli = Cli(workdir / "daemon")
+    cli.run("init")
+    config = {
+        "resources": {"reports": {"type": "directory", "settings": {"path": str(tree)}}},
+        "restore_testing_plans": {
+            "minutely": _plan({"reports": {"protected_resource_type": "directory"}}, schedule="cron(* * * * ? *)")
+        },
+    }
+    cli.run("apply", "-f", str(_write_config(workdir / "daemon.yaml", config)), "--auto-approve")
+    cli.backup("reports")
+    # The plan was last considered two minutes ago, so its newest occurrence is due at the daemon's first tick
+    # (no waiting for a minute to turn).
+    account = open_account(cli.home, lambda: PASSPHRASE)
+    try:
+        since = model.now() - timedelta(minutes=2)
+        account.catalog.set_setting(SETTING_CURSORS, {"minutely": since.isoformat()})
+    finally:
+        account.close()
+    jobs: list[dict[str, Any]] = []
+    with serving(cli, "--poll-seconds", "1", scheduler=True):
+        for _ in range(DAEMON_POLLS):  # bounded: the worker's test ends in seconds
+            jobs = cli.json("restore-testing", "list-jobs")["restore_jobs"]
+            if jobs and jobs[0]["status"]:
+                break
+            time.sleep(0.2)
+    [job] = jobs[:1]
+    assert (job["status"], job["cleanup"]) == ("SUCCESSFUL", "DONE"), job
+    assert job["scheduled_for"] is not None and job["scheduled_for"] > since.isoformat()
+    assert (cli.home / "tmp" / "restore-testing-minutely.log").exists()
