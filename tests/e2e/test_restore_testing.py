@@ -523,6 +523,8 @@ def test_a_plan_including_the_destination_vault_tests_the_copy_there_and_removes
         back = source.json("recovery-points", "describe", "--recovery-point", body["recovery_point_arn"])
         assert back["status"] == "DELETED" and back["source_recovery_point_arn"] == copied
         assert "deleted the copied-back recovery point" in job["cleanup_message"]
+        described = source.json("restore-testing", "describe-plan", "offsite")
+        assert described["selections"]["files"]["validation"]["hook"]["headers"] == {"X-Check": "(hidden)"}
 
         port = free_port()
         with serving(source, "--metrics-bind", str(port)):

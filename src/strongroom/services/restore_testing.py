@@ -80,6 +80,7 @@ DEAD_TEST_MESSAGE = "the process running this restore test stopped before it fin
 FAULT_AFTER_BYTES = 1 << 20
 WORKER_MODULE = "strongroom.services.restore_testing_worker"
 RESTORE_JOB_FAILED = "RESTORE_JOB_FAILED"
+HIDDEN = "(hidden)"
 RESTORE_VALIDATION_COMPLETED = "RESTORE_VALIDATION_COMPLETED"
 
 
@@ -110,9 +111,14 @@ def describe_plan(account: Account, name: str) -> dict[str, Any]:
     schedule = parse_schedule(plan.schedule_expression, plan.schedule_expression_timezone)
     cursor = (account.catalog.get_setting(SETTING_CURSORS) or {}).get(name)
     upcoming = next(iter(schedule.fire_times(datetime.fromisoformat(cursor) if cursor else model.now())), None)
+    shown = plan.model_dump(mode="json")
+    for selection in shown["selections"].values():
+        hook = selection["validation"]["hook"]
+        if hook and hook.get("headers"):  # they may carry a token: shown by name only
+            hook["headers"] = dict.fromkeys(hook["headers"], HIDDEN)
     return {
         "restore_testing_plan_name": name,
-        **plan.model_dump(mode="json"),
+        **shown,
         "next_run": iso(upcoming),
         "last_run": tests[-1].job.creation_date if tests else None,
         "restore_jobs": len(tests),
