@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from strongroom.services.apply import apply_config
 from strongroom.services.metrics import collect, resource_recovery
 from strongroom.services.restore_testing import SETTING_CURSORS, list_tests
 from strongroom.services.scheduler import Scheduler
+from tests.e2e.test_cli_signals import paused, signalled
 from tests.e2e.test_copy import copy, two_accounts
 from tests.e2e.test_metrics import scrape, value
 from tests.support.accounts import serving
@@ -615,3 +617,27 @@ def test_the_daemon_starts_a_due_plan_in_a_worker_process(workdir: Path, tmp_pat
     assert (job["status"], job["cleanup"]) == ("SUCCESSFUL", "DONE"), job
     assert job["scheduled_for"] is not None and job["scheduled_for"] > since.isoformat()
     assert (cli.home / "tmp" / "restore-testing-minutely.log").exists()
+
+
+def test_sigterm_mid_test_removes_the_scratch_copy_before_exiting(workdir: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "letters"
+    tree.mkdir()
+    (tree / "letter.txt").write_text("Dear parent, ...\n")
+    cli = Cli(workdir / "sigterm")
+    cli.run("init")
+    config = {
+        "resources": {"letters": {"type": "directory", "settings": {"path": str(tree)}}},
+        "restore_testing_plans": {"letters": _plan({"letters": {"protected_resource_type": "directory"}})},
+    }
+    cli.run("apply", "-f", str(_write_config(workdir / "sigterm.yaml", config)), "--auto-approve")
+    cli.backup("letters")
+    process = paused(cli, tmp_path, "restore_test:restored", "restore-testing", "start-run", "letters")
+    [job] = cli.json("restore-testing", "list-jobs")["restore_jobs"]
+    scratch = Path(job["scratch"]["directory"])
+    assert (scratch / "letters" / "letter.txt").read_text() == "Dear parent, ...\n"  # restored, held there
+    result = signalled(process, signal.SIGTERM)
+    assert_one_line_error(result, 143, "SIGTERM")
+    assert not scratch.exists()  # removed on the way out, not left for the next run
+    [job] = cli.json("restore-testing", "list-jobs")["restore_jobs"]
+    assert (job["status"], job["cleanup"]) == ("FAILED", "DONE")
+    assert "the restore test stopped" in job["validation_status_message"]

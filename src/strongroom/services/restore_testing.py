@@ -260,9 +260,17 @@ def run_test(
     )
     with _test_lock(account, job.id):
         fault_point("restore_test:recorded")
-        outcome = _restore_and_validate(account, job, job_lock, spec, selection, rp.metadata)
-        outcome = _cleaned(account, spec, outcome)
-        _record(account, job.id, outcome)
+        try:
+            outcome = _restore_and_validate(account, job, job_lock, spec, selection, rp.metadata)
+        except BaseException as exc:  # a bug, Ctrl-C or SIGTERM: the scratch target goes all the same
+            why = f"the restore test stopped: {type(exc).__name__}: {exc}"
+            _record(
+                account,
+                job.id,
+                _cleaned(account, spec, _outcome(RestoreTestStatus.FAILED, ValidationStatus.SKIPPED, why)),
+            )
+            raise
+        _record(account, job.id, _cleaned(account, spec, outcome))
     test = restore_test_of(account.catalog.get_job(job.id))
     assert test is not None
     _notify(account, test)
