@@ -641,3 +641,36 @@ def test_sigterm_mid_test_removes_the_scratch_copy_before_exiting(workdir: Path,
     [job] = cli.json("restore-testing", "list-jobs")["restore_jobs"]
     assert (job["status"], job["cleanup"]) == ("FAILED", "DONE")
     assert "the restore test stopped" in job["validation_status_message"]
+
+
+def test_a_point_that_cannot_be_tested_is_reported_and_the_run_goes_on(
+    workdir: Path, tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """A logical point whose resource is gone has no server to restore onto (no ``target`` override): it is
+    named as not started, the other selection's test still runs, and the exit code says so."""
+    database = _shop_database(pg_cluster, "rt_gone_shop", 10)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a")
+    cli = Cli(workdir / "gone")
+    cli.run("init")
+    cli.run("resources", "add", "shop", "--type", "postgres", "--dsn", pg_cluster.dsn(database))
+    cli.run("resources", "add", "files", "--type", "directory", "--path", str(tree))
+    cli.backup("shop")
+    cli.backup("files")
+    cli.run("resources", "remove", "shop")
+    selections = {"db": {"protected_resource_type": "postgres"}, "files": {"protected_resource_type": "directory"}}
+    cli.run(
+        "apply",
+        "-f",
+        str(_write_config(workdir / "gone.yaml", {"restore_testing_plans": {"p": _plan(selections)}})),
+        "--auto-approve",
+    )
+    result = cli.run("restore-testing", "start-run", "p", "--json", ok=False)
+    assert result.returncode == 11
+    assert "1 of 2 restore tests could not start; shop (arn:" in result.stderr and "needs target" in result.stderr
+    report = result.json()
+    assert [(j["resource_id"], j["status"]) for j in report["restore_jobs"]] == [("files", "SUCCESSFUL")]
+    [why] = report["not_started"]
+    assert why.startswith("shop (arn:") and "a postgres restore needs target" in why
+    assert _databases(pg_cluster, "restoretest_") == []

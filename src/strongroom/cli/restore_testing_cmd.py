@@ -56,17 +56,24 @@ def start_run(ctx: typer.Context, name: str, json_output: bool = typer.Option(Fa
     """Run a restore testing plan now: restore, validate and remove each point it picks (exit 11 if one fails)."""
     with context.account(ctx) as account:
         say = None if json_output else output.console.print
-        tests = [t.as_dict() for t in restore_testing.start_run(account, name, progress=say)]
+        run = restore_testing.start_run(account, name, progress=say)
+    tests = [t.as_dict() for t in run.tests]
     if json_output:
-        output.emit_json({"restore_jobs": tests})
+        output.emit_json({"restore_jobs": tests, "not_started": run.not_started})
     else:
         _table(tests)
     failed = [t for t in tests if t["status"] != RestoreTestStatus.SUCCESSFUL]
     if failed:
         first = failed[0]
         raise RestoreTestFailedError(
-            f"{len(failed)} of {len(tests)} restore tests did not succeed; {first['resource_id']}:"
-            f" {first['status']}, {first['validation_status']}: {first['validation_status_message']}"
+            f"{len(failed)} of {len(tests) + len(run.not_started)} restore tests did not succeed;"
+            f" {first['resource_id']}: {first['status']}, {first['validation_status']}:"
+            f" {first['validation_status_message']}"
+        )
+    if run.not_started:
+        raise RestoreTestFailedError(
+            f"{len(run.not_started)} of {len(tests) + len(run.not_started)} restore tests could not start;"
+            f" {run.not_started[0]}"
         )
 
 

@@ -211,6 +211,14 @@ def _vault_key(account: Account, entry: str) -> tuple[str, str]:
 
 
 # Running ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunResult:
+    """What one run of a plan did: its tests, and the points it could not even start a test of (why)."""
+
+    tests: list[RestoreTest]
+    not_started: list[str]
+
+
 def start_run(
     account: Account,
     plan_name: str,
@@ -218,19 +226,24 @@ def start_run(
     scheduled_for: str | None = None,
     rng: random.Random | None = None,
     progress: Callable[[str], None] | None = None,
-) -> list[RestoreTest]:
-    """Clean up what dead runs left, then test every point the plan picks now, one after the other."""
+) -> RunResult:
+    """Clean up what dead runs left, then test every point the plan picks now, one after the other. A point
+    whose test cannot start (no scratch target to be had, a copy back refused) is reported and the run goes on."""
     plan = get_plan(account, plan_name)
     clean_leftovers(account)
     picks = selected_points(account, plan, model.now(), rng)
-    if not picks and progress:
-        progress(f"plan {plan_name}: no recovery point in its window matches its selections")
-    tests = []
+    say = progress or (lambda _: None)
+    if not picks:
+        say(f"plan {plan_name}: no recovery point in its window matches its selections")
+    result = RunResult([], [])
     for selection_name, point in picks:
-        if progress:
-            progress(f"testing {point.arn} of {point.resource_id} ({selection_name})")
-        tests.append(run_test(account, plan_name, plan, selection_name, point, scheduled_for))
-    return tests
+        say(f"testing {point.arn} of {point.resource_id} ({selection_name})")
+        try:
+            result.tests.append(run_test(account, plan_name, plan, selection_name, point, scheduled_for))
+        except StrongroomError as exc:  # nothing was restored: no job, nothing to remove
+            result.not_started.append(f"{point.resource_id} ({point.arn}): {exc.one_line()}")
+            say(f"could not test {point.resource_id}: {exc.one_line()}")
+    return result
 
 
 def run_test(
@@ -567,8 +580,9 @@ def tick(account: Account, now: datetime, *, inline: bool) -> list[str]:
     done = []
     for due in due_runs(account, now):
         if inline:
-            tests = start_run(account, due.plan_name, scheduled_for=iso(due.occurrence))
-            done.append(f"restore testing plan {due.plan_name}: {len(tests)} test(s)")
+            run = start_run(account, due.plan_name, scheduled_for=iso(due.occurrence))
+            done.append(f"restore testing plan {due.plan_name}: {len(run.tests)} test(s)")
+            done += [f"restore testing plan {due.plan_name}: not started: {why}" for why in run.not_started]
         else:
             spawn_run(account, due.plan_name, iso(due.occurrence) or "")
             done.append(f"restore testing plan {due.plan_name}: started")

@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
     try:
         account = open_account(Path(argv[0]), _passphrase)
         try:
-            for test in start_run(account, argv[1], scheduled_for=argv[2], progress=print):
+            run = start_run(account, argv[1], scheduled_for=argv[2], progress=print)
+            for test in run.tests:
                 outcome = test.outcome
                 print(f"{test.job.id} {test.job.resource_id}: {outcome.status if outcome else 'unfinished'}")
         finally:
