@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import signal
 import sys
@@ -32,16 +33,17 @@ import yaml
 
 from strongroom import model
 from strongroom.adapters.postgres.tools import port_is_free
+from strongroom.config.restore_testing import RestoreTestingPlan
 from strongroom.services.account import open_account
 from strongroom.services.apply import apply_config
 from strongroom.services.metrics import collect, resource_recovery
-from strongroom.services.restore_testing import SETTING_CURSORS, list_tests
+from strongroom.services.restore_testing import SETTING_CURSORS, list_tests, selected_points
 from strongroom.services.scheduler import Scheduler
 from tests.e2e.test_cli_signals import paused, signalled
 from tests.e2e.test_copy import copy, two_accounts
 from tests.e2e.test_metrics import scrape, value
 from tests.support.accounts import serving
-from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error
+from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.clock import ManualClock
 from tests.support.pgcluster import Janitor, PgCluster, traversable_tempdir
 from tests.support.ports import free_port
@@ -260,8 +262,6 @@ def test_a_wrong_row_count_fails_the_test(workdir: Path, pg_cluster: PgCluster) 
     ok = cli.json("restore-testing", "start-run", "now")["restore_jobs"]
     assert [(j["status"], j["validation_status"]) for j in ok] == [("SUCCESSFUL", "SUCCESSFUL")]
     # What the catalog says the point holds is what a restore test checks against.
-    from tests.support.cli import edit_catalog_as_owner
-
     point = cli.json("recovery-points", "describe", "--recovery-point", arn)
     metadata = {**point["metadata"], "row_counts": {**point["metadata"]["row_counts"], "public.items": 11}}
     edit_catalog_as_owner(cli, "UPDATE recovery_points SET metadata = ? WHERE arn = ?", json.dumps(metadata), arn)
@@ -674,3 +674,35 @@ def test_a_point_that_cannot_be_tested_is_reported_and_the_run_goes_on(
     [why] = report["not_started"]
     assert why.startswith("shop (arn:") and "a postgres restore needs target" in why
     assert _databases(pg_cluster, "restoretest_") == []
+
+
+def test_points_are_picked_within_the_selection_window_latest_or_random(workdir: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    cli = Cli(workdir / "window")
+    cli.run("init")
+    cli.run("resources", "add", "files", "--type", "directory", "--path", str(tree))
+    arns = []
+    for n in range(3):
+        (tree / f"{n}.txt").write_text(str(n))
+        arns.append(cli.backup("files")["recovery_point_arn"])
+    now = model.now()
+    for arn, age in ((arns[0], 20), (arns[1], 5)):  # days old: outside and inside a 7-day window
+        created = (now - timedelta(days=age)).isoformat()
+        edit_catalog_as_owner(cli, "UPDATE recovery_points SET creation_date = ? WHERE arn = ?", created, arn)
+    plan = RestoreTestingPlan.model_validate(_plan({"files": {"protected_resource_type": "directory"}}))
+    random_plan = plan.model_copy(
+        update={
+            "recovery_point_selection": plan.recovery_point_selection.model_copy(
+                update={"algorithm": "RANDOM_WITHIN_WINDOW"}
+            )
+        }
+    )
+    account = open_account(cli.home, lambda: PASSPHRASE)
+    try:
+        [(_, latest)] = selected_points(account, plan, now)
+        assert latest.arn == arns[2]
+        picked = {selected_points(account, random_plan, now, random.Random(seed))[0][1].arn for seed in range(40)}
+        assert picked == {arns[1], arns[2]}  # never the point older than selection_window_days
+    finally:
+        account.close()
