@@ -34,7 +34,8 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     │   └── VaultLockedError       the vault lock forbids it (retention, lock removal, early deletion)
     ├── RemoteError                another account's endpoint is unreachable or answered nonsense (exit 9)
     │   └── RequestTooLargeError   a request body over its route's limit (HTTP 413)
-    └── HookFailedError            a runbook hook failed or timed out (exit 10)
+    ├── HookFailedError            a runbook hook failed or timed out (exit 10)
+    └── RestoreTestFailedError     a restore test did not succeed: restore or validation failed, timed out (exit 11)
 """
 
 from __future__ import annotations
@@ -205,6 +206,14 @@ class HookFailedError(StrongroomError):
 
     code = "HOOK_FAILED"
     exit_code = 10
+
+
+class RestoreTestFailedError(StrongroomError):
+    """``restore-testing start-run``: at least one test's status is FAILED or TIMED_OUT (each is recorded)."""
+
+    code = "RESTORE_TEST_FAILED"
+    exit_code = 11
+    hint = "see 'strongroom restore-testing list-jobs' for each test's validation message"
 
 
 class NoRecoveryPointError(NotFoundError):

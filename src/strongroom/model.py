@@ -296,12 +296,19 @@ NOTIFICATION_EVENTS = (
     "COPY_JOB_FAILED",
     "RESTORE_JOB_STARTED",
     "RESTORE_JOB_COMPLETED",
+    "RESTORE_JOB_FAILED",  # a restore test that did not succeed (docs/restore-testing.md)
+    "RESTORE_VALIDATION_COMPLETED",  # a restore test's validation ended (Strongroom's; AWS tells it by EventBridge)
     "RECOVERY_POINT_MODIFIED",
     "S3_BACKUP_OBJECT_FAILED",
     "S3_RESTORE_OBJECT_FAILED",
 )
 # The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
-NOTIFICATION_STATES = tuple(dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus)]))
+# (SUCCESSFUL, SKIPPED, TIMED_OUT: a restore test's validation status, docs/restore-testing.md)
+NOTIFICATION_STATES = tuple(
+    dict.fromkeys(
+        [*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus), "SUCCESSFUL", "SKIPPED", "TIMED_OUT"]
+    )
+)
 
 
 class DeliveryStatus(StrEnum):

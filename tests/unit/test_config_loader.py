@@ -343,3 +343,38 @@ def test_rate_schedules_and_continuous_backup_warn(tmp_path: Path) -> None:
     warnings = load(path).warnings
     assert any("rate() is a Strongroom extension" in w for w in warnings)
     assert any("enable_continuous_backup is accepted but not supported yet" in w for w in warnings)
+
+
+def test_the_blueprints_restore_testing_fields_resolve_into_the_selection_or_warn_when_unused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        backup_plans:
+          aurora:
+            selection_tag: BackupAurora
+            selection_tags: [{key: environment, value: production}]
+            restore_testing_overrides: '{"port": "5499"}'
+            validation_window_hours: 3
+          unused:
+            selection_tag: Other
+            restore_testing_overrides: {no_owners: "true"}
+        restore_testing_plans:
+          weekly:
+            schedule_expression: cron(0 1 ? * SUN *)
+            recovery_point_selection: {include_vaults: ["*"]}
+            selections:
+              aurora:
+                protected_resource_type: postgres-cluster
+                backup_plan: aurora
+    """,
+    )
+    loaded = load(path)
+    [selection] = loaded.stored_restore_testing_plans()["weekly"]["selections"].values()
+    assert selection["restore_metadata_overrides"] == {"port": "5499"}
+    assert selection["validation_window_hours"] == 3
+    assert selection["protected_resource_conditions"]["string_equals"] == [
+        {"key": "aws:ResourceTag/BackupAurora", "value": "True"},
+        {"key": "aws:ResourceTag/environment", "value": "production"},
+    ]
+    [warning] = [w for w in loaded.warnings if "restore_testing_overrides" in w]
+    assert f"{path}:7: backup_plans.unused:" in warning and "backup_plan: unused" in warning

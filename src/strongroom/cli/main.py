@@ -31,6 +31,7 @@ from strongroom.cli import (
     recovery_points_cmd,
     resources_cmd,
     restore_cmd,
+    restore_testing_cmd,
     schedule_cmd,
     secrets_cmd,
     serve_cmd,
@@ -82,6 +83,7 @@ plans_cmd.register(app)
 schedule_cmd.register(app)
 secrets_cmd.register(app)
 dr_cmd.register(app)
+restore_testing_cmd.register(app)
 
 
 def run(args: Sequence[str] | None = None) -> None:

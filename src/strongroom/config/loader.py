@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from strongroom.adapters.base import get_adapter
+from strongroom.adapters.base import adapter_types, get_adapter
+from strongroom.config import restore_testing
 from strongroom.config.schema import (
     AccountConfig,
     BackupPlanConfig,
@@ -54,6 +55,14 @@ class LoadedConfig:
 
     def where(self, path: Path_) -> str:
         return self.source.where(path)
+
+    def stored_restore_testing_plans(self) -> dict[str, dict[str, Any]]:
+        """The restore testing plans as the catalog setting ``restore_testing_plans`` stores them (JSON)."""
+        plans = self.config.restore_testing_plans
+        backup_plans = dict(self.config.backup_plans)
+        return {
+            name: restore_testing.resolved(plan, backup_plans).model_dump(mode="json") for name, plan in plans.items()
+        }
 
     def stored_backup_plans(self) -> dict[str, dict[str, Any]]:
         """The plans as the catalog setting ``backup_plans`` stores them (JSON)."""
@@ -101,6 +110,14 @@ def load_config(
         rid: _settings(rid, resource.type, resource.settings, checks) for rid, resource in config.resources.items()
     }
     backup_plans = _backup_plans(config, identity, checks)
+    restore_testing.check_plans(
+        dict(config.restore_testing_plans),
+        dict(config.backup_plans),
+        adapter_types(),
+        set(config.vaults) | set(identity.vault_names),
+        checks.add,
+    )
+    _unused_restore_testing_fields(config, checks)
     raise_problems(checks.problems)
     return LoadedConfig(
         config=config,
@@ -292,6 +309,18 @@ def _check_rule_retention(path: Path_, days: int | None, lock: LockConfig, check
         ).check_retention(days)
     except StrongroomError as exc:
         checks.located(path, exc)
+
+
+def _unused_restore_testing_fields(config: AccountConfig, checks: _Checks) -> None:
+    """The blueprint's restore testing fields of a backup plan act only through a selection naming the plan."""
+    named = {s.backup_plan for p in config.restore_testing_plans.values() for s in p.selections.values()}
+    for name, plan in config.backup_plans.items():
+        if name not in named and (plan.restore_testing_overrides is not None or plan.validation_window_hours):
+            where = checks.source.problem(("backup_plans", name), "")
+            checks.warnings.append(
+                f"{where}restore_testing_overrides and validation_window_hours are used by restore testing"
+                f" selections with backup_plan: {name}, and none names this plan"
+            )
 
 
 def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None:

@@ -1,9 +1,10 @@
 """The typed shape of an account configuration file (pydantic v2, unknown fields refused everywhere).
 
 Top-level keys: ``variables``, ``vaults``, ``resources``, ``destination``, ``backup_plans``,
-``outputs``. The ``backup_plans`` entries take the NHS blueprint's ``backup_plan_config`` field names
-so its users can paste their values. Checks that need other modules (policy documents, vault locks,
-resource settings) run in :mod:`strongroom.config.loader` after this shape is valid.
+``restore_testing_plans`` (its models in config/restore_testing.py), ``outputs``. The ``backup_plans``
+entries take the NHS blueprint's ``backup_plan_config`` field names so its users can paste their values.
+Checks that need other modules (policy documents, vault locks, resource settings) run in
+:mod:`strongroom.config.loader` after this shape is valid.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from strongroom.config.restore_testing import RestoreTestingPlan
 from strongroom.errors import ConfigError, StrongroomError, UsageError
 from strongroom.model import NOTIFICATION_EVENTS, NOTIFICATION_STATES, Arn
 from strongroom.plans.schedule import load_timezone, parse_schedule
@@ -235,6 +237,10 @@ class BackupPlanConfig(Strict):
     selection_tag_value: str = "True"
     selection_tags: list[SelectionTag] = []
     compliance_resource_types: list[str] = []
+    # The blueprint's restore testing fields: used by restore testing selections naming this plan
+    # (config/restore_testing.py); a JSON object as a string (its Aurora shape) or a map (its RDS shape).
+    restore_testing_overrides: str | dict[str, str | int | bool] | None = None
+    validation_window_hours: Annotated[int, Field(ge=1, le=168)] | None = None
     rules: list[RuleConfig] = []
 
     @model_validator(mode="after")
@@ -258,6 +264,7 @@ class AccountConfig(Strict):
     resources: dict[ResourceId, ResourceConfig] = {}
     destination: DestinationConfig | None = None
     backup_plans: dict[PlanName, BackupPlanConfig] = {}
+    restore_testing_plans: dict[PlanName, RestoreTestingPlan] = {}  # config/restore_testing.py
     outputs: dict[OutputName, OutputConfig] = {}
 
 

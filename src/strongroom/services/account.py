@@ -34,6 +34,7 @@ from strongroom.vault.vault import ChunkerSettings
 SETTING_DESTINATION = "destination_vault_arn"
 SETTING_DESTINATION_ACCOUNT = "destination_account"
 SETTING_BACKUP_PLANS = "backup_plans"
+SETTING_RESTORE_TESTING_PLANS = "restore_testing_plans"  # services/restore_testing.py
 
 ACCOUNT_FORMAT = 1
 ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"  # how a passphrase reaches a process without a terminal

@@ -31,6 +31,7 @@ from strongroom.config.changes import (
     OUTPUT,
     POLICY,
     RESOURCE,
+    RESTORE_TESTING_PLAN,
     UPDATE,
     VAULT,
     Change,
@@ -50,6 +51,7 @@ from strongroom.services.account import (
     SETTING_BACKUP_PLANS,
     SETTING_DESTINATION,
     SETTING_DESTINATION_ACCOUNT,
+    SETTING_RESTORE_TESTING_PLANS,
     Account,
 )
 from strongroom.services.notifications import plan as notifications_plan
@@ -88,6 +90,7 @@ def current_state(account: Account) -> CurrentState:
         destination=destination,
         backup_plans=catalog.get_setting(SETTING_BACKUP_PLANS, {}) or {},
         outputs={name: stored.as_dict() for name, stored in catalog.get_outputs().items()},
+        restore_testing_plans=catalog.get_setting(SETTING_RESTORE_TESTING_PLANS, {}) or {},
     )
 
 
@@ -175,6 +178,8 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
         account.catalog.set_setting(SETTING_DESTINATION_ACCOUNT, destination.account if destination else None)
     elif change.kind == BACKUP_PLAN:
         account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.stored_backup_plans() or None)
+    elif change.kind == RESTORE_TESTING_PLAN:
+        account.catalog.set_setting(SETTING_RESTORE_TESTING_PLANS, loaded.stored_restore_testing_plans() or None)
     elif change.kind == OUTPUT:
         account.catalog.set_outputs({name: Output.of(value) for name, value in loaded.outputs.items()})
     elif change.kind == notifications_plan.CHANGE_KIND:

@@ -3,7 +3,7 @@
 Nothing is counted in memory: every value is read from the catalog when Prometheus asks, so a restarted
 daemon loses nothing and a dead one is seen by the scrape failing (``up == 0``) or by
 ``strongroom_scheduler_last_tick_timestamp_seconds`` going stale. Each source below turns the catalog into
-:class:`Family` records; later features (restore testing plans, frameworks) add a source to ``SOURCES``.
+:class:`Family` records; later features (frameworks) add a source to ``SOURCES``.
 
 Labels are bounded and hold names only: resource ids and types, vault names, job types and states, plan and
 rule names, the destination's account id and vault name. Never a job id, an ARN, a URL or a secret.
@@ -22,6 +22,7 @@ from strongroom.catalog.dr_records import DrState
 from strongroom.errors import StrongroomError
 from strongroom.model import Arn, Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus
 from strongroom.services.account import Account
+from strongroom.services.restore_testing_records import RestoreTest, RestoreTestStatus, restore_test_of
 from strongroom.services.scheduler.daemon import SETTING_LAST_TICK
 
 PREFIX = "strongroom_"
@@ -241,6 +242,7 @@ def copy_families(view: Snapshot) -> list[Family]:
 
 class RtoSource(StrEnum):
     RESTORE_JOB = "restore_job"
+    RESTORE_TEST = "restore_test"  # a SUCCESSFUL test of a restore testing plan (services/restore_testing.py)
     DR_RUN = "dr_run"
     DR_REHEARSAL = "dr_rehearsal"
 
@@ -259,12 +261,18 @@ class Measured:
 
 
 def measured_restores(account: Account, jobs: Iterable[Job]) -> list[Measured]:
-    """Every successful restore with its duration: restore jobs and COMPLETED DR runs and rehearsals."""
+    """Every successful restore with its duration: restore jobs, SUCCESSFUL restore tests (their restore job's
+    start to end, validation not counted), COMPLETED DR runs and rehearsals."""
     found: list[Measured] = []
     for job in _finished(jobs):
         if job.job_type == JobType.RESTORE and job.state == JobState.COMPLETED and job.resource_id:
             start, end = _seconds(job.start_date or job.creation_date) or 0.0, _seconds(job.completion_date) or 0.0
-            found.append(Measured(job.resource_id, RtoSource.RESTORE_JOB, job.completion_date or "", end - start))
+            test = restore_test_of(job)
+            if test is None:
+                found.append(Measured(job.resource_id, RtoSource.RESTORE_JOB, job.completion_date or "", end - start))
+            elif test.outcome is not None and test.outcome.status == RestoreTestStatus.SUCCESSFUL:
+                # a restore whose validation failed restored the wrong thing: it measures no recovery time
+                found.append(Measured(job.resource_id, RtoSource.RESTORE_TEST, job.completion_date or "", end - start))
     for run in account.catalog.list_dr_runs():
         report = run.report or {}
         point = report.get("recovery_point") or {}
@@ -298,6 +306,66 @@ def restore_families(view: Snapshot) -> list[Family]:
     return [last, rto]
 
 
+# Restore testing plans ------------------------------------------------------------------------------------
+def last_restore_tests(jobs: Iterable[Job]) -> dict[tuple[str, str], RestoreTest]:
+    """(resource id, plan) -> the resource's newest finished restore test of the plan."""
+    newest: dict[tuple[str, str], RestoreTest] = {}
+    for job in jobs:
+        test = restore_test_of(job)
+        if test is None or test.outcome is None or not job.resource_id:
+            continue
+        key = (job.resource_id, test.spec.plan_name)
+        if key not in newest or (newest[key].outcome or test.outcome).completed_at <= test.outcome.completed_at:
+            newest[key] = test
+    return newest
+
+
+def restore_test_families(view: Snapshot) -> list[Family]:
+    labels = ("resource_id", "resource_type", "plan")
+    last = Family(
+        "restore_test_last_timestamp_seconds", "End of the resource's newest restore test of the plan.", labels
+    )
+    success = Family(
+        "restore_test_last_success",
+        "1 when the resource's newest restore test of the plan was SUCCESSFUL, else 0 (FAILED or TIMED_OUT).",
+        labels,
+    )
+    last_success = Family(
+        "restore_test_last_success_timestamp_seconds",
+        "End of the resource's newest SUCCESSFUL restore test of the plan.",
+        labels,
+    )
+    status = Family(
+        "restore_test_last_status",
+        "1 for the status and validation status of the resource's newest restore test of the plan.",
+        (*labels, "status", "validation_status"),
+    )
+    seconds = Family(
+        "restore_test_last_restore_seconds",
+        "Restore time (the restore job's start to end) of the resource's newest restore test of the plan.",
+        labels,
+    )
+    good: dict[tuple[str, str], float] = {}
+    for job in view.jobs:
+        test = restore_test_of(job)
+        if test and test.outcome and job.resource_id and test.outcome.status == RestoreTestStatus.SUCCESSFUL:
+            key, ended = (job.resource_id, test.spec.plan_name), _seconds(test.outcome.completed_at) or 0.0
+            good[key] = max(good.get(key, 0.0), ended)
+    for (resource_id, plan), test in sorted(last_restore_tests(view.jobs).items()):
+        assert test.outcome is not None
+        tags = {"resource_id": resource_id, "resource_type": test.spec.scratch.resource_type, "plan": plan}
+        last.add(_seconds(test.outcome.completed_at) or 0.0, **tags)
+        success.add(1.0 if test.outcome.status == RestoreTestStatus.SUCCESSFUL else 0.0, **tags)
+        status.add(
+            1.0, status=test.outcome.status.value, validation_status=test.outcome.validation_status.value, **tags
+        )
+        if test.outcome.restore_seconds is not None:
+            seconds.add(test.outcome.restore_seconds, **tags)
+        if (resource_id, plan) in good:
+            last_success.add(good[(resource_id, plan)], **tags)
+    return [last, success, last_success, status, seconds]
+
+
 # The scheduler -------------------------------------------------------------------------------------------
 def last_tick(account: Account) -> datetime | None:
     """When the account's scheduler last ticked holding its lease (any daemon of the account)."""
@@ -324,13 +392,14 @@ def scheduler_families(view: Snapshot) -> list[Family]:
     return [tick, lag]
 
 
-# Restore testing plans and frameworks add their sources here (docs/metrics.md, "still to come").
+# Frameworks add their sources here (docs/metrics.md, "still to come").
 SOURCES: list[Source] = [
     backup_families,
     vault_families,
     job_families,
     copy_families,
     restore_families,
+    restore_test_families,
     scheduler_families,
 ]
 

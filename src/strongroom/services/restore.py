@@ -17,9 +17,14 @@ from strongroom.vault.reader import RecoveryPointReader
 
 
 def create_restore_job(
-    account: Account, recovery_point: str, request: RestoreRequest, principal_arn: str | None = None
+    account: Account,
+    recovery_point: str,
+    request: RestoreRequest,
+    principal_arn: str | None = None,
+    extra_parameters: dict[str, Any] | None = None,
 ) -> tuple[Job, JobLock]:
-    """A CREATED restore job, authorised as StartRestoreJob (the local CLI acts as the account's root)."""
+    """A CREATED restore job, authorised as StartRestoreJob (the local CLI acts as the account's root);
+    ``extra_parameters`` are recorded with it (a restore test's, services/restore_testing_records.py)."""
     rp = account.catalog.get_recovery_point(recovery_point)
     vault = account.catalog.get_vault(rp.vault_name)
     vault_ops.authorize_action(account, principal_arn or root_arn(account.account_id), "StartRestoreJob", vault)
@@ -37,6 +42,7 @@ def create_restore_job(
         "port": request.port,
         "allow_non_empty": request.allow_non_empty,
         "options": request.options,
+        **(extra_parameters or {}),
     }
     return create_job(
         account,

@@ -40,7 +40,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -121,6 +121,14 @@ SELECT coalesce(max(size), 0), coalesce(sum(size), 0), count(*)
 FROM (SELECT pg_table_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')) s
 """
+ROW_COUNT_LIMIT_BYTES = 256 << 20  # databases up to this size of tables get exact row counts recorded
+ROW_COUNT_TABLES_LIMIT = 1000
+COUNTED_TABLES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relrowsecurity AND has_table_privilege(c.oid, 'SELECT')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+ORDER BY 1, 2
+"""
 # Parallel pg_restore needs a seekable copy of the dump (written to scratch space first, its data
 # offsets then filled in by dump_format), which costs about a tenth of the restore; it pays off when
 # the work outside the largest table is larger than that: restore time with N jobs is at least the
@@ -169,9 +177,14 @@ class PostgresAdapter(ResourceAdapter):
         pg_dump = find_tool("pg_dump", env)
         info = server_info(dsn, ctx.environment)
         argv: list[str | Path] = [pg_dump, "--format=custom", "--compress=0", "--no-password", f"--dbname={dsn.text}"]
-        with ToolProcess(argv, env=env, stdout=subprocess.PIPE) as tool:
-            ctx.writer.store_stream("dump", tool.stdout)
-            code = tool.wait()
+        with counted_snapshot(dsn, ctx.environment, info) as (snapshot, row_counts):
+            if snapshot:
+                argv.append(f"--snapshot={snapshot}")
+            with ToolProcess(argv, env=env, stdout=subprocess.PIPE) as tool:
+                ctx.writer.store_stream("dump", tool.stdout)
+                code = tool.wait()
+        if row_counts is not None:
+            info["row_counts"] = row_counts
         if code != 0:
             raise describe_failure(
                 tool.stderr, dsn.where(ctx.environment), SourceError, action=f"pg_dump of {info['database']}"
@@ -296,6 +309,31 @@ def _database_on(server: str | None, original: ResourceSpec | None, identifier: 
     params = dict(parse_dsn(server, field="target").params)
     params["dbname"] = identifier
     return psycopg.conninfo.make_conninfo(**params)
+
+
+@contextlib.contextmanager
+def counted_snapshot(
+    dsn: PgDsn, environment: Mapping[str, str], info: dict[str, Any]
+) -> Iterator[tuple[str | None, dict[str, int] | None]]:
+    """An exported snapshot for pg_dump and the exact row count of each table in it, for restore tests to
+    compare with (docs/restore-testing.md); (None, None) for a database too large to count cheaply.
+
+    Counting scans every table once, so only databases of at most ``ROW_COUNT_LIMIT_BYTES`` of tables are
+    counted. Tables under row-level security are left out (the backup role may see fewer rows than pg_dump).
+    """
+    if info["table_bytes"] > ROW_COUNT_LIMIT_BYTES or info["tables"] > ROW_COUNT_TABLES_LIMIT:
+        yield None, None
+        return
+    with connect(dsn, environment, SourceError) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        counts: dict[str, int] = {}
+        for schema, table in conn.execute(COUNTED_TABLES).fetchall():
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            counted = conn.execute(query).fetchone()
+            counts[f"{schema}.{table}"] = int(counted[0]) if counted else 0
+        yield (str(row[0]) if row else None), counts
+        conn.execute("COMMIT")
 
 
 def server_info(dsn: PgDsn, environment: Mapping[str, str]) -> dict[str, Any]:

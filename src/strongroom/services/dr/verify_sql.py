@@ -19,9 +19,9 @@ class VerifySql:
         with _connect(ctx) as conn:
             for check in ctx.step.checks:
                 rows = _query(conn, check.sql)
-                if not _matches(rows, check.expect):
+                if not rows_match(rows, check.expect):
                     raise IntegrityError(
-                        f"query {check.sql!r} returned {_shown(rows)}, expected {_shown(check.expect)}",
+                        f"query {check.sql!r} returned {shown(rows)}, expected {shown(check.expect)}",
                         hint="the restored data is not what the runbook expects; check the recovery point chosen",
                     )
                 results.append({"sql": check.sql, "rows": len(rows)})
@@ -30,7 +30,7 @@ class VerifySql:
 
     def describe(self, ctx: StepContext[VerifySqlStep]) -> tuple[str, dict[str, Any], list[str]]:
         who = f"with secret {ctx.scratch_name(ctx.step.secret)}" if ctx.step.secret else "as the restore's login"
-        queries = "; ".join(f"{c.sql} = {_shown(c.expect)}" for c in ctx.step.checks)
+        queries = "; ".join(f"{c.sql} = {shown(c.expect)}" for c in ctx.step.checks)
         problems: list[str] = []
         if ctx.step.secret:
             name = ctx.scratch_name(ctx.step.secret)
@@ -77,7 +77,7 @@ def _query(conn: psycopg.Connection[Any], statement: str) -> list[list[Any]]:
         raise TargetError(f"query {statement!r} failed: {first_line(exc)}") from None
 
 
-def _matches(rows: list[list[Any]], expect: Any) -> bool:
+def rows_match(rows: list[list[Any]], expect: Any) -> bool:
     """A scalar expects one row of one value; a list expects those rows. Compared as text."""
     if not isinstance(expect, list):
         return len(rows) == 1 and len(rows[0]) == 1 and _text(rows[0][0]) == _text(expect)
@@ -91,6 +91,6 @@ def _text(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."

@@ -100,6 +100,7 @@ def job_payload(account: Account, job: Job) -> dict[str, Any]:
         payload.update(_copy_fields(params, result))
     if job.job_type == JobType.RESTORE:
         payload["source_recovery_point_arn"] = job.recovery_point_arn
+        payload["restore_testing_plan_name"] = params.get("restore_testing_plan_name")
     return payload
 
 

@@ -12,6 +12,8 @@ _TITLES = {
     "COPY_JOB_FAILED": "Copy job {state}",
     "RESTORE_JOB_STARTED": "Restore job started",
     "RESTORE_JOB_COMPLETED": "Restore job {state}",
+    "RESTORE_JOB_FAILED": "Restore test {state}",
+    "RESTORE_VALIDATION_COMPLETED": "Restore test validation {state}",
     "RECOVERY_POINT_MODIFIED": "Recovery point {state}",
 }
 
@@ -30,6 +32,10 @@ def message(payload: dict[str, Any]) -> str:
         lines.append(f"**Error:** {payload['error']}")
     elif payload.get("change"):
         lines.append(f"**Change:** {payload['change']}")
+    if payload.get("validation_status_message"):
+        lines.append(f"**Validation:** {payload['validation_status_message']}")
+    if payload.get("restore_testing_plan_name"):
+        lines.append(f"**Restore testing plan:** {payload['restore_testing_plan_name']}")
     if payload.get("job_id"):
         lines.append(f"**Job:** `{payload['job_id']}` ({payload.get('job_type', '').lower()})")
     if payload.get("backup_plan_name") or payload.get("rule_name"):

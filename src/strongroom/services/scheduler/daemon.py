@@ -6,7 +6,7 @@ Every decision takes its time from ``model.now()``, so simulations drive weeks i
 2. for each enabled plan and rule, the occurrences since the rule's cursor become schedule runs
    (plans/firing.py), one per resource the plan selects now, inserted with the cursor's move in one
    transaction: the runs' primary key makes every occurrence fire once, also across restarts and daemons;
-3. the active runs advance (runs.py);
+3. due restore testing plans start (services/restore_testing.py) and the active runs advance (runs.py);
 4. the lifecycle sweep (garbage collection at most hourly) and the delivery of pending notifications.
 
 docs/scheduler.md tells the whole story.
@@ -30,7 +30,7 @@ from strongroom.plans.firing import Firing, new_runs, rule_firings
 from strongroom.plans.records import BackupPlan
 from strongroom.plans.schedule import parse_schedule
 from strongroom.plans.selection import selects
-from strongroom.services import notifications
+from strongroom.services import notifications, restore_testing
 from strongroom.services.account import SETTING_DESTINATION, Account, open_account
 from strongroom.services.job_runner import InProcessRunner, Runner, SpawningRunner, wait_for_jobs
 from strongroom.services.lifecycle import run_lifecycle_and_collect
@@ -78,6 +78,7 @@ class Scheduler:
         self.catalog.set_setting(SETTING_LAST_TICK, {"at": iso(now), "holder": self.holder})
         if self.runs.accepting:
             self.tally.guarded("firing", self._fire, now)
+            report["restore_testing"] = self.tally.guarded("restore testing", self._restore_tests, now)
         self.runs.advance()
         self.runner.reap()
         report["lifecycle"] = self.tally.guarded("lifecycle sweep", self._sweep, now)
@@ -164,6 +165,12 @@ class Scheduler:
         runs = new_runs(name, firings, selected, now, self.catalog.get_setting(SETTING_DESTINATION))
         if self.catalog.record_occurrences(name, expected, iso(now) or "", runs):
             self.tally.counts.update(f"runs_{run.state.value.lower()}" for run in runs)
+
+    def _restore_tests(self, now: datetime) -> list[str]:
+        """Leftovers of dead restore tests removed, then the due restore testing plans started
+        (services/restore_testing.py): here with the in-process runner, else in a worker process."""
+        done = restore_testing.clean_leftovers(self.account)
+        return done + restore_testing.tick(self.account, now, inline=isinstance(self.runner, InProcessRunner))
 
     # Retention and notifications ------------------------------------------------------------------------
     def _sweep(self, now: datetime) -> dict[str, Any]:
