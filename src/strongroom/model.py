@@ -299,9 +299,13 @@ NOTIFICATION_EVENTS = (
     "RECOVERY_POINT_MODIFIED",
     "S3_BACKUP_OBJECT_FAILED",
     "S3_RESTORE_OBJECT_FAILED",
+    "RESOURCE_COMPLIANCE_CHANGED",  # Strongroom's: a control's verdict on a resource changed (docs/compliance.md)
 )
+COMPLIANCE_STATES = ("COMPLIANT", "NON_COMPLIANT")
 # The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
-NOTIFICATION_STATES = tuple(dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus)]))
+NOTIFICATION_STATES = tuple(
+    dict.fromkeys([*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus), *COMPLIANCE_STATES])
+)
 
 
 class DeliveryStatus(StrEnum):

@@ -22,6 +22,7 @@ from strongroom.model import Resource, VaultLockRecord, VaultRecord
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 VAULT, POLICY, LOCK, RESOURCE = "vault", "access_policy", "vault_lock", "resource"
 DESTINATION, BACKUP_PLAN, OUTPUT = "destination", "backup_plan", "output"
+FRAMEWORK, REPORT_PLAN = "framework", "report_plan"
 ADOPT = "adopt: made by hand, managed by this configuration from now on"
 SENSITIVE = "(sensitive)"
 MIN_MASKED_LENGTH = 3  # shorter values (a flag, a small number) would mask unrelated text
@@ -87,6 +88,8 @@ class CurrentState:
     destination: dict[str, Any] | None = None
     backup_plans: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    frameworks: dict[str, Any] = field(default_factory=dict)
+    report_plans: dict[str, Any] = field(default_factory=dict)
 
 
 def compute_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]:
@@ -98,6 +101,8 @@ def compute_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]
         {"default": _destination(loaded)} if loaded.config.destination else {},
     )
     changes += _setting_changes(BACKUP_PLAN, current.backup_plans, loaded.stored_backup_plans())
+    changes += _setting_changes(FRAMEWORK, current.frameworks, loaded.stored_frameworks())
+    changes += _setting_changes(REPORT_PLAN, current.report_plans, loaded.report_plans)
     changes += [
         Change(DELETE, VAULT, name, before=_vault_view(record))
         for name, record in current.vaults.items()

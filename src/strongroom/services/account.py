@@ -34,6 +34,8 @@ from strongroom.vault.vault import ChunkerSettings
 SETTING_DESTINATION = "destination_vault_arn"
 SETTING_DESTINATION_ACCOUNT = "destination_account"
 SETTING_BACKUP_PLANS = "backup_plans"
+SETTING_FRAMEWORKS = "frameworks"  # name -> policy.controls.Framework.as_dict() (docs/compliance.md)
+SETTING_REPORT_PLANS = "report_plans"  # name -> config.schema.ReportPlanConfig as JSON
 
 ACCOUNT_FORMAT = 1
 ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"  # how a passphrase reaches a process without a terminal

@@ -13,6 +13,7 @@ _TITLES = {
     "RESTORE_JOB_STARTED": "Restore job started",
     "RESTORE_JOB_COMPLETED": "Restore job {state}",
     "RECOVERY_POINT_MODIFIED": "Recovery point {state}",
+    "RESOURCE_COMPLIANCE_CHANGED": "Now {state}",
 }
 
 
@@ -26,6 +27,9 @@ def summary(payload: dict[str, Any]) -> str:
 def message(payload: dict[str, Any]) -> str:
     """A few Markdown lines under the summary: error, job, plan, sizes, duration, recovery point."""
     lines = []
+    if payload.get("control_name"):
+        lines.append(f"**Control:** {payload['control_name']} of framework {payload.get('framework_name')}")
+        lines.append(f"**Reason:** {payload.get('reason')}")
     if payload.get("error"):
         lines.append(f"**Error:** {payload['error']}")
     elif payload.get("change"):
