@@ -378,6 +378,9 @@ def _blueprint_retention(plan: BackupPlanConfig, config: AccountConfig) -> int:
 
 
 def _framework(path: Path_, name: str, framework: FrameworkConfig, checks: _Checks) -> audit.Framework:
+    names = [control.name for control in framework.controls]
+    for twice in sorted({n for n in names if names.count(n) > 1}):
+        checks.add((*path, "controls"), f"control {twice} appears more than once; a framework has each control once")
     controls = []
     for index, control in enumerate(framework.controls):
         where: Path_ = (*path, "controls", index)
