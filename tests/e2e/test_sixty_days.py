@@ -226,6 +226,7 @@ def _bootstrap_source(
         database_dsn=dsn,
         people_notification_url=f"log://{tmp_path}/people.jsonl",
         events_log=f"log://{tmp_path}/events.jsonl",
+        reports_store=(tmp_path / "reports").as_uri(),  # the report plans write here
     )
     var_file = tmp_path / "source-values.yaml"
     var_file.write_text(yaml.safe_dump(values))

@@ -18,6 +18,7 @@ from strongroom.model import iso, new_id
 from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import SETTING_REPORT_PLANS, Account
 from strongroom.services.compliance.snapshot import applied_frameworks
+from strongroom.services.compliance.state import evaluate_all
 from strongroom.services.reports.render import EXTENSIONS, render
 from strongroom.services.reports.templates import COLUMNS, ReportInput, rows
 from strongroom.store.base import open_store
@@ -25,6 +26,7 @@ from strongroom.store.base import open_store
 PERIOD = timedelta(hours=24)
 SETTING_CURSORS = "report_plan_cursors"  # plan -> the last scheduled instant a report was made for
 SCHEDULED, ON_DEMAND = "SCHEDULED", "ON_DEMAND"
+COMPLIANCE_TEMPLATES = ("CONTROL_COMPLIANCE_REPORT", "RESOURCE_COMPLIANCE_REPORT")
 
 
 def applied_report_plans(account: Account) -> dict[str, dict[str, Any]]:
@@ -48,10 +50,16 @@ def store_url(plan: dict[str, Any]) -> str:
     return f"s3://{channel['s3_bucket_name']}/{prefix}".rstrip("/")
 
 
-def start_report_job(account: Account, name: str, now: datetime, *, trigger: str = ON_DEMAND) -> ReportJob:
-    """Make the plan's report for the 24 hours before ``now``; the recorded job (COMPLETED or FAILED)."""
+def start_report_job(
+    account: Account, name: str, now: datetime, *, trigger: str = ON_DEMAND, evaluate: bool = True
+) -> ReportJob:
+    """Make the plan's report for the 24 hours before ``now``; the recorded job (COMPLETED or FAILED).
+
+    A compliance report first evaluates the frameworks at ``now`` (``evaluate``; the daemon has just done so)."""
     plan = report_plan(account, name)
     template = plan["report_setting"]["report_template"]
+    if evaluate and template in COMPLIANCE_TEMPLATES:
+        evaluate_all(account, now)
     job = ReportJob(
         id=new_id(),
         report_plan_name=name,
@@ -133,6 +141,6 @@ def run_due_reports(account: Account, now: datetime) -> list[ReportJob]:
         if fire <= now:
             cursors[name] = iso(now) or ""
             account.catalog.set_setting(SETTING_CURSORS, {k: v for k, v in cursors.items() if k in plans})
-            made.append(start_report_job(account, name, now, trigger=SCHEDULED))
+            made.append(start_report_job(account, name, now, trigger=SCHEDULED, evaluate=False))
     account.catalog.set_setting(SETTING_CURSORS, {k: v for k, v in cursors.items() if k in plans} or None)
     return made
