@@ -234,7 +234,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         (tmp / name / "data.txt").write_text(f"{name} data\n")
     real_now = datetime.now(UTC)
     start = (real_now - timedelta(days=DAYS, hours=2)).replace(minute=0, second=0, microsecond=0)
-    clock = ManualClock(start - timedelta(minutes=2))
+    clock = ManualClock(start - timedelta(minutes=15))
     destination = Cli(tmp / "destination")
     destination.run("init")
     with model.driven_clock(clock):
@@ -272,14 +272,17 @@ RUNS: dict[int, Run] = {}
 def _simulate(world: World) -> None:
     """Day 0 to DAYS at the plans' hour; legacy's plan switched off after day LEGACY_OFF_AFTER; then app restored
     with `restore start` (real clock) and a last evaluation at the real now."""
-    world.tick(world.start - timedelta(minutes=1))  # the daemon starts: rules and report plans start from now
+    world.tick(world.start - timedelta(minutes=10))  # the daemon starts: rules and report plans start from now
     history = {}
     for day in range(DAYS + 1):
         report = world.tick(world.at(day))
         expected_runs = 2 if day <= LEGACY_OFF_AFTER else 1
         assert (report.get("runs_created"), report.get("backups_completed")) == (expected_runs, expected_runs), report
         assert report.get("copies_completed") == 1, report
+        assert report["compliance"]["evaluated"], report
         history[day] = world.verdicts()
+        if day == 1:  # the daemon polls often; frameworks are evaluated at most every 5 minutes
+            assert not world.tick(world.at(day) + timedelta(minutes=4))["compliance"]["evaluated"]
         if day == LEGACY_OFF_AFTER:
             world.clock.moment = world.at(day) + timedelta(hours=1)
             world.config["backup_plans"]["legacy-daily"]["enable"] = False  # what an operator does, then apply
@@ -357,7 +360,7 @@ def test_each_change_of_verdict_is_one_event(world: World) -> None:
             if (e["framework_name"], e["control_name"], e["resource_id"]) == (framework, control, resource)
         ]
 
-    first = (world.start - timedelta(minutes=1)).isoformat()
+    first = (world.start - timedelta(minutes=10)).isoformat()
     assert changes(FRAMEWORK, "BACKUP_LAST_RECOVERY_POINT_CREATED", "legacy") == [
         (None, N, first),  # no point yet when the daemon started
         (N, C, world.at(0).isoformat()),
@@ -398,7 +401,7 @@ def scheduled(world: World, plan: str) -> dict[datetime, Any]:
 
 def test_report_plans_run_once_a_day_on_schedule(world: World) -> None:
     daily = parse_schedule("cron(0 1 * * ? *)")
-    due = [t for t in daily.fire_times(world.start - timedelta(minutes=1)) if t <= world.at(DAYS)]
+    due = [t for t in daily.fire_times(world.start - timedelta(minutes=10)) if t <= world.at(DAYS)]
     # One report per day, made at the first tick after 01:00 UTC (the ticks here are once a day).
     expected = sorted({min(world.at(d) for d in range(DAYS + 1) if world.at(d) >= t) for t in due})
     for plan, (template, formats) in TEMPLATES.items():

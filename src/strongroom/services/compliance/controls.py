@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from itertools import islice, pairwise
 
 from strongroom.catalog.compliance_records import ComplianceStatus
@@ -240,11 +241,18 @@ def _hours(gap: timedelta) -> str:
 
 def _longest_gap(rule: BackupRule, now: datetime) -> timedelta | None:
     """The longest time between two fire times over the next FREQUENCY_HORIZON; None if it fires under twice."""
+    return _gap(rule.schedule, rule.schedule_expression_timezone, now.date())
+
+
+@lru_cache(maxsize=256)
+def _gap(expression: str, timezone: str | None, day: date) -> timedelta | None:
+    # Counted from the day's start, so one computation serves every evaluation of the day (the daemon ticks often).
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     try:
-        fires = parse_schedule(rule.schedule, rule.schedule_expression_timezone).fire_times(now)
+        fires = parse_schedule(expression, timezone).fire_times(start)
     except StrongroomError:
         return None
-    times = [t for t in islice(fires, MAX_FIRES) if t <= now + FREQUENCY_HORIZON]
+    times = [t for t in islice(fires, MAX_FIRES) if t <= start + FREQUENCY_HORIZON]
     if len(times) < 2:
         return None
     return max(later - earlier for earlier, later in pairwise(times))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from strongroom.model import Job, RecoveryPoint, RecoveryPointStatus, Resource, VaultRecord
+from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus, Resource, VaultRecord
 from strongroom.plans.records import BackupPlan
 from strongroom.policy.controls import Framework
 from strongroom.services.account import SETTING_FRAMEWORKS, Account
@@ -20,8 +20,8 @@ class CatalogSnapshot:
     region: str
     resources: tuple[Resource, ...]
     vaults: dict[str, VaultRecord]
-    points: tuple[RecoveryPoint, ...]
-    jobs: tuple[Job, ...]
+    points: tuple[RecoveryPoint, ...]  # COMPLETED ones
+    jobs: tuple[Job, ...]  # copy and restore jobs
     plans: dict[str, BackupPlan]
     frameworks: dict[str, Framework]
     copies: dict[tuple[str, str, str], Job]  # (resource, account, vault) -> newest COMPLETED pushed copy
@@ -44,14 +44,16 @@ def applied_frameworks(account: Account) -> dict[str, Framework]:
 
 def take_snapshot(account: Account, now: datetime) -> CatalogSnapshot:
     catalog = account.catalog
-    jobs = tuple(catalog.list_jobs())
+    # Only what the controls read: COMPLETED points, copy and restore jobs (a backup job proves nothing a point
+    # does not), so an evaluation stays cheap on a catalog of many expired points and jobs.
+    jobs = tuple(catalog.list_jobs(job_type=JobType.COPY)) + tuple(catalog.list_jobs(job_type=JobType.RESTORE))
     return CatalogSnapshot(
         now=now,
         account_id=account.account_id,
         region=account.region,
         resources=tuple(catalog.list_resources()),
         vaults={v.name: v for v in catalog.list_vaults()},
-        points=tuple(catalog.list_recovery_points()),
+        points=tuple(catalog.list_recovery_points(status=RecoveryPointStatus.COMPLETED)),
         jobs=jobs,
         plans=applied_plans(account),
         frameworks=applied_frameworks(account),

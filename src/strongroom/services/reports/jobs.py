@@ -20,7 +20,7 @@ from strongroom.services.account import SETTING_REPORT_PLANS, Account
 from strongroom.services.compliance.snapshot import applied_frameworks
 from strongroom.services.compliance.state import evaluate_all
 from strongroom.services.reports.render import EXTENSIONS, render
-from strongroom.services.reports.templates import COLUMNS, ReportInput, rows
+from strongroom.services.reports.templates import COLUMNS, JOB_TEMPLATES, ReportInput, rows
 from strongroom.store.base import open_store
 
 PERIOD = timedelta(hours=24)
@@ -108,6 +108,7 @@ def _write(account: Account, plan: dict[str, Any], job: ReportJob, now: datetime
 
 def _input(account: Account, plan: dict[str, Any], now: datetime) -> ReportInput:
     catalog = account.catalog
+    template = plan["report_setting"]["report_template"]
     frameworks = applied_frameworks(account)
     named = [arn.rsplit("/", 1)[-1].rsplit(":", 1)[-1] for arn in plan["report_setting"].get("framework_arns") or []]
     if named:
@@ -117,7 +118,7 @@ def _input(account: Account, plan: dict[str, Any], now: datetime) -> ReportInput
         region=account.region,
         period_start=now - PERIOD,
         period_end=now,
-        jobs=catalog.list_jobs(),
+        jobs=catalog.list_jobs(job_type=JOB_TEMPLATES[template]) if template in JOB_TEMPLATES else [],
         resources={r.id: r for r in catalog.list_resources()},
         vault_arns={v.name: v.arn for v in catalog.list_vaults()},
         frameworks=frameworks,

@@ -48,6 +48,8 @@ REAP_SECONDS = 5.0  # at shutdown, how long each finished job's process may take
 SETTING_LAST_GC = "scheduler_last_gc"
 SETTING_LAST_TICK = "scheduler_last_tick"  # {"at", "holder"} of the last tick that held the lease (docs/metrics.md)
 NOTIFY_TIMEOUT_SECONDS = 10.0
+EVALUATE_EVERY = timedelta(minutes=5)  # frameworks are evaluated at most this often (each reads the whole catalog)
+SETTING_LAST_EVALUATION = "compliance_last_evaluation"
 
 
 class Scheduler:
@@ -185,11 +187,15 @@ class Scheduler:
         from strongroom.services.compliance.state import evaluate_all
         from strongroom.services.reports.jobs import run_due_reports
 
-        changes = evaluate_all(self.account, now)
+        last = self.catalog.get_setting(SETTING_LAST_EVALUATION)
+        due = last is None or not timedelta(0) <= now - datetime.fromisoformat(last) < EVALUATE_EVERY
+        changes = evaluate_all(self.account, now) if due else []
+        if due:
+            self.catalog.set_setting(SETTING_LAST_EVALUATION, iso(now))
         reports = run_due_reports(self.account, now)
         self.tally.counts["compliance_changes"] += len(changes)
         self.tally.counts["reports_made"] += len(reports)
-        return {"changes": len(changes), "report_jobs": [job.id for job in reports]}
+        return {"evaluated": due, "changes": len(changes), "report_jobs": [job.id for job in reports]}
 
     def _deliver(self, now: datetime) -> dict[str, Any]:
         return notifications.deliver_pending(self.account, now=now, timeout=NOTIFY_TIMEOUT_SECONDS)
