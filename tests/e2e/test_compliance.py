@@ -542,3 +542,41 @@ def test_compliance_per_control_in_metrics(world: World) -> None:
     for plan in TEMPLATES:
         assert samples[("strongroom_report_last_job_failed", (("report_plan", plan),))] == 0
         assert ("strongroom_report_last_success_timestamp_seconds", (("report_plan", plan),)) in samples
+
+
+def test_bad_framework_and_report_plan_config_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    cli.run("init")
+    bad = {
+        "frameworks": {
+            "audit": {
+                "controls": [
+                    {
+                        "name": "BACKUP_LAST_RECOVERY_POINT_CREATED",
+                        "input_parameters": {"recoveryPointAgeUnit": "weeks"},
+                    }
+                ]
+            }
+        },
+        "report_plans": {
+            "jobs": {
+                "report_delivery_channel": {"formats": ["CSV"], "s3_bucket_name": "b", "store": "file:///tmp/x"},
+                "report_setting": {"report_template": "BACKUP_JOB_REPORT"},
+            }
+        },
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    for command in ("plan", "apply"):
+        result = cli.run(command, "-f", str(path), *(("--auto-approve",) if command == "apply" else ()), ok=False)
+        assert_one_line_error(
+            result, 2, "report_plans.jobs.report_delivery_channel: give exactly one of s3_bucket_name"
+        )
+    del bad["report_plans"]["jobs"]["report_delivery_channel"]["s3_bucket_name"]  # the shape is right now
+    path.write_text(yaml.safe_dump(bad))
+    result = cli.run("apply", "-f", str(path), "--auto-approve", ok=False)
+    assert_one_line_error(
+        result, 2, "frameworks.audit.controls[0].input_parameters:", "'weeks' must be one of hours, days"
+    )
+    assert cli.json("frameworks", "list", "--json") == {"frameworks": []}
+    assert cli.json("report-plans", "list", "--json") == {"report_plans": []}
