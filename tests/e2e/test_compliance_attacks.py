@@ -3,11 +3,14 @@
 - Someone who can write the catalog file but not the account key forges a recovery point row to hide that
   backups stopped: the evaluation refuses the row (its MAC fails) instead of reporting COMPLIANT.
 - The vault policy leaves the account's root free to delete: the control says so, and root really can.
-- A report whose store cannot be written is a FAILED job with the reason, and leaves no file behind.
+- A report whose store cannot be written is a FAILED job with the reason, and leaves no file behind; one
+  delivered to an S3 prefix is read back with plain S3 calls.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ import yaml
 
 from tests.support.accounts import account_id
 from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
+from tests.support.s3server import S3_TEST_ENV, S3Server
 
 DEADMAN = {
     "name": "BACKUP_LAST_RECOVERY_POINT_CREATED",
@@ -142,3 +146,33 @@ def test_a_report_that_cannot_be_written_fails_whole(account: Cli, tmp_path: Pat
     ]
     assert (blocked / csv_key).read_text().splitlines()[0].startswith("accountId,region,frameworkName,")
     assert not list((blocked / "tmp").iterdir())  # no temporary file left behind
+
+
+def test_a_report_is_delivered_to_an_s3_prefix_and_read_back_with_plain_s3(
+    account: Cli, tmp_path: Path, s3_server: S3Server
+) -> None:
+    account.env.update(S3_TEST_ENV)  # the AWS credential chain, never the URL
+    bucket = s3_server.new_bucket()
+    plan = {
+        "report_delivery_channel": {"formats": ["JSON", "CSV"], "store": s3_server.url(bucket, "audit/reports")},
+        "report_setting": {"report_template": "BACKUP_JOB_REPORT"},
+    }
+    apply(account, tmp_path, base(tmp_path, [DEADMAN], report_plans={"backup_jobs": plan}))
+    backup = account.backup("app")
+    made = account.json("reports", "start-job", "backup_jobs", "--json")
+    assert made["status"] == "COMPLETED", made
+    listed = s3_server.client().list_objects_v2(Bucket=bucket)
+    keys = sorted(item["Key"] for item in listed.get("Contents", ()))
+    assert keys == sorted(f"audit/reports/{key}" for key in made["report_destination"]["keys"])
+    json_key = next(k for k in keys if k.endswith(".json"))
+    body = s3_server.client().get_object(Bucket=bucket, Key=json_key)["Body"].read()
+    [row] = json.loads(body)["reportItems"]
+    assert (row["backupJobId"], row["jobStatus"], row["recoveryPointArn"]) == (
+        backup["job_id"],
+        "COMPLETED",
+        backup["recovery_point_arn"],
+    )
+    csv_key = next(k for k in keys if k.endswith(".csv"))
+    text = s3_server.client().get_object(Bucket=bucket, Key=csv_key)["Body"].read().decode()
+    assert [r["backupJobId"] for r in csv.DictReader(io.StringIO(text))] == [backup["job_id"]]
+    assert S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"] not in json.dumps(made)
