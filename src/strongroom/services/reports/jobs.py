@@ -129,7 +129,8 @@ def _input(account: Account, plan: dict[str, Any], now: datetime) -> ReportInput
 def run_due_reports(account: Account, now: datetime) -> list[ReportJob]:
     """The daemon's part: each plan whose schedule fired since its cursor makes one report (a plan seen for the
     first time starts from now: no back-fill, as backup rules)."""
-    cursors: dict[str, str] = dict(account.catalog.get_setting(SETTING_CURSORS, {}) or {})
+    stored: dict[str, str] = dict(account.catalog.get_setting(SETTING_CURSORS, {}) or {})
+    cursors = dict(stored)
     plans = applied_report_plans(account)
     made = []
     for name, plan in sorted(plans.items()):
@@ -140,8 +141,11 @@ def run_due_reports(account: Account, now: datetime) -> list[ReportJob]:
         schedule = parse_schedule(plan.get("schedule") or "cron(0 1 * * ? *)")
         fire = schedule.next_after(datetime.fromisoformat(since))
         if fire <= now:
-            cursors[name] = iso(now) or ""
-            account.catalog.set_setting(SETTING_CURSORS, {k: v for k, v in cursors.items() if k in plans})
+            cursors[name] = iso(now) or ""  # moved before the report is made: a crash never makes it twice
+            stored = {k: v for k, v in cursors.items() if k in plans}
+            account.catalog.set_setting(SETTING_CURSORS, stored)
             made.append(start_report_job(account, name, now, trigger=SCHEDULED, evaluate=False))
-    account.catalog.set_setting(SETTING_CURSORS, {k: v for k, v in cursors.items() if k in plans} or None)
+    kept = {k: v for k, v in cursors.items() if k in plans}
+    if kept != stored:
+        account.catalog.set_setting(SETTING_CURSORS, kept or None)
     return made
