@@ -16,7 +16,7 @@ from typing import Any
 from strongroom.catalog.compliance_records import ComplianceStatus, Evaluation
 from strongroom.services.account import SETTING_FRAMEWORKS, Account
 from strongroom.services.compliance.evaluate import control_status, evaluate_framework
-from strongroom.services.compliance.snapshot import take_snapshot
+from strongroom.services.compliance.snapshot import applied_frameworks, take_snapshot
 from strongroom.services.notifications.outbox import deliver_now, queue_safely
 
 EVENT = "RESOURCE_COMPLIANCE_CHANGED"
@@ -77,8 +77,6 @@ def _announce(account: Account, change: Change) -> None:
 
 def framework_view(account: Account, name: str) -> dict[str, Any]:
     """What ``frameworks describe`` shows: each control's status, parameters, scope, and its verdict per subject."""
-    from strongroom.services.compliance.snapshot import applied_frameworks
-
     framework = applied_frameworks(account)[name]
     stored = account.catalog.list_evaluations(name)
     controls = []

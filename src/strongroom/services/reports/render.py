@@ -8,7 +8,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-FORMATS = ("CSV", "JSON")
 EXTENSIONS = {"CSV": "csv", "JSON": "json"}
 
 

@@ -100,7 +100,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "complianceReason",  # Strongroom's: the evidence behind the verdict
     ),
 }
-TEMPLATES = tuple(COLUMNS)
 JOB_TEMPLATES = {
     "BACKUP_JOB_REPORT": JobType.BACKUP,
     "COPY_JOB_REPORT": JobType.COPY,
