@@ -176,3 +176,20 @@ def test_a_report_is_delivered_to_an_s3_prefix_and_read_back_with_plain_s3(
     text = s3_server.client().get_object(Bucket=bucket, Key=csv_key)["Body"].read().decode()
     assert [r["backupJobId"] for r in csv.DictReader(io.StringIO(text))] == [backup["job_id"]]
     assert S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"] not in json.dumps(made)
+
+
+def test_a_report_plan_cannot_write_into_a_vault(account: Cli, tmp_path: Path) -> None:
+    vault_store = account.json("vaults", "describe", "Default")["store_url"]
+    apply(account, tmp_path, base(tmp_path, [DEADMAN]))
+    account.backup("app")
+    for store in (vault_store, vault_store.rstrip("/") + "/reports"):
+        plan = {
+            "report_delivery_channel": {"formats": ["JSON"], "store": store},
+            "report_setting": {"report_template": "BACKUP_JOB_REPORT"},
+        }
+        apply(account, tmp_path, base(tmp_path, [DEADMAN], report_plans={"into_vault": plan}))
+        result = account.run("reports", "start-job", "into_vault", ok=False)
+        assert_one_line_error(result, 1, "overlaps the store of vault Default; reports never go into a vault")
+    vault_dir = Path(vault_store.removeprefix("file://"))
+    assert not (vault_dir / "Backup").exists() and not (vault_dir / "reports").exists()
+    assert account.json("verify", "--read-data")["ok"]

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from strongroom.catalog.compliance_records import ReportJob, ReportJobState
-from strongroom.errors import NotFoundError, StrongroomError
+from strongroom.errors import NotFoundError, StorageError, StrongroomError
 from strongroom.model import iso, new_id
 from strongroom.plans.schedule import parse_schedule
 from strongroom.services.account import SETTING_REPORT_PLANS, Account
@@ -93,6 +93,7 @@ def start_report_job(
 def _write(account: Account, plan: dict[str, Any], job: ReportJob, now: datetime) -> list[str]:
     template = job.report_template
     found = rows(template, _input(account, plan, now))
+    _refuse_vault_stores(account, job.destination)
     store = open_store(job.destination)
     base = (
         f"Backup/{account.account_id}/{account.region}/{now:%Y/%m/%d}/{job.report_plan_name}/"
@@ -104,6 +105,22 @@ def _write(account: Account, plan: dict[str, Any], job: ReportJob, now: datetime
         store.put(key, render(fmt, COLUMNS[template], found))
         keys.append(key)
     return keys
+
+
+def _refuse_vault_stores(account: Account, url: str) -> None:
+    """Reports never go into a vault's store (nor above or below it): only the vault writes there."""
+    wanted = _bare(url)
+    for vault in account.catalog.list_vaults():
+        held = _bare(vault.store_url)
+        if wanted == held or wanted.startswith(held + "/") or held.startswith(wanted + "/"):
+            raise StorageError(
+                f"the report store overlaps the store of vault {vault.name}; reports never go into a vault",
+                hint="Give the report plan a store of its own (report_delivery_channel.store)",
+            )
+
+
+def _bare(url: str) -> str:
+    return url.split("?", 1)[0].rstrip("/")
 
 
 def _input(account: Account, plan: dict[str, Any], now: datetime) -> ReportInput:
