@@ -301,12 +301,21 @@ NOTIFICATION_EVENTS = (
     "RECOVERY_POINT_MODIFIED",
     "S3_BACKUP_OBJECT_FAILED",
     "S3_RESTORE_OBJECT_FAILED",
+    "RESOURCE_COMPLIANCE_CHANGED",  # Strongroom's: a control's verdict on a resource changed (docs/compliance.md)
 )
+COMPLIANCE_STATES = ("COMPLIANT", "NON_COMPLIANT")
 # The ``state`` an event carries: a job's state, or a recovery point's status for RECOVERY_POINT_MODIFIED.
 # (SUCCESSFUL, SKIPPED, TIMED_OUT: a restore test's validation status, docs/restore-testing.md)
 NOTIFICATION_STATES = tuple(
     dict.fromkeys(
-        [*(s.value for s in JobState), *(s.value for s in RecoveryPointStatus), "SUCCESSFUL", "SKIPPED", "TIMED_OUT"]
+        [
+            *(s.value for s in JobState),
+            *(s.value for s in RecoveryPointStatus),
+            "SUCCESSFUL",
+            "SKIPPED",
+            "TIMED_OUT",
+            *COMPLIANCE_STATES,
+        ]
     )
 )
 

@@ -91,6 +91,7 @@ def apply_source(cli: Cli, base: Path, cluster: PgCluster, destination_vault: st
         database_dsn=cluster.dsn(),
         people_notification_url=f"log://{base}/people.jsonl",
         events_log=f"log://{base}/events.jsonl",
+        reports_store=(base / "reports").as_uri(),  # the report plans write here
     )
     var_file = base / f"source-{cli.home.name}.yaml"
     var_file.write_text(yaml.safe_dump(values))

@@ -93,6 +93,7 @@ def demo(pg_bindir: Path) -> Iterator[Demo]:
                 database_dsn=cluster.dsn("clinic"),  # logical (the default database_type), as the demo
                 people_notification_url=f"log://{base}/people.jsonl",
                 events_log=f"log://{base}/events.jsonl",
+                reports_store=(base / "reports").as_uri(),  # the report plans write here
             )
             (base / "source-vars.yaml").write_text(yaml.safe_dump(values))
             source.run(

@@ -50,6 +50,7 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
         database_dsn=pg_cluster.dsn(database),
         people_notification_url=f"log://{tmp_path}/people.jsonl",
         events_log=f"log://{tmp_path}/events.jsonl",
+        reports_store=(tmp_path / "reports").as_uri(),  # the report plans write here
     )
     var_file = tmp_path / "source-production.yaml"
     var_file.write_text(yaml.safe_dump(values))

@@ -226,6 +226,7 @@ def _bootstrap_source(
         database_dsn=dsn,
         people_notification_url=f"log://{tmp_path}/people.jsonl",
         events_log=f"log://{tmp_path}/events.jsonl",
+        reports_store=(tmp_path / "reports").as_uri(),  # the report plans write here
     )
     var_file = tmp_path / "source-values.yaml"
     var_file.write_text(yaml.safe_dump(values))
@@ -295,6 +296,33 @@ def _check_the_end(simulation: Simulation, arrivals_from: datetime) -> None:
     assert events.count(("COPY_JOB_SUCCESSFUL", "COMPLETED")) == 120
     assert events.count(("RECOVERY_POINT_MODIFIED", "DELETED")) == 120
     assert not (simulation.source.home.parent / "people.jsonl").exists()
+    _check_compliance(simulation, log)
+
+
+def _check_compliance(simulation: Simulation, log: Path) -> None:
+    """The example's frameworks and report plans ran all along: the dead-man's switch fired the morning after the
+    first missed backup, and each report plan made one report a day, never two, across the daemon's restarts."""
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    switch = [
+        (e["previous_state"], e["state"], e["event_time"])
+        for e in events
+        if e["event"] == "RESOURCE_COMPLIANCE_CHANGED"
+        and (e["framework_name"], e["control_name"], e["resource_id"])
+        == ("mavis_postgres_framework", "BACKUP_LAST_RECOVERY_POINT_CREATED", "mavis-db")
+    ]
+    # Compliant from the first backup; the last one is day 59 19:00; on day 61 07:00 it is 36 hours old.
+    assert switch == [
+        (None, "NON_COMPLIANT", simulation.at(0, 6).isoformat()),
+        ("NON_COMPLIANT", "COMPLIANT", simulation.at(0, 7).isoformat()),
+        ("COMPLIANT", "NON_COMPLIANT", simulation.at(FIRING_DAYS + 1, 7).isoformat()),
+    ]
+    jobs = simulation.source.catalog.list_report_jobs()
+    per_plan = {name: [j for j in jobs if j.report_plan_name == name] for name in {j.report_plan_name for j in jobs}}
+    assert set(per_plan) == {"backup_jobs", "copy_jobs", "backup_restore_testing_jobs", "resource_compliance"}
+    for name, made in per_plan.items():
+        assert {j.state for j in made} == {"COMPLETED"}, name
+        days = [datetime.fromisoformat(j.creation_time) for j in made]
+        assert days == [simulation.at(day, 7) for day in range(1, SIMULATED_DAYS)], name  # each day's first tick
 
 
 def _destination_points(destination: Cli) -> dict[str, dict[str, Any]]:

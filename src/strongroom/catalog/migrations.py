@@ -225,4 +225,33 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE recovery_points ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
     """,
+    # 11: framework evaluations (the last verdict per framework, control and resource) and report jobs
+    """
+    CREATE TABLE compliance_evaluations (
+        framework TEXT NOT NULL,
+        control TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        evaluated_at TEXT NOT NULL,
+        changed_at TEXT NOT NULL,
+        PRIMARY KEY (framework, control, resource_id)
+    );
+    CREATE TABLE report_jobs (
+        id TEXT PRIMARY KEY,
+        report_plan_name TEXT NOT NULL,
+        report_template TEXT NOT NULL,
+        state TEXT NOT NULL,
+        creation_time TEXT NOT NULL,
+        period_start TEXT NOT NULL,
+        period_end TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        completion_time TEXT,
+        status_message TEXT,
+        keys TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX report_jobs_plan ON report_jobs(report_plan_name, creation_time);
+    """,
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.catalog import integrity
+from strongroom.catalog.compliance_records import Evaluation, ReportJob
 from strongroom.catalog.dr_records import DrRun, DrStep
 from strongroom.catalog.migrations import MIGRATIONS
 from strongroom.catalog.records import (
@@ -916,6 +917,72 @@ class Catalog:
                 f"UPDATE dr_steps SET {assignments} WHERE run_id = ? AND position = ?",
                 (*encoded.values(), run_id, position),
             )
+
+    # Framework evaluations and report jobs (services/compliance, services/reports) ------------------
+    def list_evaluations(self, framework: str | None = None) -> list[Evaluation]:
+        sql, args = "SELECT * FROM compliance_evaluations", tuple[str, ...]()
+        if framework is not None:
+            sql, args = sql + " WHERE framework = ?", (framework,)
+        rows = self._db.execute(sql + " ORDER BY framework, control, resource_id", args)
+        return [record(Evaluation, row) for row in rows]
+
+    def store_evaluations(self, frameworks: Sequence[str], evaluations: Sequence[Evaluation]) -> None:
+        """Replace, in one transaction, every evaluation of ``frameworks`` (and drop frameworks no longer listed)."""
+        with self.transaction() as db:
+            marks = ", ".join("?" for _ in frameworks)
+            db.execute(f"DELETE FROM compliance_evaluations WHERE framework NOT IN ({marks})", tuple(frameworks))
+            db.execute(f"DELETE FROM compliance_evaluations WHERE framework IN ({marks})", tuple(frameworks))
+            db.executemany(
+                "INSERT INTO compliance_evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.framework,
+                        e.control,
+                        e.resource_id,
+                        e.resource_type,
+                        e.status.value,
+                        e.reason,
+                        e.evaluated_at,
+                        e.changed_at,
+                    )
+                    for e in evaluations
+                ],
+            )
+
+    def add_report_job(self, job: ReportJob) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO report_jobs (id, report_plan_name, report_template, state, creation_time, period_start,"
+                " period_end, trigger, destination, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.report_plan_name,
+                    job.report_template,
+                    job.state.value,
+                    job.creation_time,
+                    job.period_start,
+                    job.period_end,
+                    job.trigger,
+                    job.destination,
+                    json.dumps(job.keys),
+                ),
+            )
+
+    def update_report_job(self, job_id: str, **fields: Any) -> None:
+        self._update("report_jobs", job_id, fields, json_columns=("keys",))
+
+    def get_report_job(self, job_id: str) -> ReportJob:
+        row = self._db.execute("SELECT * FROM report_jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"unknown report job '{job_id}'", hint="List them with 'strongroom reports list-jobs'")
+        return record(ReportJob, row, ("keys",))
+
+    def list_report_jobs(self, plan_name: str | None = None) -> list[ReportJob]:
+        sql, args = "SELECT * FROM report_jobs", tuple[str, ...]()
+        if plan_name is not None:
+            sql, args = sql + " WHERE report_plan_name = ?", (plan_name,)
+        rows = self._db.execute(sql + " ORDER BY creation_time, id", args)
+        return [record(ReportJob, row, ("keys",)) for row in rows]
 
 
 _DR_RUN_JSON = ("runbook", "report")

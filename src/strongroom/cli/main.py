@@ -23,12 +23,15 @@ from strongroom.cli import (
     copy_cmd,
     credentials_cmd,
     dr_cmd,
+    frameworks_cmd,
     init_cmd,
     jobs_cmd,
     lifecycle_cmd,
     notifications_cmd,
     plans_cmd,
     recovery_points_cmd,
+    report_plans_cmd,
+    reports_cmd,
     resources_cmd,
     restore_cmd,
     restore_testing_cmd,
@@ -84,6 +87,9 @@ schedule_cmd.register(app)
 secrets_cmd.register(app)
 dr_cmd.register(app)
 restore_testing_cmd.register(app)
+frameworks_cmd.register(app)
+report_plans_cmd.register(app)
+reports_cmd.register(app)
 
 
 def run(args: Sequence[str] | None = None) -> None:

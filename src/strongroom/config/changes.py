@@ -23,6 +23,7 @@ CREATE, UPDATE, DELETE = "create", "update", "delete"
 VAULT, POLICY, LOCK, RESOURCE = "vault", "access_policy", "vault_lock", "resource"
 DESTINATION, BACKUP_PLAN, OUTPUT = "destination", "backup_plan", "output"
 RESTORE_TESTING_PLAN = "restore_testing_plan"
+FRAMEWORK, REPORT_PLAN = "framework", "report_plan"
 ADOPT = "adopt: made by hand, managed by this configuration from now on"
 SENSITIVE = "(sensitive)"
 MIN_MASKED_LENGTH = 3  # shorter values (a flag, a small number) would mask unrelated text
@@ -89,6 +90,8 @@ class CurrentState:
     backup_plans: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     restore_testing_plans: dict[str, Any] = field(default_factory=dict)
+    frameworks: dict[str, Any] = field(default_factory=dict)
+    report_plans: dict[str, Any] = field(default_factory=dict)
 
 
 def compute_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]:
@@ -103,6 +106,8 @@ def compute_changes(loaded: LoadedConfig, current: CurrentState) -> list[Change]
     changes += _setting_changes(
         RESTORE_TESTING_PLAN, current.restore_testing_plans, loaded.stored_restore_testing_plans()
     )
+    changes += _setting_changes(FRAMEWORK, current.frameworks, loaded.stored_frameworks())
+    changes += _setting_changes(REPORT_PLAN, current.report_plans, loaded.report_plans)
     changes += [
         Change(DELETE, VAULT, name, before=_vault_view(record))
         for name, record in current.vaults.items()

@@ -20,6 +20,7 @@ from strongroom.config.schema import (
     AccountConfig,
     BackupPlanConfig,
     DefaultDestinationPolicy,
+    FrameworkConfig,
     LockConfig,
     RuleConfig,
     VariableConfig,
@@ -30,6 +31,7 @@ from strongroom.errors import StrongroomError
 from strongroom.model import DEFAULT_VAULT, now, tag_problem
 from strongroom.plans.records import BackupPlan, BackupRule
 from strongroom.plans.schedule import parse_schedule
+from strongroom.policy import controls as audit
 from strongroom.policy.document import PolicyDocument, default_destination_policy
 from strongroom.policy.lock import VaultLock
 from strongroom.policy.principals import is_principal_arn
@@ -50,6 +52,8 @@ class LoadedConfig:
     resource_settings: dict[str, dict[str, Any]]  # resource -> settings as its adapter normalised them
     backup_plans: dict[str, BackupPlan]  # plan -> as the scheduler fires it
     outputs: dict[str, dict[str, Any]]  # name -> {"value", "description", "sensitive"}
+    frameworks: dict[str, audit.Framework] = field(default_factory=dict)
+    report_plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ReportPlanConfig as JSON
     sensitive_values: frozenset[str] = frozenset()
     warnings: tuple[str, ...] = ()
 
@@ -67,6 +71,10 @@ class LoadedConfig:
     def stored_backup_plans(self) -> dict[str, dict[str, Any]]:
         """The plans as the catalog setting ``backup_plans`` stores them (JSON)."""
         return {name: plan.as_dict() for name, plan in self.backup_plans.items()}
+
+    def stored_frameworks(self) -> dict[str, dict[str, Any]]:
+        """The frameworks as the catalog setting ``frameworks`` stores them (JSON)."""
+        return {name: framework.as_dict() for name, framework in self.frameworks.items()}
 
 
 @dataclass
@@ -118,6 +126,8 @@ def load_config(
         checks.add,
     )
     _unused_restore_testing_fields(config, checks)
+    frameworks = _frameworks(config, checks)
+    _check_report_plans(config, frameworks, checks)
     raise_problems(checks.problems)
     return LoadedConfig(
         config=config,
@@ -127,6 +137,8 @@ def load_config(
         resource_settings=settings,
         backup_plans=backup_plans,
         outputs={name: output.model_dump(mode="json") for name, output in config.outputs.items()},
+        frameworks=frameworks,
+        report_plans={name: plan.model_dump(mode="json") for name, plan in config.report_plans.items()},
         sensitive_values=frozenset(interpolator.sensitive_values),
         warnings=tuple(checks.warnings),
     )
@@ -333,4 +345,110 @@ def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None
             checks.warnings.append(
                 f"{where}enable_continuous_backup is accepted but not supported yet"
                 " (no point-in-time recovery); snapshots are taken on the schedule"
+            )
+
+
+# Frameworks and report plans (docs/compliance.md) ---------------------------------------------------------
+def _frameworks(config: AccountConfig, checks: _Checks) -> dict[str, audit.Framework]:
+    wanted = dict(config.frameworks)
+    for name, plan in config.backup_plans.items():
+        if plan.create_framework:
+            made = blueprint_framework_name(name)
+            if made in wanted:
+                checks.add(("backup_plans", name, "create_framework"), f"a framework '{made}' is also declared")
+            wanted[made] = _blueprint_framework(name, plan, config)
+    return {name: _framework(("frameworks", name), name, framework, checks) for name, framework in wanted.items()}
+
+
+def blueprint_framework_name(plan_name: str) -> str:
+    """The blueprint's name for a plan's framework: ``<prefix>-framework`` with dashes made underscores."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{plan_name}_framework")
+
+
+def _blueprint_framework(name: str, plan: BackupPlanConfig, config: AccountConfig) -> FrameworkConfig:
+    """The controls of the blueprint's backup_framework.tf for this plan, with its scopes and parameters."""
+    tags = {plan.selection_tag: plan.selection_tag_value, **{t.key: t.value for t in plan.selection_tags}}
+    scope = {"compliance_resource_types": plan.compliance_resource_types, "tags": tags}
+    days = str(_blueprint_retention(plan, config))
+    controls: list[dict[str, Any]] = [
+        {"name": audit.POINT_ENCRYPTED, "scope": {"tags": tags}},
+        {
+            "name": audit.POINT_MIN_RETENTION,
+            "scope": {"tags": tags},
+            "input_parameters": {"requiredRetentionDays": days},
+        },
+        {
+            "name": audit.PLAN_FREQUENCY_AND_RETENTION,
+            "scope": {"compliance_resource_ids": [name]},
+            "input_parameters": {
+                "requiredFrequencyUnit": "days",
+                "requiredRetentionDays": days,
+                "requiredFrequencyValue": "1",
+            },
+        },
+        {"name": audit.PROTECTED_BY_PLAN, "scope": scope},
+        {
+            "name": audit.LAST_RECOVERY_POINT,
+            "scope": scope,
+            "input_parameters": {"recoveryPointAgeUnit": "days", "recoveryPointAgeValue": "1"},
+        },
+    ]
+    return FrameworkConfig.model_validate({"description": f"{name} Backup Framework", "controls": controls})
+
+
+def _blueprint_retention(plan: BackupPlanConfig, config: AccountConfig) -> int:
+    """The blueprint passes vault_lock_min_retention_days; without a lock, the plan's shortest retention."""
+    for rule in plan.rules:
+        vault = config.vaults.get(rule.target_vault_name or "")
+        if vault is not None and vault.lock is not None and vault.lock.min_retention_days:
+            return vault.lock.min_retention_days
+    kept = [rule.lifecycle.delete_after for rule in plan.rules if rule.lifecycle.delete_after]
+    return min(kept) if kept else 35
+
+
+def _framework(path: Path_, name: str, framework: FrameworkConfig, checks: _Checks) -> audit.Framework:
+    names = [control.name for control in framework.controls]
+    for twice in sorted({n for n in names if names.count(n) > 1}):
+        checks.add((*path, "controls"), f"control {twice} appears more than once; a framework has each control once")
+    controls = []
+    for index, control in enumerate(framework.controls):
+        where: Path_ = (*path, "controls", index)
+        parameters = control.parameters()
+        for problem in audit.check_control(control.name, parameters):
+            checks.add(
+                (*where, "name") if problem.startswith("unknown control") else (*where, "input_parameters"), problem
+            )
+        for position, type_name in enumerate(control.scope.compliance_resource_types):
+            try:
+                get_adapter(type_name)
+            except StrongroomError as exc:
+                checks.add(
+                    (*where, "scope", "compliance_resource_types", position),
+                    f"{exc.one_line()} (a scope of an unknown type would match nothing)",
+                )
+        scope = audit.Scope.of(control.scope.model_dump(mode="json"))
+        controls.append(audit.Control(control.name, parameters, scope))
+    return audit.Framework(name, framework.description, tuple(controls))
+
+
+def _check_report_plans(config: AccountConfig, frameworks: dict[str, audit.Framework], checks: _Checks) -> None:
+    for name, plan in config.report_plans.items():
+        setting = plan.report_setting
+        for index, arn in enumerate(setting.framework_arns):
+            if arn.rsplit("/", 1)[-1].rsplit(":", 1)[-1] not in frameworks:
+                checks.add(
+                    ("report_plans", name, "report_setting", "framework_arns", index),
+                    f"no framework '{arn}' is declared (frameworks, or a backup plan's create_framework)",
+                )
+        compliance = setting.report_template in ("CONTROL_COMPLIANCE_REPORT", "RESOURCE_COMPLIANCE_REPORT")
+        if setting.framework_arns and not compliance:
+            checks.add(
+                ("report_plans", name, "report_setting", "framework_arns"),
+                f"{setting.report_template} takes no frameworks (only the compliance report templates do)",
+            )
+        count = setting.number_of_frameworks
+        if count is not None and count != len(setting.framework_arns):
+            checks.add(
+                ("report_plans", name, "report_setting", "number_of_frameworks"),
+                f"is {count} but framework_arns lists {len(setting.framework_arns)}",
             )

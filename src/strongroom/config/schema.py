@@ -1,9 +1,9 @@
 """The typed shape of an account configuration file (pydantic v2, unknown fields refused everywhere).
 
 Top-level keys: ``variables``, ``vaults``, ``resources``, ``destination``, ``backup_plans``,
-``restore_testing_plans`` (its models in config/restore_testing.py), ``outputs``. The ``backup_plans``
-entries take the NHS blueprint's ``backup_plan_config`` field names so its users can paste their values.
-Checks that need other modules (policy documents, vault locks, resource settings) run in
+``restore_testing_plans`` (its models in config/restore_testing.py), ``frameworks``, ``report_plans``, ``outputs``.
+The ``backup_plans`` entries take the NHS blueprint's ``backup_plan_config`` field names so its users can paste
+their values. Checks that need other modules (policy documents, vault locks, resource settings) run in
 :mod:`strongroom.config.loader` after this shape is valid.
 """
 
@@ -241,6 +241,8 @@ class BackupPlanConfig(Strict):
     # (config/restore_testing.py); a JSON object as a string (its Aurora shape) or a map (its RDS shape).
     restore_testing_overrides: str | dict[str, str | int | bool] | None = None
     validation_window_hours: Annotated[int, Field(ge=1, le=168)] | None = None
+    # The blueprint's framework for this plan (its backup_framework.tf), made by the loader: see docs/compliance.md.
+    create_framework: bool = False
     rules: list[RuleConfig] = []
 
     @model_validator(mode="after")
@@ -250,6 +252,80 @@ class BackupPlanConfig(Strict):
         if duplicates:
             raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
         return self
+
+
+# Frameworks and report plans (AWS Backup Audit Manager; services/compliance/, services/reports/) -----------
+FrameworkName = Annotated[
+    str, _named(r"^[A-Za-z][A-Za-z0-9_]{0,255}$", "framework name (a letter, then letters, digits and _)")
+]
+ReportPlanName = Annotated[
+    str, _named(r"^[A-Za-z][A-Za-z0-9_]{0,255}$", "report plan name (a letter, then letters, digits and _)")
+]
+ParameterValue = str | int | float
+
+
+class InputParameter(Strict):
+    """AWS's ``ControlInputParameter`` (Terraform's ``input_parameter`` block): a name and a value."""
+
+    name: str
+    value: ParameterValue
+
+
+class ControlScopeConfig(Strict):
+    compliance_resource_ids: list[str] = []
+    compliance_resource_types: list[str] = []
+    tags: dict[str, str] = {}
+
+
+class ControlConfig(Strict):
+    name: str
+    # Terraform's repeated ``input_parameter`` blocks as a list, or a mapping name -> value.
+    input_parameters: list[InputParameter] | dict[str, ParameterValue] = []
+    input_parameter: list[InputParameter] = []  # the Terraform block's own name, accepted as well
+    scope: ControlScopeConfig = ControlScopeConfig()
+
+    def parameters(self) -> dict[str, str]:
+        given = self.input_parameters
+        pairs = [(p.name, p.value) for p in given] if isinstance(given, list) else list(given.items())
+        pairs += [(p.name, p.value) for p in self.input_parameter]
+        return {name: str(value) for name, value in pairs}
+
+
+class FrameworkConfig(Strict):
+    description: str = ""
+    controls: Annotated[list[ControlConfig], Field(min_length=1)]
+
+
+class ReportDeliveryChannelConfig(Strict):
+    formats: Annotated[list[Literal["CSV", "JSON"]], Field(min_length=1)] = ["CSV"]
+    s3_bucket_name: str | None = None  # the blueprint's; the bucket is reached with the AWS credential chain
+    s3_key_prefix: str = ""
+    store: StoreUrl | None = None  # Strongroom's: any store URL, e.g. file:///srv/reports or s3://B/P?endpoint=...
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ReportDeliveryChannelConfig:
+        if (self.s3_bucket_name is None) == (self.store is None):
+            raise ValueError("give exactly one of s3_bucket_name (with s3_key_prefix) or store (a store URL)")
+        return self
+
+
+class ReportSettingConfig(Strict):
+    report_template: Literal[
+        "BACKUP_JOB_REPORT",
+        "COPY_JOB_REPORT",
+        "RESTORE_JOB_REPORT",
+        "CONTROL_COMPLIANCE_REPORT",
+        "RESOURCE_COMPLIANCE_REPORT",
+    ]
+    framework_arns: list[str] = []  # framework names (or ARNs ending in /NAME); empty: every framework
+    number_of_frameworks: int | None = None
+
+
+class ReportPlanConfig(Strict):
+    description: str = ""
+    report_delivery_channel: ReportDeliveryChannelConfig
+    report_setting: ReportSettingConfig
+    schedule: Schedule = "cron(0 1 * * ? *)"  # Strongroom's: when the daily report is made (AWS: 1-5 AM UTC)
 
 
 class OutputConfig(Strict):
@@ -265,6 +341,8 @@ class AccountConfig(Strict):
     destination: DestinationConfig | None = None
     backup_plans: dict[PlanName, BackupPlanConfig] = {}
     restore_testing_plans: dict[PlanName, RestoreTestingPlan] = {}  # config/restore_testing.py
+    frameworks: dict[FrameworkName, FrameworkConfig] = {}
+    report_plans: dict[ReportPlanName, ReportPlanConfig] = {}
     outputs: dict[OutputName, OutputConfig] = {}
 
 

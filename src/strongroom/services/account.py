@@ -35,6 +35,8 @@ SETTING_DESTINATION = "destination_vault_arn"
 SETTING_DESTINATION_ACCOUNT = "destination_account"
 SETTING_BACKUP_PLANS = "backup_plans"
 SETTING_RESTORE_TESTING_PLANS = "restore_testing_plans"  # services/restore_testing.py
+SETTING_FRAMEWORKS = "frameworks"  # name -> policy.controls.Framework.as_dict() (docs/compliance.md)
+SETTING_REPORT_PLANS = "report_plans"  # name -> config.schema.ReportPlanConfig as JSON
 
 ACCOUNT_FORMAT = 1
 ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"  # how a passphrase reaches a process without a terminal

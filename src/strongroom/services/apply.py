@@ -27,9 +27,11 @@ from strongroom.config.changes import (
     CREATE,
     DELETE,
     DESTINATION,
+    FRAMEWORK,
     LOCK,
     OUTPUT,
     POLICY,
+    REPORT_PLAN,
     RESOURCE,
     RESTORE_TESTING_PLAN,
     UPDATE,
@@ -51,6 +53,8 @@ from strongroom.services.account import (
     SETTING_BACKUP_PLANS,
     SETTING_DESTINATION,
     SETTING_DESTINATION_ACCOUNT,
+    SETTING_FRAMEWORKS,
+    SETTING_REPORT_PLANS,
     SETTING_RESTORE_TESTING_PLANS,
     Account,
 )
@@ -91,6 +95,8 @@ def current_state(account: Account) -> CurrentState:
         backup_plans=catalog.get_setting(SETTING_BACKUP_PLANS, {}) or {},
         outputs={name: stored.as_dict() for name, stored in catalog.get_outputs().items()},
         restore_testing_plans=catalog.get_setting(SETTING_RESTORE_TESTING_PLANS, {}) or {},
+        frameworks=catalog.get_setting(SETTING_FRAMEWORKS, {}) or {},
+        report_plans=catalog.get_setting(SETTING_REPORT_PLANS, {}) or {},
     )
 
 
@@ -180,6 +186,10 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
         account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.stored_backup_plans() or None)
     elif change.kind == RESTORE_TESTING_PLAN:
         account.catalog.set_setting(SETTING_RESTORE_TESTING_PLANS, loaded.stored_restore_testing_plans() or None)
+    elif change.kind == FRAMEWORK:
+        account.catalog.set_setting(SETTING_FRAMEWORKS, loaded.stored_frameworks() or None)
+    elif change.kind == REPORT_PLAN:
+        account.catalog.set_setting(SETTING_REPORT_PLANS, loaded.report_plans or None)
     elif change.kind == OUTPUT:
         account.catalog.set_outputs({name: Output.of(value) for name, value in loaded.outputs.items()})
     elif change.kind == notifications_plan.CHANGE_KIND:

@@ -3,10 +3,11 @@
 Nothing is counted in memory: every value is read from the catalog when Prometheus asks, so a restarted
 daemon loses nothing and a dead one is seen by the scrape failing (``up == 0``) or by
 ``strongroom_scheduler_last_tick_timestamp_seconds`` going stale. Each source below turns the catalog into
-:class:`Family` records; later features (frameworks) add a source to ``SOURCES``.
+:class:`Family` records; features add a source to ``SOURCES``.
 
 Labels are bounded and hold names only: resource ids and types, vault names, job types and states, plan and
-rule names, the destination's account id and vault name. Never a job id, an ARN, a URL or a secret.
+rule names, framework, control and report plan names, the destination's account id and vault name. Never a
+job id, an ARN, a URL or a secret.
 ``resource_recovery`` is the same data for one resource, for ``strongroom resources describe``.
 """
 
@@ -18,10 +19,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from strongroom.catalog.compliance_records import ComplianceStatus, ReportJobState
 from strongroom.catalog.dr_records import DrState
 from strongroom.errors import StrongroomError
 from strongroom.model import Arn, Job, JobState, JobType, RecoveryPoint, RecoveryPointStatus
-from strongroom.services.account import Account
+from strongroom.services.account import SETTING_FRAMEWORKS, SETTING_REPORT_PLANS, Account
 from strongroom.services.restore_testing_records import RestoreTest, RestoreTestStatus, restore_test_of
 from strongroom.services.scheduler.daemon import SETTING_LAST_TICK
 
@@ -392,7 +394,58 @@ def scheduler_families(view: Snapshot) -> list[Family]:
     return [tick, lag]
 
 
-# Frameworks add their sources here (docs/metrics.md, "still to come").
+# Frameworks and report plans (docs/compliance.md) -----------------------------------------------------------
+def compliance_families(view: Snapshot) -> list[Family]:
+    control = Family(
+        "control_compliant",
+        "1 when every resource a framework's control evaluated is COMPLIANT, 0 when one is NON_COMPLIANT.",
+        ("framework", "control"),
+    )
+    counted = Family(
+        "control_resources",
+        "Resources (or backup plans) a framework's control evaluated, by verdict.",
+        ("framework", "control", "status"),
+    )
+    evaluated = Family(
+        "control_last_evaluation_timestamp_seconds",
+        "When the framework's control was last evaluated (by the daemon or 'frameworks describe').",
+        ("framework", "control"),
+    )
+    stored = view.account.catalog.get_setting(SETTING_FRAMEWORKS, {}) or {}
+    evaluations = view.account.catalog.list_evaluations()
+    for name in sorted(stored):
+        for item in stored[name].get("controls") or []:
+            rows = [e for e in evaluations if e.framework == name and e.control == item["name"]]
+            bad = sum(e.status == ComplianceStatus.NON_COMPLIANT for e in rows)
+            tags = {"framework": name, "control": item["name"]}
+            control.add(0 if bad else 1, **tags)
+            counted.add(len(rows) - bad, **tags, status=ComplianceStatus.COMPLIANT.value)
+            counted.add(bad, **tags, status=ComplianceStatus.NON_COMPLIANT.value)
+            if rows:
+                evaluated.add(_seconds(max(e.evaluated_at for e in rows)) or 0.0, **tags)
+    return [control, counted, evaluated]
+
+
+def report_families(view: Snapshot) -> list[Family]:
+    last = Family(
+        "report_last_success_timestamp_seconds",
+        "When the report plan's newest COMPLETED report job ended.",
+        ("report_plan",),
+    )
+    failed = Family(
+        "report_last_job_failed", "1 when the report plan's newest report job FAILED, else 0.", ("report_plan",)
+    )
+    plans = view.account.catalog.get_setting(SETTING_REPORT_PLANS, {}) or {}
+    jobs = view.account.catalog.list_report_jobs()
+    for name in sorted(plans):
+        mine = [j for j in jobs if j.report_plan_name == name and j.state != ReportJobState.RUNNING]
+        done = [j for j in mine if j.state == ReportJobState.COMPLETED]
+        if done:
+            last.add(_seconds(done[-1].completion_time) or 0.0, report_plan=name)
+        failed.add(1 if mine and mine[-1].state == ReportJobState.FAILED else 0, report_plan=name)
+    return [last, failed]
+
+
 SOURCES: list[Source] = [
     backup_families,
     vault_families,
@@ -401,6 +454,8 @@ SOURCES: list[Source] = [
     restore_families,
     restore_test_families,
     scheduler_families,
+    compliance_families,
+    report_families,
 ]
 
 

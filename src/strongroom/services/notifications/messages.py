@@ -15,6 +15,7 @@ _TITLES = {
     "RESTORE_JOB_FAILED": "Restore test {state}",
     "RESTORE_VALIDATION_COMPLETED": "Restore test validation {state}",
     "RECOVERY_POINT_MODIFIED": "Recovery point {state}",
+    "RESOURCE_COMPLIANCE_CHANGED": "Now {state}",
 }
 
 
@@ -28,6 +29,9 @@ def summary(payload: dict[str, Any]) -> str:
 def message(payload: dict[str, Any]) -> str:
     """A few Markdown lines under the summary: error, job, plan, sizes, duration, recovery point."""
     lines = []
+    if payload.get("control_name"):
+        lines.append(f"**Control:** {payload['control_name']} of framework {payload.get('framework_name')}")
+        lines.append(f"**Reason:** {payload.get('reason')}")
     if payload.get("error"):
         lines.append(f"**Error:** {payload['error']}")
     elif payload.get("change"):

@@ -7,7 +7,8 @@ Every decision takes its time from ``model.now()``, so simulations drive weeks i
    (plans/firing.py), one per resource the plan selects now, inserted with the cursor's move in one
    transaction: the runs' primary key makes every occurrence fire once, also across restarts and daemons;
 3. due restore testing plans start (services/restore_testing.py) and the active runs advance (runs.py);
-4. the lifecycle sweep (garbage collection at most hourly) and the delivery of pending notifications.
+4. the lifecycle sweep (garbage collection at most hourly), the frameworks' evaluation and the report plans
+   that are due (services/compliance, services/reports), and the delivery of pending notifications.
 
 docs/scheduler.md tells the whole story.
 """
@@ -47,6 +48,8 @@ REAP_SECONDS = 5.0  # at shutdown, how long each finished job's process may take
 SETTING_LAST_GC = "scheduler_last_gc"
 SETTING_LAST_TICK = "scheduler_last_tick"  # {"at", "holder"} of the last tick that held the lease (docs/metrics.md)
 NOTIFY_TIMEOUT_SECONDS = 10.0
+EVALUATE_EVERY = timedelta(minutes=5)  # frameworks are evaluated at most this often (each reads the whole catalog)
+SETTING_LAST_EVALUATION = "compliance_last_evaluation"
 
 
 class Scheduler:
@@ -82,6 +85,7 @@ class Scheduler:
         self.runs.advance()
         self.runner.reap()
         report["lifecycle"] = self.tally.guarded("lifecycle sweep", self._sweep, now)
+        report["compliance"] = self.tally.guarded("compliance", self._audit, now)
         report["notifications"] = self.tally.guarded("notifications", self._deliver, now)
         return {
             **report,
@@ -183,6 +187,22 @@ class Scheduler:
             self.catalog.set_setting(SETTING_LAST_GC, iso(now))
         self.tally.counts["recovery_points_expired"] += report["expired"]
         return report
+
+    def _audit(self, now: datetime) -> dict[str, Any]:
+        """Frameworks evaluated (a change of verdict is an event), then the report plans that are due."""
+        # Imported here: compliance reads services.metrics, which reads this module's SETTING_LAST_TICK.
+        from strongroom.services.compliance.state import evaluate_all
+        from strongroom.services.reports.jobs import run_due_reports
+
+        last = self.catalog.get_setting(SETTING_LAST_EVALUATION)
+        due = last is None or not timedelta(0) <= now - datetime.fromisoformat(last) < EVALUATE_EVERY
+        changes = evaluate_all(self.account, now) if due else []
+        if due:
+            self.catalog.set_setting(SETTING_LAST_EVALUATION, iso(now))
+        reports = run_due_reports(self.account, now)
+        self.tally.counts["compliance_changes"] += len(changes)
+        self.tally.counts["reports_made"] += len(reports)
+        return {"evaluated": due, "changes": len(changes), "report_jobs": [job.id for job in reports]}
 
     def _deliver(self, now: datetime) -> dict[str, Any]:
         return notifications.deliver_pending(self.account, now=now, timeout=NOTIFY_TIMEOUT_SECONDS)
