@@ -36,6 +36,7 @@ from strongroom.cli import (
     signals,
     vaults_cmd,
     verify_cmd,
+    wal_cmd,
 )
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.output import error_console
@@ -82,6 +83,7 @@ plans_cmd.register(app)
 schedule_cmd.register(app)
 secrets_cmd.register(app)
 dr_cmd.register(app)
+wal_cmd.register(app)
 
 
 def run(args: Sequence[str] | None = None) -> None:
