@@ -1,0 +1,210 @@
+"""Point-in-time recovery of a postgres-cluster through the real CLI (docs/pitr.md).
+
+One cluster per module archives its WAL into a vault with ``archive_command = strongroom wal push``, run by
+PostgreSQL's own archiver as the server's OS user. Rows are committed one transaction at a time with
+``track_commit_timestamp`` on, so each restore is compared with exactly the rows committed before its target.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cli import Cli
+from tests.support.pgcluster import PgCluster, traversable_tempdir
+from tests.support.walarchive import ArchivingCluster, archived_object, launcher, vault_directory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("pitr")]
+
+RESOURCE = "db"
+VAULT = "pitr"
+
+
+@dataclass
+class World:
+    base: Path
+    archiving: ArchivingCluster
+    vault_dir: Path
+    system_identifier: str
+    backup_arn: str
+    commits: list[tuple[int, datetime]] = field(default_factory=list)  # (id, commit time), in commit order
+    marks: dict[str, Any] = field(default_factory=dict)
+    restored: list[PgCluster] = field(default_factory=list)
+
+    @property
+    def cli(self) -> Cli:
+        return self.archiving.cli
+
+    @property
+    def cluster(self) -> PgCluster:
+        return self.archiving.cluster
+
+    def commit_rows(self, count: int) -> None:
+        for _ in range(count):
+            with self.cluster.connect() as conn:
+                conn.execute("INSERT INTO events (note) VALUES (md5(random()::text))")
+        rows = self.cluster.query("SELECT id, pg_xact_commit_timestamp(xmin) FROM events ORDER BY id")
+        self.commits = [(row[0], row[1]) for row in rows]
+
+    def restore(self, name: str, *target: str, ok: bool = True) -> Any:
+        result = self.cli.run(
+            "restore", "start", "--recovery-point", self.backup_arn, "--target-identifier", name, *target,
+            "--wait", "--json", ok=ok,
+        )  # fmt: skip
+        if not ok:
+            return result
+        job = result.json()
+        restored = PgCluster.adopt(Path(job["result"]["data_directory"]), job["result"]["port"])
+        self.restored.append(restored)
+        return job, restored
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    base = traversable_tempdir("sr-pitr-")
+    cluster = PgCluster.create(
+        base / "pg", settings={"archive_mode": "on", "archive_command": "", "track_commit_timestamp": "on"}
+    )
+    cluster.start()
+    cli = Cli(base / "home")
+    cli.env["STRONGROOM_WAL_COMMAND"] = str(launcher(base))
+    restored: list[PgCluster] = []
+    try:
+        cli.run("init")
+        vault_dir = vault_directory(base / "vault")
+        cli.run("vaults", "create", VAULT, "--store", vault_dir.as_uri())
+        cli.run("resources", "add", RESOURCE, "--type", "postgres-cluster", "--dsn", cluster.dsn())
+        setup = cli.json("wal", "setup", "--resource", RESOURCE, "--vault", VAULT)
+        archiving = ArchivingCluster(cluster, cli, RESOURCE, VAULT, setup["settings"]["archive_command"])
+        archiving.set_archive_command(archiving.archive_command)
+        cluster.execute("CREATE TABLE events (id serial PRIMARY KEY, note text NOT NULL)")
+        backup = cli.json("backup", "start", "--resource", RESOURCE, "--vault", VAULT, "--wait")
+        assert backup["state"] == "COMPLETED", backup
+        world = World(base, archiving, vault_dir, setup["system_identifier"], backup["recovery_point_arn"])
+        world.restored = restored
+        world.commit_rows(5)
+        archiving.switch_and_wait()
+        world.commit_rows(5)
+        with cluster.connect() as conn, conn.transaction():
+            conn.execute("INSERT INTO events (note) VALUES ('xid mark')")
+            world.marks["xid"] = conn.execute("SELECT txid_current()").fetchone()[0]  # type: ignore[index]
+        world.commit_rows(3)
+        cluster.execute("SELECT pg_create_restore_point('before-last-batch')")
+        world.marks["name_rows"] = len(world.commits)
+        world.commit_rows(4)
+        world.marks["lsn"] = cluster.query("SELECT pg_current_wal_insert_lsn()::text")[0][0]
+        world.marks["lsn_rows"] = len(world.commits)
+        world.commit_rows(4)
+        archiving.switch_and_wait()
+        yield world
+    finally:
+        for each in restored:
+            each.destroy()
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def ids(cluster: PgCluster) -> list[int]:
+    return [row[0] for row in cluster.query("SELECT id FROM events ORDER BY id")]
+
+
+def midpoint(first: datetime, second: datetime) -> str:
+    return (first + (second - first) / 2).isoformat()
+
+
+def test_restore_to_times_between_commits_holds_exactly_the_rows_committed_before(world: World) -> None:
+    commits = world.commits
+    for number, index in enumerate((2, 7, len(commits) - 3)):
+        target = midpoint(commits[index][1], commits[index + 1][1])
+        job, restored = world.restore(f"at-time-{number}", "--restore-time", target)
+        assert ids(restored) == [row_id for row_id, at in commits if at < datetime.fromisoformat(target)]
+        assert len(ids(restored)) == index + 1
+        recovery = job["result"]["recovery"]
+        assert recovery["target"] == "time" and int(recovery["timeline"]) >= 2
+        restored.stop()
+
+
+def test_restore_to_an_lsn_a_transaction_id_and_a_named_restore_point(world: World) -> None:
+    _job, at_lsn = world.restore("at-lsn", "--lsn", world.marks["lsn"])
+    assert ids(at_lsn) == [row_id for row_id, _at in world.commits[: world.marks["lsn_rows"]]]
+    at_lsn.stop()
+    _job, at_name = world.restore("at-name", "--name", "before-last-batch")
+    assert ids(at_name) == [row_id for row_id, _at in world.commits[: world.marks["name_rows"]]]
+    at_name.stop()
+    _job, at_xid = world.restore("at-xid", "--xid", str(world.marks["xid"]))
+    notes = [row[0] for row in at_xid.query("SELECT note FROM events ORDER BY id")]
+    assert notes[-1] == "xid mark" and len(notes) == 11  # 10 rows before, then the xid's own (inclusive)
+    at_xid.stop()
+
+
+def test_a_target_outside_the_window_is_refused_up_front_with_the_window(world: World) -> None:
+    before = (world.commits[0][1] - timedelta(days=1)).isoformat()
+    after = (world.commits[-1][1] + timedelta(days=1)).isoformat()
+    for target, why in ((before, "before the earliest base backup"), (after, "after the newest archived WAL")):
+        result = world.restore("outside", "--restore-time", target, ok=False)
+        assert result.returncode == 2, result.stderr
+        assert why in result.stderr and "restorable window is" in result.stderr and " .. " in result.stderr
+    jobs = world.cli.json("jobs", "list")["jobs"]
+    assert not [job for job in jobs if job.get("job_type") == "RESTORE" and job.get("state") == "FAILED"]
+    assert not (world.cli.home / "clusters" / "outside").exists()
+
+
+def test_the_same_segment_pushed_again_is_success_and_other_content_is_refused(world: World) -> None:
+    name = world.archiving.switch_and_wait()
+    credential = world.cli.home / "wal" / f"{RESOURCE}.json"
+    copy = world.base / "copy" / name
+    copy.parent.mkdir()
+    world.cli.run("wal", "fetch", "--config", str(credential), name, str(copy))
+    stored = archived_object(world.vault_dir, world.system_identifier, name)
+    before = stored.read_bytes()
+    world.cli.run("wal", "push", "--config", str(credential), str(copy))
+    data = bytearray(copy.read_bytes())
+    data[-100] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    refused = world.cli.run("wal", "push", "--config", str(credential), str(copy), ok=False)
+    assert refused.returncode == 7 and "already archived with different content" in refused.stderr
+    assert stored.read_bytes() == before
+
+
+def test_fetch_of_a_missing_file_exits_1_quietly_and_of_a_damaged_one_exits_126(world: World) -> None:
+    credential = world.cli.home / "wal" / f"{RESOURCE}.json"
+    missing = world.cli.run("wal", "fetch", "--config", str(credential), "00000009.history", "/tmp/x", ok=False)
+    assert (missing.returncode, missing.stderr) == (1, "")
+    name = world.archiving.switch_and_wait()
+    stored = archived_object(world.vault_dir, world.system_identifier, name)
+    original = stored.read_bytes()
+    try:
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0x01
+        stored.write_bytes(bytes(damaged))
+        broken = world.cli.run("wal", "fetch", "--config", str(credential), name, str(world.base / "x"), ok=False)
+        assert broken.returncode == 126 and "failed authentication" in broken.stderr
+    finally:
+        stored.write_bytes(original)
+
+
+@pytest.mark.parametrize("point", ["wal.push.before_put", "wal.push.after_put"])
+def test_a_push_killed_at_any_point_leaves_no_gap_and_postgresql_retries(world: World, point: str) -> None:
+    archiving = world.archiving
+    offset = archiving.log_size()
+    archiving.set_archive_command(f"STRONGROOM_FAULT_KILL_AT={point} {archiving.archive_command}")
+    world.commit_rows(2)
+    with world.cluster.connect() as conn:
+        name = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]  # type: ignore[index]
+    archiving.wait_logged(offset, "terminated by signal 9", "failed with exit code 137")  # SIGKILL, via sh or not
+    stored = archived_object(world.vault_dir, world.system_identifier, name)
+    assert stored.exists() == (point == "wal.push.after_put")  # whole or absent, never half
+    archiving.set_archive_command(archiving.archive_command)
+    archiving.wait_archived(name)
+    status = world.cli.json("wal", "status", "--resource", RESOURCE)[0]
+    assert all(not timeline["gaps"] for timeline in status["timelines"]), status
+    assert status["last_archived"] >= name
+    _job, latest = world.restore(f"latest-{point.rsplit('.', 1)[1].replace('_', '-')}", "--latest")
+    assert ids(latest) == [row_id for row_id, _at in world.commits]
+    latest.stop()
