@@ -33,6 +33,7 @@ class World:
     vault_dir: Path
     system_identifier: str
     backup_arn: str
+    first_backup_arn: str = ""
     commits: list[tuple[int, datetime]] = field(default_factory=list)  # (id, commit time), in commit order
     marks: dict[str, Any] = field(default_factory=dict)
     restored: list[PgCluster] = field(default_factory=list)
@@ -88,6 +89,7 @@ def world() -> Iterator[World]:
         assert backup["state"] == "COMPLETED", backup
         world = World(base, archiving, vault_dir, setup["system_identifier"], backup["recovery_point_arn"])
         world.restored = restored
+        world.first_backup_arn = world.backup_arn
         world.commit_rows(5)
         archiving.switch_and_wait()
         world.commit_rows(5)
@@ -208,3 +210,68 @@ def test_a_push_killed_at_any_point_leaves_no_gap_and_postgresql_retries(world: 
     _job, latest = world.restore(f"latest-{point.rsplit('.', 1)[1].replace('_', '-')}", "--latest")
     assert ids(latest) == [row_id for row_id, _at in world.commits]
     latest.stop()
+
+
+# Continuous recovery points and lifecycle (these run last: they remove WAL the tests above replay) ------
+
+
+def segment_of(lsn: str, timeline: int = 1, size: int = 1 << 20) -> str:
+    high, low = (int(part, 16) for part in lsn.split("/"))
+    number = ((high << 32) | low) // size
+    return f"{timeline:08X}{number // (0x100000000 // size):08X}{number % (0x100000000 // size):08X}"
+
+
+def archived(world: World) -> list[str]:
+    return sorted(path.name for path in (world.vault_dir / "wal" / world.system_identifier).glob("*/*"))
+
+
+def test_one_continuous_point_per_resource_and_vault_restores_to_a_time(world: World) -> None:
+    from strongroom.services.account import open_account
+    from strongroom.services.pitr import ensure_continuous_point
+
+    account = open_account(world.cli.home, lambda: world.cli.env["STRONGROOM_PASSPHRASE"])
+    try:
+        first = ensure_continuous_point(account, RESOURCE, VAULT, 60)
+        again = ensure_continuous_point(account, RESOURCE, VAULT, 60)
+    finally:
+        account.close()
+    assert first is not None and again is not None and first.arn == again.arn
+    assert first.metadata["continuous"] and first.metadata["window_days"] == 35  # a longer delete_after: 35
+    refused = world.cli.run("restore", "start", "--recovery-point", first.arn, "--target-identifier", "plain",
+                            "--wait", ok=False)  # fmt: skip
+    assert refused.returncode == 2 and "continuous recovery point" in refused.stderr
+    world.backup_arn = first.arn
+    commits = world.commits
+    target = midpoint(commits[4][1], commits[5][1])
+    _job, restored = world.restore("from-continuous", "--restore-time", target)
+    assert ids(restored) == [row_id for row_id, _at in commits[:5]]
+    restored.stop()
+
+
+def test_lifecycle_keeps_the_wal_of_the_continuous_window_and_removes_older_wal_at_its_boundary(world: World) -> None:
+    second = world.cli.json("backup", "start", "--resource", RESOURCE, "--vault", VAULT, "--wait")
+    point = world.cli.json("recovery-points", "describe", "--recovery-point", second["recovery_point_arn"])
+    start = segment_of(point["metadata"]["backup_label"]["start_wal_location"].split(" ")[0])
+    world.commit_rows(3)
+    world.archiving.switch_and_wait()
+    before = archived(world)
+    assert any(name < start for name in before if not name.endswith(".history"))
+    first = world.cli.json("recovery-points", "describe", "--recovery-point", world.first_backup_arn)
+    first_start = segment_of(first["metadata"]["backup_label"]["start_wal_location"].split(" ")[0])
+    world.cli.json("lifecycle", "run")  # the window (35 days) still reaches back to the first backup
+    kept = archived(world)
+    assert first_start in kept and set(before) - set(kept) == {n for n in before if n[:24] < first_start}
+    before = kept
+    later = (datetime.fromisoformat(point["completion_date"]) + timedelta(days=35, hours=1)).isoformat()
+    pruned = world.cli.json("lifecycle", "run", "--now", later)
+    report = pruned["wal"][VAULT][0]
+    assert report["kept_from"] == start and report["deleted"] > 0
+    after = archived(world)
+    assert start in after and [name for name in after if name[:24] < start and not name.endswith(".history")] == []
+    assert [name for name in before if name >= start] == [name for name in after if name >= start]
+    assert [name for name in before if name.endswith(".history")] == [n for n in after if n.endswith(".history")]
+    commits = world.commits
+    target = midpoint(commits[-2][1], commits[-1][1])
+    _job, restored = world.restore("after-pruning", "--restore-time", target)
+    assert ids(restored) == [row_id for row_id, _at in commits[:-1]]
+    restored.stop()

@@ -174,6 +174,7 @@ class RuleSnapshot:
     completion_window: int | None
     copies: tuple[CopyAction, ...] = ()
     recovery_point_tags: dict[str, str] = field(default_factory=dict)
+    enable_continuous_backup: bool = False  # postgres-cluster: keep the continuous recovery point (docs/pitr.md)
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> RuleSnapshot:
@@ -184,6 +185,7 @@ class RuleSnapshot:
             data.get("completion_window"),
             tuple(CopyAction(c["destination_vault_arn"], c.get("delete_after_days")) for c in data.get("copies") or []),
             dict(data.get("recovery_point_tags") or {}),
+            bool(data.get("enable_continuous_backup")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -197,6 +199,7 @@ class RuleSnapshot:
                 for c in self.copies
             ],
             "recovery_point_tags": dict(self.recovery_point_tags),
+            "enable_continuous_backup": self.enable_continuous_backup,
         }
 
 

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from strongroom.model import RecoveryPoint, RecoveryPointStatus, iso
 from strongroom.services.account import Account
 from strongroom.services.wal_archive import WalCredential
 from strongroom.store.base import open_store
-from strongroom.vault.wal import SEGMENT, WAL_PREFIX, WalArchive, WalKeys
+from strongroom.vault.wal import SEGMENT, WAL_PREFIX, WalArchive, WalKeys, list_systems
 
 CLUSTER_TYPE = "postgres-cluster"
 ENV_WAL_COMMAND = "STRONGROOM_WAL_COMMAND"  # how the server's OS user runs strongroom (default: this executable)
@@ -334,17 +334,37 @@ class RecoveryPlan:
     target: RecoveryTarget
 
 
-def base_backups(account: Account, point: RecoveryPoint) -> list[RecoveryPoint]:
-    """COMPLETED base backups of the point's resource and cluster in its vault, oldest first."""
+def base_backups(account: Account, point: RecoveryPoint, moment: datetime | None = None) -> list[RecoveryPoint]:
+    """The base backups a point-in-time restore of ``point``'s resource may start from, oldest first: COMPLETED
+    snapshots of the resource and cluster in its vault, from the anchor of the continuous window on
+    (:func:`window_anchor`)."""
     system = point.metadata.get("system_identifier")
     found = [
         candidate
         for candidate in account.catalog.list_recovery_points(
             resource_id=point.resource_id, vault_name=point.vault_name, status=RecoveryPointStatus.COMPLETED
         )
-        if candidate.resource_type == CLUSTER_TYPE and candidate.metadata.get("system_identifier") == system
+        if candidate.resource_type == CLUSTER_TYPE
+        and candidate.metadata.get("system_identifier") == system
+        and not candidate.metadata.get("continuous")
     ]
-    return sorted(found, key=lambda candidate: candidate.completion_date or candidate.creation_date)
+    ordered = sorted(found, key=completed_at)
+    continuous = continuous_points(account, point.resource_id, point.vault_name)
+    if not continuous:
+        return ordered
+    days = int(continuous[0].metadata.get("window_days") or CONTINUOUS_MAX_DAYS)
+    return from_anchor(ordered, (moment or now()) - timedelta(days=days))
+
+
+def completed_at(point: RecoveryPoint) -> datetime:
+    return parse_time(point.completion_date or point.creation_date)
+
+
+def from_anchor(ordered: list[RecoveryPoint], opening: datetime) -> list[RecoveryPoint]:
+    """The base backups a window opening at ``opening`` needs: the newest one finished by then (the anchor,
+    so that ``opening`` itself stays restorable) and every later one."""
+    before = [index for index, point in enumerate(ordered) if completed_at(point) <= opening]
+    return ordered[before[-1] :] if before else ordered
 
 
 def plan_recovery(account: Account, point: RecoveryPoint, target: RecoveryTarget) -> RecoveryPlan:
@@ -381,7 +401,7 @@ def choose_base(backups: list[RecoveryPoint], point: RecoveryPoint, target: Reco
         return before[-1] if before else backups[0]
     if target.kind == TargetKind.LATEST:
         return backups[-1]
-    return point
+    return backups[0] if point.metadata.get("continuous") else point
 
 
 def start_lsn(point: RecoveryPoint) -> int | None:
@@ -446,3 +466,148 @@ def check_in_window(window: RecoveryWindow, base: RecoveryPoint, target: Recover
             + (f" (LSN up to {window.latest_lsn})" if window.latest_lsn else ""),
             hint="choose a target inside the window ('strongroom wal status' shows the archive)",
         )
+
+
+# Continuous recovery points (enable_continuous_backup) ----------------------------------------------
+
+CONTINUOUS_MAX_DAYS = 35  # AWS Backup's longest continuous backup retention
+
+
+def continuous_points(account: Account, resource_id: str, vault_name: str) -> list[RecoveryPoint]:
+    return [
+        point
+        for point in account.catalog.list_recovery_points(
+            resource_id=resource_id, vault_name=vault_name, status=RecoveryPointStatus.COMPLETED
+        )
+        if point.metadata.get("continuous")
+    ]
+
+
+def window_days(delete_after_days: int | None) -> int:
+    """The continuous window a rule's ``delete_after`` gives: at most 35 days, as AWS Backup."""
+    return min(delete_after_days or CONTINUOUS_MAX_DAYS, CONTINUOUS_MAX_DAYS)
+
+
+def ensure_continuous_point(
+    account: Account, resource_id: str, vault_name: str, delete_after_days: int | None
+) -> RecoveryPoint | None:
+    """The resource's one continuous recovery point in the vault, made by a (data-less) backup job the first
+    time; None for a resource type without WAL archiving (the rule's snapshots are all it gets)."""
+    from strongroom.model import JobType
+    from strongroom.services.job_runner import execute_job
+    from strongroom.services.jobs import create_job
+
+    resource = account.catalog.get_resource(resource_id)
+    if resource.type != CLUSTER_TYPE:
+        return None
+    days = window_days(delete_after_days)
+    existing = continuous_points(account, resource_id, vault_name)
+    if existing:
+        point = existing[0]
+        if point.metadata.get("window_days") != days:
+            account.catalog.update_recovery_point(point.id, metadata={**point.metadata, "window_days": days})
+        return account.catalog.get_recovery_point(point.id)
+    parameters = {"continuous": True, "window_days": days}
+    job, lock = create_job(account, JobType.BACKUP, resource_id=resource_id, vault_name=vault_name,
+                           parameters=parameters)  # fmt: skip
+    done = execute_job(account, job, lock)
+    return account.catalog.get_recovery_point(done.recovery_point_arn or "")
+
+
+def continuous_metadata(
+    account: Account, resource_id: str, vault_name: str, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """What the continuous point's manifest says: the cluster (its newest base backup's) and the window size."""
+    backups = [
+        point
+        for point in account.catalog.list_recovery_points(
+            resource_id=resource_id, vault_name=vault_name, status=RecoveryPointStatus.COMPLETED
+        )
+        if point.resource_type == CLUSTER_TYPE and not point.metadata.get("continuous")
+    ]
+    if not backups:
+        raise SourceError(
+            f"{resource_id} has no base backup in vault {vault_name} yet",
+            hint="a continuous recovery point starts from a base backup: run 'strongroom backup start' first",
+        )
+    newest = max(backups, key=lambda point: point.completion_date or point.creation_date).metadata
+    keep = ("server_version", "server_major", "system_identifier", "user", "server")
+    return {**{key: newest.get(key) for key in keep}, "continuous": True, "window_days": int(parameters["window_days"])}
+
+
+# Lifecycle: WAL no kept base backup needs ---------------------------------------------------------
+
+
+def prune_wal(account: Account, vault_name: str, moment: datetime | None = None) -> list[dict[str, Any]]:
+    """Delete archived WAL no kept base backup of its cluster needs; never WAL a kept one (or a continuous
+    window) needs. Per cluster: what was kept from where, and how many files went (docs/pitr.md, lifecycle)."""
+    record = account.catalog.get_vault(vault_name)
+    store = open_store(record.store_url)
+    systems = list_systems(store)
+    if not systems:
+        return []
+    points = account.catalog.list_recovery_points(vault_name=vault_name, status=RecoveryPointStatus.COMPLETED)
+    keys = account.vault(vault_name).keys
+    reports = []
+    for system in systems:
+        needed = needed_backups(account, points, vault_name, system, moment or now())
+        starts = [backup_start_of(point) for point in needed]
+        if not needed or None in starts:
+            reports.append(
+                {"system_identifier": system, "deleted": 0, "kept": "all (no base backup says where to start)"}
+            )
+            continue
+        archive = WalArchive(store, WalKeys.derive(keys, system))
+        reports.append(prune_system(archive, [start for start in starts if start is not None]))
+    return reports
+
+
+def needed_backups(
+    account: Account, points: list[RecoveryPoint], vault_name: str, system: str, moment: datetime
+) -> list[RecoveryPoint]:
+    backups = [
+        point
+        for point in points
+        if point.resource_type == CLUSTER_TYPE
+        and point.metadata.get("system_identifier") == system
+        and not point.metadata.get("continuous")
+    ]
+    needed: list[RecoveryPoint] = []
+    for resource_id in sorted({point.resource_id for point in backups}):
+        ordered = sorted((point for point in backups if point.resource_id == resource_id), key=completed_at)
+        continuous = continuous_points(account, resource_id, vault_name)
+        if continuous:
+            days = int(continuous[0].metadata.get("window_days") or CONTINUOUS_MAX_DAYS)
+            ordered = from_anchor(ordered, moment - timedelta(days=days))
+        needed += ordered
+    return needed
+
+
+def backup_start_of(point: RecoveryPoint) -> tuple[int, int] | None:
+    """(timeline, start LSN) of a base backup, from its backup_label."""
+    label = point.metadata.get("backup_label") or {}
+    begin = start_lsn(point)
+    if begin is None or not str(label.get("start_timeline") or "").isdigit():
+        return None
+    return int(label["start_timeline"]), begin
+
+
+def prune_system(archive: WalArchive, starts: list[tuple[int, int]]) -> dict[str, Any]:
+    names = archive.names()
+    segments = [name for name in names if SEGMENT.fullmatch(name)]
+    if not segments:
+        return {"system_identifier": archive.system_identifier, "deleted": 0, "kept": "all"}
+    size = archive.header(segments[-1]).size
+
+    def needed(name: str) -> bool:  # on the backup's timeline or a later one, from its start segment on
+        number = segment_number(name[:24], size)
+        return any(int(name[:8], 16) >= timeline and number >= begin // size for timeline, begin in starts)
+
+    doomed = [name for name in names if not name.endswith(".history") and not needed(name)]
+    archive.remove(doomed)
+    earliest = min(starts, key=lambda start: start[1])
+    return {
+        "system_identifier": archive.system_identifier,
+        "deleted": len(doomed),
+        "kept_from": segment_name(f"{earliest[0]:08X}", earliest[1] // size, size),
+    }

@@ -36,6 +36,11 @@ def create_restore_job(
     if not request.target and not request.target_identifier:
         raise UsageError("a restore needs --target or --target-identifier")
     account.vault(rp.vault_name)  # unlock now: a wrong passphrase fails before any job exists
+    if rp.metadata.get("continuous") and not request.options.get("recovery"):
+        raise UsageError(
+            f"recovery point {rp.id} is a continuous recovery point: it restores to a point in time",
+            hint="give --restore-time ISO, --lsn, --xid, --name or --latest (docs/pitr.md)",
+        )
     if request.options.get("recovery"):
         rp, request = plan_point_in_time(account, rp, request)
     parameters: dict[str, Any] = {
