@@ -37,6 +37,7 @@ class World:
     commits: list[tuple[int, datetime]] = field(default_factory=list)  # (id, commit time), in commit order
     marks: dict[str, Any] = field(default_factory=dict)
     restored: list[PgCluster] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # the point-in-time restores made
 
     @property
     def cli(self) -> Cli:
@@ -61,6 +62,7 @@ class World:
         if not ok:
             return result
         job = result.json()
+        self.jobs.append(job)
         restored = PgCluster.adopt(Path(job["result"]["data_directory"]), job["result"]["port"])
         self.restored.append(restored)
         return job, restored
@@ -210,6 +212,45 @@ def test_a_push_killed_at_any_point_leaves_no_gap_and_postgresql_retries(world: 
     _job, latest = world.restore(f"latest-{point.rsplit('.', 1)[1].replace('_', '-')}", "--latest")
     assert ids(latest) == [row_id for row_id, _at in world.commits]
     latest.stop()
+
+
+def test_a_restored_cluster_archives_on_its_own_timeline_and_a_second_pitr_follows_it(world: World) -> None:
+    """Every promoted restore took a timeline of its own (its history file archived at once); a restored
+    cluster adopted as a resource archives on it beside the original, and a restore follows it there."""
+    timelines = [job["result"]["recovery"]["timeline"] for job in world.jobs]
+    assert len(set(timelines)) == len(timelines) and min(timelines) >= 2
+    history_before = {name: path.read_bytes() for name, path in histories(world).items()}
+    assert {f"{timeline:08X}.history" for timeline in timelines} <= set(history_before)
+    fork = midpoint(world.commits[-2][1], world.commits[-1][1])
+    job, adopted = world.restore("adopted", "--restore-time", fork)
+    timeline = job["result"]["recovery"]["timeline"]
+    world.cli.run("resources", "add", "adopted", "--type", "postgres-cluster", "--dsn", adopted.dsn())
+    setup = world.cli.json("wal", "setup", "--resource", "adopted", "--vault", VAULT)
+    assert setup["system_identifier"] == world.system_identifier  # one cluster's history, two timelines
+    adopted.execute("ALTER SYSTEM SET archive_mode = 'on'")
+    restarted = ArchivingCluster(adopted, world.cli, "adopted", VAULT, setup["settings"]["archive_command"])
+    restarted.set_archive_command(restarted.archive_command)
+    adopted.stop()
+    adopted.start()
+    rows_before_fork = ids(adopted)
+    for _ in range(3):
+        adopted.execute("INSERT INTO events (note) VALUES ('on the new timeline')")
+    on_new = adopted.query("SELECT id, pg_xact_commit_timestamp(xmin) FROM events ORDER BY id")
+    name = restarted.switch_and_wait()
+    assert int(name[:8], 16) == timeline
+    assert (world.vault_dir / "wal" / world.system_identifier / f"{timeline:08X}" / name).exists()
+    history_after = {name: path.read_bytes() for name, path in histories(world).items()}
+    assert {name: history_after[name] for name in history_before} == history_before  # nothing clobbered
+    target = midpoint(on_new[-2][1], on_new[-1][1])
+    _job, second = world.restore("on-new-timeline", "--restore-time", target, "--timeline", str(timeline))
+    assert ids(second) == [row_id for row_id, _at in on_new[:-1]] and len(ids(second)) == len(rows_before_fork) + 2
+    assert second.query("SELECT count(*) FROM events WHERE note = 'on the new timeline'")[0][0] == 2
+    second.stop()
+    adopted.stop()
+
+
+def histories(world: World) -> dict[str, Path]:
+    return {path.name: path for path in (world.vault_dir / "wal" / world.system_identifier).glob("*/*.history")}
 
 
 # Continuous recovery points and lifecycle (these run last: they remove WAL the tests above replay) ------
