@@ -8,7 +8,6 @@ from strongroom.adapters.base import RestoreRequest
 from strongroom.adapters.postgres.dump_roles import ownership_options, parse_role_map
 from strongroom.cli import context
 from strongroom.cli.job_output import report, run_or_spawn
-from strongroom.services.pitr import RecoveryTarget
 from strongroom.services.restore import create_restore_job
 
 NO_OWNERS_HELP = (
@@ -110,6 +109,8 @@ refused before anything is created (exit 5) unless --create-roles or --role-map 
         options["trust_restored_config"] = True
     if preserve_special:
         options["preserve_special"] = True
+    from strongroom.services.pitr import RecoveryTarget  # PostgreSQL's tools: loaded only by a restore
+
     recovery = RecoveryTarget.parse(
         time=restore_time, lsn=lsn, xid=xid, name=restore_point_name, latest=latest, timeline=timeline
     )
