@@ -422,3 +422,28 @@ def test_a_rule_tags_the_points_it_makes_and_the_tags_select_them(setup: Setup) 
     selected = list_recovery_points(setup.account, tags={"owner": "mavis"})
     assert [p.arn for p in selected] == [points[0].arn]
     assert list_recovery_points(setup.account, tags={"owner": "mavis", "rule": "other"}) == []
+
+
+@pytest.mark.postgres
+def test_a_continuous_rule_keeps_one_continuous_point_per_cluster_and_vault_and_none_for_other_types(
+    setup: Setup, pg_cluster: Any
+) -> None:
+    from strongroom.services.pitr import continuous_points
+
+    setup.tree("files")
+    add_resource(setup.account, "db", "postgres-cluster", {"dsn": pg_cluster.dsn()}, {"backup": "True"})
+    continuous = rule("hourly", "cron(0 * * * ? *)", lifecycle={"delete_after": 90}, enable_continuous_backup=True)
+    setup.apply(config({"pitr": plan(continuous)}))
+    scheduler = Scheduler(setup.account)
+    setup.tick(scheduler, "00:30")
+    for when in ("01:00", "02:00"):
+        report = setup.tick(scheduler, when)
+        assert report["backups_completed"] == 2 and not report.get("errors"), report
+    [point] = continuous_points(setup.account, "db", "Default")
+    assert point.metadata["window_days"] == 35 and point.metadata["continuous"]
+    assert point.metadata["system_identifier"] == setup.points("db")[0].metadata["system_identifier"]
+    assert point.delete_after_days is None  # the window, not a retention, bounds what it restores
+    assert continuous_points(setup.account, "files", "Default") == []
+    snapshots = [p for p in setup.points("db") if not p.metadata.get("continuous")]
+    assert len(snapshots) == 2 and all(p.delete_after_days == 90 for p in snapshots)
+    scheduler.shutdown()

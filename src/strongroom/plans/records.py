@@ -189,7 +189,9 @@ class RuleSnapshot:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        continuous = {"enable_continuous_backup": True} if self.enable_continuous_backup else {}
         return {
+            **continuous,
             "target_vault_name": self.target_vault_name,
             "delete_after_days": self.delete_after_days,
             "start_window": self.start_window,
@@ -199,7 +201,6 @@ class RuleSnapshot:
                 for c in self.copies
             ],
             "recovery_point_tags": dict(self.recovery_point_tags),
-            "enable_continuous_backup": self.enable_continuous_backup,
         }
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from strongroom.adapters.postgres.direct import format_lsn, parse_lsn
 from strongroom.adapters.postgres.tools import OsUser, connect, parse_dsn, server_user
@@ -120,7 +121,7 @@ def prepare_store(store_url: str, system_identifier: str, user: OsUser | None) -
     """On a local vault, make the directories ``wal push`` writes (WAL and temporary files) the server user's."""
     if not store_url.startswith("file://") or user is None:
         return []
-    root = Path(open_store(store_url).root)  # type: ignore[attr-defined]
+    root = Path(unquote(urlparse(store_url).path))
     for directory in (root / "tmp", root / "wal", root / WAL_PREFIX / system_identifier):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chown(directory, user.uid, user.gid)
