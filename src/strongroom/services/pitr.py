@@ -69,6 +69,10 @@ def quote_setting(value: str) -> str:
 
 
 def credential_file(home: Path, resource_id: str) -> Path:
+    from strongroom.services.resources import RESOURCE_ID
+
+    if not RESOURCE_ID.match(resource_id):
+        raise UsageError(f"'{resource_id}' is not a valid resource id", hint="see 'strongroom resources list'")
     return home / "wal" / f"{resource_id}.json"
 
 

@@ -66,7 +66,7 @@ from strongroom.adapters.base import (
     register_adapter,
 )
 from strongroom.adapters.postgres import direct, restored_conf, tar
-from strongroom.adapters.postgres.recovery import RecoveryRequest, wait_for_promotion
+from strongroom.adapters.postgres.recovery import RecoveryRequest, recovery_overrides, wait_for_promotion
 from strongroom.adapters.postgres.tools import (
     OsUser,
     PgDsn,
@@ -581,8 +581,8 @@ def configure_recovery(plan: RestorePlan, metadata: dict[str, Any]) -> None:
     label = metadata.get("backup_label") or {}
     settings = plan.recovery.settings(int(label.get("start_timeline") or 1))
     append_settings(plan.data_dir, settings)
-    if plan.overrides:  # our own restore_command, not one the backup carried: it wins over the files too
-        plan.overrides["restore_command"] = settings["restore_command"]
+    if plan.overrides:  # ours win over the restored files too (restored_conf: the backup may be forged)
+        plan.overrides.update(recovery_overrides(settings))
     signal = plan.data_dir / "recovery.signal"
     signal.touch()
     credential = plan.recovery.credential_file

@@ -69,6 +69,17 @@ class RecoveryRequest:
         return settings
 
 
+# Settings a forged backup could set to change where recovery stops or how: fixed on the server's command line.
+# The other recovery_target_* are not blanked there: PostgreSQL resets the target when one is assigned empty
+# after another was set; a forged one left in a file makes the start fail ("multiple recovery targets").
+FIXED_RECOVERY_SETTINGS = {"recovery_target_inclusive": "on", "recovery_min_apply_delay": "0"}
+
+
+def recovery_overrides(settings: dict[str, str]) -> dict[str, str]:
+    """``-c`` settings for a point-in-time restore of an untrusted backup: ours, and the fixed ones."""
+    return {**settings, **FIXED_RECOVERY_SETTINGS}
+
+
 def wait_for_promotion(connect: Any, postmaster_pid: Path, log_file: Path, log_start: int) -> dict[str, Any]:
     """Wait until the server has promoted (recovery reached its target); where it stopped, and its timeline.
 
