@@ -83,6 +83,7 @@ def _choose(
         for p in points
         if p["status"] == RecoveryPointStatus.COMPLETED.value
         and p["resource_id"] == step.resource
+        and not (p.get("metadata") or {}).get("continuous")  # restores to a time: runbooks select snapshots
         and (incident is None or _at_or_before(p, incident))
     ]
     if step.recovery_point != LATEST:
