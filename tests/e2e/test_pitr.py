@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from strongroom.adapters.postgres.tools import server_user
 from tests.support.cli import Cli
 from tests.support.pgcluster import PgCluster, traversable_tempdir
 from tests.support.walarchive import ArchivingCluster, archived_object, launcher, vault_directory
@@ -157,6 +158,11 @@ def test_a_target_outside_the_window_is_refused_up_front_with_the_window(world: 
         result = world.restore("outside", "--restore-time", target, ok=False)
         assert result.returncode == 2, result.stderr
         assert why in result.stderr and "restorable window is" in result.stderr and " .. " in result.stderr
+    if server_user() is not None:  # the restored server runs as postgres: a vault it cannot reach is refused
+        default = world.cli.json("backup", "start", "--resource", RESOURCE, "--wait")  # into HOME/vaults (0700)
+        result = world.cli.run("restore", "start", "--recovery-point", default["recovery_point_arn"],
+                               "--target-identifier", "outside", "--latest", "--wait", ok=False)  # fmt: skip
+        assert result.returncode == 5 and "cannot reach the vault's WAL" in result.stderr, result.stderr
     jobs = world.cli.json("jobs", "list")["jobs"]
     assert not [job for job in jobs if job.get("job_type") == "RESTORE" and job.get("state") == "FAILED"]
     assert not (world.cli.home / "clusters" / "outside").exists()

@@ -58,6 +58,9 @@ def fetch(
     except StrongroomError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         raise typer.Exit(FETCH_FAILED_EXIT) from None
+    except OSError as exc:  # writing %p failed: never "missing", which would end recovery early
+        print(f"error: cannot write {destination}: {exc.strerror or exc}", file=sys.stderr)
+        raise typer.Exit(FETCH_FAILED_EXIT) from None
 
 
 @wal_app.command("setup")

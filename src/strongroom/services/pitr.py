@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from strongroom.adapters.postgres.direct import format_lsn, parse_lsn
 from strongroom.adapters.postgres.tools import OsUser, connect, parse_dsn, server_user
 from strongroom.clock import now
-from strongroom.errors import RecoveryWindowError, SourceError, UsageError
+from strongroom.errors import RecoveryWindowError, SourceError, TargetError, UsageError
 from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, iso
 from strongroom.services.account import Account
@@ -119,6 +119,21 @@ def setup_wal(account: Account, resource_id: str, vault_name: str, os_user: str 
     elif archive_command != command:
         notes.append("after changing archive_command, reload the server (SELECT pg_reload_conf())")
     return WalSetup(resource_id, vault_name, system_identifier, path, settings, notes)
+
+
+def check_reachable(store_url: str, os_user: str | None) -> None:
+    """Refuse a point-in-time restore whose local vault the restored server's OS user cannot reach: its
+    restore_command would fail on the first WAL file (better now than after the base backup is unpacked)."""
+    user = server_user(os_user)
+    if user is None or not store_url.startswith("file://"):
+        return
+    root = Path(unquote(urlparse(store_url).path))
+    if not user.can_traverse(root / "wal"):
+        raise TargetError(
+            f"the {user.name} OS user cannot reach the vault's WAL at {root / 'wal'}"
+            "; restore_command runs as that user",
+            hint="keep WAL in a vault that user can reach ('strongroom wal setup' prepares a local one; docs/pitr.md)",
+        )
 
 
 def prepare_store(store_url: str, system_identifier: str, user: OsUser | None) -> list[str]:
