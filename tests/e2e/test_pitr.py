@@ -7,6 +7,7 @@ PostgreSQL's own archiver as the server's OS user. Rows are committed one transa
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -296,6 +297,28 @@ def test_one_continuous_point_per_resource_and_vault_restores_to_a_time(world: W
     _job, restored = world.restore("from-continuous", "--restore-time", target)
     assert ids(restored) == [row_id for row_id, _at in commits[:5]]
     restored.stop()
+
+
+def test_a_runbook_at_or_before_an_incident_restores_to_that_second_from_the_continuous_point(world: World) -> None:
+    commits = world.commits
+    moment = commits[6][1] + (commits[7][1] - commits[6][1]) / 2
+    incident = (moment + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    steps = [
+        {"name": "select", "type": "select_recovery_point", "resource": RESOURCE, "vault": VAULT,
+         "at_or_before": moment.isoformat()},
+        {"name": "restore", "type": "restore", "target_identifier": "dr-to-the-second"},
+    ]  # fmt: skip
+    runbook = world.base / "to-the-second.json"
+    runbook.write_text(json.dumps({"runbook": "to-the-second", "steps": steps}))
+    report = world.cli.json("dr", "run", str(runbook), "--incident-time", incident)
+    assert report["state"] == "COMPLETED", report
+    assert 299 <= report["rpo_seconds"] <= 301  # the second asked for, not the base backup's time
+    assert report["recovery_point"]["restore_time"] == moment.isoformat().replace("+00:00", "Z")
+    restored = report["restored"]
+    cluster = PgCluster.adopt(Path(restored["data_directory"]), restored["port"])
+    world.restored.append(cluster)
+    assert ids(cluster) == [row_id for row_id, _at in commits[:7]]
+    cluster.stop()
 
 
 def test_lifecycle_keeps_the_wal_of_the_continuous_window_and_removes_older_wal_at_its_boundary(world: World) -> None:

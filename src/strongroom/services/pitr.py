@@ -316,6 +316,18 @@ class RecoveryTarget:
             )
         return cls(kind, None if kind == TargetKind.LATEST else value, timeline)
 
+    @classmethod
+    def of_options(cls, options: dict[str, Any]) -> RecoveryTarget:
+        """The target a restore request's ``recovery`` option holds, checked and normalised as ``parse`` does."""
+        kind, value = TargetKind(options["target"]), options.get("value")
+        parsed = cls.parse(
+            time=value if kind == TargetKind.TIME else None, lsn=value if kind == TargetKind.LSN else None,
+            xid=value if kind == TargetKind.XID else None, name=value if kind == TargetKind.NAME else None,
+            latest=kind == TargetKind.LATEST, timeline=options.get("timeline"),
+        )  # fmt: skip
+        assert parsed is not None
+        return parsed
+
     def as_options(self) -> dict[str, Any]:
         return {"target": self.kind.value, "value": self.value, "timeline": self.timeline}
 

@@ -102,10 +102,10 @@ def plan_point_in_time(
     account: Account, rp: RecoveryPoint, request: RestoreRequest
 ) -> tuple[RecoveryPoint, RestoreRequest]:
     """The base backup a point-in-time restore starts from; refused (RecoveryWindowError) outside the window."""
-    from strongroom.services.pitr import RecoveryTarget, TargetKind, check_reachable, plan_recovery
+    from strongroom.services.pitr import RecoveryTarget, check_reachable, plan_recovery
 
-    wanted = request.options["recovery"]
-    target = RecoveryTarget(TargetKind(wanted["target"]), wanted.get("value"), wanted.get("timeline"))
+    wanted = request.options["recovery"]  # from restore start, or a runbook's continuous selection: checked again
+    target = RecoveryTarget.of_options(wanted)
     check_reachable(account.catalog.get_vault(rp.vault_name).store_url, request.options.get("os_user"))
     plan = plan_recovery(account, rp, target)
     recovery = {**target.as_options(), "requested_recovery_point": rp.arn, "window": plan.window.describe()}
