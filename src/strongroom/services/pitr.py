@@ -459,19 +459,16 @@ def recovery_window(
     if begin is None or not segments:
         return RecoveryWindow(opening, None, None, archive.system_identifier)
     size = archive.header(segments[-1]).size
-    numbers = {segment_number(name, size) for name in segments}
     by_number: dict[int, str] = {}
     for name in segments:  # the target timeline's file wins where timelines overlap
         number = segment_number(name, size)
         if name[:8] <= timeline and (number not in by_number or name[:8] > by_number[number][:8]):
             by_number[number] = name
     current = begin // size
-    if current not in numbers:
+    if current not in by_number:
         return RecoveryWindow(opening, None, None, archive.system_identifier)
     while current + 1 in by_number:
         current += 1
-    if current not in by_number:
-        return RecoveryWindow(opening, None, None, archive.system_identifier)
     header = archive.header(by_number[current])
     return RecoveryWindow(opening, header.modified, format_lsn((current + 1) * size), archive.system_identifier)
 

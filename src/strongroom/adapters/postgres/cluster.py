@@ -587,8 +587,8 @@ def configure_recovery(plan: RestorePlan, metadata: dict[str, Any]) -> None:
     signal.touch()
     credential = plan.recovery.credential_file
     for path in (signal, credential):
-        if plan.user is not None:
-            os.chown(path, plan.user.uid, plan.user.gid)
+        if plan.user is not None:  # never through a link someone put in its place
+            os.chown(path, plan.user.uid, plan.user.gid, follow_symlinks=False)
     plan.log_start = plan.log_file.stat().st_size
     plan.recovered = {"target": plan.recovery.target, "value": plan.recovery.value,
                       "timeline_requested": settings["recovery_target_timeline"]}  # fmt: skip
