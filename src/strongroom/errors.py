@@ -11,6 +11,7 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     │   │   └── NoRecoveryPointError  a runbook's selection matches no recovery point
     │   ├── AlreadyExistsError
     │   ├── ListenError            `serve` cannot listen on its --host/--port (in use, not this host's)
+    │   ├── RecoveryWindowError    a point-in-time target outside the restorable window
     │   └── RetentionError         a job's retention falls outside the vault lock's range
     ├── AccountError               home missing / not initialised / locked (exit 3)
     │   ├── WrongPassphraseError
@@ -26,7 +27,8 @@ them into one line (CLI) or one JSON shape (API); nothing else should reach a us
     │   └── StorageFullError       no space left (HTTP 507)
     │       └── RequestUnrecordedError  the catalog has no room to record a request's nonce
     ├── IntegrityError             stored data is damaged or forged (exit 7)
-    │   └── CatalogIntegrityError  a catalog record fails its MAC, or the catalog disagrees with the vault
+    │   ├── CatalogIntegrityError  a catalog record fails its MAC, or the catalog disagrees with the vault
+    │   └── WalConflictError       a WAL file archived again with other content (never overwritten)
     ├── FormatError                a vault object of an unknown format version (exit 7)
     ├── AccessError                who may do what (exit 8)
     │   ├── AuthenticationError    missing, unknown, expired, revoked or wrongly signed credentials
@@ -154,6 +156,18 @@ class CatalogIntegrityError(IntegrityError):
         "Run 'strongroom verify' to list every finding; the catalog was edited outside Strongroom or put "
         "back from an older copy: nothing relies on it until it is restored (docs/operations.md)"
     )
+
+
+class WalConflictError(IntegrityError):
+    code = "WAL_CONFLICT"
+    hint = (
+        "Another cluster with the same system identifier archives into this vault, or the archive was restored "
+        "from elsewhere: check 'strongroom wal status' and archive_command on every cluster; nothing was overwritten"
+    )
+
+
+class RecoveryWindowError(UsageError):
+    code = "OUTSIDE_RECOVERY_WINDOW"
 
 
 class FormatError(StrongroomError):

@@ -422,3 +422,40 @@ def test_a_rule_tags_the_points_it_makes_and_the_tags_select_them(setup: Setup) 
     selected = list_recovery_points(setup.account, tags={"owner": "mavis"})
     assert [p.arn for p in selected] == [points[0].arn]
     assert list_recovery_points(setup.account, tags={"owner": "mavis", "rule": "other"}) == []
+
+
+@pytest.mark.postgres
+def test_a_continuous_rule_keeps_one_continuous_point_per_cluster_and_vault_and_none_for_other_types(
+    setup: Setup, pg_cluster: Any
+) -> None:
+    from strongroom.config.runbook import SelectRecoveryPointStep
+    from strongroom.services.dr.select import _choose
+    from strongroom.services.pitr import continuous_points
+    from strongroom.services.recovery_points import latest_intact_reader
+
+    setup.tree("files")
+    add_resource(setup.account, "db", "postgres-cluster", {"dsn": pg_cluster.dsn()}, {"backup": "True"})
+    continuous = rule("hourly", "cron(0 * * * ? *)", lifecycle={"delete_after": 90}, enable_continuous_backup=True)
+    setup.apply(config({"pitr": plan(continuous)}))
+    scheduler = Scheduler(setup.account)
+    setup.tick(scheduler, "00:30")
+    for when in ("01:00", "02:00"):
+        report = setup.tick(scheduler, when)
+        assert report["backups_completed"] == 2 and not report.get("errors"), report
+        if when == "01:00":  # the continuous point is now the newest point: neither reused nor picked by runbooks
+            first = [p for p in setup.points("db") if not p.metadata.get("continuous")]
+            assert setup.points("db")[-1].metadata.get("continuous") and len(first) == 1
+            previous = latest_intact_reader(setup.account, "db", "Default")
+            assert previous is not None and previous.manifest.recovery_point_id == first[0].id
+            previous.close()
+            step = SelectRecoveryPointStep(name="pick", type="select_recovery_point", resource="db")
+            chosen = _choose([p.as_dict() for p in setup.account.catalog.list_recovery_points()], step)
+            assert chosen is not None and chosen["recovery_point_arn"] == first[0].arn
+    [point] = continuous_points(setup.account, "db", "Default")
+    assert point.metadata["window_days"] == 35 and point.metadata["continuous"]
+    assert point.metadata["system_identifier"] == setup.points("db")[0].metadata["system_identifier"]
+    assert point.delete_after_days is None  # the window, not a retention, bounds what it restores
+    assert continuous_points(setup.account, "files", "Default") == []
+    snapshots = [p for p in setup.points("db") if not p.metadata.get("continuous")]
+    assert len(snapshots) == 2 and all(p.delete_after_days == 90 for p in snapshots)
+    scheduler.shutdown()

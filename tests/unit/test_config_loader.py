@@ -338,11 +338,15 @@ def test_rate_schedules_and_continuous_backup_warn(tmp_path: Path) -> None:
             selection_tag: BackupSource
             rules:
               - {name: r1, schedule: rate(1 hour), enable_continuous_backup: true}
+              - {name: r2, schedule: rate(1 hour), enable_continuous_backup: true, lifecycle: {delete_after: 35}}
+              - {name: r3, schedule: rate(1 hour), enable_continuous_backup: true, lifecycle: {delete_after: 60}}
     """,
     )
     warnings = load(path).warnings
     assert any("rate() is a Strongroom extension" in w for w in warnings)
-    assert any("enable_continuous_backup is accepted but not supported yet" in w for w in warnings)
+    continuous = [w for w in warnings if "enable_continuous_backup" in w]
+    assert len(continuous) == 1 and "rules[2]" in continuous[0] and "at most 35 days" in continuous[0]
+    assert not any("not supported yet" in w for w in warnings)
 
 
 def test_the_blueprints_restore_testing_fields_resolve_into_the_selection_or_warn_when_unused(tmp_path: Path) -> None:

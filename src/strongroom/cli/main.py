@@ -40,6 +40,7 @@ from strongroom.cli import (
     serve_cmd,
     vaults_cmd,
     verify_cmd,
+    wal_cmd,
 )
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.output import error_console
@@ -90,6 +91,7 @@ restore_testing_cmd.register(app)
 frameworks_cmd.register(app)
 report_plans_cmd.register(app)
 reports_cmd.register(app)
+wal_cmd.register(app)
 
 
 def run(args: Sequence[str] | None = None) -> None:

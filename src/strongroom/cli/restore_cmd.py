@@ -67,6 +67,24 @@ def restore_start(
         help="Keep set-user-ID/set-group-ID bits of files from a copied recovery point (directory): "
         "whoever can run such a file acts as its owner, so only for points you trust.",
     ),
+    restore_time: str | None = typer.Option(
+        None,
+        "--restore-time",
+        help="postgres-cluster: replay archived WAL up to this time (ISO 8601; UTC unless "
+        "an offset is given), then promote. The base backup is the newest one finished by then (docs/pitr.md).",
+    ),
+    lsn: str | None = typer.Option(None, "--lsn", help="postgres-cluster: replay WAL up to this LSN (e.g. 0/3000060)."),
+    xid: str | None = typer.Option(None, "--xid", help="postgres-cluster: replay WAL up to this transaction id."),
+    restore_point_name: str | None = typer.Option(
+        None, "--name", help="postgres-cluster: replay WAL up to this named restore point (pg_create_restore_point)."
+    ),
+    latest: bool = typer.Option(False, "--latest", help="postgres-cluster: replay all archived WAL, then promote."),
+    timeline: str | None = typer.Option(
+        None,
+        "--timeline",
+        help="postgres-cluster, with a target: the timeline to follow (a number or 'latest'; "
+        "default: the base backup's).",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Run in the foreground and wait for the result."),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -91,6 +109,13 @@ refused before anything is created (exit 5) unless --create-roles or --role-map 
         options["trust_restored_config"] = True
     if preserve_special:
         options["preserve_special"] = True
+    from strongroom.services.pitr import RecoveryTarget  # PostgreSQL's tools: loaded only by a restore
+
+    recovery = RecoveryTarget.parse(
+        time=restore_time, lsn=lsn, xid=xid, name=restore_point_name, latest=latest, timeline=timeline
+    )
+    if recovery is not None:
+        options["recovery"] = recovery.as_options()
     request = RestoreRequest(target, target_identifier, port, allow_non_empty, options)
     with context.account(ctx) as account:
         job, lock = create_restore_job(account, recovery_point, request)

@@ -335,16 +335,20 @@ def _unused_restore_testing_fields(config: AccountConfig, checks: _Checks) -> No
             )
 
 
+CONTINUOUS_MAX_DAYS = 35  # AWS Backup's longest continuous backup retention
+
+
 def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None:
     for index, rule in enumerate(plan.rules):
         where = checks.source.problem((*path, "rules", index), "")
         note = parse_schedule(rule.schedule, rule.schedule_expression_timezone).portability_note
         if note:
             checks.warnings.append(f"{where}{note}")
-        if rule.enable_continuous_backup:
+        if rule.enable_continuous_backup and (rule.lifecycle.delete_after or 0) > CONTINUOUS_MAX_DAYS:
             checks.warnings.append(
-                f"{where}enable_continuous_backup is accepted but not supported yet"
-                " (no point-in-time recovery); snapshots are taken on the schedule"
+                f"{where}enable_continuous_backup: the continuous recovery point's window is at most"
+                f" {CONTINUOUS_MAX_DAYS} days (as AWS Backup's); snapshots keep delete_after"
+                f" ({rule.lifecycle.delete_after} days) but restore only to their own time after that (docs/pitr.md)"
             )
 
 

@@ -125,6 +125,7 @@ def rule_snapshot(rule: BackupRule, destination: str | None) -> RuleSnapshot:
         rule.completion_window,
         copies,
         dict(rule.recovery_point_tags),
+        rule.enable_continuous_backup,
     )
 
 

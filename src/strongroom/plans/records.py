@@ -174,6 +174,7 @@ class RuleSnapshot:
     completion_window: int | None
     copies: tuple[CopyAction, ...] = ()
     recovery_point_tags: dict[str, str] = field(default_factory=dict)
+    enable_continuous_backup: bool = False  # postgres-cluster: keep the continuous recovery point (docs/pitr.md)
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> RuleSnapshot:
@@ -184,10 +185,13 @@ class RuleSnapshot:
             data.get("completion_window"),
             tuple(CopyAction(c["destination_vault_arn"], c.get("delete_after_days")) for c in data.get("copies") or []),
             dict(data.get("recovery_point_tags") or {}),
+            bool(data.get("enable_continuous_backup")),
         )
 
     def as_dict(self) -> dict[str, Any]:
+        continuous = {"enable_continuous_backup": True} if self.enable_continuous_backup else {}
         return {
+            **continuous,
             "target_vault_name": self.target_vault_name,
             "delete_after_days": self.delete_after_days,
             "start_window": self.start_window,

@@ -63,7 +63,14 @@ def run_backup_job(
             retention = new_object_retention(account, job.vault_name or DEFAULT_VAULT, rp)
             with RecoveryPointWriter(vault, rp.id, progress, previous=base, retention=retention) as writer:
                 context = BackupContext(writer=writer, temp_dir=temp_dir, previous=previous)
-                metadata = get_adapter(resource.type).backup(spec, context)
+                if job.parameters.get("continuous"):  # the continuous point: no streams, its WAL is archived
+                    from strongroom.services.pitr import continuous_metadata
+
+                    metadata = continuous_metadata(
+                        account, resource.id, job.vault_name or DEFAULT_VAULT, job.parameters
+                    )
+                else:
+                    metadata = get_adapter(resource.type).backup(spec, context)
                 manifest = writer.commit(resource.id, resource.type, metadata)
         finally:
             if previous:

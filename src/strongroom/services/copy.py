@@ -58,6 +58,11 @@ def create_copy_job(
         rp = account.catalog.get_recovery_point(recovery_point_arn)
         if rp.status != RecoveryPointStatus.COMPLETED:
             raise UsageError(f"recovery point {rp.arn} is {rp.status.value}, not COMPLETED, and cannot be copied")
+        if rp.metadata.get("continuous"):
+            raise UsageError(
+                f"recovery point {rp.arn} is a continuous recovery point; its WAL is not copied yet",
+                hint="copy the resource's base backups (the rule's snapshots); docs/pitr.md says what is missing",
+            )
         account.catalog.get_remote_account(target.account_id)
         resource_id, vault_name = rp.resource_id, rp.vault_name
     else:

@@ -62,6 +62,13 @@ def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: 
         for rp in account.catalog.list_recovery_points(vault_name=vault.name):
             if _due(rp, moment):
                 _expire(account, rp, expired, failed)
+    wal = {}
+    for vault in _vaults(account, vault_name):  # archived WAL no kept base backup needs (docs/pitr.md)
+        from strongroom.services.pitr import prune_wal  # PostgreSQL's tools: only where WAL is archived
+
+        pruned = prune_wal(account, vault.name, moment)
+        if pruned:
+            wal[vault.name] = pruned
     retained = {}
     for vault in _vaults(account, vault_name):  # the storage's lock: roll horizons, upgrade modes (real clock)
         report = retain_live_points(account, vault.name)
@@ -72,6 +79,7 @@ def run_lifecycle(account: Account, *, now: datetime | None = None, vault_name: 
         "expired": len(expired),
         "expired_recovery_points": expired,
         "failed": failed,
+        "wal": wal,
         "object_lock": retained,
     }
 

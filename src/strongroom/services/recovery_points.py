@@ -62,6 +62,8 @@ def latest_intact_reader(account: Account, resource_id: str, vault_name: str) ->
     )
     vault = account.vault(vault_name)
     for rp in reversed(completed):
+        if rp.metadata.get("continuous"):  # a continuous point holds no data to reuse (docs/pitr.md)
+            continue
         try:
             return RecoveryPointReader(vault, load_manifest(vault, rp.id))
         except StrongroomError:

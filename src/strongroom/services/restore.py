@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from strongroom.adapters.base import RestoreContext, RestoreRequest, get_adapter
 from strongroom.errors import UsageError
-from strongroom.model import Job, JobType, RecoveryPointStatus
+from strongroom.fsutil import write_durably
+from strongroom.model import Job, JobType, RecoveryPoint, RecoveryPointStatus
 from strongroom.policy.principals import root_arn
 from strongroom.services import notifications, vault_ops
 from strongroom.services.account import Account
@@ -36,6 +41,13 @@ def create_restore_job(
     if not request.target and not request.target_identifier:
         raise UsageError("a restore needs --target or --target-identifier")
     account.vault(rp.vault_name)  # unlock now: a wrong passphrase fails before any job exists
+    if rp.metadata.get("continuous") and not request.options.get("recovery"):
+        raise UsageError(
+            f"recovery point {rp.id} is a continuous recovery point: it restores to a point in time",
+            hint="give --restore-time ISO, --lsn, --xid, --name or --latest (docs/pitr.md)",
+        )
+    if request.options.get("recovery"):
+        rp, request = plan_point_in_time(account, rp, request)
     parameters: dict[str, Any] = {
         "target": request.target,
         "target_identifier": request.target_identifier,
@@ -67,7 +79,11 @@ def run_restore_job(
         allow_non_empty=bool(params.get("allow_non_empty")),
         options=params.get("options") or {},
     )
-    with notifications.job_events(account, job.id), running(account, job, lock) as temp_dir:
+    with (
+        notifications.job_events(account, job.id),
+        running(account, job, lock) as temp_dir,
+        wal_credential(account, rp, request) as request,
+    ):
         vault = account.vault(rp.vault_name)
         manifest = load_manifest(vault, rp.id)
         with RecoveryPointReader(vault, manifest) as reader:
@@ -86,6 +102,45 @@ def run_restore_job(
             result={"target": result.target, **result.details},
         )
     return account.catalog.get_job(job.id)
+
+
+def plan_point_in_time(
+    account: Account, rp: RecoveryPoint, request: RestoreRequest
+) -> tuple[RecoveryPoint, RestoreRequest]:
+    """The base backup a point-in-time restore starts from; refused (RecoveryWindowError) outside the window."""
+    from strongroom.services.pitr import RecoveryTarget, check_reachable, plan_recovery
+
+    wanted = request.options["recovery"]  # from restore start, or a runbook's continuous selection: checked again
+    target = RecoveryTarget.of_options(wanted)
+    check_reachable(account.catalog.get_vault(rp.vault_name).store_url, request.options.get("os_user"))
+    plan = plan_recovery(account, rp, target)
+    recovery = {**target.as_options(), "requested_recovery_point": rp.arn, "window": plan.window.describe()}
+    return plan.base, replace(request, options={**request.options, "recovery": recovery})
+
+
+@contextmanager
+def wal_credential(account: Account, rp: RecoveryPoint, request: RestoreRequest) -> Iterator[RestoreRequest]:
+    """For a point-in-time restore, a WAL credential file beside the new cluster for its restore_command
+    (that cluster's WAL keys only), removed when the restore ends; the request names it."""
+    if not request.options.get("recovery"):
+        yield request
+        return
+    from strongroom.services.pitr import wal_command
+    from strongroom.services.wal_archive import WalCredential
+    from strongroom.vault.wal import WalKeys
+
+    adapter = get_adapter(rp.resource_type)
+    data_dir = Path(adapter.restore_location(request, account.home)["data_directory"])
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = data_dir.parent / f".{data_dir.name}.wal-credential.json"
+    keys = WalKeys.derive(account.vault(rp.vault_name).keys, str(rp.metadata.get("system_identifier")))
+    credential = WalCredential(rp.resource_id, rp.vault_name, account.catalog.get_vault(rp.vault_name).store_url, keys)
+    write_durably(path, credential.to_json(), mode=0o600)
+    recovery = {**request.options["recovery"], "credential_file": str(path), "wal_command": wal_command()}
+    try:
+        yield replace(request, options={**request.options, "recovery": recovery})
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def stream_size(account: Account, recovery_point: str) -> int:

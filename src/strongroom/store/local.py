@@ -114,7 +114,8 @@ class LocalStore(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root
-        for dirpath, dirnames, filenames in os.walk(base):
+        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix and ".." not in prefix.split("/") else base
+        for dirpath, dirnames, filenames in os.walk(start):  # from the prefix's directory, not the whole vault
             rel_dir = os.path.relpath(dirpath, base)
             if rel_dir == "tmp":
                 dirnames.clear()

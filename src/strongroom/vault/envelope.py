@@ -66,6 +66,7 @@ class Kind(IntEnum):
     MANIFEST = 3
     CONFIG = 4
     RECORD = 5  # the catalog's security records mirrored into the vault (services/catalog_integrity.py)
+    WAL = 6  # one archived PostgreSQL WAL file (vault/wal.py)
 
 
 class Compression(IntEnum):

@@ -66,6 +66,7 @@ from strongroom.adapters.base import (
     register_adapter,
 )
 from strongroom.adapters.postgres import direct, restored_conf, tar
+from strongroom.adapters.postgres.recovery import RecoveryRequest, recovery_overrides, wait_for_promotion
 from strongroom.adapters.postgres.tools import (
     OsUser,
     PgDsn,
@@ -191,7 +192,11 @@ class PostgresClusterAdapter(ResourceAdapter):
             if not plan.trusted:
                 refuse_untrusted_content(plan.data_dir)
             configure(plan)
+            if plan.recovery is not None:
+                configure_recovery(plan, metadata)
             start(plan)
+            if plan.recovery is not None:
+                finish_recovery(plan, ctx)
             check_answers(plan, ctx)
         except BaseException:
             abandon(plan, remove=created or plan.was_empty)
@@ -408,6 +413,9 @@ class RestorePlan:
     notes: list[str] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)  # file:line: setting commented out before the start
     overrides: dict[str, str] = field(default_factory=dict)  # -c settings on the server's command line
+    recovery: RecoveryRequest | None = None  # a point-in-time restore (adapters/postgres/recovery.py)
+    recovered: dict[str, Any] = field(default_factory=dict)  # where recovery stopped, the new timeline
+    log_start: int = 0
 
     @property
     def dsn(self) -> str:
@@ -438,6 +446,7 @@ class RestorePlan:
             "notes": self.notes,
             "trusted_restored_config": self.trusted,
             "disabled_on_restore": self.disabled,
+            **({"recovery": self.recovered} if self.recovery is not None else {}),
         }
 
 
@@ -463,7 +472,7 @@ def plan_restore(metadata: dict[str, Any], ctx: RestoreContext, request: Restore
     return RestorePlan(
         name, data_dir, port, socket_directory(data_dir, name), data_dir.parent / f"{name}.log",
         user, pg_ctl, server_environment(), str(metadata.get("user") or "postgres"), major, trusted, was_empty,
-        port_picked=not request.port,
+        port_picked=not request.port, recovery=RecoveryRequest.from_options(request.options),
     )  # fmt: skip
 
 
@@ -566,11 +575,53 @@ def configure(plan: RestorePlan) -> None:
             os.chown(path, plan.user.uid, plan.user.gid)
 
 
+def configure_recovery(plan: RestorePlan, metadata: dict[str, Any]) -> None:
+    """recovery.signal and the settings that replay archived WAL to the target, then promote."""
+    assert plan.recovery is not None
+    label = metadata.get("backup_label") or {}
+    settings = plan.recovery.settings(int(label.get("start_timeline") or 1))
+    append_settings(plan.data_dir, settings)
+    if plan.overrides:  # ours win over the restored files too (restored_conf: the backup may be forged)
+        plan.overrides.update(recovery_overrides(settings))
+    signal = plan.data_dir / "recovery.signal"
+    signal.touch()
+    credential = plan.recovery.credential_file
+    for path in (signal, credential):
+        if plan.user is not None:  # never through a link someone put in its place
+            os.chown(path, plan.user.uid, plan.user.gid, follow_symlinks=False)
+    plan.log_start = plan.log_file.stat().st_size
+    plan.recovered = {"target": plan.recovery.target, "value": plan.recovery.value,
+                      "timeline_requested": settings["recovery_target_timeline"]}  # fmt: skip
+
+
+def finish_recovery(plan: RestorePlan, ctx: RestoreContext) -> None:
+    """Wait for the promotion; then archive the new timeline's history file (docs/pitr.md, timelines)."""
+    assert plan.recovery is not None
+    dsn = parse_dsn(plan.dsn)
+    reached = wait_for_promotion(
+        lambda: connect(dsn, ctx.environment, TargetError), plan.data_dir / "postmaster.pid", plan.log_file,
+        plan.log_start,
+    )  # fmt: skip
+    plan.recovered.update(reached)
+    history = f"pg_wal/{int(reached['timeline']):08X}.history"
+    if (plan.data_dir / history).exists():
+        argv: list[str | Path] = [*shlex.split(plan.recovery.wal_command), "wal", "push", "--config",
+                                  plan.recovery.credential_file, history]  # fmt: skip
+        code, stderr = run_tool(argv, env=plan.env, user=plan.user, cwd=plan.data_dir)
+        plan.recovered["history_archived"] = code == 0
+        if code != 0:
+            plan.notes.append(f"the new timeline's history file was not archived: {stderr.strip()[:300]}")
+
+
 def append_settings(data_dir: Path, settings: dict[str, str]) -> None:
     """Add settings to ``postgresql.auto.conf``; later lines win over earlier ones and ``postgresql.conf``."""
     with (data_dir / "postgresql.auto.conf").open("a") as conf:
         conf.write("# Strongroom restore\n")
-        conf.writelines(f"{key} = '{value}'\n" for key, value in settings.items())
+        conf.writelines(f"{key} = '{escape_setting(value)}'\n" for key, value in settings.items())
+
+
+def escape_setting(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "''")
 
 
 def start(plan: RestorePlan) -> None:

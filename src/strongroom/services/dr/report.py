@@ -48,6 +48,9 @@ def _point(selected: dict[str, Any] | None, restored: dict[str, Any] | None) -> 
         key: selected.get(key)
         for key in ("recovery_point_arn", "creation_date", "resource_id", "resource_type", "vault", "account")
     }
+    for key in ("restore_time", "base_recovery_point_arn"):  # a continuous point, restored to a second
+        if selected.get(key):
+            point[key] = selected[key]
     if restored and restored.get("copied_back"):
         point["copied_back_as"] = restored.get("recovery_point_arn")
     return point

@@ -4,6 +4,7 @@ account) and ``wait_healthy`` (the restored database answers and is out of recov
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -205,7 +206,12 @@ def _request(ctx: StepContext[RestoreStep], rp: RecoveryPoint) -> RestoreRequest
             f"a runbook restores {', '.join(runbook_types())} recovery points, not {rp.resource_type}",
             hint="restore it with 'strongroom restore start'",
         )
-    return _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step.target_identifier))
+    request = _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step.target_identifier))
+    selected = ctx.previous("select_recovery_point") or {}
+    if selected.get("restore_time") and selected.get("recovery_point_arn") == rp.arn:  # a continuous point
+        recovery = {"target": "time", "value": selected["restore_time"], "timeline": None}
+        request = replace(request, options={**request.options, "recovery": recovery})
+    return request
 
 
 def _request_for(

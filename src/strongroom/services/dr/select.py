@@ -23,6 +23,9 @@ class SelectRecoveryPoint:
         step = ctx.step
         points = _candidates(ctx)
         chosen = _choose(points, step, ctx.incident_time)
+        to_the_second = _continuous(ctx, points)
+        if to_the_second is not None:
+            return to_the_second
         if chosen is None:
             late = _choose(points, step, None)  # there is one, but after the incident: the RPO would be negative
             if late is not None and ctx.incident_time is not None:
@@ -65,6 +68,49 @@ class SelectRecoveryPoint:
         return []
 
 
+def _continuous(ctx: StepContext[SelectRecoveryPointStep], points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """With ``at_or_before``, this account's continuous point of the resource when its window covers that
+    second (docs/pitr.md): the restore replays WAL to it, and the RPO is the time since it, not since a snapshot."""
+    step = ctx.step
+    if step.account or step.recovery_point != LATEST or not step.at_or_before:
+        return None
+    moment = _aware(step.at_or_before)
+    if ctx.incident_time is not None and moment > ctx.incident_time:
+        return None
+    continuous = [
+        p for p in points
+        if p["status"] == RecoveryPointStatus.COMPLETED.value and p["resource_id"] == step.resource
+        and (p.get("metadata") or {}).get("continuous")
+    ]  # fmt: skip
+    if not continuous:
+        return None
+    from strongroom.services.pitr import RecoveryTarget, TargetKind, plan_recovery  # PostgreSQL's tools
+
+    point = ctx.account.catalog.get_recovery_point(continuous[0]["recovery_point_arn"])
+    try:
+        plan = plan_recovery(ctx.account, point, RecoveryTarget(TargetKind.TIME, moment.isoformat()))
+    except StrongroomError:
+        return None  # outside its window: a snapshot at or before the moment is what there is
+    restore_time = moment.isoformat().replace("+00:00", "Z")
+    ctx.changes.append(
+        f"selected {point.arn} (continuous; restore to {restore_time}, from base backup {plan.base.arn}) in vault"
+        f" {_vault_name(step.vault)} of this account"
+    )
+    return {
+        "recovery_point_arn": point.arn,
+        "creation_date": moment.isoformat(),  # the data's time: the run's RPO counts from it
+        "restore_time": restore_time,
+        "base_recovery_point_arn": plan.base.arn,
+        "resource_id": point.resource_id,
+        "resource_type": point.resource_type,
+        "vault": _vault_name(step.vault),
+        "account": None,
+        "account_id": Arn.parse(point.arn).account_id,
+        "remote": False,
+        "source_bytes": plan.base.source_bytes,
+    }
+
+
 def _candidates(ctx: StepContext[SelectRecoveryPointStep]) -> list[dict[str, Any]]:
     step, vault = ctx.step, _vault_name(ctx.step.vault)
     if step.account:
@@ -83,6 +129,7 @@ def _choose(
         for p in points
         if p["status"] == RecoveryPointStatus.COMPLETED.value
         and p["resource_id"] == step.resource
+        and not (p.get("metadata") or {}).get("continuous")  # restores to a time: runbooks select snapshots
         and (incident is None or _at_or_before(p, incident))
     ]
     if step.recovery_point != LATEST:

@@ -175,10 +175,17 @@ class RunMachine:
         copies = tuple(CopyAttempt(c.destination_vault_arn, c.delete_after) for c in run.rule.copies)
         details = replace(run.details, recovery_point_arn=job.recovery_point_arn, copies=copies)
         self.tally.counts["backups_completed"] += 1
+        if run.rule.enable_continuous_backup:
+            self.tally.guarded(_label(run), self._keep_continuous_point, run, job)
         if not copies:
             self._save(run, state=RunState.RUNNING, new_state=RunState.COMPLETED, details=details)
         elif self._save(run, state=RunState.RUNNING, new_state=RunState.COPYING, details=details):
             self._advance_copies(run)
+
+    def _keep_continuous_point(self, run: ScheduleRun, job: Job) -> None:
+        from strongroom.services.pitr import ensure_continuous_point
+
+        ensure_continuous_point(self.account, run.resource_id, job.vault_name or "", run.rule.delete_after_days)
 
     def _expire(self, run: ScheduleRun, now: datetime) -> None:
         rule = run.rule
