@@ -188,7 +188,9 @@ def _candidates(account: Account, plan: RestoreTestingPlan, now: datetime) -> li
     found = [
         Candidate(rp.arn, rp.resource_id, rp.resource_type, rp.vault_name, rp.creation_date)
         for rp in account.catalog.list_recovery_points(status=RecoveryPointStatus.COMPLETED)
-        if rp.vault_name in local and (account.account_id, rp.vault_name) not in excluded
+        if rp.vault_name in local
+        and (account.account_id, rp.vault_name) not in excluded
+        and not rp.metadata.get("continuous")  # SNAPSHOT points only (CONTINUOUS is refused in the config)
     ]
     for account_id, vault in sorted(remote_vaults - excluded):
         with remote.client_for(account, account_id) as client:
@@ -198,6 +200,7 @@ def _candidates(account: Account, plan: RestoreTestingPlan, now: datetime) -> li
                 )
                 for p in client.list_recovery_points(vault)
                 if p.get("status") == RecoveryPointStatus.COMPLETED.value
+                and not (p.get("metadata") or {}).get("continuous")
             ]
     return [p for p in found if since <= p.creation_date <= (iso(now) or "")]
 
