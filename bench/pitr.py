@@ -333,6 +333,10 @@ class PitrBench:
         last_completed = self.completed_segment(ended.lsn)
         drained = self.wait_archived(last_completed, self.args.drain_timeout, phase)
         cpu = watch.finish()
+        # The segment holding T may still be open: close it, as archive_timeout would, so every archiver's
+        # archive covers T before the restore (outside the measured numbers).
+        if not self.switch_and_wait(self.args.drain_timeout):
+            self.note(f"{tool}: the archive did not take the last switched segment")
         tps = next((line.split("=")[1].split()[0] for line in out.splitlines() if line.startswith("tps")), None)
         if proc.returncode != 0:
             self.note(f"{tool}: pgbench failed: {err.strip()[-300:]}")

@@ -16,7 +16,7 @@ from strongroom.cli import context
 from strongroom.cli.main import COMMANDS, command_tree, execute
 from strongroom.services import account
 
-HEAVY = ("pydantic", "psycopg", "cryptography", "boto3", "fastapi", "strongroom.services", "strongroom.vault")
+HEAVY = ("rich", "pydantic", "psycopg", "cryptography", "boto3", "fastapi", "strongroom.services", "strongroom.vault")
 
 
 def _imported_after(*args: str) -> list[str]:

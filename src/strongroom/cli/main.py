@@ -13,13 +13,11 @@ from typing import Any
 
 import typer
 import typer.main
-from rich.markup import escape
 
 from strongroom import __version__
 from strongroom.cli import signals
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
 from strongroom.cli.lazy import LazyCommand, LazyGroup
-from strongroom.cli.output import error_console
 from strongroom.errors import StorageError, StrongroomError, UsageError
 
 ENV_TRACEBACK = "STRONGROOM_TRACEBACK"
@@ -178,6 +176,10 @@ def _click_error(exc: Any) -> int:
 
 
 def _fail(message: str, exit_code: int) -> int:
+    from rich.markup import escape  # Rich loads when there is something to print (start-up, docs/architecture.md)
+
+    from strongroom.cli.output import error_console
+
     error_console.print(f"[bold red]error:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True)
     return exit_code
 
