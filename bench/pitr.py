@@ -98,9 +98,11 @@ class Phase:
 class CpuWatch(threading.Thread):
     """CPU of archiving: the archiver's waited-for children (cutime+cstime: every synchronous
     archive_command) plus processes whose command line holds a marker (pgBackRest's detached
-    ``archive-push:async`` workers, which the archiver never waits for), sampled from /proc."""
+    ``archive-push:async`` process, which the archiver never waits for, with the local workers it
+    waits for), sampled from /proc; what such a process spends in its last interval before it exits
+    is missed, so its CPU is a lower bound."""
 
-    def __init__(self, archiver_pid: int, markers: tuple[bytes, ...], interval: float = 0.1) -> None:
+    def __init__(self, archiver_pid: int, markers: tuple[bytes, ...], interval: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.archiver_pid = archiver_pid
         self.markers = markers
@@ -130,7 +132,8 @@ class CpuWatch(threading.Thread):
                 fields = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()
             except OSError:
                 continue
-            self.seen[int(name)] = (int(fields[11]) + int(fields[12])) / HZ
+            # its own time and that of the children it waited for (pgBackRest's archive-push:local workers)
+            self.seen[int(name)] = sum(int(value) for value in fields[11:15]) / HZ
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
@@ -160,6 +163,7 @@ class PitrBench:
         self.t0 = time.perf_counter()
         self.logfile: Any = None
         self.aid_cursor = 1
+        self.archive_dir = self.work
 
     # Logging ------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -289,6 +293,7 @@ class PitrBench:
         pending = last - max(self.segno(self.sample().last_archived), begin)
         watch = CpuWatch(self.archiver_pid(), markers)
         watch.start()
+        stored_before = measure.dir_bytes(self.archive_dir)["disk"]
         started = self.sample().t
         self.set_archive_command(command)
         done = self.wait_archived(last, self.args.drain_timeout)
@@ -304,6 +309,7 @@ class PitrBench:
             "mb_per_second": round(pending * self.seg_size / 1e6 / seconds, 1) if seconds > 0 else None,
             "cpu_seconds": round(cpu, 3),
             "cpu_seconds_per_segment": round(cpu / pending, 4) if pending else None,
+            "stored_bytes_per_segment": _per(measure.dir_bytes(self.archive_dir)["disk"] - stored_before, pending),
             "completed": True,
         }
         self.log(f"{tool}: backlog {json.dumps(result)}")
@@ -316,6 +322,7 @@ class PitrBench:
             self.note(f"{tool}: the archive did not take a switched segment before the steady-state run")
         watch = CpuWatch(self.archiver_pid(), markers)
         watch.start()
+        stored_before = measure.dir_bytes(self.archive_dir)["disk"]
         before = self.sample()
         duration = self.args.duration
         proc = self.pgbench(duration)
@@ -363,6 +370,7 @@ class PitrBench:
             "cpu_seconds": round(cpu, 3),
             "cpu_seconds_per_segment": round(cpu / generated, 4) if generated else None,
             "cpu_share_of_one_core": round(cpu / run_seconds, 3),
+            "stored_bytes_per_segment": _per(measure.dir_bytes(self.archive_dir)["disk"] - stored_before, generated),
             "target_time": _iso(target_time) if target_time else None,
             "target_epoch": target_time,
         }
@@ -619,6 +627,10 @@ class PitrBench:
             else:
                 command = self.walg_setup()
             entry["archive_command"] = command
+            self.archive_dir = {
+                "strongroom": self.work / "strongroom" / "vault" / "wal",
+                "wal-g": self.work / "wal-g" / "store",
+            }.get(tool, self.work / tool / "repo" / "archive")
             entry["backlog"] = self.measure_backlog(tool, command, markers)
             entry["steady"] = self.measure_steady(tool, markers)
         except Exception as exc:
@@ -730,36 +742,38 @@ def markdown(data: dict[str, Any]) -> str:
         "## Archiving under pgbench (steady state)",
         "",
         "| archiver | pgbench TPS | WAL made (seg/s) | archived (seg/s) | lag s median / p95 / max | "
-        "lag segments median / max | drain after pgbench (s) | CPU s/segment | failures |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "lag segments median / max | drain after pgbench (s) | CPU s/segment | CPU, share of one core | "
+        "stored KiB/segment | failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for tool, entry in results.items():
         s = entry.get("steady")
         if not s:
-            lines.append(f"| {tool} | {entry.get('error', 'not run')} | | | | | | | |")
+            lines.append(f"| {tool} | {entry.get('error', 'not run')[:300]} | | | | | | | | | |")
             continue
         lines.append(
             f"| {tool} | {s['pgbench_tps']} | {s['generated_per_second']} | {s['archived_per_second']} | "
             f"{s['lag_seconds_median']} / {s['lag_seconds_p95']} / {s['lag_seconds_max']} | "
             f"{s['lag_segments_median']} / {s['lag_segments_max']} | {s['drain_seconds_after_end']} | "
-            f"{s['cpu_seconds_per_segment']} | {s['failed_count']} |"
+            f"{s['cpu_seconds_per_segment']} | {s['cpu_share_of_one_core']} | {_kib(s['stored_bytes_per_segment'])} | "
+            f"{s['failed_count']} |"
         )
     lines += [
         "",
         "## Archive throughput (backlog drain)",
         "",
-        "| archiver | segments | seconds | segments/s | MB/s | CPU s/segment |",
-        "|---|---|---|---|---|---|",
+        "| archiver | segments | seconds | segments/s | MB/s | CPU s/segment | stored KiB/segment |",
+        "|---|---|---|---|---|---|---|",
     ]
     for tool, entry in results.items():
         b = entry.get("backlog")
         if b and b.get("completed"):
             lines.append(
                 f"| {tool} | {b['segments']} | {b['seconds']} | {b['segments_per_second']} | {b['mb_per_second']} | "
-                f"{b['cpu_seconds_per_segment']} |"
+                f"{b['cpu_seconds_per_segment']} | {_kib(b.get('stored_bytes_per_segment'))} |"
             )
         elif b:
-            lines.append(f"| {tool} | {b['segments']} | not drained | | | |")
+            lines.append(f"| {tool} | {b['segments']} | not drained | | | | |")
     lines += [
         "",
         "## PITR restore to a time (until promoted and answering)",
@@ -818,6 +832,14 @@ def _pct(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _kib(value: int | None) -> str:
+    return "" if value is None else f"{value / 1024:.0f}"
+
+
+def _per(total: int, count: int) -> int | None:
+    return round(total / count) if count else None
 
 
 def _round(value: float | None) -> float | None:
