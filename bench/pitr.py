@@ -516,8 +516,8 @@ class PitrBench:
             result = {
                 "seconds": round(promoted - started, 3),
                 "restore_command_seconds": round(files_done - started, 3),
-                "replay_seconds": round(promoted - files_done, 3),
                 **self.check_restored(port, bounds),
+                **replay_stats(self.work / f"{tool}-restored.log"),
             }
         finally:
             pgcluster.stop_datadir(self.bindir, restored, "immediate")
@@ -596,6 +596,7 @@ class PitrBench:
                 "job_seconds": job.get("duration_seconds"),
                 "recovery": (job.get("result") or {}).get("recovery"),
                 **self.check_restored(port, bounds),
+                **replay_stats(self.work / "strongroom" / "home" / "clusters" / f"{identifier}.log"),
             }
         finally:
             stopped = pgcluster.stop_all_under(self.bindir, self.work / "strongroom")
@@ -778,18 +779,20 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## PITR restore to a time (until promoted and answering)",
         "",
-        "| archiver | total s | restore command s | verified | rows (expected range) |",
-        "|---|---|---|---|---|",
+        "| archiver | total s | restore command s | WAL files replayed | replay s (per file) | verified | "
+        "rows (expected range) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for tool, entry in results.items():
         r = entry.get("restore")
         if not r:
             continue
         if "error" in r:
-            lines.append(f"| {tool} | failed: {r['error'][:300]} | | | |")
+            lines.append(f"| {tool} | failed: {r['error'][:300]} | | | | | |")
             continue
         lines.append(
-            f"| {tool} | {r['seconds']} | {r['restore_command_seconds']} | {r['verified']} | "
+            f"| {tool} | {r['seconds']} | {r['restore_command_seconds']} | {r.get('wal_files_replayed')} | "
+            f"{r.get('replay_seconds')} ({r.get('replay_seconds_per_file')}) | {r['verified']} | "
             f"{r['history_rows']} ({r['expected_between'][0]}..{r['expected_between'][1]}) |"
         )
     lines += ["", "## Targets", "", *targets(results)]
@@ -823,6 +826,29 @@ def targets(results: dict[str, Any]) -> list[str]:
 
 
 # Helpers ----------------------------------------------------------------------------------------
+def replay_stats(logfile: Path) -> dict[str, Any]:
+    """From the restored server's log: WAL files restore_command delivered, and the seconds from the first
+    one to "ready to accept connections" (fetching and replaying them, the end-of-recovery checkpoint)."""
+    try:
+        lines = logfile.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    restored = [line for line in lines if "restored log file" in line]
+    ready = next((line for line in lines if "ready to accept connections" in line and restored), None)
+    if not restored or ready is None:
+        return {"wal_files_replayed": len(restored)}
+    seconds = (_log_time(ready) - _log_time(restored[0])).total_seconds()
+    return {
+        "wal_files_replayed": len(restored),
+        "replay_seconds": round(seconds, 2),
+        "replay_seconds_per_file": round(seconds / len(restored), 3),
+    }
+
+
+def _log_time(line: str) -> datetime:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+
+
 def _median(values: list[Any]) -> Any:
     return statistics.median(values) if values else None
 
