@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import typer
@@ -66,3 +67,16 @@ def test_an_unknown_command_is_still_a_usage_error(capsys: pytest.CaptureFixture
 
 def test_the_passphrase_variable_is_the_services_one() -> None:
     assert context.ENV_PASSPHRASE == account.ENV_PASSPHRASE
+
+
+def test_text_and_path_parameters_are_coerced_without_pydantic(tmp_path: Path) -> None:
+    """Typer 0.29 builds a pydantic adapter per parameter; `wal push PATH` and the like need none."""
+    loaded = _imported_after("--home", str(tmp_path / "nowhere"), "jobs", "describe", "job-1")
+    assert "strongroom.cli.jobs_cmd" in loaded
+    assert "pydantic" not in loaded
+
+
+def test_a_path_given_as_text_still_arrives_as_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "nowhere"
+    assert execute(["--home", str(home), "jobs", "describe", "job-1"]) != 0
+    assert f"no Strongroom account at {home}" in capsys.readouterr().err

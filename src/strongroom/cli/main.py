@@ -17,7 +17,7 @@ import typer.main
 from strongroom import __version__
 from strongroom.cli import signals
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
-from strongroom.cli.lazy import LazyCommand, LazyGroup
+from strongroom.cli.lazy import LazyCommand, LazyGroup, plain_coercions
 from strongroom.errors import StorageError, StrongroomError, UsageError
 
 ENV_TRACEBACK = "STRONGROOM_TRACEBACK"
@@ -130,6 +130,7 @@ def execute(args: Sequence[str]) -> int:
 
 def _invoke(args: Sequence[str]) -> int:
     command = typer.main.get_command(app)
+    plain_coercions(command)  # --home: a Path, without pydantic (cli/lazy.py)
     undecodable = next((arg for arg in args if _has_surrogates(arg)), None)
     if undecodable is not None:  # bytes that are not UTF-8 in argv: no name, path or ARN is made of them
         return _fail(f"argument {undecodable!r} is not valid UTF-8", UsageError.exit_code)
