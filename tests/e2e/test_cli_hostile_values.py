@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
 
-from strongroom.cli.main import app, execute
+from strongroom.cli.main import command_tree, execute
 from tests.support.cli import Cli
 
 # docs/operations.md "Exit codes": 1 is a bug, never an answer to bad input.
@@ -32,7 +31,7 @@ def leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str
         yield path, command
 
 
-ALL_COMMANDS = list(leaves(typer.main.get_command(app)))
+ALL_COMMANDS = list(leaves(command_tree()))
 
 
 def kind_of(command: Any, param: Any) -> Any:

@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import typer.main
 
-from strongroom.cli.main import app
+from strongroom.cli.main import command_tree
 from tests.integration.test_secrets import swap_sealed_values
 from tests.support.cli import Cli, assert_one_line_error
 
@@ -83,7 +82,7 @@ def test_the_catalog_holds_no_plaintext(cli: Cli) -> None:
 
 
 def test_the_value_is_never_an_argument(cli: Cli) -> None:
-    put = typer.main.get_command(app).commands["secrets"].commands["put"]  # type: ignore[attr-defined]
+    put = command_tree().commands["secrets"].commands["put"]  # type: ignore[attr-defined]
     assert sorted(o for p in put.params for o in p.opts) == ["--json", "--rds", "name"]
     refused = cli.run("secrets", "put", "argued", "value-as-argument-1234", ok=False)
     assert_one_line_error(refused, 2, "STRONGROOM_SECRET_VALUE or stdin")

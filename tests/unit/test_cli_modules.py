@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import typer.main
-
-from strongroom.cli.main import app
+from strongroom.cli.main import command_tree
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "src" / "strongroom" / "cli"
 # Top-level commands that belong to a family: the configuration workflow (docs/configuration.md).
@@ -32,7 +30,7 @@ def _defining_module(command: Any) -> str:
 
 
 def test_every_command_lives_in_the_module_named_after_its_group() -> None:
-    root = typer.main.get_command(app)
+    root = command_tree()
     misplaced = []
     for name, command in root.commands.items():
         expected = f"strongroom.cli.{_module_for(name)}"
@@ -43,7 +41,7 @@ def test_every_command_lives_in_the_module_named_after_its_group() -> None:
 
 
 def test_every_command_module_holds_a_command() -> None:
-    root = typer.main.get_command(app)
+    root = command_tree()
     named = {_module_for(name) for name in root.commands}
     stray = sorted(p.stem for p in CLI_DIR.glob("*_cmd.py") if p.stem not in named)
     assert not stray, f"cli modules named like a command group that is not one: {stray}"

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import typer.main
-
-from strongroom.cli.main import app
+from strongroom.cli.main import command_tree
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -27,7 +25,7 @@ def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def test_every_command_and_option_is_documented() -> None:
     reference = (DOCS / "cli-json.md").read_text() + (DOCS / "configuration.md").read_text()
-    root = typer.main.get_command(app)
+    root = command_tree()
     missing = []
     for path, command in _commands(root):
         if path not in reference:

@@ -10,14 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from strongroom.errors import AccountError
-from strongroom.services.account import ENV_PASSPHRASE, Account, open_account
-from strongroom.services.jobs import recover_dead_jobs
+
+if TYPE_CHECKING:
+    from strongroom.services.account import Account
 
 ENV_HOME = "STRONGROOM_HOME"
+ENV_PASSPHRASE = "STRONGROOM_PASSPHRASE"  # services.account's, named here so start-up does not import it
 DEFAULT_HOME = Path("~/.strongroom")
 
 
@@ -61,6 +64,9 @@ def account(ctx: typer.Context, *, display: bool = False) -> Iterator[Account]:
     ``display``: a command that only shows the catalog. Without the passphrase at hand it works as
     before row MACs existed, showing rows as stored (it decides nothing); with it, rows are checked.
     """
+    from strongroom.services.account import open_account  # imported by the commands that open one
+    from strongroom.services.jobs import recover_dead_jobs
+
     cli = state(ctx)
     known = cli.known_passphrase if display else None
     try:

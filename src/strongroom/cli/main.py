@@ -13,40 +13,76 @@ from typing import Any
 
 import typer
 import typer.main
-from rich.markup import escape
 
-from strongroom import signals
-from strongroom.cli import (
-    accounts_cmd,
-    backup_cmd,
-    config_cmd,
-    copy_cmd,
-    credentials_cmd,
-    dr_cmd,
-    frameworks_cmd,
-    init_cmd,
-    jobs_cmd,
-    lifecycle_cmd,
-    notifications_cmd,
-    plans_cmd,
-    recovery_points_cmd,
-    report_plans_cmd,
-    reports_cmd,
-    resources_cmd,
-    restore_cmd,
-    restore_testing_cmd,
-    schedule_cmd,
-    secrets_cmd,
-    serve_cmd,
-    vaults_cmd,
-    verify_cmd,
-    wal_cmd,
-)
+from strongroom import __version__, signals
 from strongroom.cli.context import DEFAULT_HOME, ENV_HOME, CliState
-from strongroom.cli.output import error_console
+from strongroom.cli.lazy import LazyCommand, LazyGroup, plain_coercions
 from strongroom.errors import StorageError, StrongroomError, UsageError
 
 ENV_TRACEBACK = "STRONGROOM_TRACEBACK"
+
+# Each command group X lives in cli/X_cmd.py (tests/unit/test_cli_modules.py holds it) and is imported only
+# when X is run: adding a group is one line here (docs/architecture.md "The command line"). The summary is what
+# `strongroom --help` lists without importing the module (tests/unit/test_cli_lazy.py compares them).
+COMMANDS = (
+    LazyCommand("init", "init_cmd", "Create an account home: catalog, account id, keys and the Default vault."),
+    LazyCommand(
+        "verify",
+        "verify_cmd",
+        "Check that recovery points are whole and that the catalog agrees with the vaults; with --read-data,\n"
+        "that every byte is intact.",
+    ),
+    LazyCommand(
+        "plan",
+        "config_cmd",
+        "Show what 'apply' would change in this account, and what its vault policies or locks would refuse.",
+    ),
+    LazyCommand(
+        "apply",
+        "config_cmd",
+        "Make the account match its configuration file: create, change and remove what the plan shows.",
+    ),
+    LazyCommand("output", "config_cmd", "Print the outputs of the last apply, such as destination_vault_arn."),
+    LazyCommand(
+        "serve",
+        "serve_cmd",
+        "Serve this account's API (copies in and out, policy-checked vault operations) and run its backup plans,\n"
+        "until stopped by SIGTERM or Ctrl-C.",
+    ),
+    LazyCommand("vaults", "vaults_cmd", "Backup vaults of this account."),
+    LazyCommand("resources", "resources_cmd", "Resources this account protects."),
+    LazyCommand("backup", "backup_cmd", "Backup jobs."),
+    LazyCommand("restore", "restore_cmd", "Restore jobs."),
+    LazyCommand("recovery-points", "recovery_points_cmd", "Recovery points in the account's vaults."),
+    LazyCommand("jobs", "jobs_cmd", "Backup and restore jobs."),
+    LazyCommand("notifications", "notifications_cmd", "The notification outbox: events queued for vault sinks."),
+    LazyCommand("lifecycle", "lifecycle_cmd", "Retention of recovery points and garbage collection."),
+    LazyCommand("copy", "copy_cmd", "Copy jobs between accounts."),
+    LazyCommand("accounts", "accounts_cmd", "Other accounts this account copies to or from."),
+    LazyCommand("credentials", "credentials_cmd", "Access keys other accounts use to call this account's API."),
+    LazyCommand("plans", "plans_cmd", "Backup plans applied to the account and their scheduled runs."),
+    LazyCommand("schedule", "schedule_cmd", "AWS cron/rate schedule expressions (see docs/schedules.md)."),
+    LazyCommand("secrets", "secrets_cmd", "The account's encrypted secret store (e.g. database credentials)."),
+    LazyCommand("dr", "dr_cmd", "Disaster recovery: run, resume and rehearse runbooks."),
+    LazyCommand(
+        "restore-testing",
+        "restore_testing_cmd",
+        "Restore testing plans: scheduled test restores into scratch targets, validated and removed.",
+    ),
+    LazyCommand(
+        "frameworks",
+        "frameworks_cmd",
+        "Audit frameworks: AWS Backup Audit Manager controls evaluated against the catalog.",
+    ),
+    LazyCommand("report-plans", "report_plans_cmd", "Report plans: scheduled CSV/JSON reports for auditors."),
+    LazyCommand("reports", "reports_cmd", "Report jobs: make a report plan's report now, list what was made."),
+    LazyCommand("wal", "wal_cmd", "Continuous WAL archiving (point-in-time recovery of postgres-cluster)."),
+)
+
+
+class StrongroomGroup(LazyGroup):
+    lazy = COMMANDS
+
 
 app = typer.Typer(
     name="strongroom",
@@ -54,7 +90,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=StrongroomGroup,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"strongroom {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -63,35 +106,19 @@ def main(
     home: Path = typer.Option(
         DEFAULT_HOME, "--home", envvar=ENV_HOME, help="The account's home directory.", show_default=True
     ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+    ),
 ) -> None:
     ctx.obj = CliState(home=home.expanduser())
 
 
-# Each command group X lives in cli/X_cmd.py (tests/unit/test_cli_modules.py holds it).
-init_cmd.register(app)
-vaults_cmd.register(app)
-resources_cmd.register(app)
-backup_cmd.register(app)
-restore_cmd.register(app)
-recovery_points_cmd.register(app)
-jobs_cmd.register(app)
-verify_cmd.register(app)
-config_cmd.register(app)
-notifications_cmd.register(app)
-lifecycle_cmd.register(app)
-copy_cmd.register(app)
-accounts_cmd.register(app)
-credentials_cmd.register(app)
-serve_cmd.register(app)
-plans_cmd.register(app)
-schedule_cmd.register(app)
-secrets_cmd.register(app)
-dr_cmd.register(app)
-restore_testing_cmd.register(app)
-frameworks_cmd.register(app)
-report_plans_cmd.register(app)
-reports_cmd.register(app)
-wal_cmd.register(app)
+def command_tree() -> StrongroomGroup:
+    """The whole command tree with every group imported (for tests and tools that walk it)."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, StrongroomGroup)
+    root.load_all()
+    return root
 
 
 def run(args: Sequence[str] | None = None) -> None:
@@ -115,6 +142,7 @@ def execute(args: Sequence[str]) -> int:
 
 def _invoke(args: Sequence[str]) -> int:
     command = typer.main.get_command(app)
+    plain_coercions(command)  # --home: a Path, without pydantic (cli/lazy.py)
     undecodable = next((arg for arg in args if _has_surrogates(arg)), None)
     if undecodable is not None:  # bytes that are not UTF-8 in argv: no name, path or ARN is made of them
         return _fail(f"argument {undecodable!r} is not valid UTF-8", UsageError.exit_code)
@@ -161,6 +189,10 @@ def _click_error(exc: Any) -> int:
 
 
 def _fail(message: str, exit_code: int) -> int:
+    from rich.markup import escape  # Rich loads when there is something to print (start-up, docs/architecture.md)
+
+    from strongroom.cli.output import error_console
+
     error_console.print(f"[bold red]error:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True)
     return exit_code
 

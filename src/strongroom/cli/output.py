@@ -6,19 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.measure import Measurement
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 console = Console(soft_wrap=True)
 error_console = Console(stderr=True)
@@ -61,6 +54,8 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, 
 
 
 def _grid(title: str, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> Table:
+    from rich.table import Table  # tables, bars and measuring are imported when drawn: CLI start-up
+
     view = Table(title=title, title_justify="left")
     for column in columns:
         view.add_column(column, overflow="fold")
@@ -71,6 +66,8 @@ def _grid(title: str, columns: Sequence[str], cells: Sequence[Sequence[str]]) ->
 
 def _width_of(view: Table) -> int:
     """The width ``view`` needs to show every cell on one line."""
+    from rich.measure import Measurement
+
     return Measurement.get(console, console.options.update(width=10**6), view).maximum
 
 
@@ -82,6 +79,8 @@ def _short_arn(cell: str) -> str:
 
 def _records(title: str, note: str | None, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
     """One block per row, ``column  value`` a line, for a terminal too narrow for the table."""
+    from rich.table import Table
+
     console.print(title, style="italic", highlight=False, markup=False, soft_wrap=False)
     if note:
         console.print(f"({note})", style="italic", highlight=False, markup=False, soft_wrap=False)
@@ -107,6 +106,8 @@ def text(value: Any) -> str:
 
 
 def details(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
     view = Table(show_header=False, box=None)
     view.add_column(style="bold", no_wrap=True)
     view.add_column(overflow="fold")  # an ARN wider than the terminal folds whole, it is not cut short
@@ -132,6 +133,8 @@ def progress_bar(description: str, total: int | None, enabled: bool) -> Iterator
     if not enabled or not error_console.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
