@@ -120,3 +120,43 @@ def test_push_and_fetch_through_a_credential_file(vault: Vault, tmp_path: Path) 
         fetch_file(loaded, "00000002.history", tmp_path / "RECOVERYHISTORY")
     with pytest.raises(NotFoundError, match="not the name of a WAL file"):
         fetch_file(loaded, "../../keys/x", tmp_path / "x")
+
+
+def test_the_server_user_re_pushes_into_a_vault_root_it_may_only_traverse() -> None:
+    """docs/pitr.md lets the vault's root be a directory the server's OS user can only reach (0711, root's); a
+    push PostgreSQL retries after a kill between the put and exit 0 must still succeed there, or archiving
+    stalls: the object is made durable by itself, not by a syncfs of the root the user cannot open."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    from strongroom.adapters.postgres.tools import chown_tree, server_user
+    from tests.support.pgcluster import traversable_tempdir
+
+    user = server_user()
+    python = shutil.which("python3.11", path="/usr/bin:/usr/local/bin")
+    if user is None or python is None:
+        pytest.skip("needs root and a system python3.11 the postgres user can run")
+    base = traversable_tempdir("strongroom-walroot-")
+    root = base / "vault"
+    (root / "wal" / "x").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    chown_tree(root / "wal", user)
+    chown_tree(root / "tmp", user)
+    root.chmod(0o711)
+    script = (
+        "import sys\nfrom strongroom.store.local import LocalStore\n"
+        "store = LocalStore(sys.argv[1])\nstore.put('wal/x/seg', b'w', if_absent=True)\n"
+        "store.make_durable('wal/x/seg')\n"
+        "try:\n    store.flush()\nexcept PermissionError:\n    print('flush refused')\n"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {"PYTHONPATH": f"{src}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [shutil.which("runuser") or "runuser", "-u", user.name, "--", python, "-c", script, str(root)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "flush refused"  # the control: what the re-push used to call
+    assert (root / "wal" / "x" / "seg").read_bytes() == b"w"
+    shutil.rmtree(base)

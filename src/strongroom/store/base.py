@@ -128,6 +128,11 @@ class ObjectStore(ABC):
     def flush(self) -> None:
         """Make every object put so far durable."""
 
+    def make_durable(self, key: str) -> None:
+        """Make the one object ``key`` durable (one put earlier may have been cut off before it synced);
+        stores whose puts are durable when they return need nothing more than :meth:`flush`."""
+        self.flush()
+
     @abstractmethod
     def get(self, key: str) -> bytes: ...
 

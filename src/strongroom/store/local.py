@@ -98,6 +98,22 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
+    def make_durable(self, key: str) -> None:
+        """fsync the object and its directory: needs no access to the vault's root (which the PostgreSQL
+        server's OS user may only traverse when it archives WAL), unlike :meth:`flush`'s syncfs."""
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            raise NotFoundError(f"object {key} not found in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot make {key} durable in {self.root}: {exc.strerror}") from exc
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()

@@ -162,7 +162,7 @@ class WalArchive:
         stored, _data = self._open(key, name)
         if stored.content_id != content_id:
             raise WalConflictError(f"WAL file {name} is already archived with different content")
-        self.store.flush()  # a push killed after its put: make that object durable before PostgreSQL moves on
+        self.store.make_durable(key)  # a push killed after its put: make it durable before PostgreSQL moves on
         return PushOutcome.ALREADY_ARCHIVED
 
     # Reading ---------------------------------------------------------------------------------
