@@ -11,6 +11,8 @@ checks it with SQL and the point's recorded row counts, drops it; the report pla
 after it). `orphan` has no plan. The destination is a real `strongroom serve` reached over HTTP. The days lie
 in the past (the last one is yesterday), so the destination, whose clock is real, accepts the copies.
 
+- Day BAD_DATA_DAY: the application lost a row before the backup; the point restores faithfully, and the
+  validation's SQL check fails: the test is FAILED (validation FAILED), and measures no restore time.
 - Day TAMPERED_DAY: after the backup, one bit of the newest point's chunk in the vault is flipped (bit rot or
   an attacker on the disk): that day's restore test is FAILED, naming the object; the next day's passes.
 - Day CRASH_DAY: at noon an operator's `restore-testing start-run` (the real CLI, its clock set to noon) is
@@ -65,6 +67,7 @@ from tests.support.vaults import FAST_SCRYPT
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("thirty_days")]  # one simulation for the module
 
 DAYS = 30
+BAD_DATA_DAY = 13
 TAMPERED_DAY = 26
 CRASH_DAY = 28
 LAST = DAYS - 1
@@ -310,9 +313,12 @@ def _create_shop(pg: PgCluster) -> None:
 
 
 def _heartbeat(pg: PgCluster, day: int) -> str:
-    """A value only this day's dump holds: the chunk that carries it is this day's point's alone."""
+    """A value only this day's dump holds: the chunk that carries it is this day's point's alone. On
+    BAD_DATA_DAY the application has lost it (what the restore test's SQL check is there to notice)."""
     note = f"heartbeat of day {day}: {secrets.token_hex(16)}"
-    pg.execute(f"DELETE FROM heartbeat; INSERT INTO heartbeat VALUES ({day}, '{note}')", dbname=DATABASE)
+    pg.execute("DELETE FROM heartbeat", dbname=DATABASE)
+    if day != BAD_DATA_DAY:
+        pg.execute(f"INSERT INTO heartbeat VALUES ({day}, '{note}')", dbname=DATABASE)
     return note
 
 
@@ -433,7 +439,7 @@ def test_a_restore_test_every_day_the_tampered_one_failed_the_killed_one_cleaned
         assert test.spec.scheduled_for == world.at(day, TEST_HOUR).isoformat()
         assert test.job.recovery_point_arn == newest_of_day[world.at(day, 0).date()]  # LATEST_WITHIN_WINDOW
         assert test.outcome is not None and test.outcome.cleanup == "DONE", test.as_dict()
-        if day == TAMPERED_DAY:
+        if day in (BAD_DATA_DAY, TAMPERED_DAY):
             continue
         assert (test.job.state, test.outcome.status, test.outcome.validation_status) == (
             JobState.COMPLETED,
@@ -443,6 +449,16 @@ def test_a_restore_test_every_day_the_tampered_one_failed_the_killed_one_cleaned
         checks = {check["kind"]: check["status"] for check in test.outcome.validations}
         assert checks == {"sql": "SUCCESSFUL", "row_counts": "SUCCESSFUL"}
         assert test.outcome.restore_seconds is not None and test.outcome.restore_seconds > 0
+    bad = world.tests_by_day[BAD_DATA_DAY]
+    assert bad.outcome is not None and bad.job.state == JobState.COMPLETED  # restored: the data itself is wrong
+    assert (bad.outcome.status, bad.outcome.validation_status) == ("FAILED", "FAILED")
+    assert bad.outcome.validation_status_message == (
+        "sql: query 'SELECT count(*) FROM heartbeat' returned [[0]], expected 1"
+    )
+    assert {check["kind"]: check["status"] for check in bad.outcome.validations} == {
+        "sql": "FAILED",
+        "row_counts": "SUCCESSFUL",  # the point holds exactly what the database held
+    }
     broken = world.tests_by_day[TAMPERED_DAY].outcome
     assert broken is not None
     assert world.tests_by_day[TAMPERED_DAY].job.state == JobState.FAILED
@@ -476,7 +492,7 @@ def test_a_restore_test_every_day_the_tampered_one_failed_the_killed_one_cleaned
     listed = world.cli.json("restore-testing", "list-jobs", "--plan", PLAN)["restore_jobs"]
     assert len(listed) == DAYS + 1
     statuses = [j["status"] for j in listed]
-    assert statuses.count("SUCCESSFUL") == DAYS - 1 and statuses.count("FAILED") == 2
+    assert statuses.count("SUCCESSFUL") == DAYS - 2 and statuses.count("FAILED") == 3
     assert {j["cleanup"] for j in listed} == {"DONE"}
 
 
@@ -484,10 +500,15 @@ def test_restore_test_events(world: World) -> None:
     events = [json.loads(line) for line in (world.tmp / "events.jsonl").read_text().splitlines()]
     validated = [e for e in events if e["event"] == "RESTORE_VALIDATION_COMPLETED"]
     assert len(validated) == DAYS + 1
-    assert sorted(e["state"] for e in validated) == ["SKIPPED"] * 2 + ["SUCCESSFUL"] * (DAYS - 1)
+    assert sorted(e["state"] for e in validated) == ["FAILED"] + ["SKIPPED"] * 2 + ["SUCCESSFUL"] * (DAYS - 2)
     failed = [e for e in events if e["event"] == "RESTORE_JOB_FAILED"]
-    assert [(e["restore_test_status"], e["restore_testing_plan_name"]) for e in failed] == [("FAILED", PLAN)] * 2
-    assert {e["job_id"] for e in failed} == {world.tests_by_day[TAMPERED_DAY].job.id, world.crash.left.job.id}
+    assert [(e["restore_test_status"], e["restore_testing_plan_name"]) for e in failed] == [("FAILED", PLAN)] * 3
+    assert world.crash is not None
+    assert [e["job_id"] for e in failed] == [
+        world.tests_by_day[BAD_DATA_DAY].job.id,
+        world.tests_by_day[TAMPERED_DAY].job.id,
+        world.crash.left.job.id,
+    ]
 
 
 # Controls --------------------------------------------------------------------------------------------------
@@ -513,6 +534,14 @@ def test_verdicts_change_when_they_must(world: World) -> None:
     # failed test measures nothing, the last measured restore still counts.
     assert restore == [(m, N) for m, _ in restore[:2]] + [(m, C) for m, _ in restore[2:]]
     assert restore[2][0] == (0, TEST_HOUR)
+    reason = {
+        moment: verdicts[("RESTORE_TIME_FOR_RESOURCES_MEET_TARGET", "shop")][1]
+        for moment, verdicts in world.verdicts.items()
+    }
+    for day in (BAD_DATA_DAY, TAMPERED_DAY):  # the failed test is not the last measured restore
+        assert reason[(day, TEST_HOUR)] == reason[(day - 1, TEST_HOUR)]
+        assert world.tests_by_day[day - 1].job.completion_date in reason[(day, TEST_HOUR)]
+    assert world.tests_by_day[LAST].job.completion_date in reason[(LAST, TEST_HOUR)]
     lock = history("BACKUP_RESOURCES_PROTECTED_BY_BACKUP_VAULT_LOCK", "shop")
     assert [m for m, status in lock if status == N] == [(0, 6), (0, 7), (0, 9), (1, 7), (1, 9), (2, 7), (2, 9)]
     assert (
@@ -661,7 +690,11 @@ def test_the_last_days_job_reports_row_by_row(world: World) -> None:
     assert killed.state == JobState.FAILED and tested.state == JobState.COMPLETED
 
 
-def test_the_tampered_days_restore_report(world: World) -> None:
+def test_the_failed_tests_in_their_days_reports(world: World) -> None:
+    """A restore job's status says whether it restored, the validation status whether the data was right."""
+    [row] = report_of(world, "restore_jobs", BAD_DATA_DAY + 1)
+    bad = world.tests_by_day[BAD_DATA_DAY].job
+    assert (row["restoreJobId"], row["jobStatus"], row["validationStatus"]) == (bad.id, "COMPLETED", "FAILED")
     [row] = report_of(world, "restore_jobs", TAMPERED_DAY + 1)
     broken = world.tests_by_day[TAMPERED_DAY].job
     assert (row["restoreJobId"], row["jobStatus"], row["validationStatus"]) == (broken.id, "FAILED", "SKIPPED")
