@@ -827,3 +827,13 @@ def test_metrics_over_http(world: World) -> None:
             value(samples, "strongroom_report_last_success_timestamp_seconds", report_plan=plan)
             == world.at(LAST, TEST_HOUR).timestamp()
         )
+
+
+def test_no_report_holds_a_path_dsn_or_endpoint(world: World) -> None:
+    """Reports go to auditors: ids, names, ARNs, states, times, sizes and reasons, never where things live."""
+    files = sorted((world.tmp / "reports").rglob("*.*"))
+    assert len(files) == DAYS * len(TEMPLATES) * 2
+    secrets_of_the_world = [str(world.tmp), world.pg.dsn(DATABASE), f"127.0.0.1:{world.pg.port}", "://", PASSPHRASE]
+    for path in files:
+        text = path.read_text()
+        assert not [s for s in secrets_of_the_world if s in text], (path, text[:500])
