@@ -432,7 +432,7 @@ def _crash(world: World, day: int) -> Crash:
 
 
 # Restore tests ---------------------------------------------------------------------------------------------
-def test_a_restore_test_every_day_the_tampered_one_failed_the_killed_one_cleaned_up(world: World) -> None:
+def test_a_restore_test_every_day_the_bad_ones_failed_the_killed_one_cleaned_up(world: World) -> None:
     points = {p.arn: p for p in world.source.catalog.list_recovery_points(resource_id="shop")}
     newest_of_day = {datetime.fromisoformat(p.creation_date).date(): p.arn for p in points.values()}
     for day, test in world.tests_by_day.items():
@@ -530,8 +530,8 @@ def test_verdicts_change_when_they_must(world: World) -> None:
         return [(moment, verdicts[(control, subject)][0]) for moment, verdicts in sorted(world.verdicts.items())]
 
     restore = history("RESTORE_TIME_FOR_RESOURCES_MEET_TARGET", "shop")
-    # NON_COMPLIANT until the first restore test measured a restore, COMPLIANT from then on: the tampered day's
-    # failed test measures nothing, the last measured restore still counts.
+    # NON_COMPLIANT until the first restore test measured a restore, COMPLIANT from then on: a failed test (wrong
+    # data, a tampered point) measures nothing, the last measured restore still counts.
     assert restore == [(m, N) for m, _ in restore[:2]] + [(m, C) for m, _ in restore[2:]]
     assert restore[2][0] == (0, TEST_HOUR)
     reason = {
