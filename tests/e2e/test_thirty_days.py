@@ -198,7 +198,12 @@ def _config(tmp: Path, account: str, pg: PgCluster, destination_vault: str, dest
             }
         ],
     }
-    events = ["RESTORE_VALIDATION_COMPLETED", "RESTORE_JOB_FAILED", "RESOURCE_COMPLIANCE_CHANGED"]
+    events = [
+        "COPY_JOB_SUCCESSFUL",
+        "RESTORE_VALIDATION_COMPLETED",
+        "RESTORE_JOB_FAILED",
+        "RESOURCE_COMPLIANCE_CHANGED",
+    ]
     controls: list[dict[str, Any]] = [{"name": name} for name in CONTROLS]
     parameters: dict[str, dict[str, Any]] = {
         "BACKUP_PLAN_MIN_FREQUENCY_AND_MIN_RETENTION_CHECK": {
@@ -496,8 +501,14 @@ def test_a_restore_test_every_day_the_bad_ones_failed_the_killed_one_cleaned_up(
     assert {j["cleanup"] for j in listed} == {"DONE"}
 
 
-def test_restore_test_events(world: World) -> None:
+def test_restore_test_and_copy_events(world: World) -> None:
     events = [json.loads(line) for line in (world.tmp / "events.jsonl").read_text().splitlines()]
+    copies = [e for e in events if e["event"] == "COPY_JOB_SUCCESSFUL"]
+    assert len(copies) == DAYS
+    locked = world.source.catalog.get_vault("locked").arn
+    assert {(e["source_backup_vault_arn"], e["destination_backup_vault_arn"]) for e in copies} == {
+        (locked, vault_arn(world.destination))
+    }
     validated = [e for e in events if e["event"] == "RESTORE_VALIDATION_COMPLETED"]
     assert len(validated) == DAYS + 1
     assert sorted(e["state"] for e in validated) == ["FAILED"] + ["SKIPPED"] * 2 + ["SUCCESSFUL"] * (DAYS - 2)
@@ -789,7 +800,22 @@ def test_metrics_over_http(world: World) -> None:
     assert last.outcome is not None
     port = free_port()
     with serving(world.cli, "--metrics-bind", str(port)):
+        scraped_before = system_clock().timestamp()
         samples = scrape(port)
+        scraped_after = system_clock().timestamp()
+    newest = world.source.catalog.list_recovery_points(resource_id="shop")[-1]
+    assert newest.completion_date is not None
+    completed = datetime.fromisoformat(newest.completion_date).timestamp()
+    assert value(samples, "strongroom_backup_last_success_timestamp_seconds", resource_id="shop") == completed
+    rpo = value(samples, "strongroom_resource_rpo_seconds", resource_id="shop")
+    assert scraped_before - completed <= rpo <= scraped_after - completed  # the age at the (real) scrape
+    copies = world.source.catalog.list_jobs(job_type=JobType.COPY)
+    [copied] = [j for j in copies if j.parameters["source_recovery_point_arn"] == newest.arn]
+    assert copied.completion_date is not None
+    assert (
+        value(samples, "strongroom_copy_last_success_timestamp_seconds", resource_id="shop")
+        == datetime.fromisoformat(copied.completion_date).timestamp()
+    )
     where = {"resource_id": "shop", "resource_type": "postgres", "plan": PLAN}
     ended = datetime.fromisoformat(last.outcome.completed_at).timestamp()  # restored, validated, removed
     assert value(samples, "strongroom_restore_test_last_success", **where) == 1.0
