@@ -71,7 +71,9 @@ BAD_DATA_DAY = 13
 TAMPERED_DAY = 26
 CRASH_DAY = 28
 LAST = DAYS - 1
-BACKUP_HOUR, TEST_HOUR, CRASH_HOUR = 7, 9, 12
+BACKUP_HOUR, REPORT_HOUR, TEST_HOUR, CRASH_HOUR = 7, 8, 9, 12
+# A daemon polls (every 30 s by default): its 09:00 tick comes a little late, by a different amount each day.
+LATENESS_SECONDS = (0, 25, 5, 15)
 NOTES_KEPT_DAYS = 21
 PLAN = "daily-restore-test"
 FRAMEWORK = "audit"
@@ -167,8 +169,12 @@ class World:
     def at(self, day: int, hour: int) -> datetime:
         return self.start + timedelta(days=day, hours=hour)
 
+    def tick_time(self, day: int, hour: int) -> datetime:
+        late = LATENESS_SECONDS[day % len(LATENESS_SECONDS)] if hour == TEST_HOUR else 0
+        return self.at(day, hour) + timedelta(seconds=late)
+
     def tick(self, day: int, hour: int) -> dict[str, Any]:
-        self.clock.moment = self.at(day, hour)
+        self.clock.moment = self.tick_time(day, hour)
         report = self.scheduler.tick()
         assert report["acted"] and not report["errors"], report
         self.verdicts[(day, hour)] = self.current_verdicts()
@@ -297,7 +303,7 @@ def _config(tmp: Path, account: str, pg: PgCluster, destination_vault: str, dest
                     "report_template": template,
                     **({"framework_arns": [FRAMEWORK]} if "COMPLIANCE" in template else {}),
                 },
-                "schedule": f"cron(0 {TEST_HOUR - 1} * * ? *)",  # made at the 09:00 tick, after the test
+                "schedule": f"cron(0 {REPORT_HOUR} * * ? *)",  # made at the 09:00 tick, after the test
             }
             for name, template in TEMPLATES.items()
         },
@@ -588,7 +594,7 @@ def read_report(world: World, key: str) -> list[dict[str, str]]:
 
 def report_of(world: World, plan: str, day: int) -> list[dict[str, str]]:
     """The rows of the plan's scheduled report made on ``day``; the CSV and the JSON file hold the same."""
-    made = world.at(day, TEST_HOUR).isoformat()
+    made = world.tick_time(day, TEST_HOUR).isoformat()
     [job] = [j for j in world.source.catalog.list_report_jobs(plan) if j.creation_time == made]
     assert job.state == "COMPLETED" and job.trigger == "SCHEDULED", job
     csv_key, json_key = job.keys
@@ -608,13 +614,17 @@ def _run_time(job: Any) -> str:
 def test_one_report_per_plan_and_day(world: World) -> None:
     for plan, template in TEMPLATES.items():
         jobs = [j for j in world.source.catalog.list_report_jobs(plan) if j.trigger == "SCHEDULED"]
-        assert [j.creation_time for j in jobs] == [world.at(day, TEST_HOUR).isoformat() for day in range(DAYS)]
+        assert [j.creation_time for j in jobs] == [world.tick_time(day, TEST_HOUR).isoformat() for day in range(DAYS)]
+        # Each covers the 24 hours before its 08:00, not before the tick that made it: they join up exactly.
+        assert [(j.period_start, j.period_end) for j in jobs] == [
+            (world.at(day - 1, REPORT_HOUR).isoformat(), world.at(day, REPORT_HOUR).isoformat()) for day in range(DAYS)
+        ]
         assert {(j.state, j.report_template) for j in jobs} == {("COMPLETED", template)}
 
 
 def test_the_last_days_job_reports_row_by_row(world: World) -> None:
     account = world.source.account_id
-    period = (world.at(LAST - 1, TEST_HOUR).isoformat(), world.at(LAST, TEST_HOUR).isoformat())
+    period = (world.at(LAST - 1, REPORT_HOUR).isoformat(), world.at(LAST, REPORT_HOUR).isoformat())
     catalog = world.source.catalog
     common = {
         "reportTimePeriodStart": period[0],
@@ -714,7 +724,7 @@ def test_the_failed_tests_in_their_days_reports(world: World) -> None:
 
 def test_the_last_days_compliance_reports_row_by_row(world: World) -> None:
     account = world.source.account_id
-    evaluated = world.at(LAST, TEST_HOUR).isoformat()
+    evaluated = world.tick_time(LAST, TEST_HOUR).isoformat()
     controls = report_of(world, "control_compliance", LAST)
     assert [r["controlName"] for r in controls] == CONTROLS
     for row in controls:
@@ -845,13 +855,13 @@ def test_metrics_over_http(world: World) -> None:
         assert value(samples, "strongroom_control_resources", status=C, **labels) == mine.count(C)
         assert (
             value(samples, "strongroom_control_last_evaluation_timestamp_seconds", **labels)
-            == world.at(LAST, TEST_HOUR).timestamp()
+            == world.tick_time(LAST, TEST_HOUR).timestamp()
         )
     for plan in TEMPLATES:
         assert value(samples, "strongroom_report_last_job_failed", report_plan=plan) == 0
         assert (
             value(samples, "strongroom_report_last_success_timestamp_seconds", report_plan=plan)
-            == world.at(LAST, TEST_HOUR).timestamp()
+            == world.tick_time(LAST, TEST_HOUR).timestamp()
         )
 
 
@@ -863,3 +873,18 @@ def test_no_report_holds_a_path_dsn_or_endpoint(world: World) -> None:
     for path in files:
         text = path.read_text()
         assert not [s for s in secrets_of_the_world if s in text], (path, text[:500])
+
+
+def test_every_job_is_in_exactly_one_daily_report(world: World) -> None:
+    """What an auditor reconciles: the daily reports, read together, hold every finished job once, however late
+    the daemon's tick came on each day (a report's period ends at its 08:00, not at the tick)."""
+    end = world.at(LAST, REPORT_HOUR)  # the last report's period end
+    for plan, job_type, id_column in (
+        ("backup_jobs", JobType.BACKUP, "backupJobId"),
+        ("copy_jobs", JobType.COPY, "copyJobId"),
+        ("restore_jobs", JobType.RESTORE, "restoreJobId"),
+    ):
+        reported = [row[id_column] for day in range(DAYS) for row in report_of(world, plan, day)]
+        jobs = world.source.catalog.list_jobs(job_type=job_type)
+        finished = [j.id for j in jobs if j.completion_date and datetime.fromisoformat(j.completion_date) < end]
+        assert sorted(reported) == sorted(finished), plan
