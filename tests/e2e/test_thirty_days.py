@@ -8,7 +8,8 @@ set to (restores take their real time: the measured RTO is real). Its scheduler 
 copied to the destination account; `notes`, a SQLite file, into `gov`, a vault under a governance lock, kept
 21 days), 09:00 (the restore testing plan restores the newest point of `shop` into a scratch database,
 checks it with SQL and the point's recorded row counts, drops it; the report plans, due at 08:00, are made
-after it). `orphan` has no plan. The destination is a real `strongroom serve` reached over HTTP. The days lie
+after it; this tick comes up to 25 s late, a different lateness each day, as a polling daemon's does).
+`orphan` has no plan. The destination is a real `strongroom serve` reached over HTTP. The days lie
 in the past (the last one is yesterday), so the destination, whose clock is real, accepts the copies.
 
 - Day BAD_DATA_DAY: the application lost a row before the backup; the point restores faithfully, and the
@@ -20,7 +21,7 @@ in the past (the last one is yesterday), so the destination, whose clock is real
   the next tick of the scheduler removes it and settles the test.
 
 Asserted: every restore test, every control's verdict on every resource (and the transitions), every row of
-the last day's reports and the failures' rows in theirs, the events, `resources describe`, and /metrics over
+the last day's reports and the failures' rows in theirs, every job in exactly one daily report, the events, `resources describe`, and /metrics over
 HTTP parsed with the Prometheus text parser.
 """
 
