@@ -21,8 +21,8 @@ in the past (the last one is yesterday), so the destination, whose clock is real
   the next tick of the scheduler removes it and settles the test.
 
 Asserted: every restore test, every control's verdict on every resource (and the transitions), every row of
-the last day's reports and the failures' rows in theirs, every job in exactly one daily report, the events, `resources describe`, and /metrics over
-HTTP parsed with the Prometheus text parser.
+the last day's reports and the failures' rows in theirs, every job in exactly one daily report, the events,
+`resources describe`, and /metrics over HTTP parsed with the Prometheus text parser.
 """
 
 from __future__ import annotations
