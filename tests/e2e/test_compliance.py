@@ -425,10 +425,13 @@ def test_scheduled_job_reports_hold_the_previous_24_hours(world: World) -> None:
         ("app", "locked", "app-daily"),
         ("legacy", "gov", "legacy-daily"),
     ]
+    # The period is the 24 hours before the report's scheduled time (01:00 UTC), not before the tick that made it.
+    due = made.replace(hour=1)
+    due -= timedelta(days=1) if due > made else timedelta(0)
     for row in rows:
         job = jobs[row["backupJobId"]]
-        assert row["reportTimePeriodStart"] == world.at(2).isoformat()
-        assert row["reportTimePeriodEnd"] == made.isoformat()
+        assert row["reportTimePeriodStart"] == (due - timedelta(days=1)).isoformat()
+        assert row["reportTimePeriodEnd"] == due.isoformat()
         assert (row["jobStatus"], row["creationDate"], row["completionDate"]) == (
             "COMPLETED",
             world.at(2).isoformat(),

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from strongroom.catalog.dr_records import DrRun, DrState
 from strongroom.clock import system_clock
@@ -26,44 +23,10 @@ from tests.e2e.test_copy import Pair, copy, two_accounts
 from tests.support.accounts import Server, account_id, serving
 from tests.support.cli import PASSPHRASE, Cli
 from tests.support.ports import free_port
+from tests.support.scrape import get, scrape, value
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "monitoring"
 HEALTH_POLLS = 200  # a fresh scheduler's first tick comes at once; bounded, never a time limit
-
-
-@dataclass
-class Answer:
-    status: int
-    body: str
-
-
-def get(url: str, token: str | None = None) -> Answer:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Answer(response.status, response.read().decode())
-    except urllib.error.HTTPError as error:
-        return Answer(error.code, error.read().decode())
-
-
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def scrape(port: int, token: str | None = None) -> Samples:
-    answer = get(f"http://127.0.0.1:{port}/metrics", token)
-    assert answer.status == 200, answer
-    found: Samples = {}
-    for family in text_string_to_metric_families(answer.body):
-        found.setdefault(family.name, [])
-        for sample in family.samples:
-            found[family.name].append((dict(sample.labels), sample.value))
-    return found
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    matching = [v for found, v in samples[name] if all(found.get(k) == want for k, want in labels.items())]
-    assert len(matching) == 1, (name, labels, samples[name])
-    return matching[0]
 
 
 def at(text: str) -> float:

@@ -41,12 +41,12 @@ from strongroom.services.restore_testing import SETTING_CURSORS, list_tests, sel
 from strongroom.services.scheduler import Scheduler
 from tests.e2e.test_cli_signals import paused, signalled
 from tests.e2e.test_copy import copy, two_accounts
-from tests.e2e.test_metrics import scrape, value
 from tests.support.accounts import serving
 from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.clock import ManualClock
 from tests.support.pgcluster import Janitor, PgCluster, traversable_tempdir
 from tests.support.ports import free_port
+from tests.support.scrape import scrape, value
 
 
 @dataclass

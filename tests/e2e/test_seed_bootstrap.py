@@ -77,6 +77,30 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
         assert point["lifecycle"]["delete_after_days"] == 60
         assert point["is_locked"]
 
+        # The example's restore testing plan, frameworks and report plans are applied and work as pasted in.
+        [tested] = source.json("restore-testing", "start-run", "mavis-restore-testing")["restore_jobs"]
+        assert (tested["recovery_point_arn"], tested["status"], tested["validation_status"], tested["cleanup"]) == (
+            backup["recovery_point_arn"],
+            "SUCCESSFUL",
+            "SUCCESSFUL",
+            "DONE",
+        ), tested
+        assert source.json("resources", "describe", "mavis-db")["last_rto"]["measured_by"] == "restore_test"
+        frameworks = source.json("frameworks", "list")["frameworks"]
+        assert {f["framework_name"] for f in frameworks} == {"mavis_postgres_framework", "mavis_production_audit"}
+        plans = source.json("report-plans", "list")["report_plans"]
+        assert {p["report_plan_name"] for p in plans} == {
+            "backup_jobs",
+            "copy_jobs",
+            "backup_restore_testing_jobs",
+            "resource_compliance",
+        }
+        report = source.json("reports", "start-job", "backup_restore_testing_jobs")
+        assert report["status"] == "COMPLETED", report
+        [key] = report["report_destination"]["keys"]
+        [row] = json.loads((tmp_path / "reports" / key).read_text())["reportItems"]
+        assert (row["restoreJobId"], row["validationStatus"]) == (tested["restore_job_id"], "SUCCESSFUL")
+
         expected = table_checksums(pg_cluster, database), schema_fingerprint(pg_cluster, database)
         source_api.stop()
         shutil.rmtree(source.home)
@@ -85,6 +109,7 @@ def test_seed_bootstrap_backup_copy_and_restore_from_the_destination_alone(
     assert {(e["event"], e["state"]) for e in events} >= {
         ("BACKUP_JOB_COMPLETED", "COMPLETED"),
         ("COPY_JOB_SUCCESSFUL", "COMPLETED"),
+        ("RESTORE_VALIDATION_COMPLETED", "SUCCESSFUL"),
     }
     assert not (tmp_path / "people.jsonl").exists()  # people hear only of what did not complete
 

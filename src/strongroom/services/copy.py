@@ -65,6 +65,7 @@ def create_copy_job(
             )
         account.catalog.get_remote_account(target.account_id)
         resource_id, vault_name = rp.resource_id, rp.vault_name
+        parameters["source_backup_vault_arn"] = account.catalog.get_vault(vault_name).arn
     else:
         account.catalog.get_remote_account(source.account_id)
         resource_id, vault_name = None, account.catalog.get_vault(target.name).name

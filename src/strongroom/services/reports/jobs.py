@@ -4,7 +4,7 @@ Each file is written whole or not at all (the store's put: a temporary object, t
 PUT), under ``Backup/ACCOUNT/REGION/YYYY/MM/DD/PLAN/TEMPLATE_<time>_<job>.csv|json`` of the plan's store, as
 AWS lays its reports out under the bucket's prefix. The job is COMPLETED once every format is written, FAILED
 with the reason otherwise. The daemon makes each plan's report on its ``schedule`` (default daily, 01:00 UTC)
-for the 24 hours before; ``reports start-job`` makes one now.
+for the 24 hours before the schedule's occurrence; ``reports start-job`` makes one now, for the 24 hours before.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from strongroom.catalog.compliance_records import ReportJob, ReportJobState
 from strongroom.errors import NotFoundError, StorageError, StrongroomError
 from strongroom.model import iso, new_id
-from strongroom.plans.schedule import parse_schedule
+from strongroom.plans.schedule import Schedule, parse_schedule
 from strongroom.services.account import SETTING_REPORT_PLANS, Account
 from strongroom.services.compliance.snapshot import applied_frameworks
 from strongroom.services.compliance.state import evaluate_all
@@ -51,11 +51,20 @@ def store_url(plan: dict[str, Any]) -> str:
 
 
 def start_report_job(
-    account: Account, name: str, now: datetime, *, trigger: str = ON_DEMAND, evaluate: bool = True
+    account: Account,
+    name: str,
+    now: datetime,
+    *,
+    trigger: str = ON_DEMAND,
+    evaluate: bool = True,
+    period_end: datetime | None = None,
 ) -> ReportJob:
-    """Make the plan's report for the 24 hours before ``now``; the recorded job (COMPLETED or FAILED).
+    """Make the plan's report for the 24 hours before ``period_end`` (default ``now``); the recorded job
+    (COMPLETED or FAILED). A scheduled report ends its period at its schedule's occurrence, not at the tick that
+    made it, so consecutive daily reports join without gap or overlap however late the daemon's ticks come.
 
     A compliance report first evaluates the frameworks at ``now`` (``evaluate``; the daemon has just done so)."""
+    end = period_end or now
     plan = report_plan(account, name)
     template = plan["report_setting"]["report_template"]
     if evaluate and template in COMPLIANCE_TEMPLATES:
@@ -66,14 +75,14 @@ def start_report_job(
         report_template=template,
         state=ReportJobState.RUNNING,
         creation_time=iso(now) or "",
-        period_start=iso(now - PERIOD) or "",
-        period_end=iso(now) or "",
+        period_start=iso(end - PERIOD) or "",
+        period_end=iso(end) or "",
         trigger=trigger,
         destination=store_url(plan),
     )
     account.catalog.add_report_job(job)
     try:
-        keys = _write(account, plan, job, now)
+        keys = _write(account, plan, job, now, end)
     except StrongroomError as exc:
         account.catalog.update_report_job(
             job.id, state=ReportJobState.FAILED.value, completion_time=iso(now), status_message=exc.one_line()
@@ -90,9 +99,9 @@ def start_report_job(
     return account.catalog.get_report_job(job.id)
 
 
-def _write(account: Account, plan: dict[str, Any], job: ReportJob, now: datetime) -> list[str]:
+def _write(account: Account, plan: dict[str, Any], job: ReportJob, now: datetime, end: datetime) -> list[str]:
     template = job.report_template
-    found = rows(template, _input(account, plan, now))
+    found = rows(template, _input(account, plan, end))
     _refuse_vault_stores(account, job.destination)
     store = open_store(job.destination)
     base = (
@@ -123,7 +132,7 @@ def _bare(url: str) -> str:
     return url.split("?", 1)[0].rstrip("/")
 
 
-def _input(account: Account, plan: dict[str, Any], now: datetime) -> ReportInput:
+def _input(account: Account, plan: dict[str, Any], end: datetime) -> ReportInput:
     catalog = account.catalog
     template = plan["report_setting"]["report_template"]
     frameworks = applied_frameworks(account)
@@ -133,8 +142,8 @@ def _input(account: Account, plan: dict[str, Any], now: datetime) -> ReportInput
     return ReportInput(
         account_id=account.account_id,
         region=account.region,
-        period_start=now - PERIOD,
-        period_end=now,
+        period_start=end - PERIOD,
+        period_end=end,
         jobs=catalog.list_jobs(job_type=JOB_TEMPLATES[template]) if template in JOB_TEMPLATES else [],
         resources={r.id: r for r in catalog.list_resources()},
         vault_arns={v.name: v.arn for v in catalog.list_vaults()},
@@ -156,13 +165,23 @@ def run_due_reports(account: Account, now: datetime) -> list[ReportJob]:
             cursors[name] = iso(now) or ""
             continue
         schedule = parse_schedule(plan.get("schedule") or "cron(0 1 * * ? *)")
-        fire = schedule.next_after(datetime.fromisoformat(since))
-        if fire <= now:
+        due = _newest_occurrence(schedule, datetime.fromisoformat(since), now)
+        if due is not None:
             cursors[name] = iso(now) or ""  # moved before the report is made: a crash never makes it twice
             stored = {k: v for k, v in cursors.items() if k in plans}
             account.catalog.set_setting(SETTING_CURSORS, stored)
-            made.append(start_report_job(account, name, now, trigger=SCHEDULED, evaluate=False))
+            made.append(start_report_job(account, name, now, trigger=SCHEDULED, evaluate=False, period_end=due))
     kept = {k: v for k, v in cursors.items() if k in plans}
     if kept != stored:
         account.catalog.set_setting(SETTING_CURSORS, kept or None)
     return made
+
+
+def _newest_occurrence(schedule: Schedule, since: datetime, now: datetime) -> datetime | None:
+    """The schedule's last occurrence after ``since`` and not after ``now`` (one report for a daemon that was down)."""
+    newest = None
+    for moment in schedule.fire_times(since):
+        if moment > now:
+            break
+        newest = moment
+    return newest

@@ -198,9 +198,14 @@ def _copy_row(job: Job, data: ReportInput) -> Row:
         "destinationRecoveryPointArn": str(
             job.result.get("destination_recovery_point_arn") or job.recovery_point_arn or ""
         ),
-        "sourceBackupVaultArn": str(params.get("source_backup_vault_arn") or ""),
+        "sourceBackupVaultArn": str(params.get("source_backup_vault_arn") or _pushed_from(job, data)),
         "destinationBackupVaultArn": str(params.get("destination_backup_vault_arn") or ""),
     }
+
+
+def _pushed_from(job: Job, data: ReportInput) -> str:
+    """The source vault of a copy this account pushed, for jobs recorded before their parameters named it."""
+    return data.vault_arns.get(job.vault_name or "", "") if job.parameters.get("direction") == "push" else ""
 
 
 def _restore_row(job: Job, data: ReportInput) -> Row:
