@@ -29,8 +29,9 @@ from strongroom.model import Job, JobState, JobType, RecoveryPointStatus
 from strongroom.services.account import ENV_PASSPHRASE, Account
 from strongroom.services.backup import run_backup_job
 from strongroom.services.copy import run_copy_job
+from strongroom.services.dr.hookproc import live_group_members
 from strongroom.services.joblock import ENV_LOCK_FD, JobLock, is_held
-from strongroom.services.jobs import ProgressCallback, fail_job, job_temp_dir, lock_path
+from strongroom.services.jobs import ProgressCallback, abort_reason_path, fail_job, job_temp_dir, lock_path
 from strongroom.services.restore import run_restore_job
 
 WORKER_MODULE = "strongroom.services.job_worker"
@@ -155,15 +156,24 @@ def wait_for_jobs(account: Account, job_ids: list[str], timeout: float) -> list[
     return alive
 
 
-def abort_job(account: Account, job: Job, pid: int | None, message: str) -> Job:
-    """Stop a job's process if it still runs, then mark the job ABORTED (its recovery point PARTIAL)."""
-    terminate(account, job.id, pid)
+def abort_job(account: Account, job: Job, pid: int | None, message: str) -> tuple[Job, bool]:
+    """Stop a job's process if it still runs and have the job ABORTED with ``message`` (its recovery point
+    PARTIAL). The process, given SIGTERM, winds the job up itself with that reason (and sends its event);
+    True when it could not and this call marked the job."""
+    reason = abort_reason_path(account, job.id)
+    reason.parent.mkdir(parents=True, exist_ok=True)
+    reason.write_text(message, encoding="utf-8")
+    try:
+        terminate(account, job.id, pid)
+    finally:
+        reason.unlink(missing_ok=True)
     job = account.catalog.get_job(job.id)
-    if not job.state.finished:
-        fail_job(account, job, message, JobState.ABORTED)
-        lock_path(account, job.id).unlink(missing_ok=True)
-        shutil.rmtree(job_temp_dir(account, job.id), ignore_errors=True)
-    return account.catalog.get_job(job.id)
+    if job.state.finished:
+        return job, False
+    fail_job(account, job, message, JobState.ABORTED)
+    lock_path(account, job.id).unlink(missing_ok=True)
+    shutil.rmtree(job_temp_dir(account, job.id), ignore_errors=True)
+    return account.catalog.get_job(job.id), True
 
 
 def terminate(account: Account, job_id: str, pid: int | None, timeout: float = 10) -> None:
@@ -178,5 +188,15 @@ def terminate(account: Account, job_id: str, pid: int | None, timeout: float = 1
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
             return
-        if not wait_for_jobs(account, [job_id], timeout):
+        if not wait_for_jobs(account, [job_id], timeout) and _group_ends(pid, timeout):
             return
+
+
+def _group_ends(group: int, timeout: float) -> bool:
+    """Wait until no live process is left in ``group`` (the worker winds its job up on SIGTERM, then exits)."""
+    deadline = time.monotonic() + timeout
+    while live_group_members(group):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -151,6 +151,19 @@ def job_temp_dir(account: Account, job_id: str) -> Path:
     return account.tmp_dir / f"job-{job_id}"
 
 
+def abort_reason_path(account: Account, job_id: str) -> Path:
+    """Where whoever stops a job (the scheduler at its completion window) says why, before its SIGTERM: the
+    job winds up with that reason instead of "interrupted by SIGTERM"."""
+    return account.tmp_dir / f"job-{job_id}.abort-reason"
+
+
+def abort_reason(account: Account, job_id: str) -> str | None:
+    try:
+        return abort_reason_path(account, job_id).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 @contextmanager
 def running(account: Account, job: Job, lock: JobLock | None) -> Iterator[Path]:
     """Hold the job's lock, mark it RUNNING, give it a scratch dir, and fail it on any error."""
@@ -164,7 +177,8 @@ def running(account: Account, job: Job, lock: JobLock | None) -> Iterator[Path]:
         fail_job(account, account.catalog.get_job(job.id), exc.one_line())
         raise
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it (strongroom/signals.py)
-        fail_job(account, account.catalog.get_job(job.id), str(exc) or "interrupted by the user", JobState.ABORTED)
+        message = abort_reason(account, job.id) or str(exc) or "interrupted by the user"
+        fail_job(account, account.catalog.get_job(job.id), message, JobState.ABORTED)
         raise
     except Exception as exc:
         fail_job(account, account.catalog.get_job(job.id), f"internal error: {type(exc).__name__}: {exc}")

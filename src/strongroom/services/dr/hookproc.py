@@ -70,12 +70,12 @@ def wait(proc: subprocess.Popen[bytes], timeout: float, tick: Callable[[], None]
 
 def stop_previous(group: int, run_id: str) -> bool:
     """Kill what an earlier attempt of this run's hook left in process group ``group``; True if anything was."""
-    members = _group_members(group)
+    members = live_group_members(group)
     if not members or not any(_carries_run(pid, run_id) for pid in members):
         return False
     kill_group(group)
     deadline = time.monotonic() + GONE_WAIT_SECONDS
-    while _group_members(group):
+    while live_group_members(group):
         if time.monotonic() >= deadline:
             raise HookFailedError(
                 f"the previous attempt's processes (group {group}) are still running after SIGKILL",
@@ -99,7 +99,8 @@ def alive(pid: int) -> bool:
     return status.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def _group_members(group: int) -> list[int]:
+def live_group_members(group: int) -> list[int]:
+    """The processes of process group ``group`` that are not zombies (/proc)."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -85,11 +85,12 @@ class RunMachine:
         return jobs
 
     def abort(self, job_id: str, pid: int | None, message: str) -> None:
-        job = abort_job(self.account, self.catalog.get_job(job_id), pid, message)
+        job, marked_here = abort_job(self.account, self.catalog.get_job(job_id), pid, message)
         if job.state != JobState.ABORTED:
             return  # it finished on its own meanwhile
         self.tally.counts["jobs_aborted"] += 1
-        notifications.job_finished(self.account, job.id)
+        if marked_here:  # else the job's own process sent its finished event as it wound up
+            notifications.job_finished(self.account, job.id)
 
     # The backup ------------------------------------------------------------------------------------------
     def _created(self, run: ScheduleRun) -> None:
