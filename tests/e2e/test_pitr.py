@@ -310,7 +310,7 @@ def test_a_damaged_segment_ahead_is_never_spooled_and_stops_recovery_with_126(wo
         stored.write_bytes(original)
     assert result.returncode == 5, result.stderr
     # restore_command exited 126 for it (PostgreSQL: "command not executable") instead of taking it or ending early
-    assert f'could not restore file "{damaged}"' in result.stderr and "not executable" in result.stderr
+    assert f'could not restore file "{damaged}"' in result.stderr and "not executable" in result.stderr, result.stderr
     assert prefetchers(world) == []
     assert not (world.cli.home / "clusters" / ".damaged-ahead.wal-spool").exists()
 

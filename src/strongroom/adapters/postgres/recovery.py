@@ -36,6 +36,8 @@ TARGET_SETTINGS = {
 PROMOTION_LIMIT_SECONDS = 24 * 3600  # replaying a day of WAL is slow, not stuck; a dead server ends it at once
 POLL_SECONDS = 0.2
 FATAL = re.compile(r"\b(?:FATAL|PANIC):\s*(.*)")
+# What our own polling connections are told while the server recovers: not why recovery failed.
+REFUSED_CONNECTION = re.compile(r"the database system is (?:starting up|not yet accepting connections|shutting down)")
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def recovery_failure(log_file: Path, log_start: int) -> TargetError:
     except OSError:
         logged = ""
     reasons = [found.group(1).strip() for line in logged.splitlines() if (found := FATAL.search(line))]
+    reasons = [reason for reason in reasons if not REFUSED_CONNECTION.search(reason)] or reasons
     reason = reasons[0] if reasons else "the server stopped during recovery"
     hint = f"see {log_file}"
     if "before configured recovery target" in reason or "before consistent recovery point" in reason:
