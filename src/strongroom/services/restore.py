@@ -153,11 +153,14 @@ def remove_spool(spool: Path) -> None:
     """Stop the restore's WAL prefetcher and remove its spool (a link in its place: only the link)."""
     from strongroom.adapters.postgres.recovery import stop_prefetch
 
-    if spool.is_symlink() or spool.is_file():
-        spool.unlink()
-    elif spool.exists():
-        stop_prefetch(spool)
-        shutil.rmtree(spool, ignore_errors=True)
+    for _ in range(3):  # a prefetcher started meanwhile may write into it as it goes: stop it, remove again
+        if spool.is_symlink() or spool.is_file():
+            spool.unlink()
+        elif spool.exists():
+            stop_prefetch(spool)
+            shutil.rmtree(spool, ignore_errors=True)
+        else:
+            return
 
 
 def stream_size(account: Account, recovery_point: str) -> int:

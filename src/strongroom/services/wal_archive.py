@@ -10,6 +10,7 @@ Imports stay light (no catalog, no Typer tables): start-up time is the archiver'
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -131,4 +132,8 @@ def take_spooled(spool: Path, name: str, destination: Path) -> bool:
         os.replace(spool / check_name(name), destination)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        return False  # the spool is on another file system than pg_wal: fetch it from the archive instead
     return True
