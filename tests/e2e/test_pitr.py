@@ -263,6 +263,58 @@ def histories(world: World) -> dict[str, Path]:
     return {path.name: path for path in (world.vault_dir / "wal" / world.system_identifier).glob("*/*.history")}
 
 
+def commit_and_archive_segments(world: World, count: int) -> list[str]:
+    names = []
+    for _ in range(count):
+        world.commit_rows(1)
+        names.append(world.archiving.switch_and_wait())
+    return names
+
+
+def prefetchers(world: World) -> list[str]:
+    """Command lines of WAL prefetchers (services/wal_prefetch.py) working for this module's restores."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it ended meanwhile
+            continue
+        if "wal_prefetch" in text and str(world.base) in text:
+            found.append(text)
+    return found
+
+
+def test_wal_is_prefetched_ahead_and_neither_prefetcher_nor_spool_outlives_the_restore(world: World) -> None:
+    commit_and_archive_segments(world, 4)
+    commits = world.commits
+    target = midpoint(commits[-2][1], commits[-1][1])
+    job, restored = world.restore("prefetched", "--restore-time", target)
+    assert ids(restored) == [row_id for row_id, _at in commits[:-1]]  # exact, with segments from the spool
+
+    assert job["result"]["recovery"]["wal_prefetched"] >= 1
+    assert prefetchers(world) == []
+    assert not (Path(job["result"]["data_directory"]).parent / ".prefetched.wal-spool").exists()
+    restored.stop()
+
+
+def test_a_damaged_segment_ahead_is_never_spooled_and_stops_recovery_with_126(world: World) -> None:
+    damaged = commit_and_archive_segments(world, 3)[1]
+    stored = archived_object(world.vault_dir, world.system_identifier, damaged)
+    original = stored.read_bytes()
+    try:
+        changed = bytearray(original)
+        changed[len(changed) // 2] ^= 0x01
+        stored.write_bytes(bytes(changed))
+        result = world.restore("damaged-ahead", "--latest", ok=False)
+    finally:
+        stored.write_bytes(original)
+    assert result.returncode == 5, result.stderr
+    # restore_command exited 126 for it (PostgreSQL: "command not executable") instead of taking it or ending early
+    assert f'could not restore file "{damaged}"' in result.stderr and "not executable" in result.stderr, result.stderr
+    assert prefetchers(world) == []
+    assert not (world.cli.home / "clusters" / ".damaged-ahead.wal-spool").exists()
+
+
 # Continuous recovery points and lifecycle (these run last: they remove WAL the tests above replay) ------
 
 

@@ -43,14 +43,22 @@ def fetch(
     name: str = typer.Argument(..., help="The WAL file's name (restore_command's %f)."),
     destination: Path = typer.Argument(..., help="Where to write it (restore_command's %p)."),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    spool: Path | None = typer.Option(
+        None, "--spool", help="A restore's prefetch spool: take the file from it, or fetch it and prefetch the next."
+    ),
 ) -> None:
     """Write one archived WAL file (restore_command). A file never archived: exit 1, silently (PostgreSQL
     asks for files that do not exist). A damaged file or an unreadable archive: exit 126, which stops recovery."""
     from strongroom.errors import NotFoundError, StrongroomError
-    from strongroom.services.wal_archive import WalCredential, credential_path, fetch_file
+    from strongroom.services.wal_archive import WalCredential, credential_path, fetch_file, take_spooled
 
     try:
-        fetch_file(WalCredential.load(credential_path(config)), name, destination)
+        if spool is not None and take_spooled(spool, name, destination):
+            return
+        path = credential_path(config)
+        data = fetch_file(WalCredential.load(path), name, destination)
+        if spool is not None:
+            start_prefetch(spool, path, name, data)
     except NotFoundError as exc:
         if "not found" in exc.message:
             raise typer.Exit(1) from None
@@ -61,6 +69,16 @@ def fetch(
     except OSError as exc:  # writing %p failed: never "missing", which would end recovery early
         print(f"error: cannot write {destination}: {exc.strerror or exc}", file=sys.stderr)
         raise typer.Exit(FETCH_FAILED_EXIT) from None
+
+
+def start_prefetch(spool: Path, config: Path, name: str, data: bytes) -> None:
+    """Prefetch the segments after ``name``; a failure here only costs speed, never the fetch that succeeded."""
+    from strongroom.services.wal_prefetch import request
+
+    try:
+        request(spool, config, name, data)
+    except OSError as exc:
+        print(f"warning: WAL prefetch not started: {exc.strerror or exc}", file=sys.stderr)
 
 
 @wal_app.command("setup")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -136,11 +137,30 @@ def wal_credential(account: Account, rp: RecoveryPoint, request: RestoreRequest)
     keys = WalKeys.derive(account.vault(rp.vault_name).keys, str(rp.metadata.get("system_identifier")))
     credential = WalCredential(rp.resource_id, rp.vault_name, account.catalog.get_vault(rp.vault_name).store_url, keys)
     write_durably(path, credential.to_json(), mode=0o600)
-    recovery = {**request.options["recovery"], "credential_file": str(path), "wal_command": wal_command()}
+    spool = data_dir.parent / f".{data_dir.name}.wal-spool"  # WAL prefetched for restore_command
+    remove_spool(spool)
+    spool.mkdir(mode=0o700)
+    recovery = {**request.options["recovery"], "credential_file": str(path), "wal_command": wal_command(),
+                "wal_spool": str(spool)}  # fmt: skip
     try:
         yield replace(request, options={**request.options, "recovery": recovery})
     finally:
         path.unlink(missing_ok=True)
+        remove_spool(spool)
+
+
+def remove_spool(spool: Path) -> None:
+    """Stop the restore's WAL prefetcher and remove its spool (a link in its place: only the link)."""
+    from strongroom.adapters.postgres.recovery import stop_prefetch
+
+    for _ in range(3):  # a prefetcher started meanwhile may write into it as it goes: stop it, remove again
+        if spool.is_symlink() or spool.is_file():
+            spool.unlink()
+        elif spool.exists():
+            stop_prefetch(spool)
+            shutil.rmtree(spool, ignore_errors=True)
+        else:
+            return
 
 
 def stream_size(account: Account, recovery_point: str) -> int:

@@ -10,6 +10,7 @@ Imports stay light (no catalog, no Typer tables): start-up time is the archiver'
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -114,11 +115,25 @@ def check_segment(data: bytes, name: str, system_identifier: str) -> None:
         )
 
 
-def fetch_file(credential: WalCredential, name: str, destination: Path) -> None:
-    """Write archived WAL file ``name`` to ``destination`` (restore_command's %f and %p).
+def fetch_file(credential: WalCredential, name: str, destination: Path) -> bytes:
+    """Write archived WAL file ``name`` to ``destination`` (restore_command's %f and %p); its bytes.
 
     NotFoundError when it was never archived (PostgreSQL then looks in pg_wal or ends recovery)."""
     data = credential.archive().fetch(check_name(name))
     temporary = destination.with_name(f".{destination.name}.strongroom")
     temporary.write_bytes(data)
     os.replace(temporary, destination)
+    return data
+
+
+def take_spooled(spool: Path, name: str, destination: Path) -> bool:
+    """Move a prefetched WAL file (authenticated when it was spooled, services/wal_prefetch.py) into place."""
+    try:
+        os.replace(spool / check_name(name), destination)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        return False  # the spool is on another file system than pg_wal: fetch it from the archive instead
+    return True

@@ -66,7 +66,12 @@ from strongroom.adapters.base import (
     register_adapter,
 )
 from strongroom.adapters.postgres import direct, restored_conf, tar
-from strongroom.adapters.postgres.recovery import RecoveryRequest, recovery_overrides, wait_for_promotion
+from strongroom.adapters.postgres.recovery import (
+    RecoveryRequest,
+    recovery_overrides,
+    stop_prefetch,
+    wait_for_promotion,
+)
 from strongroom.adapters.postgres.tools import (
     OsUser,
     PgDsn,
@@ -586,7 +591,8 @@ def configure_recovery(plan: RestorePlan, metadata: dict[str, Any]) -> None:
     signal = plan.data_dir / "recovery.signal"
     signal.touch()
     credential = plan.recovery.credential_file
-    for path in (signal, credential):
+    spool = [plan.recovery.spool] if plan.recovery.spool is not None else []
+    for path in (signal, credential, *spool):
         if plan.user is not None:  # never through a link someone put in its place
             os.chown(path, plan.user.uid, plan.user.gid, follow_symlinks=False)
     plan.log_start = plan.log_file.stat().st_size
@@ -603,6 +609,8 @@ def finish_recovery(plan: RestorePlan, ctx: RestoreContext) -> None:
         plan.log_start,
     )  # fmt: skip
     plan.recovered.update(reached)
+    if plan.recovery.spool is not None:  # recovery is over: nothing more to prefetch
+        plan.recovered["wal_prefetched"] = stop_prefetch(plan.recovery.spool)
     history = f"pg_wal/{int(reached['timeline']):08X}.history"
     if (plan.data_dir / history).exists():
         argv: list[str | Path] = [*shlex.split(plan.recovery.wal_command), "wal", "push", "--config",

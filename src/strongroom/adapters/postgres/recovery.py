@@ -13,8 +13,11 @@ clusters ever write one timeline's files.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,8 @@ TARGET_SETTINGS = {
 PROMOTION_LIMIT_SECONDS = 24 * 3600  # replaying a day of WAL is slow, not stuck; a dead server ends it at once
 POLL_SECONDS = 0.2
 FATAL = re.compile(r"\b(?:FATAL|PANIC):\s*(.*)")
+# What our own polling connections are told while the server recovers: not why recovery failed.
+REFUSED_CONNECTION = re.compile(r"the database system is (?:starting up|not yet accepting connections|shutting down)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class RecoveryRequest:
     timeline: str | None
     credential_file: Path
     wal_command: str
+    spool: Path | None = None  # the restore's WAL prefetch spool (services/wal_prefetch.py)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RecoveryRequest | None:
@@ -52,11 +58,20 @@ class RecoveryRequest:
             return None
         if not recovery.get("credential_file"):
             raise TargetError("a point-in-time restore needs its WAL credential file", hint="restore through a job")
+        spool = Path(recovery["wal_spool"]) if recovery.get("wal_spool") else None
         return cls(recovery["target"], recovery.get("value"), recovery.get("timeline"),
-                   Path(recovery["credential_file"]), recovery["wal_command"])  # fmt: skip
+                   Path(recovery["credential_file"]), recovery["wal_command"], spool)  # fmt: skip
 
     def restore_command(self) -> str:
-        return f"{self.wal_command} wal fetch --config {shlex.quote(str(self.credential_file))} %f %p"
+        """``wal fetch``; with a spool, first a plain shell move of a prefetched file (no Python start-up).
+
+        Paths are shell-quoted and their ``%`` doubled (PostgreSQL's own escape); ``%f`` is a WAL file name
+        PostgreSQL made (hex digits and ``.history``), ``%p`` its ``pg_wal/RECOVERYXLOG``."""
+        fetch = f"{percent(self.wal_command)} wal fetch --config {quoted(self.credential_file)}"
+        if self.spool is None:
+            return f"{fetch} %f %p"
+        spool = quoted(self.spool)
+        return f"test -f {spool}/%f && mv -f {spool}/%f %p && exit 0; exec {fetch} --spool {spool} %f %p"
 
     def settings(self, base_timeline: int) -> dict[str, str]:
         settings = {
@@ -67,6 +82,54 @@ class RecoveryRequest:
         if self.target in TARGET_SETTINGS:
             settings[TARGET_SETTINGS[self.target]] = self.value or ""
         return settings
+
+
+def percent(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def quoted(path: Path) -> str:
+    return percent(shlex.quote(str(path)))
+
+
+PREFETCH_PID = ".prefetch.pid"  # services/wal_prefetch.py writes them
+PREFETCH_COUNT = ".prefetched"
+STOP_POLLS = 500  # of 0.01 s: a prefetcher dies at SIGTERM at once; bounded all the same
+
+
+def stop_prefetch(spool: Path) -> int:
+    """Stop the restore's WAL prefetcher, if one runs; how many segments it prefetched. The spool's owner
+    removes the spool next (a prefetcher that starts meanwhile finds it gone and exits)."""
+    try:
+        pid = int((spool / PREFETCH_PID).read_text())
+    except (OSError, ValueError):
+        pid = 0
+    if pid > 0 and str(spool) in process_command_line(pid):  # never another process that reused the id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(STOP_POLLS):
+            if not process_alive(pid):
+                break
+            time.sleep(0.01)
+    try:
+        return int((spool / PREFETCH_COUNT).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def process_command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 # Settings a forged backup could set to change where recovery stops or how: fixed on the server's command line.
@@ -119,6 +182,7 @@ def recovery_failure(log_file: Path, log_start: int) -> TargetError:
     except OSError:
         logged = ""
     reasons = [found.group(1).strip() for line in logged.splitlines() if (found := FATAL.search(line))]
+    reasons = [reason for reason in reasons if not REFUSED_CONNECTION.search(reason)] or reasons
     reason = reasons[0] if reasons else "the server stopped during recovery"
     hint = f"see {log_file}"
     if "before configured recovery target" in reason or "before consistent recovery point" in reason:
