@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ENV_FAULT_KILL_AT = "STRONGROOM_FAULT_KILL_AT"
@@ -46,6 +47,22 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
     if _named(ENV_FAULT_PAUSE_AT, name):
         _pause()
+
+
+MIDDLE_BYTES = 1 << 20  # the crash tests' "middle" of a restore or copy: after its first MiB
+
+
+def fault_after_first_mib(name: str) -> Callable[[int], None]:
+    """A progress callback (bytes done so far, in steps) that is fault point ``name`` once the first MiB is done."""
+    done = 0
+
+    def progress(count: int) -> None:
+        nonlocal done
+        before, done = done, done + count
+        if before < MIDDLE_BYTES <= done:
+            fault_point(name)
+
+    return progress
 
 
 def release_pauses() -> None:

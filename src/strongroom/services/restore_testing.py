@@ -45,7 +45,7 @@ from strongroom.config.restore_testing import (
 )
 from strongroom.config.runbook import RestoreStep
 from strongroom.errors import ConfigError, NotFoundError, StrongroomError
-from strongroom.faults import fault_point
+from strongroom.faults import fault_after_first_mib, fault_point
 from strongroom.model import DEFAULT_VAULT, Arn, Job, JobState, JobType, RecoveryPointStatus, iso, new_id
 from strongroom.plans.schedule import parse_schedule
 from strongroom.policy.principals import root_arn
@@ -77,7 +77,6 @@ SCRATCH_PREFIX = "restoretest"
 SCRATCH_DIRECTORY = "restore-testing"
 DEFAULT_VALIDATION_WINDOW_HOURS = 1
 DEAD_TEST_MESSAGE = "the process running this restore test stopped before it finished (killed or crashed)"
-FAULT_AFTER_BYTES = 1 << 20
 WORKER_MODULE = "strongroom.services.restore_testing_worker"
 RESTORE_JOB_FAILED = "RESTORE_JOB_FAILED"
 HIDDEN = "(hidden)"
@@ -302,7 +301,9 @@ def _restore_and_validate(
     metadata: dict[str, Any],
 ) -> RestoreTestOutcome:
     try:
-        finished = run_restore_job(account, job.id, job_lock, progress=_crash_point("restore_test.restore:middle"))
+        finished = run_restore_job(
+            account, job.id, job_lock, progress=fault_after_first_mib("restore_test.restore:middle")
+        )
     except StrongroomError as exc:
         return _outcome(RestoreTestStatus.FAILED, ValidationStatus.SKIPPED, f"restore failed: {exc.one_line()}")
     seconds = _seconds(finished)
@@ -533,19 +534,6 @@ def _notify(account: Account, test: RestoreTest) -> None:
             notifications.deliver_now(account, queue_safely(account, test.job.vault_name, event, payload))
     except Exception as exc:  # a notification problem never fails the test
         log.warning("could not notify about restore test %s: %s", test.job.id, type(exc).__name__)
-
-
-def _crash_point(name: str) -> Callable[[int], None]:
-    """A progress callback that is the crash tests' fault point ``name`` after the first MiB restored."""
-    written = 0
-
-    def progress(count: int) -> None:
-        nonlocal written
-        before, written = written, written + count
-        if before < FAULT_AFTER_BYTES <= written:
-            fault_point(name)
-
-    return progress
 
 
 # The scheduler ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import psycopg
 from strongroom.adapters.base import ResourceSpec, RestoreRequest, get_adapter, runbook_types
 from strongroom.config.runbook import RestoreStep, WaitHealthyStep
 from strongroom.errors import ConfigError, IdentifierInUseError, NotFoundError, StrongroomError, TargetError
-from strongroom.faults import fault_point
+from strongroom.faults import fault_after_first_mib, fault_point
 from strongroom.model import Arn, Job, JobState, RecoveryPoint
 from strongroom.policy.principals import root_arn
 from strongroom.services import vault_ops
@@ -23,7 +23,6 @@ from strongroom.services.restore import create_restore_job, run_restore_job
 
 # What a dry run predicts when no earlier step says which type the point is (the common runbook's).
 PREDICTED_TYPE = "postgres-cluster"
-FAULT_AFTER_BYTES = 1 << 20  # the crash tests' "middle" of a restore or copy: after its first MiB
 
 
 class Restore:
@@ -41,7 +40,7 @@ class Restore:
             ctx.checkpoint_set(owned_target=True)
         job, lock = create_restore_job(ctx.account, rp.arn, request)
         ctx.checkpoint_set(restore_job_id=job.id)
-        run_restore_job(ctx.account, job.id, lock, progress=_crash_point("dr.restore:middle"))
+        run_restore_job(ctx.account, job.id, lock, progress=fault_after_first_mib("dr.restore:middle"))
         outputs = _outputs(ctx, rp, request, job.id)
         ctx.changes.append(
             f"restored {rp.arn} as {rp.resource_type} {outputs['identifier']} on {outputs['host']}:{outputs['port']}"
@@ -123,7 +122,7 @@ class Restore:
         if finished is None:
             job, lock = create_copy_job(ctx.account, arn, vault.arn)
             ctx.checkpoint_set(copy_job_id=job.id)
-            finished = run_copy_job(ctx.account, job.id, lock, progress=_crash_point("dr.copy_back:middle"))
+            finished = run_copy_job(ctx.account, job.id, lock, progress=fault_after_first_mib("dr.copy_back:middle"))
             fault_point("dr.copy_back:done")
         local = finished.result["destination_recovery_point_arn"]
         ctx.changes.append(f"copied {arn} back into vault {vault.name} as {local}")
@@ -250,16 +249,3 @@ def _finished_copy(ctx: StepContext[RestoreStep]) -> Job | None:
         return None
     job = ctx.account.catalog.get_job(job_id)
     return job if job.state == JobState.COMPLETED else None
-
-
-def _crash_point(name: str) -> Any:
-    """A progress callback that is also the crash tests' fault point ``name``, after the first MiB."""
-    written = 0
-
-    def progress(count: int) -> None:
-        nonlocal written
-        before, written = written, written + count
-        if before < FAULT_AFTER_BYTES <= written:
-            fault_point(name)
-
-    return progress
