@@ -118,11 +118,11 @@ def _connect(restored: Restored, database: str | None, deadline: float) -> psyco
 
 
 class _Skip(Exception):
-    pass
+    """A check that does not apply to what was restored (e.g. SQL on a directory): SKIPPED."""
 
 
 class _TimedOut(Exception):
-    pass
+    """The validation window ended before the check: TIMED_OUT."""
 
 
 def _left(deadline: float) -> float:
