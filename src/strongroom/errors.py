@@ -76,6 +76,12 @@ class NotFoundError(UsageError):
     code = "NOT_FOUND"
 
 
+class WalFileMissingError(NotFoundError):
+    """A WAL file was never archived: the one answer ``wal fetch`` gives PostgreSQL as exit 1 ("no such file")."""
+
+    code = "WAL_FILE_MISSING"
+
+
 class AlreadyExistsError(UsageError):
     code = "ALREADY_EXISTS"
 

@@ -6,7 +6,16 @@ import pytest
 
 from strongroom.errors import RecoveryWindowError, UsageError
 from strongroom.model import RecoveryPoint, RecoveryPointStatus
-from strongroom.services.pitr import RecoveryTarget, RecoveryWindow, TargetKind, check_in_window, segment_number
+from strongroom.services.pitr import (
+    RecoveryTarget,
+    RecoveryWindow,
+    TargetKind,
+    TimelineStep,
+    check_in_window,
+    on_path,
+    segment_number,
+    segment_timeline,
+)
 
 
 def parse(**given: object) -> RecoveryTarget | None:
@@ -50,7 +59,9 @@ def test_the_window_refuses_before_the_first_backup_and_after_the_newest_wal_say
     window = RecoveryWindow("2026-12-04T07:00:10+00:00", "2026-12-04T18:59:58+00:00", "0/9000000", "7441")
     point = base({"start_wal_location": "0/2000028 (file 000000010000000000000002)", "start_timeline": "1"})
     check_in_window(window, point, RecoveryTarget(TargetKind.TIME, "2026-12-04T12:00:00+00:00"))
-    for moment in ("2026-12-04T07:00:09+00:00", "2026-12-04T18:59:59+00:00"):
+    # the end is a coarse mtime: a second past it may still be before the last commit (PostgreSQL decides)
+    check_in_window(window, point, RecoveryTarget(TargetKind.TIME, "2026-12-04T18:59:58.900+00:00"))
+    for moment in ("2026-12-04T07:00:09+00:00", "2026-12-04T18:59:59.001+00:00"):
         with pytest.raises(RecoveryWindowError, match=r"2026-12-04T07:00:10.* \.\. 2026-12-04T18:59:58") as refused:
             check_in_window(window, point, RecoveryTarget(TargetKind.TIME, moment))
         assert refused.value.exit_code == 2 and refused.value.code == "OUTSIDE_RECOVERY_WINDOW"
@@ -64,3 +75,23 @@ def test_segment_numbers_follow_the_segment_size() -> None:
     assert segment_number("000000010000000000000003", 16 << 20) == 3
     assert segment_number("000000010000000100000000", 16 << 20) == 256
     assert segment_number("000000010000000100000000", 1 << 20) == 4096
+
+
+MIB = 1 << 20
+# Timeline 2 forked from 1 at 0/3000100, 3 from 2 at 0/7800000 (segments of 16 MiB: 3 and 7).
+PATH = [TimelineStep(1, 0, 0x3000100), TimelineStep(2, 0x3000100, 0x7800000), TimelineStep(3, 0x7800000, None)]
+
+
+def test_each_segment_is_read_from_the_newest_timeline_begun_by_then() -> None:
+    size = 16 * MIB
+    assert [segment_timeline(PATH, number, size) for number in range(1, 10)] == [1, 1, 2, 2, 2, 2, 3, 3, 3]
+
+
+def test_only_base_backups_on_the_target_timelines_way_are_chosen() -> None:
+    on_one = base({"start_wal_location": "0/2000028", "start_timeline": "1"})
+    parent_after_switch = base({"start_wal_location": "0/5000028", "start_timeline": "1"})
+    on_two = base({"start_wal_location": "0/4000028", "start_timeline": "2"})
+    sibling = base({"start_wal_location": "0/4000028", "start_timeline": "4"})
+    backups = [on_one, parent_after_switch, on_two, sibling]
+    assert on_path(backups, PATH) == [on_one, on_two]
+    assert on_path(backups, None) == backups

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -49,9 +50,11 @@ def fetch(
 ) -> None:
     """Write one archived WAL file (restore_command). A file never archived: exit 1, silently (PostgreSQL
     asks for files that do not exist). A damaged file or an unreadable archive: exit 126, which stops recovery."""
-    from strongroom.errors import NotFoundError, StrongroomError
+    from strongroom.errors import StrongroomError, WalFileMissingError
     from strongroom.services.wal_archive import WalCredential, credential_path, fetch_file, take_spooled
 
+    # Only a file never archived may exit 1: PostgreSQL reads any other exit below 126 as "no such file" too,
+    # and would end recovery early, or take a timeline whose history it could not read as unused.
     try:
         if spool is not None and take_spooled(spool, name, destination):
             return
@@ -59,16 +62,19 @@ def fetch(
         data = fetch_file(WalCredential.load(path), name, destination)
         if spool is not None:
             start_prefetch(spool, path, name, data)
-    except NotFoundError as exc:
-        if "not found" in exc.message:
-            raise typer.Exit(1) from None
-        raise
+    except WalFileMissingError:
+        raise typer.Exit(1) from None
     except StrongroomError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
-        raise typer.Exit(FETCH_FAILED_EXIT) from None
-    except OSError as exc:  # writing %p failed: never "missing", which would end recovery early
-        print(f"error: cannot write {destination}: {exc.strerror or exc}", file=sys.stderr)
-        raise typer.Exit(FETCH_FAILED_EXIT) from None
+        fetch_failed(exc.one_line())
+    except OSError as exc:
+        fetch_failed(f"cannot write {destination}: {exc.strerror or exc}")
+    except Exception as exc:  # an internal error is a failed fetch, never a missing file
+        fetch_failed(f"internal error: {type(exc).__name__}: {exc}")
+
+
+def fetch_failed(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(FETCH_FAILED_EXIT)
 
 
 def start_prefetch(spool: Path, config: Path, name: str, data: bytes) -> None:

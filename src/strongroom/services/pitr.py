@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from strongroom.adapters.postgres.direct import format_lsn, parse_lsn
 from strongroom.adapters.postgres.tools import OsUser, connect, parse_dsn, server_user
 from strongroom.clock import now
-from strongroom.errors import RecoveryWindowError, SourceError, TargetError, UsageError
+from strongroom.errors import NotFoundError, RecoveryWindowError, SourceError, TargetError, UsageError
 from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPoint, RecoveryPointStatus, iso
 from strongroom.services.account import Account
@@ -414,8 +414,15 @@ def plan_recovery(account: Account, point: RecoveryPoint, target: RecoveryTarget
         open_store(account.catalog.get_vault(point.vault_name).store_url),
         WalKeys.derive(account.vault(point.vault_name).keys, system),
     )
-    base = choose_base(backups, point, target)
-    window = recovery_window(archive, backups[0], base, target)
+    path = timeline_path(archive, int(target.timeline)) if target.timeline and target.timeline.isdigit() else None
+    candidates = on_path(backups, path)
+    if not candidates:
+        raise RecoveryWindowError(
+            f"no base backup of {point.resource_id} in vault {point.vault_name} is on timeline {target.timeline}'s way",
+            hint="restore without --timeline, or take a base backup of the cluster that writes that timeline",
+        )
+    base = choose_base(candidates, point, target)
+    window = recovery_window(archive, backups[0], base, path or timeline_path(archive, base_timeline(base)))
     check_in_window(window, base, target)
     return RecoveryPlan(base, window, target)
 
@@ -445,32 +452,86 @@ def start_lsn(point: RecoveryPoint) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class TimelineStep:
+    """One timeline on the way to a recovery target: WAL from ``begin`` up to ``end`` (the switch point to the
+    next timeline; None for the target's own timeline) is read from this timeline's files."""
+
+    timeline: int
+    begin: int
+    end: int | None
+
+
+def timeline_path(archive: WalArchive, timeline: int) -> list[TimelineStep]:
+    """The timelines recovery onto ``timeline`` reads, oldest first, from its archived history file (lines of
+    ``parentTLI switchpoint reason``, as PostgreSQL writes them). Without a history file: the timeline alone."""
+    try:
+        history = archive.fetch(f"{timeline:08X}.history").decode("utf-8", "replace") if timeline > 1 else ""
+    except NotFoundError:
+        history = ""
+    steps, begin = [], 0
+    for line in history.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or not fields[0].isdigit():
+            continue  # blank lines and comments, as PostgreSQL skips them
+        switch = parse_lsn(fields[1])
+        steps.append(TimelineStep(int(fields[0]), begin, switch))
+        begin = switch
+    return [*steps, TimelineStep(timeline, begin, None)]
+
+
+def base_timeline(point: RecoveryPoint) -> int:
+    label = point.metadata.get("backup_label") or {}
+    return int(label.get("start_timeline") or 1)
+
+
+def on_path(backups: list[RecoveryPoint], path: list[TimelineStep] | None) -> list[RecoveryPoint]:
+    """The base backups recovery along ``path`` can start from: taken on one of its timelines before that
+    timeline ended (a backup of a sibling timeline, or of a parent after the switch, cannot reach the target)."""
+    if path is None:
+        return backups
+    found = []
+    for backup in backups:
+        begin = start_lsn(backup)
+        step = next((step for step in path if step.timeline == base_timeline(backup)), None)
+        if begin is not None and step is not None and step.begin <= begin and (step.end is None or begin < step.end):
+            found.append(backup)
+    return found
+
+
+def segment_timeline(path: list[TimelineStep], number: int, size: int) -> int:
+    """The timeline whose file holds segment ``number`` on ``path``: the newest one begun by then (the
+    segment a switch happened in is read from the new timeline, as PostgreSQL does)."""
+    return [step.timeline for step in path if step.begin // size <= number][-1]
+
+
 def recovery_window(
-    archive: WalArchive, earliest: RecoveryPoint, base: RecoveryPoint, target: RecoveryTarget
+    archive: WalArchive, earliest: RecoveryPoint, base: RecoveryPoint, path: list[TimelineStep]
 ) -> RecoveryWindow:
-    """From the earliest base backup to the newest WAL reachable from ``base`` without a gap."""
+    """From the earliest base backup to the newest WAL reachable from ``base`` along ``path`` without a gap."""
     opening = earliest.completion_date or earliest.creation_date
     begin = start_lsn(base)
-    label = base.metadata.get("backup_label") or {}
-    timeline = f"{int(label.get('start_timeline') or 1):08X}"
-    if target.timeline and target.timeline.isdigit():
-        timeline = f"{int(target.timeline):08X}"
-    segments = [name for name in archive.names() if SEGMENT.fullmatch(name)]
+    names = set(archive.names())
+    segments = sorted(name for name in names if SEGMENT.fullmatch(name))
     if begin is None or not segments:
         return RecoveryWindow(opening, None, None, archive.system_identifier)
     size = archive.header(segments[-1]).size
-    by_number: dict[int, str] = {}
-    for name in segments:  # the target timeline's file wins where timelines overlap
-        number = segment_number(name, size)
-        if name[:8] <= timeline and (number not in by_number or name[:8] > by_number[number][:8]):
-            by_number[number] = name
+
+    def file_of(number: int) -> str:
+        return segment_name(f"{segment_timeline(path, number, size):08X}", number, size)
+
     current = begin // size
-    if current not in by_number:
+    if file_of(current) not in names:
         return RecoveryWindow(opening, None, None, archive.system_identifier)
-    while current + 1 in by_number:
+    while file_of(current + 1) in names:
         current += 1
-    header = archive.header(by_number[current])
+    header = archive.header(file_of(current))
     return RecoveryWindow(opening, header.modified, format_lsn((current + 1) * size), archive.system_identifier)
+
+
+# The window's end is a file's mtime, which the kernel stamps from a coarse clock (a few ms behind): a target
+# just after it may still be before the segment's last commit. PostgreSQL itself refuses one that is not.
+MTIME_SLACK = timedelta(seconds=1)
 
 
 def check_in_window(window: RecoveryWindow, base: RecoveryPoint, target: RecoveryTarget) -> None:
@@ -481,7 +542,7 @@ def check_in_window(window: RecoveryWindow, base: RecoveryPoint, target: Recover
         moment = parse_time(target.value or "")
         if moment < parse_time(window.earliest):
             message = f"{target.value} is before the earliest base backup"
-        elif moment > parse_time(window.latest):
+        elif moment > parse_time(window.latest) + MTIME_SLACK:
             message = f"{target.value} is after the newest archived WAL"
     elif target.kind == TargetKind.LSN:
         wanted, begin = parse_lsn(target.value or "0/0"), start_lsn(base)

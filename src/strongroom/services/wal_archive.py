@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from strongroom.errors import ConfigError, IntegrityError, NotFoundError
+from strongroom.errors import ConfigError, IntegrityError, NotFoundError, WalFileMissingError
 from strongroom.store.base import open_store
 from strongroom.vault.wal import SEGMENT, PushOutcome, WalArchive, WalKeys, check_name
 
@@ -118,8 +118,11 @@ def check_segment(data: bytes, name: str, system_identifier: str) -> None:
 def fetch_file(credential: WalCredential, name: str, destination: Path) -> bytes:
     """Write archived WAL file ``name`` to ``destination`` (restore_command's %f and %p); its bytes.
 
-    NotFoundError when it was never archived (PostgreSQL then looks in pg_wal or ends recovery)."""
-    data = credential.archive().fetch(check_name(name))
+    WalFileMissingError when it was never archived (PostgreSQL then looks in pg_wal or ends recovery)."""
+    try:
+        data = credential.archive().fetch(check_name(name))
+    except NotFoundError:
+        raise WalFileMissingError(f"WAL file {name} is not archived") from None
     temporary = destination.with_name(f".{destination.name}.strongroom")
     temporary.write_bytes(data)
     os.replace(temporary, destination)
