@@ -148,6 +148,28 @@ def test_a_report_that_cannot_be_written_fails_whole(account: Cli, tmp_path: Pat
     assert not list((blocked / "tmp").iterdir())  # no temporary file left behind
 
 
+def test_a_report_job_whose_process_is_killed_is_failed_by_the_next_look(account: Cli, tmp_path: Path) -> None:
+    plan = {
+        "report_delivery_channel": {"formats": ["CSV"], "store": (tmp_path / "reports").as_uri()},
+        "report_setting": {"report_template": "BACKUP_JOB_REPORT"},
+    }
+    apply(account, tmp_path, base(tmp_path, [DEADMAN], report_plans={"jobs": plan}))
+    killed = account.run(
+        "reports", "start-job", "jobs", ok=False, env={"STRONGROOM_FAULT_KILL_AT": "report.before_put"}
+    )
+    assert killed.returncode == -9, killed.stderr  # SIGKILL: nothing of ours ran after it
+    [job] = account.json("reports", "list-jobs", "--json")["report_jobs"]
+    assert job["status"] == "FAILED" and "ended before it finished" in job["status_message"], job
+    assert account.json("reports", "describe-job", job["report_job_id"], "--json")["status"] == "FAILED"
+    assert not [p for p in (tmp_path / "reports").rglob("*.csv")]  # no report file, whole or half
+    made = account.json("reports", "start-job", "jobs", "--json")  # a live job is never taken for a dead one
+    assert made["status"] == "COMPLETED"
+    assert [j["status"] for j in account.json("reports", "list-jobs", "--json")["report_jobs"]] == [
+        "FAILED",
+        "COMPLETED",
+    ]
+
+
 def test_a_report_is_delivered_to_an_s3_prefix_and_read_back_with_plain_s3(
     account: Cli, tmp_path: Path, s3_server: S3Server
 ) -> None:

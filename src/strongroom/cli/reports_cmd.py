@@ -8,7 +8,7 @@ from strongroom import model
 from strongroom.catalog.compliance_records import ReportJobState
 from strongroom.cli import context, output
 from strongroom.errors import StrongroomError
-from strongroom.services.reports.jobs import start_report_job
+from strongroom.services.reports.jobs import fail_abandoned_report_jobs, start_report_job
 
 reports_app = typer.Typer(
     help="Report jobs: make a report plan's report now, list what was made.", no_args_is_help=True
@@ -40,6 +40,7 @@ def list_jobs(
 ) -> None:
     """List report jobs, oldest first."""
     with context.account(ctx) as account:
+        fail_abandoned_report_jobs(account, model.now())
         jobs = [job.as_dict() for job in account.catalog.list_report_jobs(plan)]
     if json_output:
         output.emit_json({"report_jobs": jobs})
@@ -65,6 +66,7 @@ def list_jobs(
 def describe_job(ctx: typer.Context, job_id: str, json_output: bool = typer.Option(False, "--json")) -> None:
     """Show one report job: its period, status and the files it wrote."""
     with context.account(ctx) as account:
+        fail_abandoned_report_jobs(account, model.now())
         job = account.catalog.get_report_job(job_id).as_dict()
     if json_output:
         output.emit_json(job)

@@ -3,8 +3,10 @@
 Each file is written whole or not at all (the store's put: a temporary object, then a rename or a single S3
 PUT), under ``Backup/ACCOUNT/REGION/YYYY/MM/DD/PLAN/TEMPLATE_<time>_<job>.csv|json`` of the plan's store, as
 AWS lays its reports out under the bucket's prefix. The job is COMPLETED once every format is written, FAILED
-with the reason otherwise. The daemon makes each plan's report on its ``schedule`` (default daily, 01:00 UTC)
-for the 24 hours before the schedule's occurrence; ``reports start-job`` makes one now, for the 24 hours before.
+with the reason otherwise. While it runs, its process holds the job's lock: a job found RUNNING with a free
+lock (its process was killed) is marked FAILED by the next command or daemon tick that looks. The daemon
+makes each plan's report on its ``schedule`` (default daily, 01:00 UTC) for the 24 hours before the schedule's
+occurrence; ``reports start-job`` makes one now, for the 24 hours before.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 
 from strongroom.catalog.compliance_records import ReportJob, ReportJobState
 from strongroom.errors import NotFoundError, StorageError, StrongroomError
+from strongroom.faults import fault_point
 from strongroom.model import iso, new_id
 from strongroom.plans.schedule import Schedule, parse_schedule
 from strongroom.services.account import SETTING_REPORT_PLANS, Account
 from strongroom.services.compliance.snapshot import applied_frameworks
 from strongroom.services.compliance.state import evaluate_all
+from strongroom.services.joblock import JobLock, is_held
+from strongroom.services.jobs import lock_path
 from strongroom.services.reports.render import EXTENSIONS, render
 from strongroom.services.reports.templates import COLUMNS, JOB_TEMPLATES, ReportInput, rows
 from strongroom.store.base import open_store
@@ -69,8 +74,39 @@ def start_report_job(
     template = plan["report_setting"]["report_template"]
     if evaluate and template in COMPLIANCE_TEMPLATES:
         evaluate_all(account, now)
+    job_id = new_id()
+    lock = JobLock.acquire(lock_path(account, job_id))  # before the row: a RUNNING row always has a live holder
+    try:
+        return _run(account, name, plan, job_id, (now, end), trigger)
+    finally:
+        lock.release()
+        lock_path(account, job_id).unlink(missing_ok=True)
+
+
+def fail_abandoned_report_jobs(account: Account, now: datetime) -> list[str]:
+    """Mark FAILED the report jobs left RUNNING by a process that died making them; their ids."""
+    abandoned = [
+        job.id
+        for job in account.catalog.list_report_jobs()
+        if job.state == ReportJobState.RUNNING and not is_held(lock_path(account, job.id))
+    ]
+    for job_id in abandoned:
+        account.catalog.update_report_job(
+            job_id,
+            state=ReportJobState.FAILED.value,
+            completion_time=iso(now),
+            status_message="the process making the report ended before it finished",
+        )
+    return abandoned
+
+
+def _run(
+    account: Account, name: str, plan: dict[str, Any], job_id: str, times: tuple[datetime, datetime], trigger: str
+) -> ReportJob:
+    now, end = times
+    template = plan["report_setting"]["report_template"]
     job = ReportJob(
-        id=new_id(),
+        id=job_id,
         report_plan_name=name,
         report_template=template,
         state=ReportJobState.RUNNING,
@@ -111,6 +147,7 @@ def _write(account: Account, plan: dict[str, Any], job: ReportJob, now: datetime
     keys = []
     for fmt in plan["report_delivery_channel"]["formats"]:
         key = f"{base}.{EXTENSIONS[fmt]}"
+        fault_point("report.before_put")
         store.put(key, render(fmt, COLUMNS[template], found))
         keys.append(key)
     return keys
@@ -155,6 +192,7 @@ def _input(account: Account, plan: dict[str, Any], end: datetime) -> ReportInput
 def run_due_reports(account: Account, now: datetime) -> list[ReportJob]:
     """The daemon's part: each plan whose schedule fired since its cursor makes one report (a plan seen for the
     first time starts from now: no back-fill, as backup rules)."""
+    fail_abandoned_report_jobs(account, now)
     stored: dict[str, str] = dict(account.catalog.get_setting(SETTING_CURSORS, {}) or {})
     cursors = dict(stored)
     plans = applied_report_plans(account)
