@@ -8,15 +8,11 @@ recovery point still restores them exactly.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
-from strongroom.policy.document import default_destination_policy
-from strongroom.policy.principals import root_arn
-from tests.support.accounts import account_id, issue_credential, register, serving, vault_arn
-from tests.support.cli import Cli
+from tests.support.accounts import account_id, issue_credential, register, serving, source_and_destination, vault_arn
 
 
 def planted_tree(root: Path) -> Path:
@@ -35,17 +31,8 @@ def permission_bits(root: Path) -> dict[str, int]:
 
 
 def test_set_id_bits_of_a_copy_are_dropped_unless_the_operator_asks(tmp_path: Path) -> None:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
+    source, destination = source_and_destination(tmp_path)
     source_id = account_id(source)
-    policy = default_destination_policy(
-        source_account_ids=[source_id],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
     tree = planted_tree(tmp_path / "tree")
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tree))
     point = source.backup("files")["recovery_point_arn"]

@@ -21,6 +21,7 @@ from tests.support.accounts import (
     register,
     self_signed_certificate,
     serving,
+    source_and_destination,
     vault_arn,
 )
 from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
@@ -59,17 +60,8 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
 
 @contextmanager
 def two_accounts(tmp_path: Path) -> Iterator[Pair]:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
-    source_id, destination_id = account_id(source), account_id(destination)
-    policy = default_destination_policy(
-        source_account_ids=[source_id],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(destination_id)],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    source, destination = source_and_destination(tmp_path)
+    source_id = account_id(source)
     tree = tmp_path / "tree"
     make_files(tree)
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tree))

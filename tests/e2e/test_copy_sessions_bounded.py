@@ -25,13 +25,19 @@ import zstandard
 
 from strongroom.catalog import Catalog
 from strongroom.errors import NotFoundError, StrongroomError
-from strongroom.policy.document import default_destination_policy
-from strongroom.policy.principals import root_arn
 from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
 from strongroom.vault.source import source_chunk_id
 from tests.e2e.test_copy import make_files
-from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
+from tests.support.accounts import (
+    Server,
+    account_id,
+    issue_credential,
+    register,
+    serving,
+    source_and_destination,
+    vault_arn,
+)
 from tests.support.cli import Cli
 from tests.support.hostile import stolen_announcement, stolen_id_key
 
@@ -59,16 +65,7 @@ class Copier:
 
 
 def make_accounts(tmp_path: Path) -> tuple[Cli, Cli, dict[str, Any]]:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
-    policy = default_destination_policy(
-        source_account_ids=[account_id(source)],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    source, destination = source_and_destination(tmp_path)
     make_files(tmp_path / "tree", count=4, size=100_000)
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
     credential = issue_credential(destination, "copier", "--account-id", account_id(source))

@@ -25,9 +25,15 @@ import pytest
 from strongroom.catalog import Catalog
 from strongroom.faults import ENV_FAULT_STOP_AT
 from strongroom.model import JobState, JobType
-from strongroom.policy.document import default_destination_policy
-from strongroom.policy.principals import root_arn
-from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
+from tests.support.accounts import (
+    Server,
+    account_id,
+    issue_credential,
+    register,
+    serving,
+    source_and_destination,
+    vault_arn,
+)
 from tests.support.cli import Cli, assert_one_line_error
 from tests.support.locks import held_exclusively, wait_until
 from tests.support.trees import Entry, snapshot_tree
@@ -52,16 +58,7 @@ def add_sparse_file(root: Path) -> None:
 
 @pytest.fixture
 def accounts(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
-    policy = default_destination_policy(
-        source_account_ids=[account_id(source)],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    source, destination = source_and_destination(tmp_path)
     with serving(destination) as server:
         credential = issue_credential(destination, "copier", "--account-id", account_id(source))
         register(source, "destination", server, credential)

@@ -19,11 +19,17 @@ from typing import Any
 import pytest
 
 from strongroom.errors import RemoteError
-from strongroom.policy.document import default_destination_policy
-from strongroom.policy.principals import root_arn
 from strongroom.transport.client import AccountClient
 from tests.e2e.test_copy import make_files
-from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
+from tests.support.accounts import (
+    Server,
+    account_id,
+    issue_credential,
+    register,
+    serving,
+    source_and_destination,
+    vault_arn,
+)
 from tests.support.cli import Cli, assert_one_line_error, edit_catalog_as_owner
 from tests.support.hostile import stolen_announcement
 
@@ -91,16 +97,7 @@ class Hostile:
 
 @pytest.fixture
 def hostile(tmp_path: Path) -> Iterator[Hostile]:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
-    policy = default_destination_policy(
-        source_account_ids=[account_id(source)],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    source, destination = source_and_destination(tmp_path)
     destination.run(
         "vaults",
         "put-lock",

@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.policy.document import default_destination_policy
-from strongroom.policy.principals import root_arn
 from tests.integration.test_notifications import SECRET, Webhook
-from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
+from tests.support.accounts import (
+    Server,
+    account_id,
+    issue_credential,
+    register,
+    serving,
+    source_and_destination,
+    vault_arn,
+)
 from tests.support.cli import Cli, Result, assert_one_line_error
 
 URLS = "STRONGROOM_NOTIFICATION_URLS"
@@ -218,16 +224,7 @@ def test_apply_sets_notifications_from_a_sensitive_variable(cli: Cli, tmp_path: 
 # Copies: the source's copy job and the destination's incoming one ---------------------------------------
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Cli, Cli, Server]]:
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
-    policy = default_destination_policy(
-        source_account_ids=[account_id(source)],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    source, destination = source_and_destination(tmp_path)
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tree(tmp_path)))
     with serving(destination) as server:
         credential = issue_credential(destination, "copier", "--account-id", account_id(source))

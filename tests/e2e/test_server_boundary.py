@@ -30,7 +30,15 @@ from strongroom.services import copy
 from strongroom.transport import signing, wire
 from strongroom.transport.client import AccountClient
 from tests.e2e.test_copy import make_files
-from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
+from tests.support.accounts import (
+    Server,
+    account_id,
+    issue_credential,
+    register,
+    serving,
+    source_and_destination,
+    vault_arn,
+)
 from tests.support.cli import Cli
 
 MiB = 1 << 20
@@ -417,17 +425,8 @@ def test_a_copy_out_asking_for_too_much_at_once_is_refused(tmp_path: Path) -> No
     """A source pulling its copy back asks for one chunk id many times over: the answer would be many
     times the chunk; the server stops at its answer limit (413) instead of building it, and the same
     session still serves a request of the client's own size."""
-    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
-    source.run("init")
-    destination.run("init")
+    source, destination = source_and_destination(tmp_path)
     source_id = account_id(source)
-    policy = default_destination_policy(
-        source_account_ids=[source_id],
-        source_vault_arns=[vault_arn(source)],
-        admin_principal_arns=[root_arn(account_id(destination))],
-    )
-    (tmp_path / "policy.json").write_text(json.dumps(policy))
-    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
     make_files(tmp_path / "tree", count=3, size=1_500_000)
     source.run("resources", "add", "files", "--type", "directory", "--path", str(tmp_path / "tree"))
     credential = issue_credential(destination, "copier", "--account-id", source_id)

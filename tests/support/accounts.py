@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import socket
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from strongroom.policy.document import default_destination_policy
+from strongroom.policy.principals import root_arn
 from tests.support.cli import Cli
 
 
@@ -109,6 +112,22 @@ def account_id(cli: Cli) -> str:
 
 def vault_arn(cli: Cli, name: str = "Default") -> str:
     return str(cli.json("vaults", "describe", name)["backup_vault_arn"])
+
+
+def source_and_destination(tmp_path: Path) -> tuple[Cli, Cli]:
+    """Two new accounts under ``tmp_path``; the destination's Default vault takes copies from the source's
+    Default vault (the default destination policy, its owner as admin)."""
+    source, destination = Cli(tmp_path / "source"), Cli(tmp_path / "destination")
+    source.run("init")
+    destination.run("init")
+    policy = default_destination_policy(
+        source_account_ids=[account_id(source)],
+        source_vault_arns=[vault_arn(source)],
+        admin_principal_arns=[root_arn(account_id(destination))],
+    )
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    destination.run("vaults", "put-access-policy", "Default", "--file", str(tmp_path / "policy.json"))
+    return source, destination
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
