@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+
 import pytest
 
 from strongroom.errors import RecoveryWindowError, UsageError
@@ -95,3 +99,19 @@ def test_only_base_backups_on_the_target_timelines_way_are_chosen() -> None:
     backups = [on_one, parent_after_switch, on_two, sibling]
     assert on_path(backups, PATH) == [on_one, on_two]
     assert on_path(backups, None) == backups
+
+
+def test_the_archive_command_runs_this_very_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from strongroom.services.pitr import wal_command
+
+    script = tmp_path / "venv bin" / "strongroom"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.delenv("STRONGROOM_WAL_COMMAND", raising=False)
+    monkeypatch.setattr(sys, "argv", [str(script), "wal", "setup"])
+    assert shlex.split(wal_command()) == [str(script)]
+    monkeypatch.setattr(sys, "argv", ["/src/strongroom/cli/main.py", "wal", "setup"])  # python -m strongroom.cli.main
+    assert shlex.split(wal_command()) == [sys.executable, "-m", "strongroom.cli.main"]
+    monkeypatch.setenv("STRONGROOM_WAL_COMMAND", "/opt/sr/bin/strongroom")
+    assert wal_command() == "/opt/sr/bin/strongroom"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,8 +80,10 @@ def wal_command() -> str:
     named = os.environ.get(ENV_WAL_COMMAND)
     if named:
         return named
-    found = shutil.which("strongroom") or os.path.abspath(sys.argv[0])
-    return shlex.quote(found)
+    running = Path(sys.argv[0])
+    if running.name == "strongroom" and os.access(running, os.X_OK):
+        return shlex.quote(os.path.abspath(running))  # this very install, not whichever one PATH finds first
+    return f"{shlex.quote(sys.executable)} -m strongroom.cli.main"
 
 
 def setup_wal(account: Account, resource_id: str, vault_name: str, os_user: str | None = None) -> WalSetup:
