@@ -93,6 +93,9 @@ DAYS = 4
 DAEMON_POLLS = 1500
 
 
+TOKEN = "Bearer hook-token-5b1c0e"  # a hook header that carries a secret
+
+
 def _write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -503,7 +506,7 @@ def test_a_plan_including_the_destination_vault_tests_the_copy_there_and_removes
                         {
                             "files": {
                                 "protected_resource_type": "directory",
-                                "validation": {"hook": {"url": received.url, "headers": {"X-Check": "files"}}},
+                                "validation": {"hook": {"url": received.url, "headers": {"X-Check": TOKEN}}},
                             }
                         }
                     )
@@ -520,7 +523,9 @@ def test_a_plan_including_the_destination_vault_tests_the_copy_there_and_removes
         [body] = received.bodies
         assert body["recovery_point_arn"] != copied and body["resource_id"] == "files"
         assert Path(body["target"]).parent.parent == source.home / "restore-testing"
-        assert received.headers[0]["X-Check"] == "files"
+        assert received.headers[0]["X-Check"] == TOKEN
+        catalog = b"".join(path.read_bytes() for path in source.home.glob("catalog.db*"))  # with its WAL
+        assert b"X-Check" in catalog and TOKEN.encode() not in catalog  # sealed, as notification URLs are
         assert not Path(body["target"]).exists()  # the scratch directory is gone
         back = source.json("recovery-points", "describe", "--recovery-point", body["recovery_point_arn"])
         assert back["status"] == "DELETED" and back["source_recovery_point_arn"] == copied

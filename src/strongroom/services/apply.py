@@ -59,6 +59,7 @@ from strongroom.services.account import (
     Account,
 )
 from strongroom.services.notifications import plan as notifications_plan
+from strongroom.services.restore_testing_headers import open_headers, seal_headers
 
 APPLY_LOCK = "apply.lock"
 Clock = Callable[[], datetime]
@@ -94,7 +95,7 @@ def current_state(account: Account) -> CurrentState:
         destination=destination,
         backup_plans=catalog.get_setting(SETTING_BACKUP_PLANS, {}) or {},
         outputs={name: stored.as_dict() for name, stored in catalog.get_outputs().items()},
-        restore_testing_plans=catalog.get_setting(SETTING_RESTORE_TESTING_PLANS, {}) or {},
+        restore_testing_plans=open_headers(account, catalog.get_setting(SETTING_RESTORE_TESTING_PLANS, {}) or {}),
         frameworks=catalog.get_setting(SETTING_FRAMEWORKS, {}) or {},
         report_plans=catalog.get_setting(SETTING_REPORT_PLANS, {}) or {},
     )
@@ -185,7 +186,8 @@ def _execute(account: Account, loaded: LoadedConfig, change: Change, clock: Cloc
     elif change.kind == BACKUP_PLAN:
         account.catalog.set_setting(SETTING_BACKUP_PLANS, loaded.stored_backup_plans() or None)
     elif change.kind == RESTORE_TESTING_PLAN:
-        account.catalog.set_setting(SETTING_RESTORE_TESTING_PLANS, loaded.stored_restore_testing_plans() or None)
+        plans = seal_headers(account, loaded.stored_restore_testing_plans())
+        account.catalog.set_setting(SETTING_RESTORE_TESTING_PLANS, plans or None)
     elif change.kind == FRAMEWORK:
         account.catalog.set_setting(SETTING_FRAMEWORKS, loaded.stored_frameworks() or None)
     elif change.kind == REPORT_PLAN:

@@ -56,6 +56,7 @@ from strongroom.services.joblock import JobLock, is_held
 from strongroom.services.jobs import lock_path, recover_dead_jobs
 from strongroom.services.notifications.outbox import queue_safely
 from strongroom.services.restore import create_restore_job, run_restore_job
+from strongroom.services.restore_testing_headers import open_headers
 from strongroom.services.restore_testing_records import (
     KEY,
     PLAN_NAME_KEY,
@@ -86,7 +87,7 @@ RESTORE_VALIDATION_COMPLETED = "RESTORE_VALIDATION_COMPLETED"
 # Plans ------------------------------------------------------------------------------------------
 def applied_plans(account: Account) -> dict[str, RestoreTestingPlan]:
     """The restore testing plans the last apply stored."""
-    stored = account.catalog.get_setting(SETTING_RESTORE_TESTING_PLANS) or {}
+    stored = open_headers(account, account.catalog.get_setting(SETTING_RESTORE_TESTING_PLANS) or {})
     try:
         return {name: RestoreTestingPlan.model_validate(plan) for name, plan in sorted(stored.items())}
     except ValidationError as exc:  # written by apply from a valid file: only a changed schema gets here
