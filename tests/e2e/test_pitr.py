@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from strongroom.adapters.postgres.tools import server_user
+from strongroom.adapters.postgres.tools import find_tool, server_user
 from tests.support.cli import Cli
 from tests.support.pgcluster import PgCluster, traversable_tempdir
 from tests.support.walarchive import ArchivingCluster, archived_object, launcher, vault_directory
@@ -315,6 +316,29 @@ def test_a_damaged_segment_ahead_is_never_spooled_and_stops_recovery_with_126(wo
     assert f'could not restore file "{damaged}"' in result.stderr and "not executable" in result.stderr, result.stderr
     assert prefetchers(world) == []
     assert not (world.cli.home / "clusters" / ".damaged-ahead.wal-spool").exists()
+
+
+def test_under_pgbench_each_restore_holds_exactly_the_transactions_committed_before_its_time(world: World) -> None:
+    """pgbench writes continuously (two clients) while PostgreSQL archives; each restore to a time between two
+    of its transactions' commits holds exactly the pgbench_history rows of the transactions committed before."""
+    pgbench = str(find_tool("pgbench"))
+    subprocess.run([pgbench, "-i", "-s", "1", "-q", world.cluster.dsn()], check=True, capture_output=True)
+    subprocess.run([pgbench, "-c", "2", "-T", "3", "-n", world.cluster.dsn()], check=True, capture_output=True)
+    world.archiving.switch_and_wait()
+    history = world.cluster.query(
+        "SELECT tid, bid, aid, delta, mtime, pg_xact_commit_timestamp(xmin) AS at FROM pgbench_history ORDER BY at"
+    )
+    assert len(history) > 100, len(history)  # a continuous stream of transactions, not a handful
+    for fraction in (0.3, 0.7):
+        index = int(len(history) * fraction)
+        while history[index][5] == history[index + 1][5]:  # a time strictly between two commits
+            index += 1
+        target = midpoint(history[index][5], history[index + 1][5])
+        _job, restored = world.restore(f"pgbench-{int(fraction * 10)}", "--restore-time", target)
+        rows = restored.query("SELECT tid, bid, aid, delta, mtime FROM pgbench_history ORDER BY tid, aid, mtime")
+        expected = sorted(row[:5] for row in history if row[5] < datetime.fromisoformat(target))
+        assert sorted(rows) == expected and len(expected) == index + 1
+        restored.stop()
 
 
 # Continuous recovery points and lifecycle (these run last: they remove WAL the tests above replay) ------
