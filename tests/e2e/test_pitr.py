@@ -382,6 +382,7 @@ def test_one_continuous_point_per_resource_and_vault_restores_to_a_time(world: W
 
 
 def test_a_runbook_at_or_before_an_incident_restores_to_that_second_from_the_continuous_point(world: World) -> None:
+    continuous_point(world)
     commits = world.commits
     moment = commits[6][1] + (commits[7][1] - commits[6][1]) / 2
     incident = (moment + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -119,8 +119,9 @@ def fetch_file(credential: WalCredential, name: str, destination: Path) -> bytes
     """Write archived WAL file ``name`` to ``destination`` (restore_command's %f and %p); its bytes.
 
     WalFileMissingError when it was never archived (PostgreSQL then looks in pg_wal or ends recovery)."""
+    check_name(name)
     try:
-        data = credential.archive().fetch(check_name(name))
+        data = credential.archive().fetch(name)
     except NotFoundError:
         raise WalFileMissingError(f"WAL file {name} is not archived") from None
     temporary = destination.with_name(f".{destination.name}.strongroom")
