@@ -65,6 +65,25 @@ def new_point_retention(account: Account, vault_name: str, rp: RecoveryPoint) ->
     return point_retention(lock, rp.delete_at, model.now()) if lock else None
 
 
+WAL_WINDOW_DAYS = 35  # the longest continuous window (services/pitr.py): archived WAL is kept as long
+
+
+def wal_retention(account: Account, vault_name: str) -> Retention | None:
+    """What a WAL object written into ``vault_name`` now holds (None: the storage enforces no lock).
+
+    The lock's mode, until now + the longest continuous window + the lock's minimum retention: a WAL file is
+    needed for at most the window after it was archived (a kept base backup's WAL is younger than the backup),
+    and the lock's minimum covers a snapshot kept that long that needs it. Extend-only, as every retention."""
+    record = account.catalog.get_vault(vault_name)
+    if not record.lock:
+        return None
+    lock = storage_lock(record, open_store(record.store_url))
+    if lock is None:
+        return None
+    moment = model.now()
+    return Retention(s3_mode(lock, moment), moment + timedelta(days=WAL_WINDOW_DAYS + (lock.min_retention_days or 0)))
+
+
 @dataclass
 class RetentionReport:
     """What extending the retention of a vault's live points did (``lifecycle run`` and ``put-lock`` show it)."""

@@ -136,6 +136,21 @@ def check_reachable(store_url: str, os_user: str | None) -> None:
         )
 
 
+def grant_wal(store_url: str, system_identifier: str, os_user: str | None) -> None:
+    """On a local vault, give the restored server's OS user the cluster's WAL it fetches (restore_command runs as
+    that user): WAL this account's own ``serve`` received from a source account is this account's user's."""
+    user = server_user(os_user)
+    if user is None or not store_url.startswith("file://") or not system_identifier.isdigit():
+        return
+    top = Path(unquote(urlparse(store_url).path)) / WAL_PREFIX / system_identifier
+    if not top.is_dir():
+        return
+    for directory, _subdirectories, files in os.walk(top):
+        for path in (Path(directory), *(Path(directory) / name for name in files)):
+            if path.lstat().st_uid != user.uid:
+                os.lchown(path, user.uid, user.gid)
+
+
 def prepare_store(store_url: str, system_identifier: str, user: OsUser | None) -> list[str]:
     """On a local vault, make the directories ``wal push`` writes (WAL and temporary files) the server user's."""
     if not store_url.startswith("file://") or user is None:
@@ -389,6 +404,12 @@ def base_backups(account: Account, point: RecoveryPoint, moment: datetime | None
 
 
 def completed_at(point: RecoveryPoint) -> datetime:
+    """When the cluster was as the base backup holds it. A copy's ``completion_date`` is when it arrived here,
+    so a copied base backup counts from its ``creation_date``: the source's start of the backup (bounded by
+    this account's clock when it arrived). A target in the seconds the backup ran is then refused by
+    PostgreSQL itself (before the consistent point), never restored wrong."""
+    if point.source_recovery_point_arn:
+        return parse_time(point.creation_date)
     return parse_time(point.completion_date or point.creation_date)
 
 
@@ -432,7 +453,7 @@ def choose_base(backups: list[RecoveryPoint], point: RecoveryPoint, target: Reco
     before it; for the latest, the newest; for a transaction id or a name, the point given."""
     if target.kind == TargetKind.TIME:
         moment = parse_time(target.value or "")
-        before = [b for b in backups if parse_time(b.completion_date or b.creation_date) <= moment]
+        before = [b for b in backups if completed_at(b) <= moment]
         return before[-1] if before else backups[0]
     if target.kind == TargetKind.LSN:
         wanted = parse_lsn(target.value or "0/0")
@@ -509,7 +530,8 @@ def recovery_window(
     archive: WalArchive, earliest: RecoveryPoint, base: RecoveryPoint, path: list[TimelineStep]
 ) -> RecoveryWindow:
     """From the earliest base backup to the newest WAL reachable from ``base`` along ``path`` without a gap."""
-    opening = earliest.completion_date or earliest.creation_date
+    copied = earliest.source_recovery_point_arn  # as completed_at: a copy counts from the source's time
+    opening = earliest.creation_date if copied else (earliest.completion_date or earliest.creation_date)
     begin = start_lsn(base)
     names = set(archive.names())
     segments = sorted(name for name in names if SEGMENT.fullmatch(name))

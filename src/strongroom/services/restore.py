@@ -109,11 +109,13 @@ def plan_point_in_time(
     account: Account, rp: RecoveryPoint, request: RestoreRequest
 ) -> tuple[RecoveryPoint, RestoreRequest]:
     """The base backup a point-in-time restore starts from; refused (RecoveryWindowError) outside the window."""
-    from strongroom.services.pitr import RecoveryTarget, check_reachable, plan_recovery
+    from strongroom.services.pitr import RecoveryTarget, check_reachable, grant_wal, plan_recovery
 
     wanted = request.options["recovery"]  # from restore start, or a runbook's continuous selection: checked again
     target = RecoveryTarget.of_options(wanted)
-    check_reachable(account.catalog.get_vault(rp.vault_name).store_url, request.options.get("os_user"))
+    store_url = account.catalog.get_vault(rp.vault_name).store_url
+    check_reachable(store_url, request.options.get("os_user"))
+    grant_wal(store_url, str(rp.metadata.get("system_identifier") or ""), request.options.get("os_user"))
     plan = plan_recovery(account, rp, target)
     recovery = {**target.as_options(), "requested_recovery_point": rp.arn, "window": plan.window.describe()}
     return plan.base, replace(request, options={**request.options, "recovery": recovery})
