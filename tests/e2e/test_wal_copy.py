@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("walcopy")]
 RESOURCE = "db"
 VAULT = "pitr"
 DR_VAULT = "dr"
+BACK_VAULT = "back"  # where a runbook in the source account copies the destination's points back
 
 
 @dataclass
@@ -93,9 +94,10 @@ def world() -> Iterator[World]:
         source.run("vaults", "create", VAULT, "--store", vault_directory(base / "vault").as_uri())
         dest_vault_dir = vault_directory(base / "dest-vault")
         destination.run("vaults", "create", DR_VAULT, "--store", dest_vault_dir.as_uri())
+        source.run("vaults", "create", BACK_VAULT, "--store", vault_directory(base / "back").as_uri())
         policy = default_destination_policy(
             source_account_ids=[account_id(source)],
-            source_vault_arns=[vault_arn(source, VAULT)],
+            source_vault_arns=[vault_arn(source, VAULT), vault_arn(source, BACK_VAULT)],
             admin_principal_arns=[root_arn(account_id(destination))],
         )
         (base / "policy.json").write_text(json.dumps(policy))
@@ -239,6 +241,33 @@ def test_a_compromised_source_cannot_replace_or_poison_the_destinations_wal(worl
         client.close()
         account.close()
     assert dest_wal(world) == held  # nothing was written or replaced
+
+
+def test_a_runbook_selecting_in_the_destination_at_or_before_an_incident_restores_to_that_second(
+    world: World,
+) -> None:
+    commits = world.commits
+    moment = midpoint(commits[6][1], commits[7][1])  # in the WAL the destination got by the second copy
+    incident = (moment + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    steps = [
+        {"name": "select", "type": "select_recovery_point", "resource": RESOURCE, "vault": DR_VAULT,
+         "account": "destination", "at_or_before": moment.isoformat()},
+        {"name": "restore", "type": "restore", "target_identifier": "dr-from-destination",
+         "copy_back_vault": BACK_VAULT},
+    ]  # fmt: skip
+    runbook = world.base / "from-destination.json"
+    runbook.write_text(json.dumps({"runbook": "from-destination", "steps": steps}))
+    report = world.source.json("dr", "run", str(runbook), "--incident-time", incident)
+    assert report["state"] == "COMPLETED", report
+    assert 299 <= report["rpo_seconds"] <= 301  # the second asked for, not a base backup's time
+    selected = report["recovery_point"]
+    assert selected["restore_time"] == moment.isoformat().replace("+00:00", "Z")
+    assert selected["recovery_point_arn"].split(":")[4] == account_id(world.destination)
+    restored = world.adopt(report["restored"])
+    assert ids(restored) == [row_id for row_id, _at in commits[:7]]
+    restored.stop()
+    back = world.base / "back" / "wal" / world.system_identifier
+    assert sorted(path.name for path in back.glob("*/*")) == sorted(dest_wal(world))  # the WAL came back
 
 
 def test_pitr_from_the_destination_after_the_source_account_is_gone(world: World) -> None:

@@ -104,6 +104,7 @@ def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI
     _vault_routes(app, account, signed)
     _copy_routes(app, sessions, signed)
     _wal_routes(app, account, signed)
+    _wal_out_routes(app, account, signed)
     return app
 
 
@@ -257,6 +258,26 @@ def _wal_routes(app: FastAPI, account: Account, signed: Signed) -> None:
     @app.post("/v1/vaults/{vault}/wal/{system}/continuous")
     async def wal_continuous(vault: str, system: str, who: Caller = Depends(signed(JSON_LIMIT))) -> dict[str, Any]:
         return wal_receive.receive_continuous(account, who.principal_arn, vault, system, json_object(who.body))
+
+
+def _wal_out_routes(app: FastAPI, account: Account, signed: Signed) -> None:
+    """WAL copied back with a continuous point (a pull: services/wal_copy.py, docs/wire-protocol.md)."""
+
+    @app.get("/v1/recovery-points/{rp_id}/wal")
+    async def wal_out_names(rp_id: str, request: Request, who: Caller = Depends(signed(NO_BODY))) -> Any:
+        target = request.query_params.get("destination_vault_arn", "")
+        return wal_receive.outgoing_names(account, who.principal_arn, rp_id, target)
+
+    @app.get("/v1/recovery-points/{rp_id}/wal/{name}")
+    async def wal_out_file(
+        rp_id: str, name: str, request: Request, who: Caller = Depends(signed(NO_BODY, CHUNK_ANSWER_LIMIT))
+    ) -> Response:
+        target = request.query_params.get("destination_vault_arn", "")
+        body, size, modified = wal_receive.outgoing_file(account, who.principal_arn, rp_id, name, target)
+        if len(body) > CHUNK_ANSWER_LIMIT:
+            raise RequestTooLargeError(f"WAL file {name} is too large to copy back ({size} bytes)")
+        headers = {"x-strongroom-wal-size": str(size), "x-strongroom-wal-modified": modified}
+        return Response(body, media_type="application/octet-stream", headers=headers)
 
 
 def _bounded_frames(sessions: CopySessions, who: Caller, session: str) -> bytes:

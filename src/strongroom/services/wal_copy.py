@@ -13,11 +13,12 @@ from typing import Any
 
 import zstandard
 
-from strongroom.model import RecoveryPoint
+from strongroom.errors import RemoteError
+from strongroom.model import Arn, RecoveryPoint
 from strongroom.services.account import Account
 from strongroom.store.base import open_store
 from strongroom.transport.client import AccountClient
-from strongroom.vault.wal import WalArchive, WalKeys
+from strongroom.vault.wal import SYSTEM_IDENTIFIER, WalArchive, WalKeys, check_name
 
 CLUSTER_TYPE = "postgres-cluster"
 WAL_API_VERSION = 3  # the destination's api_version from which it takes WAL
@@ -69,4 +70,32 @@ def copy_wal(account: Account, client: AccountClient, rp: RecoveryPoint, target_
         stats["destination_continuous_recovery_point_arn"] = client.put_continuous(target_vault, system, request)[
             "recovery_point_arn"
         ]
+    return stats
+
+
+def pull_wal(account: Account, client: AccountClient, remote_rp_arn: str, vault_name: str) -> dict[str, Any]:
+    """Copy back the WAL of a point's cluster from another account into ``vault_name`` (the files it lacks),
+    checked as a destination checks WAL it receives and sealed under this vault's keys, put-if-absent."""
+    from strongroom.services import object_lock, wal_receive
+
+    record = account.catalog.get_vault(vault_name)
+    answer = client.wal_out_names(Arn.parse(remote_rp_arn).name, record.arn)
+    system = str(answer.get("system_identifier") or "")
+    if not SYSTEM_IDENTIFIER.fullmatch(system):
+        raise RemoteError("the other account named no cluster for the point's WAL")
+    archive = wal_receive.archive_of(account, vault_name, system)
+    held = set(archive.names())
+    retention = object_lock.wal_retention(account, vault_name)
+    stats: dict[str, Any] = {"system_identifier": system, "files_received": 0, "files_held": 0, "bytes_received": 0}
+    for name in answer["names"]:
+        if name in held:
+            stats["files_held"] += 1
+            continue
+        check_name(name)
+        body, size, modified = client.wal_out_file(Arn.parse(remote_rp_arn).name, name, record.arn)
+        data = wal_receive.wal_bytes(body, wal_receive.wal_size(size))
+        wal_receive.check_content(name, data, system)
+        archive.push(name, data, wal_receive.wal_modified(modified), retention=retention)
+        stats["files_received"] += 1
+        stats["bytes_received"] += len(data)
     return stats

@@ -112,9 +112,9 @@ def receive_wal(
     authorise(account, principal_arn, vault_name, system, query.get("source_vault_arn", ""))
     if not _wal_name(name):
         raise RemoteError(f"malformed request: '{name[:40]}' is not the name of a WAL file")
-    size = _size(query.get("size", ""))
-    modified = _modified(query.get("modified", ""))
-    data = _decompress(body, size)
+    size = wal_size(query.get("size", ""))
+    modified = wal_modified(query.get("modified", ""))
+    data = wal_bytes(body, size)
     check_content(name, data, system)
     retention = object_lock.wal_retention(account, vault_name)
     return archive_of(account, vault_name, system).push(name, data, modified, retention=retention)
@@ -147,7 +147,7 @@ def _wal_name(name: str) -> bool:
     return True
 
 
-def _size(text: str) -> int:
+def wal_size(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= MAX_COPIED_WAL:
         raise RemoteError(
             f"malformed request: size must be 1..{MAX_COPIED_WAL} bytes",
@@ -156,7 +156,7 @@ def _size(text: str) -> int:
     return int(text)
 
 
-def _modified(text: str) -> datetime:
+def wal_modified(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -171,7 +171,7 @@ def _modified(text: str) -> datetime:
     return moment
 
 
-def _decompress(body: bytes, size: int) -> bytes:
+def wal_bytes(body: bytes, size: int) -> bytes:
     """The body's bytes, never more than ``size`` + 1 of them produced (a frame's own content size is not trusted:
     ``decompress(max_output_size=)`` would allocate what it claims)."""
     try:
@@ -201,64 +201,70 @@ def receive_continuous(
         raise UsageError(f"{request.source_recovery_point_arn} does not belong to the calling account {caller}")
     if not copied_base_backups(account, vault_name, system, caller, request.resource_id):
         raise UsageError(f"vault {vault_name} holds no copied base backup of {request.resource_id} from {caller}")
+    parameters = {
+        "direction": "in",
+        "principal_arn": principal_arn,
+        "source_recovery_point_arn": request.source_recovery_point_arn,
+        "source_backup_vault_arn": request.source_vault_arn,
+    }
+    return keep_copied_continuous_point(account, vault_name, request.resource_id, system, request.window_days,
+                                        parameters)  # fmt: skip
+
+
+def keep_copied_continuous_point(
+    account: Account, vault_name: str, resource_id: str, system: str, days: int, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """The vault's one continuous point of the resource's cluster, whose WAL came from another account: its
+    window updated to ``days``, or made (by a COPY job of this account, ``parameters`` saying whence)."""
     from strongroom.services.pitr import continuous_points
 
     existing = [
         point
-        for point in continuous_points(account, request.resource_id, vault_name)
+        for point in continuous_points(account, resource_id, vault_name)
         if str(point.metadata.get("system_identifier")) == system
     ]
     if existing:
         point = existing[0]
-        if point.metadata.get("window_days") != request.window_days:
-            metadata = {**point.metadata, "window_days": request.window_days}
-            account.catalog.update_recovery_point(point.id, metadata=metadata)
+        if point.metadata.get("window_days") != days:
+            account.catalog.update_recovery_point(point.id, metadata={**point.metadata, "window_days": days})
         return {"recovery_point_arn": point.arn, "created": False}
-    point = _new_continuous_point(account, principal_arn, vault_name, request)
+    point = _new_continuous_point(account, vault_name, resource_id, days, parameters)
     return {"recovery_point_arn": point.arn, "created": True}
 
 
 def _new_continuous_point(
-    account: Account, principal_arn: str, vault_name: str, request: ContinuousRequest
+    account: Account, vault_name: str, resource_id: str, days: int, parameters: dict[str, Any]
 ) -> RecoveryPoint:
     """A data-less point (no streams) as a backup's continuous point, recorded by a COPY job of its own."""
     from strongroom.services.pitr import continuous_metadata
 
     vault = account.catalog.get_vault(vault_name)
+    parameters = {**parameters, "destination_backup_vault_arn": vault.arn, "continuous": True, "window_days": days}
     writer_hold = try_hold_writer(account, vault_name)
     try:
         arrival = iso(now()) or ""
         retention = vault_ops.new_point_retention(vault, arrival, None)
-        parameters = {
-            "direction": "in",
-            "principal_arn": principal_arn,
-            "source_recovery_point_arn": request.source_recovery_point_arn,
-            "source_backup_vault_arn": request.source_vault_arn,
-            "destination_backup_vault_arn": vault.arn,
-            "continuous": True,
-            "window_days": request.window_days,
-        }
-        job, lock = create_job(account, JobType.COPY, resource_id=request.resource_id, vault_name=vault_name,
+        job, lock = create_job(account, JobType.COPY, resource_id=resource_id, vault_name=vault_name,
                                parameters=parameters, running_since=now())  # fmt: skip
         try:
             rp = RecoveryPoint(
                 id=new_id(),
                 arn="",
                 vault_name=vault_name,
-                resource_id=request.resource_id,
+                resource_id=resource_id,
                 resource_type=CLUSTER_TYPE,
                 status=RecoveryPointStatus.CREATING,
                 creation_date=arrival,
                 backup_job_id=job.id,
-                source_recovery_point_arn=request.source_recovery_point_arn,
+                source_recovery_point_arn=parameters.get("source_recovery_point_arn"),
                 **retention,
             )
             rp.arn = account.recovery_point_arn(rp.id)
             account.catalog.add_recovery_point(rp, {"recovery_point_arn": rp.arn})
-            metadata = continuous_metadata(account, request.resource_id, vault_name, parameters)
+            metadata = continuous_metadata(account, resource_id, vault_name, parameters)
             locked = object_lock.new_point_retention(account, vault_name, rp)
             with RecoveryPointWriter(account.vault(vault_name), rp.id, None, retention=locked) as writer:
-                manifest = writer.commit(request.resource_id, CLUSTER_TYPE, metadata)
+                manifest = writer.commit(resource_id, CLUSTER_TYPE, metadata)
             complete_recovery_point(account, rp.id, manifest, source_bytes=0, stored_bytes=0, new_bytes=0,
                                     metadata=metadata, job_id=job.id,
                                     result={"destination_recovery_point_arn": rp.arn})  # fmt: skip
@@ -271,3 +277,33 @@ def _new_continuous_point(
     finally:
         writer_hold.release()
     return account.catalog.get_recovery_point(rp.arn)
+
+
+# WAL going out (a copy back of a continuous point: CopyFromBackupVault) -------------------------------
+def outgoing_point(account: Account, principal_arn: str, rp_id: str, target_vault_arn: str) -> RecoveryPoint:
+    """The point whose cluster's WAL the caller copies back into ``target_vault_arn``, authorised as a pull."""
+    Arn.parse(target_vault_arn)
+    rp = account.catalog.get_recovery_point(rp_id)
+    vault = account.catalog.get_vault(rp.vault_name)
+    context = {"backup:CopyTargets": [target_vault_arn]}
+    vault_ops.authorize_action(account, principal_arn, "CopyFromBackupVault", vault, context)
+    if rp.status != RecoveryPointStatus.COMPLETED or rp.resource_type != CLUSTER_TYPE:
+        raise UsageError(f"recovery point {rp.arn} is not a COMPLETED {CLUSTER_TYPE} point: it has no WAL")
+    if not SYSTEM_IDENTIFIER.fullmatch(str(rp.metadata.get("system_identifier") or "")):
+        raise UsageError(f"recovery point {rp.arn} does not say which cluster it holds")
+    return rp
+
+
+def outgoing_names(account: Account, principal_arn: str, rp_id: str, target_vault_arn: str) -> dict[str, Any]:
+    rp = outgoing_point(account, principal_arn, rp_id, target_vault_arn)
+    system = str(rp.metadata["system_identifier"])
+    return {"system_identifier": system, "names": archive_of(account, rp.vault_name, system).names()}
+
+
+def outgoing_file(
+    account: Account, principal_arn: str, rp_id: str, name: str, target_vault_arn: str
+) -> tuple[bytes, int, str]:
+    """A zstd frame of the WAL file (read and authenticated here), its size and its recorded modification time."""
+    rp = outgoing_point(account, principal_arn, rp_id, target_vault_arn)
+    header, data = archive_of(account, rp.vault_name, str(rp.metadata["system_identifier"])).read(check_name(name))
+    return zstandard.ZstdCompressor(level=3).compress(data), len(data), header.modified

@@ -160,6 +160,20 @@ class AccountClient:
     def put_continuous(self, vault: str, system: str, request: dict[str, Any]) -> dict[str, Any]:
         return dict(self.json("POST", f"/vaults/{vault}/wal/{system}/continuous", request))
 
+    def wal_out_names(self, rp_id: str, destination_vault_arn: str) -> dict[str, Any]:
+        answer = self.json("GET", f"/recovery-points/{rp_id}/wal", destination_vault_arn=destination_vault_arn)
+        names = answer.get("names") if isinstance(answer, dict) else None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise RemoteError("the other account answered a WAL name list that is not a list of names")
+        return dict(answer)
+
+    def wal_out_file(self, rp_id: str, name: str, destination_vault_arn: str) -> tuple[bytes, str, str]:
+        """A zstd frame of the WAL file, the size and the modification time the other account states."""
+        query = {"destination_vault_arn": destination_vault_arn}
+        response = self.call("GET", f"/recovery-points/{rp_id}/wal/{name}", query=query)
+        size = response.headers.get("x-strongroom-wal-size", "")
+        return response.content, size, response.headers.get("x-strongroom-wal-modified", "")
+
     # Copy out of a vault of the remote account (pull) --------------------------------------------------
     def start_copy_out(self, rp_id: str, destination_vault_arn: str) -> dict[str, Any]:
         payload = {"destination_vault_arn": destination_vault_arn}
