@@ -101,9 +101,13 @@ def setup_wal(account: Account, resource_id: str, vault_name: str, os_user: str 
     assert row is not None
     system_identifier, _segment_size, archive_mode, archive_command, _standby = row
     user = server_user(os_user)
+    from strongroom.services.object_lock import wal_lock_rule
+
+    rule = wal_lock_rule(account, vault_name)  # a locked S3 vault: each pushed file under the lock's retention
     credential = WalCredential(
-        resource_id, vault_name, record.store_url, WalKeys.derive(vault.keys, system_identifier), dsn.text
-    )
+        resource_id, vault_name, record.store_url, WalKeys.derive(vault.keys, system_identifier), dsn.text,
+        str(rule[0]) if rule else None, rule[1] if rule else None,
+    )  # fmt: skip
     path = credential_file(account.home, resource_id)
     path.parent.mkdir(mode=0o711, exist_ok=True)
     write_durably(path, credential.to_json(), mode=0o600)
@@ -716,10 +720,14 @@ def prune_system(archive: WalArchive, starts: list[tuple[int, int]]) -> dict[str
         return any(int(name[:8], 16) >= timeline and number >= begin // size for timeline, begin in starts)
 
     doomed = [name for name in names if not name.endswith(".history") and not needed(name)]
-    archive.remove(doomed)
+    removal = archive.remove(doomed)
     earliest = min(starts, key=lambda start: start[1])
-    return {
+    report: dict[str, Any] = {
         "system_identifier": archive.system_identifier,
-        "deleted": len(doomed),
+        "deleted": removal.deleted,
         "kept_from": segment_name(f"{earliest[0]:08X}", earliest[1] // size, size),
     }
+    if removal.retained:  # a locked vault's WAL (Object Lock): deleted by a run after its retention ends
+        report["retained"] = removal.retained
+        report["retained_until"] = iso(removal.retained_until)
+    return report

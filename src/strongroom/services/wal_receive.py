@@ -261,6 +261,7 @@ def _new_continuous_point(
             )
             rp.arn = account.recovery_point_arn(rp.id)
             account.catalog.add_recovery_point(rp, {"recovery_point_arn": rp.arn})
+            account.catalog.update_job(job.id, recovery_point_arn=rp.arn)  # a failure marks the point PARTIAL
             metadata = continuous_metadata(account, resource_id, vault_name, parameters)
             locked = object_lock.new_point_retention(account, vault_name, rp)
             with RecoveryPointWriter(account.vault(vault_name), rp.id, None, retention=locked) as writer:
@@ -268,8 +269,9 @@ def _new_continuous_point(
             complete_recovery_point(account, rp.id, manifest, source_bytes=0, stored_bytes=0, new_bytes=0,
                                     metadata=metadata, job_id=job.id,
                                     result={"destination_recovery_point_arn": rp.arn})  # fmt: skip
-        except StrongroomError as exc:
-            fail_job(account, account.catalog.get_job(job.id), exc.one_line())
+        except Exception as exc:
+            why = exc.one_line() if isinstance(exc, StrongroomError) else f"internal error: {type(exc).__name__}"
+            fail_job(account, account.catalog.get_job(job.id), why)
             raise
         finally:
             lock.release()
