@@ -28,6 +28,7 @@ from strongroom.services.remote import client_for
 from tests.support.accounts import Server, account_id, issue_credential, register, serving, vault_arn
 from tests.support.cli import Cli
 from tests.support.pgcluster import PgCluster, traversable_tempdir
+from tests.support.s3server import S3_TEST_ENV, S3Server
 from tests.support.walarchive import ArchivingCluster, archived_object, launcher, vault_directory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("walcopy")]
@@ -79,13 +80,14 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world(s3_server: S3Server) -> Iterator[World]:
     base = traversable_tempdir("sr-walcopy-")
     cluster = PgCluster.create(
         base / "pg", settings={"archive_mode": "on", "archive_command": "", "track_commit_timestamp": "on"}
     )
     cluster.start()
     source, destination = Cli(base / "source"), Cli(base / "destination")
+    destination.env.update(S3_TEST_ENV)  # its serve writes the locked S3 vault (test_copied_wal_in_a_locked...)
     for cli in (source, destination):
         cli.env["STRONGROOM_WAL_COMMAND"] = str(launcher(base))
         cli.run("init")
@@ -268,6 +270,29 @@ def test_a_runbook_selecting_in_the_destination_at_or_before_an_incident_restore
     restored.stop()
     back = world.base / "back" / "wal" / world.system_identifier
     assert sorted(path.name for path in back.glob("*/*")) == sorted(dest_wal(world))  # the WAL came back
+
+
+def test_copied_wal_in_a_locked_s3_vault_is_written_under_the_locks_retention(
+    world: World, s3_server: S3Server
+) -> None:
+    bucket = s3_server.new_bucket(object_lock=True)
+    world.destination.run("vaults", "create", "locked", "--store", s3_server.url(bucket, "vault"))
+    world.destination.run("vaults", "put-access-policy", "locked", "--file", str(world.base / "policy.json"))
+    world.destination.run("vaults", "put-lock", "locked", "--min-retention-days", "2")
+    base_point = world.first_copy["result"]["source_recovery_point_arn"]
+    copied = world.source.json("copy", "start", "--recovery-point", base_point, "--destination-vault",
+                               vault_arn(world.destination, "locked"), "--wait")  # fmt: skip
+    assert copied["state"] == "COMPLETED", copied
+    assert copied["result"]["wal"]["files_sent"] >= 3
+    client = s3_server.client()
+    prefix = f"vault/wal/{world.system_identifier}/"
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    assert len(keys) == copied["result"]["wal"]["files_sent"]
+    horizon = datetime.now().astimezone() + timedelta(days=35 + 2)  # the longest window + the lock's minimum
+    for key in keys:
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "GOVERNANCE", key
+        assert abs(head["ObjectLockRetainUntilDate"] - horizon) < timedelta(hours=1), key
 
 
 def test_pitr_from_the_destination_after_the_source_account_is_gone(world: World) -> None:
