@@ -236,6 +236,9 @@ def test_a_compromised_source_cannot_replace_or_poison_the_destinations_wal(worl
         with pytest.raises(RemoteError, match="in this account's future"):
             push(future[:8] + "0000000000000099", genuine, modified=(datetime.now().astimezone()
                                                                       + timedelta(days=1)).isoformat())  # fmt: skip
+        shrink = {"source_vault_arn": source_vault, "source_recovery_point_arn": world.continuous_arn,
+                  "resource_id": RESOURCE, "window_days": 1}  # fmt: skip
+        client.put_continuous(DR_VAULT, world.system_identifier, shrink)  # would have lifecycle prune WAL here
         other_account_vault = vault_arn(world.destination, DR_VAULT)  # a vault ARN not the caller's own
         with pytest.raises(UsageError, match="does not belong to the calling account"):
             push(future, genuine, source_vault_arn=other_account_vault)
@@ -243,6 +246,9 @@ def test_a_compromised_source_cannot_replace_or_poison_the_destinations_wal(worl
         client.close()
         account.close()
     assert dest_wal(world) == held  # nothing was written or replaced
+    points = world.destination.json("recovery-points", "list", "--vault", DR_VAULT)["recovery_points"]
+    [continuous] = [p for p in points if (p.get("metadata") or {}).get("continuous")]
+    assert continuous["metadata"]["window_days"] == 35  # a source never shortens the window
 
 
 def test_a_runbook_selecting_in_the_destination_at_or_before_an_incident_restores_to_that_second(

@@ -215,7 +215,8 @@ def keep_copied_continuous_point(
     account: Account, vault_name: str, resource_id: str, system: str, days: int, parameters: dict[str, Any]
 ) -> dict[str, Any]:
     """The vault's one continuous point of the resource's cluster, whose WAL came from another account: its
-    window updated to ``days``, or made (by a COPY job of this account, ``parameters`` saying whence)."""
+    window lengthened to ``days`` (never shortened), or made (by a COPY job of this account, ``parameters``
+    saying whence)."""
     from strongroom.services.pitr import continuous_points
 
     existing = [
@@ -225,7 +226,9 @@ def keep_copied_continuous_point(
     ]
     if existing:
         point = existing[0]
-        if point.metadata.get("window_days") != days:
+        # Only ever longer: a shorter window would have this account's lifecycle delete WAL, and a source (or
+        # whoever holds its keys) never deletes anything here. The destination's operator may shorten it.
+        if days > int(point.metadata.get("window_days") or 0):
             account.catalog.update_recovery_point(point.id, metadata={**point.metadata, "window_days": days})
         return {"recovery_point_arn": point.arn, "created": False}
     point = _new_continuous_point(account, vault_name, resource_id, days, parameters)
