@@ -24,7 +24,7 @@ import pytest
 import zstandard
 
 from strongroom.catalog import Catalog
-from strongroom.errors import NotFoundError, StrongroomError
+from strongroom.errors import NotFoundError, RemoteError, StrongroomError
 from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
 from strongroom.vault.source import source_chunk_id
@@ -248,3 +248,17 @@ def _fill(path: Path) -> None:
                 handle.write(b"\0")
             except OSError:
                 break
+
+
+def test_a_frame_whose_zstd_header_claims_more_than_announced_is_refused_uninflated(tmp_path: Path) -> None:
+    """A hostile source's FULL frame: 10 bytes announced, a zstd frame of a few KiB whose own header claims
+    256 MiB. The destination produces at most 11 bytes of it (never trusting the frame's content size) and
+    refuses the chunk."""
+    source, destination, credential = make_accounts(tmp_path)
+    with copier(source, destination, credential) as attacker:
+        session = attacker.open_session()
+        bomb = zstandard.ZstdCompressor().compress(bytes(256 << 20))
+        assert len(bomb) < 1 << 16
+        chunk_id = source_chunk_id(stolen_id_key(source), bytes(10))
+        with pytest.raises(RemoteError, match="arrived with 11 bytes, announced 10"):
+            attacker.client.put_chunks(session, wire.encode_frame(chunk_id, 10, bomb))

@@ -226,3 +226,64 @@ def test_gc_reports_objects_still_retained_and_leaves_them(cli: Cli, s3_server: 
     assert datetime.fromisoformat(collected["retained_until"]) >= delete_at
     assert "kept by Object Lock retention" in collected["message"]
     assert [key for key in bucket.listing() if key.startswith("vault/chunks/")] == chunks
+
+
+def test_wal_pushed_into_a_locked_s3_vault_is_retained_and_pruning_waits_for_its_retention(
+    cli: Cli, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """``wal push`` (archive_command) writes each WAL object under the lock's mode, retained for the longest
+    continuous window plus the lock's minimum; lifecycle pruning never tries one still retained (it reports it)
+    and deletes it, every version, once its retention ended."""
+    import struct
+
+    from strongroom.services.account import open_account
+    from strongroom.services.object_lock import wal_lock_rule
+    from strongroom.services.pitr import prune_system
+    from strongroom.services.wal_archive import WalCredential
+    from strongroom.vault.wal import WalKeys, wal_key
+
+    system, size = "7000000000000000001", 1 << 20
+    bucket_name = s3_server.new_bucket(object_lock=True)
+    store_url = s3_server.url(bucket_name, "vault")
+    cli.run("vaults", "create", "Offsite", "--store", store_url)
+    cli.run("vaults", "put-lock", "Offsite", "--min-retention-days", "1")
+    account = open_account(cli.home, lambda: cli.env["STRONGROOM_PASSPHRASE"])
+    try:
+        rule = wal_lock_rule(account, "Offsite")  # what 'wal setup' writes into the credential file
+        keys = WalKeys.derive(account.vault("Offsite").keys, system)
+    finally:
+        account.close()
+    assert rule is not None and (str(rule[0]), rule[1]) == ("GOVERNANCE", 36)
+    credential = WalCredential("db", "Offsite", store_url, keys, None, str(rule[0]), rule[1])
+    config = tmp_path / "wal.json"
+    config.write_bytes(credential.to_json())
+    pushed = datetime.now(UTC)
+    names = ["000000010000000000000001", "000000010000000000000002"]
+    for name in names:
+        header = struct.pack("<HHIQI4xQ", 0xD110, 2, 1, int(name[16:], 16) * size, 0, int(system))
+        (tmp_path / name).write_bytes(header + b"w" * (size - len(header)))
+        cli.run("wal", "push", "--config", str(config), str(tmp_path / name))
+    bucket = Bucket(s3_server, bucket_name, "vault/")
+    keys_of = {name: f"vault/{wal_key(system, name)}" for name in names}
+    for key in keys_of.values():
+        head = bucket.head(key)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        assert abs(head["ObjectLockRetainUntilDate"] - (pushed + timedelta(days=36))) < timedelta(hours=1)
+
+    archive = WalCredential.load(config).archive()
+    kept = prune_system(archive, [(1, 2 * size)])  # a base backup starting in segment 2: segment 1 is not needed
+    assert (kept["deleted"], kept["retained"]) == (0, 1)
+    assert datetime.fromisoformat(kept["retained_until"]) > pushed + timedelta(days=35)
+    assert keys_of[names[0]] in bucket.listing()
+    if not s3_server.is_moto:  # an ended retention is written as a past date, which only moto accepts
+        return
+    bucket.client.put_object_retention(
+        Bucket=bucket.name, Key=keys_of[names[0]], BypassGovernanceRetention=True,
+        Retention={"Mode": "GOVERNANCE", "RetainUntilDate": datetime.now(UTC) - timedelta(minutes=1)},
+    )  # fmt: skip
+    gone = prune_system(archive, [(1, 2 * size)])
+    assert (gone["deleted"], gone.get("retained", 0)) == (1, 0)
+    assert [v for v in bucket.versions() if v["Key"] == keys_of[names[0]]] == []  # every version, for good
+    assert archive.fetch(names[1])[: len(header)] == struct.pack(  # the needed one stays, readable
+        "<HHIQI4xQ", 0xD110, 2, 1, 2 * size, 0, int(system)
+    )

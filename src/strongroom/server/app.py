@@ -41,14 +41,14 @@ from strongroom.server.intake import (
     json_object,
     signed_requests,
 )
-from strongroom.services import vault_ops
+from strongroom.services import vault_ops, wal_receive
 from strongroom.services.account import Account
 from strongroom.services.copy_sessions import CopySessions
 from strongroom.services.jobs import recover_dead_jobs
 from strongroom.services.session_limits import SessionLimits
 from strongroom.transport import wire
 
-API_VERSION = "2"  # 2: a copy-in announcement carries the source vault's chunk-id key
+API_VERSION = "3"  # 2: a copy-in announcement carries the source vault's chunk-id key; 3: WAL copies
 Signed = Callable[..., Any]  # intake.signed_requests: signed(limit) is the dependency of a route
 ADMISSION_POLL_SECONDS = 0.1
 ADMISSION_POLLS = 600  # a copy waits up to a minute for a garbage collection of its vault, then gets 503
@@ -103,6 +103,8 @@ def create_app(account: Account, limits: SessionLimits | None = None) -> FastAPI
     _account_routes(app, account, signed)
     _vault_routes(app, account, signed)
     _copy_routes(app, sessions, signed)
+    _wal_routes(app, account, signed)
+    _wal_out_routes(app, account, signed)
     return app
 
 
@@ -235,6 +237,47 @@ def _copy_routes(app: FastAPI, sessions: CopySessions, signed: Signed) -> None:
     async def end_copy_out(session: str, who: Caller = Depends(signed(NO_BODY))) -> Response:
         sessions.end_outgoing(who.principal_arn, session)
         return Response(status_code=204)
+
+
+def _wal_routes(app: FastAPI, account: Account, signed: Signed) -> None:
+    """WAL copied with a cluster's base backups (services/wal_receive.py, docs/wire-protocol.md)."""
+
+    @app.get("/v1/vaults/{vault}/wal/{system}")
+    async def wal_names(vault: str, system: str, request: Request, who: Caller = Depends(signed(NO_BODY))) -> Any:
+        source = request.query_params.get("source_vault_arn", "")
+        return {"names": wal_receive.held_names(account, who.principal_arn, vault, system, source)}
+
+    @app.put("/v1/vaults/{vault}/wal/{system}/{name}")
+    async def wal_put(
+        vault: str, system: str, name: str, request: Request, who: Caller = Depends(signed(CHUNK_FRAMES_LIMIT))
+    ) -> dict[str, Any]:
+        query = dict(request.query_params)
+        outcome = wal_receive.receive_wal(account, who.principal_arn, vault, system, name, query, who.body)
+        return {"outcome": outcome.value}
+
+    @app.post("/v1/vaults/{vault}/wal/{system}/continuous")
+    async def wal_continuous(vault: str, system: str, who: Caller = Depends(signed(JSON_LIMIT))) -> dict[str, Any]:
+        return wal_receive.receive_continuous(account, who.principal_arn, vault, system, json_object(who.body))
+
+
+def _wal_out_routes(app: FastAPI, account: Account, signed: Signed) -> None:
+    """WAL copied back with a continuous point (a pull: services/wal_copy.py, docs/wire-protocol.md)."""
+
+    @app.get("/v1/recovery-points/{rp_id}/wal")
+    async def wal_out_names(rp_id: str, request: Request, who: Caller = Depends(signed(NO_BODY))) -> Any:
+        target = request.query_params.get("destination_vault_arn", "")
+        return wal_receive.outgoing_names(account, who.principal_arn, rp_id, target)
+
+    @app.get("/v1/recovery-points/{rp_id}/wal/{name}")
+    async def wal_out_file(
+        rp_id: str, name: str, request: Request, who: Caller = Depends(signed(NO_BODY, CHUNK_ANSWER_LIMIT))
+    ) -> Response:
+        target = request.query_params.get("destination_vault_arn", "")
+        body, size, modified = wal_receive.outgoing_file(account, who.principal_arn, rp_id, name, target)
+        if len(body) > CHUNK_ANSWER_LIMIT:
+            raise RequestTooLargeError(f"WAL file {name} is too large to copy back ({size} bytes)")
+        headers = {"x-strongroom-wal-size": str(size), "x-strongroom-wal-modified": modified}
+        return Response(body, media_type="application/octet-stream", headers=headers)
 
 
 def _bounded_frames(sessions: CopySessions, who: Caller, session: str) -> bytes:

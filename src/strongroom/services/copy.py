@@ -22,6 +22,7 @@ from strongroom.services.joblock import JobLock
 from strongroom.services.jobs import ProgressCallback, complete_job, complete_recovery_point, create_job, running
 from strongroom.services.recovery_points import latest_intact_reader
 from strongroom.services.remote import client_for
+from strongroom.services.wal_copy import copies_wal, copy_wal, speaks_wal
 from strongroom.services.writers import hold_writer
 from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
@@ -58,11 +59,6 @@ def create_copy_job(
         rp = account.catalog.get_recovery_point(recovery_point_arn)
         if rp.status != RecoveryPointStatus.COMPLETED:
             raise UsageError(f"recovery point {rp.arn} is {rp.status.value}, not COMPLETED, and cannot be copied")
-        if rp.metadata.get("continuous"):
-            raise UsageError(
-                f"recovery point {rp.arn} is a continuous recovery point; its WAL is not copied yet",
-                hint="copy the resource's base backups (the rule's snapshots); docs/pitr.md says what is missing",
-            )
         account.catalog.get_remote_account(target.account_id)
         resource_id, vault_name = rp.resource_id, rp.vault_name
         parameters["source_backup_vault_arn"] = account.catalog.get_vault(vault_name).arn
@@ -105,6 +101,8 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
     params = job.parameters
     rp = account.catalog.get_recovery_point(params["source_recovery_point_arn"])
     target = Arn.parse(params["destination_backup_vault_arn"])
+    if rp.metadata.get("continuous"):
+        return _push_continuous(account, rp, target)
     vault = account.vault(rp.vault_name)
     manifest = load_manifest(vault, rp.id)
     days = params.get("delete_after_days") or rp.delete_after_days
@@ -136,6 +134,9 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
             with suppress(StrongroomError):
                 client.abort_copy_in(session, exc.one_line())
             raise
+        # The cluster's WAL follows its base backup (docs/pitr.md, "Both accounts"); a failure fails the job,
+        # the base backup's copy stays COMPLETED at the destination and the next copy sends the WAL again.
+        wal = copy_wal(account, client, rp, target.name) if copies_wal(rp) and speaks_wal(client) else None
         wire_bytes = client.bytes_sent + client.bytes_received
     return {
         "source_recovery_point_arn": rp.arn,
@@ -144,6 +145,27 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
         "bytes_on_wire": wire_bytes,
         "bytes_transferred": sum(s.size for s in manifest.streams.values()),
         **sent,
+        **({"wal": wal} if wal is not None else {}),
+    }
+
+
+def _push_continuous(account: Account, rp: RecoveryPoint, target: Arn) -> dict[str, Any]:
+    """A continuous point holds no data: copying it sends the cluster's WAL the destination lacks and has the
+    destination keep a continuous point of its own (it needs a copied base backup of the cluster already)."""
+    with client_for(account, target.account_id) as client:
+        if not speaks_wal(client):
+            raise UsageError(
+                f"the destination account's server does not take WAL copies; {rp.arn} is a continuous point",
+                hint="Upgrade Strongroom in the destination account, or copy the resource's base backups",
+            )
+        wal = copy_wal(account, client, rp, target.name)
+        wire_bytes = client.bytes_sent + client.bytes_received
+    return {
+        "source_recovery_point_arn": rp.arn,
+        "destination_recovery_point_arn": wal.get("destination_continuous_recovery_point_arn"),
+        "bytes_on_wire": wire_bytes,
+        "bytes_transferred": wal["bytes_sent"],
+        "wal": wal,
     }
 
 

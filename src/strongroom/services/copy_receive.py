@@ -151,7 +151,7 @@ class CopyReceiver:
     def _plaintext(self, frame: Frame) -> bytes:
         try:
             if frame.base_id is None:
-                return self._decompressor.decompress(frame.body, max_output_size=frame.size)
+                return envelope.bounded(self._decompressor, frame.body, frame.size)
             base = self.known.get(frame.base_id)
             if base is None:
                 raise RemoteError(f"chunk {frame.chunk_id.hex()} is a delta against a chunk this vault lacks")

@@ -65,6 +65,31 @@ def new_point_retention(account: Account, vault_name: str, rp: RecoveryPoint) ->
     return point_retention(lock, rp.delete_at, model.now()) if lock else None
 
 
+WAL_WINDOW_DAYS = 35  # the longest continuous window (services/pitr.py): archived WAL is kept as long
+
+
+def wal_lock_rule(account: Account, vault_name: str) -> tuple[LockMode, int] | None:
+    """The mode and the days a WAL object written into ``vault_name`` is retained for (None: the storage enforces
+    no lock there).
+
+    The longest continuous window plus the lock's minimum retention: a WAL file is needed for at most the window
+    after it was archived (a kept base backup's WAL is younger than the backup), and the lock's minimum covers a
+    snapshot kept that long that needs it. Extend-only, as every retention."""
+    record = account.catalog.get_vault(vault_name)
+    if not record.lock:
+        return None
+    lock = storage_lock(record, open_store(record.store_url))
+    if lock is None:
+        return None
+    return s3_mode(lock, model.now()), WAL_WINDOW_DAYS + (lock.min_retention_days or 0)
+
+
+def wal_retention(account: Account, vault_name: str) -> Retention | None:
+    """What a WAL object written into ``vault_name`` now holds (:func:`wal_lock_rule`)."""
+    rule = wal_lock_rule(account, vault_name)
+    return Retention(rule[0], model.now() + timedelta(days=rule[1])) if rule else None
+
+
 @dataclass
 class RetentionReport:
     """What extending the retention of a vault's live points did (``lifecycle run`` and ``put-lock`` show it)."""

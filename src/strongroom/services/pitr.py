@@ -102,9 +102,13 @@ def setup_wal(account: Account, resource_id: str, vault_name: str, os_user: str 
     assert row is not None
     system_identifier, _segment_size, archive_mode, archive_command, _standby = row
     user = server_user(os_user)
+    from strongroom.services.object_lock import wal_lock_rule
+
+    rule = wal_lock_rule(account, vault_name)  # a locked S3 vault: each pushed file under the lock's retention
     credential = WalCredential(
-        resource_id, vault_name, record.store_url, WalKeys.derive(vault.keys, system_identifier), dsn.text
-    )
+        resource_id, vault_name, record.store_url, WalKeys.derive(vault.keys, system_identifier), dsn.text,
+        str(rule[0]) if rule else None, rule[1] if rule else None,
+    )  # fmt: skip
     path = credential_file(account.home, resource_id)
     path.parent.mkdir(mode=0o711, exist_ok=True)
     write_durably(path, credential.to_json(), mode=0o600)
@@ -135,6 +139,21 @@ def check_reachable(store_url: str, os_user: str | None) -> None:
             "; restore_command runs as that user",
             hint="keep WAL in a vault that user can reach ('strongroom wal setup' prepares a local one; docs/pitr.md)",
         )
+
+
+def grant_wal(store_url: str, system_identifier: str, os_user: str | None) -> None:
+    """On a local vault, give the restored server's OS user the cluster's WAL it fetches (restore_command runs as
+    that user): WAL this account's own ``serve`` received from a source account is this account's user's."""
+    user = server_user(os_user)
+    if user is None or not store_url.startswith("file://") or not system_identifier.isdigit():
+        return
+    top = Path(unquote(urlparse(store_url).path)) / WAL_PREFIX / system_identifier
+    if not top.is_dir():
+        return
+    for directory, _subdirectories, files in os.walk(top):
+        for path in (Path(directory), *(Path(directory) / name for name in files)):
+            if path.lstat().st_uid != user.uid:
+                os.lchown(path, user.uid, user.gid)
 
 
 def prepare_store(store_url: str, system_identifier: str, user: OsUser | None) -> list[str]:
@@ -390,6 +409,12 @@ def base_backups(account: Account, point: RecoveryPoint, moment: datetime | None
 
 
 def completed_at(point: RecoveryPoint) -> datetime:
+    """When the cluster was as the base backup holds it. A copy's ``completion_date`` is when it arrived here,
+    so a copied base backup counts from its ``creation_date``: the source's start of the backup (bounded by
+    this account's clock when it arrived). A target in the seconds the backup ran is then refused by
+    PostgreSQL itself (before the consistent point), never restored wrong."""
+    if point.source_recovery_point_arn:
+        return parse_time(point.creation_date)
     return parse_time(point.completion_date or point.creation_date)
 
 
@@ -433,7 +458,7 @@ def choose_base(backups: list[RecoveryPoint], point: RecoveryPoint, target: Reco
     before it; for the latest, the newest; for a transaction id or a name, the point given."""
     if target.kind == TargetKind.TIME:
         moment = parse_time(target.value or "")
-        before = [b for b in backups if parse_time(b.completion_date or b.creation_date) <= moment]
+        before = [b for b in backups if completed_at(b) <= moment]
         return before[-1] if before else backups[0]
     if target.kind == TargetKind.LSN:
         wanted = parse_lsn(target.value or "0/0")
@@ -510,7 +535,8 @@ def recovery_window(
     archive: WalArchive, earliest: RecoveryPoint, base: RecoveryPoint, path: list[TimelineStep]
 ) -> RecoveryWindow:
     """From the earliest base backup to the newest WAL reachable from ``base`` along ``path`` without a gap."""
-    opening = earliest.completion_date or earliest.creation_date
+    copied = earliest.source_recovery_point_arn  # as completed_at: a copy counts from the source's time
+    opening = earliest.creation_date if copied else (earliest.completion_date or earliest.creation_date)
     begin = start_lsn(base)
     names = set(archive.names())
     segments = sorted(name for name in names if SEGMENT.fullmatch(name))
@@ -695,10 +721,14 @@ def prune_system(archive: WalArchive, starts: list[tuple[int, int]]) -> dict[str
         return any(int(name[:8], 16) >= timeline and number >= begin // size for timeline, begin in starts)
 
     doomed = [name for name in names if not name.endswith(".history") and not needed(name)]
-    archive.remove(doomed)
+    removal = archive.remove(doomed)
     earliest = min(starts, key=lambda start: start[1])
-    return {
+    report: dict[str, Any] = {
         "system_identifier": archive.system_identifier,
-        "deleted": len(doomed),
+        "deleted": removal.deleted,
         "kept_from": segment_name(f"{earliest[0]:08X}", earliest[1] // size, size),
     }
+    if removal.retained:  # a locked vault's WAL (Object Lock): deleted by a run after its retention ends
+        report["retained"] = removal.retained
+        report["retained_until"] = iso(removal.retained_until)
+    return report

@@ -109,11 +109,13 @@ def plan_point_in_time(
     account: Account, rp: RecoveryPoint, request: RestoreRequest
 ) -> tuple[RecoveryPoint, RestoreRequest]:
     """The base backup a point-in-time restore starts from; refused (RecoveryWindowError) outside the window."""
-    from strongroom.services.pitr import RecoveryTarget, check_reachable, plan_recovery
+    from strongroom.services.pitr import RecoveryTarget, check_reachable, grant_wal, plan_recovery
 
     wanted = request.options["recovery"]  # from restore start, or a runbook's continuous selection: checked again
     target = RecoveryTarget.of_options(wanted)
-    check_reachable(account.catalog.get_vault(rp.vault_name).store_url, request.options.get("os_user"))
+    store_url = account.catalog.get_vault(rp.vault_name).store_url
+    check_reachable(store_url, request.options.get("os_user"))
+    grant_wal(store_url, str(rp.metadata.get("system_identifier") or ""), request.options.get("os_user"))
     plan = plan_recovery(account, rp, target)
     recovery = {**target.as_options(), "requested_recovery_point": rp.arn, "window": plan.window.describe()}
     return plan.base, replace(request, options={**request.options, "recovery": recovery})
@@ -135,7 +137,12 @@ def wal_credential(account: Account, rp: RecoveryPoint, request: RestoreRequest)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     path = data_dir.parent / f".{data_dir.name}.wal-credential.json"
     keys = WalKeys.derive(account.vault(rp.vault_name).keys, str(rp.metadata.get("system_identifier")))
-    credential = WalCredential(rp.resource_id, rp.vault_name, account.catalog.get_vault(rp.vault_name).store_url, keys)
+    from strongroom.services.object_lock import wal_lock_rule
+
+    rule = wal_lock_rule(account, rp.vault_name)  # the new timeline's history file is pushed under the lock too
+    store_url = account.catalog.get_vault(rp.vault_name).store_url
+    credential = WalCredential(rp.resource_id, rp.vault_name, store_url, keys, None,
+                               str(rule[0]) if rule else None, rule[1] if rule else None)  # fmt: skip
     write_durably(path, credential.to_json(), mode=0o600)
     spool = data_dir.parent / f".{data_dir.name}.wal-spool"  # WAL prefetched for restore_command
     remove_spool(spool)

@@ -15,11 +15,12 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from strongroom.clock import now
 from strongroom.errors import ConfigError, IntegrityError, NotFoundError, WalFileMissingError
-from strongroom.store.base import open_store
+from strongroom.store.base import LockMode, Retention, open_store
 from strongroom.vault.wal import SEGMENT, PushOutcome, WalArchive, WalKeys, check_name
 
 CREDENTIAL_FORMAT = "strongroom-wal-credential/1"
@@ -38,6 +39,9 @@ class WalCredential:
     store_url: str
     keys: WalKeys
     dsn: str | None = None  # the cluster's (no password): 'wal status' asks the server how far behind the archive is
+    # A locked vault on a store with Object Lock: each pushed file is retained in this mode for this many days.
+    lock_mode: str | None = None
+    lock_days: int | None = None
 
     @property
     def system_identifier(self) -> str:
@@ -51,6 +55,7 @@ class WalCredential:
             "store_url": self.store_url,
             "dsn": self.dsn,
             "keys": self.keys.to_json(),
+            **({"lock": {"mode": self.lock_mode, "days": self.lock_days}} if self.lock_mode else {}),
         }
         return json.dumps(body, indent=2).encode()
 
@@ -68,7 +73,9 @@ class WalCredential:
             raise ConfigError(f"{path} is not a Strongroom WAL credential file", hint="write it with 'wal setup'")
         try:
             keys = WalKeys.from_json(raw["keys"])
-            return cls(raw["resource_id"], raw["vault_name"], raw["store_url"], keys, raw.get("dsn"))
+            lock = raw.get("lock") or {}
+            mode, days = (str(LockMode(lock["mode"])), int(lock["days"])) if lock else (None, None)
+            return cls(raw["resource_id"], raw["vault_name"], raw["store_url"], keys, raw.get("dsn"), mode, days)
         except (KeyError, TypeError, ValueError):
             raise ConfigError(
                 f"{path} is damaged (a field is missing)", hint="write it again with 'wal setup'"
@@ -76,6 +83,12 @@ class WalCredential:
 
     def archive(self) -> WalArchive:
         return WalArchive(open_store(self.store_url), self.keys)
+
+    def retention(self) -> Retention | None:
+        """What a file pushed now is retained for (a locked vault on a store with Object Lock), else None."""
+        if not self.lock_mode or not self.lock_days:
+            return None
+        return Retention(LockMode(self.lock_mode), now() + timedelta(days=self.lock_days))
 
 
 def credential_path(config: Path | None) -> Path:
@@ -100,7 +113,7 @@ def push_file(credential: WalCredential, path: Path) -> PushOutcome:
         raise NotFoundError(f"{path} does not exist", hint="archive_command passes %p, a path under pg_wal/") from None
     if SEGMENT.fullmatch(name.split(".")[0]) and not name.endswith(".backup"):
         check_segment(data, name, credential.system_identifier)
-    return credential.archive().push(name, data, modified)
+    return credential.archive().push(name, data, modified, retention=credential.retention())
 
 
 def check_segment(data: bytes, name: str, system_identifier: str) -> None:
@@ -119,7 +132,7 @@ def fetch_file(credential: WalCredential, name: str, destination: Path) -> bytes
     """Write archived WAL file ``name`` to ``destination`` (restore_command's %f and %p); its bytes.
 
     WalFileMissingError when it was never archived (PostgreSQL then looks in pg_wal or ends recovery)."""
-    check_name(name)
+    check_name(name)  # a name no WAL file has is an error, never "not archived" (exit 1 would let recovery end)
     try:
         data = credential.archive().fetch(name)
     except NotFoundError:

@@ -142,6 +142,38 @@ class AccountClient:
     def abort_copy_in(self, session: str, reason: str) -> None:
         self.json("POST", f"/copy-in/{session}/abort", {"reason": reason})
 
+    # WAL copied with a cluster's base backups (push) --------------------------------------------------
+    def wal_names(self, vault: str, system: str, source_vault_arn: str) -> list[str]:
+        answer = self.json("GET", f"/vaults/{vault}/wal/{system}", source_vault_arn=source_vault_arn)
+        names = answer.get("names") if isinstance(answer, dict) else None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise RemoteError("the destination answered a WAL name list that is not a list of names")
+        return names
+
+    def put_wal(self, vault: str, system: str, name: str, query: dict[str, Any], body: bytes) -> str:
+        response = self.call("PUT", f"/vaults/{vault}/wal/{system}/{name}", body=body, query=query)
+        try:
+            return str(response.json()["outcome"])
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError("the destination answered a WAL copy without an outcome") from None
+
+    def put_continuous(self, vault: str, system: str, request: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.json("POST", f"/vaults/{vault}/wal/{system}/continuous", request))
+
+    def wal_out_names(self, rp_id: str, destination_vault_arn: str) -> dict[str, Any]:
+        answer = self.json("GET", f"/recovery-points/{rp_id}/wal", destination_vault_arn=destination_vault_arn)
+        names = answer.get("names") if isinstance(answer, dict) else None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise RemoteError("the other account answered a WAL name list that is not a list of names")
+        return dict(answer)
+
+    def wal_out_file(self, rp_id: str, name: str, destination_vault_arn: str) -> tuple[bytes, str, str]:
+        """A zstd frame of the WAL file, the size and the modification time the other account states."""
+        query = {"destination_vault_arn": destination_vault_arn}
+        response = self.call("GET", f"/recovery-points/{rp_id}/wal/{name}", query=query)
+        size = response.headers.get("x-strongroom-wal-size", "")
+        return response.content, size, response.headers.get("x-strongroom-wal-modified", "")
+
     # Copy out of a vault of the remote account (pull) --------------------------------------------------
     def start_copy_out(self, rp_id: str, destination_vault_arn: str) -> dict[str, Any]:
         payload = {"destination_vault_arn": destination_vault_arn}

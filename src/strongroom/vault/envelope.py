@@ -23,6 +23,7 @@ stored with compression 0 or 1, so reading a delta chunk needs exactly one more 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import threading
@@ -216,10 +217,19 @@ def open_sealed(
     return Opened(kind_value, body, base_id)
 
 
-def undelta(frame: bytes, base_plaintext: bytes, max_size: int = 0) -> bytes:
-    """Decompress a zstd frame made against ``base_plaintext`` as a raw-content dictionary."""
+def undelta(frame: bytes, base_plaintext: bytes, max_size: int | None = None) -> bytes:
+    """Decompress a zstd frame made against ``base_plaintext`` as a raw-content dictionary; with ``max_size``
+    (a frame from another account) never more than ``max_size`` + 1 bytes are produced."""
     dictionary = zstandard.ZstdCompressionDict(base_plaintext, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    return zstandard.ZstdDecompressor(dict_data=dictionary).decompress(frame, max_output_size=max_size)
+    decompressor = zstandard.ZstdDecompressor(dict_data=dictionary)
+    return bounded(decompressor, frame, max_size) if max_size is not None else decompressor.decompress(frame)
+
+
+def bounded(decompressor: zstandard.ZstdDecompressor, frame: bytes, max_size: int) -> bytes:
+    """At most ``max_size`` + 1 bytes of ``frame``: a frame's own content size is not trusted (``decompress``
+    with ``max_output_size`` allocates whatever a frame header claims, a bomb from a hostile peer)."""
+    with decompressor.stream_reader(io.BytesIO(frame)) as reader:
+        return bytes(reader.read(max_size + 1))
 
 
 def _object_key(encryption_key: bytes, salt: bytes) -> bytes:

@@ -28,7 +28,7 @@ import blake3
 from strongroom.clock import now
 from strongroom.errors import FormatError, IntegrityError, NotFoundError, StorageError, WalConflictError
 from strongroom.faults import fault_point
-from strongroom.store.base import ObjectStore
+from strongroom.store.base import ObjectStore, RetainedError, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.keys import KeySet
@@ -141,8 +141,10 @@ class WalArchive:
         return blake3.blake3(data, key=self.keys.id_key).hexdigest()
 
     # Writing ---------------------------------------------------------------------------------
-    def push(self, name: str, data: bytes, modified: datetime) -> PushOutcome:
-        """Store ``data`` as WAL file ``name`` durably; refuse other content under an archived name."""
+    def push(self, name: str, data: bytes, modified: datetime, retention: Retention | None = None) -> PushOutcome:
+        """Store ``data`` as WAL file ``name`` durably; refuse other content under an archived name.
+
+        ``retention``: on a store with Object Lock (a locked vault), the new object's mode and retain-until."""
         key = wal_key(self.system_identifier, name)
         if len(data) > MAX_WAL_FILE:
             raise StorageError(f"{name} is {len(data)} bytes, larger than any WAL file")
@@ -153,7 +155,7 @@ class WalArchive:
         head = header.to_json()
         sealed = envelope.seal(self.keys.encryption_key, Kind.WAL, key.encode(), LENGTH.pack(len(head)) + head + data)
         fault_point("wal.push.before_put")
-        if not self.store.put(key, sealed, if_absent=True, sync=True):
+        if not self.store.put(key, sealed, if_absent=True, sync=True, retention=retention):
             return self._same(name, key, content_id)  # another push of the same file won the race
         fault_point("wal.push.after_put")
         return PushOutcome.STORED
@@ -173,6 +175,10 @@ class WalArchive:
 
     def header(self, name: str) -> WalHeader:
         return self._open(wal_key(self.system_identifier, name), name)[0]
+
+    def read(self, name: str) -> tuple[WalHeader, bytes]:
+        """The header and bytes of WAL file ``name``, authenticated."""
+        return self._open(wal_key(self.system_identifier, name), name)
 
     def _open(self, key: str, name: str) -> tuple[WalHeader, bytes]:
         sealed = self.store.get(key)
@@ -199,12 +205,40 @@ class WalArchive:
         return sorted({timeline_of(name) for name in self.names()})
 
     # Deleting (lifecycle: WAL no kept base backup needs) ---------------------------------------
-    def remove(self, names: Iterator[str] | list[str]) -> int:
-        count = 0
+    def remove(self, names: Iterator[str] | list[str], moment: datetime | None = None) -> WalRemoval:
+        """Delete the named files. On a store with Object Lock every version of each goes, and a file still under
+        retention is never tried: it is counted as retained (with the earliest end), and a later run deletes it."""
+        removal = WalRemoval()
+        locked = self.store.capabilities.object_lock
         for name in names:
-            self.store.delete(wal_key(self.system_identifier, name))
-            count += 1
-        return count
+            key = wal_key(self.system_identifier, name)
+            if not locked:
+                self.store.delete(key)
+                removal.deleted += 1
+                continue
+            found = self.store.stat(key)
+            if found is None:
+                continue
+            until = found.retention.until if found.retention else None
+            if until is None or until <= (moment or now()):
+                try:
+                    self.store.purge(key)
+                    removal.deleted += 1
+                    continue
+                except RetainedError:  # the storage's clock is the one that counts
+                    until = until or (moment or now())
+            removal.retained += 1
+            removal.retained_until = until if removal.retained_until is None else min(removal.retained_until, until)
+        return removal
+
+
+@dataclass
+class WalRemoval:
+    """What removing WAL did: files deleted, files kept by Object Lock retention and the earliest end of it."""
+
+    deleted: int = 0
+    retained: int = 0
+    retained_until: datetime | None = None
 
 
 def list_systems(store: ObjectStore) -> list[str]:

@@ -19,6 +19,7 @@ from strongroom.services import vault_ops
 from strongroom.services.copy import create_copy_job, run_copy_job
 from strongroom.services.dr import preflight
 from strongroom.services.dr.context import StepContext, first_line
+from strongroom.services.remote import client_for
 from strongroom.services.restore import create_restore_job, run_restore_job
 
 # What a dry run predicts when no earlier step says which type the point is (the common runbook's).
@@ -97,11 +98,12 @@ class Restore:
         rp = ctx.account.catalog.get_recovery_point(arn)
         removed = get_adapter(rp.resource_type).discard_restore(_request(ctx, rp), ctx.account.home, rp.metadata)
         if outputs.get("copied_back") or outputs.get("local_recovery_point_arn"):
-            try:
-                vault_ops.delete_recovery_point(ctx.account, root_arn(ctx.account.account_id), rp.arn)
-                removed.append(f"deleted the copied-back recovery point {rp.arn}")
-            except StrongroomError as exc:
-                removed.append(f"kept the copied-back recovery point {rp.arn}: {exc.one_line()}")
+            for copied in filter(None, (rp.arn, ctx.checkpoint.get("copied_base_arn"))):
+                try:
+                    vault_ops.delete_recovery_point(ctx.account, root_arn(ctx.account.account_id), copied)
+                    removed.append(f"deleted the copied-back recovery point {copied}")
+                except StrongroomError as exc:
+                    removed.append(f"kept the copied-back recovery point {copied}: {exc.one_line()}")
         return removed
 
     def _local_point(self, ctx: StepContext[RestoreStep]) -> RecoveryPoint:
@@ -118,6 +120,12 @@ class Restore:
         if ctx.checkpoint.get("local_recovery_point_arn"):
             return ctx.account.catalog.get_recovery_point(ctx.checkpoint["local_recovery_point_arn"])
         vault = ctx.account.catalog.get_vault(ctx.step.copy_back_vault)
+        if (
+            selected.get("restore_time")
+            and selected.get("base_recovery_point_arn")
+            and arn == selected.get("recovery_point_arn")
+        ):
+            return self._copy_back_continuous(ctx, arn, selected["base_recovery_point_arn"], vault.name)
         finished = _finished_copy(ctx)  # a copy an interrupted attempt completed is not made twice
         if finished is None:
             job, lock = create_copy_job(ctx.account, arn, vault.arn)
@@ -126,6 +134,38 @@ class Restore:
             fault_point("dr.copy_back:done")
         local = finished.result["destination_recovery_point_arn"]
         ctx.changes.append(f"copied {arn} back into vault {vault.name} as {local}")
+        ctx.checkpoint_set(local_recovery_point_arn=local)
+        return ctx.account.catalog.get_recovery_point(local)
+
+    def _copy_back_continuous(
+        self, ctx: StepContext[RestoreStep], arn: str, base_arn: str, vault_name: str
+    ) -> RecoveryPoint:
+        """Another account's continuous point, selected to a second: copy its base backup back, then the
+        cluster's WAL (the files this vault lacks, checked and sealed under its keys), and keep a continuous
+        point here to restore from (docs/pitr.md, "Both accounts")."""
+        from strongroom.services.wal_copy import pull_wal
+        from strongroom.services.wal_receive import keep_copied_continuous_point
+
+        vault = ctx.account.catalog.get_vault(vault_name)
+        finished = _finished_copy(ctx)
+        if finished is None:
+            job, lock = create_copy_job(ctx.account, base_arn, vault.arn)
+            ctx.checkpoint_set(copy_job_id=job.id)
+            finished = run_copy_job(ctx.account, job.id, lock, progress=fault_after_first_mib("dr.copy_back:middle"))
+            fault_point("dr.copy_back:done")
+        base = ctx.account.catalog.get_recovery_point(finished.result["destination_recovery_point_arn"])
+        ctx.checkpoint_set(copied_base_arn=base.arn)
+        remote_id = Arn.parse(arn)
+        with client_for(ctx.account, remote_id.account_id) as client:
+            wal = pull_wal(ctx.account, client, arn, vault.name)
+            days = int((client.get_recovery_point(remote_id.name).get("metadata") or {}).get("window_days") or 35)
+        whence = {"direction": "pull", "source_recovery_point_arn": arn}
+        local = keep_copied_continuous_point(ctx.account, vault.name, base.resource_id, wal["system_identifier"],
+                                             min(days, 35), whence)["recovery_point_arn"]  # fmt: skip
+        ctx.changes.append(
+            f"copied base backup {base_arn} back into vault {vault.name} as {base.arn}, and the cluster's WAL"
+            f" ({wal['files_received']} files, {wal['files_held']} held already); continuous point {local}"
+        )
         ctx.checkpoint_set(local_recovery_point_arn=local)
         return ctx.account.catalog.get_recovery_point(local)
 
@@ -207,7 +247,8 @@ def _request(ctx: StepContext[RestoreStep], rp: RecoveryPoint) -> RestoreRequest
         )
     request = _request_for(ctx, rp.resource_type, rp.resource_id, ctx.scratch_name(ctx.step.target_identifier))
     selected = ctx.previous("select_recovery_point") or {}
-    if selected.get("restore_time") and selected.get("recovery_point_arn") == rp.arn:  # a continuous point
+    copied = bool(selected.get("remote") and rp.metadata.get("continuous"))  # another account's, copied back
+    if selected.get("restore_time") and (selected.get("recovery_point_arn") == rp.arn or copied):  # to a second
         recovery = {"target": "time", "value": selected["restore_time"], "timeline": None}
         request = replace(request, options={**request.options, "recovery": recovery})
     return request

@@ -72,7 +72,7 @@ def _continuous(ctx: StepContext[SelectRecoveryPointStep], points: list[dict[str
     """With ``at_or_before``, this account's continuous point of the resource when its window covers that
     second (docs/pitr.md): the restore replays WAL to it, and the RPO is the time since it, not since a snapshot."""
     step = ctx.step
-    if step.account or step.recovery_point != LATEST or not step.at_or_before:
+    if step.recovery_point != LATEST or not step.at_or_before:
         return None
     moment = _aware(step.at_or_before)
     if ctx.incident_time is not None and moment > ctx.incident_time:
@@ -84,6 +84,8 @@ def _continuous(ctx: StepContext[SelectRecoveryPointStep], points: list[dict[str
     ]  # fmt: skip
     if not continuous:
         return None
+    if step.account:
+        return _remote_continuous(ctx, points, continuous[0], moment)
     from strongroom.services.pitr import RecoveryTarget, TargetKind, plan_recovery  # PostgreSQL's tools
 
     point = ctx.account.catalog.get_recovery_point(continuous[0]["recovery_point_arn"])
@@ -109,6 +111,50 @@ def _continuous(ctx: StepContext[SelectRecoveryPointStep], points: list[dict[str
         "remote": False,
         "source_bytes": plan.base.source_bytes,
     }
+
+
+def _remote_continuous(
+    ctx: StepContext[SelectRecoveryPointStep], points: list[dict[str, Any]], point: dict[str, Any], moment: datetime
+) -> dict[str, Any] | None:
+    """Another account's continuous point when one of its base backups of the cluster began by ``moment``: the
+    restore copies that base backup and the cluster's WAL back, then replays to the second. The window's end
+    (the newest WAL there) is checked once the WAL is here: a second after it fails the restore, with the window."""
+    system = (point.get("metadata") or {}).get("system_identifier")
+    bases = [
+        p for p in points
+        if p["status"] == RecoveryPointStatus.COMPLETED.value and p["resource_id"] == point["resource_id"]
+        and p.get("resource_type") == "postgres-cluster" and not (p.get("metadata") or {}).get("continuous")
+        and (p.get("metadata") or {}).get("system_identifier") == system and _base_time(p) <= moment
+    ]  # fmt: skip
+    if not system or not bases:
+        return None
+    base = max(bases, key=_base_time)
+    step = ctx.step
+    restore_time = moment.isoformat().replace("+00:00", "Z")
+    ctx.changes.append(
+        f"selected {point['recovery_point_arn']} (continuous; restore to {restore_time}, from base backup"
+        f" {base['recovery_point_arn']}) in vault {_vault_name(step.vault)} of account {step.account}"
+    )
+    return {
+        "recovery_point_arn": point["recovery_point_arn"],
+        "creation_date": moment.isoformat(),  # the data's time: the run's RPO counts from it
+        "restore_time": restore_time,
+        "base_recovery_point_arn": base["recovery_point_arn"],
+        "resource_id": point["resource_id"],
+        "resource_type": point["resource_type"],
+        "vault": _vault_name(step.vault),
+        "account": step.account,
+        "account_id": Arn.parse(point["recovery_point_arn"]).account_id,
+        "remote": True,
+        "source_bytes": base.get("source_bytes"),
+    }
+
+
+def _base_time(point: dict[str, Any]) -> datetime:
+    """When the cluster was as a base backup holds it (services/pitr.completed_at): a copy's from its origin."""
+    if point.get("source_recovery_point_arn"):
+        return _aware(datetime.fromisoformat(point["creation_date"]))
+    return vouched_time(point)
 
 
 def _candidates(ctx: StepContext[SelectRecoveryPointStep]) -> list[dict[str, Any]]:
