@@ -111,7 +111,7 @@ def test_the_archive_command_runs_this_very_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("STRONGROOM_WAL_COMMAND", raising=False)
     monkeypatch.setattr(sys, "argv", [str(script), "wal", "setup"])
     assert shlex.split(wal_command()) == [str(script)]
-    monkeypatch.setattr(sys, "argv", ["/src/strongroom/cli/main.py", "wal", "setup"])  # python -m strongroom.cli.main
-    assert shlex.split(wal_command()) == [sys.executable, "-m", "strongroom.cli.main"]
+    monkeypatch.setattr(sys, "argv", ["/src/strongroom/cli/main.py", "wal", "setup"])  # python -m strongroom…
+    assert shlex.split(wal_command()) == [sys.executable, "-m", "strongroom"]
     monkeypatch.setenv("STRONGROOM_WAL_COMMAND", "/opt/sr/bin/strongroom")
     assert wal_command() == "/opt/sr/bin/strongroom"

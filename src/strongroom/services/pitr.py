@@ -83,7 +83,7 @@ def wal_command() -> str:
     running = Path(sys.argv[0])
     if running.name == "strongroom" and os.access(running, os.X_OK):
         return shlex.quote(os.path.abspath(running))  # this very install, not whichever one PATH finds first
-    return f"{shlex.quote(sys.executable)} -m strongroom.cli.main"
+    return f"{shlex.quote(sys.executable)} -m strongroom"
 
 
 def setup_wal(account: Account, resource_id: str, vault_name: str, os_user: str | None = None) -> WalSetup:
