@@ -40,7 +40,8 @@ def test_a_directory_round_trips_through_an_s3_vault(cli: Cli, s3_server: S3Serv
     job = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
     assert job["state"] == "COMPLETED", job
     keys = _raw_keys(s3_server, bucket)
-    assert any(key.startswith("team/vault/chunks/") for key in keys)
+    assert any(key.startswith("team/vault/packs/") and key.endswith(".pack") for key in keys)  # format 2
+    assert not any(key.startswith("team/vault/chunks/") for key in keys)
     assert any(key.startswith("team/vault/manifests/") for key in keys)
     assert not (cli.home / "vaults" / "Offsite").exists()  # nothing of it on the local disk
 
@@ -133,7 +134,9 @@ def test_no_aws_variable_reaches_the_catalog(cli: Cli, s3_server: S3Server) -> N
 
 def test_garbage_collection_frees_what_no_point_on_s3_needs(cli: Cli, s3_server: S3Server, tmp_path: Path) -> None:
     bucket = s3_server.new_bucket()
-    cli.run("vaults", "create", "Offsite", "--store", s3_server.url(bucket))
+    # Packs of 64 KiB: each ~1 MiB chunk closes its own pack, so the first point's data is in packs no later
+    # point shares (a partly live pack stays whole: tests/integration/test_packs.py).
+    cli.run("vaults", "create", "Offsite", "--store", s3_server.url(bucket, pack_size="64KiB"))
     source = tmp_path / "source"
     source.mkdir()
     (source / "old.bin").write_bytes(os.urandom(2 * 1024 * 1024))
@@ -143,12 +146,12 @@ def test_garbage_collection_frees_what_no_point_on_s3_needs(cli: Cli, s3_server:
     (source / "new.bin").write_bytes(os.urandom(2 * 1024 * 1024))
     expected = snapshot_tree(source)
     second = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
-    before = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/chunks/")}
+    before = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/packs/")}
 
     cli.run("recovery-points", "delete", first["recovery_point_arn"])
     runs = cli.json("lifecycle", "run", "--gc-wait", "0")["garbage_collection"]
     [collected] = [run for run in runs if run["backup_vault_name"] == "Offsite"]
-    after = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/chunks/")}
+    after = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/packs/")}
     assert collected["status"] == "COMPLETED", collected
     assert after < before and collected["objects_deleted"] == len(before - after), collected
 
