@@ -43,6 +43,7 @@ PACK_SUFFIX = ".pack"
 INDEX_SUFFIX = ".idx"
 PACK_INDEX_FORMAT = 1
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+ORPHAN_MARK = b"orphan-pack-0000"  # 16 bytes + a pack id's 16: a keyed BLAKE3 id is never this
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
 
@@ -295,9 +296,13 @@ class PackedObjects(ObjectLayout):
 
     # Retention and collection ------------------------------------------------------------------
     def stored_ids(self) -> set[bytes]:
+        """Every object id in a pack index, and for each pack without an index (an upload cut off before its
+        index) a stand-in id no object can have, so the collector sees it as garbage (it deletes orphans)."""
         self.refresh()
         with self._lock:
-            return {object_id for object_id, found in self._where.items() if found}
+            found = {object_id for object_id, spots in self._where.items() if spots}
+            orphans = self._packs_any - self._index_ids - set(self._pending)
+        return found | {ORPHAN_MARK + bytes.fromhex(pack_id) for pack_id in orphans}
 
     def storage_keys(self, object_ids: Iterable[bytes]) -> list[str]:
         packs: set[str] = set()
@@ -395,6 +400,7 @@ class PackWriter(WriteSession):
         self._lock = threading.Lock()
         self._mine: dict[bytes, int] = {}  # objects this session stored -> sealed size
         self._pack_ids: list[str] = []  # every pack this session opened
+        self._retained: set[str] = set()  # packs reused by this session, whose retention is (being) extended
         self._current: _OpenPack | None = None
         self._uploads: list[Future[None]] = []
         self._slots = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
@@ -408,8 +414,12 @@ class PackWriter(WriteSession):
         if found is None:
             return None
         if self.keeper is not None:  # a reused object's pack and index last as long as this point: one HEAD each
-            self.keeper.ensure(pack_key(found.pack_id))
-            self.keeper.ensure(index_key(found.pack_id))
+            with self._lock:
+                first = found.pack_id not in self._retained
+                self._retained.add(found.pack_id)
+            if first:  # the other threads reusing this pack need not wait: the commit waits for this one
+                self.keeper.ensure(pack_key(found.pack_id))
+                self.keeper.ensure(index_key(found.pack_id))
         return found.length
 
     def put(self, object_id: bytes, sealed: bytes) -> bool:
