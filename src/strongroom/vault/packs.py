@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from strongroom.errors import FormatError, IntegrityError, NotFoundError, StrongroomError
 from strongroom.faults import fault_point
-from strongroom.store.base import Retention
+from strongroom.store.base import ObjectStore, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.objects import Deleted, DeleteTally, ObjectLayout, Opener, T, WriteSession
@@ -126,6 +126,11 @@ class PackedObjects(ObjectLayout):
         self._index_ids: set[str] = set()  # pack ids with an index object
         self._pending: dict[str, _OpenPack] = {}  # packs of live sessions not yet uploaded: readable here
         self.damaged_indexes: dict[str, str] = {}  # index key -> why it was ignored
+        self._listed = False  # refreshed at least once: lookups before that would find nothing
+
+    def _ensure_listed(self) -> None:
+        if not self._listed:
+            self.refresh()
 
     # The map -----------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -146,6 +151,7 @@ class PackedObjects(ObjectLayout):
             self._packs_any = packs
             self._packs_visible = {pid for key in visible if key.endswith(PACK_SUFFIX) and (pid := pack_id_of(key))}
             self._index_ids = indexes
+            self._listed = True
 
     def _forget(self, pack_id: str) -> None:
         for object_id, _offset, _length in self._entries.pop(pack_id, []):
@@ -157,10 +163,10 @@ class PackedObjects(ObjectLayout):
 
     def _listing(self) -> tuple[set[str], set[str]]:
         """Keys under ``packs/`` with a stored body (hidden ones too, on a versioned store), and those visible."""
-        versions = list(self.store.versions(PACKS_PREFIX))
-        if not versions:
+        if type(self.store).versions is ObjectStore.versions:  # a store without versions: one LIST
             keys = set(self.store.list(PACKS_PREFIX))
             return keys, keys
+        versions = list(self.store.versions(PACKS_PREFIX))  # on S3 as cheap as a LIST, and finds hidden keys too
         bodies = {v.key for v in versions if not v.delete_marker}
         hidden = {v.key for v in versions if v.delete_marker and v.latest}
         return bodies, bodies - hidden
@@ -196,11 +202,13 @@ class PackedObjects(ObjectLayout):
             return None
 
     def locations(self, object_id: bytes) -> list[Location]:
+        self._ensure_listed()
         with self._lock:
             return list(self._where.get(object_id, ()))
 
     def committed(self, object_id: bytes) -> Location | None:
         """Where a writer may reuse the object from: a pack with an index, whose newest version is visible."""
+        self._ensure_listed()
         with self._lock:
             return next((loc for loc in self._where.get(object_id, ()) if loc.pack_id in self._packs_visible), None)
 
@@ -286,6 +294,7 @@ class PackedObjects(ObjectLayout):
             return self._pending.get(pack_id)
 
     def exists(self, object_id: bytes, hidden: Iterable[str] = ()) -> bool:
+        self._ensure_listed()
         with self._lock:
             return any(loc.pack_id in self._packs_any for loc in self._where.get(object_id, ()))
 
