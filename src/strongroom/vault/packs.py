@@ -145,13 +145,19 @@ class PackedObjects(ObjectLayout):
         loaded = self._load_indexes(new)
         with self._lock:
             for pack_id, entries in loaded.items():
-                self._entries[pack_id] = entries
-                for object_id, offset, length in entries:
-                    self._where[object_id].append(Location(pack_id, offset, length))
+                self._remember(pack_id, entries)
             self._packs_any = packs
             self._packs_visible = {pid for key in visible if key.endswith(PACK_SUFFIX) and (pid := pack_id_of(key))}
             self._index_ids = indexes
             self._listed = True
+
+    def _remember(self, pack_id: str, entries: list[tuple[bytes, int, int]]) -> None:
+        """Add a pack's entries to the map, once (two threads may refresh at once). Under ``_lock``."""
+        if pack_id in self._entries:
+            return
+        self._entries[pack_id] = entries
+        for object_id, offset, length in entries:
+            self._where[object_id].append(Location(pack_id, offset, length))
 
     def _forget(self, pack_id: str) -> None:
         for object_id, _offset, _length in self._entries.pop(pack_id, []):
@@ -219,9 +225,7 @@ class PackedObjects(ObjectLayout):
     def _added(self, pack_id: str, entries: list[tuple[bytes, int, int]]) -> None:
         """A session's pack and its index are stored: the map knows them from now on."""
         with self._lock:
-            self._entries[pack_id] = entries
-            for object_id, offset, length in entries:
-                self._where[object_id].append(Location(pack_id, offset, length))
+            self._remember(pack_id, entries)
             self._packs_any.add(pack_id)
             self._packs_visible.add(pack_id)
             self._index_ids.add(pack_id)
