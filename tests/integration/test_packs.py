@@ -89,6 +89,19 @@ def test_a_packed_vault_stores_packs_only_and_reads_back_what_was_written() -> N
     assert _read(_reopened(vault), "rp-1", "data") == data
 
 
+def test_delta_chunks_and_their_bases_read_back_from_packs() -> None:
+    vault = _memory_vault()
+    first = bytearray(os.urandom(2 * 1024 * 1024))
+    _write(vault, "rp-1", {"data": bytes(first)})
+    for spot in range(1000, len(first), 150 * 1024):  # a few bytes changed in every chunk: stored as deltas
+        first[spot : spot + 8] = os.urandom(8)
+    with RecoveryPointWriter(vault, "rp-2", previous=load_manifest(vault, "rp-1")) as writer:
+        writer.store_stream("data", io.BytesIO(bytes(first)))
+        writer.commit("r", "directory", {})
+    assert writer.stats.delta_chunks >= 5
+    assert _read(_reopened(vault), "rp-2", "data") == bytes(first)
+
+
 def test_a_pack_index_with_wrong_offsets_gives_an_integrity_error_naming_the_pack() -> None:
     vault = _memory_vault()
     _write(vault, "rp-1", {"data": os.urandom(512 * 1024)})

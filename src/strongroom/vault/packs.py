@@ -385,8 +385,15 @@ class _OpenPack:
     def __init__(self) -> None:
         self.pack_id = secrets.token_hex(16)
         self.data = bytearray()
+        self.frozen: bytes | None = None  # the whole pack as uploaded: the filling buffer is dropped then
         self.entries: list[tuple[bytes, int, int]] = []
         self.lock = threading.Lock()
+
+    def freeze(self) -> bytes:
+        with self.lock:
+            if self.frozen is None:
+                self.frozen, self.data = bytes(self.data), bytearray()
+            return self.frozen
 
     def append(self, object_id: bytes, sealed: bytes) -> Location:
         with self.lock:
@@ -397,9 +404,10 @@ class _OpenPack:
 
     def read(self, offset: int, length: int) -> bytes | None:
         with self.lock:
-            if offset + length > len(self.data):
+            whole = self.frozen if self.frozen is not None else self.data
+            if offset + length > len(whole):
                 return None
-            return bytes(self.data[offset : offset + length])
+            return bytes(whole[offset : offset + length])
 
 
 class PackWriter(WriteSession):
@@ -466,7 +474,7 @@ class PackWriter(WriteSession):
     def _store_pack(self, pack: _OpenPack) -> None:
         try:
             pid = pack.pack_id
-            self.store.put(pack_key(pid), bytes(pack.data), if_absent=True, sync=False, retention=self.retention)
+            self.store.put(pack_key(pid), pack.freeze(), if_absent=True, sync=False, retention=self.retention)
             fault_point("write:after-pack")  # crash tests: a pack stored, its index not yet
             sealed = envelope.seal(
                 self.objects.vault.keys.encryption_key,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from strongroom.errors import IntegrityError
+from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.faults import fault_point
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -15,9 +15,10 @@ from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef, decode_inde
 from strongroom.vault.vault import Vault
 
 READ_AHEAD = 6
-COALESCE_SPAN = 4 * 1024 * 1024  # sealed bytes one ranged GET of a pack may fetch for several chunks
-COALESCE_PLAINTEXT = 4 * 1024 * 1024  # plaintext one such group may hold once opened
-PACKED_READ_AHEAD = 8  # groups in flight: bounds a restore's memory to about 8 x COALESCE_PLAINTEXT
+BATCH_PLAINTEXT = 12 * 1024 * 1024  # packed vaults: chunks read as one batch (their plaintext held at once)
+PACKED_READ_AHEAD = 2  # batches in flight: a restore holds about 2 x BATCH_PLAINTEXT (and their bases)
+COALESCE_SPAN = 8 * 1024 * 1024  # sealed bytes one ranged GET of a pack may fetch for several chunks
+SPAN_GAP = 1024 * 1024  # unwanted bytes one such GET may read between two wanted objects
 
 
 class RecoveryPointReader:
@@ -26,10 +27,11 @@ class RecoveryPointReader:
         self.manifest = manifest
         self._workers = max(2, vault.store.concurrency)  # parallel GETs: S3 reads are network round trips
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="strongroom-open")
-        # Requests kept ahead: one per worker, plus two; a packed vault's are groups of up to COALESCE_PLAINTEXT.
-        self._window = PACKED_READ_AHEAD if vault.objects.packed else max(READ_AHEAD, self._workers + 2)
+        self._window = max(READ_AHEAD, self._workers + 2)  # format 1: GETs kept ahead, one per worker plus two
+        self._batch_pool = ThreadPoolExecutor(max_workers=PACKED_READ_AHEAD, thread_name_prefix="strongroom-batch")
 
     def close(self) -> None:
+        self._batch_pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> RecoveryPointReader:
@@ -55,25 +57,59 @@ class RecoveryPointReader:
             raise IntegrityError(f"stream lists {count} chunks but its manifest says {stream.chunk_count}")
 
     def iter_chunk_data(self, refs: Iterable[ChunkRef]) -> Iterator[bytes]:
-        """Verified plaintext of each chunk in order, fetched a few chunks ahead; in a packed vault the chunks of
-        one pack that lie close together come in one ranged GET (:func:`_coalesced`)."""
-        window: deque[tuple[list[ChunkRef], Future[list[bytes]]]] = deque()
+        """Verified plaintext of each chunk in order, fetched ahead: one GET per chunk kept in flight per worker
+        (format 1); in a packed vault, batches of chunks whose pack ranges are read in coalesced ranged GETs,
+        their delta bases too (:meth:`_read_batch`)."""
+        packed = self.vault.objects.packed
+        window: deque[tuple[list[ChunkRef], Future[dict[bytes, bytes]]]] = deque()
         delivered = 0
-        groups = _coalesced(self.vault, refs) if self.vault.objects.packed else ([ref] for ref in refs)
-        for group in groups:
-            window.append((group, self._pool.submit(self._read_group, group)))
-            if len(window) >= self._window:
-                for data in _checked_group(*window.popleft()):
+        batches = _batches(refs) if packed else ([ref] for ref in refs)
+        for batch in batches:
+            pool = self._batch_pool if packed else self._pool
+            window.append((batch, pool.submit(self._read_batch if packed else self._read_one, batch)))
+            if len(window) >= (PACKED_READ_AHEAD if packed else self._window):
+                for data in _in_order(*window.popleft()):
                     delivered = _fault_after_first(delivered)
                     yield data
         while window:
-            for data in _checked_group(*window.popleft()):
+            for data in _in_order(*window.popleft()):
                 delivered = _fault_after_first(delivered)
                 yield data
 
-    def _read_group(self, group: list[ChunkRef]) -> list[bytes]:
-        spans = self.vault.objects.fetch_span([ref.id for ref in group]) if len(group) > 1 else {}
-        return [read_object(self.vault, ref.id, Kind.CHUNK, prefetched=spans.get(ref.id)) for ref in group]
+    def _read_one(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
+        return {ref.id: read_object(self.vault, ref.id, Kind.CHUNK) for ref in batch}
+
+    def _read_batch(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
+        """The batch's chunks: their sealed bytes in coalesced ranges, then the bases the delta chunks among them
+        need (also coalesced), then each opened and verified (read_object: a failed range falls back to a
+        plain read of the object, which tries every copy)."""
+        ids = list(dict.fromkeys(ref.id for ref in batch))
+        sealed = self._fetch(ids)
+        bases = [base for base in dict.fromkeys(_delta_base(self.vault, i, sealed.get(i)) for i in ids) if base]
+        base_sealed = self._fetch([base for base in bases if base not in sealed])
+        opened_bases = dict(
+            zip(
+                bases,
+                self._pool.map(
+                    lambda b: read_object(
+                        self.vault, b, Kind.CHUNK, as_base=True, prefetched=base_sealed.get(b, sealed.get(b))
+                    ),
+                    bases,
+                ),
+                strict=True,
+            )
+        )
+        found = self._pool.map(
+            lambda i: read_object(self.vault, i, Kind.CHUNK, prefetched=sealed.get(i), bases=opened_bases), ids
+        )
+        return dict(zip(ids, found, strict=True))
+
+    def _fetch(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        objects = self.vault.objects
+        found: dict[bytes, bytes] = {}
+        for part in self._pool.map(objects.fetch_span, _spans(self.vault, ids)):
+            found.update(part)
+        return found
 
     def open_stream(self, name: str) -> io.BufferedReader:
         return io.BufferedReader(_ChunkStream(self.iter_stream(name)), 1 << 20)
@@ -106,55 +142,89 @@ def object_base(vault: Vault, object_id: bytes) -> bytes | None:
     return vault.objects.open(object_id, opener)
 
 
-def _checked_group(refs: list[ChunkRef], future: Future[list[bytes]]) -> list[bytes]:
+def _in_order(refs: list[ChunkRef], future: Future[dict[bytes, bytes]]) -> Iterator[bytes]:
     found = future.result()
-    for ref, data in zip(refs, found, strict=True):
+    for ref in refs:
+        data = found[ref.id]
         if len(data) != ref.size:
             raise IntegrityError(f"chunk {ref.id.hex()} has {len(data)} bytes, its index says {ref.size}")
-    return found
+        yield data
 
 
-def _coalesced(vault: Vault, refs: Iterable[ChunkRef]) -> Iterator[list[ChunkRef]]:
-    """Consecutive refs grouped while they lie in one pack within a span worth one GET: at most
-    ``COALESCE_SPAN`` bytes, no more than twice the bytes wanted, at most ``COALESCE_PLAINTEXT`` of plaintext
-    (what a group holds in memory once opened)."""
-    locate = vault.objects.committed
-    group: list[ChunkRef] = []
-    pack_id, start, end, wanted, plain = None, 0, 0, 0, 0
+def _batches(refs: Iterable[ChunkRef]) -> Iterator[list[ChunkRef]]:
+    """Consecutive refs, up to BATCH_PLAINTEXT of plaintext (what a batch holds once opened)."""
+    batch: list[ChunkRef] = []
+    size = 0
     for ref in refs:
-        spot = locate(ref.id)
-        if spot is not None and group and spot.pack_id == pack_id:
-            new_start, new_end = min(start, spot.offset), max(end, spot.offset + spot.length)
-            span = new_end - new_start
-            if span <= COALESCE_SPAN and span <= 2 * (wanted + spot.length) and plain + ref.size <= COALESCE_PLAINTEXT:
-                group.append(ref)
-                start, end, wanted, plain = new_start, new_end, wanted + spot.length, plain + ref.size
-                continue
-        if group:
-            yield group
-        group = [ref]
+        if batch and size + ref.size > BATCH_PLAINTEXT:
+            yield batch
+            batch, size = [], 0
+        batch.append(ref)
+        size += ref.size
+    if batch:
+        yield batch
+
+
+def _spans(vault: Vault, ids: list[bytes]) -> list[list[bytes]]:
+    """The ids grouped into ranges worth one GET each: one pack, in offset order, gaps of at most SPAN_GAP
+    and at most COALESCE_SPAN bytes in all. An id no pack index lists is a range of its own."""
+    by_pack: dict[str, list[tuple[int, int, bytes]]] = {}
+    spans: list[list[bytes]] = []
+    for object_id in ids:
+        spot = vault.objects.committed(object_id)
         if spot is None:
-            pack_id = None
+            spans.append([object_id])
         else:
-            pack_id, start, end = spot.pack_id, spot.offset, spot.offset + spot.length
-            wanted, plain = spot.length, ref.size
-    if group:
-        yield group
+            by_pack.setdefault(spot.pack_id, []).append((spot.offset, spot.offset + spot.length, object_id))
+    for spots in by_pack.values():
+        spots.sort()
+        current: list[bytes] = []
+        start = end = 0
+        for offset, stop, object_id in spots:
+            if current and (offset - end > SPAN_GAP or stop - start > COALESCE_SPAN):
+                spans.append(current)
+                current = []
+            if not current:
+                start = offset
+            current.append(object_id)
+            end = max(end, stop) if len(current) > 1 else stop
+        if current:
+            spans.append(current)
+    return spans
+
+
+def _delta_base(vault: Vault, object_id: bytes, sealed: bytes | None) -> bytes | None:
+    """The base a fetched delta chunk needs (None for a whole chunk, or one that does not open: reported later)."""
+    if sealed is None or len(sealed) < envelope.HEADER_SIZE or sealed[6] != envelope.Compression.ZSTD_DELTA:
+        return None
+    try:
+        return envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what="chunk").base_id
+    except StrongroomError:
+        return None
 
 
 def read_object(
-    vault: Vault, object_id: bytes, kind: Kind, *, as_base: bool = False, prefetched: bytes | None = None
+    vault: Vault,
+    object_id: bytes,
+    kind: Kind,
+    *,
+    as_base: bool = False,
+    prefetched: bytes | None = None,
+    bases: Mapping[bytes, bytes] | None = None,
 ) -> bytes:
     """Fetch, authenticate, decompress and re-hash one content-addressed object.
 
     A delta-compressed chunk is rebuilt from its base chunk, which must itself be a whole chunk.
-    ``prefetched``: its sealed bytes as a coalesced read found them (tried first, authenticated all the same).
+    ``prefetched``: its sealed bytes as a coalesced read found them (tried first, authenticated all the same);
+    ``bases``: verified plaintexts of bases read already (a delta's base is taken from there when present).
     """
 
     def opener(sealed: bytes, what: str) -> bytes:
         def load_base(base_id: bytes) -> bytes:
             if as_base:
                 raise IntegrityError(f"{what} is a delta used as a base (chains are not allowed)")
+            if bases is not None and base_id in bases:
+                return bases[base_id]
             return read_object(vault, base_id, Kind.CHUNK, as_base=True)
 
         opened = envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what, base_loader=load_base)
