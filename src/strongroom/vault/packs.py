@@ -13,11 +13,12 @@ uploads the last one and waits for every upload before the manifest may be writt
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import secrets
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ INDEX_SUFFIX = ".idx"
 PACK_INDEX_FORMAT = 1
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 ORPHAN_MARK = b"orphan-pack-0000"  # 16 bytes + a pack id's 16: a keyed BLAKE3 id is never this
+READ_AHEAD_BYTES = 2 * 1024 * 1024  # a single read of a pack fetches the objects after it, up to this many bytes
+READ_AHEAD_OBJECTS = 64
+AHEAD_CACHE_BYTES = 16 * 1024 * 1024  # objects read ahead and not yet used, held at most
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
 
@@ -127,6 +131,9 @@ class PackedObjects(ObjectLayout):
         self._pending: dict[str, _OpenPack] = {}  # packs of live sessions not yet uploaded: readable here
         self.damaged_indexes: dict[str, str] = {}  # index key -> why it was ignored
         self._listed = False  # refreshed at least once: lookups before that would find nothing
+        self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read ahead, oldest first
+        self._ahead_bytes = 0
+        self._ordered: dict[str, list[tuple[bytes, int, int]]] = {}  # pack id -> entries in offset order
 
     def _ensure_listed(self) -> None:
         if not self._listed:
@@ -160,6 +167,7 @@ class PackedObjects(ObjectLayout):
             self._where[object_id].append(Location(pack_id, offset, length))
 
     def _forget(self, pack_id: str) -> None:
+        self._ordered.pop(pack_id, None)
         for object_id, _offset, _length in self._entries.pop(pack_id, []):
             kept = [loc for loc in self._where.get(object_id, []) if loc.pack_id != pack_id]
             if kept:
@@ -234,6 +242,8 @@ class PackedObjects(ObjectLayout):
     # Reading -----------------------------------------------------------------------------------
     def open(self, object_id: bytes, opener: Opener[T], *, prefetched: bytes | None = None) -> T:
         found = self.locations(object_id)
+        if prefetched is None and found:
+            prefetched = self._take_ahead(object_id)  # read along with an earlier object of its pack
         if prefetched is not None and found:
             try:
                 return opener(prefetched, found[0].describe(object_id))
@@ -265,7 +275,7 @@ class PackedObjects(ObjectLayout):
                 return open_bytes(data)
         key = pack_key(location.pack_id)
         try:
-            return open_bytes(self.store.get_range(key, location.offset, location.length))
+            return open_bytes(self._read_ahead(location))
         except (NotFoundError, IntegrityError) as first:
             failure = first
         older = [v for v in self.store.versions(key) if v.key == key and not v.delete_marker and not v.latest]
@@ -276,6 +286,45 @@ class PackedObjects(ObjectLayout):
             except IntegrityError:
                 continue
         raise failure
+
+    def _read_ahead(self, location: Location) -> bytes:
+        """The bytes at ``location`` in one ranged GET that also fetches the objects after it in the pack (up to
+        READ_AHEAD_BYTES): single reads (a writer's delta bases, a copy's, ``verify --read-data``) mostly go in
+        pack order, so the next ones come from memory (:meth:`_take_ahead`; at most AHEAD_CACHE_BYTES held)."""
+        following = self._following(location)
+        end = location.offset + location.length
+        for _object_id, offset, length in following:
+            if offset + length - location.offset > READ_AHEAD_BYTES:
+                break
+            end = max(end, offset + length)
+        span = self.store.get_range(pack_key(location.pack_id), location.offset, end - location.offset)
+        with self._lock:
+            for object_id, offset, length in following:
+                if offset + length <= end and object_id not in self._ahead:
+                    piece = span[offset - location.offset : offset - location.offset + length]
+                    self._ahead[object_id] = piece
+                    self._ahead_bytes += len(piece)
+            while self._ahead_bytes > AHEAD_CACHE_BYTES and self._ahead:
+                self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
+        return span[: location.length]
+
+    def _following(self, location: Location) -> list[tuple[bytes, int, int]]:
+        """The pack's entries that start after ``location``, in offset order."""
+        with self._lock:
+            ordered = self._ordered.get(location.pack_id)
+            if ordered is None:
+                ordered = sorted(self._entries.get(location.pack_id, []), key=lambda entry: entry[1])
+                if ordered:
+                    self._ordered[location.pack_id] = ordered
+        start = bisect.bisect_right([offset for _, offset, _ in ordered], location.offset)
+        return ordered[start : start + READ_AHEAD_OBJECTS]
+
+    def _take_ahead(self, object_id: bytes) -> bytes | None:
+        with self._lock:
+            piece = self._ahead.pop(object_id, None)
+            if piece is not None:
+                self._ahead_bytes -= len(piece)
+            return piece
 
     def fetch_span(self, object_ids: list[bytes]) -> dict[bytes, bytes]:
         """One ranged GET for objects of one pack lying close together (a restore's read-ahead); {} if not."""
