@@ -15,8 +15,9 @@ from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef, decode_inde
 from strongroom.vault.vault import Vault
 
 READ_AHEAD = 6
-BATCH_PLAINTEXT = 12 * 1024 * 1024  # packed vaults: chunks read as one batch (their plaintext held at once)
-PACKED_READ_AHEAD = 2  # batches in flight: a restore holds about 2 x BATCH_PLAINTEXT (and their bases)
+BATCH_SEALED = 8 * 1024 * 1024  # packed vaults: sealed bytes fetched as one batch (held until its chunks are read)
+BATCH_REFS = 4096
+PACKED_READ_AHEAD = 2  # batches fetched ahead: a restore holds about 3 x BATCH_SEALED of sealed bytes and bases
 COALESCE_SPAN = 8 * 1024 * 1024  # sealed bytes one ranged GET of a pack may fetch for several chunks
 SPAN_GAP = 1024 * 1024  # unwanted bytes one such GET may read between two wanted objects
 
@@ -27,7 +28,7 @@ class RecoveryPointReader:
         self.manifest = manifest
         self._workers = max(2, vault.store.concurrency)  # parallel GETs: S3 reads are network round trips
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="strongroom-open")
-        self._window = max(READ_AHEAD, self._workers + 2)  # format 1: GETs kept ahead, one per worker plus two
+        self._window = max(READ_AHEAD, self._workers + 2)  # chunks opened ahead (format 1: GETs), per worker + 2
         self._batch_pool = ThreadPoolExecutor(max_workers=PACKED_READ_AHEAD, thread_name_prefix="strongroom-batch")
 
     def close(self) -> None:
@@ -57,52 +58,59 @@ class RecoveryPointReader:
             raise IntegrityError(f"stream lists {count} chunks but its manifest says {stream.chunk_count}")
 
     def iter_chunk_data(self, refs: Iterable[ChunkRef]) -> Iterator[bytes]:
-        """Verified plaintext of each chunk in order, fetched ahead: one GET per chunk kept in flight per worker
-        (format 1); in a packed vault, batches of chunks whose pack ranges are read in coalesced ranged GETs,
-        their delta bases too (:meth:`_read_batch`)."""
-        packed = self.vault.objects.packed
-        window: deque[tuple[list[ChunkRef], Future[dict[bytes, bytes]]]] = deque()
+        """Verified plaintext of each chunk in order, opened a few chunks ahead (one per worker, plus two). In a
+        format-1 vault each is one GET; in a packed vault the sealed bytes come in batches of coalesced ranged
+        GETs, their delta bases too (:meth:`_fetch_batch`)."""
+        window: deque[tuple[ChunkRef, Future[bytes]]] = deque()
         delivered = 0
-        batches = _batches(refs) if packed else ([ref] for ref in refs)
-        for batch in batches:
-            pool = self._batch_pool if packed else self._pool
-            window.append((batch, pool.submit(self._read_batch if packed else self._read_one, batch)))
-            if len(window) >= (PACKED_READ_AHEAD if packed else self._window):
-                for data in _in_order(*window.popleft()):
-                    delivered = _fault_after_first(delivered)
-                    yield data
-        while window:
-            for data in _in_order(*window.popleft()):
+        for ref, sealed in self._sealed_ahead(refs):
+            window.append(
+                (
+                    ref,
+                    self._pool.submit(
+                        read_object,
+                        self.vault,
+                        ref.id,
+                        Kind.CHUNK,
+                        prefetched=None if sealed is None else sealed.get(ref.id),
+                        sealed_bases=sealed,
+                    ),
+                )
+            )
+            if len(window) >= self._window:
                 delivered = _fault_after_first(delivered)
-                yield data
+                yield _checked(*window.popleft())
+        while window:
+            delivered = _fault_after_first(delivered)
+            yield _checked(*window.popleft())
 
-    def _read_one(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
-        return {ref.id: read_object(self.vault, ref.id, Kind.CHUNK) for ref in batch}
+    def _sealed_ahead(self, refs: Iterable[ChunkRef]) -> Iterator[tuple[ChunkRef, dict[bytes, bytes] | None]]:
+        """Each ref with the sealed bytes its batch fetched (None in a format-1 vault: read one by one)."""
+        if not self.vault.objects.packed:
+            for ref in refs:
+                yield ref, None
+            return
+        batches: deque[tuple[list[ChunkRef], Future[dict[bytes, bytes]]]] = deque()
+        for batch in _batches(self.vault, refs):
+            batches.append((batch, self._batch_pool.submit(self._fetch_batch, batch)))
+            if len(batches) >= PACKED_READ_AHEAD:
+                done, sealed = batches.popleft()
+                for ref in done:
+                    yield ref, sealed.result()
+        while batches:
+            done, sealed = batches.popleft()
+            for ref in done:
+                yield ref, sealed.result()
 
-    def _read_batch(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
-        """The batch's chunks: their sealed bytes in coalesced ranges, then the bases the delta chunks among them
-        need (also coalesced), then each opened and verified (read_object: a failed range falls back to a
-        plain read of the object, which tries every copy)."""
+    def _fetch_batch(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
+        """Sealed bytes of the batch's chunks in coalesced ranges, then of the bases its delta chunks need (also
+        coalesced). Nothing is trusted here: read_object authenticates each, and a missing or failed range falls
+        back to a plain read of the object, which tries every copy."""
         ids = list(dict.fromkeys(ref.id for ref in batch))
         sealed = self._fetch(ids)
-        bases = [base for base in dict.fromkeys(_delta_base(self.vault, i, sealed.get(i)) for i in ids) if base]
-        base_sealed = self._fetch([base for base in bases if base not in sealed])
-        opened_bases = dict(
-            zip(
-                bases,
-                self._pool.map(
-                    lambda b: read_object(
-                        self.vault, b, Kind.CHUNK, as_base=True, prefetched=base_sealed.get(b, sealed.get(b))
-                    ),
-                    bases,
-                ),
-                strict=True,
-            )
-        )
-        found = self._pool.map(
-            lambda i: read_object(self.vault, i, Kind.CHUNK, prefetched=sealed.get(i), bases=opened_bases), ids
-        )
-        return dict(zip(ids, found, strict=True))
+        bases = {base for base in (_delta_base(self.vault, i, sealed.get(i)) for i in ids) if base}
+        sealed.update(self._fetch([base for base in bases if base not in sealed]))
+        return sealed
 
     def _fetch(self, ids: list[bytes]) -> dict[bytes, bytes]:
         objects = self.vault.objects
@@ -142,25 +150,25 @@ def object_base(vault: Vault, object_id: bytes) -> bytes | None:
     return vault.objects.open(object_id, opener)
 
 
-def _in_order(refs: list[ChunkRef], future: Future[dict[bytes, bytes]]) -> Iterator[bytes]:
-    found = future.result()
-    for ref in refs:
-        data = found[ref.id]
-        if len(data) != ref.size:
-            raise IntegrityError(f"chunk {ref.id.hex()} has {len(data)} bytes, its index says {ref.size}")
-        yield data
+def _checked(ref: ChunkRef, future: Future[bytes]) -> bytes:
+    data = future.result()
+    if len(data) != ref.size:
+        raise IntegrityError(f"chunk {ref.id.hex()} has {len(data)} bytes, its index says {ref.size}")
+    return data
 
 
-def _batches(refs: Iterable[ChunkRef]) -> Iterator[list[ChunkRef]]:
-    """Consecutive refs, up to BATCH_PLAINTEXT of plaintext (what a batch holds once opened)."""
+def _batches(vault: Vault, refs: Iterable[ChunkRef]) -> Iterator[list[ChunkRef]]:
+    """Consecutive refs, up to BATCH_SEALED bytes as stored (what a batch's fetch holds) and BATCH_REFS refs."""
     batch: list[ChunkRef] = []
     size = 0
     for ref in refs:
-        if batch and size + ref.size > BATCH_PLAINTEXT:
+        spot = vault.objects.committed(ref.id)
+        stored = spot.length if spot is not None else ref.size
+        if batch and (size + stored > BATCH_SEALED or len(batch) >= BATCH_REFS):
             yield batch
             batch, size = [], 0
         batch.append(ref)
-        size += ref.size
+        size += stored
     if batch:
         yield batch
 
@@ -210,22 +218,21 @@ def read_object(
     *,
     as_base: bool = False,
     prefetched: bytes | None = None,
-    bases: Mapping[bytes, bytes] | None = None,
+    sealed_bases: Mapping[bytes, bytes] | None = None,
 ) -> bytes:
     """Fetch, authenticate, decompress and re-hash one content-addressed object.
 
     A delta-compressed chunk is rebuilt from its base chunk, which must itself be a whole chunk.
     ``prefetched``: its sealed bytes as a coalesced read found them (tried first, authenticated all the same);
-    ``bases``: verified plaintexts of bases read already (a delta's base is taken from there when present).
+    ``sealed_bases``: sealed bytes fetched already, where a delta's base is looked for first (and authenticated).
     """
 
     def opener(sealed: bytes, what: str) -> bytes:
         def load_base(base_id: bytes) -> bytes:
             if as_base:
                 raise IntegrityError(f"{what} is a delta used as a base (chains are not allowed)")
-            if bases is not None and base_id in bases:
-                return bases[base_id]
-            return read_object(vault, base_id, Kind.CHUNK, as_base=True)
+            found = sealed_bases.get(base_id) if sealed_bases is not None else None
+            return read_object(vault, base_id, Kind.CHUNK, as_base=True, prefetched=found)
 
         opened = envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what, base_loader=load_base)
         if opened.kind != kind:
