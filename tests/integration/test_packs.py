@@ -133,8 +133,9 @@ def test_an_index_claiming_another_packs_chunks_gives_an_integrity_error_naming_
 
     with pytest.raises(IntegrityError, match=rf"{pack_b}"):
         _read(_reopened(vault), "rp-1", "data")
-    # Put A's index back: A's objects are found where they are, B's lying entries tried too but never used.
-    _write(vault, "rp-3", {"data": first})  # a writer that finds nothing stores its own copy: still the right bytes
+    # This process's map read B's true index before the forgery and drops A's (its index is gone), so the writer
+    # stores a new copy; a fresh reader tries B's lying entries and the new copy: the right bytes, never B's.
+    _write(vault, "rp-3", {"data": first})
     assert _read(_reopened(vault), "rp-3", "data") == first
 
 
