@@ -98,7 +98,7 @@ def test_root_with_the_vaults_credentials_cannot_destroy_a_locked_s3_backup(
     # minutes and holds no backup data: it is not retained (docs/storage.md).
     keys = [key for key in bucket.listing() if key != HOME_MARKER]
     manifest = next(key for key in keys if key.startswith("vault/manifests/"))
-    chunk = next(key for key in keys if key.startswith("vault/chunks/"))
+    chunk = next(key for key in keys if key.startswith("vault/packs/") and key.endswith(".pack"))
     # older versions: catalog records rewritten
     locked = [v for v in bucket.versions() if v["IsLatest"] and v["Key"] != HOME_MARKER]
     assert {v["Key"] for v in locked} == set(keys)
@@ -217,15 +217,17 @@ def test_gc_reports_objects_still_retained_and_leaves_them(cli: Cli, s3_server: 
     retained its objects on S3: the collector leaves them and says until when."""
     bucket, job, _ = _backup(cli, s3_server, tmp_path, lock=False, keep="5")
     cli.run("vaults", "put-lock", "Offsite", "--min-retention-days", "1")
-    chunks = [key for key in bucket.listing() if key.startswith("vault/chunks/")]
+    packed = [key for key in bucket.listing() if key.startswith("vault/packs/")]
     cli.run("recovery-points", "delete", job["recovery_point_arn"])
     runs = cli.json("lifecycle", "run", "--gc-wait", "0", "--json")["garbage_collection"]
     [collected] = [run for run in runs if run["backup_vault_name"] == "Offsite"]
-    assert (collected["objects_deleted"], collected["objects_retained"]) == (0, len(chunks))
+    # Each dead pack's index is tried first and found retained: the pack behind it is not tried either.
+    packs = [key for key in packed if key.endswith(".pack")]
+    assert (collected["objects_deleted"], collected["objects_retained"]) == (0, len(packs))
     delete_at = _delete_at(cli, job)
     assert datetime.fromisoformat(collected["retained_until"]) >= delete_at
     assert "kept by Object Lock retention" in collected["message"]
-    assert [key for key in bucket.listing() if key.startswith("vault/chunks/")] == chunks
+    assert [key for key in bucket.listing() if key.startswith("vault/packs/")] == packed
 
 
 def test_wal_pushed_into_a_locked_s3_vault_is_retained_and_pruning_waits_for_its_retention(

@@ -40,7 +40,8 @@ def test_a_directory_round_trips_through_an_s3_vault(cli: Cli, s3_server: S3Serv
     job = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
     assert job["state"] == "COMPLETED", job
     keys = _raw_keys(s3_server, bucket)
-    assert any(key.startswith("team/vault/chunks/") for key in keys)
+    assert any(key.startswith("team/vault/packs/") and key.endswith(".pack") for key in keys)  # format 2
+    assert not any(key.startswith("team/vault/chunks/") for key in keys)
     assert any(key.startswith("team/vault/manifests/") for key in keys)
     assert not (cli.home / "vaults" / "Offsite").exists()  # nothing of it on the local disk
 
@@ -133,7 +134,9 @@ def test_no_aws_variable_reaches_the_catalog(cli: Cli, s3_server: S3Server) -> N
 
 def test_garbage_collection_frees_what_no_point_on_s3_needs(cli: Cli, s3_server: S3Server, tmp_path: Path) -> None:
     bucket = s3_server.new_bucket()
-    cli.run("vaults", "create", "Offsite", "--store", s3_server.url(bucket))
+    # Packs of 64 KiB: each ~1 MiB chunk closes its own pack, so the first point's data is in packs no later
+    # point shares (a partly live pack stays whole: tests/integration/test_packs.py).
+    cli.run("vaults", "create", "Offsite", "--store", s3_server.url(bucket, pack_size="64KiB"))
     source = tmp_path / "source"
     source.mkdir()
     (source / "old.bin").write_bytes(os.urandom(2 * 1024 * 1024))
@@ -143,16 +146,56 @@ def test_garbage_collection_frees_what_no_point_on_s3_needs(cli: Cli, s3_server:
     (source / "new.bin").write_bytes(os.urandom(2 * 1024 * 1024))
     expected = snapshot_tree(source)
     second = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
-    before = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/chunks/")}
+    before = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/packs/")}
 
     cli.run("recovery-points", "delete", first["recovery_point_arn"])
     runs = cli.json("lifecycle", "run", "--gc-wait", "0")["garbage_collection"]
     [collected] = [run for run in runs if run["backup_vault_name"] == "Offsite"]
-    after = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/chunks/")}
+    after = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/packs/")}
     assert collected["status"] == "COMPLETED", collected
     assert after < before and collected["objects_deleted"] == len(before - after), collected
 
     target = tmp_path / "restored"
     cli.run("restore", "start", "--recovery-point", second["recovery_point_arn"], "--target", str(target), "--wait")
     assert diff_snapshots(expected, snapshot_tree(target)) == []
+    assert cli.json("verify", "--read-data")["ok"]
+
+
+def test_a_backup_killed_between_its_packs_and_its_manifest_leaves_a_consistent_vault(
+    cli: Cli, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Killed after a pack is stored but before its index (then, on the re-run, before the manifest): the vault
+    verifies, the point is not COMPLETED, a re-run succeeds and restores, and the collector removes the orphans."""
+    bucket = s3_server.new_bucket()
+    cli.run("vaults", "create", "Offsite", "--store", s3_server.url(bucket))
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "data.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    cli.run("resources", "add", "files", "--type", "directory", "--path", str(source))
+    for point in ("write:after-pack", "write:before-manifest"):
+        killed = cli.run(
+            "backup", "start", "--resource", "files", "--vault", "Offsite", "--wait", ok=False,
+            env={"STRONGROOM_FAULT_KILL_AT": point},
+        )  # fmt: skip
+        assert killed.returncode < 0, point
+        packs = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/packs/")}
+        assert any(key.endswith(".pack") for key in packs), point  # the pack reached the bucket
+        assert not any(key.startswith("vault/manifests/") for key in _raw_keys(s3_server, bucket))
+        assert cli.json("verify")["ok"]
+    statuses = [p["status"] for p in cli.json("recovery-points", "list", "--all")["recovery_points"]]
+    assert "COMPLETED" not in statuses
+
+    done = cli.json("backup", "start", "--resource", "files", "--vault", "Offsite", "--wait")
+    assert done["state"] == "COMPLETED", done
+    target = tmp_path / "restored"
+    cli.run("restore", "start", "--recovery-point", done["recovery_point_arn"], "--target", str(target), "--wait")
+    assert diff_snapshots(snapshot_tree(source), snapshot_tree(target)) == []
+    runs = cli.json("lifecycle", "run", "--gc-wait", "0")["garbage_collection"]
+    [collected] = [run for run in runs if run["backup_vault_name"] == "Offsite"]
+    # The pack whose index never came is deleted; the pack the second killed run indexed was reused by the re-run.
+    assert collected["objects_deleted"] == 1, collected
+    left = {key for key in _raw_keys(s3_server, bucket) if key.startswith("vault/packs/")}
+    assert {key[: -len(".idx")] for key in left if key.endswith(".idx")} == {
+        key[: -len(".pack")] for key in left if key.endswith(".pack")
+    }
     assert cli.json("verify", "--read-data")["ok"]

@@ -18,6 +18,7 @@ from strongroom.clock import driven_clock, system_clock
 from strongroom.errors import VaultInUseError
 from strongroom.services import attach
 from strongroom.services.account import init_account, open_account
+from strongroom.store.base import open_store
 from tests.support.accounts import account_id
 from tests.support.cli import PASSPHRASE, Cli, assert_one_line_error
 from tests.support.s3server import S3_TEST_ENV, S3Server
@@ -172,6 +173,8 @@ def test_an_s3_vault_outlives_its_whole_home(tmp_path: Path, s3_server: S3Server
     url = s3_server.new_store_url(object_lock=True, prefix="team/offsite")
     old.run("vaults", "create", "Offsite", "--store", url)
     before = _fill(old, tmp_path, "Offsite")
+    stored = set(open_store(url).list(""))
+    assert any(key.endswith(".pack") for key in stored) and not any(key.startswith("chunks/") for key in stored)
     shutil.rmtree(old.home)
 
     new = Cli(tmp_path / "new")

@@ -29,8 +29,10 @@ DATA = os.urandom(3 * 1024 * 1024)
 
 
 def _locked_vault(s3_server: S3Server) -> Vault:
+    """A format-1 vault (one object per chunk), as S3 vaults made before packs are: they must keep working.
+    The same guarantees on packed vaults (format 2): tests/integration/test_packs.py."""
     store = open_store(s3_server.new_store_url(object_lock=True))
-    return Vault.create(store, "passphrase", scrypt_params=FAST_SCRYPT)
+    return Vault.create(store, "passphrase", scrypt_params=FAST_SCRYPT, packed=False)
 
 
 def _in(days: float) -> datetime:

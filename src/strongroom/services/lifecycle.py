@@ -109,6 +109,8 @@ def collect_garbage(
         "bytes_deleted": 0,
         "objects_retained": 0,
         "retained_until": None,
+        "partly_live_packs": 0,
+        "dead_bytes_kept": 0,
         "writers_waited_for": 0,
         "waited_seconds": 0.0,
         "active_writers": None,
@@ -176,6 +178,11 @@ def _delete_under_lock(
     message = f"deleted {deleted.objects} unreferenced objects"
     if deleted.retained:
         message += f"; {deleted.retained} kept by Object Lock retention until {iso(deleted.retained_until)} at least"
+    if deleted.partly_live_packs:
+        message += (
+            f"; {deleted.partly_live_packs} packs kept whole for the live objects in them"
+            f" ({deleted.dead_bytes_kept} unreferenced bytes inside)"
+        )
     return {
         **report,
         "status": GC_COMPLETED,
@@ -184,6 +191,8 @@ def _delete_under_lock(
         "bytes_deleted": deleted.bytes,
         "objects_retained": deleted.retained,
         "retained_until": iso(deleted.retained_until),
+        "partly_live_packs": deleted.partly_live_packs,
+        "dead_bytes_kept": deleted.dead_bytes_kept,
         "message": message,
     }
 

@@ -112,6 +112,8 @@ class ObjectStore(ABC):
     # Requests worth keeping in flight at once (the vault's writer and reader size their pools by it): a
     # local disk gains nothing past a few, an S3 endpoint's throughput comes from many parallel requests.
     concurrency = 2
+    # Target size of a pack object in a format-2 vault (vault/packs.py); None: new vaults here are format 1.
+    pack_size: int | None = None
 
     @abstractmethod
     def put(
@@ -135,6 +137,11 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``key`` from ``start`` (fewer when the object is shorter); NotFoundError if absent.
+        Stores that can read a range without the whole object override this (S3: a ranged GET)."""
+        return self.get(key)[start : start + length]
 
     @abstractmethod
     def head(self, key: str) -> int | None:

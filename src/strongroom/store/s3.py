@@ -54,6 +54,9 @@ _E = TypeVar("_E", bound=StrEnum)
 PROBE_KEY = ".strongroom-conditional-write-probe"
 DEFAULT_CONCURRENCY = 16  # requests a writer or reader keeps in flight: S3 throughput comes from parallelism
 MAX_CONCURRENCY = 64
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024  # restic's default too: one PUT per 16 MiB of new sealed chunks
+MIN_PACK_SIZE = 64 * 1024
+MAX_PACK_SIZE = 1024 * 1024 * 1024
 RETRY_ATTEMPTS = 8  # botocore 'standard' mode: exponential backoff with jitter on throttling and 5xx
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
@@ -85,6 +88,7 @@ class S3Location:
     profile: str | None = None
     conditional_writes: ConditionalWrites = ConditionalWrites.AUTO
     concurrency: int = DEFAULT_CONCURRENCY
+    pack_size: int = DEFAULT_PACK_SIZE  # target size of a pack object in a new (format-2) vault
 
     @property
     def url(self) -> str:
@@ -98,6 +102,7 @@ class S3Location:
             if self.conditional_writes == ConditionalWrites.AUTO
             else self.conditional_writes,
             "concurrency": None if self.concurrency == DEFAULT_CONCURRENCY else str(self.concurrency),
+            "pack_size": None if self.pack_size == DEFAULT_PACK_SIZE else str(self.pack_size),
         }
         query = urlencode({k: v for k, v in params.items() if v is not None}, safe=":/")
         return f"s3://{self.bucket}/{self.prefix}" + (f"?{query}" if query else "")
@@ -107,7 +112,7 @@ class S3Location:
         return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
 
 
-_PARAMETERS = ("endpoint", "region", "addressing", "profile", "conditional_writes", "concurrency")
+_PARAMETERS = ("endpoint", "region", "addressing", "profile", "conditional_writes", "concurrency", "pack_size")
 _CREDENTIALS_HINT = (
     "Give credentials through the AWS chain instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
     "AWS_PROFILE or the URL parameter profile=NAME (shared config), or an instance/container role"
@@ -150,6 +155,7 @@ def parse_s3_url(url: str) -> S3Location:
             ConditionalWrites, "conditional_writes", params.get("conditional_writes"), ConditionalWrites.AUTO
         ),
         concurrency=_concurrency(params.get("concurrency")),
+        pack_size=_pack_size(params.get("pack_size")),
     )
 
 
@@ -185,6 +191,20 @@ def _concurrency(value: str | None) -> int:
     return int(value)
 
 
+def _pack_size(value: str | None) -> int:
+    """``pack_size=`` in bytes, or with a KiB/MiB suffix: from 64 KiB to 1 GiB."""
+    if not value:
+        return DEFAULT_PACK_SIZE
+    units = {"kib": 1024, "mib": 1024 * 1024, "k": 1024, "m": 1024 * 1024, "": 1}
+    lowered = value.lower()
+    number, unit = lowered.rstrip("kibm"), lowered[len(lowered.rstrip("kibm")) :]
+    if not number.isdigit() or unit not in units or not MIN_PACK_SIZE <= int(number) * units[unit] <= MAX_PACK_SIZE:
+        raise ConfigError(
+            f"pack_size={value} is not a size from 64KiB to 1024MiB", hint="e.g. pack_size=16MiB (the default)"
+        )
+    return int(number) * units[unit]
+
+
 class S3Store(ObjectStore):
     """Objects are S3 objects under ``prefix`` in ``bucket``; one boto3 client, shared by every thread."""
 
@@ -199,6 +219,7 @@ class S3Store(ObjectStore):
         )
         self._object_lock: bool | None = None
         self.concurrency = location.concurrency
+        self.pack_size = location.pack_size
 
     # Capabilities ----------------------------------------------------------------------------
     @property
@@ -289,6 +310,26 @@ class S3Store(ObjectStore):
         except _Missing:
             raise NotFoundError(f"object {key} not found in {self.location.where}") from None
         return body
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """One ranged GET (``Range: bytes=start-end``)."""
+        if length <= 0:
+            return b""
+        try:
+            answer = self._call(
+                f"GET {key} bytes {start}+{length}",
+                self.client.get_object,
+                Bucket=self.location.bucket,
+                Key=self._full(key),
+                Range=f"bytes={start}-{start + length - 1}",
+            )
+        except _Missing:
+            raise NotFoundError(f"object {key} not found in {self.location.where}") from None
+        except StorageError as exc:
+            if "InvalidRange" in exc.message:  # the range starts past the end: nothing there
+                return b""
+            raise
+        return self._read_body(key, answer)
 
     def _read_body(self, key: str, answer: dict[str, Any]) -> bytes:
         from botocore.exceptions import BotoCoreError

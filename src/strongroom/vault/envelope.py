@@ -68,6 +68,7 @@ class Kind(IntEnum):
     CONFIG = 4
     RECORD = 5  # the catalog's security records mirrored into the vault (services/catalog_integrity.py)
     WAL = 6  # one archived PostgreSQL WAL file (vault/wal.py)
+    PACK_INDEX = 7  # where each sealed object of one pack object lies (vault/packs.py, format 2)
 
 
 class Compression(IntEnum):

@@ -16,12 +16,13 @@ from datetime import datetime
 
 from strongroom.clock import now as clock_now
 from strongroom.errors import FormatError, IntegrityError, NotFoundError
-from strongroom.faults import fault_point
-from strongroom.store.base import RetainedError
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import Manifest, decode_index, load_manifest
+from strongroom.vault.objects import Deleted
 from strongroom.vault.reader import read_object
-from strongroom.vault.vault import CHUNKS_PREFIX, Vault, chunk_key, manifest_key
+from strongroom.vault.vault import Vault, manifest_key
+
+__all__ = ["Deleted", "Marking", "candidates", "delete_objects", "mark", "stored_objects"]
 
 OBJECT_KEY = re.compile(r"^chunks/([0-9a-f]{2})/(\1[0-9a-f]{62})$")
 
@@ -49,14 +50,6 @@ class Marking:
             if ref.base is not None:
                 self.referenced.add(ref.base)
         self._indexes_read.add(index_id)
-
-
-@dataclass(frozen=True)
-class Deleted:
-    objects: int
-    bytes: int
-    retained: int = 0  # unreferenced, but the storage keeps them under Object Lock retention until then
-    retained_until: datetime | None = None  # the earliest such retention's end: the next GC after it frees them
 
 
 def mark(vault: Vault, marking: Marking | None = None) -> Marking:
@@ -87,12 +80,7 @@ def _mark_one(vault: Vault, marking: Marking, rp_id: str) -> None:
 
 def stored_objects(vault: Vault) -> set[bytes]:
     """Ids of every chunk and index object in the vault; keys of any other shape are never touched."""
-    found = set()
-    for key in vault.store.list(CHUNKS_PREFIX):
-        match = OBJECT_KEY.match(key)
-        if match:
-            found.add(bytes.fromhex(match[2]))
-    return found
+    return vault.objects.stored_ids()
 
 
 def candidates(marking: Marking, stored: Iterable[bytes]) -> set[bytes]:
@@ -101,32 +89,8 @@ def candidates(marking: Marking, stored: Iterable[bytes]) -> set[bytes]:
 
 
 def delete_objects(vault: Vault, object_ids: Iterable[bytes], *, now: datetime | None = None) -> Deleted:
-    """Delete the objects (every version of each, on a versioned store); returns how many existed and their size.
-
-    An object still under Object Lock retention is never tried: it is counted as retained, with the earliest
-    end of retention, and a collection after that date deletes it. Should the storage refuse anyway (its clock
-    is the one that counts), the object is counted as retained too.
-    """
-    moment = now or clock_now()
-    count = size = retained = 0
-    earliest: datetime | None = None
-    for object_id in sorted(object_ids):
-        key = chunk_key(object_id)
-        found = vault.store.stat(key)
-        if found is None:
-            continue
-        until = found.retention.until if found.retention else None
-        if until is None or until <= moment:
-            try:
-                vault.store.purge(key)
-            except RetainedError:
-                until = until or moment
-            else:
-                count += 1
-                size += found.size
-                if count == 1:
-                    fault_point("gc:after-first-delete")
-                continue
-        retained += 1
-        earliest = until if earliest is None else min(earliest, until)
-    return Deleted(count, size, retained, earliest)
+    """Delete what holds only these objects (every version, on a versioned store): each object (format 1), or
+    each pack none of whose objects is live (format 2: a partly live pack stays whole, its dead bytes are
+    reported). Nothing under Object Lock retention is tried: it is counted as retained, with the earliest end
+    of retention, and a collection after that date deletes it."""
+    return vault.objects.delete_unreferenced(object_ids, clock_now() if now is None else now)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from strongroom.errors import IntegrityError, NotFoundError
+from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.faults import fault_point
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef, decode_index
-from strongroom.vault.vault import T, Vault, chunk_key, open_stored
+from strongroom.vault.vault import Vault
 
 READ_AHEAD = 6
+BATCH_SEALED = 8 * 1024 * 1024  # packed vaults: sealed bytes fetched as one batch (held until its chunks are read)
+BATCH_REFS = 4096
+PACKED_READ_AHEAD = 2  # batches fetched ahead: a restore holds about 3 x BATCH_SEALED of sealed bytes and bases
+COALESCE_SPAN = 8 * 1024 * 1024  # sealed bytes one ranged GET of a pack may fetch for several chunks
+SPAN_GAP = 1024 * 1024  # unwanted bytes one such GET may read between two wanted objects
 
 
 class RecoveryPointReader:
@@ -23,8 +28,11 @@ class RecoveryPointReader:
         self.manifest = manifest
         self._workers = max(2, vault.store.concurrency)  # parallel GETs: S3 reads are network round trips
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="strongroom-open")
+        self._window = max(READ_AHEAD, self._workers + 2)  # chunks opened ahead (format 1: GETs), per worker + 2
+        self._batch_pool = ThreadPoolExecutor(max_workers=PACKED_READ_AHEAD, thread_name_prefix="strongroom-batch")
 
     def close(self) -> None:
+        self._batch_pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> RecoveryPointReader:
@@ -50,17 +58,66 @@ class RecoveryPointReader:
             raise IntegrityError(f"stream lists {count} chunks but its manifest says {stream.chunk_count}")
 
     def iter_chunk_data(self, refs: Iterable[ChunkRef]) -> Iterator[bytes]:
-        """Verified plaintext of each chunk in order, fetched a few chunks ahead."""
+        """Verified plaintext of each chunk in order, opened a few chunks ahead (one per worker, plus two). In a
+        format-1 vault each is one GET; in a packed vault the sealed bytes come in batches of coalesced ranged
+        GETs, their delta bases too (:meth:`_fetch_batch`)."""
         window: deque[tuple[ChunkRef, Future[bytes]]] = deque()
         delivered = 0
-        for ref in refs:
-            window.append((ref, self._pool.submit(read_object, self.vault, ref.id, Kind.CHUNK)))
-            if len(window) >= max(READ_AHEAD, self._workers + 2):
+        for ref, sealed in self._sealed_ahead(refs):
+            window.append(
+                (
+                    ref,
+                    self._pool.submit(
+                        read_object,
+                        self.vault,
+                        ref.id,
+                        Kind.CHUNK,
+                        prefetched=None if sealed is None else sealed.get(ref.id),
+                        sealed_bases=sealed,
+                    ),
+                )
+            )
+            if len(window) >= self._window:
                 delivered = _fault_after_first(delivered)
                 yield _checked(*window.popleft())
         while window:
             delivered = _fault_after_first(delivered)
             yield _checked(*window.popleft())
+
+    def _sealed_ahead(self, refs: Iterable[ChunkRef]) -> Iterator[tuple[ChunkRef, dict[bytes, bytes] | None]]:
+        """Each ref with the sealed bytes its batch fetched (None in a format-1 vault: read one by one)."""
+        if not self.vault.objects.packed:
+            for ref in refs:
+                yield ref, None
+            return
+        batches: deque[tuple[list[ChunkRef], Future[dict[bytes, bytes]]]] = deque()
+        for batch in _batches(self.vault, refs):
+            batches.append((batch, self._batch_pool.submit(self._fetch_batch, batch)))
+            if len(batches) >= PACKED_READ_AHEAD:
+                done, sealed = batches.popleft()
+                for ref in done:
+                    yield ref, sealed.result()
+        while batches:
+            done, sealed = batches.popleft()
+            for ref in done:
+                yield ref, sealed.result()
+
+    def _fetch_batch(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
+        """Sealed bytes of the batch's chunks in coalesced ranges, then of the bases its delta chunks need (also
+        coalesced). Nothing is trusted here: read_object authenticates each, and a missing or failed range falls
+        back to a plain read of the object, which tries every copy."""
+        ids = list(dict.fromkeys(ref.id for ref in batch))
+        sealed = self._fetch(ids)
+        bases = {base for base in (_delta_base(self.vault, i, sealed.get(i)) for i in ids) if base}
+        sealed.update(self._fetch([base for base in bases if base not in sealed]))
+        return sealed
+
+    def _fetch(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        objects = self.vault.objects
+        found: dict[bytes, bytes] = {}
+        for part in self._pool.map(objects.fetch_span, _spans(self.vault, ids)):
+            found.update(part)
+        return found
 
     def open_stream(self, name: str) -> io.BufferedReader:
         return io.BufferedReader(_ChunkStream(self.iter_stream(name)), 1 << 20)
@@ -84,22 +141,13 @@ def _fault_after_first(delivered: int) -> int:
     return delivered + 1
 
 
-def _fetch(vault: Vault, key: str, what: str, opener: Callable[[bytes], T]) -> T:
-    """``opener`` over the stored object; an older version if the current one is hidden or forged (S3)."""
-    try:
-        return open_stored(vault.store, key, opener)
-    except NotFoundError:
-        raise IntegrityError(f"{what} is missing from the vault") from None
-
-
 def object_base(vault: Vault, object_id: bytes) -> bytes | None:
     """The base a stored chunk was delta-compressed against (authenticated, not decompressed)."""
-    key = chunk_key(object_id)
-    what = f"object {key}"
-    opened = _fetch(
-        vault, key, what, lambda sealed: envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what)
-    )
-    return opened.base_id
+
+    def opener(sealed: bytes, what: str) -> bytes | None:
+        return envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what).base_id
+
+    return vault.objects.open(object_id, opener)
 
 
 def _checked(ref: ChunkRef, future: Future[bytes]) -> bytes:
@@ -109,20 +157,83 @@ def _checked(ref: ChunkRef, future: Future[bytes]) -> bytes:
     return data
 
 
-def read_object(vault: Vault, object_id: bytes, kind: Kind, *, as_base: bool = False) -> bytes:
+def _batches(vault: Vault, refs: Iterable[ChunkRef]) -> Iterator[list[ChunkRef]]:
+    """Consecutive refs, up to BATCH_SEALED bytes as stored (what a batch's fetch holds) and BATCH_REFS refs."""
+    batch: list[ChunkRef] = []
+    size = 0
+    for ref in refs:
+        spot = vault.objects.committed(ref.id)
+        stored = spot.length if spot is not None else ref.size
+        if batch and (size + stored > BATCH_SEALED or len(batch) >= BATCH_REFS):
+            yield batch
+            batch, size = [], 0
+        batch.append(ref)
+        size += stored
+    if batch:
+        yield batch
+
+
+def _spans(vault: Vault, ids: list[bytes]) -> list[list[bytes]]:
+    """The ids grouped into ranges worth one GET each: one pack, in offset order, gaps of at most SPAN_GAP
+    and at most COALESCE_SPAN bytes in all. An id no pack index lists is a range of its own."""
+    by_pack: dict[str, list[tuple[int, int, bytes]]] = {}
+    spans: list[list[bytes]] = []
+    for object_id in ids:
+        spot = vault.objects.committed(object_id)
+        if spot is None:
+            spans.append([object_id])
+        else:
+            by_pack.setdefault(spot.pack_id, []).append((spot.offset, spot.offset + spot.length, object_id))
+    for spots in by_pack.values():
+        spots.sort()
+        current: list[bytes] = []
+        start = end = 0
+        for offset, stop, object_id in spots:
+            if current and (offset - end > SPAN_GAP or stop - start > COALESCE_SPAN):
+                spans.append(current)
+                current = []
+            if not current:
+                start = offset
+            current.append(object_id)
+            end = max(end, stop) if len(current) > 1 else stop
+        if current:
+            spans.append(current)
+    return spans
+
+
+def _delta_base(vault: Vault, object_id: bytes, sealed: bytes | None) -> bytes | None:
+    """The base a fetched delta chunk needs (None for a whole chunk, or one that does not open: reported later)."""
+    if sealed is None or len(sealed) < envelope.HEADER_SIZE or sealed[6] != envelope.Compression.ZSTD_DELTA:
+        return None
+    try:
+        return envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what="chunk").base_id
+    except StrongroomError:
+        return None
+
+
+def read_object(
+    vault: Vault,
+    object_id: bytes,
+    kind: Kind,
+    *,
+    as_base: bool = False,
+    prefetched: bytes | None = None,
+    sealed_bases: Mapping[bytes, bytes] | None = None,
+) -> bytes:
     """Fetch, authenticate, decompress and re-hash one content-addressed object.
 
     A delta-compressed chunk is rebuilt from its base chunk, which must itself be a whole chunk.
+    ``prefetched``: its sealed bytes as a coalesced read found them (tried first, authenticated all the same);
+    ``sealed_bases``: sealed bytes fetched already, where a delta's base is looked for first (and authenticated).
     """
-    key = chunk_key(object_id)
-    what = f"object {key}"
 
-    def load_base(base_id: bytes) -> bytes:
-        if as_base:
-            raise IntegrityError(f"{what} is a delta used as a base (chains are not allowed)")
-        return read_object(vault, base_id, Kind.CHUNK, as_base=True)
+    def opener(sealed: bytes, what: str) -> bytes:
+        def load_base(base_id: bytes) -> bytes:
+            if as_base:
+                raise IntegrityError(f"{what} is a delta used as a base (chains are not allowed)")
+            found = sealed_bases.get(base_id) if sealed_bases is not None else None
+            return read_object(vault, base_id, Kind.CHUNK, as_base=True, prefetched=found)
 
-    def opener(sealed: bytes) -> bytes:
         opened = envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what, base_loader=load_base)
         if opened.kind != kind:
             raise IntegrityError(f"{what} is a {opened.kind.name.lower()}, expected a {kind.name.lower()}")
@@ -130,7 +241,7 @@ def read_object(vault: Vault, object_id: bytes, kind: Kind, *, as_base: bool = F
             raise IntegrityError(f"{what} does not hash to its id (damaged or forged)")
         return opened.plaintext
 
-    return _fetch(vault, key, what, opener)
+    return vault.objects.open(object_id, opener, prefetched=prefetched)
 
 
 class _ChunkStream(io.RawIOBase):

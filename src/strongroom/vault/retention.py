@@ -88,16 +88,17 @@ def manifest_holds(store: ObjectStore, recovery_point_id: str, wanted: Retention
 
 def retain_point(vault: Vault, recovery_point_id: str, wanted: Retention) -> Extended:
     """Extend the retention of everything the recovery point needs to ``wanted``: each chunk and index object
-    its manifest names, the vault's keys and config, and the manifest itself last (so that a manifest holding
-    a retention proves its objects do: :func:`manifest_holds`)."""
+    its manifest names (in a packed vault: each pack holding one, and that pack's index), the vault's keys and
+    config, and the manifest itself last (so that a manifest holding a retention proves its objects do:
+    :func:`manifest_holds`)."""
     from strongroom.vault.gc import Marking
     from strongroom.vault.manifest import load_manifest
-    from strongroom.vault.vault import chunk_key, manifest_key
+    from strongroom.vault.vault import manifest_key
 
     keeper = RetentionKeeper(vault.store, wanted)
     marking = Marking()
     marking.add_manifest(vault, load_manifest(vault, recovery_point_id))
-    keys = [chunk_key(object_id) for object_id in sorted(marking.referenced)]
+    keys = vault.objects.storage_keys(marking.referenced)  # each chunk's object, or each pack and its index
     keys += [*vault_root_keys(vault.store), manifest_key(recovery_point_id)]
     for key in keys:
         keeper.ensure(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
@@ -22,8 +23,11 @@ from strongroom.store.base import ObjectStore, RetainedError, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
+from strongroom.vault.objects import LooseObjects, ObjectLayout
 
-VAULT_FORMAT = 1
+VAULT_FORMAT = 1  # one object per chunk (chunks/<hh>/<id>): local directories, and S3 vaults made before packs
+PACKED_FORMAT = 2  # chunks in pack objects with pack indexes (packs/, docs/vault-format.md §2.1): new S3 vaults
+KNOWN_FORMATS = (VAULT_FORMAT, PACKED_FORMAT)
 CONFIG_KEY = "config"
 KEYS_PREFIX = "keys/"
 CHUNKS_PREFIX = "chunks/"
@@ -58,8 +62,11 @@ class VaultConfig:
     @classmethod
     def from_json(cls, data: bytes) -> VaultConfig:
         raw = json.loads(data)
-        if raw.get("format") != VAULT_FORMAT:
-            raise FormatError(f"vault format {raw.get('format')} is unknown; this Strongroom reads {VAULT_FORMAT}")
+        if raw.get("format") not in KNOWN_FORMATS:
+            raise FormatError(
+                f"vault format {raw.get('format')} is unknown; this Strongroom reads formats "
+                + " and ".join(map(str, KNOWN_FORMATS))
+            )
         return cls(raw["vault_id"], raw["format"], raw["created_at"], ChunkerSettings(**raw["chunker"]))
 
 
@@ -86,6 +93,21 @@ class Vault:
         # On a store with Object Lock, what catalog records written from now on are kept for (set by the latest
         # write session: services/object_lock.py); None writes them without retention.
         self.record_retention: Retention | None = None
+        self._objects: ObjectLayout | None = None
+        self._objects_lock = threading.Lock()
+
+    @property
+    def objects(self) -> ObjectLayout:
+        """Where the vault's chunks and index objects live: loose objects (format 1) or packs (format 2)."""
+        with self._objects_lock:
+            if self._objects is None:
+                if self.config.format == PACKED_FORMAT:
+                    from strongroom.vault.packs import PackedObjects
+
+                    self._objects = PackedObjects(self)
+                else:
+                    self._objects = LooseObjects(self)
+            return self._objects
 
     @classmethod
     def create(
@@ -95,13 +117,15 @@ class Vault:
         *,
         chunker: ChunkerSettings | None = None,
         scrypt_params: dict[str, int] | None = None,
+        packed: bool | None = None,
     ) -> Vault:
+        """``packed``: store chunks in packs (format 2); by default where the store asks for it (S3)."""
         if store.exists(CONFIG_KEY):
             raise AccountError(f"a vault already exists at {store.url}")
         keys = KeySet.generate()
         config = VaultConfig(
             vault_id=secrets.token_hex(8),
-            format=VAULT_FORMAT,
+            format=PACKED_FORMAT if (store.pack_size is not None if packed is None else packed) else VAULT_FORMAT,
             created_at=now().isoformat(),
             chunker=chunker or ChunkerSettings(),
         )
@@ -142,10 +166,10 @@ class Vault:
 
     def has_object(self, object_id: bytes) -> bool:
         """Does the vault hold the chunk or index object ``object_id`` (the collector may have removed it)?"""
-        return self.store.exists(chunk_key(object_id))
+        return self.objects.exists(object_id)
 
     def list_chunk_ids(self) -> set[bytes]:
-        return {chunk_id_from_key(key) for key in self.store.list(CHUNKS_PREFIX)}
+        return self.objects.stored_ids()
 
     def list_manifest_ids(self) -> list[str]:
         return sorted(key[len(MANIFESTS_PREFIX) :] for key in self.store.list(MANIFESTS_PREFIX))

@@ -81,7 +81,7 @@ def verify_recovery_points(
                 report.bytes_read += len(data)
                 if progress:
                     progress(len(data))
-            elif key not in hidden and vault.store.head(key) is None:
+            elif not vault.objects.exists(object_id, hidden):
                 raise StrongroomError(f"object {key} is missing from the vault")
             verdicts[key] = None
         except StrongroomError as exc:

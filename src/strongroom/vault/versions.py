@@ -18,6 +18,7 @@ from enum import StrEnum
 from strongroom.errors import IntegrityError, NotFoundError
 from strongroom.store.base import ObjectStore, ObjectVersion
 from strongroom.vault import envelope
+from strongroom.vault.packs import PACKS_PREFIX
 from strongroom.vault.vault import (
     CHUNKS_PREFIX,
     KEYS_PREFIX,
@@ -81,12 +82,21 @@ def authentic(vault: Vault, key: str, data: bytes) -> bool:
     under ``keys/`` opens only with the passphrase, so any body is accepted there: see :func:`repair`.)"""
     if key.startswith(KEYS_PREFIX):
         return True
+    if key.startswith(PACKS_PREFIX):
+        return _pack_authentic(vault, key, data)
     name = chunk_id_from_key(key) if key.startswith(CHUNKS_PREFIX) else key.encode()
     try:
         envelope.open_sealed(vault.keys.encryption_key, name, data, what=key)
     except IntegrityError:
         return False
     return True
+
+
+def _pack_authentic(vault: Vault, key: str, data: bytes) -> bool:
+    from strongroom.vault.packs import PackedObjects
+
+    objects = vault.objects
+    return isinstance(objects, PackedObjects) and objects.authentic(key, data)
 
 
 def repair(vault: Vault, hidden: Iterable[HiddenObject]) -> list[str]:

@@ -46,7 +46,7 @@ from strongroom.vault.manifest import (
 from strongroom.vault.reader import object_base, read_object
 from strongroom.vault.retention import RetentionKeeper, vault_root_keys
 from strongroom.vault.source import SourceRecord
-from strongroom.vault.vault import Vault, chunk_key, manifest_key
+from strongroom.vault.vault import Vault, manifest_key
 
 MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~6 x max chunk size (more on S3)
 ANCHOR_BYTES = 64
@@ -152,6 +152,8 @@ class RecoveryPointWriter:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strongroom-seal")
         self._in_flight: deque[Future[ChunkRef]] = deque()
         self._conditional_writes: bool | None = None
+        # Where chunks and index objects go: one object each (format 1) or packs (format 2, vault/packs.py).
+        self._objects = vault.objects.session(retention, self.keeper)
 
     # Streams ---------------------------------------------------------------------------------
     def stream(self) -> StreamBuilder:
@@ -211,9 +213,7 @@ class RecoveryPointWriter:
         """Size of each stored chunk or index object (None: absent), with as many HEADs in flight as the store
         takes: on S3 one at a time would cost a round trip per chunk of an unchanged file or a copied point."""
         ids = list(dict.fromkeys(object_ids))
-        return dict(
-            zip(ids, self._pool.map(lambda object_id: self._stored_size(chunk_key(object_id)), ids), strict=True)
-        )
+        return dict(zip(ids, self._pool.map(self._stored_size, ids), strict=True))
 
     def final_ref(self, ref: ChunkRef) -> ChunkRef:
         """The reference as the index records it: with the base the stored object really uses."""
@@ -242,31 +242,21 @@ class RecoveryPointWriter:
         self._in_flight.append(future)
         return future
 
-    def _stored_size(self, key: str) -> int | None:
-        """Size of the stored object (None: absent). Under a retention the same HEAD reads the object's retain-until
-        date, and a date earlier than this point needs is extended: no request beyond the HEAD dedup makes anyway."""
-        if self.keeper is None:
-            return self.vault.store.head(key)
-        found = self.keeper.stat(key)
-        return None if found is None else found.size
-
-    def _put(self, key: str, sealed: bytes) -> bool:
-        written = self.vault.store.put(key, sealed, if_absent=True, sync=False, retention=self.retention)
-        if written and self.keeper is not None:
-            self.keeper.wrote(key)
-        return written
+    def _stored_size(self, object_id: bytes) -> int | None:
+        """Size of the stored object (None: absent). Under a retention, what holds it is extended to this point's
+        (format 1: the HEAD dedup makes anyway reads the date; format 2: one HEAD per pack reused)."""
+        return self._objects.stored_size(object_id)
 
     def _store_chunk(self, ref: ChunkRef, data: bytes, candidate: ChunkRef | None) -> ChunkRef:
-        key = chunk_key(ref.id)
-        existing = self._stored_size(key)
+        existing = self._stored_size(ref.id)
         if existing is not None:
             self._count(existing, written=False)
             return self._count_base(self._resolve_existing(ref))
         base = self._delta_base(ref, candidate)
         compression, body = envelope.compress_body(data, base)
         sealed = envelope.seal_body(self.vault.keys.encryption_key, Kind.CHUNK, ref.id, compression, body)
-        if not self._put(key, sealed):  # a concurrent backup was first
-            self._count(self._stored_size(key) or 0, written=False)
+        if not self._objects.put(ref.id, sealed):  # a concurrent backup was first
+            self._count(self._stored_size(ref.id) or 0, written=False)
             return self._count_base(self._resolve_existing(ref))
         fault_point("write:after-new-chunk")  # crash tests: a chunk written, no manifest names it yet
         delta = compression == Compression.ZSTD_DELTA
@@ -276,12 +266,11 @@ class RecoveryPointWriter:
         return final
 
     def _store_plain(self, ref: ChunkRef, plaintext: bytes, kind: Kind) -> ChunkRef:
-        key = chunk_key(ref.id)
-        existing = self._stored_size(key)
+        existing = self._stored_size(ref.id)
         if existing is None:
             sealed = envelope.seal(self.vault.keys.encryption_key, kind, ref.id, plaintext)
-            written = self._put(key, sealed)
-            self._count(len(sealed) if written else (self._stored_size(key) or 0), written=written)
+            written = self._objects.put(ref.id, sealed)
+            self._count(len(sealed) if written else (self._stored_size(ref.id) or 0), written=written)
         else:
             self._count(existing, written=False)
         return ref
@@ -293,7 +282,7 @@ class RecoveryPointWriter:
                 if ref.base in self._bases_counted or ref.base in self._final:
                     return ref
                 self._bases_counted.add(ref.base)
-            self._count(self._stored_size(chunk_key(ref.base)) or 0, written=False)
+            self._count(self._stored_size(ref.base) or 0, written=False)
         return ref
 
     def _count(self, size: int, *, written: bool, delta: bool = False) -> None:
@@ -398,7 +387,7 @@ class RecoveryPointWriter:
             source=source,
         )
         sealed = seal_manifest(self.vault, manifest)
-        self.vault.store.flush()  # rule 2: every chunk and index object is durable before the manifest
+        self._objects.flush()  # rule 2: every chunk and index object (and pack) is durable before the manifest
         if self.keeper is not None:  # the keys and config open every point: they last as long as the latest
             for key in vault_root_keys(self.vault.store):
                 self.keeper.ensure(key)
@@ -415,6 +404,7 @@ class RecoveryPointWriter:
             self.drain()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._objects.close()
 
     def __enter__(self) -> RecoveryPointWriter:
         return self
@@ -422,5 +412,6 @@ class RecoveryPointWriter:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._objects.close()
         else:
             self.close()
