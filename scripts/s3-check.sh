@@ -150,10 +150,12 @@ echo "s3-check: $(radosgw --version | head -1); tests against $STRONGROOM_TEST_S
 
 if (($# == 0)); then
     # -k s3 keeps the contract suite to the s3 scheme; every test of the other files has s3 in its id (the
-    # module's name counts). test_s3_destination.py: copies into an S3 destination through serve, copy back, DR.
+    # module's name counts). test_s3_destination.py: copies into an S3 destination through serve, copy back, DR;
+    # test_packs.py: pack objects (vault format 2); test_wal_copy.py: copied WAL under an Object Lock.
     set -- tests/contract/test_store_contract.py tests/integration/test_s3_store.py \
         tests/integration/test_object_lock_retention.py tests/e2e/test_s3_vault.py tests/e2e/test_s3_object_lock.py \
-        tests/e2e/test_vault_attach.py tests/e2e/test_s3_destination.py -k "s3 or S3 or lock or contract"
+        tests/e2e/test_vault_attach.py tests/e2e/test_s3_destination.py tests/integration/test_packs.py \
+        tests/e2e/test_wal_copy.py -k "s3 or S3 or lock or contract"
 fi
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider -rfE "$@" || status=$?
