@@ -236,7 +236,9 @@ def test_a_locked_pack_is_extended_when_a_newer_point_reuses_one_of_its_chunks(s
     later = Retention(LockMode.GOVERNANCE, _in(3))
     requests = _count_requests(store)
     _write(vault, "rp-2", {"data": fresh + shared}, later)  # a new chunk or two, then the old ones reused
-    assert requests["HeadObject"] <= 4  # the reused pack and its index, the keys and config: not one per chunk
+    heads, puts = requests["HeadObject"], requests["PutObject"]
+    fallback = 0 if store.conditional_writes_supported() else puts  # HEAD then PUT where If-None-Match is ignored (RGW)
+    assert heads <= 4 + fallback  # the reused pack and its index, the keys and config: not one per chunk
     assert all(covers(store.retention(key), later) for key in store.list(PACKS_PREFIX))
 
     requests.clear()
