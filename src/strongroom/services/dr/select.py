@@ -123,7 +123,7 @@ def _remote_continuous(
     bases = [
         p for p in points
         if p["status"] == RecoveryPointStatus.COMPLETED.value and p["resource_id"] == point["resource_id"]
-        and p.get("resource_type") == "postgres-cluster" and not (p.get("metadata") or {}).get("continuous")
+        and p.get("resource_type") == point["resource_type"] and not (p.get("metadata") or {}).get("continuous")
         and (p.get("metadata") or {}).get("system_identifier") == system and _base_time(p) <= moment
     ]  # fmt: skip
     if not system or not bases:
