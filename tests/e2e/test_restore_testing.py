@@ -489,6 +489,36 @@ def test_start_run_of_an_unknown_plan_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_a_runner_killed_between_copy_back_and_its_test_leaves_no_copied_point(tmp_path: Path) -> None:
+    """A point copied back from the destination is only named by its test once the test is recorded; a runner
+    killed in between leaves the copy, which the next run finds by its copy job and deletes."""
+    with two_accounts(tmp_path) as pair:
+        source = pair.source
+        point = source.backup("files")["recovery_point_arn"]
+        copy(source, point, pair.destination_vault)
+        selection = {"files": {"protected_resource_type": "directory"}}
+        config = {"restore_testing_plans": {"offsite": _plan(selection)}}
+        config["restore_testing_plans"]["offsite"]["recovery_point_selection"]["include_vaults"] = [
+            pair.destination_vault
+        ]
+        source.run("apply", "-f", str(_write_config(tmp_path / "offsite.yaml", config)), "--auto-approve")
+        killed = source.run("restore-testing", "start-run", "offsite", ok=False,
+                            env={"STRONGROOM_FAULT_KILL_AT": "restore_test:copied-back"})  # fmt: skip
+        assert killed.returncode == -9, killed.stderr
+
+        def copied_back() -> list[dict[str, Any]]:
+            points = source.json("recovery-points", "list", "--vault", "Default", "--all")["recovery_points"]
+            return [p for p in points if p.get("source_recovery_point_arn") and p["status"] != "DELETED"]
+
+        [left] = copied_back()  # no restore test names it
+        assert source.json("restore-testing", "list-jobs")["restore_jobs"] == []
+        [job] = source.json("restore-testing", "start-run", "offsite")["restore_jobs"]
+        assert job["status"] == "SUCCESSFUL", job
+        assert copied_back() == []  # the orphan and the new test's own copy are both gone
+        back = source.json("recovery-points", "describe", "--recovery-point", left["recovery_point_arn"])
+        assert back["status"] == "DELETED"
+
+
 # The destination's copies, an HTTP validation hook, sqlite, and the metrics over HTTP -----------------------
 def test_a_plan_including_the_destination_vault_tests_the_copy_there_and_removes_what_it_copied_back(
     tmp_path: Path,

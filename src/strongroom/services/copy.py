@@ -38,6 +38,7 @@ def create_copy_job(
     recovery_point_arn: str,
     destination_vault_arn: str | None = None,
     delete_after_days: int | None = None,
+    extra_parameters: dict[str, Any] | None = None,
 ) -> tuple[Job, JobLock]:
     destination = destination_vault_arn or account.catalog.get_setting("destination_vault_arn")
     if not destination:
@@ -54,6 +55,7 @@ def create_copy_job(
         "source_recovery_point_arn": recovery_point_arn,
         "destination_backup_vault_arn": destination,
         "delete_after_days": delete_after_days,
+        **(extra_parameters or {}),
     }
     if direction == "push":
         rp = account.catalog.get_recovery_point(recovery_point_arn)

@@ -81,6 +81,7 @@ DEAD_TEST_MESSAGE = "the process running this restore test stopped before it fin
 WORKER_MODULE = "strongroom.services.restore_testing_worker"
 RESTORE_JOB_FAILED = "RESTORE_JOB_FAILED"
 HIDDEN = "(hidden)"
+COPY_BACK_KEY = "restore_test_copy_back"  # on a copy job made for a restore test: its runner's copy-back lock
 RESTORE_VALIDATION_COMPLETED = "RESTORE_VALIDATION_COMPLETED"
 
 
@@ -259,21 +260,28 @@ def run_test(
 ) -> RestoreTest:
     """One restore test to its end; never raises for what the test found (it is recorded as the outcome)."""
     selection = plan.selections[selection_name]
-    local_arn, copied = _local_point(account, point)
-    rp = account.catalog.get_recovery_point(local_arn)
-    scratch = _scratch(account, rp.resource_id, rp.resource_type, selection)
-    spec = RestoreTestSpec(
-        plan_name,
-        selection_name,
-        scratch,
-        selection.validation_window_hours or DEFAULT_VALIDATION_WINDOW_HOURS,
-        scheduled_for,
-        copied,
-        point.arn,
-    )
-    job, job_lock = create_restore_job(
-        account, rp.arn, scratch.request(), extra_parameters={KEY: spec.as_dict(), PLAN_NAME_KEY: plan_name}
-    )
+    with _copy_back_lock(account) as copy_back_id:
+        local_arn, copied = _local_point(account, point, copy_back_id)
+        try:
+            rp = account.catalog.get_recovery_point(local_arn)
+            scratch = _scratch(account, rp.resource_id, rp.resource_type, selection)
+            spec = RestoreTestSpec(
+                plan_name,
+                selection_name,
+                scratch,
+                selection.validation_window_hours or DEFAULT_VALIDATION_WINDOW_HOURS,
+                scheduled_for,
+                copied,
+                point.arn,
+            )
+            fault_point("restore_test:copied-back")
+            job, job_lock = create_restore_job(
+                account, rp.arn, scratch.request(), extra_parameters={KEY: spec.as_dict(), PLAN_NAME_KEY: plan_name}
+            )
+        except BaseException:  # no test recorded: nothing else would ever remove the copied-back point
+            if copied:
+                _delete_copied_back(account, copied)
+            raise
     with _test_lock(account, job.id):
         fault_point("restore_test:recorded")
         try:
@@ -425,12 +433,17 @@ def discard_scratch(account: Account, spec: RestoreTestSpec) -> list[str]:
     else:
         removed += get_adapter(scratch.resource_type).discard_restore(scratch.request(), account.home, {})
     if spec.copied_back_recovery_point_arn:
-        with suppress(NotFoundError):
-            rp = account.catalog.get_recovery_point(spec.copied_back_recovery_point_arn)
-            if rp.status != RecoveryPointStatus.DELETED:
-                vault_ops.delete_recovery_point(account, root_arn(account.account_id), rp.arn)
-                removed.append(f"deleted the copied-back recovery point {rp.arn}")
+        removed += _delete_copied_back(account, spec.copied_back_recovery_point_arn)
     return removed
+
+
+def _delete_copied_back(account: Account, arn: str) -> list[str]:
+    with suppress(NotFoundError):
+        rp = account.catalog.get_recovery_point(arn)
+        if rp.status != RecoveryPointStatus.DELETED:
+            vault_ops.delete_recovery_point(account, root_arn(account.account_id), rp.arn)
+            return [f"deleted the copied-back recovery point {rp.arn}"]
+    return []
 
 
 def _cleaned(account: Account, spec: RestoreTestSpec, outcome: RestoreTestOutcome) -> RestoreTestOutcome:
@@ -444,15 +457,47 @@ def _cleaned(account: Account, spec: RestoreTestSpec, outcome: RestoreTestOutcom
 
 
 # Copies back from another account ----------------------------------------------------------------
-def _local_point(account: Account, point: Candidate) -> tuple[str, str | None]:
-    """The point's ARN in this account, copying it back into Default first when it lives elsewhere."""
+def _local_point(account: Account, point: Candidate, copy_back_id: str) -> tuple[str, str | None]:
+    """The point's ARN in this account, copying it back into Default first when it lives elsewhere. The copy
+    job carries ``copy_back_id``: until a test records the copied point, only the runner's lock keeps it."""
     if not point.remote:
         return point.arn, None
     vault = account.catalog.get_vault(DEFAULT_VAULT)
-    job, lock = create_copy_job(account, point.arn, vault.arn)
+    job, lock = create_copy_job(account, point.arn, vault.arn, extra_parameters={COPY_BACK_KEY: copy_back_id})
     finished = run_copy_job(account, job.id, lock)
     local = str(finished.result["destination_recovery_point_arn"])
     return local, local
+
+
+def copy_back_lock_path(account: Account, copy_back_id: str) -> Path:
+    return account.locks_dir / f"restore-test-copy-back-{copy_back_id}.lock"
+
+
+@contextmanager
+def _copy_back_lock(account: Account) -> Iterator[str]:
+    """Held from before a copy back until its test is recorded (or the copied point is deleted)."""
+    copy_back_id = new_id()
+    path = copy_back_lock_path(account, copy_back_id)
+    lock = JobLock.acquire(path)
+    try:
+        yield copy_back_id
+    finally:
+        path.unlink(missing_ok=True)
+        lock.release()
+
+
+def orphaned_copy_backs(account: Account) -> list[str]:
+    """Points copied back for a restore test whose runner died before the test was recorded: no test names
+    them and no live runner holds their copy-back lock."""
+    recorded = {t.spec.copied_back_recovery_point_arn for t in list_tests(account)}
+    found = []
+    for job in account.catalog.list_jobs(job_type=JobType.COPY):
+        copy_back_id = job.parameters.get(COPY_BACK_KEY)
+        arn = (job.result or {}).get("destination_recovery_point_arn")
+        unrecorded = bool(copy_back_id and arn and arn not in recorded)
+        if unrecorded and not is_held(copy_back_lock_path(account, str(copy_back_id))):
+            found.append(str(arn))
+    return found
 
 
 # Locks and leftovers --------------------------------------------------------------------------------
@@ -486,9 +531,12 @@ def _abandoned(account: Account, test: RestoreTest) -> RestoreTest | None:
 
 
 def clean_leftovers(account: Account) -> list[str]:
-    """Remove the scratch targets of tests whose process died (or whose cleanup failed); what was removed."""
+    """Remove the scratch targets of tests whose process died (or whose cleanup failed), and points copied back
+    for a test that was never recorded; what was removed."""
     recover_dead_jobs(account)
     removed: list[str] = []
+    for arn in orphaned_copy_backs(account):
+        removed += [f"restore test copy back: {line}" for line in _delete_copied_back(account, arn)]
     for listed in list_tests(account):
         test = _abandoned(account, listed)
         if test is None:
