@@ -83,5 +83,13 @@ def open_vault(home: Path, record: VaultRecord, passphrase: str) -> Vault:
     store = open_store(record.store_url)
     held = held_key_path(home, record.vault_id)
     if held.exists():
-        return open_with_keys(store, unwrap_keyset(held.read_bytes(), passphrase))
-    return Vault.open(store, passphrase)
+        vault = open_with_keys(store, unwrap_keyset(held.read_bytes(), passphrase))
+    else:
+        vault = Vault.open(store, passphrase)
+    vault.index_cache = pack_index_cache(home, vault.config.vault_id)
+    return vault
+
+
+def pack_index_cache(home: Path, vault_id: str) -> Path:
+    """Where the home caches a packed vault's sealed pack indexes (vault/packs.py: authenticated on load)."""
+    return home / "cache" / "pack-indexes" / vault_id

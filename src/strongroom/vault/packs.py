@@ -24,10 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from strongroom.errors import FormatError, IntegrityError, NotFoundError, StrongroomError
 from strongroom.faults import fault_point
+from strongroom.fsutil import write_durably
 from strongroom.store.base import ObjectStore, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -157,6 +159,7 @@ class PackedObjects(ObjectLayout):
             self._packs_visible = {pid for key in visible if key.endswith(PACK_SUFFIX) and (pid := pack_id_of(key))}
             self._index_ids = indexes
             self._listed = True
+        self._prune_cache(indexes)
 
     def _remember(self, pack_id: str, entries: list[tuple[bytes, int, int]]) -> None:
         """Add a pack's entries to the map, once (two threads may refresh at once). Under ``_lock``."""
@@ -205,8 +208,17 @@ class PackedObjects(ObjectLayout):
                 raise IntegrityError(f"{what} is a {opened.kind.name.lower()}, not a pack index")
             return decode_pack_index(opened.plaintext, pack_id, what)
 
+        cached = self._cached_index(pack_id, opener)
+        if cached is not None:
+            return cached
+
+        def fetched(sealed: bytes) -> list[tuple[bytes, int, int]]:
+            entries = opener(sealed)
+            self._cache_index(pack_id, sealed)  # only what authenticated goes into the cache
+            return entries
+
         try:
-            return open_stored(self.store, key, opener)
+            return open_stored(self.store, key, fetched)
         except NotFoundError:
             return None
         except StrongroomError as exc:
@@ -214,6 +226,49 @@ class PackedObjects(ObjectLayout):
             with self._lock:
                 self.damaged_indexes[key] = exc.message
             return None
+
+    # The local cache of pack indexes -----------------------------------------------------------
+    # ``Vault.index_cache`` (set by the home that opens the vault: services/homes.py) holds sealed pack indexes
+    # exactly as stored, one file per pack id. The bucket's LIST stays the truth: only indexes of packs it lists
+    # are loaded (refresh), each is authenticated under the vault key and its own key name like a fetched one,
+    # and a file that fails is deleted and the index fetched again. So the cache saves GETs and decides nothing.
+    def _cache_path(self, pack_id: str) -> Path | None:
+        folder = self.vault.index_cache
+        return None if folder is None else folder / f"{pack_id}{INDEX_SUFFIX}"
+
+    def _cached_index(self, pack_id: str, opener: Callable[[bytes], T]) -> T | None:
+        path = self._cache_path(pack_id)
+        if path is None:
+            return None
+        try:
+            sealed = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            return opener(sealed)
+        except StrongroomError as exc:
+            log.warning("cached pack index %s dropped: %s", path, exc.message)
+            path.unlink(missing_ok=True)
+            return None
+
+    def _cache_index(self, pack_id: str, sealed: bytes) -> None:
+        path = self._cache_path(pack_id)
+        if path is None:
+            return
+        try:
+            _make_private_dirs(path.parent)
+            write_durably(path, sealed, mode=0o600)
+        except OSError as exc:  # a cache that cannot be written costs GETs, nothing else
+            log.warning("pack index cache %s not written: %s", path, exc)
+
+    def _prune_cache(self, listed: set[str]) -> None:
+        """Drop cached indexes of packs the bucket no longer lists (collected here or by another home)."""
+        folder = self.vault.index_cache
+        if folder is None or not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            if path.name.endswith(INDEX_SUFFIX) and path.name[: -len(INDEX_SUFFIX)] not in listed:
+                path.unlink(missing_ok=True)
 
     def locations(self, object_id: bytes) -> list[Location]:
         self._ensure_listed()
@@ -424,6 +479,14 @@ class PackedObjects(ObjectLayout):
         return True
 
 
+def _make_private_dirs(folder: Path) -> None:
+    """``folder`` and its missing parents, each 0700 (``mkdir(parents=True)`` gives parents the umask's mode)."""
+    missing = [folder, *folder.parents]
+    for ancestor in reversed(missing):
+        if not ancestor.exists():
+            ancestor.mkdir(mode=0o700, exist_ok=True)
+
+
 def _open_as(opener: Opener[T], what: str, sealed: bytes) -> T:
     return opener(sealed, what)
 
@@ -532,6 +595,7 @@ class PackWriter(WriteSession):
                 encode_pack_index(pid, pack.entries),
             )
             self.store.put(index_key(pid), sealed, if_absent=True, sync=False, retention=self.retention)
+            self.objects._cache_index(pid, sealed)
             if self.keeper is not None:
                 self.keeper.wrote(pack_key(pid))
                 self.keeper.wrote(index_key(pid))

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from strongroom.clock import now
@@ -93,6 +94,8 @@ class Vault:
         # On a store with Object Lock, what catalog records written from now on are kept for (set by the latest
         # write session: services/object_lock.py); None writes them without retention.
         self.record_retention: Retention | None = None
+        # Where the home that opened the vault caches its sealed pack indexes (vault/packs.py); None: no cache.
+        self.index_cache: Path | None = None
         self._objects: ObjectLayout | None = None
         self._objects_lock = threading.Lock()
 
