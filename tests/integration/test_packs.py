@@ -8,6 +8,7 @@ tests/e2e/test_vault_attach.py.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -25,6 +26,7 @@ from strongroom.store.memory import MemoryStore
 from strongroom.store.s3 import S3Store
 from strongroom.vault import Vault, envelope, gc
 from strongroom.vault.envelope import Kind
+from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
 from strongroom.vault.manifest import load_manifest
 from strongroom.vault.packs import PACKS_PREFIX, PackedObjects, encode_pack_index, index_key, pack_id_of
 from strongroom.vault.reader import RecoveryPointReader
@@ -359,3 +361,27 @@ def test_a_planted_cache_entry_never_makes_a_backup_skip_a_chunk(tmp_path: Path)
         assert _read(_cached(vault, cache), "rp-1", "data") == kept
         vault.withdraw_manifest("rp-3")
         _gc(vault)
+
+
+def test_the_key_file_comes_from_the_cache_and_a_planted_one_never_opens_the_vault(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A key file planted in the cache under the listed name (wrapped with the passphrase, as someone who knows
+    it could) holds other keys: the config does not open under them, so the store's key file is used."""
+    vault = _s3_vault(s3_server)
+    data = os.urandom(512 * 1024)
+    _write(vault, "rp-1", {"data": data})
+    keys = tmp_path / "keys"
+    Vault.open(vault.store, "pw", key_cache=keys)  # fills the cache
+    assert [p.name for p in keys.iterdir()] == [vault.keys.key_id]
+
+    store = open_store(vault.store.url)
+    requests = _count_requests(store)  # type: ignore[arg-type]
+    assert Vault.open(store, "pw", key_cache=keys).keys == vault.keys
+    assert requests["GetObject"] == 1, requests  # the config only
+
+    other = dataclasses.replace(KeySet.generate(), key_id=vault.keys.key_id)
+    (keys / vault.keys.key_id).write_bytes(wrap_keyset(other, "pw", FAST_SCRYPT))
+    opened = Vault.open(vault.store, "pw", key_cache=keys)
+    assert opened.keys == vault.keys and _read(opened, "rp-1", "data") == data
+    assert unwrap_keyset((keys / vault.keys.key_id).read_bytes(), "pw") == vault.keys  # replaced by the store's

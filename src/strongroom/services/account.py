@@ -8,7 +8,7 @@ Home layout (docs/operations.md)::
     HOME/locks/           one lock file per running job
     HOME/tmp/             scratch space of running jobs
     HOME/clusters/        PostgreSQL clusters restored under a new identifier
-    HOME/cache/           caches that only save requests (pack-indexes/VAULT-ID/: sealed pack indexes)
+    HOME/cache/           what only saves requests: vaults/VAULT-ID/ (key file, sealed pack indexes)
 
 The home is 0711 (others may pass through to clusters/, never list it); vaults/, locks/ and tmp/ are 0700.
 """
@@ -26,7 +26,7 @@ from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
 from strongroom.fsutil import write_durably
 from strongroom.model import DEFAULT_VAULT, Arn, VaultRecord, iso, now
-from strongroom.services.homes import open_vault, pack_index_cache
+from strongroom.services.homes import open_vault, vault_cache
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
@@ -136,7 +136,7 @@ def create_vault(
             )
     vault = Vault.create(store, account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
     record = VaultRecord(name, account.vault_arn(name), store.url, vault.config.vault_id, iso(now()) or "")
-    vault.index_cache = pack_index_cache(account.home, vault.config.vault_id)
+    vault.index_cache = vault_cache(account.home, vault.config.vault_id) / "pack-indexes"
     account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault
     try:
         account.catalog.add_vault(record)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from strongroom.errors import FormatError, IntegrityError, NotFoundError, StrongroomError
 from strongroom.faults import fault_point
-from strongroom.fsutil import write_durably
+from strongroom.fsutil import write_private
 from strongroom.store.base import ObjectStore, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -256,8 +256,7 @@ class PackedObjects(ObjectLayout):
         if path is None:
             return
         try:
-            _make_private_dirs(path.parent)
-            write_durably(path, sealed, mode=0o600)
+            write_private(path, sealed)
         except OSError as exc:  # a cache that cannot be written costs GETs, nothing else
             log.warning("pack index cache %s not written: %s", path, exc)
 
@@ -477,14 +476,6 @@ class PackedObjects(ObjectLayout):
             except IntegrityError:
                 return False
         return True
-
-
-def _make_private_dirs(folder: Path) -> None:
-    """``folder`` and its missing parents, each 0700 (``mkdir(parents=True)`` gives parents the umask's mode)."""
-    missing = [folder, *folder.parents]
-    for ancestor in reversed(missing):
-        if not ancestor.exists():
-            ancestor.mkdir(mode=0o700, exist_ok=True)
 
 
 def _open_as(opener: Opener[T], what: str, sealed: bytes) -> T:
