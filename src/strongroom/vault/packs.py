@@ -47,8 +47,8 @@ INDEX_SUFFIX = ".idx"
 PACK_INDEX_FORMAT = 1
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 ORPHAN_MARK = b"orphan-pack-0000"  # 16 bytes + a pack id's 16: a keyed BLAKE3 id is never this
-READ_AHEAD_BYTES = 2 * 1024 * 1024  # a single read of a pack fetches the objects after it, up to this many bytes
-READ_AHEAD_OBJECTS = 64
+READ_AHEAD_BYTES = 4 * 1024 * 1024  # a single read of a pack fetches the objects after it, up to this many bytes
+READ_AHEAD_OBJECTS = 256
 AHEAD_CACHE_BYTES = 16 * 1024 * 1024  # objects read ahead and not yet used, held at most
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
@@ -136,6 +136,7 @@ class PackedObjects(ObjectLayout):
         self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read ahead, oldest first
         self._ahead_bytes = 0
         self._ordered: dict[str, list[tuple[bytes, int, int]]] = {}  # pack id -> entries in offset order
+        self._pack_turns: dict[str, threading.Lock] = {}  # single reads of one pack go one at a time
 
     def _ensure_listed(self) -> None:
         if not self._listed:
@@ -312,14 +313,14 @@ class PackedObjects(ObjectLayout):
         for location in found:
             what = location.describe(object_id)
             try:
-                return self.read_range(location, partial(_open_as, opener, what))
+                return self.read_range(location, partial(_open_as, opener, what), object_id)
             except NotFoundError:
                 failures.append(f"{what}: the pack is missing")
             except IntegrityError as exc:
                 failures.append(exc.message)
         raise IntegrityError("; ".join(failures))
 
-    def read_range(self, location: Location, open_bytes: Callable[[bytes], T]) -> T:
+    def read_range(self, location: Location, open_bytes: Callable[[bytes], T], object_id: bytes | None = None) -> T:
         """``open_bytes`` over the bytes at ``location``: from a pack still in memory, else a ranged GET; on a
         versioned store an older version of the pack when the newest is hidden or does not open."""
         pending = self._pending_pack(location.pack_id)
@@ -329,7 +330,7 @@ class PackedObjects(ObjectLayout):
                 return open_bytes(data)
         key = pack_key(location.pack_id)
         try:
-            return open_bytes(self._read_ahead(location))
+            return open_bytes(self._read_ahead(location, object_id))
         except (NotFoundError, IntegrityError) as first:
             failure = first
         older = [v for v in self.store.versions(key) if v.key == key and not v.delete_marker and not v.latest]
@@ -341,10 +342,20 @@ class PackedObjects(ObjectLayout):
                 continue
         raise failure
 
-    def _read_ahead(self, location: Location) -> bytes:
+    def _read_ahead(self, location: Location, object_id: bytes | None = None) -> bytes:
         """The bytes at ``location`` in one ranged GET that also fetches the objects after it in the pack (up to
         READ_AHEAD_BYTES): single reads (a writer's delta bases, a copy's, ``verify --read-data``) mostly go in
-        pack order, so the next ones come from memory (:meth:`_take_ahead`; at most AHEAD_CACHE_BYTES held)."""
+        pack order, so the next ones come from memory (:meth:`_take_ahead`; at most AHEAD_CACHE_BYTES held).
+        Reads of one pack take turns: a thread that waited finds its object read ahead by the one before it
+        instead of sending an overlapping GET."""
+        with self._lock:
+            turn = self._pack_turns.setdefault(location.pack_id, threading.Lock())
+        with turn:
+            if object_id is not None and (piece := self._take_ahead(object_id)) is not None:
+                return piece
+            return self._fetch_ahead(location)
+
+    def _fetch_ahead(self, location: Location) -> bytes:
         following = self._following(location)
         end = location.offset + location.length
         for _object_id, offset, length in following:

@@ -123,8 +123,10 @@ class Vault:
         chunker: ChunkerSettings | None = None,
         scrypt_params: dict[str, int] | None = None,
         packed: bool | None = None,
+        key_cache: Callable[[str], Path] | None = None,
     ) -> Vault:
-        """``packed``: store chunks in packs (format 2); by default where the store asks for it (S3)."""
+        """``packed``: store chunks in packs (format 2); by default where the store asks for it (S3).
+        ``key_cache``: vault id -> where the creating home caches the key file (as :meth:`open` takes it)."""
         if store.exists(CONFIG_KEY):
             raise AccountError(f"a vault already exists at {store.url}")
         keys = KeySet.generate()
@@ -134,7 +136,9 @@ class Vault:
             created_at=now().isoformat(),
             chunker=chunker or ChunkerSettings(),
         )
-        store.put(f"{KEYS_PREFIX}{keys.key_id}", wrap_keyset(keys, passphrase, scrypt_params), if_absent=True)
+        wrapped = wrap_keyset(keys, passphrase, scrypt_params)
+        store.put(f"{KEYS_PREFIX}{keys.key_id}", wrapped, if_absent=True)
+        _cache_key_file(key_cache(config.vault_id) if key_cache else None, f"{KEYS_PREFIX}{keys.key_id}", wrapped)
         sealed = envelope.seal(keys.encryption_key, Kind.CONFIG, CONFIG_KEY.encode(), config.to_json())
         # The config is written last: a vault without it is an unfinished create.
         store.put(CONFIG_KEY, sealed, if_absent=True)

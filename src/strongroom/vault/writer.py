@@ -43,7 +43,7 @@ from strongroom.vault.manifest import (
     encode_index,
     seal_manifest,
 )
-from strongroom.vault.reader import object_base, read_object
+from strongroom.vault.reader import fetch_sealed, object_base, read_object
 from strongroom.vault.retention import RetentionKeeper, vault_root_keys
 from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, manifest_key
@@ -52,6 +52,7 @@ MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~
 ANCHOR_BYTES = 64
 ANCHOR_CONTEXT = "strongroom 2026-11 chunk anchor v1"
 AMBIGUOUS = -1
+PREVIOUS_INDEXES_PER_FETCH = 16  # index objects (up to 1.3 MiB each) fetched together when a backup starts
 
 ProgressCallback = Callable[[int], None]
 
@@ -353,8 +354,11 @@ class RecoveryPointWriter:
         if self._previous is None:
             return refs
         for stream in self._previous.streams.values():
-            for index_id in stream.index:
-                data = read_object(self.vault, index_id, Kind.INDEX)
+            sealed: dict[bytes, bytes] = {}
+            for number, index_id in enumerate(stream.index):
+                if number % PREVIOUS_INDEXES_PER_FETCH == 0:  # a few coalesced GETs (packed vaults), not one each
+                    sealed = fetch_sealed(self.vault, stream.index[number : number + PREVIOUS_INDEXES_PER_FETCH])
+                data = read_object(self.vault, index_id, Kind.INDEX, prefetched=sealed.pop(index_id, None))
                 for ref in decode_index(data, f"index object {index_id.hex()}"):
                     refs[ref.id] = ref
                     position = len(self._previous_order)
