@@ -385,3 +385,14 @@ def test_the_key_file_comes_from_the_cache_and_a_planted_one_never_opens_the_vau
     opened = Vault.open(vault.store, "pw", key_cache=keys)
     assert opened.keys == vault.keys and _read(opened, "rp-1", "data") == data
     assert unwrap_keyset((keys / vault.keys.key_id).read_bytes(), "pw") == vault.keys  # replaced by the store's
+
+
+def test_creating_a_vault_caches_its_key_file_so_the_first_process_needs_no_get_of_it(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    store = open_store(s3_server.new_store_url())
+    vault = Vault.create(store, "pw", scrypt_params=FAST_SCRYPT, key_cache=lambda vault_id: tmp_path / vault_id)
+    again = open_store(store.url)
+    requests = _count_requests(again)  # type: ignore[arg-type]
+    assert Vault.open(again, "pw", key_cache=tmp_path / vault.config.vault_id).keys == vault.keys
+    assert requests["GetObject"] == 1, requests  # the config only

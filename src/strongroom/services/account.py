@@ -134,7 +134,13 @@ def create_vault(
             raise AlreadyExistsError(
                 f"{store.url} already holds objects", hint="Give a store of its own to each vault (another prefix)"
             )
-    vault = Vault.create(store, account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
+    vault = Vault.create(
+        store,
+        account.passphrase(),
+        chunker=chunker,
+        scrypt_params=scrypt_params,
+        key_cache=lambda vault_id: vault_cache(account.home, vault_id) / "keys",
+    )
     record = VaultRecord(name, account.vault_arn(name), store.url, vault.config.vault_id, iso(now()) or "")
     vault.index_cache = vault_cache(account.home, vault.config.vault_id) / "pack-indexes"
     account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault

@@ -133,7 +133,7 @@ class PackedObjects(ObjectLayout):
         self._pending: dict[str, _OpenPack] = {}  # packs of live sessions not yet uploaded: readable here
         self.damaged_indexes: dict[str, str] = {}  # index key -> why it was ignored
         self._listed = False  # refreshed at least once: lookups before that would find nothing
-        self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read ahead, oldest first
+        self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read (ahead), least recent first
         self._ahead_bytes = 0
         self._ordered: dict[str, list[tuple[bytes, int, int]]] = {}  # pack id -> entries in offset order
         self._pack_turns: dict[str, threading.Lock] = {}  # single reads of one pack go one at a time
@@ -302,8 +302,8 @@ class PackedObjects(ObjectLayout):
         if prefetched is not None and found:
             try:
                 return opener(prefetched, found[0].describe(object_id))
-            except IntegrityError:
-                pass  # the coalesced range may be of another copy: try each one below
+            except IntegrityError:  # the coalesced range may be of another copy: try each one below
+                self._drop_ahead(object_id)
         if not found:
             self.refresh()  # written by another process since the map was built
             found = self.locations(object_id)
@@ -333,6 +333,12 @@ class PackedObjects(ObjectLayout):
             return open_bytes(self._read_ahead(location, object_id))
         except (NotFoundError, IntegrityError) as first:
             failure = first
+        if object_id is not None and isinstance(failure, IntegrityError):  # perhaps a piece read earlier: fetch
+            self._drop_ahead(object_id)
+            try:
+                return open_bytes(self._fetch_ahead(location, None))
+            except (NotFoundError, IntegrityError) as second:
+                failure = second
         older = [v for v in self.store.versions(key) if v.key == key and not v.delete_marker and not v.latest]
         for version in sorted(older, key=lambda v: v.modified, reverse=True):
             body = self.store.get_version(key, version.version_id)
@@ -353,10 +359,12 @@ class PackedObjects(ObjectLayout):
         with turn:
             if object_id is not None and (piece := self._take_ahead(object_id)) is not None:
                 return piece
-            return self._fetch_ahead(location)
+            return self._fetch_ahead(location, object_id)
 
-    def _fetch_ahead(self, location: Location) -> bytes:
+    def _fetch_ahead(self, location: Location, object_id: bytes | None) -> bytes:
         following = self._following(location)
+        if object_id is not None:
+            following = [(object_id, location.offset, location.length), *following]
         end = location.offset + location.length
         for _object_id, offset, length in following:
             if offset + length - location.offset > READ_AHEAD_BYTES:
@@ -364,10 +372,10 @@ class PackedObjects(ObjectLayout):
             end = max(end, offset + length)
         span = self.store.get_range(pack_key(location.pack_id), location.offset, end - location.offset)
         with self._lock:
-            for object_id, offset, length in following:
-                if offset + length <= end and object_id not in self._ahead:
+            for ahead_id, offset, length in following:
+                if offset + length <= end and ahead_id not in self._ahead:
                     piece = span[offset - location.offset : offset - location.offset + length]
-                    self._ahead[object_id] = piece
+                    self._ahead[ahead_id] = piece
                     self._ahead_bytes += len(piece)
             while self._ahead_bytes > AHEAD_CACHE_BYTES and self._ahead:
                 self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
@@ -385,11 +393,19 @@ class PackedObjects(ObjectLayout):
         return ordered[start : start + READ_AHEAD_OBJECTS]
 
     def _take_ahead(self, object_id: bytes) -> bytes | None:
+        """Sealed bytes read along earlier; kept (least recently used dropped first): a delta base is often
+        read again for the next chunk that uses it."""
+        with self._lock:
+            piece = self._ahead.get(object_id)
+            if piece is not None:
+                self._ahead.move_to_end(object_id)
+            return piece
+
+    def _drop_ahead(self, object_id: bytes) -> None:
         with self._lock:
             piece = self._ahead.pop(object_id, None)
             if piece is not None:
                 self._ahead_bytes -= len(piece)
-            return piece
 
     def fetch_span(self, object_ids: list[bytes]) -> dict[bytes, bytes]:
         """One ranged GET for objects of one pack lying close together (a restore's read-ahead); {} if not."""

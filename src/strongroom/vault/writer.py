@@ -353,19 +353,19 @@ class RecoveryPointWriter:
         refs: dict[bytes, ChunkRef] = {}
         if self._previous is None:
             return refs
-        for stream in self._previous.streams.values():
-            sealed: dict[bytes, bytes] = {}
-            for number, index_id in enumerate(stream.index):
-                if number % PREVIOUS_INDEXES_PER_FETCH == 0:  # a few coalesced GETs (packed vaults), not one each
-                    sealed = fetch_sealed(self.vault, stream.index[number : number + PREVIOUS_INDEXES_PER_FETCH])
-                data = read_object(self.vault, index_id, Kind.INDEX, prefetched=sealed.pop(index_id, None))
-                for ref in decode_index(data, f"index object {index_id.hex()}"):
-                    refs[ref.id] = ref
-                    position = len(self._previous_order)
-                    self._previous_order.append(ref)
-                    self._position.setdefault(ref.id, position)
-                    for anchor in {ref.head, ref.tail} - {NO_ANCHOR}:
-                        self._by_anchor[anchor] = AMBIGUOUS if anchor in self._by_anchor else position
+        index_ids = [index_id for stream in self._previous.streams.values() for index_id in stream.index]
+        sealed: dict[bytes, bytes] = {}
+        for number, index_id in enumerate(index_ids):
+            if number % PREVIOUS_INDEXES_PER_FETCH == 0:  # a few coalesced GETs (packed vaults), not one each
+                sealed = fetch_sealed(self.vault, index_ids[number : number + PREVIOUS_INDEXES_PER_FETCH])
+            data = read_object(self.vault, index_id, Kind.INDEX, prefetched=sealed.get(index_id))
+            for ref in decode_index(data, f"index object {index_id.hex()}"):
+                refs[ref.id] = ref
+                position = len(self._previous_order)
+                self._previous_order.append(ref)
+                self._position.setdefault(ref.id, position)
+                for anchor in {ref.head, ref.tail} - {NO_ANCHOR}:
+                    self._by_anchor[anchor] = AMBIGUOUS if anchor in self._by_anchor else position
         return refs
 
     def drain(self) -> None:
