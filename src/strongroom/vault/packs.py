@@ -49,6 +49,7 @@ DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 ORPHAN_MARK = b"orphan-pack-0000"  # 16 bytes + a pack id's 16: a keyed BLAKE3 id is never this
 READ_AHEAD_BYTES = 4 * 1024 * 1024  # a single read of a pack fetches the objects after it, up to this many bytes
 READ_AHEAD_OBJECTS = 256
+READ_BEHIND_BYTES = 1024 * 1024  # ... and the objects before it, up to this many bytes
 AHEAD_CACHE_BYTES = 16 * 1024 * 1024  # objects read ahead and not yet used, held at most
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
@@ -362,35 +363,43 @@ class PackedObjects(ObjectLayout):
             return self._fetch_ahead(location, object_id)
 
     def _fetch_ahead(self, location: Location, object_id: bytes | None) -> bytes:
-        following = self._following(location)
-        if object_id is not None:
-            following = [(object_id, location.offset, location.length), *following]
+        """One ranged GET of ``location`` and its neighbours: up to READ_AHEAD_BYTES after it and READ_BEHIND_BYTES
+        before it (concurrent single reads arrive out of order); the neighbours go to the read-ahead cache."""
+        before, after = self._neighbours(location)
+        start = location.offset
+        for _object_id, offset, _length in reversed(before):
+            if location.offset - offset > READ_BEHIND_BYTES:
+                break
+            start = offset
         end = location.offset + location.length
-        for _object_id, offset, length in following:
+        for _object_id, offset, length in after:
             if offset + length - location.offset > READ_AHEAD_BYTES:
                 break
             end = max(end, offset + length)
-        span = self.store.get_range(pack_key(location.pack_id), location.offset, end - location.offset)
+        span = self.store.get_range(pack_key(location.pack_id), start, end - start)
+        itself = [(object_id, location.offset, location.length)] if object_id is not None else []
         with self._lock:
-            for ahead_id, offset, length in following:
-                if offset + length <= end and ahead_id not in self._ahead:
-                    piece = span[offset - location.offset : offset - location.offset + length]
+            for ahead_id, offset, length in [*before, *itself, *after]:
+                if offset >= start and offset + length <= end and ahead_id not in self._ahead:
+                    piece = span[offset - start : offset - start + length]
                     self._ahead[ahead_id] = piece
                     self._ahead_bytes += len(piece)
             while self._ahead_bytes > AHEAD_CACHE_BYTES and self._ahead:
                 self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
-        return span[: location.length]
+        return span[location.offset - start : location.offset - start + location.length]
 
-    def _following(self, location: Location) -> list[tuple[bytes, int, int]]:
-        """The pack's entries that start after ``location``, in offset order."""
+    def _neighbours(self, location: Location) -> tuple[list[tuple[bytes, int, int]], list[tuple[bytes, int, int]]]:
+        """The pack's entries just before ``location`` and those after it, in offset order."""
         with self._lock:
             ordered = self._ordered.get(location.pack_id)
             if ordered is None:
                 ordered = sorted(self._entries.get(location.pack_id, []), key=lambda entry: entry[1])
                 if ordered:
                     self._ordered[location.pack_id] = ordered
-        start = bisect.bisect_right([offset for _, offset, _ in ordered], location.offset)
-        return ordered[start : start + READ_AHEAD_OBJECTS]
+        offsets = [offset for _, offset, _ in ordered]
+        first = bisect.bisect_left(offsets, location.offset)
+        after = bisect.bisect_right(offsets, location.offset)
+        return ordered[max(0, first - READ_AHEAD_OBJECTS // 4) : first], ordered[after : after + READ_AHEAD_OBJECTS]
 
     def _take_ahead(self, object_id: bytes) -> bytes | None:
         """Sealed bytes read along earlier; kept (least recently used dropped first): a delta base is often
