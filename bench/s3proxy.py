@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import os
 import threading
 import time
 import urllib.parse
@@ -138,6 +139,10 @@ class CountingProxy:
                     raise
         with self._lock:
             self.counts.requests[request_class(handler.command, handler.path)] += 1
+            if log_path := os.environ.get("S3PROXY_LOG"):  # one line per request: which ones a step makes
+                with open(log_path, "a") as log:
+                    rng = handler.headers.get("Range", "")
+                    log.write(f"{request_class(handler.command, handler.path)} {handler.path} {rng}\n")
             self.counts.bytes_up += len(body)
             self.counts.bytes_down += len(payload)
         handler.send_response_only(response.status, response.reason)

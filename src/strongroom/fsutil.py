@@ -134,6 +134,15 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o600, replace: bool =
     fsync_dir(path.parent)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """:func:`write_durably` with mode 0600, making ``path``'s missing parent folders 0700 on the way
+    (``mkdir(parents=True)`` would give them the umask's mode)."""
+    for folder in reversed([path.parent, *path.parent.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
+    write_durably(path, data, mode=0o600)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make the directory's entries (a rename, a link, an unlink) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -8,11 +8,14 @@ tests/e2e/test_vault_attach.py.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import shutil
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from strongroom.store.memory import MemoryStore
 from strongroom.store.s3 import S3Store
 from strongroom.vault import Vault, envelope, gc
 from strongroom.vault.envelope import Kind
+from strongroom.vault.keys import KeySet, unwrap_keyset, wrap_keyset
 from strongroom.vault.manifest import load_manifest
 from strongroom.vault.packs import PACKS_PREFIX, PackedObjects, encode_pack_index, index_key, pack_id_of
 from strongroom.vault.reader import RecoveryPointReader
@@ -186,8 +190,10 @@ def test_a_pack_without_an_index_is_garbage_and_collected() -> None:
 def _count_requests(store: S3Store) -> Counter[str]:
     counts: Counter[str] = Counter()
 
-    def count(model: Any, **_: Any) -> None:
+    def count(model: Any, params: dict[str, Any] | None = None, **_: Any) -> None:
         counts[model.name] += 1
+        if model.name == "GetObject" and str((params or {}).get("url_path", "")).endswith(".idx"):
+            counts["GetObject .idx"] += 1
 
     store.client.meta.events.register("before-call.s3", count)
     return counts
@@ -276,3 +282,119 @@ def test_an_s3_vault_made_before_packs_stays_one_object_per_chunk(s3_server: S3S
     _write(_reopened(old), "rp-2", {"data": data + b"more"})
     assert list(store.list(PACKS_PREFIX)) == [] and list(store.list(CHUNKS_PREFIX))
     assert _read(_reopened(old), "rp-2", "data") == data + b"more"
+
+
+# The home's cache of pack indexes (vault/packs.py: sealed as stored, authenticated on load, LIST decides) -----
+
+
+def _cached(vault: Vault, cache: Path) -> Vault:
+    """The vault as a process of the home owning ``cache`` opens it."""
+    opened = _reopened(vault)
+    opened.index_cache = cache
+    return opened
+
+
+def _stored_ids_seen_fresh(vault: Vault) -> set[bytes]:
+    return _reopened(vault).list_chunk_ids()
+
+
+def _gc(vault: Vault) -> None:
+    collector = _reopened(vault)
+    gc.delete_objects(collector, gc.candidates(gc.mark(collector), gc.stored_objects(collector)))
+
+
+def test_a_later_process_reads_its_pack_indexes_from_the_cache_not_the_bucket(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    vault = _s3_vault(s3_server)
+    vault.index_cache = tmp_path / "cache"
+    first = os.urandom(3 * 1024 * 1024)
+    _write(vault, "rp-1", {"data": first})
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        f"{pack_id_of(pack)}.idx" for pack in _packs(vault)
+    ]  # written by the writer itself: no GET to fill it
+
+    later = _cached(vault, tmp_path / "cache")
+    assert isinstance(later.store, S3Store)
+    requests = _count_requests(later.store)
+    _write(later, "rp-2", {"data": first})  # all deduplicated through the cached indexes
+    assert requests["GetObject .idx"] == 0 and requests["PutObject"] <= 3, requests
+    assert _read(_reopened(vault), "rp-2", "data") == first
+
+
+def test_a_planted_cache_entry_never_makes_a_backup_skip_a_chunk(tmp_path: Path) -> None:
+    """The attacker writes into the home's cache (a local user, a restored stale home) but holds no vault key:
+    it plants a genuine sealed index of a collected pack under a listed pack's name, and one sealed under
+    another vault's key claiming the new data's chunks. The next backup uploads those chunks all the same."""
+    cache = tmp_path / "cache"
+    vault = _memory_vault()
+    vault.index_cache = cache
+    kept, dropped = os.urandom(256 * 1024), os.urandom(256 * 1024)
+    _write(vault, "rp-1", {"data": kept})
+    [kept_pack] = _packs(vault)
+    _write(vault, "rp-2", {"data": dropped})
+    [dropped_pack] = [p for p in _packs(vault) if p != kept_pack]
+    dropped_index = (cache / f"{pack_id_of(dropped_pack)}.idx").read_bytes()
+    dropped_entries = _entries(vault, dropped_pack)
+    vault.withdraw_manifest("rp-2")
+    _gc(vault)
+    assert _packs(vault) == [kept_pack]
+
+    kept_id = pack_id_of(kept_pack) or ""
+    (cache / f"{kept_id}.idx").write_bytes(dropped_index)  # authentic bytes, under another pack's name
+    stranger = Vault.create(MemoryStore("stranger"), "pw", scrypt_params=FAST_SCRYPT, packed=True)
+    forged = envelope.seal(
+        stranger.keys.encryption_key,
+        Kind.PACK_INDEX,
+        index_key(kept_id).encode(),
+        encode_pack_index(kept_id, dropped_entries),
+    )
+
+    for planted in (dropped_index, forged):
+        (cache / f"{kept_id}.idx").write_bytes(planted)
+        (cache / f"{pack_id_of(dropped_pack)}.idx").write_bytes(dropped_index)  # stale: the pack was collected
+        later = _cached(vault, cache)
+        _write(later, "rp-3", {"data": dropped})
+        assert {object_id for object_id, _, _ in dropped_entries} <= _stored_ids_seen_fresh(vault)
+        assert not (cache / f"{pack_id_of(dropped_pack)}.idx").exists()  # dropped from the cache
+        assert (cache / f"{kept_id}.idx").read_bytes() != planted  # re-fetched from the bucket
+        shutil.rmtree(cache)
+        assert _read(_reopened(vault), "rp-3", "data") == dropped
+        assert _read(_cached(vault, cache), "rp-1", "data") == kept
+        vault.withdraw_manifest("rp-3")
+        _gc(vault)
+
+
+def test_the_key_file_comes_from_the_cache_and_a_planted_one_never_opens_the_vault(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A key file planted in the cache under the listed name (wrapped with the passphrase, as someone who knows
+    it could) holds other keys: the config does not open under them, so the store's key file is used."""
+    vault = _s3_vault(s3_server)
+    data = os.urandom(512 * 1024)
+    _write(vault, "rp-1", {"data": data})
+    keys = tmp_path / "keys"
+    Vault.open(vault.store, "pw", key_cache=keys)  # fills the cache
+    assert [p.name for p in keys.iterdir()] == [vault.keys.key_id]
+
+    store = open_store(vault.store.url)
+    requests = _count_requests(store)  # type: ignore[arg-type]
+    assert Vault.open(store, "pw", key_cache=keys).keys == vault.keys
+    assert requests["GetObject"] == 1, requests  # the config only
+
+    other = dataclasses.replace(KeySet.generate(), key_id=vault.keys.key_id)
+    (keys / vault.keys.key_id).write_bytes(wrap_keyset(other, "pw", FAST_SCRYPT))
+    opened = Vault.open(vault.store, "pw", key_cache=keys)
+    assert opened.keys == vault.keys and _read(opened, "rp-1", "data") == data
+    assert unwrap_keyset((keys / vault.keys.key_id).read_bytes(), "pw") == vault.keys  # replaced by the store's
+
+
+def test_creating_a_vault_caches_its_key_file_so_the_first_process_needs_no_get_of_it(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    store = open_store(s3_server.new_store_url())
+    vault = Vault.create(store, "pw", scrypt_params=FAST_SCRYPT, key_cache=lambda vault_id: tmp_path / vault_id)
+    again = open_store(store.url)
+    requests = _count_requests(again)  # type: ignore[arg-type]
+    assert Vault.open(again, "pw", key_cache=tmp_path / vault.config.vault_id).keys == vault.keys
+    assert requests["GetObject"] == 1, requests  # the config only

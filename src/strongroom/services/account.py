@@ -8,6 +8,7 @@ Home layout (docs/operations.md)::
     HOME/locks/           one lock file per running job
     HOME/tmp/             scratch space of running jobs
     HOME/clusters/        PostgreSQL clusters restored under a new identifier
+    HOME/cache/           what only saves requests: vaults/VAULT-ID/ (key file, sealed pack indexes)
 
 The home is 0711 (others may pass through to clusters/, never list it); vaults/, locks/ and tmp/ are 0700.
 """
@@ -25,7 +26,7 @@ from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
 from strongroom.fsutil import write_durably
 from strongroom.model import DEFAULT_VAULT, Arn, VaultRecord, iso, now
-from strongroom.services.homes import open_vault
+from strongroom.services.homes import open_vault, vault_cache
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
@@ -133,8 +134,15 @@ def create_vault(
             raise AlreadyExistsError(
                 f"{store.url} already holds objects", hint="Give a store of its own to each vault (another prefix)"
             )
-    vault = Vault.create(store, account.passphrase(), chunker=chunker, scrypt_params=scrypt_params)
+    vault = Vault.create(
+        store,
+        account.passphrase(),
+        chunker=chunker,
+        scrypt_params=scrypt_params,
+        key_cache=lambda vault_id: vault_cache(account.home, vault_id) / "keys",
+    )
     record = VaultRecord(name, account.vault_arn(name), store.url, vault.config.vault_id, iso(now()) or "")
+    vault.index_cache = vault_cache(account.home, vault.config.vault_id) / "pack-indexes"
     account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault
     try:
         account.catalog.add_vault(record)

@@ -83,5 +83,15 @@ def open_vault(home: Path, record: VaultRecord, passphrase: str) -> Vault:
     store = open_store(record.store_url)
     held = held_key_path(home, record.vault_id)
     if held.exists():
-        return open_with_keys(store, unwrap_keyset(held.read_bytes(), passphrase))
-    return Vault.open(store, passphrase)
+        vault = open_with_keys(store, unwrap_keyset(held.read_bytes(), passphrase))
+    else:
+        vault = Vault.open(store, passphrase, key_cache=vault_cache(home, record.vault_id) / "keys")
+    vault.index_cache = vault_cache(home, vault.config.vault_id) / "pack-indexes"
+    return vault
+
+
+def vault_cache(home: Path, vault_id: str) -> Path:
+    """What the home caches of a vault, only to save requests: its key file as stored (``keys/``, unwrapped
+    with the passphrase: vault/vault.py) and its sealed pack indexes (``pack-indexes/``, authenticated on load
+    and used only for packs the store lists: vault/packs.py). Deleting it is always safe."""
+    return home / "cache" / "vaults" / vault_id

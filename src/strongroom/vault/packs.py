@@ -24,10 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from strongroom.errors import FormatError, IntegrityError, NotFoundError, StrongroomError
 from strongroom.faults import fault_point
+from strongroom.fsutil import write_private
 from strongroom.store.base import ObjectStore, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -45,8 +47,9 @@ INDEX_SUFFIX = ".idx"
 PACK_INDEX_FORMAT = 1
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 ORPHAN_MARK = b"orphan-pack-0000"  # 16 bytes + a pack id's 16: a keyed BLAKE3 id is never this
-READ_AHEAD_BYTES = 2 * 1024 * 1024  # a single read of a pack fetches the objects after it, up to this many bytes
-READ_AHEAD_OBJECTS = 64
+READ_AHEAD_BYTES = 4 * 1024 * 1024  # a single read of a pack fetches the objects after it, up to this many bytes
+READ_AHEAD_OBJECTS = 256
+READ_BEHIND_BYTES = 1024 * 1024  # ... and the objects before it, up to this many bytes
 AHEAD_CACHE_BYTES = 16 * 1024 * 1024  # objects read ahead and not yet used, held at most
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
@@ -131,9 +134,10 @@ class PackedObjects(ObjectLayout):
         self._pending: dict[str, _OpenPack] = {}  # packs of live sessions not yet uploaded: readable here
         self.damaged_indexes: dict[str, str] = {}  # index key -> why it was ignored
         self._listed = False  # refreshed at least once: lookups before that would find nothing
-        self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read ahead, oldest first
+        self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read (ahead), least recent first
         self._ahead_bytes = 0
         self._ordered: dict[str, list[tuple[bytes, int, int]]] = {}  # pack id -> entries in offset order
+        self._pack_turns: dict[str, threading.Lock] = {}  # single reads of one pack go one at a time
 
     def _ensure_listed(self) -> None:
         if not self._listed:
@@ -157,6 +161,7 @@ class PackedObjects(ObjectLayout):
             self._packs_visible = {pid for key in visible if key.endswith(PACK_SUFFIX) and (pid := pack_id_of(key))}
             self._index_ids = indexes
             self._listed = True
+        self._prune_cache(indexes)
 
     def _remember(self, pack_id: str, entries: list[tuple[bytes, int, int]]) -> None:
         """Add a pack's entries to the map, once (two threads may refresh at once). Under ``_lock``."""
@@ -205,8 +210,17 @@ class PackedObjects(ObjectLayout):
                 raise IntegrityError(f"{what} is a {opened.kind.name.lower()}, not a pack index")
             return decode_pack_index(opened.plaintext, pack_id, what)
 
+        cached = self._cached_index(pack_id, opener)
+        if cached is not None:
+            return cached
+
+        def fetched(sealed: bytes) -> list[tuple[bytes, int, int]]:
+            entries = opener(sealed)
+            self._cache_index(pack_id, sealed)  # only what authenticated goes into the cache
+            return entries
+
         try:
-            return open_stored(self.store, key, opener)
+            return open_stored(self.store, key, fetched)
         except NotFoundError:
             return None
         except StrongroomError as exc:
@@ -214,6 +228,48 @@ class PackedObjects(ObjectLayout):
             with self._lock:
                 self.damaged_indexes[key] = exc.message
             return None
+
+    # The local cache of pack indexes -----------------------------------------------------------
+    # ``Vault.index_cache`` (set by the home that opens the vault: services/homes.py) holds sealed pack indexes
+    # exactly as stored, one file per pack id. The bucket's LIST stays the truth: only indexes of packs it lists
+    # are loaded (refresh), each is authenticated under the vault key and its own key name like a fetched one,
+    # and a file that fails is deleted and the index fetched again. So the cache saves GETs and decides nothing.
+    def _cache_path(self, pack_id: str) -> Path | None:
+        folder = self.vault.index_cache
+        return None if folder is None else folder / f"{pack_id}{INDEX_SUFFIX}"
+
+    def _cached_index(self, pack_id: str, opener: Callable[[bytes], T]) -> T | None:
+        path = self._cache_path(pack_id)
+        if path is None:
+            return None
+        try:
+            sealed = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            return opener(sealed)
+        except StrongroomError as exc:
+            log.warning("cached pack index %s dropped: %s", path, exc.message)
+            path.unlink(missing_ok=True)
+            return None
+
+    def _cache_index(self, pack_id: str, sealed: bytes) -> None:
+        path = self._cache_path(pack_id)
+        if path is None:
+            return
+        try:
+            write_private(path, sealed)
+        except OSError as exc:  # a cache that cannot be written costs GETs, nothing else
+            log.warning("pack index cache %s not written: %s", path, exc)
+
+    def _prune_cache(self, listed: set[str]) -> None:
+        """Drop cached indexes of packs the bucket no longer lists (collected here or by another home)."""
+        folder = self.vault.index_cache
+        if folder is None or not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            if path.name.endswith(INDEX_SUFFIX) and path.name[: -len(INDEX_SUFFIX)] not in listed:
+                path.unlink(missing_ok=True)
 
     def locations(self, object_id: bytes) -> list[Location]:
         self._ensure_listed()
@@ -247,8 +303,8 @@ class PackedObjects(ObjectLayout):
         if prefetched is not None and found:
             try:
                 return opener(prefetched, found[0].describe(object_id))
-            except IntegrityError:
-                pass  # the coalesced range may be of another copy: try each one below
+            except IntegrityError:  # the coalesced range may be of another copy: try each one below
+                self._drop_ahead(object_id)
         if not found:
             self.refresh()  # written by another process since the map was built
             found = self.locations(object_id)
@@ -258,14 +314,14 @@ class PackedObjects(ObjectLayout):
         for location in found:
             what = location.describe(object_id)
             try:
-                return self.read_range(location, partial(_open_as, opener, what))
+                return self.read_range(location, partial(_open_as, opener, what), object_id)
             except NotFoundError:
                 failures.append(f"{what}: the pack is missing")
             except IntegrityError as exc:
                 failures.append(exc.message)
         raise IntegrityError("; ".join(failures))
 
-    def read_range(self, location: Location, open_bytes: Callable[[bytes], T]) -> T:
+    def read_range(self, location: Location, open_bytes: Callable[[bytes], T], object_id: bytes | None = None) -> T:
         """``open_bytes`` over the bytes at ``location``: from a pack still in memory, else a ranged GET; on a
         versioned store an older version of the pack when the newest is hidden or does not open."""
         pending = self._pending_pack(location.pack_id)
@@ -275,9 +331,15 @@ class PackedObjects(ObjectLayout):
                 return open_bytes(data)
         key = pack_key(location.pack_id)
         try:
-            return open_bytes(self._read_ahead(location))
+            return open_bytes(self._read_ahead(location, object_id))
         except (NotFoundError, IntegrityError) as first:
             failure = first
+        if object_id is not None and isinstance(failure, IntegrityError):  # perhaps a piece read earlier: fetch
+            self._drop_ahead(object_id)
+            try:
+                return open_bytes(self._fetch_ahead(location, None))
+            except (NotFoundError, IntegrityError) as second:
+                failure = second
         older = [v for v in self.store.versions(key) if v.key == key and not v.delete_marker and not v.latest]
         for version in sorted(older, key=lambda v: v.modified, reverse=True):
             body = self.store.get_version(key, version.version_id)
@@ -287,44 +349,72 @@ class PackedObjects(ObjectLayout):
                 continue
         raise failure
 
-    def _read_ahead(self, location: Location) -> bytes:
+    def _read_ahead(self, location: Location, object_id: bytes | None = None) -> bytes:
         """The bytes at ``location`` in one ranged GET that also fetches the objects after it in the pack (up to
         READ_AHEAD_BYTES): single reads (a writer's delta bases, a copy's, ``verify --read-data``) mostly go in
-        pack order, so the next ones come from memory (:meth:`_take_ahead`; at most AHEAD_CACHE_BYTES held)."""
-        following = self._following(location)
+        pack order, so the next ones come from memory (:meth:`_take_ahead`; at most AHEAD_CACHE_BYTES held).
+        Reads of one pack take turns: a thread that waited finds its object read ahead by the one before it
+        instead of sending an overlapping GET."""
+        with self._lock:
+            turn = self._pack_turns.setdefault(location.pack_id, threading.Lock())
+        with turn:
+            if object_id is not None and (piece := self._take_ahead(object_id)) is not None:
+                return piece
+            return self._fetch_ahead(location, object_id)
+
+    def _fetch_ahead(self, location: Location, object_id: bytes | None) -> bytes:
+        """One ranged GET of ``location`` and its neighbours: up to READ_AHEAD_BYTES after it and READ_BEHIND_BYTES
+        before it (concurrent single reads arrive out of order); the neighbours go to the read-ahead cache."""
+        before, after = self._neighbours(location)
+        start = location.offset
+        for _object_id, offset, _length in reversed(before):
+            if location.offset - offset > READ_BEHIND_BYTES:
+                break
+            start = offset
         end = location.offset + location.length
-        for _object_id, offset, length in following:
+        for _object_id, offset, length in after:
             if offset + length - location.offset > READ_AHEAD_BYTES:
                 break
             end = max(end, offset + length)
-        span = self.store.get_range(pack_key(location.pack_id), location.offset, end - location.offset)
+        span = self.store.get_range(pack_key(location.pack_id), start, end - start)
+        itself = [(object_id, location.offset, location.length)] if object_id is not None else []
         with self._lock:
-            for object_id, offset, length in following:
-                if offset + length <= end and object_id not in self._ahead:
-                    piece = span[offset - location.offset : offset - location.offset + length]
-                    self._ahead[object_id] = piece
+            for ahead_id, offset, length in [*before, *itself, *after]:
+                if offset >= start and offset + length <= end and ahead_id not in self._ahead:
+                    piece = span[offset - start : offset - start + length]
+                    self._ahead[ahead_id] = piece
                     self._ahead_bytes += len(piece)
             while self._ahead_bytes > AHEAD_CACHE_BYTES and self._ahead:
                 self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
-        return span[: location.length]
+        return span[location.offset - start : location.offset - start + location.length]
 
-    def _following(self, location: Location) -> list[tuple[bytes, int, int]]:
-        """The pack's entries that start after ``location``, in offset order."""
+    def _neighbours(self, location: Location) -> tuple[list[tuple[bytes, int, int]], list[tuple[bytes, int, int]]]:
+        """The pack's entries just before ``location`` and those after it, in offset order."""
         with self._lock:
             ordered = self._ordered.get(location.pack_id)
             if ordered is None:
                 ordered = sorted(self._entries.get(location.pack_id, []), key=lambda entry: entry[1])
                 if ordered:
                     self._ordered[location.pack_id] = ordered
-        start = bisect.bisect_right([offset for _, offset, _ in ordered], location.offset)
-        return ordered[start : start + READ_AHEAD_OBJECTS]
+        offsets = [offset for _, offset, _ in ordered]
+        first = bisect.bisect_left(offsets, location.offset)
+        after = bisect.bisect_right(offsets, location.offset)
+        return ordered[max(0, first - READ_AHEAD_OBJECTS // 4) : first], ordered[after : after + READ_AHEAD_OBJECTS]
 
     def _take_ahead(self, object_id: bytes) -> bytes | None:
+        """Sealed bytes read along earlier; kept (least recently used dropped first): a delta base is often
+        read again for the next chunk that uses it."""
+        with self._lock:
+            piece = self._ahead.get(object_id)
+            if piece is not None:
+                self._ahead.move_to_end(object_id)
+            return piece
+
+    def _drop_ahead(self, object_id: bytes) -> None:
         with self._lock:
             piece = self._ahead.pop(object_id, None)
             if piece is not None:
                 self._ahead_bytes -= len(piece)
-            return piece
 
     def fetch_span(self, object_ids: list[bytes]) -> dict[bytes, bytes]:
         """One ranged GET for objects of one pack lying close together (a restore's read-ahead); {} if not."""
@@ -532,6 +622,7 @@ class PackWriter(WriteSession):
                 encode_pack_index(pid, pack.entries),
             )
             self.store.put(index_key(pid), sealed, if_absent=True, sync=False, retention=self.retention)
+            self.objects._cache_index(pid, sealed)
             if self.keeper is not None:
                 self.keeper.wrote(pack_key(pid))
                 self.keeper.wrote(index_key(pid))

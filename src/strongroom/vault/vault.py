@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from strongroom.clock import now
@@ -18,7 +19,9 @@ from strongroom.errors import (
     IntegrityError,
     NotFoundError,
     StorageError,
+    StrongroomError,
 )
+from strongroom.fsutil import write_private
 from strongroom.store.base import ObjectStore, RetainedError, Retention
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
@@ -93,6 +96,8 @@ class Vault:
         # On a store with Object Lock, what catalog records written from now on are kept for (set by the latest
         # write session: services/object_lock.py); None writes them without retention.
         self.record_retention: Retention | None = None
+        # Where the home that opened the vault caches its sealed pack indexes (vault/packs.py); None: no cache.
+        self.index_cache: Path | None = None
         self._objects: ObjectLayout | None = None
         self._objects_lock = threading.Lock()
 
@@ -118,8 +123,10 @@ class Vault:
         chunker: ChunkerSettings | None = None,
         scrypt_params: dict[str, int] | None = None,
         packed: bool | None = None,
+        key_cache: Callable[[str], Path] | None = None,
     ) -> Vault:
-        """``packed``: store chunks in packs (format 2); by default where the store asks for it (S3)."""
+        """``packed``: store chunks in packs (format 2); by default where the store asks for it (S3).
+        ``key_cache``: vault id -> where the creating home caches the key file (as :meth:`open` takes it)."""
         if store.exists(CONFIG_KEY):
             raise AccountError(f"a vault already exists at {store.url}")
         keys = KeySet.generate()
@@ -129,34 +136,39 @@ class Vault:
             created_at=now().isoformat(),
             chunker=chunker or ChunkerSettings(),
         )
-        store.put(f"{KEYS_PREFIX}{keys.key_id}", wrap_keyset(keys, passphrase, scrypt_params), if_absent=True)
+        wrapped = wrap_keyset(keys, passphrase, scrypt_params)
+        store.put(f"{KEYS_PREFIX}{keys.key_id}", wrapped, if_absent=True)
+        _cache_key_file(key_cache(config.vault_id) if key_cache else None, f"{KEYS_PREFIX}{keys.key_id}", wrapped)
         sealed = envelope.seal(keys.encryption_key, Kind.CONFIG, CONFIG_KEY.encode(), config.to_json())
         # The config is written last: a vault without it is an unfinished create.
         store.put(CONFIG_KEY, sealed, if_absent=True)
         return cls(store, keys, config)
 
     @classmethod
-    def open(cls, store: ObjectStore, passphrase: str) -> Vault:
+    def open(cls, store: ObjectStore, passphrase: str, *, key_cache: Path | None = None) -> Vault:
+        """``key_cache``: a folder of the opening home holding the vault's key file as stored (a GET saved per
+        process). Only the key file the store lists is taken from it, unwrapped with the passphrase (which
+        authenticates it); the config, fetched from the store, must then open under those keys."""
         # On a versioned store a key set hidden by a delete marker still opens the vault (open_stored).
         key_names = sorted(store.list(KEYS_PREFIX)) or sorted(
             {v.key for v in store.versions(KEYS_PREFIX) if not v.delete_marker}
         )
         if not key_names:
             raise NotFoundError(f"no vault at {store.url}")
-        keys = open_stored(store, key_names[0], lambda wrapped: unwrap_keyset(wrapped, passphrase))
-        try:
-            opened = open_stored(
-                store,
-                CONFIG_KEY,
-                lambda sealed: envelope.open_sealed(
-                    keys.encryption_key, CONFIG_KEY.encode(), sealed, what="vault config"
-                ),
-            )
-        except NotFoundError:
-            raise NotFoundError(f"no vault at {store.url}") from None  # an unfinished create: keys, no config
-        if opened.kind != Kind.CONFIG:
-            raise StorageError("vault config object has the wrong kind")
-        return cls(store, keys, VaultConfig.from_json(opened.plaintext))
+        cached = _cached_keys(key_cache, key_names[0], passphrase)
+        if cached is not None:
+            try:
+                return cls(store, cached, _open_config(store, cached))
+            except IntegrityError:  # the config does not open under the cached keys: the store's key file decides
+                _drop_cached_key(key_cache, key_names[0])
+
+        def unwrap(wrapped: bytes) -> KeySet:
+            found = unwrap_keyset(wrapped, passphrase)
+            _cache_key_file(key_cache, key_names[0], wrapped)
+            return found
+
+        keys = open_stored(store, key_names[0], unwrap)
+        return cls(store, keys, _open_config(store, keys))
 
     # Chunk ids -------------------------------------------------------------------------------
     def chunk_id(self, plaintext: bytes | memoryview) -> bytes:
@@ -258,6 +270,44 @@ def open_stored(store: ObjectStore, key: str, opener: Callable[[bytes], T]) -> T
         except (NotFoundError, IntegrityError):
             continue
     raise failure
+
+
+def _open_config(store: ObjectStore, keys: KeySet) -> VaultConfig:
+    try:
+        opened = open_stored(
+            store,
+            CONFIG_KEY,
+            lambda sealed: envelope.open_sealed(keys.encryption_key, CONFIG_KEY.encode(), sealed, what="vault config"),
+        )
+    except NotFoundError:
+        raise NotFoundError(f"no vault at {store.url}") from None  # an unfinished create: keys, no config
+    if opened.kind != Kind.CONFIG:
+        raise StorageError("vault config object has the wrong kind")
+    return VaultConfig.from_json(opened.plaintext)
+
+
+def _drop_cached_key(folder: Path | None, key_name: str) -> None:
+    if folder is not None:
+        with suppress(OSError):
+            (folder / key_name[len(KEYS_PREFIX) :]).unlink(missing_ok=True)
+
+
+def _cached_keys(folder: Path | None, key_name: str, passphrase: str) -> KeySet | None:
+    """The keys of the cached copy of ``key_name`` if it unwraps as that key file; None: read the store."""
+    if folder is None:
+        return None
+    key_id = key_name[len(KEYS_PREFIX) :]
+    try:
+        keys = unwrap_keyset((folder / key_id).read_bytes(), passphrase)
+    except (OSError, ValueError, KeyError, TypeError, StrongroomError):
+        return None  # absent, damaged or made under another passphrase: the store's copy decides
+    return keys if keys.key_id == key_id else None
+
+
+def _cache_key_file(folder: Path | None, key_name: str, wrapped: bytes) -> None:
+    if folder is not None:
+        with suppress(OSError):  # a cache that cannot be written costs a GET, nothing else
+            write_private(folder / key_name[len(KEYS_PREFIX) :], wrapped)
 
 
 def _check_record_key(key: str) -> None:

@@ -43,7 +43,7 @@ from strongroom.vault.manifest import (
     encode_index,
     seal_manifest,
 )
-from strongroom.vault.reader import object_base, read_object
+from strongroom.vault.reader import fetch_sealed, object_base, read_object
 from strongroom.vault.retention import RetentionKeeper, vault_root_keys
 from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, manifest_key
@@ -52,6 +52,7 @@ MAX_IN_FLIGHT = 6  # chunks being sealed and written at once: bounds memory to ~
 ANCHOR_BYTES = 64
 ANCHOR_CONTEXT = "strongroom 2026-11 chunk anchor v1"
 AMBIGUOUS = -1
+PREVIOUS_INDEXES_PER_FETCH = 16  # index objects (up to 1.3 MiB each) fetched together when a backup starts
 
 ProgressCallback = Callable[[int], None]
 
@@ -352,16 +353,19 @@ class RecoveryPointWriter:
         refs: dict[bytes, ChunkRef] = {}
         if self._previous is None:
             return refs
-        for stream in self._previous.streams.values():
-            for index_id in stream.index:
-                data = read_object(self.vault, index_id, Kind.INDEX)
-                for ref in decode_index(data, f"index object {index_id.hex()}"):
-                    refs[ref.id] = ref
-                    position = len(self._previous_order)
-                    self._previous_order.append(ref)
-                    self._position.setdefault(ref.id, position)
-                    for anchor in {ref.head, ref.tail} - {NO_ANCHOR}:
-                        self._by_anchor[anchor] = AMBIGUOUS if anchor in self._by_anchor else position
+        index_ids = [index_id for stream in self._previous.streams.values() for index_id in stream.index]
+        sealed: dict[bytes, bytes] = {}
+        for number, index_id in enumerate(index_ids):
+            if number % PREVIOUS_INDEXES_PER_FETCH == 0:  # a few coalesced GETs (packed vaults), not one each
+                sealed = fetch_sealed(self.vault, index_ids[number : number + PREVIOUS_INDEXES_PER_FETCH])
+            data = read_object(self.vault, index_id, Kind.INDEX, prefetched=sealed.get(index_id))
+            for ref in decode_index(data, f"index object {index_id.hex()}"):
+                refs[ref.id] = ref
+                position = len(self._previous_order)
+                self._previous_order.append(ref)
+                self._position.setdefault(ref.id, position)
+                for anchor in {ref.head, ref.tail} - {NO_ANCHOR}:
+                    self._by_anchor[anchor] = AMBIGUOUS if anchor in self._by_anchor else position
         return refs
 
     def drain(self) -> None:
