@@ -54,6 +54,7 @@ def new_id() -> str:
     return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
 
 
+CONTINUOUS_MAX_DAYS = 35  # AWS Backup's longest continuous backup (PITR) retention: the longest WAL window
 DEFAULT_VAULT = "Default"  # the vault every account has from ``init`` on, and every name's default
 
 ARN_PATTERN = re.compile(

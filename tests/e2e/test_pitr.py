@@ -21,7 +21,7 @@ import pytest
 from strongroom.adapters.postgres.tools import find_tool, server_user
 from tests.support.cli import Cli
 from tests.support.pgcluster import PgCluster, traversable_tempdir
-from tests.support.walarchive import ArchivingCluster, archived_object, launcher, vault_directory
+from tests.support.walarchive import ArchivingCluster, archived_object, commit_events, ids, launcher, vault_directory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("pitr")]
 
@@ -51,11 +51,7 @@ class World:
         return self.archiving.cluster
 
     def commit_rows(self, count: int) -> None:
-        for _ in range(count):
-            with self.cluster.connect() as conn:
-                conn.execute("INSERT INTO events (note) VALUES (md5(random()::text))")
-        rows = self.cluster.query("SELECT id, pg_xact_commit_timestamp(xmin) FROM events ORDER BY id")
-        self.commits = [(row[0], row[1]) for row in rows]
+        self.commits = commit_events(self.cluster, count)
 
     def restore(self, name: str, *target: str, ok: bool = True) -> Any:
         result = self.cli.run(
@@ -117,10 +113,6 @@ def world() -> Iterator[World]:
             each.destroy()
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def ids(cluster: PgCluster) -> list[int]:
-    return [row[0] for row in cluster.query("SELECT id FROM events ORDER BY id")]
 
 
 def midpoint(first: datetime, second: datetime) -> str:

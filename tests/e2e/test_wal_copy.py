@@ -29,7 +29,7 @@ from tests.support.accounts import Server, account_id, issue_credential, registe
 from tests.support.cli import Cli
 from tests.support.pgcluster import PgCluster, traversable_tempdir
 from tests.support.s3server import S3_TEST_ENV, S3Server
-from tests.support.walarchive import ArchivingCluster, archived_object, launcher, vault_directory
+from tests.support.walarchive import ArchivingCluster, archived_object, commit_events, ids, launcher, vault_directory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("walcopy")]
 
@@ -61,11 +61,7 @@ class World:
         return self.archiving.cluster
 
     def commit_rows(self, count: int) -> None:
-        for _ in range(count):
-            with self.cluster.connect() as conn:
-                conn.execute("INSERT INTO events (note) VALUES (md5(random()::text))")
-        rows = self.cluster.query("SELECT id, pg_xact_commit_timestamp(xmin) FROM events ORDER BY id")
-        self.commits = [(row[0], row[1]) for row in rows]
+        self.commits = commit_events(self.cluster, count)
 
     def copy(self, arn: str) -> dict[str, Any]:
         job = self.source.json("copy", "start", "--recovery-point", arn, "--destination-vault",
@@ -139,10 +135,6 @@ def source_continuous_point(source: Cli) -> str:
         return point.arn
     finally:
         account.close()
-
-
-def ids(cluster: PgCluster) -> list[int]:
-    return [row[0] for row in cluster.query("SELECT id FROM events ORDER BY id")]
 
 
 def midpoint(first: datetime, second: datetime) -> datetime:

@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,18 @@ def archived_object(vault_dir: Path, system_identifier: str, name: str) -> Path:
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def commit_events(cluster: PgCluster, count: int) -> list[tuple[int, datetime]]:
+    """Commit ``count`` rows into ``events``, one transaction each; then every row's (id, commit time), in id
+    order (``track_commit_timestamp`` on)."""
+    for _ in range(count):
+        with cluster.connect() as conn:
+            conn.execute("INSERT INTO events (note) VALUES (md5(random()::text))")
+    rows = cluster.query("SELECT id, pg_xact_commit_timestamp(xmin) FROM events ORDER BY id")
+    return [(row[0], row[1]) for row in rows]
+
+
+def ids(cluster: PgCluster) -> list[int]:
+    """The ids in ``events``, in order: what a restore holds."""
+    return [row[0] for row in cluster.query("SELECT id FROM events ORDER BY id")]

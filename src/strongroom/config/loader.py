@@ -28,7 +28,7 @@ from strongroom.config.schema import (
 from strongroom.config.source import Path_, SourceMap, raise_problems, read_yaml
 from strongroom.config.variables import AccountIdentity, Interpolator, VariableValues, resolve_variables
 from strongroom.errors import StrongroomError
-from strongroom.model import DEFAULT_VAULT, now, tag_problem
+from strongroom.model import CONTINUOUS_MAX_DAYS, DEFAULT_VAULT, now, tag_problem
 from strongroom.plans.records import BackupPlan, BackupRule
 from strongroom.plans.schedule import parse_schedule
 from strongroom.policy import controls as audit
@@ -333,9 +333,6 @@ def _unused_restore_testing_fields(config: AccountConfig, checks: _Checks) -> No
                 f"{where}restore_testing_overrides and validation_window_hours are used by restore testing"
                 f" selections with backup_plan: {name}, and none names this plan"
             )
-
-
-CONTINUOUS_MAX_DAYS = 35  # AWS Backup's longest continuous backup retention
 
 
 def _plan_warnings(path: Path_, plan: BackupPlanConfig, checks: _Checks) -> None:

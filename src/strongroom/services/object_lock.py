@@ -65,7 +65,8 @@ def new_point_retention(account: Account, vault_name: str, rp: RecoveryPoint) ->
     return point_retention(lock, rp.delete_at, model.now()) if lock else None
 
 
-WAL_WINDOW_DAYS = 35  # the longest continuous window (services/pitr.py): archived WAL is kept as long
+# Archived WAL is kept as long as the longest continuous window could need it (services/pitr.py).
+WAL_WINDOW_DAYS = model.CONTINUOUS_MAX_DAYS
 
 
 def wal_lock_rule(account: Account, vault_name: str) -> tuple[LockMode, int] | None:

@@ -26,7 +26,7 @@ from strongroom.adapters.postgres.tools import OsUser, connect, parse_dsn, serve
 from strongroom.clock import now
 from strongroom.errors import NotFoundError, RecoveryWindowError, SourceError, TargetError, UsageError
 from strongroom.fsutil import write_durably
-from strongroom.model import RecoveryPoint, RecoveryPointStatus, iso
+from strongroom.model import CONTINUOUS_MAX_DAYS, RecoveryPoint, RecoveryPointStatus, iso
 from strongroom.services.account import Account
 from strongroom.services.wal_archive import WalCredential
 from strongroom.store.base import open_store
@@ -586,8 +586,6 @@ def check_in_window(window: RecoveryWindow, base: RecoveryPoint, target: Recover
 
 
 # Continuous recovery points (enable_continuous_backup) ----------------------------------------------
-
-CONTINUOUS_MAX_DAYS = 35  # AWS Backup's longest continuous backup retention
 
 
 def continuous_points(account: Account, resource_id: str, vault_name: str) -> list[RecoveryPoint]:

@@ -13,7 +13,6 @@ nothing a source sends can delete or replace WAL here.
 from __future__ import annotations
 
 import io
-import struct
 from datetime import datetime
 from typing import Any
 
@@ -21,13 +20,13 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from strongroom.errors import IntegrityError, RemoteError, StrongroomError, UsageError
-from strongroom.model import Arn, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
+from strongroom.model import CONTINUOUS_MAX_DAYS, Arn, JobType, RecoveryPoint, RecoveryPointStatus, iso, new_id, now
 from strongroom.policy.principals import account_of
 from strongroom.policy.retention import CLOCK_SKEW
 from strongroom.services import object_lock, vault_ops
 from strongroom.services.account import Account
 from strongroom.services.jobs import complete_recovery_point, create_job, fail_job, lock_path
-from strongroom.services.wal_archive import check_segment
+from strongroom.services.wal_archive import SEGMENT_SYSID, check_segment
 from strongroom.services.writers import try_hold_writer
 from strongroom.store.base import open_store
 from strongroom.vault.wal import SEGMENT, SYSTEM_IDENTIFIER, PushOutcome, WalArchive, WalKeys, check_name
@@ -37,8 +36,6 @@ CLUSTER_TYPE = "postgres-cluster"
 MAX_COPIED_WAL = 64 << 20  # the largest WAL file a copy takes (segments of 1-64 MiB; PostgreSQL allows up to 1 GiB)
 MAX_TEXT_FILE = 1 << 20  # .history and .backup files are a few lines
 MIN_SEGMENT = 1 << 20
-PAGE_HEADER = struct.Struct("<HHIQI4xQ")  # as wal_archive.SEGMENT_SYSID: magic, info, timeline, ...
-CONTINUOUS_MAX_DAYS = 35
 
 
 class ContinuousRequest(BaseModel):
@@ -127,7 +124,7 @@ def check_content(name: str, data: bytes, system: str) -> None:
         if len(data) < MIN_SEGMENT or len(data) & (len(data) - 1):
             raise IntegrityError(f"copied WAL segment {name} is {len(data)} bytes, not a WAL segment's size")
         check_segment(data, name, system)
-        timeline = PAGE_HEADER.unpack_from(data)[2]
+        timeline = SEGMENT_SYSID.unpack_from(data)[2]
         if timeline != int(name[:8], 16):
             raise IntegrityError(f"copied WAL segment {name} says it is of timeline {timeline}, not its name's")
         return
