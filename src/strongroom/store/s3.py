@@ -217,6 +217,7 @@ class S3Store(ObjectStore):
             if location.conditional_writes == ConditionalWrites.AUTO
             else (location.conditional_writes == ConditionalWrites.TRUE)
         )
+        self._conditional_replace: bool | None = None if self._conditional is not False else False
         self._object_lock: bool | None = None
         self.concurrency = location.concurrency
         self.pack_size = location.pack_size
@@ -243,6 +244,12 @@ class S3Store(ObjectStore):
         if self._conditional is None:
             self._conditional = self._probe_conditional_writes()
         return self._conditional
+
+    def conditional_replace_supported(self) -> bool:
+        """Does the server honour ``If-Match`` on a PUT as well as ``If-None-Match``? Probed once per process."""
+        if self._conditional_replace is None:
+            self._conditional_replace = self.conditional_writes_supported() and self._probe_if_match()
+        return self._conditional_replace
 
     def object_lock_enabled(self) -> bool:
         """Is Object Lock enabled on the bucket (GetObjectLockConfiguration)? Asked once."""
@@ -310,6 +317,34 @@ class S3Store(ObjectStore):
         except _Missing:
             raise NotFoundError(f"object {key} not found in {self.location.where}") from None
         return body
+
+    def get_tagged(self, key: str) -> tuple[bytes, str | None]:
+        try:
+            answer = self._call(f"GET {key}", self.client.get_object, Bucket=self.location.bucket, Key=self._full(key))
+            body: bytes = self._read_body(key, answer)
+        except _Missing:
+            raise NotFoundError(f"object {key} not found in {self.location.where}") from None
+        return body, answer.get("ETag")
+
+    def replace_if(self, key: str, data: bytes, tag: str | None, *, retention: Retention | None = None) -> str | None:
+        """One PUT with ``If-Match: tag`` (or ``If-None-Match: *`` for an absent object); a 412 (or, for
+        ``If-Match`` on a key that is gone, a 404) means another version is there: nothing written, None."""
+        if not self.conditional_replace_supported():
+            raise StorageError(f"{self.location.where} does not honour If-Match: no conditional replace")
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self._full(key), "Body": data}
+        args.update({"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag})
+        if retention is not None:
+            self._require_object_lock()
+            args["ObjectLockMode"] = retention.mode.value
+            args["ObjectLockRetainUntilDate"] = _whole_second_after(retention.until)
+        try:
+            answer = self._call(f"PUT {key}", self.client.put_object, **args)
+        except (_PreconditionFailed, _Missing):
+            return None
+        new_tag: str | None = answer.get("ETag")
+        if not new_tag:
+            raise StorageError(f"PUT {key}: {self._endpoint_name()} answered without an ETag")
+        return new_tag
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """One ranged GET (``Range: bytes=start-end``)."""
@@ -613,6 +648,29 @@ class S3Store(ObjectStore):
                     break
                 raise
         log.warning("%s does not honour If-None-Match; using HEAD then PUT (docs/storage.md)", self._endpoint_name())
+        return False
+
+    def _probe_if_match(self) -> bool:
+        """PUT the probe key with an ``If-Match`` no object has: a 412 (or a 404: no such key) proves the
+        server honours it; a server that ignores it writes the (empty) probe object, which is harmless."""
+        try:
+            self._call(
+                "conditional replace probe",
+                self.client.put_object,
+                Bucket=self.location.bucket,
+                Key=self.location.prefix + PROBE_KEY,
+                Body=b"",
+                IfMatch='"strongroom-probe-matches-no-object"',
+            )
+        except (_PreconditionFailed, _Missing):
+            return True
+        except StorageError as exc:
+            if "NotImplemented" not in exc.message and "InvalidArgument" not in exc.message:
+                raise
+        log.warning(
+            "%s does not honour If-Match; a vault's catalog records are guarded by reads (docs/storage.md)",
+            self._endpoint_name(),
+        )
         return False
 
 
