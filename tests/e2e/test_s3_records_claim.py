@@ -45,10 +45,11 @@ def _home(tmp_path: Path, name: str) -> Cli:
     return cli
 
 
-def _backed_up(tmp_path: Path, s3_server: S3Server) -> tuple[Cli, str]:
-    """A home with an S3 vault (a locked bucket: versioned, as real offsite buckets are) and two backups in it."""
+def _backed_up(tmp_path: Path, s3_server: S3Server, *, versioned: bool = False) -> tuple[Cli, str]:
+    """A home with an S3 vault and two backups in it. Unversioned by default: Ceph RGW 16 (scripts/s3-check.sh)
+    has conditional writes only there; moto and AWS have them on versioned (Object Lock) buckets too."""
     cli = _home(tmp_path, "old")
-    url = s3_server.new_store_url(object_lock=True)
+    url = s3_server.new_store_url(object_lock=versioned)
     cli.run("vaults", "create", VAULT, "--store", url)
     cli.run("resources", "add", "files", "--type", "directory", "--path", str(make_awkward_tree(tmp_path / "src")))
     for _ in range(2):
@@ -220,7 +221,7 @@ def test_a_version_planted_on_the_marker_costs_reads_and_changes_nothing(
 ) -> None:
     """Someone with the bucket's credentials puts garbage over ``catalog/home``: the claim fails, the home reads
     past the forged version to its own marker, and claims again over the planted one."""
-    cli, _ = _backed_up(tmp_path, s3_server)
+    cli, _ = _backed_up(tmp_path, s3_server, versioned=True)  # the forged version goes on top of the marker
     account = _open(cli.home, opened)
     store = account.vault(VAULT).store
     assert isinstance(store, S3Store)
@@ -228,11 +229,14 @@ def test_a_version_planted_on_the_marker_costs_reads_and_changes_nothing(
     store.client.put_object(Bucket=store.location.bucket, Key=key, Body=b"forged marker")
     requests = _count_record_requests(store)
     _change_retention(account, 44)
-    # The kept claim refused (412), the marker read past the planted version, then claimed over that version.
-    assert requests["GetObject catalog/home"] >= 1 and requests["PutObject catalog/home"] == 2, requests
-    requests.clear()
-    _change_retention(account, 45)  # claimed again: no read
-    assert not [r for r in requests if r.startswith(("GetObject", "HeadObject"))], requests
+    if store.conditional_replace_supported():
+        # The kept claim refused (412), the marker read past the planted version, then claimed over that version.
+        assert requests["GetObject catalog/home"] >= 1 and requests["PutObject catalog/home"] == 2, requests
+        requests.clear()
+        _change_retention(account, 45)  # claimed again: no read
+        assert not [r for r in requests if r.startswith(("GetObject", "HeadObject"))], requests
+    else:  # Ceph RGW on a versioned bucket: the reads, every time
+        assert not s3_server.is_moto and requests["GetObject catalog/home"] >= 1
     assert _backup(cli)["state"] == "COMPLETED" and cli.json("verify")["ok"]
 
 
