@@ -8,6 +8,7 @@ version planted on top of the marker. The previous point's manifest comes from t
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from collections import Counter
@@ -193,6 +194,29 @@ def test_a_catalog_put_back_under_a_kept_claim_is_refused_without_a_read(
         _change_retention(account, 42)
     assert f"older than vault '{VAULT}'" in refused.value.message
     assert requests == Counter(), requests  # refused by the claim kept in the home: nothing read nor written
+
+
+def test_a_claim_edited_to_match_a_put_back_catalog_is_not_believed(
+    tmp_path: Path, s3_server: S3Server, s3_env: None, opened: list[Account]
+) -> None:
+    """Whoever can write the home's files (not knowing the passphrase) puts catalog.db back and lowers the kept
+    claim's sequence to match it: the claim's MAC fails, so the home reads the vault's record and refuses."""
+    cli, _ = _backed_up(tmp_path, s3_server)
+    older = tmp_path / "catalog-older.db"
+    _copy_catalog(cli.home / "catalog.db", older)
+    claim_path = next((cli.home / "cache" / "vaults").glob("*/records-claim.json"))
+    older_sequence = json.loads(claim_path.read_text())["sequence"]
+    assert _backup(cli)["state"] == "COMPLETED"
+    _copy_catalog(older, cli.home / "catalog.db")
+    claim = json.loads(claim_path.read_text())
+    claim_path.write_text(json.dumps({**claim, "sequence": older_sequence}))
+
+    account = _open(cli.home, opened)
+    requests = _count_record_requests(account.vault(VAULT).store)  # type: ignore[arg-type]
+    with pytest.raises(CatalogIntegrityError) as refused:
+        _change_retention(account, 47)
+    assert f"older than vault '{VAULT}'" in refused.value.message
+    assert requests["GetObject catalog/vault"] == 1, requests  # the claim was not believed: the record was read
 
 
 def test_a_whole_home_put_back_is_refused_by_the_vault_s_own_record(

@@ -231,8 +231,17 @@ def _write_records(
     catalog is never overwritten: it is the evidence (services/records_claim.py, unless ``force``)."""
     record = account.catalog.get_vault(vault_name)
     sequence = account.catalog.vault_sequence(vault_name)
+    guard = account.catalog.guard
+    assert isinstance(guard, AccountGuard)
     claim_records(
-        account.home, account.account_id, vault_name, vault, sequence, lambda: _recorded_sequence(vault), force=force
+        account.home,
+        account.account_id,
+        vault_name,
+        vault,
+        sequence,
+        lambda: _recorded_sequence(vault),
+        guard.write_key(),
+        force=force,
     )
     for point_id in point_ids:
         row = account.catalog.point_row(point_id)
