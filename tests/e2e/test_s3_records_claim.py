@@ -264,6 +264,21 @@ def test_a_version_planted_on_the_marker_costs_reads_and_changes_nothing(
     assert _backup(cli)["state"] == "COMPLETED" and cli.json("verify")["ok"]
 
 
+def test_garbage_over_the_marker_of_an_unversioned_bucket_is_mended_by_a_forced_attach(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """No authentic marker is left: record writes stop (they cannot tell whose vault it is) and say how to go
+    on; ``vaults attach --force`` from the home that writes it rewrites the marker."""
+    cli, url = _backed_up(tmp_path, s3_server)
+    bucket, prefix = url.split("//", 1)[1].split("?", 1)[0].split("/", 1)
+    s3_server.client().put_object(Bucket=bucket, Key=f"{prefix}/catalog/home", Body=b"garbage")
+    assert_one_line_error(_backup(cli, ok=False), INTEGRITY_EXIT, "home marker is damaged", "--force")
+    attach = cli.run("vaults", "attach", VAULT, "--store", url, ok=False)
+    assert_one_line_error(attach, INTEGRITY_EXIT, "home marker is damaged", "--force")
+    assert cli.json("vaults", "attach", VAULT, "--store", url, "--force", "--json")["outcome"] == "ALREADY_ATTACHED"
+    assert _backup(cli)["state"] == "COMPLETED" and cli.json("verify")["ok"]
+
+
 def test_an_attach_racing_a_record_write_leaves_one_writer(
     tmp_path: Path, s3_server: S3Server, s3_env: None, opened: list[Account]
 ) -> None:

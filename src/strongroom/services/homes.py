@@ -17,7 +17,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from strongroom.errors import VaultInUseError
+from strongroom.errors import IntegrityError, VaultInUseError
 from strongroom.fsutil import write_durably
 from strongroom.model import VaultRecord, iso, now
 from strongroom.store.base import open_store
@@ -41,10 +41,21 @@ def home_id(home: Path) -> str:
 def check_writer(home: Path, vault_name: str, vault: Vault) -> HomeMarker | None:
     """Refuse to write the records of a vault whose marker names another home: it was attached there
     (``vaults attach``), and this home's catalog no longer speaks for it."""
-    marker = read_home_marker(vault)
+    try:
+        marker = read_home_marker(vault)
+    except IntegrityError as exc:
+        raise damaged_marker(exc) from None
     if marker is not None and marker.home_id != home_id(home):
         raise in_use_error(vault_name, marker)
     return marker
+
+
+def damaged_marker(exc: IntegrityError) -> IntegrityError:
+    """No authentic home marker is left (garbage put over it where the bucket keeps no older version)."""
+    return IntegrityError(
+        f"the vault's home marker is damaged: {exc.message}",
+        hint="If no other home writes this vault, run 'vaults attach NAME --store URL --force' to rewrite it",
+    )
 
 
 def in_use_error(vault_name: str, marker: HomeMarker) -> VaultInUseError:

@@ -35,10 +35,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from strongroom.errors import CatalogIntegrityError, VaultInUseError
+from strongroom.errors import CatalogIntegrityError, IntegrityError, VaultInUseError
 from strongroom.fsutil import write_private
 from strongroom.model import iso, now
-from strongroom.services.homes import home_id, in_use_error, keep_writing, vault_cache
+from strongroom.services.homes import damaged_marker, home_id, in_use_error, keep_writing, vault_cache
 from strongroom.vault import Vault
 from strongroom.vault.inventory import HOME_MARKER_KEY, HomeMarker, home_marker_body, parse_home_marker
 
@@ -85,9 +85,13 @@ def claim_records(
         if tag is not None:
             _keep_claim(home, vault_id, RecordsClaim(tag, max(sequence, kept.sequence)), mac_key)
             return
-    body, current = vault.read_record_tagged(HOME_MARKER_KEY)
+    try:
+        body, current = vault.read_record_tagged(HOME_MARKER_KEY)
+        found = parse_home_marker(body) if body is not None else None
+    except IntegrityError as exc:
+        raise damaged_marker(exc) from None
     if not force:
-        if body is not None and (found := parse_home_marker(body)).home_id != home_id(home):
+        if found is not None and found.home_id != home_id(home):
             raise in_use_error(vault_name, found)
         _refuse_newer(vault_name, sequence, recorded_sequence())
     tag = vault.replace_record(HOME_MARKER_KEY, marker, current, retained=False)
