@@ -155,7 +155,7 @@ if (($# == 0)); then
     set -- tests/contract/test_store_contract.py tests/integration/test_s3_store.py \
         tests/integration/test_object_lock_retention.py tests/e2e/test_s3_vault.py tests/e2e/test_s3_object_lock.py \
         tests/e2e/test_vault_attach.py tests/e2e/test_s3_destination.py tests/integration/test_packs.py \
-        tests/e2e/test_wal_copy.py -k "s3 or S3 or lock or contract"
+        tests/e2e/test_wal_copy.py tests/e2e/test_s3_records_claim.py -k "s3 or S3 or lock or contract"
 fi
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider -rfE "$@" || status=$?

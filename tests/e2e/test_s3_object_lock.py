@@ -189,6 +189,9 @@ def test_locking_an_s3_vault_retains_the_points_already_in_it(cli: Cli, s3_serve
     delete_at = _delete_at(cli, job)
     for key in keys:
         head = bucket.head(key)
+        if key == HOME_MARKER:  # never retained: rewritten with every record write, no backup data in it
+            assert "ObjectLockMode" not in head
+            continue
         assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"] >= delete_at, key
 
 

@@ -124,6 +124,52 @@ def test_the_fallback_without_conditional_writes_heads_then_puts(s3_server: S3Se
     assert keys == {"vault/chunks/aa/1"}  # no probe was sent
 
 
+@pytest.mark.parametrize("versioned", [False, True])
+def test_replace_if_writes_only_over_the_version_it_names(s3_server: S3Server, versioned: bool) -> None:
+    """The conditional replace the catalog records' claim stands on (services/records_claim.py): one request,
+    and a writer holding an older tag, or expecting no object, writes nothing. Ceph RGW 16 has none on a
+    versioned bucket (it ignores If-None-Match there and fails every If-Match): the probe must find that."""
+    store = _store(s3_server.new_store_url(object_lock=versioned))
+    if not store.conditional_replace_supported():
+        assert versioned and not s3_server.is_moto
+        return
+    first = store.replace_if("catalog/home", b"first", None)
+    assert first is not None
+    assert store.replace_if("catalog/home", b"absent?", None) is None  # it is there now
+    second = store.replace_if("catalog/home", b"second", first)
+    assert second is not None and second != first
+    assert store.replace_if("catalog/home", b"stale writer", first) is None
+    assert store.get_tagged("catalog/home") == (b"second", second)
+    assert store.replace_if("catalog/gone", b"x", second) is None  # If-Match on a key that does not exist
+
+
+def test_racing_conditional_replaces_have_exactly_one_winner(s3_server: S3Server) -> None:
+    store = _store(s3_server.new_store_url())
+    tag = store.replace_if("catalog/home", b"start", None)
+    barrier = threading.Barrier(2)
+    results: dict[int, str | None] = {}
+
+    def writer(n: int) -> None:
+        barrier.wait()
+        results[n] = store.replace_if("catalog/home", f"writer-{n}".encode(), tag)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [n for n, won in results.items() if won is not None]
+    assert len(winners) == 1
+    assert store.get_tagged("catalog/home") == (f"writer-{winners[0]}".encode(), results[winners[0]])
+
+
+def test_without_conditional_writes_there_is_no_conditional_replace(s3_server: S3Server) -> None:
+    store = _store(s3_server.new_store_url(conditional_writes="false"))
+    assert not store.conditional_replace_supported()
+    with pytest.raises(StorageError):
+        store.replace_if("catalog/home", b"x", None)
+
+
 # Object Lock ---------------------------------------------------------------------------------------
 def test_object_lock_is_a_capability_of_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
     assert _store(s3_server.new_store_url(object_lock=True)).capabilities.object_lock

@@ -26,7 +26,7 @@ from strongroom.catalog import Catalog
 from strongroom.errors import AccountError, AlreadyExistsError
 from strongroom.fsutil import write_durably
 from strongroom.model import DEFAULT_VAULT, Arn, VaultRecord, iso, now
-from strongroom.services.homes import open_vault, vault_cache
+from strongroom.services.homes import open_vault, use_home_caches, vault_cache
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
 from strongroom.vault.vault import ChunkerSettings
@@ -142,7 +142,7 @@ def create_vault(
         key_cache=lambda vault_id: vault_cache(account.home, vault_id) / "keys",
     )
     record = VaultRecord(name, account.vault_arn(name), store.url, vault.config.vault_id, iso(now()) or "")
-    vault.index_cache = vault_cache(account.home, vault.config.vault_id) / "pack-indexes"
+    use_home_caches(account.home, vault)
     account._open_vaults[name] = vault  # before the catalog row: its first record goes into this vault
     try:
         account.catalog.add_vault(record)

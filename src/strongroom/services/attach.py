@@ -28,12 +28,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from strongroom.errors import AlreadyExistsError, UsageError, VaultInUseError, WrongPassphraseError
+from strongroom.errors import AlreadyExistsError, IntegrityError, UsageError, VaultInUseError, WrongPassphraseError
 from strongroom.faults import fault_point
 from strongroom.model import Arn, RecoveryPoint, RecoveryPointStatus, VaultRecord, now, tag_problem
 from strongroom.services.account import Account
 from strongroom.services.catalog_integrity import POINT_RECORDS_PREFIX, VAULT_RECORD_KEY, check_fresh, read_record
-from strongroom.services.homes import home_id, keep_vault_keys, mark_home
+from strongroom.services.homes import damaged_marker, home_id, keep_vault_keys, mark_home
 from strongroom.services.vault_ops import VAULT_NAME
 from strongroom.store.base import open_store
 from strongroom.vault import Vault
@@ -105,7 +105,7 @@ def attach_vault(
     stored = read_record(vault, VAULT_RECORD_KEY)
     original_arn = stored["arn"] if stored else None
     if _already_attached(account, name, vault):
-        marker = read_home_marker(vault)
+        marker = _read_marker(vault, force=force)
         _finish(account, name)
         return _result(account, name, AttachOutcome.ALREADY_ATTACHED, original_arn, held, marker, [])
     previous = _check_home(account, vault, force=force, clock=clock)
@@ -162,9 +162,20 @@ def _already_attached(account: Account, name: str, vault: Vault) -> bool:
     return False
 
 
+def _read_marker(vault: Vault, *, force: bool) -> HomeMarker | None:
+    """The vault's home marker; one that fails authentication with no authentic older version (garbage put
+    over it on an unversioned bucket) stops every record write until ``--force`` rewrites it."""
+    try:
+        return read_home_marker(vault)
+    except IntegrityError as exc:
+        if force:
+            return None
+        raise damaged_marker(exc) from None
+
+
 def _check_home(account: Account, vault: Vault, *, force: bool, clock: Callable[[], datetime]) -> HomeMarker | None:
     """Refuse a vault whose records another home wrote less than LIVE_WINDOW ago, unless ``force``."""
-    marker = read_home_marker(vault)
+    marker = _read_marker(vault, force=force)
     if marker is None or marker.home_id == home_id(account.home) or force:
         return marker
     if clock() - marker.moment < LIVE_WINDOW:

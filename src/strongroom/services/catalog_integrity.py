@@ -29,7 +29,7 @@ from strongroom.fsutil import write_durably
 from strongroom.model import RecoveryPointStatus, VaultRecord
 from strongroom.services.account import Account
 from strongroom.services.credentials import account_keys
-from strongroom.services.homes import check_writer, keep_writing
+from strongroom.services.records_claim import claim_records, rolled_back
 from strongroom.store.base import open_store
 from strongroom.vault.vault import RECORDS_PREFIX, Vault
 
@@ -86,8 +86,6 @@ class AccountGuard:
     def mirror(self, vault_name: str, point_id: str | None) -> None:
         vault = self.account.vault(vault_name)
         with self.account.catalog.transaction():  # serialised with every writer: what is written is the latest
-            # Refused when the vault was attached to another home since; this home's marker kept fresh.
-            keep_writing(self.account.home, self.account.account_id, vault_name, vault)
             _write_records(self.account, vault, vault_name, [point_id] if point_id else [])
 
 
@@ -111,9 +109,8 @@ def check_fresh(account: Account, vault_name: str) -> None:
         stored = read_record(vault, VAULT_RECORD_KEY)
         sequence = account.catalog.vault_sequence(vault_name)
         if stored is not None and stored["seq"] > sequence:
-            raise CatalogIntegrityError(_rolled_back(vault_name, sequence, stored["seq"]))
+            raise CatalogIntegrityError(rolled_back(vault_name, sequence, stored["seq"]))
         if stored is None or stored["seq"] < sequence:
-            check_writer(account.home, vault_name, vault)
             ids = [row["id"] for row in account.catalog.point_rows(vault_name)]
             _write_records(account, vault, vault_name, ids)
 
@@ -158,7 +155,7 @@ def _vault_findings(account: Account, vault_name: str) -> list[str]:
     stored = read_record(vault, VAULT_RECORD_KEY)
     sequence = account.catalog.vault_sequence(vault_name)
     if stored is not None and stored["seq"] > sequence:
-        findings = [_rolled_back(vault_name, sequence, stored["seq"])]
+        findings = [rolled_back(vault_name, sequence, stored["seq"])]
     else:
         findings = []
         check_fresh(account, vault_name)
@@ -230,12 +227,22 @@ def _write_records(
     account: Account, vault: Vault, vault_name: str, point_ids: list[str], *, force: bool = False
 ) -> None:
     """Write the points' and then the vault's record from the catalog; the caller holds the catalog's
-    write lock. A vault record newer than the catalog is never overwritten: it is the evidence."""
+    write lock. Refused when the vault was attached to another home since; a vault record newer than the
+    catalog is never overwritten: it is the evidence (services/records_claim.py, unless ``force``)."""
     record = account.catalog.get_vault(vault_name)
     sequence = account.catalog.vault_sequence(vault_name)
-    stored = read_record(vault, VAULT_RECORD_KEY)
-    if stored is not None and stored["seq"] > sequence and not force:
-        raise CatalogIntegrityError(_rolled_back(vault_name, sequence, stored["seq"]))
+    guard = account.catalog.guard
+    assert isinstance(guard, AccountGuard)
+    claim_records(
+        account.home,
+        account.account_id,
+        vault_name,
+        vault,
+        sequence,
+        lambda: _recorded_sequence(vault),
+        guard.write_key(),
+        force=force,
+    )
     for point_id in point_ids:
         row = account.catalog.point_row(point_id)
         _write_record(
@@ -244,6 +251,11 @@ def _write_records(
             {"seq": sequence, "id": point_id, **{f: row[f] for f in POINT_FIELDS}, "tags": _tags(row)},
         )
     _write_record(vault, VAULT_RECORD_KEY, {"seq": sequence, "name": vault_name, **_vault_columns(record)})
+
+
+def _recorded_sequence(vault: Vault) -> int | None:
+    stored = read_record(vault, VAULT_RECORD_KEY)
+    return None if stored is None else int(stored["seq"])
 
 
 def _tags(row: dict[str, Any]) -> dict[str, str]:
@@ -265,10 +277,3 @@ def _vault_columns(record: VaultRecord) -> dict[str, Any]:
         "access_policy": record.access_policy,
         "lock": record.lock.as_dict() if record.lock else None,
     }
-
-
-def _rolled_back(vault_name: str, sequence: int, recorded: int) -> str:
-    return (
-        f"the catalog is older than vault '{vault_name}' (change {sequence}, the vault recorded change "
-        f"{recorded}): catalog.db was put back from an older copy or replaced"
-    )

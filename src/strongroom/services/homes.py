@@ -17,7 +17,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from strongroom.errors import VaultInUseError
+from strongroom.errors import IntegrityError, VaultInUseError
 from strongroom.fsutil import write_durably
 from strongroom.model import VaultRecord, iso, now
 from strongroom.store.base import open_store
@@ -41,14 +41,29 @@ def home_id(home: Path) -> str:
 def check_writer(home: Path, vault_name: str, vault: Vault) -> HomeMarker | None:
     """Refuse to write the records of a vault whose marker names another home: it was attached there
     (``vaults attach``), and this home's catalog no longer speaks for it."""
-    marker = read_home_marker(vault)
+    try:
+        marker = read_home_marker(vault)
+    except IntegrityError as exc:
+        raise damaged_marker(exc) from None
     if marker is not None and marker.home_id != home_id(home):
-        raise VaultInUseError(
-            f"vault '{vault_name}' is written by another home (account {marker.account_id}, home {marker.home_id}) "
-            f"since {marker.written_at}: it was attached there, and this home no longer writes it",
-            hint="Use the vault from that home; to take it back here, run 'vaults attach NAME --store URL --force'",
-        )
+        raise in_use_error(vault_name, marker)
     return marker
+
+
+def damaged_marker(exc: IntegrityError) -> IntegrityError:
+    """No authentic home marker is left (garbage put over it where the bucket keeps no older version)."""
+    return IntegrityError(
+        f"the vault's home marker is damaged: {exc.message}",
+        hint="If no other home writes this vault, run 'vaults attach NAME --store URL --force' to rewrite it",
+    )
+
+
+def in_use_error(vault_name: str, marker: HomeMarker) -> VaultInUseError:
+    return VaultInUseError(
+        f"vault '{vault_name}' is written by another home (account {marker.account_id}, home {marker.home_id}) "
+        f"since {marker.written_at}: it was attached there, and this home no longer writes it",
+        hint="Use the vault from that home; to take it back here, run 'vaults attach NAME --store URL --force'",
+    )
 
 
 def keep_writing(home: Path, account_id: str, vault_name: str, vault: Vault) -> None:
@@ -86,12 +101,21 @@ def open_vault(home: Path, record: VaultRecord, passphrase: str) -> Vault:
         vault = open_with_keys(store, unwrap_keyset(held.read_bytes(), passphrase))
     else:
         vault = Vault.open(store, passphrase, key_cache=vault_cache(home, record.vault_id) / "keys")
-    vault.index_cache = vault_cache(home, vault.config.vault_id) / "pack-indexes"
+    use_home_caches(home, vault)
     return vault
+
+
+def use_home_caches(home: Path, vault: Vault) -> None:
+    """Let the vault keep what saves requests in the home: sealed pack indexes and recent manifests."""
+    folder = vault_cache(home, vault.config.vault_id)
+    vault.index_cache = folder / "pack-indexes"
+    vault.manifest_cache = folder / "manifests"
 
 
 def vault_cache(home: Path, vault_id: str) -> Path:
     """What the home caches of a vault, only to save requests: its key file as stored (``keys/``, unwrapped
-    with the passphrase: vault/vault.py) and its sealed pack indexes (``pack-indexes/``, authenticated on load
-    and used only for packs the store lists: vault/packs.py). Deleting it is always safe."""
+    with the passphrase: vault/vault.py), its sealed pack indexes (``pack-indexes/``, authenticated on load
+    and used only for packs the store lists: vault/packs.py), the newest sealed manifests (``manifests/``:
+    vault/manifest.py) and this home's claim on the vault's records (services/records_claim.py). Deleting it
+    is always safe."""
     return home / "cache" / "vaults" / vault_id

@@ -65,7 +65,7 @@ def latest_intact_reader(account: Account, resource_id: str, vault_name: str) ->
         if rp.metadata.get("continuous"):  # a continuous point holds no data to reuse (docs/pitr.md)
             continue
         try:
-            return RecoveryPointReader(vault, load_manifest(vault, rp.id))
+            return RecoveryPointReader(vault, load_manifest(vault, rp.id, cached=True))
         except StrongroomError:
             continue
     return None

@@ -197,6 +197,22 @@ class ObjectStore(ABC):
         """Is ``put(if_absent=True)`` atomic here, one winner among racing writers? (May ask the server.)"""
         return self.capabilities.conditional_write
 
+    def conditional_replace_supported(self) -> bool:
+        """Can :meth:`replace_if` replace an object only while it is the version one last saw (S3's ``If-Match``
+        with ``If-None-Match``)? Stores without it answer False and their callers read before they write."""
+        return False
+
+    def get_tagged(self, key: str) -> tuple[bytes, str | None]:
+        """The object and its entity tag (a new one for every write of other bytes), None where the store keeps
+        none; NotFoundError if absent."""
+        return self.get(key), None
+
+    def replace_if(self, key: str, data: bytes, tag: str | None, *, retention: Retention | None = None) -> str | None:
+        """Write ``key`` only if its current version has entity tag ``tag`` (``None``: only if it is absent), in
+        one atomic request; the new version's tag, or None when the object was another version (nothing
+        written). Only where :meth:`conditional_replace_supported`."""
+        raise StorageError(f"{self.url} cannot replace an object conditionally")
+
     def check_vault_lock_support(self) -> None:
         """Raise :class:`ConfigError` unless this store can hold a locked vault. Any store can where the
         vault lock is Strongroom's own promise (a local directory); a store whose lock is the storage's

@@ -52,6 +52,7 @@ _E = TypeVar("_E", bound=StrEnum)
 # A fixed key under the prefix, written with If-None-Match: a 412 on it proves the server honours the
 # condition at the cost of one request and no new object. Hidden from list(); vault keys never start with '.'.
 PROBE_KEY = ".strongroom-conditional-write-probe"
+EMPTY_BODY_ETAG = "d41d8cd98f00b204e9800998ecf8427e"  # MD5 of nothing: the probe's ETag where ETags are MD5s
 DEFAULT_CONCURRENCY = 16  # requests a writer or reader keeps in flight: S3 throughput comes from parallelism
 MAX_CONCURRENCY = 64
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024  # restic's default too: one PUT per 16 MiB of new sealed chunks
@@ -217,6 +218,8 @@ class S3Store(ObjectStore):
             if location.conditional_writes == ConditionalWrites.AUTO
             else (location.conditional_writes == ConditionalWrites.TRUE)
         )
+        self._conditional_replace: bool | None = None if self._conditional is not False else False
+        self._quoted_tags = True  # how this server takes an ETag in If-Match (found by the probe)
         self._object_lock: bool | None = None
         self.concurrency = location.concurrency
         self.pack_size = location.pack_size
@@ -243,6 +246,12 @@ class S3Store(ObjectStore):
         if self._conditional is None:
             self._conditional = self._probe_conditional_writes()
         return self._conditional
+
+    def conditional_replace_supported(self) -> bool:
+        """Does the server honour ``If-Match`` on a PUT as well as ``If-None-Match``? Probed once per process."""
+        if self._conditional_replace is None:
+            self._conditional_replace = self.conditional_writes_supported() and self._probe_if_match()
+        return self._conditional_replace
 
     def object_lock_enabled(self) -> bool:
         """Is Object Lock enabled on the bucket (GetObjectLockConfiguration)? Asked once."""
@@ -310,6 +319,34 @@ class S3Store(ObjectStore):
         except _Missing:
             raise NotFoundError(f"object {key} not found in {self.location.where}") from None
         return body
+
+    def get_tagged(self, key: str) -> tuple[bytes, str | None]:
+        try:
+            answer = self._call(f"GET {key}", self.client.get_object, Bucket=self.location.bucket, Key=self._full(key))
+            body: bytes = self._read_body(key, answer)
+        except _Missing:
+            raise NotFoundError(f"object {key} not found in {self.location.where}") from None
+        return body, answer.get("ETag")
+
+    def replace_if(self, key: str, data: bytes, tag: str | None, *, retention: Retention | None = None) -> str | None:
+        """One PUT with ``If-Match: tag`` (or ``If-None-Match: *`` for an absent object); a 412 (or, for
+        ``If-Match`` on a key that is gone, a 404) means another version is there: nothing written, None."""
+        if not self.conditional_replace_supported():
+            raise StorageError(f"{self.location.where} does not honour If-Match: no conditional replace")
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self._full(key), "Body": data}
+        args.update({"IfNoneMatch": "*"} if tag is None else {"IfMatch": _tag_form(tag, quoted=self._quoted_tags)})
+        if retention is not None:
+            self._require_object_lock()
+            args["ObjectLockMode"] = retention.mode.value
+            args["ObjectLockRetainUntilDate"] = _whole_second_after(retention.until)
+        try:
+            answer = self._call(f"PUT {key}", self.client.put_object, **args)
+        except (_PreconditionFailed, _Missing):
+            return None
+        new_tag: str | None = answer.get("ETag")
+        if not new_tag:
+            raise StorageError(f"PUT {key}: {self._endpoint_name()} answered without an ETag")
+        return new_tag
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """One ranged GET (``Range: bytes=start-end``)."""
@@ -615,6 +652,52 @@ class S3Store(ObjectStore):
         log.warning("%s does not honour If-None-Match; using HEAD then PUT (docs/storage.md)", self._endpoint_name())
         return False
 
+    def _probe_if_match(self) -> bool:
+        """Does the server honour ``If-Match`` on a PUT, and in which form does it take an ETag? Ceph RGW 16
+        matches only the unquoted hex, and never on a versioned bucket; AWS and moto take either. On the probe
+        key (empty after the If-None-Match probe): an ``If-Match`` no object has must fail (412, or 404: no
+        such key) and the empty body's own ETag must match (a bucket whose ETags are not MD5s, SSE-KMS, gets
+        one more PUT to learn the probe's tag). A server that ignores the header only rewrites the empty probe."""
+        if self._put_probe(if_match='"strongroom-probe-matches-no-object"'):
+            log.warning(
+                "%s does not honour If-Match; a vault's catalog records are guarded by reads (docs/storage.md)",
+                self._endpoint_name(),
+            )
+            return False
+        for quoted in (False, True):
+            if self._put_probe(if_match=_tag_form(EMPTY_BODY_ETAG, quoted=quoted)):
+                self._quoted_tags = quoted
+                return True
+        tag = self._put_probe(if_match=None)
+        for quoted in (False, True):
+            if tag and self._put_probe(if_match=_tag_form(tag, quoted=quoted)):
+                self._quoted_tags = quoted
+                return True
+        log.warning(
+            "%s refuses If-Match even with the right ETag; catalog records are guarded by reads", self._endpoint_name()
+        )
+        return False
+
+    def _put_probe(self, *, if_match: str | None) -> str | None:
+        """PUT the empty probe object (``If-Match`` when given): its new ETag, or None when the condition failed."""
+        extra = {} if if_match is None else {"IfMatch": if_match}
+        try:
+            answer = self._call(
+                "conditional replace probe",
+                self.client.put_object,
+                Bucket=self.location.bucket,
+                Key=self.location.prefix + PROBE_KEY,
+                Body=b"",
+                **extra,
+            )
+        except (_PreconditionFailed, _Missing):
+            return None
+        except StorageError as exc:
+            if "NotImplemented" in exc.message or "InvalidArgument" in exc.message:
+                return None
+            raise
+        return str(answer.get("ETag") or "") or None
+
 
 class _Missing(Exception):
     """A 404 from the server: turned into None, NotFoundError or nothing by the caller."""
@@ -649,6 +732,11 @@ def _make_client(location: S3Location) -> BaseClient:
         return session.client("s3", endpoint_url=location.endpoint, config=config)
     except BotoCoreError as exc:  # ProfileNotFound, a broken shared config...
         raise ConfigError(f"cannot set up the S3 client for {location.where}: {_first_line(exc)}") from None
+
+
+def _tag_form(tag: str, *, quoted: bool) -> str:
+    bare = tag.strip('"')
+    return f'"{bare}"' if quoted else bare
 
 
 def _whole_second_after(moment: datetime) -> datetime:

@@ -17,9 +17,8 @@ from strongroom.store.base import ObjectStore
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.keys import KeySet, unwrap_keyset
-from strongroom.vault.vault import CONFIG_KEY, KEYS_PREFIX, RECORDS_PREFIX, Vault, VaultConfig
+from strongroom.vault.vault import CONFIG_KEY, HOME_MARKER_KEY, KEYS_PREFIX, Vault, VaultConfig
 
-HOME_MARKER_KEY = f"{RECORDS_PREFIX}home"
 HOME_MARKER_FORMAT = 1
 
 
@@ -71,8 +70,10 @@ class HomeMarker:
 def read_home_marker(vault: Vault) -> HomeMarker | None:
     """The vault's home marker, or None when no home has written one (a vault from before markers)."""
     body = vault.read_record(HOME_MARKER_KEY)
-    if body is None:
-        return None
+    return None if body is None else parse_home_marker(body)
+
+
+def parse_home_marker(body: bytes) -> HomeMarker:
     raw = json.loads(body)
     if raw.get("format") != HOME_MARKER_FORMAT:
         raise FormatError(f"home marker format {raw.get('format')} is unknown", hint="Upgrade Strongroom")
@@ -82,7 +83,11 @@ def read_home_marker(vault: Vault) -> HomeMarker | None:
         raise IntegrityError(f"the vault's home marker lacks {exc}") from None
 
 
+def home_marker_body(marker: HomeMarker) -> bytes:
+    return json.dumps({"format": HOME_MARKER_FORMAT, **asdict(marker)}, sort_keys=True).encode()
+
+
 def write_home_marker(vault: Vault, marker: HomeMarker) -> None:
-    """Replace the vault's home marker (sealed, like every catalog record)."""
-    body = {"format": HOME_MARKER_FORMAT, **asdict(marker)}
-    vault.write_record(HOME_MARKER_KEY, json.dumps(body, sort_keys=True).encode())
+    """Replace the vault's home marker (sealed, like every catalog record; never retained: it holds no backup
+    data and is rewritten often, docs/storage.md)."""
+    vault.write_record(HOME_MARKER_KEY, home_marker_body(marker), retained=False)

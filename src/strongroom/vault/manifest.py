@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from strongroom.errors import FormatError, IntegrityError, NotFoundError
+from strongroom.errors import FormatError, IntegrityError, NotFoundError, StrongroomError
+from strongroom.fsutil import write_private
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.source import SourceRecord
 from strongroom.vault.vault import Vault, manifest_key, open_stored
 
+log = logging.getLogger(__name__)
+
 MANIFEST_FORMAT = 1
+CACHED_MANIFESTS = 64  # the home keeps this many of a vault's newest manifests (each a few KiB)
 # chunk id, plaintext length, base chunk id (zeros: none), head and tail anchors (zeros: unknown)
 INDEX_RECORD = struct.Struct(">32sI32s8s8s")
 INDEX_RECORDS_PER_OBJECT = 16384  # 1.3 MiB of records per index object
@@ -108,7 +113,11 @@ def seal_manifest(vault: Vault, manifest: Manifest) -> bytes:
     return envelope.seal(vault.keys.encryption_key, Kind.MANIFEST, name, manifest.to_json())
 
 
-def load_manifest(vault: Vault, recovery_point_id: str) -> Manifest:
+def load_manifest(vault: Vault, recovery_point_id: str, *, cached: bool = False) -> Manifest:
+    """The point's manifest from the vault, authenticated. ``cached``: from the home's cache when it holds it
+    (a backup's or a copy's previous point: what it decides, chunk reuse, is checked against the store's
+    objects again), else from the store, kept in the cache. Nothing that must prove the point exists in the
+    store (verify, restore, collection, attach) reads the cache."""
     key = manifest_key(recovery_point_id)
 
     def opener(sealed: bytes) -> Manifest:
@@ -122,10 +131,55 @@ def load_manifest(vault: Vault, recovery_point_id: str) -> Manifest:
             raise IntegrityError(f"manifest {key} belongs to another recovery point or vault")
         return manifest
 
+    if cached and (found := _from_cache(vault, recovery_point_id, opener)) is not None:
+        return found
+    read: list[bytes] = []
+
+    def keeping(sealed: bytes) -> Manifest:
+        manifest = opener(sealed)
+        read.append(sealed)
+        return manifest
+
     try:
-        return open_stored(vault.store, key, opener)
+        manifest = open_stored(vault.store, key, keeping)
     except NotFoundError:
         raise NotFoundError(f"recovery point {recovery_point_id} has no manifest in the vault") from None
+    if cached:
+        cache_manifest(vault, recovery_point_id, read[-1])
+    return manifest
+
+
+def cache_manifest(vault: Vault, recovery_point_id: str, sealed: bytes) -> None:
+    """Keep a manifest as stored in the home's cache (the newest CACHED_MANIFESTS); failing costs a GET later."""
+    folder = vault.manifest_cache
+    if folder is None or not _file_name(recovery_point_id):
+        return
+    try:
+        write_private(folder / recovery_point_id, sealed)
+        kept = sorted(folder.iterdir(), key=lambda path: path.stat().st_mtime_ns, reverse=True)
+        for path in kept[CACHED_MANIFESTS:]:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("manifest cache %s not written: %s", folder, exc)
+
+
+def _from_cache(vault: Vault, recovery_point_id: str, opener: Callable[[bytes], Manifest]) -> Manifest | None:
+    folder = vault.manifest_cache
+    if folder is None or not _file_name(recovery_point_id):
+        return None
+    path = folder / recovery_point_id
+    try:
+        return opener(path.read_bytes())
+    except OSError:
+        return None
+    except StrongroomError as exc:  # planted, damaged or from another vault: dropped, read from the store
+        log.warning("cached manifest %s dropped: %s", path, exc.message)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _file_name(recovery_point_id: str) -> bool:
+    return bool(recovery_point_id) and "/" not in recovery_point_id and not recovery_point_id.startswith(".")
 
 
 def encode_index(records: list[ChunkRef]) -> bytes:

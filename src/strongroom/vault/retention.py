@@ -106,10 +106,11 @@ def retain_point(vault: Vault, recovery_point_id: str, wanted: Retention) -> Ext
 
 
 def retain_records(vault: Vault, wanted: Retention) -> int:
-    """Extend every catalog record (``catalog/``) to ``wanted``; returns how many retentions moved."""
-    from strongroom.vault.vault import RECORDS_PREFIX
+    """Extend every catalog record (``catalog/``) but the home marker to ``wanted``; how many retentions moved."""
+    from strongroom.vault.vault import HOME_MARKER_KEY, RECORDS_PREFIX
 
     keeper = RetentionKeeper(vault.store, wanted)
     for key in vault.store.list(RECORDS_PREFIX):
-        keeper.ensure(key)
+        if key != HOME_MARKER_KEY:
+            keeper.ensure(key)
     return keeper.extended

@@ -36,6 +36,7 @@ KEYS_PREFIX = "keys/"
 CHUNKS_PREFIX = "chunks/"
 MANIFESTS_PREFIX = "manifests/"
 RECORDS_PREFIX = "catalog/"
+HOME_MARKER_KEY = f"{RECORDS_PREFIX}home"  # which home writes the records (vault/inventory.py); never retained
 T = TypeVar("T")
 
 
@@ -98,6 +99,9 @@ class Vault:
         self.record_retention: Retention | None = None
         # Where the home that opened the vault caches its sealed pack indexes (vault/packs.py); None: no cache.
         self.index_cache: Path | None = None
+        # Sealed manifests of the newest points, as stored (vault/manifest.py): a backup's previous point
+        # comes from here instead of a GET; set by the home that opens the vault, like ``index_cache``.
+        self.manifest_cache: Path | None = None
         self._objects: ObjectLayout | None = None
         self._objects_lock = threading.Lock()
 
@@ -187,11 +191,43 @@ class Vault:
         return sorted(key[len(MANIFESTS_PREFIX) :] for key in self.store.list(MANIFESTS_PREFIX))
 
     # Catalog records (docs/vault-format.md, "Catalog records") --------------------------------
-    def write_record(self, key: str, body: bytes) -> None:
-        """Seal ``body`` as the catalog record ``key`` (under ``catalog/``), replacing the one before."""
+    def write_record(self, key: str, body: bytes, *, retained: bool = True) -> None:
+        """Seal ``body`` as the catalog record ``key`` (under ``catalog/``), replacing the one before; under
+        the records' retention (Object Lock) unless not ``retained``."""
         _check_record_key(key)
         sealed = envelope.seal(self.keys.encryption_key, Kind.RECORD, key.encode(), body)
-        self.store.put(key, sealed, retention=self.record_retention)
+        self.store.put(key, sealed, retention=self.record_retention if retained else None)
+
+    def replace_record(self, key: str, body: bytes, tag: str | None, *, retained: bool = True) -> str | None:
+        """Seal ``body`` as the record ``key`` only while the stored one is the version tagged ``tag`` (None:
+        while there is none): the new version's tag, or None when another version is there (nothing written).
+        Only on a store that :meth:`~strongroom.store.base.ObjectStore.conditional_replace_supported`."""
+        _check_record_key(key)
+        sealed = envelope.seal(self.keys.encryption_key, Kind.RECORD, key.encode(), body)
+        return self.store.replace_if(key, sealed, tag, retention=self.record_retention if retained else None)
+
+    def read_record_tagged(self, key: str) -> tuple[bytes | None, str | None]:
+        """The record ``key`` (None when the vault holds none) and the tag of the stored current version (None
+        when there is none): a current version that is hidden or forged is skipped for an older one that opens
+        (:func:`open_stored`), but the tag stays the current one's, the version a replacement must find."""
+        _check_record_key(key)
+        try:
+            sealed, tag = self.store.get_tagged(key)
+        except NotFoundError:
+            sealed, tag = None, None
+        try:
+            opened = self._open_record(key, sealed) if sealed is not None else None
+        except IntegrityError:
+            opened = None
+        if opened is None:
+            return self.read_record(key), tag
+        return opened, tag
+
+    def _open_record(self, key: str, sealed: bytes) -> bytes:
+        opened = envelope.open_sealed(self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}")
+        if opened.kind != Kind.RECORD:
+            raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
+        return opened.plaintext
 
     def record_keys(self, prefix: str) -> list[str]:
         """Keys of the catalog records under ``prefix`` (itself under ``catalog/``), sorted."""

@@ -39,6 +39,7 @@ from strongroom.vault.manifest import (
     ChunkRef,
     Manifest,
     StreamRef,
+    cache_manifest,
     decode_index,
     encode_index,
     seal_manifest,
@@ -398,7 +399,8 @@ class RecoveryPointWriter:
             held, wanted = self.vault.record_retention, self.keeper.wanted
             self.vault.record_retention = wanted if held is None else held.at_least(wanted)
         fault_point("write:before-manifest")
-        self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True, retention=self.retention)
+        if self.vault.store.put(manifest_key(self.recovery_point_id), sealed, if_absent=True, retention=self.retention):
+            cache_manifest(self.vault, self.recovery_point_id, sealed)  # the next backup's previous point
         fault_point("write:after-manifest")  # crash tests: committed in the vault, not yet in the catalog
         self.stats.new_bytes += len(sealed)
         return manifest
