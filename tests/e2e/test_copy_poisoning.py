@@ -372,8 +372,9 @@ def test_a_held_chunk_announced_with_another_size_is_refused_and_nothing_is_comm
 def test_a_proof_moved_onto_a_poisoned_mapping_is_caught_and_the_next_copy_heals(pair: Pair) -> None:
     """Write access to the destination's catalog: a mapping is pointed at an authentic chunk of junk of the
     same size and given another mapping's genuine proof and size, and every row claims the source's key
-    checked it; but a proof covers both ids (and a size), so it fails. The chunk is read before reuse: the copy fails (its
-    stream would hold other data than the source described), the mapping is dropped, the next copy heals."""
+    checked it; but a proof covers both ids (and a size), so it fails. The chunk is read before reuse: the
+    copy fails (its stream would hold other data than the source described), the mapping is dropped, and
+    the next copy heals."""
     first = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
     with opened(pair.source.home) as account:
         _, refs = point_refs(account, first["result"]["source_recovery_point_arn"])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from strongroom.catalog import Catalog
-from strongroom.catalog.records import ChunkMapping
 from strongroom.catalog.migrations import MIGRATIONS
+from strongroom.catalog.records import ChunkMapping
 from strongroom.errors import FormatError, IntegrityError
 from strongroom.vault.source import SourceRecord, key_fingerprint
 

@@ -54,6 +54,9 @@ AHEAD_CACHE_BYTES = 16 * 1024 * 1024  # objects read ahead and not yet used, hel
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
 
+_Ordered = tuple[list[tuple[bytes, int, int]], list[int]]  # a pack's entries in offset order, and their offsets
+
+
 def pack_key(pack_id: str) -> str:
     return f"{PACKS_PREFIX}{pack_id[:2]}/{pack_id}{PACK_SUFFIX}"
 
@@ -136,7 +139,7 @@ class PackedObjects(ObjectLayout):
         self._listed = False  # refreshed at least once: lookups before that would find nothing
         self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read (ahead), least recent first
         self._ahead_bytes = 0
-        self._ordered: dict[str, list[tuple[bytes, int, int]]] = {}  # pack id -> entries in offset order
+        self._ordered: dict[str, _Ordered] = {}  # pack id -> its entries in offset order
         self._pack_turns: dict[str, threading.Lock] = {}  # single reads of one pack go one at a time
 
     def _ensure_listed(self) -> None:
@@ -418,18 +421,19 @@ class PackedObjects(ObjectLayout):
 
     def _neighbours(self, location: Location) -> tuple[list[tuple[bytes, int, int]], list[tuple[bytes, int, int]]]:
         """The pack's entries just before ``location`` and those after it, in offset order."""
-        ordered = self._ordered_entries(location.pack_id)
-        offsets = [offset for _, offset, _ in ordered]
+        ordered, offsets = self._ordered_entries(location.pack_id)
         first = bisect.bisect_left(offsets, location.offset)
         after = bisect.bisect_right(offsets, location.offset)
         return ordered[max(0, first - READ_AHEAD_OBJECTS // 4) : first], ordered[after : after + READ_AHEAD_OBJECTS]
 
-    def _ordered_entries(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+    def _ordered_entries(self, pack_id: str) -> _Ordered:
+        """The pack's entries in offset order, and their offsets (to bisect)."""
         with self._lock:
             ordered = self._ordered.get(pack_id)
             if ordered is None:
-                ordered = sorted(self._entries.get(pack_id, []), key=lambda entry: entry[1])
-                if ordered:
+                entries = sorted(self._entries.get(pack_id, []), key=lambda entry: entry[1])
+                ordered = (entries, [offset for _, offset, _ in entries])
+                if entries:
                     self._ordered[pack_id] = ordered
             return ordered
 
@@ -469,8 +473,7 @@ class PackedObjects(ObjectLayout):
     def _between(self, pack_id: str, start: int, end: int) -> list[tuple[bytes, int, int]]:
         """The pack's entries starting in [start, end): what a span fetched besides the objects asked for (a
         delta base of one of them, most often), kept for the reads that follow instead of fetched again."""
-        ordered = self._ordered_entries(pack_id)
-        offsets = [offset for _, offset, _ in ordered]
+        ordered, offsets = self._ordered_entries(pack_id)
         return ordered[bisect.bisect_left(offsets, start) : bisect.bisect_left(offsets, end)]
 
     def _pending_pack(self, pack_id: str) -> _OpenPack | None:
