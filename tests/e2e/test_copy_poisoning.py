@@ -309,3 +309,120 @@ def test_an_attacker_who_copied_first_is_unpinned_by_the_destinations_owner(pair
     (repinned,) = pair.destination.json("accounts", "source-keys")["source_keys"]
     assert repinned["fingerprint"] != pin["fingerprint"]
     assert_restores_the_original(pair, job["result"]["destination_recovery_point_arn"], "after-unpin")
+
+
+# A push is proved without reading it back: every chunk it references is a received one (hashed under the
+# source's pinned key, its size checked) or a held one reused through a mapping whose size and proof (a MAC
+# under the destination vault's key over the key's fingerprint, both ids and the size) were recorded when it
+# was received or first checked. Each test below would end in a COMPLETED copy that differs from what its
+# source described if the destination merely dropped the read-back and trusted ``checked_under``.
+
+
+def send_held(client: AccountClient, announce: dict[str, Any], refs: dict[str, list[ChunkRef]]) -> StrongroomError:
+    """Start a copy of chunks the destination holds: ask which are missing (none), append the refs, commit."""
+    try:
+        session = client.start_copy_in("Default", announce)["copy_job_id"]
+        ids = list(dict.fromkeys(ref.id for stream in refs.values() for ref in stream))
+        assert not any(client.missing(session, ids)), "the destination should hold every chunk"
+        for name, stream_refs in refs.items():
+            client.append_refs(session, name, [(ref.id, ref.size) for ref in stream_refs])
+        client.commit_copy_in(session)
+    except StrongroomError as exc:
+        return exc
+    raise AssertionError("the destination accepted the copy")
+
+
+def completed_points(pair: Pair) -> list[str]:
+    points = pair.destination.json("recovery-points", "list")["recovery_points"]
+    return sorted(p["recovery_point_arn"] for p in points if p["status"] == "COMPLETED")
+
+
+def proofs(home: Path) -> dict[bytes, tuple[int | None, bytes | None]]:
+    with sqlite3.connect(home / "catalog.db") as db:
+        return {bytes(p): (s, None if f is None else bytes(f)) for p, s, f in db.execute(
+            "SELECT peer_chunk_id, size, proof FROM chunk_map"
+        )}  # fmt: skip
+
+
+def test_a_held_chunk_announced_with_another_size_is_refused_and_nothing_is_committed(pair: Pair) -> None:
+    """The attacker copies again a point the destination holds, giving one held chunk one byte more (and its
+    stream the size that adds up): refused when the refs are appended, one line, the job FAILED, no point."""
+    first = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
+    arn = first["result"]["source_recovery_point_arn"]
+    points_before = completed_points(pair)
+    with stolen_source(pair) as (account, client):
+        manifest, refs = point_refs(account, arn)
+        name, stream = next((n, s) for n, s in refs.items() if len(s) > 1)
+        victim = stream[1]
+        refs[name] = [dataclasses.replace(r, size=r.size + 1) if r.id == victim.id else r for r in stream]
+        announce = announcement(account, arn, manifest, account.vault().keys.id_key)
+        announce["streams"][name]["size"] += sum(r.id == victim.id for r in stream)
+        error = send_held(client, announce, refs)
+
+    assert isinstance(error, IntegrityError), error
+    assert f"gives chunk {victim.id.hex()} {victim.size + 1} bytes, but that chunk holds {victim.size}" in (
+        error.one_line()
+    )
+    assert "\n" not in error.one_line()
+    assert completed_points(pair) == points_before
+    (failed,) = [j for j in copy_jobs(pair) if j["state"] == "FAILED"]
+    assert "but that chunk holds" in failed["status_message"], failed
+
+
+def test_a_proof_moved_onto_a_poisoned_mapping_is_caught_and_the_next_copy_heals(pair: Pair) -> None:
+    """Write access to the destination's catalog: a mapping is pointed at an authentic chunk of junk of the
+    same size and given another mapping's genuine proof and size, and every row claims the source's key
+    checked it; but a proof covers both ids (and a size), so it fails. The chunk is read before reuse: the
+    copy fails (its stream would hold other data than the source described), the mapping is dropped, and
+    the next copy heals."""
+    first = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
+    with opened(pair.source.home) as account:
+        _, refs = point_refs(account, first["result"]["source_recovery_point_arn"])
+        fingerprint = key_fingerprint(account.vault().keys.id_key)
+    flat = [ref for stream in refs.values() for ref in stream]
+    victim = flat[1]
+    donor = next(ref for ref in flat if ref.id != victim.id)
+    recorded = proofs(pair.destination.home)
+    assert recorded[donor.id][0] == donor.size and recorded[donor.id][1], recorded[donor.id]
+    poison_mapping(pair, victim, checked_under=fingerprint)
+    with sqlite3.connect(pair.destination.home / "catalog.db") as db:
+        db.execute("UPDATE chunk_map SET checked_under = ?", (fingerprint,))  # every row claims it was checked
+        db.execute("UPDATE chunk_map SET size = ?, proof = ? WHERE peer_chunk_id = ?", (*recorded[donor.id], victim.id))
+
+    point = pair.source.backup("files")["recovery_point_arn"]
+    failed = pair.source.run(
+        "copy", "start", "--recovery-point", point, "--destination-vault", pair.destination_vault, "--wait", ok=False
+    )
+    assert failed.returncode == 7, failed.stderr
+    assert "holds other data than the source described" in failed.stderr
+    assert victim.id not in proofs(pair.destination.home)
+    healed = copy(pair.source, point, pair.destination_vault)
+    assert healed["state"] == "COMPLETED", healed
+    assert_restores_the_original(pair, healed["result"]["destination_recovery_point_arn"], "healed")
+
+
+def test_a_mapping_never_proved_is_read_once_then_reused_without_reading(pair: Pair) -> None:
+    """Mappings from before proofs existed (checked under the key, no size or proof): the next copy reads each
+    held chunk once and records its proof; the copy after reads none. A poisoned one among them fails the copy
+    (``test_a_wrongly_trusted_mapping_fails_the_copy_and_is_dropped``)."""
+    first = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
+    with sqlite3.connect(pair.destination.home / "catalog.db") as db:
+        unproved = db.execute("UPDATE chunk_map SET size = NULL, proof = NULL").rowcount
+    assert unproved == first["result"]["chunks_sent"], first
+
+    (pair.tree / "f00.bin").write_bytes(os.urandom(400_000))
+    second = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
+    stats = pair.destination.json("jobs", "describe", second["result"]["destination_copy_job_id"])["result"]
+    assert stats["mappings_checked"] >= second["result"]["chunks_skipped"] > 0, stats
+    assert stats["mappings_dropped"] == 0, stats
+    with opened(pair.source.home) as account:
+        _, refs = point_refs(account, second["result"]["source_recovery_point_arn"])
+    recorded = proofs(pair.destination.home)
+    assert all(
+        recorded[ref.id] == (ref.size, recorded[ref.id][1]) and recorded[ref.id][1] for s in refs.values() for ref in s
+    )
+
+    third = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)
+    stats = pair.destination.json("jobs", "describe", third["result"]["destination_copy_job_id"])["result"]
+    assert stats["mappings_checked"] == 0 and stats["chunks_already_held"] > 0, stats
+    assert_restores_the_original(pair, third["result"]["destination_recovery_point_arn"], "third")

@@ -398,3 +398,50 @@ def test_creating_a_vault_caches_its_key_file_so_the_first_process_needs_no_get_
     requests = _count_requests(again)  # type: ignore[arg-type]
     assert Vault.open(again, "pw", key_cache=tmp_path / vault.config.vault_id).keys == vault.keys
     assert requests["GetObject"] == 1, requests  # the config only
+
+
+def _fetched_ranges(store: S3Store) -> list[tuple[str, int, int]]:
+    """(key, first byte, last byte) of every ranged GET the store sends from now on."""
+    fetched: list[tuple[str, int, int]] = []
+
+    def record(model: Any, params: dict[str, Any] | None = None, **_: Any) -> None:
+        header = str(((params or {}).get("headers") or {}).get("Range", ""))
+        if model.name == "GetObject" and header.startswith("bytes="):
+            first, last = header.removeprefix("bytes=").split("-")
+            fetched.append((str((params or {}).get("url_path", "")), int(first), int(last)))
+
+    store.client.meta.events.register("before-call.s3", record)
+    return fetched
+
+
+def _bytes_fetched_twice(fetched: list[tuple[str, int, int]]) -> int:
+    seen: Counter[tuple[str, int]] = Counter()
+    for key, first, last in fetched:
+        seen.update((key, spot) for spot in range(first, last + 1))
+    return sum(count - 1 for count in seen.values() if count > 1)
+
+
+def test_a_restore_that_reads_the_front_first_fetches_each_stored_byte_once(s3_server: S3Server) -> None:
+    """A logical restore reads a dump's table of contents, then the whole dump, through one reader; a point
+    of delta chunks needs bases from the previous point's pack, lying between its own chunks. Every range
+    is fetched once: a batch the first pass fetched goes to the second, a base fetched along is not fetched
+    again."""
+    vault = _s3_vault(s3_server)
+    data = bytearray(os.urandom(6 * 1024 * 1024))
+    _write(vault, "rp-1", {"data": bytes(data)})
+    for spot in range(1000, len(data), 700 * 1024):  # a few bytes changed in some chunks: stored as deltas
+        data[spot : spot + 8] = os.urandom(8)
+    with RecoveryPointWriter(vault, "rp-2", previous=load_manifest(vault, "rp-1")) as writer:
+        writer.store_stream("data", io.BytesIO(bytes(data)))
+        writer.commit("r", "directory", {})
+    assert writer.stats.delta_chunks >= 3
+
+    reader_vault = _reopened(vault)
+    assert isinstance(reader_vault.store, S3Store)
+    fetched = _fetched_ranges(reader_vault.store)
+    with RecoveryPointReader(reader_vault, load_manifest(reader_vault, "rp-2")) as reader:
+        with reader.open_stream("data") as front:
+            assert front.read(4096) == data[:4096]
+        with reader.open_stream("data") as whole:
+            assert whole.read() == data
+    assert fetched and _bytes_fetched_twice(fetched) == 0, fetched

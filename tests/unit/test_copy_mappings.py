@@ -9,6 +9,7 @@ import pytest
 
 from strongroom.catalog import Catalog
 from strongroom.catalog.migrations import MIGRATIONS
+from strongroom.catalog.records import ChunkMapping
 from strongroom.errors import FormatError, IntegrityError
 from strongroom.vault.source import SourceRecord, key_fingerprint
 
@@ -22,14 +23,14 @@ def test_a_checked_mapping_is_never_replaced_by_a_different_one(tmp_path: Path) 
     with pytest.raises(IntegrityError, match="two different chunks"):
         catalog.map_chunks("Default", "v", [(PEER, OTHER)], KEY_A)
     catalog.map_chunks("Default", "v", [(PEER, OTHER)], None)  # unchecked (a pull): ignored
-    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: (OWN, KEY_A)}
+    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: ChunkMapping(OWN, KEY_A)}
 
 
 def test_an_unchecked_mapping_gives_way_to_a_checked_one(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.db")
     catalog.map_chunks("Default", "v", [(PEER, OTHER)], None)
     assert catalog.map_chunks("Default", "v", [(PEER, OWN)], KEY_B) == 1
-    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: (OWN, KEY_B)}
+    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: ChunkMapping(OWN, KEY_B)}
     catalog.forget_mappings("Default", "v", [(PEER, OTHER)])  # names another chunk: kept
     assert catalog.mapped_chunks("Default", "v", [PEER])
     catalog.forget_mappings("Default", "v", [(PEER, OWN)])
@@ -45,7 +46,19 @@ def test_mappings_from_before_the_upgrade_are_unchecked(tmp_path: Path) -> None:
             db.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
         db.execute("INSERT INTO chunk_map VALUES ('Default', 'v', ?, ?)", (PEER, OWN))
     catalog = Catalog(tmp_path / "c.db")
-    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: (OWN, None)}
+    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: ChunkMapping(OWN, None)}
+
+
+def test_a_proof_is_recorded_with_its_mapping_and_follows_a_replacement(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.map_chunks("Default", "v", [(PEER, OTHER)], None)  # a pull: no proof
+    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: ChunkMapping(OTHER, None)}
+    catalog.set_mappings_checked("Default", "v", [(PEER, OTHER)], KEY_A, {PEER: (7, b"proof-a")})
+    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: ChunkMapping(OTHER, KEY_A, 7, b"proof-a")}
+    assert catalog.map_chunks("Default", "v", [(PEER, OWN)], KEY_B, {PEER: (9, b"proof-b")}) == 1
+    assert catalog.mapped_chunks("Default", "v", [PEER]) == {PEER: ChunkMapping(OWN, KEY_B, 9, b"proof-b")}
+    catalog.map_chunks("Default", "v", [(PEER, OWN)], KEY_B)  # the same mapping without a proof keeps its proof
+    assert catalog.mapped_chunks("Default", "v", [PEER])[PEER].proof == b"proof-b"
 
 
 def test_a_pinned_key_stays_pinned(tmp_path: Path) -> None:

@@ -254,4 +254,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX report_jobs_plan ON report_jobs(report_plan_name, creation_time);
     """,
+    # 12: chunk_map.size and .proof: a pushed copy's proof of a mapping (its plaintext size and the receiving
+    #     vault's MAC over the mapping), so a later copy reuses it without reading it back (services/copy_receive.py)
+    """
+    ALTER TABLE chunk_map ADD COLUMN size INTEGER;
+    ALTER TABLE chunk_map ADD COLUMN proof BLOB;
+    """,
 ]

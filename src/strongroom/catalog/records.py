@@ -98,6 +98,21 @@ class RemoteAccount:
 
 
 @dataclass(frozen=True)
+class ChunkMapping:
+    """A peer vault's chunk mapped to this vault's (table ``chunk_map``, services/copy_receive.py).
+
+    ``checked_under``: fingerprint of the peer's chunk-id key its content was checked under (None: never);
+    ``size`` and ``proof``: its plaintext size and the receiving vault's MAC over the whole mapping, recorded
+    when a pushed copy proved it (None: not proved, so it is read and checked before reuse).
+    """
+
+    chunk_id: bytes
+    checked_under: bytes | None = None
+    size: int | None = None
+    proof: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class PinnedSourceKey:
     """A source vault's chunk-id key pinned on its first copy (table ``source_id_keys``); never the key."""
 

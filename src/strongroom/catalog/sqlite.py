@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields as record_fields
 from datetime import datetime
@@ -16,6 +16,7 @@ from strongroom.catalog.compliance_records import Evaluation, ReportJob
 from strongroom.catalog.dr_records import DrRun, DrStep
 from strongroom.catalog.migrations import MIGRATIONS
 from strongroom.catalog.records import (
+    ChunkMapping,
     Credential,
     Output,
     PinnedSourceKey,
@@ -538,72 +539,108 @@ class Catalog:
 
     # Chunk ids of a peer vault mapped to this account's ids (incremental copies) --------------
     # ``checked_under`` is the fingerprint of the peer's chunk-id key under which the mapping's content
-    # was checked (services/copy_receive.py); NULL: never checked, so it is checked before reuse.
+    # was checked (services/copy_receive.py); NULL: never checked, so it is checked before reuse. ``size`` and
+    # ``proof`` (the receiving vault's MAC over the mapping, its key and size) are set when a pushed copy
+    # proved the mapping; a row without them, or whose proof fails, is read and checked before reuse.
     def map_chunks(
-        self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]], checked_under: bytes | None
+        self,
+        vault_name: str,
+        peer_vault_id: str,
+        pairs: list[tuple[bytes, bytes]],
+        checked_under: bytes | None,
+        proven: Mapping[bytes, tuple[int, bytes]] | None = None,
     ) -> int:
         """Record mappings; never replaces one by a different one it cannot prove better.
 
         A different mapping checked under another key, or never, is replaced by one checked under
         ``checked_under`` (returned: how many); the same peer id checked under the same key to two
         different chunks is an IntegrityError (a forged catalog); unchecked pairs never replace anything.
+        ``proven``: peer id -> (plaintext size, proof), recorded with the mapping it proves.
         """
+        proven = proven or {}
         replaced = 0
         with self.transaction() as db:
             existing = self._mappings(db, vault_name, peer_vault_id, [peer for peer, _ in pairs])
             for peer, own in pairs:
                 found = existing.get(peer)
+                size, proof = proven.get(peer, (None, None))
                 if found is None:
                     db.execute(
-                        "INSERT INTO chunk_map VALUES (?, ?, ?, ?, ?)",
-                        (vault_name, peer_vault_id, peer, own, checked_under),
+                        "INSERT INTO chunk_map (vault_name, peer_vault_id, peer_chunk_id, chunk_id, checked_under,"
+                        " size, proof) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (vault_name, peer_vault_id, peer, own, checked_under, size, proof),
                     )
-                elif checked_under is None or (found[1] == checked_under and found[0] == own):
-                    continue
-                elif found[1] == checked_under:
+                elif checked_under is None or (found.checked_under == checked_under and found.chunk_id == own):
+                    if checked_under is not None and proof is not None and found.proof != proof:
+                        self._set_mapping(db, vault_name, peer_vault_id, peer, own, checked_under, size, proof)
+                elif found.checked_under == checked_under:
                     raise IntegrityError(
                         f"the catalog maps chunk {peer.hex()} of vault {peer_vault_id} to two different chunks,"
                         " both checked under the same key (the catalog was edited)"
                     )
                 else:
-                    replaced += found[0] != own
-                    db.execute(
-                        "UPDATE chunk_map SET chunk_id = ?, checked_under = ? WHERE vault_name = ?"
-                        " AND peer_vault_id = ? AND peer_chunk_id = ?",
-                        (own, checked_under, vault_name, peer_vault_id, peer),
-                    )
+                    replaced += found.chunk_id != own
+                    self._set_mapping(db, vault_name, peer_vault_id, peer, own, checked_under, size, proof)
         return replaced
 
-    def mapped_chunks(
-        self, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]
-    ) -> dict[bytes, tuple[bytes, bytes | None]]:
-        """peer id -> (own id, fingerprint of the key it was checked under, or None)."""
+    @staticmethod
+    def _set_mapping(
+        db: sqlite3.Connection,
+        vault_name: str,
+        peer_vault_id: str,
+        peer: bytes,
+        own: bytes,
+        checked_under: bytes,
+        size: int | None,
+        proof: bytes | None,
+    ) -> None:
+        db.execute(
+            "UPDATE chunk_map SET chunk_id = ?, checked_under = ?, size = ?, proof = ? WHERE vault_name = ?"
+            " AND peer_vault_id = ? AND peer_chunk_id = ?",
+            (own, checked_under, size, proof, vault_name, peer_vault_id, peer),
+        )
+
+    def mapped_chunks(self, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]) -> dict[bytes, ChunkMapping]:
+        """peer id -> its mapping (own id, the key it was checked under, its proven size and proof)."""
         return self._mappings(self._db, vault_name, peer_vault_id, peer_ids)
 
     @staticmethod
     def _mappings(
         db: sqlite3.Connection, vault_name: str, peer_vault_id: str, peer_ids: list[bytes]
-    ) -> dict[bytes, tuple[bytes, bytes | None]]:
-        found: dict[bytes, tuple[bytes, bytes | None]] = {}
+    ) -> dict[bytes, ChunkMapping]:
+        found: dict[bytes, ChunkMapping] = {}
         for start in range(0, len(peer_ids), 500):
             batch = peer_ids[start : start + 500]
             rows = db.execute(
-                "SELECT peer_chunk_id, chunk_id, checked_under FROM chunk_map WHERE vault_name = ?"
+                "SELECT peer_chunk_id, chunk_id, checked_under, size, proof FROM chunk_map WHERE vault_name = ?"
                 f" AND peer_vault_id = ? AND peer_chunk_id IN ({','.join('?' * len(batch))})",
                 (vault_name, peer_vault_id, *batch),
             )
-            found.update({bytes(r[0]): (bytes(r[1]), None if r[2] is None else bytes(r[2])) for r in rows})
+            for peer, own, checked, size, proof in rows:
+                found[bytes(peer)] = ChunkMapping(
+                    bytes(own),
+                    None if checked is None else bytes(checked),
+                    None if size is None else int(size),
+                    None if proof is None else bytes(proof),
+                )
         return found
 
     def set_mappings_checked(
-        self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]], checked_under: bytes
+        self,
+        vault_name: str,
+        peer_vault_id: str,
+        pairs: list[tuple[bytes, bytes]],
+        checked_under: bytes,
+        proven: Mapping[bytes, tuple[int, bytes]] | None = None,
     ) -> None:
-        """Record that these mappings' content was checked under the key ``checked_under`` names."""
+        """Record that these mappings' content was checked under the key ``checked_under`` names (``proven``:
+        peer id -> their plaintext size and proof)."""
+        proven = proven or {}
         with self.transaction() as db:
             db.executemany(
-                "UPDATE chunk_map SET checked_under = ? WHERE vault_name = ? AND peer_vault_id = ?"
-                " AND peer_chunk_id = ? AND chunk_id = ?",
-                [(checked_under, vault_name, peer_vault_id, p, o) for p, o in pairs],
+                "UPDATE chunk_map SET checked_under = ?, size = ?, proof = ? WHERE vault_name = ?"
+                " AND peer_vault_id = ? AND peer_chunk_id = ? AND chunk_id = ?",
+                [(checked_under, *proven.get(p, (None, None)), vault_name, peer_vault_id, p, o) for p, o in pairs],
             )
 
     def forget_mappings(self, vault_name: str, peer_vault_id: str, pairs: list[tuple[bytes, bytes]]) -> None:

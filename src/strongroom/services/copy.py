@@ -8,7 +8,8 @@ into a vault of this one. Both send only the chunks the receiving vault lacks (d
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from typing import Any
 
@@ -127,10 +128,11 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
             announce["source_chunk_id_key"] = base64.b64encode(vault.keys.id_key).decode("ascii")
         session = client.start_copy_in(target.name, announce)["copy_job_id"]
         try:
-            with RecoveryPointReader(vault, manifest) as reader:
+            with RecoveryPointReader(vault, manifest) as reader, _Sender(client, session) as sender:
                 for name, stream in manifest.streams.items():
                     for batch in _batches(reader.iter_refs(stream)):
-                        _push_batch(client, session, reader, name, batch, sent, progress)
+                        _push_batch(sender, reader, name, batch, sent, progress)
+                sender.wait()
             answer = client.commit_copy_in(session)
         except StrongroomError as exc:
             with suppress(StrongroomError):
@@ -187,9 +189,47 @@ def _batches(refs: Iterator[ChunkRef]) -> Iterator[list[ChunkRef]]:
         yield batch
 
 
+class _Sender:
+    """A push's requests that need no answer (chunk bodies, refs), sent in order by one background thread
+    while the next body is read and encoded, so the source's work overlaps the destination's. At most one
+    request is in flight; a request that needs an answer (``missing``) waits for it, so the client is used by
+    one thread at a time and the destination sees the requests in the order the protocol has them."""
+
+    def __init__(self, client: AccountClient, session: str) -> None:
+        self.client = client
+        self.session = session
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strongroom-push")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> _Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)  # nothing in flight once the session is aborted
+
+    def missing(self, ids: list[bytes]) -> list[bool]:
+        self.wait()
+        return self.client.missing(self.session, ids)
+
+    def put_chunks(self, body: bytes) -> None:
+        self._submit(self.client.put_chunks, body)
+
+    def append_refs(self, stream: str, refs: list[tuple[bytes, int]]) -> None:
+        self._submit(self.client.append_refs, stream, refs)
+
+    def wait(self) -> None:
+        """Wait for the request in flight; its error is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _submit(self, send: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(send, self.session, *args)
+
+
 def _push_batch(
-    client: AccountClient,
-    session: str,
+    sender: _Sender,
     reader: RecoveryPointReader,
     stream: str,
     batch: list[ChunkRef],
@@ -198,7 +238,7 @@ def _push_batch(
 ) -> None:
     unique = list({ref.id: ref for ref in batch}.values())
     bases = list({ref.base for ref in unique if ref.base is not None} - {ref.id for ref in unique})
-    flags = client.missing(session, [ref.id for ref in unique] + bases)
+    flags = sender.missing([ref.id for ref in unique] + bases)
     needed = [ref for ref, flag in zip(unique, flags, strict=False) if flag]
     held_bases = {base for base, flag in zip(bases, flags[len(unique) :], strict=True) if not flag}
     encoder = wire.FrameEncoder(reader.vault, held_bases)
@@ -209,11 +249,11 @@ def _push_batch(
         body.append(frame)
         size += len(frame)
         if size >= MAX_BODY_BYTES:
-            client.put_chunks(session, b"".join(body))
+            sender.put_chunks(b"".join(body))
             body, size = [], 0
     if body:
-        client.put_chunks(session, b"".join(body))
-    client.append_refs(session, stream, [(ref.id, ref.size) for ref in batch])
+        sender.put_chunks(b"".join(body))
+    sender.append_refs(stream, [(ref.id, ref.size) for ref in batch])
     sent["chunks_sent"] += len(needed)
     sent["delta_chunks_sent"] += encoder.deltas
     sent["plaintext_bytes_sent"] += sum(ref.size for ref in needed)

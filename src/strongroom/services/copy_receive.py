@@ -4,25 +4,32 @@ Chunk ids are keyed hashes, so the two vaults name the same chunk differently. T
 per vault, a map from the peer's chunk ids to its own (catalog ``chunk_map``); the peer asks which of
 its ids are missing and sends only those, as compressed plaintext over the authenticated channel. Each
 received chunk is hashed under this vault's key, compressed, encrypted and stored like a backup's.
-Before the copy is COMPLETED every chunk it references is read back, authenticated and re-hashed.
 
 A pushed copy comes with the source vault's chunk-id key, pinned on first use (services/source_keys.py),
-so the receiver believes no id the source sends: each received chunk must hash to its id under that
-key, a mapping is reused only if its content was checked under that key (mappings made before the
-check existed are checked when first reused, and dropped if wrong), and the copy's manifest records
-what the source described, which is proved against the stored plaintext before COMPLETED and again
-by ``verify --read-data``. A pull receives without the sender's key (the sender keeps it): its
-mappings are recorded as unchecked, so a later push from that vault checks them before reuse.
+so the receiver believes no id nor size the source sends. Every chunk a pushed copy references is
+*proved* before the source may append it to a stream: a received chunk hashes to its id under that key
+and has the size its frame announced; a held chunk is reused only through a mapping proved under that
+key — its row carries its plaintext size and a proof, a MAC under this vault's own key over the source
+key's fingerprint, both ids and the size (``vault.source.mapping_proof``), made when the mapping was
+received or checked. A mapping without a valid proof (made by a pull, before proofs existed, or edited in
+the catalog) is read once and checked: kept and proved if it holds what the source's id names, else
+dropped and the chunk asked for — or, if the catalog claimed it was checked under this key, the copy
+fails. ``append`` refuses a chunk announced with another size than the proved one. The manifest records
+what the source appended (its key and per-stream digests of the (source id, size) sequence), which the
+proofs make true of the stored plaintext without reading it back; ``verify --read-data`` proves it again
+at rest. A pull receives without the sender's key (the sender keeps it): its mappings are recorded as
+unchecked, and the copy is read back before it is COMPLETED (sizes, authenticity).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator
+import hmac
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import zstandard
 
+from strongroom.catalog.records import ChunkMapping
 from strongroom.errors import IntegrityError, RemoteError, StrongroomError
 from strongroom.services.account import Account
 from strongroom.services.object_lock import new_point_retention
@@ -30,8 +37,15 @@ from strongroom.transport.wire import Frame
 from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef
-from strongroom.vault.reader import RecoveryPointReader, read_object
-from strongroom.vault.source import SourceRecord, StreamDigest, key_fingerprint, source_chunk_id
+from strongroom.vault.reader import RecoveryPointReader, fetch_sealed, read_object
+from strongroom.vault.source import (
+    SourceRecord,
+    StreamDigest,
+    key_fingerprint,
+    mapping_proof,
+    mapping_proof_key,
+    source_chunk_id,
+)
 from strongroom.vault.vault import Vault
 from strongroom.vault.writer import RecoveryPointWriter, StreamBuilder
 
@@ -88,44 +102,77 @@ class CopyReceiver:
         self.digests: dict[str, StreamDigest] = {}  # what the source described, per stream
         self.known: dict[bytes, bytes] = {}  # peer id -> own id, for chunks usable in this copy
         self.sent_here: dict[bytes, bytes] = {}  # the subset received in this copy (mapped at commit)
+        self.proven: dict[bytes, int] = {}  # a push: peer id -> plaintext size, proved under the source's key
+        self._proof_key = mapping_proof_key(self.vault.keys.id_key)
         self.stats = ReceiveStats()
         self._decompressor = zstandard.ZstdDecompressor()
 
     def missing(self, peer_ids: list[bytes]) -> list[bool]:
         unknown = list({i for i in peer_ids if i not in self.known})
         mapped = self.account.catalog.mapped_chunks(self.vault_name, self.peer_vault_id, unknown)
-        unchecked = []
-        present = self.writer.stored_sizes(own_id for own_id, _ in mapped.values())
-        for peer_id, (own_id, checked_under) in mapped.items():
-            if present[own_id] is None:  # the collector may have removed it
+        unproven: dict[bytes, ChunkMapping] = {}
+        present = self.writer.stored_sizes(row.chunk_id for row in mapped.values())
+        for peer_id, row in mapped.items():
+            if present[row.chunk_id] is None:  # the collector may have removed it
                 continue
-            if self.source is None or checked_under == self.source.fingerprint:
-                self.known[peer_id] = own_id
+            if self.source is None:
+                self.known[peer_id] = row.chunk_id
+            elif row.size is not None and self._proves(peer_id, row):
+                self.known[peer_id] = row.chunk_id
+                self.proven[peer_id] = row.size
             else:
-                unchecked.append((peer_id, own_id))
-        if unchecked:
-            self._check_mappings(unchecked)
+                unproven[peer_id] = row
+        if unproven:
+            self._check_mappings(unproven)
         return [i not in self.known for i in peer_ids]
 
-    def _check_mappings(self, pairs: list[tuple[bytes, bytes]]) -> None:
-        """Mappings never checked under the source's key: keep those holding what the peer id names."""
+    def _proof(self, peer_id: bytes, own_id: bytes, size: int) -> bytes:
+        assert self.source is not None
+        return mapping_proof(self._proof_key, self.peer_vault_id, self.source.fingerprint, peer_id, own_id, size)
+
+    def _proves(self, peer_id: bytes, row: ChunkMapping) -> bool:
+        """Whether the row is a mapping this vault proved under the source's pinned key (its size included)."""
+        if self.source is None or row.checked_under != self.source.fingerprint or row.size is None or not row.proof:
+            return False
+        return hmac.compare_digest(row.proof, self._proof(peer_id, row.chunk_id, row.size))
+
+    def _check_mappings(self, rows: dict[bytes, ChunkMapping]) -> None:
+        """Mappings not proved under the source's key: read each once; keep (and prove) those holding what the
+        peer id names, drop the others. One the catalog said was checked under this key but that names other
+        content fails the copy: the catalog was edited (the chunk is sent again by the next copy)."""
         source = self.source
         if source is None:
             return
         good: list[tuple[bytes, bytes]] = []
         bad: list[tuple[bytes, bytes]] = []
-        for peer_id, own_id in pairs:
+        proven: dict[bytes, tuple[int, bytes]] = {}
+        sealed = fetch_sealed(self.vault, [row.chunk_id for row in rows.values()])
+        for peer_id, row in rows.items():
+            own_id = row.chunk_id
             try:
-                plaintext = read_object(self.vault, own_id, Kind.CHUNK)
+                plaintext = read_object(self.vault, own_id, Kind.CHUNK, prefetched=sealed.get(own_id))
             except StrongroomError:
                 continue  # damaged: not reused; the source sends the chunk
-            (good if source.names(peer_id, plaintext) else bad).append((peer_id, own_id))
+            if source.names(peer_id, plaintext):
+                good.append((peer_id, own_id))
+                proven[peer_id] = (len(plaintext), self._proof(peer_id, own_id, len(plaintext)))
+            else:
+                bad.append((peer_id, own_id))
         catalog = self.account.catalog
-        catalog.set_mappings_checked(self.vault_name, self.peer_vault_id, good, source.fingerprint)
+        catalog.set_mappings_checked(self.vault_name, self.peer_vault_id, good, source.fingerprint, proven)
         catalog.forget_mappings(self.vault_name, self.peer_vault_id, bad)
         self.known.update(good)
+        self.proven.update((peer_id, size) for peer_id, (size, _) in proven.items())
         self.stats.mappings_checked += len(good)
         self.stats.mappings_dropped += len(bad)
+        claimed = [peer for peer, _ in bad if rows[peer].checked_under == source.fingerprint]
+        if claimed:
+            raise IntegrityError(
+                f"chunk {claimed[0].hex()} of the copy holds other data than the source described"
+                f" ({source.recovery_point_arn}): the catalog recorded its mapping as checked;"
+                f" {len(bad)} chunk mappings that named other content were dropped",
+                hint="Copy the recovery point again: the dropped chunks will be sent",
+            )
 
     def receive(self, frames: Iterable[Frame]) -> None:
         for frame in frames:
@@ -143,6 +190,8 @@ class CopyReceiver:
             ref = self.writer.store_chunk(plaintext)
             self.known[frame.chunk_id] = ref.id
             self.sent_here[frame.chunk_id] = ref.id
+            if self.source is not None:
+                self.proven[frame.chunk_id] = len(plaintext)
             self.stats.chunks_received += 1
             self.stats.delta_chunks_received += frame.base_id is not None
             self.stats.bytes_received += len(frame.body)
@@ -168,6 +217,12 @@ class CopyReceiver:
             own_id = self.known.get(peer_id)
             if own_id is None:
                 raise RemoteError(f"stream '{stream}' names chunk {peer_id.hex()}, which was never sent")
+            if self.source is not None and self.proven.get(peer_id) != size:
+                raise IntegrityError(
+                    f"stream '{stream}' gives chunk {peer_id.hex()} {size} bytes, but that chunk holds"
+                    f" {self.proven.get(peer_id)}; the copy is refused and nothing of it is kept",
+                    hint="The source described other data than its chunks hold: treat it as compromised",
+                )
             ref = ChunkRef(own_id, size)
             own.append(ref)
             digest.add(peer_id, size)
@@ -181,6 +236,8 @@ class CopyReceiver:
     def commit(
         self, resource_id: str, resource_type: str, metadata: dict[str, object], expected: dict[str, dict[str, int]]
     ) -> Manifest:
+        """Write the copy's manifest. A push is proved already (each appended chunk was, sizes included); a pull,
+        received without the sender's key, is read back first (:func:`verify_copy`)."""
         for name in expected:
             builder = self.builders.pop(name) if name in self.builders else self.writer.stream()
             self.writer.add_stream(name, builder)
@@ -189,14 +246,24 @@ class CopyReceiver:
         _check_shape(self.writer.streams, expected)
         manifest = self.writer.commit(resource_id, resource_type, dict(metadata), self._source_record(expected))
         self.writer.close()
-        check = verify_copy(self.vault, manifest)
-        if manifest.source is not None and check.mismatched_streams:
-            self._drop_wrong_mappings(manifest.source, check)
-        checked_under = self.source.fingerprint if self.source else None
+        if self.source is None:
+            verify_copy(self.vault, manifest)
         self.stats.mappings_replaced += self.account.catalog.map_chunks(
-            self.vault_name, self.peer_vault_id, list(self.sent_here.items()), checked_under
+            self.vault_name,
+            self.peer_vault_id,
+            list(self.sent_here.items()),
+            self.source.fingerprint if self.source else None,
+            self._received_proofs(),
         )
         return manifest
+
+    def _received_proofs(self) -> dict[bytes, tuple[int, bytes]]:
+        if self.source is None:
+            return {}
+        return {
+            peer_id: (self.proven[peer_id], self._proof(peer_id, own_id, self.proven[peer_id]))
+            for peer_id, own_id in self.sent_here.items()
+        }
 
     def _source_record(self, streams: Iterable[str]) -> SourceRecord | None:
         if self.source is None:
@@ -204,18 +271,6 @@ class CopyReceiver:
         digests = {name: self.digests.get(name, StreamDigest()).hexdigest() for name in streams}
         return SourceRecord(
             self.source.recovery_point_arn, self.source.vault_arn, self.peer_vault_id, self.source.id_key, digests
-        )
-
-    def _drop_wrong_mappings(self, source: SourceRecord, check: CopyCheck) -> None:
-        """A copy that differs from what the source described fails; mappings that caused it are dropped."""
-        wrong = [
-            (peer, own) for peer, own in self.known.items() if own in check.source_ids and check.source_ids[own] != peer
-        ]
-        self.account.catalog.forget_mappings(self.vault_name, self.peer_vault_id, wrong)
-        raise IntegrityError(
-            f"stream '{check.mismatched_streams[0]}' of the copy holds other data than the source described"
-            f" ({source.recovery_point_arn}); {len(wrong)} chunk mappings that named other content were dropped",
-            hint="Copy the recovery point again: the dropped chunks will be sent",
         )
 
     def close(self) -> None:
@@ -235,41 +290,11 @@ def _check_shape(streams: dict[str, StreamRef], expected: dict[str, dict[str, in
             )
 
 
-@dataclass
-class CopyCheck:
-    """What reading a copy back found: own chunk id -> the source's id of its plaintext, streams that differ."""
-
-    source_ids: dict[bytes, bytes] = field(default_factory=dict)
-    mismatched_streams: list[str] = field(default_factory=list)
-
-
-def verify_copy(vault: Vault, manifest: Manifest) -> CopyCheck:
-    """Read every chunk of the copy back: authenticated, re-hashed, sizes checked; for a copy that records
-    its source, the source's ids recomputed from the plaintext and each stream's digest compared."""
-    source = manifest.source
-    found = CopyCheck()
+def verify_copy(vault: Vault, manifest: Manifest) -> None:
+    """Read every chunk of a pulled copy back: authenticated, re-hashed, each one's size and each stream's
+    total checked against the indexes the receiver wrote."""
     with RecoveryPointReader(vault, manifest) as reader:
         for name, stream in manifest.streams.items():
-            digest = StreamDigest()
-            total = 0
-            refs: deque[ChunkRef] = deque()
-            for data in reader.iter_chunk_data(_tapped(reader.iter_refs(stream), refs)):
-                ref = refs.popleft()
-                total += len(data)
-                if source is not None:
-                    source_id = found.source_ids.get(ref.id)
-                    if source_id is None:
-                        source_id = found.source_ids[ref.id] = source_chunk_id(source.id_key, data)
-                    digest.add(source_id, len(data))
+            total = sum(len(data) for data in reader.iter_chunk_data(reader.iter_refs(stream)))
             if total != stream.size:
                 raise IntegrityError(f"stream '{name}' of the copy reads back {total} bytes, expected {stream.size}")
-            if source is not None and digest.hexdigest() != source.streams.get(name):
-                found.mismatched_streams.append(name)
-    return found
-
-
-def _tapped(refs: Iterator[ChunkRef], seen: deque[ChunkRef]) -> Iterator[ChunkRef]:
-    """``refs``, remembering each as it is handed out (to pair read-ahead data with its reference)."""
-    for ref in refs:
-        seen.append(ref)
-        yield ref

@@ -84,6 +84,17 @@ class ObjectLayout(ABC):
         """Sealed bytes of several objects in one request, where the layout can ({} otherwise)."""
         return {}
 
+    def fetched_along(self, object_id: bytes) -> bytes | None:
+        """Sealed bytes of the object fetched already along with others (packed vaults), else None."""
+        return None
+
+    def fetched_between(self, pack_id: str, start: int, end: int) -> bool:
+        """Whether an object lying in the pack's bytes [start, end) was fetched already (packed vaults)."""
+        return False
+
+    def keep_along(self, pieces: dict[bytes, bytes]) -> None:  # noqa: B027 (loose objects: nothing to keep)
+        """Keep sealed bytes fetched for a caller where later single reads find them (packed vaults)."""
+
     @abstractmethod
     def exists(self, object_id: bytes, hidden: Iterable[str] = ()) -> bool:
         """Is the object stored (keys in ``hidden``, under a delete marker, count as stored)?"""

@@ -54,6 +54,9 @@ AHEAD_CACHE_BYTES = 16 * 1024 * 1024  # objects read ahead and not yet used, hel
 PACKS_IN_FLIGHT = 2  # full packs uploading at once, besides the one filling: bounds a writer's memory
 
 
+_Ordered = tuple[list[tuple[bytes, int, int]], list[int]]  # a pack's entries in offset order, and their offsets
+
+
 def pack_key(pack_id: str) -> str:
     return f"{PACKS_PREFIX}{pack_id[:2]}/{pack_id}{PACK_SUFFIX}"
 
@@ -136,7 +139,7 @@ class PackedObjects(ObjectLayout):
         self._listed = False  # refreshed at least once: lookups before that would find nothing
         self._ahead: OrderedDict[bytes, bytes] = OrderedDict()  # sealed objects read (ahead), least recent first
         self._ahead_bytes = 0
-        self._ordered: dict[str, list[tuple[bytes, int, int]]] = {}  # pack id -> entries in offset order
+        self._ordered: dict[str, _Ordered] = {}  # pack id -> its entries in offset order
         self._pack_turns: dict[str, threading.Lock] = {}  # single reads of one pack go one at a time
 
     def _ensure_listed(self) -> None:
@@ -366,6 +369,9 @@ class PackedObjects(ObjectLayout):
         """One ranged GET of ``location`` and its neighbours: up to READ_AHEAD_BYTES after it and READ_BEHIND_BYTES
         before it (concurrent single reads arrive out of order); the neighbours go to the read-ahead cache."""
         before, after = self._neighbours(location)
+        with self._lock:  # neighbours fetched already are not fetched again: the range stops before them
+            before = before[next((i + 1 for i in reversed(range(len(before))) if before[i][0] in self._ahead), 0) :]
+            after = after[: next((i for i, entry in enumerate(after) if entry[0] in self._ahead), len(after))]
         start = location.offset
         for _object_id, offset, _length in reversed(before):
             if location.offset - offset > READ_BEHIND_BYTES:
@@ -378,28 +384,58 @@ class PackedObjects(ObjectLayout):
             end = max(end, offset + length)
         span = self.store.get_range(pack_key(location.pack_id), start, end - start)
         itself = [(object_id, location.offset, location.length)] if object_id is not None else []
+        self._keep_span(span, start, [*before, *itself, *after])
+        return span[location.offset - start : location.offset - start + location.length]
+
+    def _keep_span(self, span: bytes, start: int, entries: Iterable[tuple[bytes, int, int]]) -> None:
+        """Put the entries lying wholly in ``span`` (fetched from ``start``) into the read-ahead cache."""
+        end = start + len(span)
         with self._lock:
-            for ahead_id, offset, length in [*before, *itself, *after]:
+            for ahead_id, offset, length in entries:
                 if offset >= start and offset + length <= end and ahead_id not in self._ahead:
                     piece = span[offset - start : offset - start + length]
                     self._ahead[ahead_id] = piece
                     self._ahead_bytes += len(piece)
-            while self._ahead_bytes > AHEAD_CACHE_BYTES and self._ahead:
-                self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
-        return span[location.offset - start : location.offset - start + location.length]
+            self._trim_ahead()
+
+    def _trim_ahead(self) -> None:
+        """Drop the least recently used pieces beyond AHEAD_CACHE_BYTES. Under ``_lock``."""
+        while self._ahead_bytes > AHEAD_CACHE_BYTES and self._ahead:
+            self._ahead_bytes -= len(self._ahead.popitem(last=False)[1])
+
+    def fetched_along(self, object_id: bytes) -> bytes | None:
+        return self._take_ahead(object_id)
+
+    def fetched_between(self, pack_id: str, start: int, end: int) -> bool:
+        entries = self._between(pack_id, start, end)
+        with self._lock:
+            return any(object_id in self._ahead for object_id, _offset, _length in entries)
+
+    def keep_along(self, pieces: dict[bytes, bytes]) -> None:
+        with self._lock:
+            for object_id, piece in pieces.items():
+                if object_id not in self._ahead:
+                    self._ahead[object_id] = piece
+                    self._ahead_bytes += len(piece)
+            self._trim_ahead()
 
     def _neighbours(self, location: Location) -> tuple[list[tuple[bytes, int, int]], list[tuple[bytes, int, int]]]:
         """The pack's entries just before ``location`` and those after it, in offset order."""
-        with self._lock:
-            ordered = self._ordered.get(location.pack_id)
-            if ordered is None:
-                ordered = sorted(self._entries.get(location.pack_id, []), key=lambda entry: entry[1])
-                if ordered:
-                    self._ordered[location.pack_id] = ordered
-        offsets = [offset for _, offset, _ in ordered]
+        ordered, offsets = self._ordered_entries(location.pack_id)
         first = bisect.bisect_left(offsets, location.offset)
         after = bisect.bisect_right(offsets, location.offset)
         return ordered[max(0, first - READ_AHEAD_OBJECTS // 4) : first], ordered[after : after + READ_AHEAD_OBJECTS]
+
+    def _ordered_entries(self, pack_id: str) -> _Ordered:
+        """The pack's entries in offset order, and their offsets (to bisect)."""
+        with self._lock:
+            ordered = self._ordered.get(pack_id)
+            if ordered is None:
+                entries = sorted(self._entries.get(pack_id, []), key=lambda entry: entry[1])
+                ordered = (entries, [offset for _, offset, _ in entries])
+                if entries:
+                    self._ordered[pack_id] = ordered
+            return ordered
 
     def _take_ahead(self, object_id: bytes) -> bytes | None:
         """Sealed bytes read along earlier; kept (least recently used dropped first): a delta base is often
@@ -427,10 +463,18 @@ class PackedObjects(ObjectLayout):
             span = self.store.get_range(pack_key(located[0].pack_id), start, end - start)
         except NotFoundError:
             return {}
+        wanted = set(object_ids)
+        self._keep_span(span, start, (e for e in self._between(located[0].pack_id, start, end) if e[0] not in wanted))
         return {
             object_id: span[spot.offset - start : spot.offset - start + spot.length]
             for object_id, spot in zip(object_ids, located, strict=True)
         }
+
+    def _between(self, pack_id: str, start: int, end: int) -> list[tuple[bytes, int, int]]:
+        """The pack's entries starting in [start, end): what a span fetched besides the objects asked for (a
+        delta base of one of them, most often), kept for the reads that follow instead of fetched again."""
+        ordered, offsets = self._ordered_entries(pack_id)
+        return ordered[bisect.bisect_left(offsets, start) : bisect.bisect_left(offsets, end)]
 
     def _pending_pack(self, pack_id: str) -> _OpenPack | None:
         with self._lock:

@@ -30,8 +30,12 @@ class RecoveryPointReader:
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="strongroom-open")
         self._window = max(READ_AHEAD, self._workers + 2)  # chunks opened ahead (format 1: GETs), per worker + 2
         self._batch_pool = ThreadPoolExecutor(max_workers=PACKED_READ_AHEAD, thread_name_prefix="strongroom-batch")
+        # Batches an iteration fetched (or was fetching) when its consumer stopped early, e.g. a restore that read
+        # a dump's table of contents before reading the whole dump: the next iteration takes them over.
+        self._leftover: dict[tuple[bytes, ...], Future[dict[bytes, bytes]]] = {}
 
     def close(self) -> None:
+        self._leftover = {}
         self._batch_pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -91,16 +95,28 @@ class RecoveryPointReader:
                 yield ref, None
             return
         batches: deque[tuple[list[ChunkRef], Future[dict[bytes, bytes]]]] = deque()
-        for batch in _batches(self.vault, refs):
-            batches.append((batch, self._batch_pool.submit(self._fetch_batch, batch)))
-            if len(batches) >= PACKED_READ_AHEAD:
-                done, sealed = batches.popleft()
-                for ref in done:
-                    yield ref, sealed.result()
-        while batches:
-            done, sealed = batches.popleft()
-            for ref in done:
-                yield ref, sealed.result()
+        leftover, self._leftover = self._leftover, {}
+        try:
+            for batch in _batches(self.vault, refs):
+                fetched = leftover.pop(tuple(ref.id for ref in batch), None)
+                batches.append((batch, fetched or self._batch_pool.submit(self._fetch_batch, batch)))
+                if len(batches) >= PACKED_READ_AHEAD:
+                    yield from self._batch_refs(batches)
+            while batches:
+                yield from self._batch_refs(batches)
+        except GeneratorExit:  # the consumer stopped early: keep what was fetched for the next iteration
+            self._leftover = {tuple(ref.id for ref in batch): future for batch, future in batches}
+            raise
+
+    def _batch_refs(
+        self, batches: deque[tuple[list[ChunkRef], Future[dict[bytes, bytes]]]]
+    ) -> Iterator[tuple[ChunkRef, dict[bytes, bytes]]]:
+        """The first batch's refs with its sealed bytes; it stays first in ``batches`` until all are handed out
+        (so an iteration stopped in its middle leaves it to the next one)."""
+        done, sealed = batches[0]
+        for ref in done:
+            yield ref, sealed.result()
+        batches.popleft()
 
     def _fetch_batch(self, batch: list[ChunkRef]) -> dict[bytes, bytes]:
         """Sealed bytes of the batch's chunks in coalesced ranges, then of the bases its delta chunks need (also
@@ -109,13 +125,14 @@ class RecoveryPointReader:
         ids = list(dict.fromkeys(ref.id for ref in batch))
         sealed = self._fetch(ids)
         bases = {base for base in (_delta_base(self.vault, i, sealed.get(i)) for i in ids) if base}
-        sealed.update(self._fetch([base for base in bases if base not in sealed]))
+        fetched_bases = self._fetch([base for base in bases if base not in sealed])
+        self.vault.objects.keep_along(fetched_bases)  # a copy's frame encoder reads them again (wire.FrameEncoder)
+        sealed.update(fetched_bases)
         return sealed
 
     def _fetch(self, ids: list[bytes]) -> dict[bytes, bytes]:
-        objects = self.vault.objects
-        found: dict[bytes, bytes] = {}
-        for part in self._pool.map(objects.fetch_span, _spans(self.vault, ids)):
+        found, wanted = _fetched_along(self.vault, ids)
+        for part in self._pool.map(self.vault.objects.fetch_span, _spans(self.vault, wanted)):
             found.update(part)
         return found
 
@@ -178,15 +195,30 @@ def fetch_sealed(vault: Vault, ids: Iterable[bytes]) -> dict[bytes, bytes]:
     pass to :func:`read_object` as ``prefetched``, which authenticates them all the same."""
     if not vault.objects.packed:
         return {}
-    found: dict[bytes, bytes] = {}
-    for span in _spans(vault, list(ids)):
+    found, wanted = _fetched_along(vault, ids)
+    for span in _spans(vault, wanted):
         found.update(vault.objects.fetch_span(span))
     return found
 
 
+def _fetched_along(vault: Vault, ids: Iterable[bytes]) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """Sealed bytes of the ids an earlier read of the vault fetched along already, and the ids still wanted:
+    no stored byte is fetched twice while it is in the read-ahead cache."""
+    found: dict[bytes, bytes] = {}
+    wanted = []
+    for object_id in dict.fromkeys(ids):
+        piece = vault.objects.fetched_along(object_id)
+        if piece is None:
+            wanted.append(object_id)
+        else:
+            found[object_id] = piece
+    return found, wanted
+
+
 def _spans(vault: Vault, ids: list[bytes]) -> list[list[bytes]]:
     """The ids grouped into ranges worth one GET each: one pack, in offset order, gaps of at most SPAN_GAP
-    and at most COALESCE_SPAN bytes in all. An id no pack index lists is a range of its own."""
+    holding nothing fetched already, and at most COALESCE_SPAN bytes in all. An id no pack index lists is a
+    range of its own."""
     by_pack: dict[str, list[tuple[int, int, bytes]]] = {}
     spans: list[list[bytes]] = []
     for object_id in ids:
@@ -195,12 +227,16 @@ def _spans(vault: Vault, ids: list[bytes]) -> list[list[bytes]]:
             spans.append([object_id])
         else:
             by_pack.setdefault(spot.pack_id, []).append((spot.offset, spot.offset + spot.length, object_id))
-    for spots in by_pack.values():
+    for pack_id, spots in by_pack.items():
         spots.sort()
         current: list[bytes] = []
         start = end = 0
         for offset, stop, object_id in spots:
-            if current and (offset - end > SPAN_GAP or stop - start > COALESCE_SPAN):
+            if current and (
+                offset - end > SPAN_GAP
+                or stop - start > COALESCE_SPAN
+                or vault.objects.fetched_between(pack_id, end, offset)  # never fetch those bytes twice
+            ):
                 spans.append(current)
                 current = []
             if not current:
@@ -264,6 +300,13 @@ class _ChunkStream(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        if not self.closed:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:  # a generator: it hands what it fetched ahead to the next iteration
+                close()
+        super().close()
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._buffer:

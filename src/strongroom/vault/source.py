@@ -22,6 +22,8 @@ ID_KEY_SIZE = 32
 _FINGERPRINT_CONTEXT = "strongroom 2026-12 source chunk-id key fingerprint v1"
 _STREAM_DIGEST_CONTEXT = b"strongroom 2026-12 source stream v1\0"
 _RECORD = struct.Struct(">32sI")  # source chunk id, plaintext size
+_MAPPING_PROOF_CONTEXT = "strongroom 2026-12 chunk mapping proof v1"
+_MAPPING = struct.Struct(">16s32s32sQ")  # source key fingerprint, source chunk id, own chunk id, plaintext size
 
 
 def source_chunk_id(id_key: bytes, plaintext: bytes | memoryview) -> bytes:
@@ -32,6 +34,21 @@ def source_chunk_id(id_key: bytes, plaintext: bytes | memoryview) -> bytes:
 def key_fingerprint(id_key: bytes) -> bytes:
     """16 bytes that name an id key without revealing it (the catalog records which key checked a mapping)."""
     return blake3.blake3(derive_key_context=_FINGERPRINT_CONTEXT).update(id_key).digest(16)
+
+
+def mapping_proof_key(own_id_key: bytes) -> bytes:
+    """The receiving vault's key for proofs of its chunk mappings (derived from its own id key: the catalog
+    file alone can neither make nor check a proof)."""
+    return blake3.blake3(derive_key_context=_MAPPING_PROOF_CONTEXT).update(own_id_key).digest()
+
+
+def mapping_proof(
+    proof_key: bytes, peer_vault_id: str, fingerprint: bytes, peer_id: bytes, own_id: bytes, size: int
+) -> bytes:
+    """The proof that own chunk ``own_id`` holds ``size`` bytes whose id under the key ``fingerprint`` names
+    is ``peer_id`` in vault ``peer_vault_id``: a keyed BLAKE3 of all of it, 16 bytes."""
+    record = _MAPPING.pack(fingerprint, peer_id, own_id, size) + peer_vault_id.encode()
+    return blake3.blake3(record, key=proof_key).digest(16)
 
 
 class StreamDigest:
