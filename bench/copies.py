@@ -483,8 +483,8 @@ def markdown_lines(rec: report.Records) -> list[str]:
         f"{n(m['s_backup2_new_chunks'])} |"
     )
     add(
-        f"| of those, stored as deltas in the source (`delta_chunks`; they cross as delta frames when the destination holds the base) | "
-        f"{n(m['s_backup1_delta_chunks'])} | {n(m['s_backup2_delta_chunks'])} |"
+        "| of those, stored as deltas in the source (`delta_chunks`; they cross as delta frames when the destination "
+        f"holds the base) | {n(m['s_backup1_delta_chunks'])} | {n(m['s_backup2_delta_chunks'])} |"
     )
     add(
         f"| plaintext of the chunks sent | {report.mib(m['s_copy1_plaintext_bytes_sent'])} | "

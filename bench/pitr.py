@@ -149,7 +149,7 @@ class CpuWatch(threading.Thread):
 class PitrBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")  # noqa: TID251 (a file name, not a decision)
+        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.work = Path(args.workdir).resolve() / f"pitr-{self.stamp}"
         self.out = Path(args.out).resolve()
         self.bindir = pgcluster.find_bindir()
