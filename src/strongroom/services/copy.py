@@ -107,7 +107,7 @@ def _push(account: Account, job: Job, progress: ProgressCallback | None) -> dict
     if rp.metadata.get("continuous"):
         return _push_continuous(account, rp, target)
     vault = account.vault(rp.vault_name)
-    manifest = load_manifest(vault, rp.id)
+    manifest = load_manifest(vault, rp.id, cached=True)  # the chunks are read from the store all the same
     days = params.get("delete_after_days") or rp.delete_after_days
     announce = {
         "source_recovery_point_arn": rp.arn,

@@ -116,8 +116,9 @@ def seal_manifest(vault: Vault, manifest: Manifest) -> bytes:
 def load_manifest(vault: Vault, recovery_point_id: str, *, cached: bool = False) -> Manifest:
     """The point's manifest from the vault, authenticated. ``cached``: from the home's cache when it holds it
     (a backup's or a copy's previous point: what it decides, chunk reuse, is checked against the store's
-    objects again), else from the store, kept in the cache. Nothing that must prove the point exists in the
-    store (verify, restore, collection, attach) reads the cache."""
+    objects again; a pushed copy's source point: every chunk it names is read from the store), else from the
+    store, kept in the cache. Nothing that must prove the point exists in the store (verify, restore,
+    collection, attach) reads the cache."""
     key = manifest_key(recovery_point_id)
 
     def opener(sealed: bytes) -> Manifest:
