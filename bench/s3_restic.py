@@ -87,7 +87,7 @@ class S3Bench(run.Bench):
         before = self.proxy.snapshot()
         if log_path := os.environ.get("S3PROXY_LOG"):  # a marker line per step in the proxy's request log
             with open(log_path, "a") as log:
-                log.write(f"=== {tool} {op}\n")
+                log.write(f"{time.monotonic():.3f} === {tool} {op}\n")
         result = self.run(argv, env=env)
         requests = self.proxy.snapshot().minus(before)
         self.results.setdefault(tool, {})[op] = {

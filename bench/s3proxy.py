@@ -142,7 +142,8 @@ class CountingProxy:
             if log_path := os.environ.get("S3PROXY_LOG"):  # one line per request: which ones a step makes
                 with open(log_path, "a") as log:
                     rng = handler.headers.get("Range", "")
-                    log.write(f"{request_class(handler.command, handler.path)} {handler.path} {rng}\n")
+                    klass = request_class(handler.command, handler.path)
+                    log.write(f"{time.monotonic():.3f} {klass} {handler.path} {rng}\n")
             self.counts.bytes_up += len(body)
             self.counts.bytes_down += len(payload)
         handler.send_response_only(response.status, response.reason)
