@@ -110,6 +110,34 @@ def test_second_copy_sends_only_new_chunks(pair: Pair) -> None:
     assert snapshot_tree(target) == snapshot_tree(pair.tree)
 
 
+def test_one_command_copies_several_points_in_order_and_stops_at_the_first_failure(pair: Pair) -> None:
+    first = pair.source.backup("files")["recovery_point_arn"]
+    (pair.tree / "f01.bin").write_bytes(os.urandom(400_000))
+    second = pair.source.backup("files")["recovery_point_arn"]
+    both = pair.source.json(
+        "copy", "start", "--recovery-point", first, "--recovery-point", second,
+        "--destination-vault", pair.destination_vault, "--wait",
+    )["copy_jobs"]  # fmt: skip
+    assert [job["state"] for job in both] == ["COMPLETED", "COMPLETED"]
+    assert [job["result"]["source_recovery_point_arn"] for job in both] == [first, second]
+    assert both[1]["result"]["chunks_sent"] <= 3  # the second sent only what the first did not
+    copied = {
+        p["source_recovery_point_arn"] for p in pair.destination.json("recovery-points", "list")["recovery_points"]
+    }
+    assert {first, second} <= copied
+
+    third = pair.source.backup("files")["recovery_point_arn"]
+    missing = third.rsplit(":", 1)[0] + ":00000000-0000-0000-0000-000000000000"
+    refused = pair.source.run(
+        "copy", "start", "--recovery-point", third, "--recovery-point", missing,
+        "--destination-vault", pair.destination_vault, "--wait", ok=False,
+    )  # fmt: skip
+    assert_one_line_error(refused, 2, "00000000-0000-0000-0000-000000000000")
+    assert third in {
+        p["source_recovery_point_arn"] for p in pair.destination.json("recovery-points", "list")["recovery_points"]
+    }
+
+
 def test_copy_back_into_a_new_source_account(pair: Pair) -> None:
     copied = copy(pair.source, pair.source.backup("files")["recovery_point_arn"], pair.destination_vault)["result"][
         "destination_recovery_point_arn"
