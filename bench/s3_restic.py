@@ -114,10 +114,11 @@ class S3Bench(run.Bench):
 
     def sr_step(self, tool: str, op: str, home: Path, *argv: str) -> dict[str, Any]:
         result = self.step(tool, op, [self.strongroom, *argv, "--json"], self.sr_env(home))
-        job = json.loads(result.stdout)
-        if job.get("state") != "COMPLETED":
-            raise RuntimeError(f"{tool} {op}: {job.get('state')}: {job.get('status_message')}")
-        return dict(job)
+        answer = json.loads(result.stdout)
+        for job in answer.get("copy_jobs", [answer]):  # several points copied in one command: a job each
+            if job.get("state") != "COMPLETED":
+                raise RuntimeError(f"{tool} {op}: {job.get('state')}: {job.get('status_message')}")
+        return dict(answer)
 
     def sr_home(self, name: str, bucket: str | None) -> tuple[Path, str]:
         home = self.sr_new_home(name)
