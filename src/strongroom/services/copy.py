@@ -8,9 +8,10 @@ into a vault of this one. Both send only the chunks the receiving vault lacks (d
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
+from functools import partial
 from typing import Any
 
 from strongroom.errors import RemoteError, StrongroomError, UsageError
@@ -27,8 +28,10 @@ from strongroom.services.wal_copy import copies_wal, copy_wal, speaks_wal
 from strongroom.services.writers import hold_writer
 from strongroom.transport import wire
 from strongroom.transport.client import AccountClient
+from strongroom.vault import envelope
 from strongroom.vault.manifest import ChunkRef, load_manifest
-from strongroom.vault.reader import RecoveryPointReader
+from strongroom.vault.reader import RecoveryPointReader, read_object
+from strongroom.vault.vault import Vault
 
 BATCH_REFS = 1024
 MAX_BODY_BYTES = 8 << 20
@@ -244,8 +247,11 @@ def _push_batch(
     encoder = wire.FrameEncoder(reader.vault, held_bases)
     body: list[bytes] = []
     size = 0
-    for ref, plaintext in zip(needed, reader.iter_chunk_data(needed), strict=True):
-        frame = encoder.frame(ref.id, plaintext, ref.base)
+    for ref, (frame, plaintext) in reader.iter_opened(needed, partial(_stored_frame, reader.vault, held_bases)):
+        if frame is None:
+            frame = encoder.frame(ref.id, plaintext or b"", ref.base)
+        elif wire.is_delta(frame):
+            encoder.deltas += 1
         body.append(frame)
         size += len(frame)
         if size >= MAX_BODY_BYTES:
@@ -260,6 +266,25 @@ def _push_batch(
     sent["chunks_skipped"] += len(unique) - len(needed)
     if progress:
         progress(sum(ref.size for ref in batch))
+
+
+def _stored_frame(
+    vault: Vault, held_bases: Collection[bytes], ref: ChunkRef, prefetched: bytes | None, _: object
+) -> tuple[bytes | None, bytes | None]:
+    """A chunk's frame made of its body as stored — zstd, or a delta against a base the receiver holds — so
+    the source neither decompresses, re-hashes nor compresses it again (the receiver checks every chunk
+    against our ids all the same); else its verified plaintext, for :class:`wire.FrameEncoder`."""
+
+    def stored(sealed: bytes, what: str) -> tuple[envelope.Kind, envelope.Compression, bytes]:
+        return envelope.open_body(vault.keys.encryption_key, ref.id, sealed, what=what)
+
+    kind, compression, body = vault.objects.open(ref.id, stored, prefetched=prefetched)
+    if kind == envelope.Kind.CHUNK and compression == envelope.Compression.ZSTD:
+        return wire.encode_frame(ref.id, ref.size, body), None
+    base_id = body[: envelope.BASE_ID_SIZE]
+    if kind == envelope.Kind.CHUNK and compression == envelope.Compression.ZSTD_DELTA and base_id in held_bases:
+        return wire.encode_frame(ref.id, ref.size, body[envelope.BASE_ID_SIZE :], base_id), None
+    return None, read_object(vault, ref.id, envelope.Kind.CHUNK, prefetched=prefetched)
 
 
 # Pull (copy back) ---------------------------------------------------------------------------------

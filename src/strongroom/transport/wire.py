@@ -49,6 +49,11 @@ def encode_frame(chunk_id: bytes, size: int, body: bytes, base_id: bytes | None 
     return _FRAME_HEAD.pack(chunk_id, size, len(body), kind) + (base_id or b"") + body
 
 
+def is_delta(frame: bytes) -> bool:
+    """Is this encoded frame a DELTA (its head's kind)?"""
+    return bool(_FRAME_HEAD.unpack_from(frame)[3] == DELTA)
+
+
 class FrameEncoder:
     """Chunk frames of one vault's chunks: a DELTA against the chunk's base when the receiver holds that
     base (``held_bases``) and the vault stores the chunk as a delta of it, else the whole chunk (FULL)."""

@@ -186,6 +186,23 @@ def open_sealed(
     A delta-compressed object needs ``base_loader`` (base id -> verified base plaintext); without it
     the plaintext is left empty and only ``base_id`` is returned (enough to list dependencies).
     """
+    kind_value, compression, body = open_body(encryption_key, name, sealed, what=what)
+    base_id = None
+    try:
+        if compression == Compression.ZSTD:
+            body = zstandard.ZstdDecompressor().decompress(body)
+        elif compression == Compression.ZSTD_DELTA:
+            base_id, frame = body[:BASE_ID_SIZE], body[BASE_ID_SIZE:]
+            if len(base_id) != BASE_ID_SIZE:
+                raise IntegrityError(f"{what} is a delta without a base id")
+            body = undelta(frame, base_loader(base_id)) if base_loader else b""
+    except (ValueError, zstandard.ZstdError) as exc:
+        raise IntegrityError(f"{what} cannot be decoded: {exc}") from None
+    return Opened(kind_value, body, base_id)
+
+
+def open_body(encryption_key: bytes, name: bytes, sealed: bytes, *, what: str) -> tuple[Kind, Compression, bytes]:
+    """Decrypt and authenticate a sealed object, leaving its body as stored (compressed, or a delta)."""
     if len(sealed) < HEADER_SIZE + 16:
         raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
     magic, version, kind, compression, _reserved, salt, nonce = HEADER.unpack_from(sealed)
@@ -201,21 +218,10 @@ def open_sealed(
         body = AESGCM(_object_key(encryption_key, salt)).decrypt(nonce, sealed[HEADER_SIZE:], header + name)
     except InvalidTag:
         raise IntegrityError(f"{what} failed authentication (damaged or forged)") from None
-    base_id = None
     try:
-        kind_value = Kind(kind)
-        if compression == Compression.ZSTD:
-            body = zstandard.ZstdDecompressor().decompress(body)
-        elif compression == Compression.ZSTD_DELTA:
-            base_id, frame = body[:BASE_ID_SIZE], body[BASE_ID_SIZE:]
-            if len(base_id) != BASE_ID_SIZE:
-                raise IntegrityError(f"{what} is a delta without a base id")
-            body = undelta(frame, base_loader(base_id)) if base_loader else b""
-        elif compression != Compression.NONE:
-            raise IntegrityError(f"{what} names unknown compression {compression}")
-    except (ValueError, zstandard.ZstdError) as exc:
-        raise IntegrityError(f"{what} cannot be decoded: {exc}") from None
-    return Opened(kind_value, body, base_id)
+        return Kind(kind), Compression(compression), body
+    except ValueError:
+        raise IntegrityError(f"{what} names unknown kind {kind} or compression {compression}") from None
 
 
 def undelta(frame: bytes, base_plaintext: bytes, max_size: int | None = None) -> bytes:

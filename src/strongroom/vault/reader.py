@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.faults import fault_point
@@ -13,6 +14,10 @@ from strongroom.vault import envelope
 from strongroom.vault.envelope import Kind
 from strongroom.vault.manifest import ChunkRef, Manifest, StreamRef, decode_index
 from strongroom.vault.vault import Vault
+
+T = TypeVar("T")
+# What a reader's worker makes of one chunk: (its ref, its sealed bytes as fetched, the batch's sealed bytes).
+ChunkOpener = Callable[[ChunkRef, bytes | None, Mapping[bytes, bytes] | None], T]
 
 READ_AHEAD = 6
 BATCH_SEALED = 8 * 1024 * 1024  # packed vaults: sealed bytes fetched as one batch (held until its chunks are read)
@@ -65,28 +70,30 @@ class RecoveryPointReader:
         """Verified plaintext of each chunk in order, opened a few chunks ahead (one per worker, plus two). In a
         format-1 vault each is one GET; in a packed vault the sealed bytes come in batches of coalesced ranged
         GETs, their delta bases too (:meth:`_fetch_batch`)."""
-        window: deque[tuple[ChunkRef, Future[bytes]]] = deque()
+        for ref, data in self.iter_opened(refs, self._plaintext):
+            if len(data) != ref.size:
+                raise IntegrityError(f"chunk {ref.id.hex()} has {len(data)} bytes, its index says {ref.size}")
+            yield data
+
+    def iter_opened(self, refs: Iterable[ChunkRef], opener: ChunkOpener[T]) -> Iterator[tuple[ChunkRef, T]]:
+        """``opener(ref, prefetched, sealed_bases)`` of each chunk in order, run in the reader's workers a few
+        chunks ahead, with the sealed bytes the batch fetched (None in a format-1 vault)."""
+        window: deque[tuple[ChunkRef, Future[T]]] = deque()
         delivered = 0
         for ref, sealed in self._sealed_ahead(refs):
-            window.append(
-                (
-                    ref,
-                    self._pool.submit(
-                        read_object,
-                        self.vault,
-                        ref.id,
-                        Kind.CHUNK,
-                        prefetched=None if sealed is None else sealed.get(ref.id),
-                        sealed_bases=sealed,
-                    ),
-                )
-            )
+            prefetched = None if sealed is None else sealed.get(ref.id)
+            window.append((ref, self._pool.submit(opener, ref, prefetched, sealed)))
             if len(window) >= self._window:
                 delivered = _fault_after_first(delivered)
-                yield _checked(*window.popleft())
+                done, future = window.popleft()
+                yield done, future.result()
         while window:
             delivered = _fault_after_first(delivered)
-            yield _checked(*window.popleft())
+            done, future = window.popleft()
+            yield done, future.result()
+
+    def _plaintext(self, ref: ChunkRef, prefetched: bytes | None, sealed: Mapping[bytes, bytes] | None) -> bytes:
+        return read_object(self.vault, ref.id, Kind.CHUNK, prefetched=prefetched, sealed_bases=sealed)
 
     def _sealed_ahead(self, refs: Iterable[ChunkRef]) -> Iterator[tuple[ChunkRef, dict[bytes, bytes] | None]]:
         """Each ref with the sealed bytes its batch fetched (None in a format-1 vault: read one by one)."""
@@ -165,13 +172,6 @@ def object_base(vault: Vault, object_id: bytes) -> bytes | None:
         return envelope.open_sealed(vault.keys.encryption_key, object_id, sealed, what=what).base_id
 
     return vault.objects.open(object_id, opener)
-
-
-def _checked(ref: ChunkRef, future: Future[bytes]) -> bytes:
-    data = future.result()
-    if len(data) != ref.size:
-        raise IntegrityError(f"chunk {ref.id.hex()} has {len(data)} bytes, its index says {ref.size}")
-    return data
 
 
 def _batches(vault: Vault, refs: Iterable[ChunkRef]) -> Iterator[list[ChunkRef]]:
