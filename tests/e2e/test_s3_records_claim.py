@@ -100,6 +100,15 @@ def _open(home: Path, accounts: list[Account]) -> Account:
     return account
 
 
+def _backed_up_and_open(tmp_path: Path, s3_server: S3Server, opened: list[Account]) -> tuple[Cli, Account, S3Store]:
+    """:func:`_backed_up`, then the home's account opened in this process and its S3 store (to count requests)."""
+    cli, _ = _backed_up(tmp_path, s3_server)
+    account = _open(cli.home, opened)
+    store = account.vault(VAULT).store
+    assert isinstance(store, S3Store)
+    return cli, account, store
+
+
 def _change_retention(account: Account, days: int) -> None:
     """A security-relevant change of a point: the catalog commits it, then writes the vault's records."""
     point = account.catalog.list_recovery_points(vault_name=VAULT)[-1]
@@ -109,10 +118,7 @@ def _change_retention(account: Account, days: int) -> None:
 def test_a_record_write_reads_no_catalog_record_and_writes_the_marker_once(
     tmp_path: Path, s3_server: S3Server, s3_env: None, opened: list[Account]
 ) -> None:
-    cli, _ = _backed_up(tmp_path, s3_server)
-    account = _open(cli.home, opened)
-    store = account.vault(VAULT).store
-    assert isinstance(store, S3Store)
+    cli, account, store = _backed_up_and_open(tmp_path, s3_server, opened)
     requests = _count_record_requests(store)
     _change_retention(account, 41)
     assert requests == Counter(
@@ -131,10 +137,7 @@ def _backup_in_process(account: Account) -> str:
 def test_a_later_backup_gets_no_catalog_record_nor_its_previous_manifest(
     tmp_path: Path, s3_server: S3Server, s3_env: None, opened: list[Account]
 ) -> None:
-    cli, _ = _backed_up(tmp_path, s3_server)
-    account = _open(cli.home, opened)
-    store = account.vault(VAULT).store
-    assert isinstance(store, S3Store)
+    _, account, store = _backed_up_and_open(tmp_path, s3_server, opened)
     records, manifests = _count_record_requests(store), _count_requests(store, "manifests")
     _backup_in_process(account)
     gets = [r for r in records + manifests if r.startswith(("GetObject", "HeadObject"))]
