@@ -101,17 +101,30 @@ def test_a_packed_vault_stores_packs_only_and_reads_back_what_was_written() -> N
     assert _read(_reopened(vault), "rp-1", "data") == data
 
 
+@dataclasses.dataclass(frozen=True)
+class _Changed:
+    data: bytes  # rp-2's stream
+    delta_chunks: int  # how many of its chunks the writer stored as deltas
+
+
+def _point_of_deltas(vault: Vault, size: int, *, every: int) -> _Changed:
+    """rp-1 of ``size`` random bytes, then rp-2 with 8 bytes changed every ``every`` bytes: its changed chunks
+    are stored as deltas against rp-1's."""
+    data = bytearray(os.urandom(size))
+    _write(vault, "rp-1", {"data": bytes(data)})
+    for spot in range(1000, len(data), every):
+        data[spot : spot + 8] = os.urandom(8)
+    with RecoveryPointWriter(vault, "rp-2", previous=load_manifest(vault, "rp-1")) as writer:
+        writer.store_stream("data", io.BytesIO(bytes(data)))
+        writer.commit("r", "directory", {})
+    return _Changed(bytes(data), writer.stats.delta_chunks)
+
+
 def test_delta_chunks_and_their_bases_read_back_from_packs() -> None:
     vault = _memory_vault()
-    first = bytearray(os.urandom(2 * 1024 * 1024))
-    _write(vault, "rp-1", {"data": bytes(first)})
-    for spot in range(1000, len(first), 150 * 1024):  # a few bytes changed in every chunk: stored as deltas
-        first[spot : spot + 8] = os.urandom(8)
-    with RecoveryPointWriter(vault, "rp-2", previous=load_manifest(vault, "rp-1")) as writer:
-        writer.store_stream("data", io.BytesIO(bytes(first)))
-        writer.commit("r", "directory", {})
-    assert writer.stats.delta_chunks >= 5
-    assert _read(_reopened(vault), "rp-2", "data") == bytes(first)
+    changed = _point_of_deltas(vault, 2 * 1024 * 1024, every=150 * 1024)  # a few bytes changed in every chunk
+    assert changed.delta_chunks >= 5
+    assert _read(_reopened(vault), "rp-2", "data") == changed.data
 
 
 def test_a_pack_index_with_wrong_offsets_gives_an_integrity_error_naming_the_pack() -> None:
@@ -437,14 +450,9 @@ def test_a_restore_that_reads_the_front_first_fetches_each_stored_byte_once(s3_s
     single read of a base and a batch's fetch are in flight over the same bytes at once (seen once in CI, on
     a loaded machine: 2.2 MB; in-flight reads are not coordinated, docs/performance.md)."""
     vault = _s3_vault(s3_server)
-    data = bytearray(os.urandom(6 * 1024 * 1024))
-    _write(vault, "rp-1", {"data": bytes(data)})
-    for spot in range(1000, len(data), 700 * 1024):  # a few bytes changed in some chunks: stored as deltas
-        data[spot : spot + 8] = os.urandom(8)
-    with RecoveryPointWriter(vault, "rp-2", previous=load_manifest(vault, "rp-1")) as writer:
-        writer.store_stream("data", io.BytesIO(bytes(data)))
-        writer.commit("r", "directory", {})
-    assert writer.stats.delta_chunks >= 3
+    changed = _point_of_deltas(vault, 6 * 1024 * 1024, every=700 * 1024)  # a few bytes changed in some chunks
+    assert changed.delta_chunks >= 3
+    data = changed.data
 
     reader_vault = _reopened(vault)
     assert isinstance(reader_vault.store, S3Store)

@@ -289,12 +289,7 @@ class S3Store(ObjectStore):
         ``retention`` writes the object under an Object Lock mode and retain-until date (the bucket needs
         Object Lock; a store without it raises :class:`StorageError`).
         """
-        full = self._full(key)
-        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": full, "Body": data}
-        if retention is not None:
-            self._require_object_lock()
-            args["ObjectLockMode"] = retention.mode.value
-            args["ObjectLockRetainUntilDate"] = _whole_second_after(retention.until)
+        args = self._put_args(key, data, retention)
         if not if_absent:
             self._call(f"PUT {key}", self.client.put_object, **args)
             return True
@@ -309,16 +304,20 @@ class S3Store(ObjectStore):
             return False
         return True
 
+    def _put_args(self, key: str, data: bytes, retention: Retention | None) -> dict[str, Any]:
+        """A PutObject's arguments; under ``retention``, the Object Lock headers (the bucket must have it)."""
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self._full(key), "Body": data}
+        if retention is not None:
+            self._require_object_lock()
+            args["ObjectLockMode"] = retention.mode.value
+            args["ObjectLockRetainUntilDate"] = _whole_second_after(retention.until)
+        return args
+
     def flush(self) -> None:
         """Nothing to do: an acknowledged S3 PUT is durable."""
 
     def get(self, key: str) -> bytes:
-        try:
-            answer = self._call(f"GET {key}", self.client.get_object, Bucket=self.location.bucket, Key=self._full(key))
-            body: bytes = self._read_body(key, answer)
-        except _Missing:
-            raise NotFoundError(f"object {key} not found in {self.location.where}") from None
-        return body
+        return self.get_tagged(key)[0]
 
     def get_tagged(self, key: str) -> tuple[bytes, str | None]:
         try:
@@ -333,12 +332,8 @@ class S3Store(ObjectStore):
         ``If-Match`` on a key that is gone, a 404) means another version is there: nothing written, None."""
         if not self.conditional_replace_supported():
             raise StorageError(f"{self.location.where} does not honour If-Match: no conditional replace")
-        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self._full(key), "Body": data}
+        args = self._put_args(key, data, retention)
         args.update({"IfNoneMatch": "*"} if tag is None else {"IfMatch": _tag_form(tag, quoted=self._quoted_tags)})
-        if retention is not None:
-            self._require_object_lock()
-            args["ObjectLockMode"] = retention.mode.value
-            args["ObjectLockRetainUntilDate"] = _whole_second_after(retention.until)
         try:
             answer = self._call(f"PUT {key}", self.client.put_object, **args)
         except (_PreconditionFailed, _Missing):

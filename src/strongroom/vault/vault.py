@@ -214,20 +214,14 @@ class Vault:
         try:
             sealed, tag = self.store.get_tagged(key)
         except NotFoundError:
-            sealed, tag = None, None
+            return self.read_record(key), None
         try:
-            opened = self._open_record(key, sealed) if sealed is not None else None
+            return _record_body(key, self._open_record(key, sealed)), tag
         except IntegrityError:
-            opened = None
-        if opened is None:
             return self.read_record(key), tag
-        return opened, tag
 
-    def _open_record(self, key: str, sealed: bytes) -> bytes:
-        opened = envelope.open_sealed(self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}")
-        if opened.kind != Kind.RECORD:
-            raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
-        return opened.plaintext
+    def _open_record(self, key: str, sealed: bytes) -> envelope.Opened:
+        return envelope.open_sealed(self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}")
 
     def record_keys(self, prefix: str) -> list[str]:
         """Keys of the catalog records under ``prefix`` (itself under ``catalog/``), sorted."""
@@ -239,18 +233,10 @@ class Vault:
         """The catalog record ``key``, opened, or None when the vault holds none."""
         _check_record_key(key)
         try:
-            opened = open_stored(
-                self.store,
-                key,
-                lambda sealed: envelope.open_sealed(
-                    self.keys.encryption_key, key.encode(), sealed, what=f"catalog record {key}"
-                ),
-            )
+            opened = open_stored(self.store, key, lambda sealed: self._open_record(key, sealed))
         except NotFoundError:
             return None
-        if opened.kind != Kind.RECORD:
-            raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
-        return opened.plaintext
+        return _record_body(key, opened)
 
     # Deleting (docs/vault-format.md §7, "Deletion order") -------------------------------------
     def withdraw_manifest(self, recovery_point_id: str) -> None:
@@ -320,6 +306,12 @@ def _open_config(store: ObjectStore, keys: KeySet) -> VaultConfig:
     if opened.kind != Kind.CONFIG:
         raise StorageError("vault config object has the wrong kind")
     return VaultConfig.from_json(opened.plaintext)
+
+
+def _record_body(key: str, opened: envelope.Opened) -> bytes:
+    if opened.kind != Kind.RECORD:
+        raise CatalogIntegrityError(f"the vault object {key} is not a catalog record")
+    return opened.plaintext
 
 
 def _drop_cached_key(folder: Path | None, key_name: str) -> None:
